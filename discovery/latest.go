@@ -1,0 +1,99 @@
+package discovery
+
+import (
+	"context"
+	"sync"
+)
+
+// Latest is the level-triggered, coalescing core of a Watcher: a producer
+// goroutine (the adapter's) publishes complete sets or errors, and Next hands
+// the newest one to the consumer, skipping sets equal to the one it returned
+// last. Publishing never blocks: a slow consumer sees only the latest state.
+//
+// Publish, Fail and Stop are safe for concurrent use; Next is called by one
+// goroutine at a time.
+type Latest struct {
+	mu      sync.Mutex
+	set     []Instance // newest published set, sorted, owned by Latest
+	pending error      // error to report once, if no set came after it
+	fresh   bool       // set was published and not yet returned
+
+	returned    []Instance // what Next returned last (consumer-owned)
+	hasReturned bool
+
+	wake     chan struct{} // capacity 1: "something changed"
+	done     chan struct{}
+	stopOnce sync.Once
+}
+
+// NewLatest returns an empty Latest; Next blocks until the first Publish.
+func NewLatest() *Latest {
+	return &Latest{wake: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+// Publish records set as the current instance set. Latest takes ownership of
+// set and sorts it by ID; the caller must not modify it afterwards.
+func (l *Latest) Publish(set []Instance) {
+	if set == nil {
+		set = []Instance{}
+	}
+	SortByID(set)
+	l.mu.Lock()
+	l.set, l.fresh, l.pending = set, true, nil
+	l.mu.Unlock()
+	l.signal()
+}
+
+// Fail reports that the registry could not be read. The next call to Next
+// returns err unless a set is published first.
+func (l *Latest) Fail(err error) {
+	l.mu.Lock()
+	l.pending = err
+	l.mu.Unlock()
+	l.signal()
+}
+
+func (l *Latest) signal() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Done is closed by Stop; producers select on it to end.
+func (l *Latest) Done() <-chan struct{} { return l.done }
+
+// Stop unblocks Next for good. It is idempotent and returns nil.
+func (l *Latest) Stop() error {
+	l.stopOnce.Do(func() { close(l.done) })
+	return nil
+}
+
+// Next implements Watcher.Next.
+func (l *Latest) Next(ctx context.Context) ([]Instance, error) {
+	for {
+		select {
+		case <-l.done:
+			return nil, ErrStopped
+		default:
+		}
+		l.mu.Lock()
+		set, fresh, err := l.set, l.fresh, l.pending
+		l.fresh, l.pending = false, nil
+		l.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		if fresh && (!l.hasReturned || !EqualSets(set, l.returned)) {
+			l.returned, l.hasReturned = set, true
+			return set, nil
+		}
+		select {
+		case <-l.wake:
+		case <-l.done:
+			return nil, ErrStopped
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}

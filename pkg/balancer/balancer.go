@@ -1,0 +1,93 @@
+// Package balancer defines how an upstream chooses a node for a request: a
+// Builder turns a node list into an immutable Picker, rebuilt on every change
+// to the list, and the Picker chooses per request.
+//
+// Policies live in sub-packages, one each, and register a Factory here from
+// their init function; package balancer/all imports every policy.
+package balancer
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+
+	"github.com/remora-mesh/remora/pkg/node"
+)
+
+// Info is what a Picker may look at to choose.
+type Info struct {
+	// Request is the request being routed, nil for TCP connections.
+	Request *http.Request
+}
+
+// Picker chooses a node. Pickers are immutable and used by many goroutines
+// at once: Pick must not block, lock or allocate. Per-node state it reads
+// (in-flight counts, latency) lives in node.Stats atomics.
+type Picker interface {
+	// Pick returns a node, or nil when there is none to choose.
+	Pick(info Info) *node.Node
+}
+
+// Builder builds Pickers for one upstream with its configured options.
+type Builder interface {
+	// Name is the policy's name as written in config.
+	Name() string
+	// Build returns a picker over nodes, the upstream's nodes that may
+	// receive traffic, sorted by ID. nodes may be empty; Build must not
+	// retain or modify the slice beyond what the Picker needs (it is not
+	// modified after the call).
+	Build(nodes []*node.Node) Picker
+}
+
+// Factory parses a policy's options into a Builder.
+type Factory interface {
+	// Name is the policy's name as written in config.
+	Name() string
+	// Parse decodes the policy's options with decode (which rejects unknown
+	// fields) and validates them; decode fills nothing when the config has
+	// no options block.
+	Parse(decode func(v any) error) (Builder, error)
+}
+
+// Empty is a Picker that never returns a node.
+var Empty Picker = empty{}
+
+type empty struct{}
+
+func (empty) Pick(Info) *node.Node { return nil }
+
+var (
+	factoriesMu sync.RWMutex
+	factories   = map[string]Factory{}
+)
+
+// Register makes a policy available by name; it panics on a duplicate.
+func Register(f Factory) {
+	factoriesMu.Lock()
+	defer factoriesMu.Unlock()
+	if _, dup := factories[f.Name()]; dup {
+		panic(fmt.Sprintf("balancer: policy %q registered twice", f.Name()))
+	}
+	factories[f.Name()] = f
+}
+
+// Lookup returns the factory of the named policy.
+func Lookup(name string) (Factory, bool) {
+	factoriesMu.RLock()
+	defer factoriesMu.RUnlock()
+	f, ok := factories[name]
+	return f, ok
+}
+
+// Names lists the registered policies, sorted.
+func Names() []string {
+	factoriesMu.RLock()
+	defer factoriesMu.RUnlock()
+	names := make([]string, 0, len(factories))
+	for name := range factories {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
