@@ -26,11 +26,11 @@ type Node struct {
 	Stats *Stats
 }
 
-// New returns a node for inst with the given stats, or fresh stats when
-// stats is nil.
+// New returns a node for inst with the given stats, or fresh stats (added
+// now) when stats is nil.
 func New(inst discovery.Instance, stats *Stats) *Node {
 	if stats == nil {
-		stats = new(Stats)
+		stats = NewStats(time.Now())
 	}
 	return &Node{Instance: inst, HostPort: inst.HostPort(), Stats: stats}
 }
@@ -55,7 +55,16 @@ type Stats struct {
 	ConsecutiveFailures atomic.Uint32
 	// lastUsed is the Unix nanosecond time of the last attempt.
 	lastUsed atomic.Int64
+	// added is when the node joined its upstream; immutable.
+	added time.Time
 }
+
+// NewStats returns the stats of a node that joined its upstream at added.
+func NewStats(added time.Time) *Stats { return &Stats{added: added} }
+
+// Added returns when the node joined its upstream (the zero time for stats
+// made without NewStats).
+func (s *Stats) Added() time.Time { return s.added }
 
 // Begin records the start of an attempt on the node at now.
 func (s *Stats) Begin(now time.Time) {
