@@ -1,0 +1,147 @@
+package static
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"sync"
+
+	"github.com/remora-mesh/remora/discovery"
+)
+
+// Registry is an in-memory discovery.Registry: Set replaces a service's
+// instances and every watcher of it sees the new set. The static adapter
+// feeds it from the config or a file; tests drive it by hand. It is safe for
+// concurrent use.
+type Registry struct {
+	mu       sync.Mutex
+	services map[string][]discovery.Instance
+	watchers map[string][]*discovery.Latest
+	closed   bool
+}
+
+var _ discovery.Registry = (*Registry)(nil)
+
+// NewRegistry returns an empty in-memory registry.
+func NewRegistry() *Registry {
+	return &Registry{services: map[string][]discovery.Instance{}, watchers: map[string][]*discovery.Latest{}}
+}
+
+// Replace sets every service at once: services missing from all become
+// empty.
+func (r *Registry) Replace(all map[string][]discovery.Instance) {
+	r.mu.Lock()
+	names := make([]string, 0, len(r.services)+len(all))
+	for name := range r.services {
+		names = append(names, name)
+	}
+	for name := range all {
+		names = append(names, name)
+	}
+	r.mu.Unlock()
+	for _, name := range names {
+		r.Set(name, all[name]...)
+	}
+}
+
+// FailAll makes every watcher report err once.
+func (r *Registry) FailAll(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, ls := range r.watchers {
+		for _, l := range ls {
+			l.Fail(err)
+		}
+	}
+}
+
+// Set replaces the instances of service.
+func (r *Registry) Set(service string, set ...discovery.Instance) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(set) == 0 {
+		delete(r.services, service)
+	} else {
+		r.services[service] = cloneSet(set)
+	}
+	for _, l := range r.watchers[service] {
+		l.Publish(cloneSet(set))
+	}
+}
+
+// Upsert adds inst to service or replaces the instance with its ID.
+func (r *Registry) Upsert(service string, inst discovery.Instance) {
+	r.mu.Lock()
+	set := slices.DeleteFunc(cloneSet(r.services[service]), func(i discovery.Instance) bool { return i.ID == inst.ID })
+	r.mu.Unlock()
+	r.Set(service, append(set, inst)...)
+}
+
+// Delete removes the instance with id from service.
+func (r *Registry) Delete(service, id string) {
+	r.mu.Lock()
+	set := slices.DeleteFunc(cloneSet(r.services[service]), func(i discovery.Instance) bool { return i.ID == id })
+	r.mu.Unlock()
+	r.Set(service, set...)
+}
+
+// Fail makes every watcher of service report err once, as an unreachable
+// registry would.
+func (r *Registry) Fail(service string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, l := range r.watchers[service] {
+		l.Fail(err)
+	}
+}
+
+// Watch implements discovery.Registry.
+func (r *Registry) Watch(_ context.Context, service string) (discovery.Watcher, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l := discovery.NewLatest()
+	if r.closed {
+		l.Stop()
+	}
+	l.Publish(cloneSet(r.services[service]))
+	r.watchers[service] = append(r.watchers[service], l)
+	return &watcher{Latest: l, stop: func() { r.forget(service, l) }}, nil
+}
+
+func (r *Registry) forget(service string, l *discovery.Latest) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.watchers[service] = slices.DeleteFunc(r.watchers[service], func(x *discovery.Latest) bool { return x == l })
+}
+
+// Close implements discovery.Registry; it stops every watcher.
+func (r *Registry) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	for _, ls := range r.watchers {
+		for _, l := range ls {
+			l.Stop()
+		}
+	}
+	return nil
+}
+
+type watcher struct {
+	*discovery.Latest
+	stop func()
+}
+
+func (w *watcher) Stop() error {
+	w.stop()
+	return w.Latest.Stop()
+}
+
+func cloneSet(set []discovery.Instance) []discovery.Instance {
+	out := make([]discovery.Instance, len(set))
+	for i, in := range set {
+		in.Metadata = maps.Clone(in.Metadata)
+		out[i] = in
+	}
+	return out
+}

@@ -1,0 +1,446 @@
+// Package config defines Remora's YAML configuration: the schema, its
+// defaults, and validation whose errors name the file, the field path and the
+// bad value.
+//
+// Registry and balancer options are parsed by the adapter or policy that owns
+// them (discovery.Factory, balancer.Factory), so this package imports no
+// registry SDK; the caller must have imported the adapters and policies it
+// wants to accept (cmd/remora imports them all).
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/pkg/balancer"
+)
+
+// Defaults.
+const (
+	DefaultAdminAddress        = "127.0.0.1:15000"
+	DefaultOutboundAddress     = "127.0.0.1:15001"
+	DefaultBalancer            = "round_robin"
+	DefaultInitialSyncTimeout  = 10 * time.Second
+	DefaultDrainTimeout        = 15 * time.Second
+	DefaultConnectTimeout      = 2 * time.Second
+	DefaultIdleConnTimeout     = 90 * time.Second
+	DefaultMaxIdleConnsPerHost = 256
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	// Admin is the admin API listener.
+	Admin Admin `yaml:"admin"`
+	// Listeners accept the application's outbound HTTP calls and route them
+	// by Host header. Default: one named "outbound" on 127.0.0.1:15001.
+	Listeners []Listener `yaml:"listeners"`
+	// Registries are the service registries upstreams are fed from.
+	Registries []Registry `yaml:"registries"`
+	// Upstreams are the named groups of nodes requests go to.
+	Upstreams []Upstream `yaml:"upstreams"`
+	// Proxy tunes forwarding.
+	Proxy Proxy `yaml:"proxy"`
+	// DrainTimeout bounds how long shutdown waits for in-flight requests.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// DataDir is where registries may keep state (caches); optional.
+	DataDir string `yaml:"data_dir"`
+
+	// Dir is the directory of the config file; relative paths in the
+	// config are resolved against it. Not part of the YAML.
+	Dir string `yaml:"-"`
+}
+
+// Admin is the admin listener.
+type Admin struct {
+	// Address is host:port; default 127.0.0.1:15000.
+	Address string `yaml:"address"`
+}
+
+// Listener is an outbound HTTP listener.
+type Listener struct {
+	// Name identifies the listener in logs.
+	Name string `yaml:"name"`
+	// Address is host:port.
+	Address string `yaml:"address"`
+}
+
+// Registry is one service registry.
+type Registry struct {
+	// Name is referenced by upstreams.
+	Name string `yaml:"name"`
+	// Type selects the adapter: static, etcd, consul, nacos.
+	Type string `yaml:"type"`
+
+	// Options are the adapter's parsed options, set by Validate.
+	Options discovery.Options `yaml:"-"`
+
+	blocks map[string]*yaml.Node // type-named option blocks, by key
+	line   int
+}
+
+// Upstream is one named group of backend nodes.
+type Upstream struct {
+	// Name is matched against the Host header of outbound requests.
+	Name string `yaml:"name"`
+	// Registry names the registry to watch; optional when there is one.
+	Registry string `yaml:"registry"`
+	// Service is the name in the registry; defaults to Name.
+	Service string `yaml:"service"`
+	// Listen is an optional dedicated host:port for this upstream only.
+	Listen string `yaml:"listen"`
+	// Balancer is the load-balancing policy, by name or with options.
+	Balancer Balancer `yaml:"balancer"`
+	// InitialSyncTimeout bounds how long /readyz waits for the first node
+	// set; default 10s.
+	InitialSyncTimeout time.Duration `yaml:"initial_sync_timeout"`
+
+	line int
+}
+
+// Balancer names a policy and holds its options: either a scalar
+// (`balancer: round_robin`) or a mapping with `policy` and the policy's own
+// options (`balancer: {policy: least_request, choice_count: 2}`).
+type Balancer struct {
+	// Policy is the policy's name; default round_robin.
+	Policy string `yaml:"policy"`
+
+	// Builder is the parsed policy, set by Validate.
+	Builder balancer.Builder `yaml:"-"`
+
+	options *yaml.Node
+	line    int
+}
+
+// Proxy tunes upstream connections.
+type Proxy struct {
+	// ConnectTimeout bounds dialing a node; default 2s.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// IdleConnTimeout closes idle upstream connections; default 90s.
+	IdleConnTimeout time.Duration `yaml:"idle_conn_timeout"`
+	// MaxIdleConnsPerHost is the keep-alive pool size per node; default 256.
+	MaxIdleConnsPerHost int `yaml:"max_idle_conns_per_host"`
+}
+
+// UnmarshalYAML takes name and type, and keeps the other keys as option
+// blocks for the adapter.
+func (r *Registry) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("line %d: a registry must be a mapping with name and type", n.Line)
+	}
+	r.line = n.Line
+	r.blocks = map[string]*yaml.Node{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		switch k.Value {
+		case "name":
+			if err := v.Decode(&r.Name); err != nil {
+				return err
+			}
+		case "type":
+			if err := v.Decode(&r.Type); err != nil {
+				return err
+			}
+		default:
+			r.blocks[k.Value] = v
+		}
+	}
+	return nil
+}
+
+// UnmarshalYAML accepts a policy name or a mapping with policy and options.
+func (b *Balancer) UnmarshalYAML(n *yaml.Node) error {
+	b.line = n.Line
+	switch n.Kind {
+	case yaml.ScalarNode:
+		return n.Decode(&b.Policy)
+	case yaml.MappingNode:
+		opts := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: n.Line, Column: n.Column}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == "policy" {
+				if err := n.Content[i+1].Decode(&b.Policy); err != nil {
+					return err
+				}
+				continue
+			}
+			opts.Content = append(opts.Content, n.Content[i], n.Content[i+1])
+		}
+		if len(opts.Content) > 0 {
+			b.options = opts
+		}
+		return nil
+	}
+	return fmt.Errorf("line %d: balancer must be a policy name or a mapping with policy", n.Line)
+}
+
+// MarshalYAML writes the policy name (options are not echoed).
+func (b Balancer) MarshalYAML() (any, error) { return b.Policy, nil }
+
+// Load reads, defaults and validates the file at path. The error lists
+// every problem found, each prefixed with the file name.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Dir(path)
+	cfg, err := Parse(data, dir)
+	if err != nil {
+		return nil, prefixLines(filepath.Base(path), err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes, defaults and validates a configuration; dir resolves
+// relative paths.
+func Parse(data []byte, dir string) (*Config, error) {
+	cfg := &Config{Dir: dir}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return nil, cleanYAMLError(err)
+	}
+	cfg.applyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func (c *Config) applyDefaults() {
+	if c.Admin.Address == "" {
+		c.Admin.Address = DefaultAdminAddress
+	}
+	if len(c.Listeners) == 0 {
+		c.Listeners = []Listener{{Name: "outbound", Address: DefaultOutboundAddress}}
+	}
+	for i := range c.Listeners {
+		if c.Listeners[i].Name == "" {
+			c.Listeners[i].Name = "listener-" + strconv.Itoa(i)
+		}
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.Proxy.ConnectTimeout == 0 {
+		c.Proxy.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.Proxy.IdleConnTimeout == 0 {
+		c.Proxy.IdleConnTimeout = DefaultIdleConnTimeout
+	}
+	if c.Proxy.MaxIdleConnsPerHost == 0 {
+		c.Proxy.MaxIdleConnsPerHost = DefaultMaxIdleConnsPerHost
+	}
+	for i := range c.Upstreams {
+		u := &c.Upstreams[i]
+		if u.Service == "" {
+			u.Service = u.Name
+		}
+		if u.Registry == "" && len(c.Registries) == 1 {
+			u.Registry = c.Registries[0].Name
+		}
+		if u.Balancer.Policy == "" {
+			u.Balancer.Policy = DefaultBalancer
+		}
+		if u.InitialSyncTimeout == 0 {
+			u.InitialSyncTimeout = DefaultInitialSyncTimeout
+		}
+	}
+}
+
+// upstreamName is what a Host header can carry: a lower-case DNS name.
+var upstreamName = regexp.MustCompile(`^[a-z0-9]([a-z0-9_.-]{0,251}[a-z0-9])?$`)
+
+// Validate checks the whole configuration and parses registry and balancer
+// options. It reports every problem, not just the first.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	addrs := map[string]string{} // address -> field path that binds it
+	bind := func(path, addr string) {
+		if err := checkHostPort(addr); err != nil {
+			add("%s: %q: %v", path, addr, err)
+			return
+		}
+		if prev, dup := addrs[addr]; dup {
+			add("%s: address %q is already used by %s", path, addr, prev)
+			return
+		}
+		addrs[addr] = path
+	}
+	bind("admin.address", c.Admin.Address)
+	names := map[string]bool{}
+	for i, l := range c.Listeners {
+		path := fmt.Sprintf("listeners[%d]", i)
+		if names[l.Name] {
+			add("%s.name: duplicate listener name %q", path, l.Name)
+		}
+		names[l.Name] = true
+		bind(path+".address", l.Address)
+	}
+	for _, d := range []struct {
+		path string
+		v    time.Duration
+	}{{"drain_timeout", c.DrainTimeout}, {"proxy.connect_timeout", c.Proxy.ConnectTimeout}, {"proxy.idle_conn_timeout", c.Proxy.IdleConnTimeout}} {
+		if d.v < 0 {
+			add("%s: %v is negative", d.path, d.v)
+		}
+	}
+	if c.Proxy.MaxIdleConnsPerHost < 0 {
+		add("proxy.max_idle_conns_per_host: %d is negative", c.Proxy.MaxIdleConnsPerHost)
+	}
+
+	registries := map[string]bool{}
+	for i := range c.Registries {
+		r := &c.Registries[i]
+		path := fmt.Sprintf("registries[%d]", i)
+		switch {
+		case r.Name == "":
+			add("%s.name: missing; every registry needs a name that upstreams refer to", path)
+		case registries[r.Name]:
+			add("%s.name: duplicate registry name %q", path, r.Name)
+		}
+		registries[r.Name] = true
+		f, ok := discovery.Lookup(r.Type)
+		if !ok {
+			add("%s.type: unknown registry type %q; known: %s", path, r.Type, strings.Join(discovery.Types(), ", "))
+			continue
+		}
+		for key := range r.blocks {
+			if key != r.Type {
+				add("%s: unknown field %q (options go under the type's own key, %q)", path, key, r.Type)
+			}
+		}
+		block := r.blocks[r.Type]
+		opts, err := f.Parse(strictDecoder(block))
+		if err != nil {
+			add("%s.%s: %v", path, r.Type, err)
+			continue
+		}
+		r.Options = opts
+	}
+
+	upstreams := map[string]bool{}
+	for i := range c.Upstreams {
+		u := &c.Upstreams[i]
+		path := fmt.Sprintf("upstreams[%d]", i)
+		switch {
+		case u.Name == "":
+			add("%s.name: missing; the name is matched against the Host header", path)
+		case !upstreamName.MatchString(u.Name):
+			add("%s.name: %q is not a lower-case host name (letters, digits, '-', '.', '_')", path, u.Name)
+		case upstreams[u.Name]:
+			add("%s.name: duplicate upstream name %q", path, u.Name)
+		}
+		upstreams[u.Name] = true
+		switch {
+		case u.Registry == "" && len(c.Registries) == 0:
+			add("%s.registry: missing, and no registries are configured", path)
+		case u.Registry == "":
+			add("%s.registry: missing; there are %d registries, name one", path, len(c.Registries))
+		case !registries[u.Registry]:
+			add("%s.registry: unknown registry %q; known: %s", path, u.Registry, strings.Join(registryNames(c.Registries), ", "))
+		}
+		if u.Listen != "" {
+			bind(path+".listen", u.Listen)
+		}
+		if u.InitialSyncTimeout < 0 {
+			add("%s.initial_sync_timeout: %v is negative", path, u.InitialSyncTimeout)
+		}
+		f, ok := balancer.Lookup(u.Balancer.Policy)
+		if !ok {
+			add("%s.balancer: unknown policy %q; known: %s", path, u.Balancer.Policy, strings.Join(balancer.Names(), ", "))
+			continue
+		}
+		b, err := f.Parse(strictDecoder(u.Balancer.options))
+		if err != nil {
+			add("%s.balancer: %v", path, err)
+			continue
+		}
+		u.Balancer.Builder = b
+	}
+	return errors.Join(errs...)
+}
+
+// Registry returns the registry named name, or nil.
+func (c *Config) Registry(name string) *Registry {
+	for i := range c.Registries {
+		if c.Registries[i].Name == name {
+			return &c.Registries[i]
+		}
+	}
+	return nil
+}
+
+func registryNames(rs []Registry) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = strconv.Quote(r.Name)
+	}
+	return out
+}
+
+func checkHostPort(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("want host:port")
+	}
+	if host != "" && host != "localhost" && net.ParseIP(host) == nil && !upstreamName.MatchString(host) {
+		return fmt.Errorf("bad host %q", host)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("bad port %q; want 0..65535", port)
+	}
+	return nil
+}
+
+// strictDecoder decodes an options block into a struct, rejecting unknown
+// fields. A missing block decodes to nothing.
+func strictDecoder(n *yaml.Node) func(any) error {
+	return func(v any) error {
+		if n == nil {
+			return nil
+		}
+		data, err := yaml.Marshal(n)
+		if err != nil {
+			return err
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("(line %d) %w", n.Line, cleanYAMLError(err))
+		}
+		return nil
+	}
+}
+
+// cleanYAMLError flattens yaml.v3's multi-line TypeError.
+func cleanYAMLError(err error) error {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		return errors.New(strings.Join(te.Errors, "; "))
+	}
+	return errors.New(strings.TrimPrefix(err.Error(), "yaml: "))
+}
+
+// prefixLines prefixes every line of err's message with prefix.
+func prefixLines(prefix string, err error) error {
+	lines := strings.Split(err.Error(), "\n")
+	for i, l := range lines {
+		lines[i] = prefix + ": " + l
+	}
+	return errors.New(strings.Join(lines, "\n"))
+}

@@ -1,0 +1,265 @@
+// Package upstream keeps the live node set of each upstream: one controller
+// goroutine per upstream (the only writer) turns registry updates into
+// immutable Snapshots published through an atomic pointer, which the request
+// path reads with a single atomic load.
+package upstream
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/pkg/balancer"
+	"github.com/remora-mesh/remora/pkg/node"
+)
+
+// Snapshot is the state of an upstream at one moment. It is immutable once
+// published: readers on any goroutine may use it without synchronisation,
+// and a change produces a new Snapshot.
+type Snapshot struct {
+	// Name is the upstream's name.
+	Name string
+	// Nodes holds every instance the registry reports, sorted by ID,
+	// including those that may not receive traffic.
+	Nodes []*node.Node
+	// Picker chooses among the nodes that may receive traffic; never nil.
+	Picker balancer.Picker
+	// Available counts the nodes the Picker chooses from.
+	Available int
+	// Synced is true once the registry delivered a first set.
+	Synced bool
+	// Version counts published node sets, starting at 1 for the first.
+	Version uint64
+	// UpdatedAt is when the registry last delivered a set.
+	UpdatedAt time.Time
+	// Err is the registry error seen since the last good set, if any: the
+	// nodes are then stale but kept.
+	Err error
+	// ErrAt is when Err was seen.
+	ErrAt time.Time
+}
+
+// Stale reports whether the registry could not be read since the last set.
+func (s *Snapshot) Stale() bool { return s.Err != nil }
+
+// Config is what an upstream is made of.
+type Config struct {
+	// Name is the upstream's name, matched against the Host header.
+	Name string
+	// Service is the name in the registry.
+	Service string
+	// Balancer builds pickers; round robin when nil.
+	Balancer balancer.Builder
+	// InitialSyncTimeout bounds how long readiness waits for the first set.
+	InitialSyncTimeout time.Duration
+	// Log is the logger; one that discards when nil.
+	Log *logrus.Entry
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Upstream is one named group of nodes fed by one registry watch.
+//
+// Snapshot may be called from any goroutine. Run is the controller: exactly
+// one goroutine runs it, and it is the only writer of the snapshot and of the
+// per-node stats table.
+type Upstream struct {
+	cfg     Config
+	snap    atomic.Pointer[Snapshot]
+	builder atomic.Pointer[builderBox]
+	kick    chan struct{} // capacity 1: rebuild pickers
+	created time.Time
+}
+
+type builderBox struct{ balancer.Builder }
+
+// New returns an upstream with an empty, unsynced snapshot. Call Run to feed
+// it.
+func New(cfg Config) *Upstream {
+	if cfg.Service == "" {
+		cfg.Service = cfg.Name
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = discovery.Env{}.Logger()
+	}
+	cfg.Log = cfg.Log.WithField("upstream", cfg.Name)
+	u := &Upstream{cfg: cfg, kick: make(chan struct{}, 1), created: cfg.Now()}
+	b := cfg.Balancer
+	if b == nil {
+		b = defaultBuilder()
+	}
+	u.builder.Store(&builderBox{b})
+	u.snap.Store(&Snapshot{Name: cfg.Name, Picker: balancer.Empty})
+	return u
+}
+
+// Name returns the upstream's name.
+func (u *Upstream) Name() string { return u.cfg.Name }
+
+// Service returns the registry service the upstream follows.
+func (u *Upstream) Service() string { return u.cfg.Service }
+
+// Snapshot returns the current snapshot: one atomic load, no allocation.
+func (u *Upstream) Snapshot() *Snapshot { return u.snap.Load() }
+
+// SetBalancer replaces the balancing policy; the controller rebuilds the
+// picker over the same nodes, whose stats are kept.
+func (u *Upstream) SetBalancer(b balancer.Builder) {
+	u.builder.Store(&builderBox{b})
+	u.Rebuild()
+}
+
+// Rebuild asks the controller to rebuild the picker (after a node's
+// eligibility changed outside the registry). It never blocks.
+func (u *Upstream) Rebuild() {
+	select {
+	case u.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Ready reports whether the upstream has its first node set, or gave up
+// waiting for it after the initial-sync timeout.
+func (u *Upstream) Ready() bool {
+	if u.snap.Load().Synced {
+		return true
+	}
+	t := u.cfg.InitialSyncTimeout
+	return t > 0 && u.cfg.Now().Sub(u.created) >= t
+}
+
+type update struct {
+	set []discovery.Instance
+	err error
+}
+
+// Run follows w until ctx ends or w stops, then stops w. It publishes a
+// snapshot for every set w delivers. Registry errors mark the snapshot stale
+// and keep its nodes: an unreachable registry never empties an upstream.
+func (u *Upstream) Run(ctx context.Context, w discovery.Watcher) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	updates := make(chan update)
+	go func() {
+		defer close(updates)
+		for {
+			set, err := w.Next(ctx)
+			if err != nil && (ctx.Err() != nil || errors.Is(err, discovery.ErrStopped)) {
+				return
+			}
+			select {
+			case updates <- update{set, err}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	defer func() { _ = w.Stop() }()
+
+	c := controller{u: u, stats: map[string]*node.Stats{}}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-u.kick:
+			c.rebuild()
+		case up, ok := <-updates:
+			if !ok {
+				return
+			}
+			if up.err != nil {
+				c.fail(up.err)
+				continue
+			}
+			c.apply(up.set)
+		}
+	}
+}
+
+// controller is the state owned by Run's goroutine.
+type controller struct {
+	u     *Upstream
+	stats map[string]*node.Stats // by instance ID
+}
+
+// apply reconciles set with the current nodes by instance ID, so a node that
+// stays keeps its Stats, and publishes the result.
+func (c *controller) apply(set []discovery.Instance) {
+	u := c.u
+	old := u.snap.Load()
+	now := u.cfg.Now()
+	nodes := make([]*node.Node, 0, len(set))
+	seen := make(map[string]*node.Stats, len(set))
+	for _, inst := range set {
+		if err := inst.Validate(); err != nil {
+			u.cfg.Log.WithError(err).Warn("ignoring invalid instance from the registry")
+			continue
+		}
+		if _, dup := seen[inst.ID]; dup {
+			u.cfg.Log.WithField("node", inst.ID).Warn("ignoring duplicate instance id from the registry")
+			continue
+		}
+		st := c.stats[inst.ID]
+		if st == nil {
+			st = node.NewStats(now)
+		}
+		seen[inst.ID] = st
+		nodes = append(nodes, node.New(inst, st))
+	}
+	added, removed := 0, 0
+	for id := range seen {
+		if c.stats[id] == nil {
+			added++
+		}
+	}
+	for id := range c.stats {
+		if seen[id] == nil {
+			removed++
+		}
+	}
+	c.stats = seen
+	next := &Snapshot{
+		Name: u.cfg.Name, Nodes: nodes, Synced: true,
+		Version: old.Version + 1, UpdatedAt: now,
+	}
+	c.publish(next)
+	u.cfg.Log.WithFields(logrus.Fields{
+		"nodes": len(nodes), "available": next.Available, "added": added, "removed": removed, "version": next.Version,
+	}).Info("node set updated")
+}
+
+// fail marks the current snapshot stale, keeping its nodes.
+func (c *controller) fail(err error) {
+	u := c.u
+	old := u.snap.Load()
+	next := *old
+	next.Err, next.ErrAt = err, u.cfg.Now()
+	u.snap.Store(&next)
+	u.cfg.Log.WithError(err).Warn("registry error; keeping the last known nodes")
+}
+
+// rebuild republishes the current nodes with a fresh picker.
+func (c *controller) rebuild() {
+	next := *c.u.snap.Load()
+	c.publish(&next)
+}
+
+// publish builds next's picker over its available nodes and stores it.
+func (c *controller) publish(next *Snapshot) {
+	avail := make([]*node.Node, 0, len(next.Nodes))
+	for _, n := range next.Nodes {
+		if n.Available() {
+			avail = append(avail, n)
+		}
+	}
+	next.Available = len(avail)
+	next.Picker = c.u.builder.Load().Build(avail)
+	c.u.snap.Store(next)
+}

@@ -1,0 +1,310 @@
+// Package proxy forwards HTTP requests from the local application to the
+// nodes of an upstream. It is built on httputil.ReverseProxy and extends it
+// only through its hooks: Rewrite sets the destination, a RoundTripper picks
+// the node (and picks again after a connect error), ErrorHandler classifies
+// failures.
+//
+// The request path holds no lock: it loads the routing table and the
+// upstream's snapshot with one atomic load each.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/pkg/balancer"
+	"github.com/remora-mesh/remora/pkg/node"
+	"github.com/remora-mesh/remora/pkg/upstream"
+)
+
+// StatusClientClosedRequest is logged when the client went away before the
+// response (nginx's and Caddy's 499). It is never charged to a node.
+const StatusClientClosedRequest = 499
+
+// Options tune the proxy. The zero value is usable.
+type Options struct {
+	// ConnectTimeout bounds dialing a node; 0 means 2 s.
+	ConnectTimeout time.Duration
+	// IdleConnTimeout closes idle upstream connections; 0 means 90 s.
+	IdleConnTimeout time.Duration
+	// MaxIdleConnsPerHost is the keep-alive pool per node; 0 means 256.
+	MaxIdleConnsPerHost int
+	// Log is the logger; one that discards when nil.
+	Log *logrus.Entry
+	// Transport replaces the upstream transport (tests); nil builds one.
+	Transport http.RoundTripper
+}
+
+// Proxy is the HTTP forwarding engine. It is safe for concurrent use; the
+// routing table is swapped atomically with SetTable.
+type Proxy struct {
+	table     atomic.Pointer[upstream.Table]
+	rp        *httputil.ReverseProxy
+	transport http.RoundTripper
+	log       *logrus.Entry
+}
+
+// New returns a proxy with an empty routing table.
+func New(opts Options) *Proxy {
+	if opts.Log == nil {
+		opts.Log = discovery.Env{}.Logger()
+	}
+	p := &Proxy{log: opts.Log, transport: opts.Transport}
+	if p.transport == nil {
+		p.transport = NewTransport(opts)
+	}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite:      rewrite,
+		Transport:    pickingTransport{base: p.transport},
+		ErrorHandler: p.handleError,
+		ErrorLog:     log.New(opts.Log.WriterLevel(logrus.WarnLevel), "", 0),
+	}
+	p.table.Store(upstream.NewTable())
+	return p
+}
+
+// NewTransport returns the tuned transport used to reach nodes: HTTP/1.1
+// keep-alive pools, no environment proxy, no transparent compression.
+func NewTransport(opts Options) *http.Transport {
+	connect := opts.ConnectTimeout
+	if connect <= 0 {
+		connect = 2 * time.Second
+	}
+	idle := opts.IdleConnTimeout
+	if idle <= 0 {
+		idle = 90 * time.Second
+	}
+	perHost := opts.MaxIdleConnsPerHost
+	if perHost <= 0 {
+		perHost = 256
+	}
+	return &http.Transport{
+		Proxy:                 nil, // never forward to an environment proxy
+		DialContext:           (&net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          0, // no global cap; bounded per node
+		MaxIdleConnsPerHost:   perHost,
+		IdleConnTimeout:       idle,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true, // pass bodies through untouched
+		ForceAttemptHTTP2:     false,
+	}
+}
+
+// SetTable replaces the routing table.
+func (p *Proxy) SetTable(t *upstream.Table) { p.table.Store(t) }
+
+// Table returns the current routing table.
+func (p *Proxy) Table() *upstream.Table { return p.table.Load() }
+
+// Close releases idle upstream connections.
+func (p *Proxy) Close() {
+	if t, ok := p.transport.(interface{ CloseIdleConnections() }); ok {
+		t.CloseIdleConnections()
+	}
+}
+
+// ServeHTTP routes by the Host header: its host part (port ignored) names
+// the upstream. An unknown host gets 404 and nothing is dialed, so Remora is
+// never an open proxy.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	t := p.table.Load()
+	host := hostOnly(r.Host)
+	up := t.Lookup(host)
+	if up == nil {
+		p.notFound(w, r, t, host)
+		return
+	}
+	p.forward(w, r, up)
+}
+
+// ForUpstream returns a handler that sends every request to the named
+// upstream whatever its Host header (a dedicated listener). The name is
+// resolved against the current table on each request.
+func (p *Proxy) ForUpstream(name string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t := p.table.Load()
+		up := t.Lookup(name)
+		if up == nil {
+			p.notFound(w, r, t, name)
+			return
+		}
+		p.forward(w, r, up)
+	})
+}
+
+func (p *Proxy) notFound(w http.ResponseWriter, r *http.Request, t *upstream.Table, host string) {
+	p.log.WithFields(logrus.Fields{"host": r.Host, "status": http.StatusNotFound}).Debug("no upstream for host")
+	writeError(w, http.StatusNotFound, fmt.Sprintf("remora: no upstream named %q (Host %q); known upstreams: %s",
+		host, r.Host, strings.Join(t.Names(), ", ")))
+}
+
+// forward proxies r to a node of up.
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream.Upstream) {
+	snap := up.Snapshot()
+	if snap.Available == 0 {
+		reason := fmt.Sprintf("remora: upstream %q has no available node (%d known)", up.Name(), len(snap.Nodes))
+		if !snap.Synced {
+			reason = fmt.Sprintf("remora: upstream %q has not received its nodes from the registry yet", up.Name())
+		}
+		p.log.WithFields(logrus.Fields{"upstream": up.Name(), "status": http.StatusServiceUnavailable}).Warn(reason)
+		writeError(w, http.StatusServiceUnavailable, reason)
+		return
+	}
+	st := &exchange{snap: snap, start: time.Now()}
+	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, st)))
+	if st.node != nil {
+		st.node.Stats.End(time.Since(st.start), false)
+	}
+}
+
+// exchange is the per-request state shared by the hooks. It is written by
+// the request's own goroutine only (RoundTrip runs on it).
+type exchange struct {
+	snap  *upstream.Snapshot
+	start time.Time
+	node  *node.Node // the node that answered, until the exchange ends
+	tried *node.Node // the node of a failed first attempt
+}
+
+type exchangeKey struct{}
+
+func exchangeOf(ctx context.Context) *exchange {
+	st, _ := ctx.Value(exchangeKey{}).(*exchange)
+	return st
+}
+
+// rewrite keeps the client's Host header; the transport fills in the node.
+func rewrite(pr *httputil.ProxyRequest) {
+	pr.Out.URL.Scheme = "http"
+	pr.Out.Host = pr.In.Host
+}
+
+var errNoNode = errors.New("no available node")
+
+// pickingTransport picks the node for each attempt. A connect error is
+// retried once on a different node when the request body has not been
+// touched; the client's cancellation is never charged to a node.
+type pickingTransport struct{ base http.RoundTripper }
+
+func (t pickingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	st := exchangeOf(req.Context())
+	if st == nil {
+		return nil, errors.New("remora: request without routing state")
+	}
+	var body *replayGuard
+	if req.Body != nil && req.Body != http.NoBody {
+		body = &replayGuard{rc: req.Body}
+		req.Body = body
+	}
+	for attempt := 0; ; attempt++ {
+		n := pickOther(st.snap, st.tried)
+		if n == nil {
+			return nil, errNoNode
+		}
+		req.URL.Host = n.HostPort
+		began := time.Now()
+		n.Stats.Begin(began)
+		resp, err := t.base.RoundTrip(req)
+		if err == nil {
+			st.node = n
+			return resp, nil
+		}
+		clientGone := req.Context().Err() != nil
+		n.Stats.End(time.Since(began), !clientGone)
+		if clientGone || attempt > 0 || !isConnectError(err) || (body != nil && body.touched) || st.snap.Available < 2 {
+			return nil, err
+		}
+		st.tried = n
+	}
+}
+
+// pickOther picks a node other than avoid when the picker offers one within
+// a few tries.
+func pickOther(s *upstream.Snapshot, avoid *node.Node) *node.Node {
+	n := s.Picker.Pick(balancer.Info{})
+	for i := 0; avoid != nil && n == avoid && i < 4; i++ {
+		n = s.Picker.Pick(balancer.Info{})
+	}
+	return n
+}
+
+// isConnectError reports whether err happened before the request reached the
+// node (so it is safe to send it elsewhere).
+func isConnectError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// replayGuard records whether the transport read the request body, and keeps
+// it open across a failed attempt so a retry can send it. The server closes
+// the underlying body when the handler returns.
+type replayGuard struct {
+	rc      interface{ Read([]byte) (int, error) }
+	touched bool
+}
+
+func (g *replayGuard) Read(p []byte) (int, error) {
+	g.touched = true
+	return g.rc.Read(p)
+}
+
+func (g *replayGuard) Close() error { return nil }
+
+func (p *Proxy) handleError(w http.ResponseWriter, r *http.Request, err error) {
+	st := exchangeOf(r.Context())
+	fields := logrus.Fields{"error": err.Error()}
+	if st != nil {
+		fields["upstream"] = st.snap.Name
+	}
+	status := http.StatusBadGateway
+	switch {
+	case r.Context().Err() != nil:
+		fields["status"] = StatusClientClosedRequest
+		p.log.WithFields(fields).Info("client closed the request")
+		w.WriteHeader(StatusClientClosedRequest)
+		return
+	case errors.Is(err, errNoNode):
+		status = http.StatusServiceUnavailable
+	case isTimeout(err):
+		status = http.StatusGatewayTimeout
+	}
+	fields["status"] = status
+	p.log.WithFields(fields).Warn("upstream request failed")
+	writeError(w, status, fmt.Sprintf("remora: upstream %v: %v", fields["upstream"], err))
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Remora-Error", http.StatusText(status))
+	w.WriteHeader(status)
+	_, _ = fmt.Fprintln(w, msg)
+}
+
+// hostOnly strips the port from a Host header value and lower-cases it; it
+// does not allocate for an already lower-case host.
+func hostOnly(host string) string {
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.Contains(host[i:], "]") {
+		host = host[:i]
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	host = strings.TrimSuffix(host, ".")
+	return strings.ToLower(host)
+}
