@@ -4,6 +4,7 @@
 package node
 
 import (
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -57,6 +58,20 @@ type Stats struct {
 	lastUsed atomic.Int64
 	// added is when the node joined its upstream; immutable.
 	added time.Time
+
+	// The peak-EWMA latency estimate (see End and PeakEWMA): ewmaBits holds
+	// the estimate in nanoseconds as float64 bits (0: no sample yet),
+	// ewmaStamp the Mono instant of its last update. They are two atomics,
+	// not one: an update is a CAS on ewmaBits followed by a store of
+	// ewmaStamp, so a reader or a concurrent writer may pair an estimate
+	// with the stamp of the update before it. That skews one decay weight
+	// slightly and is harmless for load balancing; it keeps Stats free of
+	// locks.
+	ewmaBits  atomic.Uint64
+	ewmaStamp atomic.Int64
+	// invDecay is 1/decay in 1/ns as float64 bits; 0 means
+	// DefaultLatencyDecay.
+	invDecay atomic.Uint64
 }
 
 // NewStats returns the stats of a node that joined its upstream at added.
@@ -75,9 +90,27 @@ func (s *Stats) Begin(now time.Time) {
 
 // End records the end of an attempt that took latency; failed says whether
 // the node was at fault. An attempt the client cancelled is ended with
-// failed false: it is never charged to the node.
+// failed false: it is never charged to the node. End is EndAt at the
+// current instant.
+//
+// A positive latency is a sample for the peak-EWMA estimate (see PeakEWMA);
+// latency 0 records no sample, which is what a caller should pass for an
+// attempt whose duration says nothing about the node (a client that went
+// away early).
 func (s *Stats) End(latency time.Duration, failed bool) {
-	_ = latency // feeds latency-aware policies
+	s.end(MonoNow(), latency, failed)
+}
+
+// EndAt is End for an attempt that ended at now; tests use it to simulate
+// time.
+func (s *Stats) EndAt(now time.Time, latency time.Duration, failed bool) {
+	s.end(Mono(now), latency, failed)
+}
+
+func (s *Stats) end(mono int64, latency time.Duration, failed bool) {
+	if latency > 0 {
+		s.observe(mono, float64(latency), failed)
+	}
 	s.InFlight.Add(-1)
 	if failed {
 		s.Failures.Add(1)
@@ -96,4 +129,111 @@ func (s *Stats) LastUsed() time.Time {
 		return time.Time{}
 	}
 	return time.Unix(0, ns)
+}
+
+// DefaultLatencyDecay is the time constant of the peak-EWMA latency estimate
+// until SetLatencyDecay changes it: the weight of a sample falls to 1/e
+// after this long (Finagle's and Linkerd's default).
+const DefaultLatencyDecay = 10 * time.Second
+
+// epoch anchors Mono; it carries a monotonic clock reading.
+var epoch = time.Now()
+
+// Mono returns t as nanoseconds since an arbitrary process-wide epoch, on
+// the monotonic clock when t carries a monotonic reading (as time.Now's
+// results do) and on the wall clock otherwise. Only differences between
+// Mono values of one clock are meaningful.
+func Mono(t time.Time) int64 { return int64(t.Sub(epoch)) }
+
+// MonoNow is Mono(time.Now()), read from the monotonic clock alone.
+func MonoNow() int64 { return int64(time.Since(epoch)) }
+
+// SetLatencyDecay sets the time constant of the latency estimate; d <= 0
+// restores DefaultLatencyDecay. The ewma policy calls it when it builds a
+// picker, so that one upstream's nodes all decay alike.
+func (s *Stats) SetLatencyDecay(d time.Duration) {
+	if d <= 0 {
+		s.invDecay.Store(0)
+		return
+	}
+	s.invDecay.Store(math.Float64bits(1 / float64(d)))
+}
+
+// LatencyDecay returns the time constant of the latency estimate.
+func (s *Stats) LatencyDecay() time.Duration {
+	inv := math.Float64frombits(s.invDecay.Load())
+	if inv == 0 {
+		return DefaultLatencyDecay
+	}
+	return time.Duration(math.Round(1 / inv))
+}
+
+func (s *Stats) inverseDecay() float64 {
+	if inv := math.Float64frombits(s.invDecay.Load()); inv != 0 {
+		return inv
+	}
+	return 1 / float64(DefaultLatencyDecay)
+}
+
+// decayWeight returns exp(-elapsed*inv), the share of an estimate that
+// remains after elapsed nanoseconds.
+func decayWeight(elapsed int64, inv float64) float64 {
+	if elapsed <= 0 {
+		return 1
+	}
+	x := float64(elapsed) * inv
+	if x < 1e-3 {
+		// exp(-x) to within x²/2 < 5e-7, without the call.
+		return 1 - x
+	}
+	return math.Exp(-x)
+}
+
+// observe folds a latency sample (ns) taken at mono into the peak-EWMA
+// estimate: a sample above the estimate replaces it (the peak), a lower one
+// is averaged in with weight 1-exp(-elapsed/decay), elapsed being the time
+// since the last update. A failed attempt may raise the estimate but never
+// lowers it, nor is it a first sample, so a node that fails fast does not
+// look fast.
+func (s *Stats) observe(mono int64, sample float64, failed bool) {
+	inv := s.inverseDecay()
+	for {
+		old := s.ewmaBits.Load()
+		if old == 0 && failed {
+			return
+		}
+		est := math.Float64frombits(old)
+		next := sample
+		if old != 0 && sample <= est {
+			if failed {
+				next = est
+			} else {
+				w := decayWeight(mono-s.ewmaStamp.Load(), inv)
+				next = est*w + sample*(1-w)
+			}
+		}
+		if s.ewmaBits.CompareAndSwap(old, math.Float64bits(next)) {
+			s.ewmaStamp.Store(mono)
+			return
+		}
+	}
+}
+
+// PeakEWMA returns the peak-EWMA latency estimate in nanoseconds as seen at
+// mono (a Mono instant): the last estimate decayed towards 0 by the time
+// since its last update, so that a node that stopped receiving traffic
+// because it looked slow is eventually tried again (Finagle's and
+// Linkerd's behaviour). It returns 0 when the node has no sample. It reads
+// two atomics and does not allocate.
+func (s *Stats) PeakEWMA(mono int64) float64 {
+	est := math.Float64frombits(s.ewmaBits.Load())
+	if est == 0 {
+		return 0
+	}
+	return est * decayWeight(mono-s.ewmaStamp.Load(), s.inverseDecay())
+}
+
+// Latency returns PeakEWMA at now as a Duration, for display.
+func (s *Stats) Latency(now time.Time) time.Duration {
+	return time.Duration(s.PeakEWMA(Mono(now)))
 }
