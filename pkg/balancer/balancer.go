@@ -19,6 +19,10 @@ import (
 type Info struct {
 	// Request is the request being routed, nil for TCP connections.
 	Request *http.Request
+	// RemoteAddr is the client's "host:port" for a connection that has no
+	// Request (TCP); policies that hash on the client address read
+	// Request.RemoteAddr when there is a Request. Optional.
+	RemoteAddr string
 }
 
 // Picker chooses a node. Pickers are immutable and used by many goroutines
