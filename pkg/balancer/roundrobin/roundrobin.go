@@ -28,8 +28,12 @@ func (factory) Parse(decode func(any) error) (balancer.Builder, error) {
 	return Builder{}, nil
 }
 
-// Builder builds round-robin pickers.
-type Builder struct{}
+// Builder builds round-robin pickers. The zero value is ready to use.
+type Builder struct {
+	// Rand chooses where each picker's cycle starts; nil means
+	// math/rand/v2's Uint64. Tests inject a seeded source.
+	Rand func() uint64
+}
 
 var (
 	_ balancer.Builder = Builder{}
@@ -41,16 +45,22 @@ func (Builder) Name() string { return Name }
 
 // Build implements balancer.Builder. The cycle starts at a random node so
 // that many sidecars started together do not all hit the same node first.
-func (Builder) Build(nodes []*node.Node) balancer.Picker {
+func (b Builder) Build(nodes []*node.Node) balancer.Picker {
 	if len(nodes) == 0 {
 		return balancer.Empty
 	}
+	r := b.Rand
+	if r == nil {
+		r = rand.Uint64
+	}
 	p := &picker{nodes: nodes}
-	p.next.Store(rand.Uint64N(uint64(len(nodes))))
+	p.next.Store(r() % uint64(len(nodes)))
 	return p
 }
 
-// picker is immutable but for next, an atomic counter.
+// picker is immutable but for next, an atomic counter shared by every
+// goroutine that picks: consecutive picks, from any goroutines, walk the
+// nodes in order.
 type picker struct {
 	nodes []*node.Node
 	next  atomic.Uint64
