@@ -44,8 +44,8 @@ func (l *Latest) Publish(set []Instance) {
 	l.signal()
 }
 
-// Fail reports that the registry could not be read. The next call to Next
-// returns err unless a set is published first.
+// Fail reports that the registry could not be read. Next returns err once,
+// after any set published before it and unless a set is published after it.
 func (l *Latest) Fail(err error) {
 	l.mu.Lock()
 	l.pending = err
@@ -79,14 +79,18 @@ func (l *Latest) Next(ctx context.Context) ([]Instance, error) {
 		}
 		l.mu.Lock()
 		set, fresh, err := l.set, l.fresh, l.pending
-		l.fresh, l.pending = false, nil
+		l.fresh = false
+		if fresh && (!l.hasReturned || !EqualSets(set, l.returned)) {
+			// A set is returned before an error that came after it; the
+			// error is reported by the following call.
+			l.mu.Unlock()
+			l.returned, l.hasReturned = set, true
+			return set, nil
+		}
+		l.pending = nil
 		l.mu.Unlock()
 		if err != nil {
 			return nil, err
-		}
-		if fresh && (!l.hasReturned || !EqualSets(set, l.returned)) {
-			l.returned, l.hasReturned = set, true
-			return set, nil
 		}
 		select {
 		case <-l.wake:

@@ -97,15 +97,25 @@ func (r *Registry) Fail(service string, err error) {
 
 // Watch implements discovery.Registry.
 func (r *Registry) Watch(_ context.Context, service string) (discovery.Watcher, error) {
+	return r.watch(service, nil), nil
+}
+
+// watch opens a watcher whose first report is the current set, or failed
+// when it is not nil.
+func (r *Registry) watch(service string, failed error) *watcher {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	l := discovery.NewLatest()
 	if r.closed {
-		l.Stop()
+		_ = l.Stop()
 	}
-	l.Publish(cloneSet(r.services[service]))
+	if failed != nil {
+		l.Fail(failed)
+	} else {
+		l.Publish(cloneSet(r.services[service]))
+	}
 	r.watchers[service] = append(r.watchers[service], l)
-	return &watcher{Latest: l, stop: func() { r.forget(service, l) }}, nil
+	return &watcher{Latest: l, stop: func() { r.forget(service, l) }}
 }
 
 func (r *Registry) forget(service string, l *discovery.Latest) {

@@ -271,18 +271,11 @@ func (f *fileRegistry) load() {
 
 // Watch implements discovery.Registry. Until the file was read successfully
 // once, a new watcher reports the read error rather than an empty set.
-func (f *fileRegistry) Watch(ctx context.Context, service string) (discovery.Watcher, error) {
-	w, err := f.Registry.Watch(ctx, service)
-	if err != nil {
-		return nil, err
-	}
+func (f *fileRegistry) Watch(_ context.Context, service string) (discovery.Watcher, error) {
 	f.mu.Lock()
 	broken := f.broken
 	f.mu.Unlock()
-	if broken != nil {
-		f.Fail(service, broken)
-	}
-	return w, nil
+	return f.watch(service, broken), nil
 }
 
 // Close stops polling and every watcher.

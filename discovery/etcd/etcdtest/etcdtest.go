@@ -1,0 +1,141 @@
+// Package etcdtest runs a real etcd server inside the test process, on free
+// loopback ports, for tests that need a registry.
+package etcdtest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// Server is an embedded single-member etcd cluster.
+type Server struct {
+	dir        string
+	clientURL  url.URL
+	peerURL    url.URL
+	etcd       *embed.Etcd
+	t          testing.TB
+	clientConn *clientv3.Client
+}
+
+// Start starts etcd with its data in a temporary directory and stops it
+// when the test ends. It fails the test if etcd does not come up.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	s := &Server{
+		t:         t,
+		dir:       t.TempDir(),
+		clientURL: url.URL{Scheme: "http", Host: freeAddr(t)},
+		peerURL:   url.URL{Scheme: "http", Host: freeAddr(t)},
+	}
+	s.start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func (s *Server) start() {
+	s.t.Helper()
+	cfg := embed.NewConfig()
+	cfg.Name = "remora-test"
+	cfg.Dir = s.dir
+	cfg.ListenClientUrls = []url.URL{s.clientURL}
+	cfg.AdvertiseClientUrls = []url.URL{s.clientURL}
+	cfg.ListenPeerUrls = []url.URL{s.peerURL}
+	cfg.AdvertisePeerUrls = []url.URL{s.peerURL}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	cfg.LogLevel = "error"
+	cfg.Logger = "zap"
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	var (
+		e   *embed.Etcd
+		err error
+	)
+	// The port of a server stopped a moment ago may not be free yet.
+	for attempt := 0; attempt < 50; attempt++ {
+		e, err = embed.StartEtcd(cfg)
+		if err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		s.t.Fatalf("etcdtest: starting embedded etcd on %s: %v", s.clientURL.Host, err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(30 * time.Second):
+		e.Close()
+		s.t.Fatalf("etcdtest: embedded etcd on %s not ready after 30s", s.clientURL.Host)
+	}
+	s.etcd = e
+}
+
+// Endpoint returns the client address, host:port.
+func (s *Server) Endpoint() string { return s.clientURL.Host }
+
+// Client returns a client of the server, closed when the test ends.
+func (s *Server) Client() *clientv3.Client {
+	s.t.Helper()
+	if s.clientConn == nil {
+		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{s.Endpoint()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		if err != nil {
+			s.t.Fatalf("etcdtest: client: %v", err)
+		}
+		s.clientConn = cli
+		s.t.Cleanup(func() { cli.Close() })
+	}
+	return s.clientConn
+}
+
+// Put writes key=value, failing the test on error.
+func (s *Server) Put(key, value string, opts ...clientv3.OpOption) {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := s.Client().Put(ctx, key, value, opts...); err != nil {
+		s.t.Fatalf("etcdtest: put %s: %v", key, err)
+	}
+}
+
+// Delete removes key, failing the test on error.
+func (s *Server) Delete(key string) {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := s.Client().Delete(ctx, key); err != nil {
+		s.t.Fatalf("etcdtest: delete %s: %v", key, err)
+	}
+}
+
+// Stop stops the server; it is idempotent.
+func (s *Server) Stop() {
+	if s.etcd != nil {
+		s.etcd.Close()
+		s.etcd = nil
+	}
+}
+
+// Restart stops the server and starts it again on the same ports with the
+// same data.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Stop()
+	s.start()
+}
+
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("etcdtest: %v", err)
+	}
+	defer l.Close()
+	return fmt.Sprintf("127.0.0.1:%d", l.Addr().(*net.TCPAddr).Port)
+}
