@@ -1,0 +1,145 @@
+// Package admin serves Remora's admin API: liveness, readiness and the live
+// state of every upstream as JSON.
+//
+//	GET /healthz          200 while the process runs
+//	GET /readyz           200 once every upstream has its first node set (or
+//	                      gave up waiting) and the process is not draining
+//	GET /upstreams        every upstream with its nodes
+//	GET /upstreams/NAME   one upstream
+package admin
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/remora-mesh/remora/pkg/node"
+	"github.com/remora-mesh/remora/pkg/upstream"
+)
+
+// Source is what the admin API reports on. Its methods are called
+// concurrently from request goroutines.
+type Source interface {
+	// Table returns the current upstreams.
+	Table() *upstream.Table
+	// Draining reports whether the process is shutting down.
+	Draining() bool
+}
+
+// Handler returns the admin API over src.
+func Handler(src Source) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		ready, waiting := readiness(src)
+		status := http.StatusOK
+		if !ready {
+			status = http.StatusServiceUnavailable
+		}
+		writeJSON(w, status, map[string]any{"ready": ready, "draining": src.Draining(), "waiting_for": waiting})
+	})
+	mux.HandleFunc("GET /upstreams", func(w http.ResponseWriter, _ *http.Request) {
+		ups := src.Table().All()
+		out := make([]UpstreamStatus, len(ups))
+		for i, u := range ups {
+			out[i] = Status(u)
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+	mux.HandleFunc("GET /upstreams/{name}", func(w http.ResponseWriter, r *http.Request) {
+		u := src.Table().Lookup(r.PathValue("name"))
+		if u == nil {
+			writeJSON(w, http.StatusNotFound, map[string]any{
+				"error": "no upstream named " + r.PathValue("name"), "known": src.Table().Names(),
+			})
+			return
+		}
+		writeJSON(w, http.StatusOK, Status(u))
+	})
+	return mux
+}
+
+func readiness(src Source) (bool, []string) {
+	waiting := []string{}
+	for _, u := range src.Table().All() {
+		if !u.Ready() {
+			waiting = append(waiting, u.Name())
+		}
+	}
+	return len(waiting) == 0 && !src.Draining(), waiting
+}
+
+// UpstreamStatus is the JSON form of an upstream.
+type UpstreamStatus struct {
+	Name      string       `json:"name"`
+	Service   string       `json:"service"`
+	Synced    bool         `json:"synced"`
+	Version   uint64       `json:"version"`
+	UpdatedAt *time.Time   `json:"updated_at,omitempty"`
+	Stale     bool         `json:"stale"`
+	Error     string       `json:"error,omitempty"`
+	ErrorAt   *time.Time   `json:"error_at,omitempty"`
+	Available int          `json:"available"`
+	Nodes     []NodeStatus `json:"nodes"`
+}
+
+// NodeStatus is the JSON form of a node.
+type NodeStatus struct {
+	ID       string            `json:"id"`
+	Address  string            `json:"address"`
+	Port     int               `json:"port"`
+	Weight   uint32            `json:"weight"`
+	Metadata map[string]string `json:"metadata"`
+	// State is "available", "unhealthy" (the registry says so) or
+	// "draining" (weight 0).
+	State    string `json:"state"`
+	InFlight int64  `json:"in_flight"`
+	Requests uint64 `json:"requests"`
+	Failures uint64 `json:"failures"`
+}
+
+// Status renders an upstream's current snapshot.
+func Status(u *upstream.Upstream) UpstreamStatus {
+	s := u.Snapshot()
+	out := UpstreamStatus{
+		Name: u.Name(), Service: u.Service(), Synced: s.Synced, Version: s.Version,
+		Stale: s.Stale(), Available: s.Available, Nodes: make([]NodeStatus, len(s.Nodes)),
+	}
+	if !s.UpdatedAt.IsZero() {
+		out.UpdatedAt = &s.UpdatedAt
+	}
+	if s.Err != nil {
+		out.Error, out.ErrorAt = s.Err.Error(), &s.ErrAt
+	}
+	for i, n := range s.Nodes {
+		meta := n.Metadata
+		if meta == nil {
+			meta = map[string]string{}
+		}
+		out.Nodes[i] = NodeStatus{
+			ID: n.ID, Address: n.Address, Port: n.Port, Weight: n.Weight, Metadata: meta,
+			State: state(n), InFlight: n.Stats.InFlight.Load(), Requests: n.Stats.Requests.Load(), Failures: n.Stats.Failures.Load(),
+		}
+	}
+	return out
+}
+
+func state(n *node.Node) string {
+	switch {
+	case !n.Healthy:
+		return "unhealthy"
+	case n.Weight == 0:
+		return "draining"
+	}
+	return "available"
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
