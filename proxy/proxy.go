@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -69,6 +70,7 @@ func New(opts Options) *Proxy {
 		Transport:    pickingTransport{base: p.transport},
 		ErrorHandler: p.handleError,
 		ErrorLog:     log.New(opts.Log.WriterLevel(logrus.WarnLevel), "", 0),
+		BufferPool:   bufferPool{},
 	}
 	p.table.Store(upstream.NewTable())
 	return p
@@ -297,6 +299,15 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 	w.WriteHeader(status)
 	_, _ = fmt.Fprintln(w, msg)
 }
+
+// bufferPool recycles the body-copy buffers ReverseProxy would otherwise
+// allocate (32 KiB) for every request.
+type bufferPool struct{}
+
+var copyBuffers = sync.Pool{New: func() any { return new([32 << 10]byte) }}
+
+func (bufferPool) Get() []byte  { return copyBuffers.Get().(*[32 << 10]byte)[:] }
+func (bufferPool) Put(b []byte) { copyBuffers.Put((*[32 << 10]byte)(b)) }
 
 // hostOnly strips the port from a Host header value and lower-cases it; it
 // does not allocate for an already lower-case host.
