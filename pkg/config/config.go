@@ -209,7 +209,7 @@ func Parse(data []byte, dir string) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
-		return nil, cleanYAMLError(err)
+		return nil, withPaths(data, cleanYAMLError(err))
 	}
 	cfg.applyDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -421,17 +421,91 @@ func strictDecoder(n *yaml.Node) func(any) error {
 		dec := yaml.NewDecoder(bytes.NewReader(data))
 		dec.KnownFields(true)
 		if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
-			return fmt.Errorf("(line %d) %w", n.Line, cleanYAMLError(err))
+			return fmt.Errorf("(line %d) %s", n.Line, strings.ReplaceAll(cleanYAMLError(err).Error(), "\n", "; "))
 		}
 		return nil
 	}
+}
+
+// withPaths adds the field path to yaml.v3's "line N: ..." messages, which
+// name only the line.
+func withPaths(data []byte, err error) error {
+	var root yaml.Node
+	if yaml.Unmarshal(data, &root) != nil {
+		return err
+	}
+	paths := map[int][]string{}
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, path)
+			}
+		case yaml.MappingNode:
+			if n.Style&yaml.FlowStyle != 0 {
+				paths[n.Line] = append(paths[n.Line], path)
+			}
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				p := n.Content[i].Value
+				if path != "" {
+					p = path + "." + p
+				}
+				walk(n.Content[i+1], p)
+			}
+		case yaml.SequenceNode:
+			if n.Style&yaml.FlowStyle != 0 {
+				paths[n.Line] = append(paths[n.Line], path)
+			}
+			for i, c := range n.Content {
+				walk(c, fmt.Sprintf("%s[%d]", path, i))
+			}
+		default:
+			paths[n.Line] = append(paths[n.Line], path)
+		}
+	}
+	walk(&root, "")
+	parts := strings.Split(err.Error(), "\n")
+	for i, part := range parts {
+		var line int
+		if _, scanErr := fmt.Sscanf(part, "line %d:", &line); scanErr != nil || len(paths[line]) == 0 {
+			continue
+		}
+		prefix := commonPrefix(paths[line])
+		if m := unknownField.FindStringSubmatch(part); m != nil {
+			part = fmt.Sprintf("line %d: unknown field %q (check its spelling and indentation)", line, m[1])
+		}
+		if strings.HasSuffix(part, "into time.Duration") {
+			part += " (want a duration such as 5s or 250ms)"
+		}
+		rest := strings.TrimPrefix(part, fmt.Sprintf("line %d:", line))
+		parts[i] = fmt.Sprintf("line %d: %s:%s", line, prefix, rest)
+	}
+	return errors.New(strings.Join(parts, "\n"))
+}
+
+var unknownField = regexp.MustCompile(`field (\S+) not found in type`)
+
+// commonPrefix returns the longest path that prefixes every path.
+func commonPrefix(paths []string) string {
+	p := paths[0]
+	for _, q := range paths[1:] {
+		for !strings.HasPrefix(q, p) {
+			i := strings.LastIndexAny(p, ".[")
+			if i < 0 {
+				return "(document)"
+			}
+			p = p[:i]
+		}
+	}
+	return p
 }
 
 // cleanYAMLError flattens yaml.v3's multi-line TypeError.
 func cleanYAMLError(err error) error {
 	var te *yaml.TypeError
 	if errors.As(err, &te) {
-		return errors.New(strings.Join(te.Errors, "; "))
+		return errors.New(strings.Join(te.Errors, "\n"))
 	}
 	return errors.New(strings.TrimPrefix(err.Error(), "yaml: "))
 }

@@ -1,0 +1,142 @@
+package config_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	_ "github.com/remora-mesh/remora/discovery/static"
+	_ "github.com/remora-mesh/remora/pkg/balancer/all"
+	"github.com/remora-mesh/remora/pkg/config"
+)
+
+const good = `
+registries:
+  - name: main
+    type: static
+    static:
+      services:
+        user-service: [{address: 127.0.0.1, port: 8081}]
+upstreams:
+  - name: user-service
+  - name: orders
+    service: order-service
+    listen: 127.0.0.1:18080
+    balancer: {policy: round_robin}
+    initial_sync_timeout: 3s
+`
+
+func TestDefaults(t *testing.T) {
+	cfg, err := config.Parse([]byte(good), "/etc/remora")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Admin.Address != "127.0.0.1:15000" || len(cfg.Listeners) != 1 || cfg.Listeners[0].Address != "127.0.0.1:15001" {
+		t.Fatalf("admin %q listeners %+v", cfg.Admin.Address, cfg.Listeners)
+	}
+	u := cfg.Upstreams[0]
+	if u.Service != "user-service" || u.Registry != "main" || u.Balancer.Policy != "round_robin" || u.Balancer.Builder == nil || u.InitialSyncTimeout != 10*time.Second {
+		t.Fatalf("upstream defaults: %+v", u)
+	}
+	o := cfg.Upstreams[1]
+	if o.Service != "order-service" || o.InitialSyncTimeout != 3*time.Second || o.Listen != "127.0.0.1:18080" {
+		t.Fatalf("upstream: %+v", o)
+	}
+	if cfg.Registries[0].Options == nil || cfg.DrainTimeout != 15*time.Second || cfg.Proxy.ConnectTimeout != 2*time.Second {
+		t.Fatalf("config: %+v", cfg)
+	}
+}
+
+func TestErrorsNameFieldAndValue(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"unknown policy", `
+registries: [{name: main, type: static}]
+upstreams: [{name: a}, {name: b, balancer: rr}]`, []string{`upstreams[1].balancer: unknown policy "rr"; known: round_robin`}},
+		{"unknown registry type", `
+registries: [{name: main, type: zookeeper}]`, []string{`registries[0].type: unknown registry type "zookeeper"; known: `, "static"}},
+		{"unknown registry reference", `
+registries: [{name: main, type: static}, {name: other, type: static}]
+upstreams: [{name: a, registry: mian}, {name: b}]`, []string{`upstreams[0].registry: unknown registry "mian"; known: "main", "other"`, `upstreams[1].registry: missing; there are 2 registries`}},
+		{"no registries", `upstreams: [{name: a}]`, []string{"upstreams[0].registry: missing, and no registries are configured"}},
+		{"bad upstream name", `
+registries: [{name: main, type: static}]
+upstreams: [{name: User_Service}, {name: ""}]`, []string{`upstreams[0].name: "User_Service" is not a lower-case host name`, "upstreams[1].name: missing"}},
+		{"duplicate upstream", `
+registries: [{name: main, type: static}]
+upstreams: [{name: a}, {name: a}]`, []string{`upstreams[1].name: duplicate upstream name "a"`}},
+		{"bad addresses", `
+admin: {address: "15000"}
+listeners: [{name: out, address: "127.0.0.1:99999"}]`, []string{`admin.address: "15000": want host:port`, `listeners[0].address: "127.0.0.1:99999": bad port`}},
+		{"address clash", `
+listeners: [{name: out, address: "127.0.0.1:15000"}]`, []string{`listeners[0].address: address "127.0.0.1:15000" is already used by admin.address`}},
+		{"adapter option error", `
+registries: [{name: main, type: static, static: {services: {a: [{address: h}]}}}]`, []string{"registries[0].static: services.a[0]: port: 0"}},
+		{"adapter unknown option", `
+registries: [{name: main, type: static, static: {servics: {}}}]`, []string{"registries[0].static: (line 2)", "servics"}},
+		{"options under the wrong key", `
+registries: [{name: main, type: static, etcd: {endpoints: [x]}}]`, []string{`registries[0]: unknown field "etcd" (options go under the type's own key, "static")`}},
+		{"unknown top-level field", `upstream: []`, []string{`line 1: upstream: unknown field "upstream"`}},
+		{"bad duration", `drain_timeout: soon`, []string{"drain_timeout", "soon"}},
+		{"negative duration", `drain_timeout: -1s`, []string{"drain_timeout: -1s is negative"}},
+		{"balancer option error", `
+registries: [{name: main, type: static}]
+upstreams: [{name: a, balancer: {policy: round_robin, bogus: 1}}]`, []string{"upstreams[0].balancer: (line 3)", "bogus"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := config.Parse([]byte(tc.yaml), ".")
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q\ndoes not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadPrefixesFileName(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "remora.yaml")
+	if err := os.WriteFile(path, []byte("registries: [{name: main, type: static}]\nupstreams: [{name: a, balancer: rr}, {name: a}]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := config.Load(path)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, line := range strings.Split(err.Error(), "\n") {
+		if !strings.HasPrefix(line, "remora.yaml: upstreams[") {
+			t.Errorf("line %q does not start with the file and field", line)
+		}
+	}
+	if _, err := config.Load(filepath.Join(t.TempDir(), "missing.yaml")); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
+		t.Fatalf("missing file: %v", err)
+	}
+}
+
+func TestExamplesValidate(t *testing.T) {
+	files, _ := filepath.Glob("../../examples/*/remora.yaml")
+	for _, f := range files {
+		if _, err := config.Load(f); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(good))
+	f.Add([]byte("upstreams: [{name: a, balancer: {policy: x}}]"))
+	f.Add([]byte("registries: [{name: m, type: static, static: {file: x}}]"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := config.Parse(data, ".")
+		if err == nil && cfg == nil {
+			t.Fatal("nil config without an error")
+		}
+	})
+}
