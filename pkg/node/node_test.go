@@ -90,7 +90,7 @@ func TestPeakEWMA(t *testing.T) {
 				s.EndAt(base.Add(sm.at), sm.latency, sm.failed)
 			}
 			got := s.PeakEWMA(Mono(base.Add(tc.readAt)))
-			if math.Abs(got-tc.want) > 1e-6*tc.want+1e-9 {
+			if math.Abs(got-tc.want) > 2e-6*tc.want+1e-9 {
 				t.Fatalf("PeakEWMA = %g, want %g", got, tc.want)
 			}
 			if d := s.Latency(base.Add(tc.readAt)); math.Abs(float64(d)-tc.want) > 1 {
@@ -117,14 +117,30 @@ func TestLatencyDecay(t *testing.T) {
 
 func TestDecayWeightApproximation(t *testing.T) {
 	inv := 1 / float64(time.Second)
-	for _, e := range []int64{0, 1, 1000, 999_999, 1_000_000, 1_000_001, 5e8, 5e9} {
+	for _, e := range []int64{0, 1, 1000, 999_999, 1_000_000, 1_000_001, 5e8, 693147180, 693147181, 5e9, 1e11, 7e11, 8e11} {
 		want := math.Exp(-float64(e) * inv)
-		if got := decayWeight(e, inv); math.Abs(got-want) > 1e-6 {
+		if got := decayWeight(e, inv); math.Abs(got-want) > 2e-6*want {
 			t.Errorf("decayWeight(%d) = %g, want %g", e, got, want)
 		}
 	}
 	if decayWeight(-5, inv) != 1 {
 		t.Error("negative elapsed must not grow the estimate")
+	}
+}
+
+func TestExpNeg(t *testing.T) {
+	for x := 0.0; x <= 700; x += 0.0137 {
+		want := math.Exp(-x)
+		if got := ExpNeg(x); math.Abs(got-want) > 2e-6*want {
+			t.Fatalf("ExpNeg(%v) = %v, want %v", x, got, want)
+		}
+	}
+}
+
+func BenchmarkExpNeg(b *testing.B) {
+	x := 0.0
+	for b.Loop() {
+		x += ExpNeg(x*1e-9 + 0.5)
 	}
 }
 

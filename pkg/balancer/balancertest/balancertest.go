@@ -185,7 +185,8 @@ func Requests(n int) []balancer.Info {
 var BenchSizes = []int{3, 100, 1000, 10000}
 
 // Bench benchmarks Pick of b's pickers at BenchSizes nodes (weights 1 to
-// 4) in parallel, cycling through infos (one empty Info when none).
+// 4, each with a latency sample of 1 to 7 ms a little while ago) in
+// parallel, cycling through infos (one empty Info when none).
 func Bench(bm *testing.B, b balancer.Builder, infos []balancer.Info) {
 	if len(infos) == 0 {
 		infos = []balancer.Info{{}}
@@ -195,7 +196,12 @@ func Bench(bm *testing.B, b balancer.Builder, infos []balancer.Info) {
 		for i := range ws {
 			ws[i] = uint32(1 + i%4)
 		}
-		p := b.Build(Nodes(ws...))
+		nodes := Nodes(ws...)
+		for i, n := range nodes {
+			n.Stats.Begin(time.Now())
+			n.Stats.EndAt(time.Now().Add(-time.Duration(i%100)*time.Millisecond), time.Duration(1+i%7)*time.Millisecond, false)
+		}
+		p := b.Build(nodes)
 		bm.Run("nodes="+strconv.Itoa(n), func(bm *testing.B) {
 			bm.ReportAllocs()
 			bm.RunParallel(func(pb *testing.PB) {

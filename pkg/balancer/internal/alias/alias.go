@@ -84,6 +84,23 @@ func (t *Table) Sample(r uint64) int {
 	return int(col)
 }
 
+// Sample32 is Sample for a 32-bit random r: half the randomness, at a
+// resolution of 2^-32 on the probabilities.
+func (t *Table) Sample32(r uint32) int {
+	x := uint64(r) * t.n
+	col, frac := x>>32, uint32(x)
+	if t.entries == nil {
+		return int(col)
+	}
+	if e := &t.entries[col]; frac >= uint32(e.thresh>>32) && e.thresh != ^uint64(0) {
+		return int(e.alias)
+	}
+	return int(col)
+}
+
+// Equal reports whether every weight is equal (sampling is uniform).
+func (t *Table) Equal() bool { return t.entries == nil }
+
 // Uniform maps a uniform random r to [0, n) without division (Lemire's
 // multiply-shift).
 func Uniform(r uint64, n int) int {

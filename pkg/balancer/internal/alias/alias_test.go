@@ -55,3 +55,19 @@ func TestUniform(t *testing.T) {
 		t.Fatal("Uniform does not map the range linearly")
 	}
 }
+
+func TestSample32Proportions(t *testing.T) {
+	ws := []uint32{1, 2, 3, 10, 0}
+	tab := New(ws)
+	r := rand.New(rand.NewPCG(3, 4))
+	counts := make([]float64, len(ws))
+	const picks = 200000
+	for range picks {
+		counts[tab.Sample32(r.Uint32())]++
+	}
+	for i, w := range ws {
+		if got, want := counts[i]/picks, float64(w)/16; math.Abs(got-want) > 0.01 {
+			t.Errorf("index %d: share %.4f, want %.4f", i, got, want)
+		}
+	}
+}
