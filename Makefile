@@ -26,6 +26,7 @@ vet:
 
 ## tools: registry servers the tests run against (built into $(TOOLS_DIR)).
 tools:
+	@bin=$$(bash scripts/consul-agent.sh) && echo "consul agent: $$bin"
 
 clean:
 	rm -rf bin
