@@ -274,6 +274,9 @@ func (c *Config) Validate() error {
 			add("%s: %q: %v", path, addr, err)
 			return
 		}
+		if strings.HasSuffix(addr, ":0") {
+			return // an ephemeral port never clashes
+		}
 		if prev, dup := addrs[addr]; dup {
 			add("%s: address %q is already used by %s", path, addr, prev)
 			return
