@@ -1,0 +1,279 @@
+// Package consul is Remora's Consul registry adapter, registered as type
+// "consul". Blank-import it to make the type available:
+//
+//	import _ "github.com/remora-mesh/remora/discovery/consul"
+//
+// Each watched service is followed with blocking queries on
+// /v1/health/service/<name>: one goroutine per watcher, one query in flight
+// at a time. Only instances whose checks all pass are returned unless
+// include_warning is set. How an entry becomes a discovery.Instance (ID,
+// address, weight, tags and Meta as labels) is documented on toInstance and
+// tagLabels; in short, a tag "version=v2" becomes the label version=v2 and a
+// bare tag "canary" becomes canary=true.
+//
+// Errors (an unreachable agent, a 5xx, an ACL denial) are returned by Next
+// and never empty the set; the watcher retries with exponential backoff and
+// jitter. A result from which Consul's ACLs filtered instances out is
+// reported as ErrPermissionDenied rather than published, since the set is
+// incomplete. See options.go for the configuration.
+package consul
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/sirupsen/logrus"
+
+	"github.com/remora-mesh/remora/discovery"
+)
+
+// Type is the registry type name used in the config.
+const Type = "consul"
+
+func init() { discovery.Register(factory{}) }
+
+// ErrPermissionDenied is wrapped by the errors Next returns when Consul's
+// ACLs refuse the token or hide instances from it.
+var ErrPermissionDenied = errors.New("permission denied by Consul ACLs")
+
+// healthClient is the one Consul call the adapter makes: a (blocking) health
+// query for one service. *api.Health implements it; unit tests use a fake.
+type healthClient interface {
+	Service(service, tag string, passingOnly bool, q *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error)
+}
+
+var (
+	_ discovery.Factory  = factory{}
+	_ discovery.Options  = (*Options)(nil)
+	_ discovery.Registry = (*registry)(nil)
+	_ discovery.Watcher  = (*watcher)(nil)
+	_ healthClient       = (*api.Health)(nil)
+)
+
+type factory struct{}
+
+func (factory) Type() string { return Type }
+
+func (factory) Parse(decode func(v any) error) (discovery.Options, error) {
+	var o Options
+	if err := decode(&o); err != nil {
+		return nil, err
+	}
+	if err := o.normalize(); err != nil {
+		return nil, err
+	}
+	return &o, nil
+}
+
+// getenv is os.Getenv; tests replace it.
+var getenv = os.Getenv
+
+// Open implements discovery.Options: it reads the token and TLS files and
+// builds the HTTP client, without contacting Consul.
+func (o *Options) Open(env discovery.Env) (discovery.Registry, error) {
+	token, err := o.token(env.BaseDir)
+	if err != nil {
+		return nil, err
+	}
+	tlsConf, err := api.SetupTLSConfig(&api.TLSConfig{
+		Address:            o.TLS.ServerName,
+		CAFile:             resolve(env.BaseDir, o.TLS.CAFile),
+		CertFile:           resolve(env.BaseDir, o.TLS.CertFile),
+		KeyFile:            resolve(env.BaseDir, o.TLS.KeyFile),
+		InsecureSkipVerify: o.TLS.InsecureSkipVerify,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	transport := &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:   true,
+		TLSClientConfig:     tlsConf,
+		TLSHandshakeTimeout: 10 * time.Second,
+		MaxIdleConns:        100,
+		MaxIdleConnsPerHost: 64, // one long poll per watched service
+		IdleConnTimeout:     90 * time.Second,
+	}
+	httpClient := &http.Client{Transport: transport}
+	client, err := api.NewClient(&api.Config{
+		Address:    o.Address,
+		Scheme:     o.Scheme,
+		Datacenter: o.Datacenter,
+		Namespace:  o.Namespace,
+		Partition:  o.Partition,
+		Token:      token,
+		HttpClient: httpClient,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("address: %w", err)
+	}
+	r := newRegistry(client.Health(), o, env.Logger().WithField("registry", env.Name))
+	r.anonymous = token == ""
+	r.closeIdle = transport.CloseIdleConnections
+	return r, nil
+}
+
+// token resolves the ACL token: token, else token_file, else the consul
+// CLI's variables $CONSUL_HTTP_TOKEN_FILE then $CONSUL_HTTP_TOKEN (the order
+// the Consul API client itself applies). "" means no token: Consul's
+// anonymous token.
+func (o *Options) token(baseDir string) (string, error) {
+	readFile := func(field, path string) (string, error) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", field, err)
+		}
+		t := strings.TrimSpace(string(b))
+		if t == "" {
+			return "", fmt.Errorf("%s: %s is empty; write the ACL token into it", field, path)
+		}
+		return t, nil
+	}
+	switch {
+	case o.Token != "":
+		return string(o.Token), nil
+	case o.TokenFile != "":
+		return readFile("token_file", resolve(baseDir, o.TokenFile))
+	case getenv(TokenFileEnv) != "":
+		return readFile("$"+TokenFileEnv, getenv(TokenFileEnv))
+	}
+	return strings.TrimSpace(getenv(TokenEnv)), nil
+}
+
+func resolve(baseDir, name string) string {
+	if name == "" || filepath.IsAbs(name) || baseDir == "" {
+		return name
+	}
+	return filepath.Join(baseDir, name)
+}
+
+// Retry and pacing defaults.
+const (
+	defaultMinInterval = 200 * time.Millisecond
+	defaultBackoffBase = 250 * time.Millisecond
+	defaultBackoffMax  = 5 * time.Second
+)
+
+// registry follows services of one Consul agent. Its fields are set by
+// newRegistry (and by tests before the first Watch) and are read-only after;
+// watchers is guarded by mu.
+type registry struct {
+	client      healthClient
+	tag         string
+	includeWarn bool // else passing only, filtered by Consul
+	anonymous   bool // no ACL token configured
+	waitTime    time.Duration
+	datacenter  string
+	namespace   string
+	partition   string
+	log         *logrus.Entry
+
+	minInterval time.Duration // between the starts of two queries
+	backoffBase time.Duration
+	backoffMax  time.Duration
+	now         func() time.Time
+	sleep       func(ctx context.Context, d time.Duration) bool // false if ctx ended
+	rand        func() float64                                  // [0,1), for jitter
+	closeIdle   func()
+
+	mu       sync.Mutex
+	watchers map[*watcher]struct{}
+	closed   bool
+}
+
+func newRegistry(c healthClient, o *Options, log *logrus.Entry) *registry {
+	return &registry{
+		client:      c,
+		tag:         o.Tag,
+		includeWarn: o.IncludeWarning,
+		waitTime:    time.Duration(o.WaitTime),
+		datacenter:  o.Datacenter,
+		namespace:   o.Namespace,
+		partition:   o.Partition,
+		log:         log,
+		minInterval: defaultMinInterval,
+		backoffBase: defaultBackoffBase,
+		backoffMax:  defaultBackoffMax,
+		now:         time.Now,
+		sleep:       sleepCtx,
+		rand:        rand.Float64,
+		closeIdle:   func() {},
+		watchers:    map[*watcher]struct{}{},
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Watch implements discovery.Registry. ctx bounds only this call; the
+// watcher runs until Stop or Close.
+func (r *registry) Watch(ctx context.Context, service string) (discovery.Watcher, error) {
+	if service == "" {
+		return nil, errors.New("consul: empty service name")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, fmt.Errorf("consul: watch %q: registry closed", service)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	w := &watcher{
+		Latest:  discovery.NewLatest(),
+		reg:     r,
+		service: service,
+		log:     r.log.WithField("service", service),
+		cancel:  cancel,
+		exited:  make(chan struct{}),
+	}
+	r.watchers[w] = struct{}{}
+	go w.run(runCtx)
+	return w, nil
+}
+
+// Close implements discovery.Registry: it stops every watcher and waits for
+// their goroutines.
+func (r *registry) Close() error {
+	r.mu.Lock()
+	r.closed = true
+	ws := make([]*watcher, 0, len(r.watchers))
+	for w := range r.watchers {
+		ws = append(ws, w)
+	}
+	r.mu.Unlock()
+	for _, w := range ws {
+		_ = w.Stop()
+	}
+	r.closeIdle()
+	return nil
+}
+
+func (r *registry) forget(w *watcher) {
+	r.mu.Lock()
+	delete(r.watchers, w)
+	r.mu.Unlock()
+}

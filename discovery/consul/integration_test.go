@@ -1,0 +1,260 @@
+package consul
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/discovery/discoverytest"
+)
+
+// TestConformance runs the shared adapter suite against the real agent,
+// including a restart of the agent on the same ports with its data kept.
+func TestConformance(t *testing.T) {
+	a := mainAgent(t)
+	discoverytest.Conformance(t, discoverytest.Harness{
+		Open: func(t *testing.T) discovery.Registry { return a.open(t, "") },
+		Register: func(t *testing.T, service string, in discovery.Instance) {
+			a.register(t, service, in, nil, nil)
+		},
+		Deregister: func(t *testing.T, service, id string) { a.deregister(t, service, id) },
+		Restart:    func(t *testing.T) { a.restart(t) },
+	})
+}
+
+func has(want ...discovery.Instance) func([]discovery.Instance) bool {
+	return func(s []discovery.Instance) bool { return discoverytest.Has(s, want...) }
+}
+
+func empty(s []discovery.Instance) bool { return s != nil && len(s) == 0 }
+
+// A TTL check going critical takes the instance out of the set within a
+// second; passing again brings it back. "warning" counts as down unless
+// include_warning is set, which routes to it with its warning weight.
+func TestTTLCheck(t *testing.T) {
+	a := mainAgent(t)
+	const service = "ttl-web"
+	in := discoverytest.Instance("a", 21001, nil)
+	in.Weight = 4
+	checkID := "ttl-" + service
+	a.register(t, service, in, nil, &api.AgentServiceCheck{CheckID: checkID, TTL: "10m", Status: api.HealthPassing})
+	t.Cleanup(func() { a.deregister(t, service, in.ID) })
+	w := a.watch(t, service, "")
+	warnW := a.watch(t, service, "include_warning: true")
+	discoverytest.WaitFor(t, w, 5*time.Second, "the instance", has(in))
+	discoverytest.WaitFor(t, warnW, 5*time.Second, "the instance (include_warning)", has(in))
+
+	agentAPI := a.api(t).Agent()
+	set := func(status string) time.Time {
+		t.Helper()
+		if err := agentAPI.UpdateTTL(checkID, "set by the test", status); err != nil {
+			t.Fatalf("UpdateTTL(%s): %v", status, err)
+		}
+		return time.Now()
+	}
+
+	start := set(api.HealthCritical)
+	discoverytest.WaitFor(t, w, time.Second, "the critical instance to leave within 1s", empty)
+	t.Logf("critical -> removed after %v", time.Since(start))
+	discoverytest.WaitFor(t, warnW, time.Second, "the critical instance to leave (include_warning)", empty)
+
+	start = set(api.HealthPassing)
+	discoverytest.WaitFor(t, w, time.Second, "the instance to come back within 1s", has(in))
+	t.Logf("passing -> back after %v", time.Since(start))
+
+	set(api.HealthWarning)
+	discoverytest.WaitFor(t, w, time.Second, "the warning instance to leave", empty)
+	// include_warning keeps it (its warning weight equals its passing
+	// weight here, so the set does not change at all).
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if s, err := warnW.Next(ctx); err == nil && !discoverytest.Has(s, in) {
+		t.Fatalf("include_warning dropped the warning instance: %s", discoverytest.Describe(s))
+	}
+}
+
+// Tags and Meta become labels; a bare tag is label=true; the tag option
+// filters on the Consul side.
+func TestTagsAndMetaAsLabels(t *testing.T) {
+	a := mainAgent(t)
+	const service = "labels-web"
+	stable := discoverytest.Instance("stable", 21011, map[string]string{"zone": "z1"})
+	canary := discoverytest.Instance("canary", 21012, map[string]string{"zone": "z2", "version": "v3-meta"})
+	a.register(t, service, stable, []string{"version=v1"}, nil)
+	a.register(t, service, canary, []string{"canary", "version=v2"}, nil)
+	t.Cleanup(func() { a.deregister(t, service, stable.ID); a.deregister(t, service, canary.ID) })
+
+	w := a.watch(t, service, "")
+	set := discoverytest.WaitFor(t, w, 5*time.Second, "both instances", has(stable, canary))
+	want := map[int]map[string]string{
+		stable.Port: {"zone": "z1", "version": "v1"},
+		canary.Port: {"zone": "z2", "version": "v3-meta", "canary": "true"}, // Meta wins over the tag
+	}
+	for _, got := range set {
+		if fmt.Sprint(got.Metadata) != fmt.Sprint(want[got.Port]) {
+			t.Errorf("instance %s: labels %v, want %v", got.ID, got.Metadata, want[got.Port])
+		}
+		if !strings.HasPrefix(got.ID, "remora-main/") {
+			t.Errorf("instance id %q: want <node>/<service id>", got.ID)
+		}
+	}
+
+	onlyCanary := a.watch(t, service, "tag: canary")
+	discoverytest.WaitFor(t, onlyCanary, 5*time.Second, "only the canary", has(canary))
+}
+
+// An agent with ACLs in default-deny mode: without a token the adapter
+// reports a permission error (and never an empty set); with a token it
+// works; when the token is revoked it reports the error and keeps the last
+// good set.
+func TestACL(t *testing.T) {
+	a := aclAgent(t)
+	const service = "secure-web"
+	in := discoverytest.Instance("a", 21021, map[string]string{"zone": "z1"})
+	a.register(t, service, in, nil, nil)
+
+	acl := a.api(t).ACL()
+	policy, _, err := acl.PolicyCreate(&api.ACLPolicy{
+		Name:  "read-" + service,
+		Rules: fmt.Sprintf(`service %q { policy = "read" } node_prefix "" { policy = "read" }`, service),
+	}, nil)
+	if err != nil {
+		t.Fatalf("creating the policy: %v", err)
+	}
+	secrets := []string{a.mgmt}
+	newToken := func() *api.ACLToken {
+		tok, _, err := acl.TokenCreate(&api.ACLToken{Policies: []*api.ACLTokenPolicyLink{{ID: policy.ID}}}, nil)
+		if err != nil {
+			t.Fatalf("creating a token: %v", err)
+		}
+		secrets = append(secrets, tok.SecretID)
+		return tok
+	}
+
+	t.Run("NoTokenIsAPermissionError", func(t *testing.T) {
+		w := a.watch(t, service, "")
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		set, err := w.Next(ctx)
+		if err == nil {
+			t.Fatalf("Next without a token returned a set %s; want a permission error", discoverytest.Describe(set))
+		}
+		if !errors.Is(err, ErrPermissionDenied) {
+			t.Fatalf("Next without a token: %v; want ErrPermissionDenied", err)
+		}
+		for _, want := range []string{service, "token", TokenEnv} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not mention %q", err, want)
+			}
+		}
+		t.Logf("error without a token: %v", err)
+		// It stays an error: never an (empty) set.
+		expectNoSet(t, w, time.Second)
+	})
+
+	t.Run("BadTokenIsAPermissionError", func(t *testing.T) {
+		w := a.watch(t, service, "token: 00000000-1111-2222-3333-444444444444")
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if set, err := w.Next(ctx); !errors.Is(err, ErrPermissionDenied) {
+			t.Fatalf("Next with an unknown token: %v, %v; want ErrPermissionDenied", set, err)
+		} else {
+			t.Logf("error with an unknown token: %v", err)
+		}
+	})
+
+	// Naming the anonymous token makes Consul say that it filtered.
+	t.Run("ExplicitAnonymousTokenIsAPermissionError", func(t *testing.T) {
+		w := a.watch(t, service, "token: anonymous")
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if set, err := w.Next(ctx); !errors.Is(err, ErrPermissionDenied) || !strings.Contains(err.Error(), "hid instances") {
+			t.Fatalf("Next with token: anonymous: %v, %v; want ErrPermissionDenied (filtered)", set, err)
+		} else {
+			t.Logf("error with token: anonymous: %v", err)
+		}
+	})
+
+	t.Run("TokenWorks", func(t *testing.T) {
+		tok := newToken()
+		w := a.watch(t, service, "token: "+tok.SecretID)
+		discoverytest.WaitFor(t, w, 5*time.Second, "the instance with a token", has(in))
+	})
+
+	t.Run("TokenFileWorks", func(t *testing.T) {
+		tok := newToken()
+		file := filepath.Join(t.TempDir(), "consul.token")
+		if err := os.WriteFile(file, []byte(tok.SecretID+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		w := a.watch(t, service, "token_file: "+file)
+		discoverytest.WaitFor(t, w, 5*time.Second, "the instance with token_file", has(in))
+	})
+
+	t.Run("TokenFromEnvWorks", func(t *testing.T) {
+		tok := newToken()
+		t.Setenv(TokenEnv, tok.SecretID)
+		w := a.watch(t, service, "")
+		discoverytest.WaitFor(t, w, 5*time.Second, "the instance with $"+TokenEnv, has(in))
+	})
+
+	t.Run("RevokedTokenKeepsLastGoodSet", func(t *testing.T) {
+		tok := newToken()
+		w := a.watch(t, service, "token: "+tok.SecretID+"\nwait_time: 1s")
+		discoverytest.WaitFor(t, w, 5*time.Second, "the instance", has(in))
+		if _, err := acl.TokenDelete(tok.AccessorID, nil); err != nil {
+			t.Fatalf("deleting the token: %v", err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		set, err := w.Next(ctx)
+		if !errors.Is(err, ErrPermissionDenied) {
+			t.Fatalf("Next after the token was deleted: %s, %v; want ErrPermissionDenied", discoverytest.Describe(set), err)
+		}
+		t.Logf("error after revocation: %v", err)
+		expectNoSet(t, w, 2*time.Second)
+	})
+
+	// No secret the subtests used may appear in a log line.
+	logged := 0
+	for _, e := range testLogs.AllEntries() {
+		line, _ := e.String()
+		logged++
+		for _, s := range secrets {
+			if strings.Contains(line, s) {
+				t.Fatalf("a token was logged: %s", line)
+			}
+		}
+	}
+	if logged == 0 {
+		t.Fatal("no warnings were logged for the permission errors")
+	}
+}
+
+// expectNoSet calls Next for d and fails if it returns any set: the watcher
+// may only report errors (stale) or block.
+func expectNoSet(t *testing.T, w discovery.Watcher, d time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	for {
+		set, err := w.Next(ctx)
+		if err == nil {
+			t.Fatalf("Next returned a set %s; want only errors", discoverytest.Describe(set))
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if !errors.Is(err, ErrPermissionDenied) {
+			t.Fatalf("Next: %v; want ErrPermissionDenied", err)
+		}
+	}
+}
