@@ -3,19 +3,39 @@
 //
 //	import _ "github.com/remora-mesh/remora/discovery/consul"
 //
-// Each watched service is followed with blocking queries on
-// /v1/health/service/<name>: one goroutine per watcher, one query in flight
-// at a time. Only instances whose checks all pass are returned unless
-// include_warning is set. How an entry becomes a discovery.Instance (ID,
-// address, weight, tags and Meta as labels) is documented on toInstance and
-// tagLabels; in short, a tag "version=v2" becomes the label version=v2 and a
-// bare tag "canary" becomes canary=true.
+// # Watching
 //
-// Errors (an unreachable agent, a 5xx, an ACL denial) are returned by Next
-// and never empty the set; the watcher retries with exponential backoff and
-// jitter. A result from which Consul's ACLs filtered instances out is
-// reported as ErrPermissionDenied rather than published, since the set is
-// incomplete. See options.go for the configuration.
+// Each watched service is followed with blocking queries on
+// /v1/health/service/<name> (WaitIndex, WaitTime = wait_time): one goroutine
+// per watcher, one query in flight at a time, and at least 200 ms between
+// the starts of two queries so that an index that changes all the time
+// cannot make the watcher spin. An index that goes backwards, or is 0,
+// restarts from 0 (a fresh read). Errors (an unreachable agent, a 5xx, an
+// ACL denial) are returned by Next and never empty the set; the watcher
+// retries with exponential backoff and jitter (250 ms doubling to 5 s) and
+// a fresh read. A result from which Consul's ACLs removed instances is
+// reported as ErrPermissionDenied instead of being published, since the set
+// is incomplete.
+//
+// # Mapping
+//
+// Only instances whose checks all pass are returned (Consul filters them),
+// unless include_warning is set. Each entry becomes a discovery.Instance:
+//
+//   - ID: "<node name>/<service ID>", stable across changes of tags, Meta,
+//     weights or address;
+//   - Address: Service.Address, else Node.Address; Port: Service.Port;
+//   - Weight: Service.Weights.Passing (1 if unset), or Weights.Warning for
+//     an instance in "warning" (include_warning only; 0 drains it);
+//   - Healthy: true (Consul's verdict decides membership);
+//   - Metadata: the tags, then Service.Meta on top (Meta wins on a shared
+//     key). A tag "key=value" becomes the label key=value (split at the
+//     first "="); a bare tag such as "canary" becomes canary=true, so a
+//     `canary` tag and a `canary: "true"` Meta entry select the same nodes;
+//     a tag with an empty key is ignored.
+//
+// Entries without a usable address or port are left out with a warning.
+// The configuration is described on Options.
 package consul
 
 import (
@@ -43,7 +63,11 @@ const Type = "consul"
 func init() { discovery.Register(factory{}) }
 
 // ErrPermissionDenied is wrapped by the errors Next returns when Consul's
-// ACLs refuse the token or hide instances from it.
+// ACLs refuse the token (HTTP 403) or hide instances from it. Consul does not
+// tell a request without a token that it hid anything, so with no token
+// configured an empty answer from an agent whose ACLs deny by default is
+// reported as this error too; `token: anonymous` names the anonymous token
+// explicitly for setups where it is meant to read the service.
 var ErrPermissionDenied = errors.New("permission denied by Consul ACLs")
 
 // healthClient is the one Consul call the adapter makes: a (blocking) health

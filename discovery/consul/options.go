@@ -24,13 +24,13 @@ const (
 	TokenFileEnv = "CONSUL_HTTP_TOKEN_FILE"
 )
 
-// Options are the settings of a Consul registry, the `options:` block of a
-// registry with `type: consul`:
+// Options are the settings of a Consul registry, the block under the
+// `consul:` key of a registry with `type: consul` (every field optional):
 //
 //	registries:
 //	  - name: dc1
 //	    type: consul
-//	    options:
+//	    consul:
 //	      address: 127.0.0.1:8500     # host:port, may start with http:// or https://
 //	      scheme: https               # http (default) or https; https is implied by tls
 //	      token_file: consul.token    # or token: ..., or $CONSUL_HTTP_TOKEN
@@ -158,8 +158,8 @@ func (o Options) GoString() string { return o.String() }
 
 // normalize applies defaults and validates; errors name the field at fault.
 func (o *Options) normalize() error {
-	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	var errs []string
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
 
 	o.Scheme = strings.ToLower(strings.TrimSpace(o.Scheme))
 	switch o.Scheme {
@@ -216,5 +216,9 @@ func (o *Options) normalize() error {
 	case wt < minWaitTime || wt > maxWaitTime:
 		bad("wait_time: %s is out of range; want %s..%s", wt, minWaitTime, maxWaitTime)
 	}
-	return errors.Join(errs...)
+	if len(errs) > 0 {
+		// One line, so that the config loader can prefix it with the path.
+		return errors.New(strings.Join(errs, "; "))
+	}
+	return nil
 }
