@@ -200,7 +200,7 @@ func TestEtcdEndToEnd(t *testing.T) {
 	})
 
 	t.Run("etcd restart: a later change reaches the proxy", func(t *testing.T) {
-		srv.Restart()
+		srv.Restart() // a graceful stop waits ~7s for the open watch streams
 		srv.Put("/services/user-service/b3", b3.value(""))
 		took := eventually(t, 10*time.Second, "b3 back after the restart", func() bool { return available(a) == 3 })
 		t.Logf("change after restart reached the proxy in %v", took)

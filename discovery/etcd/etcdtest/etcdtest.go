@@ -13,6 +13,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 )
 
 // Server is an embedded single-member etcd cluster.
@@ -84,7 +86,14 @@ func (s *Server) Endpoint() string { return s.clientURL.Host }
 func (s *Server) Client() *clientv3.Client {
 	s.t.Helper()
 	if s.clientConn == nil {
-		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{s.Endpoint()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		cli, err := clientv3.New(clientv3.Config{
+			Endpoints: []string{s.Endpoint()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
+			// Reconnect at once after Restart (gRPC's default backoff
+			// grows to seconds).
+			DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+				Backoff: backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.2, MaxDelay: 200 * time.Millisecond},
+			})},
+		})
 		if err != nil {
 			s.t.Fatalf("etcdtest: client: %v", err)
 		}
