@@ -27,7 +27,14 @@ tools_dir=${TOOLS_DIR:-$HOME/.cache/remora/tools}
 dir=$tools_dir/consul-$version
 bin=$dir/consul
 
-works() { [ -x "$bin" ] && "$bin" version 2>/dev/null | grep -q "^Consul ${version}\b"; }
+# works: the binary exists and reports the pinned version. (Not a pipe into
+# grep -q: with pipefail, consul's SIGPIPE after an early match reads as a
+# failure.)
+works() {
+	local out
+	[ -x "$bin" ] && out=$("$bin" version 2>/dev/null) || return 1
+	[[ $out == "Consul ${version}"$'\n'* || $out == "Consul ${version}" ]]
+}
 
 if works; then
 	echo "$bin"
