@@ -287,3 +287,25 @@ func Race(t *testing.T, b balancer.Builder, infos []balancer.Info) {
 	stop.Store(true)
 	wg.Wait()
 }
+
+// Mapping returns the ID of the node p picks for each info.
+func Mapping(p balancer.Picker, infos []balancer.Info) []string {
+	ids := make([]string, len(infos))
+	for i, info := range infos {
+		if n := p.Pick(info); n != nil {
+			ids[i] = n.ID
+		}
+	}
+	return ids
+}
+
+// Moved counts the entries that differ between two mappings.
+func Moved(a, b []string) int {
+	moved := 0
+	for i := range a {
+		if a[i] != b[i] {
+			moved++
+		}
+	}
+	return moved
+}

@@ -1,0 +1,190 @@
+// Package maglev implements the maglev policy: consistent hashing with a
+// Maglev lookup table (Eisenbud et al., NSDI 2016; weighted as in Envoy).
+// Build fills a table of table_size entries, a prime, from each node's
+// permutation of the entries (derived from its ID with a fixed hash
+// function), nodes taking turns in proportion to their weights; a request
+// goes to the entry its key hashes to (see package hashkey): one lookup,
+// no search. Adding or removing a node moves little more than that node's
+// share of keys, and the same key reaches the same node across rebuilds,
+// restarts and sidecars. A request without its key goes to a random node,
+// by weight.
+//
+// The table should be much larger than the number of nodes (Maglev
+// recommends 100×) for shares to follow weights closely; with more nodes
+// than entries some nodes get none.
+//
+//	balancer:
+//	  policy: maglev
+//	  hash_on: {cookie: session}   # required; see hashkey.Spec
+//	  table_size: 65537            # default; a prime
+package maglev
+
+import (
+	"fmt"
+	"math/big"
+	"math/rand/v2"
+
+	"github.com/remora-mesh/remora/pkg/balancer"
+	"github.com/remora-mesh/remora/pkg/balancer/hashkey"
+	"github.com/remora-mesh/remora/pkg/balancer/internal/alias"
+	"github.com/remora-mesh/remora/pkg/node"
+)
+
+// Name is the policy's name in config.
+const Name = "maglev"
+
+// Table sizes.
+const (
+	DefaultTableSize = 65537
+	MaxTableSize     = 5000011
+)
+
+func init() { balancer.Register(factory{}) }
+
+// Options are the policy's options in config.
+type Options struct {
+	// HashOn is what to hash; required.
+	HashOn hashkey.Spec `yaml:"hash_on" json:"hash_on"`
+	// TableSize is the number of entries, a prime; 0 means 65537.
+	TableSize int `yaml:"table_size" json:"table_size,omitempty"`
+}
+
+type factory struct{}
+
+func (factory) Name() string { return Name }
+
+func (factory) Parse(decode func(any) error) (balancer.Builder, error) {
+	var o Options
+	if err := decode(&o); err != nil {
+		return nil, err
+	}
+	key, err := o.HashOn.Compile()
+	if err == hashkey.ErrNoKey {
+		return nil, fmt.Errorf("hash_on is required: say what to hash, e.g. {policy: %s, hash_on: {header: x-user-id}} (or cookie, source_ip, path, query_parameter)", Name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if o.TableSize != 0 {
+		if err := ValidateTableSize(o.TableSize); err != nil {
+			return nil, err
+		}
+	}
+	return Builder{Key: key, TableSize: o.TableSize}, nil
+}
+
+// ValidateTableSize checks a table_size option.
+func ValidateTableSize(m int) error {
+	if m < 3 || m > MaxTableSize || !big.NewInt(int64(m)).ProbablyPrime(0) {
+		return fmt.Errorf("table_size: %d must be a prime from 3 to %d, e.g. 65537 (default), 131071, 655373", m, MaxTableSize)
+	}
+	return nil
+}
+
+// Builder builds Maglev pickers.
+type Builder struct {
+	// Key is what to hash; the zero Key sends every request to a random
+	// node.
+	Key hashkey.Key
+	// TableSize is the number of entries, a prime; 0 means
+	// DefaultTableSize.
+	TableSize int
+	// Rand picks a node for requests without their key; nil means
+	// math/rand/v2's Uint64.
+	Rand func() uint64
+}
+
+var (
+	_ balancer.Builder = Builder{}
+	_ balancer.Picker  = (*picker)(nil)
+)
+
+// Name implements balancer.Builder.
+func (Builder) Name() string { return Name }
+
+// Build implements balancer.Builder.
+func (b Builder) Build(nodes []*node.Node) balancer.Picker {
+	if len(nodes) == 0 {
+		return balancer.Empty
+	}
+	m := b.TableSize
+	if m <= 0 {
+		m = DefaultTableSize
+	}
+	p := &picker{nodes: nodes, key: b.Key, rand: b.Rand}
+	if p.rand == nil {
+		p.rand = rand.Uint64
+	}
+	ws := make([]uint32, len(nodes))
+	for i, n := range nodes {
+		ws[i] = max(n.Weight, 1)
+	}
+	p.random = alias.New(ws)
+	p.table = Table(nodes, ws, m)
+	return p
+}
+
+// Table fills a Maglev table of m entries (m prime) with indexes into
+// nodes, whose weights are ws.
+func Table(nodes []*node.Node, ws []uint32, m int) []int32 {
+	M := uint64(m)
+	type fill struct {
+		offset, skip, next uint64
+		weight, target     uint64
+	}
+	fills := make([]fill, len(nodes))
+	var maxW uint64
+	for i, n := range nodes {
+		h := hashkey.String(n.ID)
+		fills[i] = fill{
+			offset: h % M,
+			skip:   hashkey.Mix(h^0x9e3779b97f4a7c15)%(M-1) + 1,
+			weight: uint64(ws[i]),
+		}
+		maxW = max(maxW, uint64(ws[i]))
+	}
+	table := make([]int32, m)
+	for i := range table {
+		table[i] = -1
+	}
+	// Each round, a node of the largest weight takes an entry, and a node
+	// of weight w one round in maxW/w (Envoy's weighted Maglev).
+	filled := 0
+	for round := uint64(1); filled < m; round++ {
+		for i := range fills {
+			f := &fills[i]
+			if round*f.weight < f.target {
+				continue
+			}
+			f.target += maxW
+			c := (f.offset + f.skip*f.next) % M
+			for table[c] >= 0 {
+				f.next++
+				c = (f.offset + f.skip*f.next) % M
+			}
+			table[c] = int32(i)
+			f.next++
+			if filled++; filled == m {
+				break
+			}
+		}
+	}
+	return table
+}
+
+// picker is immutable.
+type picker struct {
+	nodes  []*node.Node
+	table  []int32
+	key    hashkey.Key
+	random alias.Table
+	rand   func() uint64
+}
+
+func (p *picker) Pick(info balancer.Info) *node.Node {
+	h, ok := p.key.Hash(info)
+	if !ok {
+		return p.nodes[p.random.Sample(p.rand())]
+	}
+	return p.nodes[p.table[alias.Uniform(h, len(p.table))]]
+}

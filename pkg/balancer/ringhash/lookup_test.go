@@ -1,0 +1,56 @@
+package ringhash
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/remora-mesh/remora/pkg/balancer/balancertest"
+	"github.com/remora-mesh/remora/pkg/balancer/hashkey"
+)
+
+// TestLookup checks the bucketed search against a linear scan of the ring.
+func TestLookup(t *testing.T) {
+	k, _ := hashkey.Spec{Header: "x-key"}.Compile()
+	r := rand.New(rand.NewPCG(1, 1))
+	for _, n := range []int{1, 2, 7, 300} {
+		for _, ppw := range []int{1, 3, 160} {
+			p := Builder{Key: k, PointsPerWeight: ppw}.Build(balancertest.Uniform(n)).(*picker)
+			for _, info := range balancertest.Requests(500) {
+				h, _ := k.Hash(info)
+				want := 0
+				for want < len(p.hashes) && p.hashes[want] < h {
+					want++
+				}
+				if want == len(p.hashes) {
+					want = 0
+				}
+				if got := p.Pick(info); got != p.nodes[p.owners[want]] {
+					t.Fatalf("n=%d ppw=%d: hash %x picked %s, linear scan says %s", n, ppw, h, got.ID, p.nodes[p.owners[want]].ID)
+				}
+			}
+			// Hashes at the edges of buckets and of the ring.
+			for _, h := range []uint64{0, ^uint64(0), p.hashes[0], p.hashes[len(p.hashes)-1], p.hashes[0] + 1, r.Uint64()} {
+				lo, hi := int(p.buckets[h>>p.shift]), int(p.buckets[h>>p.shift+1])
+				if lo > hi || hi > len(p.hashes) {
+					t.Fatalf("bucket of %x is [%d, %d)", h, lo, hi)
+				}
+				if lo < len(p.hashes) && lo > 0 && p.hashes[lo-1] >= h {
+					t.Fatalf("bucket of %x starts past an earlier point", h)
+				}
+			}
+		}
+	}
+}
+
+func TestSizes(t *testing.T) {
+	for _, tc := range []struct{ min, max, wantMin, wantMax int }{
+		{0, 0, 0, DefaultMaxRingSize},
+		{10, 0, 10, DefaultMaxRingSize},
+		{DefaultMaxRingSize * 2, 0, DefaultMaxRingSize * 2, DefaultMaxRingSize * 2}, // the default max follows a larger min
+		{5, 7, 5, 7},
+	} {
+		if gotMin, gotMax := (Builder{MinRingSize: tc.min, MaxRingSize: tc.max}).sizes(); gotMin != tc.wantMin || gotMax != tc.wantMax {
+			t.Errorf("sizes(%d, %d) = %d, %d; want %d, %d", tc.min, tc.max, gotMin, gotMax, tc.wantMin, tc.wantMax)
+		}
+	}
+}

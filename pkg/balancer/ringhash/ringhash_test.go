@@ -1,0 +1,136 @@
+package ringhash_test
+
+import (
+	"testing"
+
+	"github.com/remora-mesh/remora/pkg/balancer"
+	"github.com/remora-mesh/remora/pkg/balancer/balancertest"
+	"github.com/remora-mesh/remora/pkg/balancer/hashkey"
+	"github.com/remora-mesh/remora/pkg/balancer/ringhash"
+)
+
+func key(t testing.TB) hashkey.Key {
+	k, err := hashkey.Spec{Header: "x-key"}.Compile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func TestParse(t *testing.T) {
+	balancertest.RunParse(t, balancertest.Registered(t, ringhash.Name), []balancertest.ParseCase{
+		{Name: "header", Options: "hash_on: {header: x-user-id}"},
+		{Name: "sizes", Options: "{hash_on: {cookie: s}, points_per_weight: 100, min_ring_size: 64, max_ring_size: 4096}"},
+		{Name: "min ring size", Options: "{hash_on: {path: true}, min_ring_size: 4096}"},
+		{Name: "points per weight too large", Options: "{hash_on: {path: true}, points_per_weight: 100000}", WantErr: "points_per_weight"},
+		{Name: "no options", Options: "", WantErr: "hash_on is required"},
+		{Name: "empty hash_on", Options: "hash_on: {}", WantErr: "hash_on is required"},
+		{Name: "two keys", Options: "hash_on: {header: a, cookie: b}", WantErr: "exactly one"},
+		{Name: "unknown key kind", Options: "hash_on: {ip: true}", WantErr: "ip"},
+		{Name: "min above max", Options: "{hash_on: {path: true}, min_ring_size: 10, max_ring_size: 5}", WantErr: "min_ring_size: 10 is above"},
+		{Name: "max too large", Options: "{hash_on: {path: true}, max_ring_size: 100000000}", WantErr: "max_ring_size"},
+		{Name: "negative", Options: "{hash_on: {path: true}, min_ring_size: -1}", WantErr: "min_ring_size"},
+		{Name: "unknown option", Options: "{hash_on: {path: true}, table_size: 7}", WantErr: "table_size"},
+	})
+}
+
+func TestConsistent(t *testing.T) {
+	balancertest.Consistent(t, func() balancer.Builder { return ringhash.Builder{Key: key(t)} }, true)
+}
+
+// TestWeights: with a large ring, keys spread over nodes by weight.
+func TestWeights(t *testing.T) {
+	nodes := balancertest.Nodes(1, 2, 3, 4)
+	p := ringhash.Builder{Key: key(t), PointsPerWeight: 10000}.Build(nodes)
+	index := map[string]int{}
+	for i, n := range nodes {
+		index[n.ID] = i
+	}
+	counts := make([]int, len(nodes))
+	for _, id := range balancertest.Mapping(p, balancertest.Requests(10000)) {
+		counts[index[id]]++
+	}
+	balancertest.AssertShares(t, counts, balancertest.Weights(nodes))
+}
+
+// TestBounds: the ring is scaled by powers of two into its bounds.
+func TestBounds(t *testing.T) {
+	k := key(t)
+	infos := balancertest.Requests(2000)
+	nodes := balancertest.Uniform(10)
+	base := balancertest.Mapping(ringhash.Builder{Key: k}.Build(nodes), infos)
+	// 1600 points: a min of 1600 changes nothing, 1601 doubles every node.
+	if m := balancertest.Moved(base, balancertest.Mapping(ringhash.Builder{Key: k, MinRingSize: 1600}.Build(nodes), infos)); m != 0 {
+		t.Fatalf("a bound that fits moved %d keys", m)
+	}
+	if m := balancertest.Moved(base, balancertest.Mapping(ringhash.Builder{Key: k, MinRingSize: 1601}.Build(nodes), infos)); m == 0 {
+		t.Fatal("doubling the ring moved no key")
+	}
+	// A tiny max still gives every node a point.
+	counts := make(map[string]int)
+	for _, id := range balancertest.Mapping(ringhash.Builder{Key: k, MaxRingSize: 1}.Build(nodes), infos) {
+		counts[id]++
+	}
+	if len(counts) < 5 {
+		t.Fatalf("with one point per node, keys reached only %d nodes", len(counts))
+	}
+}
+
+// TestWeightChange: changing one node's weight moves keys only to or from
+// that node.
+func TestWeightChange(t *testing.T) {
+	k := key(t)
+	infos := balancertest.Requests(10000)
+	before := balancertest.Mapping(ringhash.Builder{Key: k}.Build(balancertest.Nodes(1, 1, 1, 1, 1)), infos)
+	after := balancertest.Mapping(ringhash.Builder{Key: k}.Build(balancertest.Nodes(1, 1, 3, 1, 1)), infos)
+	moved := 0
+	for i := range before {
+		if before[i] != after[i] {
+			moved++
+			if after[i] != "node-00002" {
+				t.Fatalf("key %d moved from %s to %s", i, before[i], after[i])
+			}
+		}
+	}
+	if moved < 2000 || moved > 3400 { // ideal: 3/7 - 1/5 = 22.9%
+		t.Fatalf("tripling one of 5 weights moved %d of 10000 keys", moved)
+	}
+}
+
+// TestMissingKey: requests without the key spread randomly by weight.
+func TestMissingKey(t *testing.T) {
+	nodes := balancertest.Nodes(1, 2, 3, 4)
+	p := ringhash.Builder{Key: key(t), Rand: balancertest.Rand(4)}.Build(nodes)
+	balancertest.AssertShares(t, balancertest.Count(t, p, nodes, balancer.Info{}, 10000), balancertest.Weights(nodes))
+}
+
+func TestSameKeySameNode(t *testing.T) {
+	nodes := balancertest.Uniform(5)
+	p := ringhash.Builder{Key: key(t)}.Build(nodes)
+	info := balancertest.Requests(1)[0]
+	first := p.Pick(info)
+	for range 100 {
+		if p.Pick(info) != first {
+			t.Fatal("the same key reached another node")
+		}
+	}
+}
+
+func TestNoAllocs(t *testing.T) {
+	for _, n := range []int{1, 3, 1000} {
+		balancertest.AssertNoAllocs(t, ringhash.Builder{Key: key(t)}.Build(balancertest.Uniform(n)), balancertest.Requests(3)...)
+		balancertest.AssertNoAllocs(t, ringhash.Builder{Key: key(t)}.Build(balancertest.Uniform(n)), balancer.Info{})
+	}
+}
+
+func TestRace(t *testing.T) {
+	balancertest.Race(t, ringhash.Builder{Key: key(t), PointsPerWeight: 16}, balancertest.Requests(50))
+}
+
+func FuzzParse(f *testing.F) {
+	balancertest.FuzzParse(f, balancertest.Registered(f, ringhash.Name), "hash_on: {header: x}", "{hash_on: {query_parameter: q}, min_ring_size: 3, max_ring_size: 9}")
+}
+
+func BenchmarkPick(b *testing.B) {
+	balancertest.Bench(b, ringhash.Builder{Key: key(b)}, balancertest.Requests(1024))
+}
