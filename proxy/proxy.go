@@ -210,7 +210,7 @@ func (t pickingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		req.Body = body
 	}
 	for attempt := 0; ; attempt++ {
-		n := pickOther(st.snap, st.tried)
+		n := pickOther(st.snap, balancer.Info{Request: req}, st.tried)
 		if n == nil {
 			return nil, errNoNode
 		}
@@ -232,11 +232,12 @@ func (t pickingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // pickOther picks a node other than avoid when the picker offers one within
-// a few tries.
-func pickOther(s *upstream.Snapshot, avoid *node.Node) *node.Node {
-	n := s.Picker.Pick(balancer.Info{})
+// a few tries. info carries the outgoing request, whose headers, URL path
+// and RemoteAddr are the client's.
+func pickOther(s *upstream.Snapshot, info balancer.Info, avoid *node.Node) *node.Node {
+	n := s.Picker.Pick(info)
 	for i := 0; avoid != nil && n == avoid && i < 4; i++ {
-		n = s.Picker.Pick(balancer.Info{})
+		n = s.Picker.Pick(info)
 	}
 	return n
 }
