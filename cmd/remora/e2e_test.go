@@ -323,3 +323,17 @@ func TestDemo(t *testing.T) {
 		}
 	}
 }
+
+// Every example config is valid with the adapters remora ships.
+func TestExamplesValidate(t *testing.T) {
+	files, _ := filepath.Glob("../../examples/*/remora.yaml")
+	if len(files) == 0 {
+		t.Fatal("no examples found")
+	}
+	for _, f := range files {
+		var out, errOut bytes.Buffer
+		if code := run([]string{"validate", "-c", f}, &out, &errOut); code != 0 {
+			t.Errorf("%s: %s", f, errOut.String())
+		}
+	}
+}

@@ -120,15 +120,6 @@ func TestLoadPrefixesFileName(t *testing.T) {
 	}
 }
 
-func TestExamplesValidate(t *testing.T) {
-	files, _ := filepath.Glob("../../examples/*/remora.yaml")
-	for _, f := range files {
-		if _, err := config.Load(f); err != nil {
-			t.Errorf("%s: %v", f, err)
-		}
-	}
-}
-
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(good))
 	f.Add([]byte("upstreams: [{name: a, balancer: {policy: x}}]"))
