@@ -1,0 +1,101 @@
+package admin_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/discovery/discoverytest"
+	"github.com/remora-mesh/remora/pkg/admin"
+	"github.com/remora-mesh/remora/pkg/upstream"
+)
+
+type source struct {
+	table    *upstream.Table
+	draining atomic.Bool
+}
+
+func (s *source) Table() *upstream.Table { return s.table }
+func (s *source) Draining() bool         { return s.draining.Load() }
+
+func get(t *testing.T, h http.Handler, path string) (int, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	return rec.Code, rec.Body.String()
+}
+
+func TestAdmin(t *testing.T) {
+	reg := discoverytest.NewRegistry()
+	users := upstream.New(upstream.Config{Name: "users", Service: "user-service", InitialSyncTimeout: time.Hour})
+	orders := upstream.New(upstream.Config{Name: "orders", InitialSyncTimeout: time.Hour})
+	src := &source{table: upstream.NewTable(users, orders)}
+	h := admin.Handler(src)
+
+	if code, _ := get(t, h, "/healthz"); code != 200 {
+		t.Fatalf("healthz %d", code)
+	}
+	if code, body := get(t, h, "/readyz"); code != 503 || !strings.Contains(body, `"orders"`) || !strings.Contains(body, `"users"`) {
+		t.Fatalf("readyz before sync: %d %s", code, body)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	drained := discovery.Instance{ID: "b", Address: "10.0.0.2", Port: 80, Weight: 0, Healthy: true}
+	reg.Set("user-service",
+		discovery.Instance{ID: "a", Address: "10.0.0.1", Port: 80, Weight: 3, Healthy: true, Metadata: map[string]string{"canary": "true"}},
+		drained,
+		discovery.Instance{ID: "c", Address: "10.0.0.3", Port: 80, Weight: 1, Healthy: false},
+	)
+	for _, u := range []*upstream.Upstream{users, orders} {
+		w, _ := reg.Watch(ctx, u.Service())
+		go u.Run(ctx, w)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !src.table.Ready() {
+		if time.Now().After(deadline) {
+			t.Fatal("not synced")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if code, _ := get(t, h, "/readyz"); code != 200 {
+		t.Fatalf("readyz after sync: %d", code)
+	}
+	src.draining.Store(true)
+	if code, body := get(t, h, "/readyz"); code != 503 || !strings.Contains(body, `"draining": true`) {
+		t.Fatalf("readyz while draining: %d %s", code, body)
+	}
+
+	code, body := get(t, h, "/upstreams/users")
+	var st admin.UpstreamStatus
+	if err := json.Unmarshal([]byte(body), &st); code != 200 || err != nil {
+		t.Fatalf("%d %v %s", code, err, body)
+	}
+	if st.Service != "user-service" || !st.Synced || st.Available != 1 || len(st.Nodes) != 3 {
+		t.Fatalf("status %+v", st)
+	}
+	want := map[string]string{"a": "available", "b": "draining", "c": "unhealthy"}
+	for _, n := range st.Nodes {
+		if n.State != want[n.ID] {
+			t.Errorf("node %s state %q; want %q", n.ID, n.State, want[n.ID])
+		}
+	}
+	if st.Nodes[0].Metadata["canary"] != "true" || st.Nodes[0].Weight != 3 {
+		t.Fatalf("node a: %+v", st.Nodes[0])
+	}
+
+	code, body = get(t, h, "/upstreams")
+	var all []admin.UpstreamStatus
+	if err := json.Unmarshal([]byte(body), &all); code != 200 || err != nil || len(all) != 2 || all[0].Name != "orders" {
+		t.Fatalf("%d %v %s", code, err, body)
+	}
+	if code, body := get(t, h, "/upstreams/nope"); code != 404 || !strings.Contains(body, "orders") {
+		t.Fatalf("unknown upstream: %d %s", code, body)
+	}
+}
