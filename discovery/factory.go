@@ -1,11 +1,9 @@
 package discovery
 
 import (
-	"fmt"
-	"slices"
-	"sync"
-
 	"github.com/sirupsen/logrus"
+
+	"github.com/remora-mesh/remora/internal/named"
 )
 
 // Factory creates registries of one type ("etcd", "consul", ...).
@@ -54,38 +52,14 @@ type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
-var (
-	factoriesMu sync.RWMutex
-	factories   = map[string]Factory{}
-)
+var factories = named.New[Factory]("discovery: registry type")
 
 // Register makes a factory available under its type name. It is called from
 // adapters' init functions and panics on a duplicate, a programming error.
-func Register(f Factory) {
-	factoriesMu.Lock()
-	defer factoriesMu.Unlock()
-	if _, dup := factories[f.Type()]; dup {
-		panic(fmt.Sprintf("discovery: factory %q registered twice", f.Type()))
-	}
-	factories[f.Type()] = f
-}
+func Register(f Factory) { factories.Add(f.Type(), f) }
 
 // Lookup returns the factory registered under typ.
-func Lookup(typ string) (Factory, bool) {
-	factoriesMu.RLock()
-	defer factoriesMu.RUnlock()
-	f, ok := factories[typ]
-	return f, ok
-}
+func Lookup(typ string) (Factory, bool) { return factories.Get(typ) }
 
 // Types lists the registered type names, sorted.
-func Types() []string {
-	factoriesMu.RLock()
-	defer factoriesMu.RUnlock()
-	names := make([]string, 0, len(factories))
-	for name := range factories {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	return names
-}
+func Types() []string { return factories.Names() }

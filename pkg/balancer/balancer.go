@@ -7,11 +7,9 @@
 package balancer
 
 import (
-	"fmt"
 	"net/http"
-	"slices"
-	"sync"
 
+	"github.com/remora-mesh/remora/internal/named"
 	"github.com/remora-mesh/remora/pkg/node"
 )
 
@@ -61,37 +59,13 @@ type empty struct{}
 
 func (empty) Pick(Info) *node.Node { return nil }
 
-var (
-	factoriesMu sync.RWMutex
-	factories   = map[string]Factory{}
-)
+var factories = named.New[Factory]("balancer: policy")
 
 // Register makes a policy available by name; it panics on a duplicate.
-func Register(f Factory) {
-	factoriesMu.Lock()
-	defer factoriesMu.Unlock()
-	if _, dup := factories[f.Name()]; dup {
-		panic(fmt.Sprintf("balancer: policy %q registered twice", f.Name()))
-	}
-	factories[f.Name()] = f
-}
+func Register(f Factory) { factories.Add(f.Name(), f) }
 
 // Lookup returns the factory of the named policy.
-func Lookup(name string) (Factory, bool) {
-	factoriesMu.RLock()
-	defer factoriesMu.RUnlock()
-	f, ok := factories[name]
-	return f, ok
-}
+func Lookup(name string) (Factory, bool) { return factories.Get(name) }
 
 // Names lists the registered policies, sorted.
-func Names() []string {
-	factoriesMu.RLock()
-	defer factoriesMu.RUnlock()
-	names := make([]string, 0, len(factories))
-	for name := range factories {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	return names
-}
+func Names() []string { return factories.Names() }

@@ -56,7 +56,7 @@ func TestErrorsNameFieldAndValue(t *testing.T) {
 	}{
 		{"unknown policy", `
 registries: [{name: main, type: static}]
-upstreams: [{name: a}, {name: b, balancer: rr}]`, []string{`upstreams[1].balancer: unknown policy "rr"; known: round_robin`}},
+upstreams: [{name: a}, {name: b, balancer: rr}]`, []string{`upstreams[1].balancer: unknown policy "rr"; known: `, "round_robin"}},
 		{"unknown registry type", `
 registries: [{name: main, type: zookeeper}]`, []string{`registries[0].type: unknown registry type "zookeeper"; known: `, "static"}},
 		{"unknown registry reference", `
