@@ -150,14 +150,14 @@ func (a *app) addr(name string) string {
 func (a *app) shutdown(ctx context.Context) error {
 	a.draining.Store(true)
 	a.log.Info("draining: no new connections; waiting for in-flight requests")
-	var errs []error
+	errs := make([]error, len(a.servers))
 	var wg sync.WaitGroup
-	for _, s := range a.servers {
+	for i, s := range a.servers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if err := s.http.Shutdown(ctx); err != nil {
-				errs = append(errs, fmt.Errorf("listener %s: %w", s.name, err))
+				errs[i] = fmt.Errorf("listener %s: %w", s.name, err)
 				_ = s.http.Close()
 			}
 		}()
