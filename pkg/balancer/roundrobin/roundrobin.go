@@ -60,10 +60,13 @@ func (b Builder) Build(nodes []*node.Node) balancer.Picker {
 
 // picker is immutable but for next, an atomic counter shared by every
 // goroutine that picks: consecutive picks, from any goroutines, walk the
-// nodes in order.
+// nodes in order. next sits on a cache line of its own, so its updates do
+// not evict the read-only fields from other cores' caches.
 type picker struct {
 	nodes []*node.Node
+	_     [64]byte
 	next  atomic.Uint64
+	_     [56]byte
 }
 
 func (p *picker) Pick(balancer.Info) *node.Node {
