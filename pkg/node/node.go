@@ -36,10 +36,16 @@ func New(inst discovery.Instance, stats *Stats) *Node {
 	return &Node{Instance: inst, HostPort: inst.HostPort(), Stats: stats}
 }
 
-// Available reports whether the node may receive new requests: the registry
-// calls it healthy and its weight is not 0 (drained).
+// Available reports whether the registry lets the node receive new
+// requests: it calls it healthy and its weight is not 0 (drained).
 func (n *Node) Available() bool {
 	return n.Healthy && n.Weight > 0
+}
+
+// Eligible reports whether the node may be picked: Available, not ejected
+// by outlier detection, and passing its active health checks.
+func (n *Node) Eligible() bool {
+	return n.Available() && !n.Stats.Health.Ejected() && n.Stats.Health.ActiveHealthy()
 }
 
 // Stats are a node's counters. The zero value is ready to use; every field is
@@ -72,6 +78,9 @@ type Stats struct {
 	// invDecay is 1/decay in 1/ns as float64 bits; 0 means
 	// DefaultLatencyDecay.
 	invDecay atomic.Uint64
+
+	// Health is the node's passive and active health state.
+	Health Health
 }
 
 // NewStats returns the stats of a node that joined its upstream at added.
