@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/discovery/consul/consultest"
 	"github.com/remora-mesh/remora/discovery/discoverytest"
 )
 
@@ -21,12 +22,12 @@ import (
 func TestConformance(t *testing.T) {
 	a := mainAgent(t)
 	discoverytest.Conformance(t, discoverytest.Harness{
-		Open: func(t *testing.T) discovery.Registry { return a.open(t, "") },
+		Open: func(t *testing.T) discovery.Registry { return open(t, a, "") },
 		Register: func(t *testing.T, service string, in discovery.Instance) {
-			a.register(t, service, in, nil, nil)
+			a.Register(t, service, in, nil, nil)
 		},
-		Deregister: func(t *testing.T, service, id string) { a.deregister(t, service, id) },
-		Restart:    func(t *testing.T) { a.restart(t) },
+		Deregister: func(t *testing.T, service, id string) { a.Deregister(t, service, id) },
+		Restart:    func(t *testing.T) { a.Restart(t) },
 	})
 }
 
@@ -48,21 +49,21 @@ func TestTTLCheck(t *testing.T) {
 	in := discoverytest.Instance("a", 21001, nil)
 	in.Weight = 4
 	checkID := "ttl-" + service
-	err := a.api(t).Agent().ServiceRegister(&api.AgentServiceRegistration{
-		ID: serviceID(service, in.ID), Name: service, Address: in.Address, Port: in.Port,
+	err := a.Client(t).Agent().ServiceRegister(&api.AgentServiceRegistration{
+		ID: consultest.ServiceID(service, in.ID), Name: service, Address: in.Address, Port: in.Port,
 		Weights: &api.AgentWeights{Passing: 4, Warning: 1},
 		Check:   &api.AgentServiceCheck{CheckID: checkID, TTL: "10m", Status: api.HealthPassing},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { a.deregister(t, service, in.ID) })
-	w := a.watch(t, service, "")
-	warnW := a.watch(t, service, "include_warning: true")
+	t.Cleanup(func() { a.Deregister(t, service, in.ID) })
+	w := watch(t, a, service, "")
+	warnW := watch(t, a, service, "include_warning: true")
 	discoverytest.WaitFor(t, w, 5*time.Second, "the instance", has(in))
 	discoverytest.WaitFor(t, warnW, 5*time.Second, "the instance (include_warning)", has(in))
 
-	agentAPI := a.api(t).Agent()
+	agentAPI := a.Client(t).Agent()
 	set := func(status string) time.Time {
 		t.Helper()
 		if err := agentAPI.UpdateTTL(checkID, "set by the test", status); err != nil {
@@ -94,11 +95,11 @@ func TestTagsAndMetaAsLabels(t *testing.T) {
 	const service = "labels-web"
 	stable := discoverytest.Instance("stable", 21011, map[string]string{"zone": "z1"})
 	canary := discoverytest.Instance("canary", 21012, map[string]string{"zone": "z2", "version": "v3-meta"})
-	a.register(t, service, stable, []string{"version=v1"}, nil)
-	a.register(t, service, canary, []string{"canary", "version=v2"}, nil)
-	t.Cleanup(func() { a.deregister(t, service, stable.ID); a.deregister(t, service, canary.ID) })
+	a.Register(t, service, stable, []string{"version=v1"}, nil)
+	a.Register(t, service, canary, []string{"canary", "version=v2"}, nil)
+	t.Cleanup(func() { a.Deregister(t, service, stable.ID); a.Deregister(t, service, canary.ID) })
 
-	w := a.watch(t, service, "")
+	w := watch(t, a, service, "")
 	set := discoverytest.WaitFor(t, w, 5*time.Second, "both instances", has(stable, canary))
 	want := map[int]map[string]string{
 		stable.Port: {"zone": "z1", "version": "v1"},
@@ -113,7 +114,7 @@ func TestTagsAndMetaAsLabels(t *testing.T) {
 		}
 	}
 
-	onlyCanary := a.watch(t, service, "tag: canary")
+	onlyCanary := watch(t, a, service, "tag: canary")
 	discoverytest.WaitFor(t, onlyCanary, 5*time.Second, "only the canary", has(canary))
 }
 
@@ -125,9 +126,9 @@ func TestACL(t *testing.T) {
 	a := aclAgent(t)
 	const service = "secure-web"
 	in := discoverytest.Instance("a", 21021, map[string]string{"zone": "z1"})
-	a.register(t, service, in, nil, nil)
+	a.Register(t, service, in, nil, nil)
 
-	acl := a.api(t).ACL()
+	acl := a.Client(t).ACL()
 	policy, _, err := acl.PolicyCreate(&api.ACLPolicy{
 		Name:  fmt.Sprintf("read-%s-%d", service, time.Now().UnixNano()), // unique under -count
 		Rules: fmt.Sprintf(`service %q { policy = "read" } node_prefix "" { policy = "read" }`, service),
@@ -135,7 +136,7 @@ func TestACL(t *testing.T) {
 	if err != nil {
 		t.Fatalf("creating the policy: %v", err)
 	}
-	secrets := []string{a.mgmt}
+	secrets := []string{a.ManagementToken()}
 	newToken := func() *api.ACLToken {
 		tok, _, err := acl.TokenCreate(&api.ACLToken{Policies: []*api.ACLTokenPolicyLink{{ID: policy.ID}}}, nil)
 		if err != nil {
@@ -146,7 +147,7 @@ func TestACL(t *testing.T) {
 	}
 
 	t.Run("NoTokenIsAPermissionError", func(t *testing.T) {
-		w := a.watch(t, service, "")
+		w := watch(t, a, service, "")
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		set, err := w.Next(ctx)
@@ -167,7 +168,7 @@ func TestACL(t *testing.T) {
 	})
 
 	t.Run("BadTokenIsAPermissionError", func(t *testing.T) {
-		w := a.watch(t, service, "token: 00000000-1111-2222-3333-444444444444")
+		w := watch(t, a, service, "token: 00000000-1111-2222-3333-444444444444")
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if set, err := w.Next(ctx); !errors.Is(err, ErrPermissionDenied) {
@@ -179,7 +180,7 @@ func TestACL(t *testing.T) {
 
 	// Naming the anonymous token makes Consul say that it filtered.
 	t.Run("ExplicitAnonymousTokenIsAPermissionError", func(t *testing.T) {
-		w := a.watch(t, service, "token: anonymous")
+		w := watch(t, a, service, "token: anonymous")
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if set, err := w.Next(ctx); !errors.Is(err, ErrPermissionDenied) || !strings.Contains(err.Error(), "hid instances") {
@@ -191,7 +192,7 @@ func TestACL(t *testing.T) {
 
 	t.Run("TokenWorks", func(t *testing.T) {
 		tok := newToken()
-		w := a.watch(t, service, "token: "+tok.SecretID)
+		w := watch(t, a, service, "token: "+tok.SecretID)
 		discoverytest.WaitFor(t, w, 5*time.Second, "the instance with a token", has(in))
 	})
 
@@ -201,20 +202,20 @@ func TestACL(t *testing.T) {
 		if err := os.WriteFile(file, []byte(tok.SecretID+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		w := a.watch(t, service, "token_file: "+file)
+		w := watch(t, a, service, "token_file: "+file)
 		discoverytest.WaitFor(t, w, 5*time.Second, "the instance with token_file", has(in))
 	})
 
 	t.Run("TokenFromEnvWorks", func(t *testing.T) {
 		tok := newToken()
 		t.Setenv(TokenEnv, tok.SecretID)
-		w := a.watch(t, service, "")
+		w := watch(t, a, service, "")
 		discoverytest.WaitFor(t, w, 5*time.Second, "the instance with $"+TokenEnv, has(in))
 	})
 
 	t.Run("RevokedTokenKeepsLastGoodSet", func(t *testing.T) {
 		tok := newToken()
-		w := a.watch(t, service, "token: "+tok.SecretID+"\nwait_time: 1s")
+		w := watch(t, a, service, "token: "+tok.SecretID+"\nwait_time: 1s")
 		discoverytest.WaitFor(t, w, 5*time.Second, "the instance", has(in))
 		if _, err := acl.TokenDelete(tok.AccessorID, nil); err != nil {
 			t.Fatalf("deleting the token: %v", err)

@@ -1,4 +1,4 @@
-package consul
+package consultest
 
 import (
 	"os/exec"
@@ -6,7 +6,7 @@ import (
 )
 
 // killWithParent has the kernel kill the agent if the test binary dies
-// without running TestMain's cleanup (a panic, a -timeout).
+// without stopping it (a panic, a -timeout, a SIGKILL).
 func killWithParent(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
