@@ -117,8 +117,9 @@ func TestConsulEndToEnd(t *testing.T) {
 	})
 
 	// A Remora with a valid token, for the rest of the test. wait_time: 1s
-	// makes a revoked token show up within a second or so (Consul does
-	// not end a blocking query when its token is deleted).
+	// bounds how long a revoked token can go unnoticed: the agent used here
+	// (1.14) ends the blocking query at once when its token is deleted, but
+	// the test does not rely on that.
 	tok := agent.NewReadToken(t, "user-service")
 	a := startRemora(t, consulConfig(agent.Addr(), ", token: "+tok.SecretID+", wait_time: 1s", ""))
 	eventually(t, 5*time.Second, "three nodes", func() bool { return available(a) == 3 })
