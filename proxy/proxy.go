@@ -9,13 +9,16 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,6 +28,7 @@ import (
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/pkg/balancer"
+	"github.com/remora-mesh/remora/pkg/health"
 	"github.com/remora-mesh/remora/pkg/node"
 	"github.com/remora-mesh/remora/pkg/upstream"
 )
@@ -41,6 +45,9 @@ type Options struct {
 	IdleConnTimeout time.Duration
 	// MaxIdleConnsPerHost is the keep-alive pool per node; 0 means 256.
 	MaxIdleConnsPerHost int
+	// ResponseHeaderTimeout bounds each attempt until the response
+	// headers arrive (an upstream's per-try timeout); 0 means none.
+	ResponseHeaderTimeout time.Duration
 	// Log is the logger; one that discards when nil.
 	Log *logrus.Entry
 	// Transport replaces the upstream transport (tests); nil builds one.
@@ -98,6 +105,7 @@ func NewTransport(opts Options) *http.Transport {
 		MaxIdleConnsPerHost:   perHost,
 		IdleConnTimeout:       idle,
 		ExpectContinueTimeout: time.Second,
+		ResponseHeaderTimeout: opts.ResponseHeaderTimeout,
 		DisableCompression:    true, // pass bodies through untouched
 		ForceAttemptHTTP2:     false,
 	}
@@ -163,20 +171,44 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream.Ups
 		writeError(w, http.StatusServiceUnavailable, reason)
 		return
 	}
-	st := &exchange{snap: snap, start: time.Now()}
-	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, st)))
+	if !up.BeginRequest() {
+		w.Header().Set("X-Remora-Overloaded", "upstream max_requests")
+		p.log.WithFields(logrus.Fields{"upstream": up.Name(), "status": http.StatusServiceUnavailable}).Warn("circuit breaker: max_requests in flight")
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("remora: upstream %q: circuit breaker open (circuit_breaker.max_requests %d in flight)",
+			up.Name(), up.Policy().CircuitBreaker.MaxRequests))
+		return
+	}
+	defer up.EndRequest()
+	st := &exchange{up: up, snap: snap, client: r.Context(), start: time.Now()}
+	ctx := context.WithValue(r.Context(), exchangeKey{}, st)
+	if total := up.Policy().Timeouts.Total; total > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, total)
+		defer cancel()
+	}
+	p.rp.ServeHTTP(w, r.WithContext(ctx))
 	if st.node != nil {
-		st.node.Stats.End(time.Since(st.start), false)
+		st.node.Stats.End(time.Since(st.began), false)
+	}
+	for ; st.retries > 0; st.retries-- {
+		up.EndRetry()
 	}
 }
 
-// exchange is the per-request state shared by the hooks. It is written by
-// the request's own goroutine only (RoundTrip runs on it).
+// exchange is the per-request state shared by the hooks. It is used by the
+// request's own goroutine only (RoundTrip runs on it).
 type exchange struct {
-	snap  *upstream.Snapshot
-	start time.Time
-	node  *node.Node // the node that answered, until the exchange ends
-	tried *node.Node // the node of a failed first attempt
+	up     *upstream.Upstream
+	snap   *upstream.Snapshot
+	client context.Context // the client's context: its end means "client gone"
+	start  time.Time
+	node   *node.Node // the node that answered, until the exchange ends
+	began  time.Time  // when the answering attempt began
+	tried  []*node.Node
+	triedA [4]*node.Node // backing store for tried
+	// retries counts places held in the upstream's retry budget.
+	retries int
+	body    requestBody
 }
 
 type exchangeKey struct{}
@@ -192,11 +224,16 @@ func rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.Host = pr.In.Host
 }
 
-var errNoNode = errors.New("no available node")
+var (
+	errNoNode     = errors.New("no available node")
+	errOverloaded = errors.New("every node is at circuit_breaker.max_requests_per_node")
+)
 
-// pickingTransport picks the node for each attempt. A connect error is
-// retried once on a different node when the request body has not been
-// touched; the client's cancellation is never charged to a node.
+// pickingTransport picks the node for each attempt and retries on another
+// node: connect errors always (nothing was sent), retryable statuses and
+// broken connections when the method is idempotent or the body could be
+// replayed, within max_attempts and the retry budget. Every attempt's
+// outcome feeds outlier detection; the client's cancellation never does.
 type pickingTransport struct{ base http.RoundTripper }
 
 func (t pickingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -204,42 +241,86 @@ func (t pickingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if st == nil {
 		return nil, errors.New("remora: request without routing state")
 	}
-	var body *replayGuard
-	if req.Body != nil && req.Body != http.NoBody {
-		body = &replayGuard{rc: req.Body}
-		req.Body = body
+	base := t.base
+	if own := st.up.Transport(); own != nil {
+		base = own
 	}
-	for attempt := 0; ; attempt++ {
-		n := pickOther(st.snap, balancer.Info{Request: req}, st.tried)
-		if n == nil {
-			return nil, errNoNode
+	pol := st.up.Policy()
+	body := &st.body
+	if err := body.prepare(req, pol.Retry.MaxBodyBytes); err != nil {
+		return nil, err
+	}
+	replayable := req.Body == nil || req.Body == http.NoBody || body.buffered != nil || upstream.Idempotent(req.Method)
+	st.tried = st.triedA[:0]
+	for attempt := 1; ; attempt++ {
+		n, err := pickNode(st, req, pol.CircuitBreaker.MaxRequestsPerNode)
+		if err != nil {
+			return nil, err
 		}
+		st.tried = append(st.tried, n)
+		if attempt > 1 {
+			// The transport may still hold the last attempt's request.
+			req = req.Clone(req.Context())
+		}
+		body.rewind(req)
 		req.URL.Host = n.HostPort
 		began := time.Now()
 		n.Stats.Begin(began)
-		resp, err := t.base.RoundTrip(req)
-		if err == nil {
-			st.node = n
-			return resp, nil
-		}
-		clientGone := req.Context().Err() != nil
-		n.Stats.End(time.Since(began), !clientGone)
-		if clientGone || attempt > 0 || !isConnectError(err) || (body != nil && body.touched) || st.snap.Available < 2 {
+		resp, err := base.RoundTrip(req)
+		if err != nil && st.client.Err() != nil {
+			n.Stats.End(0, false) // the client went away: no sample, no blame
 			return nil, err
 		}
-		st.tried = n
+		var out health.Outcome
+		retry := false
+		switch {
+		case err == nil:
+			out.Status = resp.StatusCode
+			retry = pol.RetryableStatus(resp.StatusCode) && replayable
+		case isConnectError(err):
+			out.Failure = health.ConnectFailure
+			retry = !body.touched || body.buffered != nil
+		default:
+			out.Failure = health.GatewayFailure
+			retry = replayable && req.Context().Err() == nil
+		}
+		st.up.Observe(n, out)
+		retry = retry && attempt < pol.Retry.MaxAttempts && st.snap.Available > len(st.tried) && st.up.TryRetry()
+		if !retry {
+			if err != nil {
+				n.Stats.End(time.Since(began), true)
+				return nil, err
+			}
+			st.node, st.began = n, began
+			return resp, nil
+		}
+		st.retries++
+		if resp != nil {
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+		}
+		n.Stats.End(time.Since(began), true)
 	}
 }
 
-// pickOther picks a node other than avoid when the picker offers one within
-// a few tries. info carries the outgoing request, whose headers, URL path
-// and RemoteAddr are the client's.
-func pickOther(s *upstream.Snapshot, info balancer.Info, avoid *node.Node) *node.Node {
-	n := s.Picker.Pick(info)
-	for i := 0; avoid != nil && n == avoid && i < 4; i++ {
-		n = s.Picker.Pick(info)
+// pickNode picks a node not tried yet in this request when the picker
+// offers one within a few tries, skipping nodes at their in-flight limit.
+func pickNode(st *exchange, req *http.Request, perNode int) (*node.Node, error) {
+	info := balancer.Info{Request: req}
+	var n *node.Node
+	for i := 0; i < 8; i++ {
+		n = st.snap.Picker.Pick(info)
+		if n == nil {
+			return nil, errNoNode
+		}
+		if (perNode == 0 || n.Stats.InFlight.Load() < int64(perNode)) && !slices.Contains(st.tried, n) {
+			return n, nil
+		}
 	}
-	return n
+	if perNode > 0 && n.Stats.InFlight.Load() >= int64(perNode) {
+		return nil, errOverloaded
+	}
+	return n, nil
 }
 
 // isConnectError reports whether err happened before the request reached the
@@ -249,16 +330,52 @@ func isConnectError(err error) bool {
 	return errors.As(err, &op) && op.Op == "dial"
 }
 
+// requestBody makes a request body replayable across attempts: a body up to
+// the size limit is buffered; a larger one is streamed through a guard that
+// records whether the transport read from it.
+type requestBody struct {
+	buffered []byte // the whole body, when it fit
+	touched  bool   // a streamed body was read from
+}
+
+func (b *requestBody) prepare(req *http.Request, limit int64) error {
+	if req.Body == nil || req.Body == http.NoBody {
+		return nil
+	}
+	if req.ContentLength >= 0 && req.ContentLength <= limit {
+		data, err := io.ReadAll(io.LimitReader(req.Body, limit+1))
+		if err != nil {
+			return err
+		}
+		if int64(len(data)) <= limit {
+			b.buffered = data
+			return nil
+		}
+		// Longer than announced: stream what was read, then the rest.
+		req.Body = io.NopCloser(io.MultiReader(bytes.NewReader(data), req.Body))
+	}
+	req.Body = &replayGuard{rc: req.Body, touched: &b.touched}
+	return nil
+}
+
+// rewind sets the request body for the next attempt.
+func (b *requestBody) rewind(req *http.Request) {
+	if b.buffered != nil {
+		req.Body = io.NopCloser(bytes.NewReader(b.buffered))
+		req.ContentLength = int64(len(b.buffered))
+	}
+}
+
 // replayGuard records whether the transport read the request body, and keeps
 // it open across a failed attempt so a retry can send it. The server closes
 // the underlying body when the handler returns.
 type replayGuard struct {
-	rc      interface{ Read([]byte) (int, error) }
-	touched bool
+	rc      io.Reader
+	touched *bool
 }
 
 func (g *replayGuard) Read(p []byte) (int, error) {
-	g.touched = true
+	*g.touched = true
 	return g.rc.Read(p)
 }
 
@@ -272,13 +389,16 @@ func (p *Proxy) handleError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	status := http.StatusBadGateway
 	switch {
-	case r.Context().Err() != nil:
+	case st != nil && st.client.Err() != nil || st == nil && r.Context().Err() != nil:
 		fields["status"] = StatusClientClosedRequest
 		p.log.WithFields(fields).Info("client closed the request")
 		w.WriteHeader(StatusClientClosedRequest)
 		return
 	case errors.Is(err, errNoNode):
 		status = http.StatusServiceUnavailable
+	case errors.Is(err, errOverloaded):
+		status = http.StatusServiceUnavailable
+		w.Header().Set("X-Remora-Overloaded", "node max_requests_per_node")
 	case isTimeout(err):
 		status = http.StatusGatewayTimeout
 	}

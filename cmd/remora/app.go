@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -25,6 +26,7 @@ type app struct {
 	cfg        *config.Config
 	log        *logrus.Logger
 	registries map[string]discovery.Registry
+	transports []*http.Transport // one per upstream
 	table      *upstream.Table
 	proxy      *proxy.Proxy
 	draining   atomic.Bool
@@ -63,9 +65,18 @@ func startApp(cfg *config.Config, log *logrus.Logger) (_ *app, err error) {
 		a.registries[rc.Name] = reg
 	}
 	ups := make([]*upstream.Upstream, 0, len(cfg.Upstreams))
-	for _, uc := range cfg.Upstreams {
+	for i := range cfg.Upstreams {
+		uc := &cfg.Upstreams[i]
+		transport := proxy.NewTransport(proxy.Options{
+			ConnectTimeout:        cmp.Or(uc.Timeouts.Connect, cfg.Proxy.ConnectTimeout),
+			IdleConnTimeout:       cmp.Or(uc.Timeouts.Idle, cfg.Proxy.IdleConnTimeout),
+			MaxIdleConnsPerHost:   cfg.Proxy.MaxIdleConnsPerHost,
+			ResponseHeaderTimeout: uc.Timeouts.PerTry,
+		})
+		a.transports = append(a.transports, transport)
 		u := upstream.New(upstream.Config{
 			Name: uc.Name, Service: uc.Service, Balancer: uc.Balancer.Builder,
+			Policy: &uc.Policy, Transport: transport, Health: &uc.Health,
 			InitialSyncTimeout: uc.InitialSyncTimeout, Log: log.WithField("registry", uc.Registry),
 		})
 		w, err := a.registries[uc.Registry].Watch(ctx, uc.Service)
@@ -181,5 +192,8 @@ func (a *app) close() {
 	}
 	if a.proxy != nil {
 		a.proxy.Close()
+	}
+	for _, t := range a.transports {
+		t.CloseIdleConnections()
 	}
 }

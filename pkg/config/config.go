@@ -25,6 +25,8 @@ import (
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/pkg/balancer"
+	"github.com/remora-mesh/remora/pkg/health"
+	"github.com/remora-mesh/remora/pkg/upstream"
 )
 
 // Defaults.
@@ -105,6 +107,10 @@ type Upstream struct {
 	// InitialSyncTimeout bounds how long /readyz waits for the first node
 	// set; default 10s.
 	InitialSyncTimeout time.Duration `yaml:"initial_sync_timeout"`
+	// Health is outlier detection, active probes and the panic threshold.
+	Health health.Config `yaml:"health"`
+	// Policy holds retry, timeouts and circuit_breaker.
+	upstream.Policy `yaml:",inline"`
 
 	line int
 }
@@ -362,6 +368,12 @@ func (c *Config) Validate() error {
 		if u.InitialSyncTimeout < 0 {
 			add("%s.initial_sync_timeout: %v is negative", path, u.InitialSyncTimeout)
 		}
+		for _, err := range unjoin(u.Health.Validate()) {
+			add("%s.health.%v", path, err)
+		}
+		for _, err := range unjoin(u.Policy.Validate()) {
+			add("%s.%v", path, err)
+		}
 		f, ok := balancer.Lookup(u.Balancer.Policy)
 		if !ok {
 			add("%s.balancer: unknown policy %q; known: %s", path, u.Balancer.Policy, strings.Join(balancer.Names(), ", "))
@@ -375,6 +387,17 @@ func (c *Config) Validate() error {
 		u.Balancer.Builder = b
 	}
 	return errors.Join(errs...)
+}
+
+// unjoin splits an errors.Join result into its parts.
+func unjoin(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 // Registry returns the registry named name, or nil.

@@ -7,6 +7,7 @@ package upstream
 import (
 	"context"
 	"errors"
+	"net/http"
 	"sync/atomic"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/pkg/balancer"
+	"github.com/remora-mesh/remora/pkg/health"
 	"github.com/remora-mesh/remora/pkg/node"
 )
 
@@ -28,7 +30,8 @@ type Snapshot struct {
 	Nodes []*node.Node
 	// Picker chooses among the nodes that may receive traffic; never nil.
 	Picker balancer.Picker
-	// Available counts the nodes the Picker chooses from.
+	// Available counts the nodes the Picker chooses from (all nodes the
+	// registry allows when Panic).
 	Available int
 	// Synced is true once the registry delivered a first set.
 	Synced bool
@@ -36,6 +39,9 @@ type Snapshot struct {
 	Version uint64
 	// UpdatedAt is when the registry last delivered a set.
 	UpdatedAt time.Time
+	// Panic is true when fewer nodes pass health than the panic threshold
+	// and the picker balances over every available node instead.
+	Panic bool
 	// Err is the registry error seen since the last good set, if any: the
 	// nodes are then stale but kept.
 	Err error
@@ -54,6 +60,14 @@ type Config struct {
 	Service string
 	// Balancer builds pickers; round robin when nil.
 	Balancer balancer.Builder
+	// Policy is the traffic policy (retries, timeouts, circuit breaking);
+	// nil means the defaults.
+	Policy *Policy
+	// Transport reaches the nodes; nil means the proxy's shared one.
+	Transport http.RoundTripper
+	// Health configures outlier detection and active probes; nil means
+	// the defaults (passive detection on, no probes).
+	Health *health.Config
 	// InitialSyncTimeout bounds how long readiness waits for the first set.
 	InitialSyncTimeout time.Duration
 	// Log is the logger; one that discards when nil.
@@ -68,7 +82,11 @@ type Config struct {
 // one goroutine runs it, and it is the only writer of the snapshot and of the
 // per-node stats table.
 type Upstream struct {
-	cfg     Config
+	cfg      Config
+	detector *health.Detector // immutable
+
+	active  atomic.Int64 // requests in flight (circuit breaker, retry budget)
+	retries atomic.Int64 // retries in flight
 	snap    atomic.Pointer[Snapshot]
 	builder atomic.Pointer[builderBox]
 	kick    chan struct{} // capacity 1: rebuild pickers
@@ -90,7 +108,19 @@ func New(cfg Config) *Upstream {
 		cfg.Log = discovery.Env{}.Logger()
 	}
 	cfg.Log = cfg.Log.WithField("upstream", cfg.Name)
-	u := &Upstream{cfg: cfg, kick: make(chan struct{}, 1), created: cfg.Now()}
+	if cfg.Health == nil {
+		cfg.Health = &health.Config{}
+		if err := cfg.Health.Validate(); err != nil {
+			panic(err) // the zero config is valid
+		}
+	}
+	if cfg.Policy == nil {
+		cfg.Policy = &Policy{}
+		if err := cfg.Policy.Validate(); err != nil {
+			panic(err) // the zero policy is valid
+		}
+	}
+	u := &Upstream{cfg: cfg, detector: health.NewDetector(cfg.Health), kick: make(chan struct{}, 1), created: cfg.Now()}
 	b := cfg.Balancer
 	if b == nil {
 		b = defaultBuilder()
@@ -114,6 +144,54 @@ func (u *Upstream) Snapshot() *Snapshot { return u.snap.Load() }
 func (u *Upstream) SetBalancer(b balancer.Builder) {
 	u.builder.Store(&builderBox{b})
 	u.Rebuild()
+}
+
+// Policy returns the upstream's traffic policy; it must not be modified.
+func (u *Upstream) Policy() *Policy { return u.cfg.Policy }
+
+// Transport returns the upstream's own transport, or nil for the proxy's.
+func (u *Upstream) Transport() http.RoundTripper { return u.cfg.Transport }
+
+// BeginRequest counts a request in flight, or reports false (counting
+// nothing) when circuit_breaker.max_requests are already in flight.
+func (u *Upstream) BeginRequest() bool {
+	n := u.active.Add(1)
+	if limit := u.cfg.Policy.CircuitBreaker.MaxRequests; limit > 0 && n > int64(limit) {
+		u.active.Add(-1)
+		return false
+	}
+	return true
+}
+
+// EndRequest ends a request counted by BeginRequest.
+func (u *Upstream) EndRequest() { u.active.Add(-1) }
+
+// Active returns the requests in flight.
+func (u *Upstream) Active() int64 { return u.active.Load() }
+
+// TryRetry takes a place in the retry budget, or reports false when the
+// retries in flight already reach budget_percent of the requests in flight
+// (and min_retries). A true result is returned with EndRetry.
+func (u *Upstream) TryRetry() bool {
+	r := &u.cfg.Policy.Retry
+	limit := max(int64(*r.MinRetries), u.active.Load()*int64(*r.BudgetPercent)/100)
+	if u.retries.Add(1) > limit {
+		u.retries.Add(-1)
+		return false
+	}
+	return true
+}
+
+// EndRetry returns a place taken by TryRetry.
+func (u *Upstream) EndRetry() { u.retries.Add(-1) }
+
+// Observe records the outcome of an attempt on n for outlier detection and
+// wakes the controller when it asks for an ejection. It is called on the
+// request path: no locks, no allocations.
+func (u *Upstream) Observe(n *node.Node, o health.Outcome) {
+	if u.detector.Observe(&n.Stats.Health, o) {
+		u.Rebuild()
+	}
 }
 
 // Rebuild asks the controller to rebuild the picker (after a node's
@@ -163,13 +241,28 @@ func (u *Upstream) Run(ctx context.Context, w discovery.Watcher) {
 	}()
 	defer func() { _ = w.Stop() }()
 
-	c := controller{u: u, stats: map[string]*node.Stats{}}
+	c := controller{
+		u: u, stats: map[string]*node.Stats{},
+		ejector: health.NewEjector(u.cfg.Health, u.cfg.Log, nil),
+		prober:  health.NewProber(u.cfg.Health, u.Rebuild, u.cfg.Log),
+		timer:   time.NewTimer(time.Hour),
+	}
+	defer c.prober.Stop()
+	c.timer.Stop()
+	interval := time.NewTicker(u.cfg.Health.Passive.Interval)
+	defer interval.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-u.kick:
 			c.rebuild()
+		case <-c.timer.C:
+			c.rebuild()
+		case <-interval.C:
+			if c.ejector.Interval(u.snap.Load().Nodes, u.cfg.Now()) {
+				c.rebuild()
+			}
 		case up, ok := <-updates:
 			if !ok {
 				return
@@ -185,8 +278,11 @@ func (u *Upstream) Run(ctx context.Context, w discovery.Watcher) {
 
 // controller is the state owned by Run's goroutine.
 type controller struct {
-	u     *Upstream
-	stats map[string]*node.Stats // by instance ID
+	u       *Upstream
+	stats   map[string]*node.Stats // by instance ID
+	ejector *health.Ejector
+	prober  *health.Prober // nil without active checks
+	timer   *time.Timer    // fires when the next ejection ends
 }
 
 // apply reconciles set with the current nodes by instance ID, so a node that
@@ -225,6 +321,7 @@ func (c *controller) apply(set []discovery.Instance) {
 		}
 	}
 	c.stats = seen
+	c.prober.Update(nodes)
 	next := &Snapshot{
 		Name: u.cfg.Name, Nodes: nodes, Synced: true,
 		Version: old.Version + 1, UpdatedAt: now,
@@ -251,15 +348,43 @@ func (c *controller) rebuild() {
 	c.publish(&next)
 }
 
-// publish builds next's picker over its available nodes and stores it.
+// publish settles ejections, builds next's picker over the eligible nodes
+// and stores it. When fewer than the panic threshold of the registry's
+// available nodes are eligible, it balances over all of them.
 func (c *controller) publish(next *Snapshot) {
+	u := c.u
+	now := u.cfg.Now()
+	_, wake := c.ejector.Apply(next.Nodes, now)
+	c.timer.Stop()
+	if !wake.IsZero() {
+		c.timer.Reset(max(wake.Sub(now), time.Millisecond))
+	}
 	avail := make([]*node.Node, 0, len(next.Nodes))
+	eligible := make([]*node.Node, 0, len(next.Nodes))
 	for _, n := range next.Nodes {
 		if n.Available() {
 			avail = append(avail, n)
+			if n.Eligible() {
+				eligible = append(eligible, n)
+			}
 		}
 	}
-	next.Available = len(avail)
-	next.Picker = c.u.builder.Load().Build(avail)
-	c.u.snap.Store(next)
+	panicPct := *u.cfg.Health.PanicThreshold
+	wasPanic := u.snap.Load().Panic
+	next.Panic = len(avail) > 0 && len(eligible)*100 < panicPct*len(avail)
+	pool := eligible
+	if next.Panic {
+		pool = avail
+	}
+	if next.Panic != wasPanic {
+		l := u.cfg.Log.WithFields(logrus.Fields{"healthy": len(eligible), "available": len(avail), "panic_threshold": panicPct})
+		if next.Panic {
+			l.Warn("panic mode: too few healthy nodes; balancing over all available nodes")
+		} else {
+			l.Info("panic mode over")
+		}
+	}
+	next.Available = len(pool)
+	next.Picker = u.builder.Load().Build(pool)
+	u.snap.Store(next)
 }

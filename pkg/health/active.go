@@ -1,0 +1,184 @@
+package health
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/remora-mesh/remora/pkg/node"
+)
+
+// Prober runs active health checks: one goroutine per node, started and
+// stopped as the node set changes, so removed nodes are not probed and kept
+// nodes keep their state.
+//
+// Update and Stop are called by the upstream's controller goroutine only.
+// onChange is called from probe goroutines when a node's verdict flips; it
+// must not block (the controller's Rebuild is such a function).
+type Prober struct {
+	cfg      Active
+	onChange func()
+	log      *logrus.Entry
+	client   *http.Client
+	probes   map[string]*probe // by node ID
+	wg       sync.WaitGroup
+}
+
+type probe struct {
+	hostPort string
+	cancel   context.CancelFunc
+}
+
+// NewProber returns a prober for a validated config, or nil when active
+// checks are not configured.
+func NewProber(c *Config, onChange func(), log *logrus.Entry) *Prober {
+	if c.Active == nil {
+		return nil
+	}
+	return &Prober{
+		cfg: *c.Active, onChange: onChange, log: log, probes: map[string]*probe{},
+		client: &http.Client{
+			Transport:     &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1, IdleConnTimeout: 2 * c.Active.Interval, DisableCompression: true},
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+	}
+}
+
+// Update starts probes for new nodes and stops those of removed nodes (or
+// of nodes whose address changed).
+func (p *Prober) Update(nodes []*node.Node) {
+	if p == nil {
+		return
+	}
+	keep := make(map[string]bool, len(nodes))
+	for _, n := range nodes {
+		keep[n.ID] = true
+		if old := p.probes[n.ID]; old != nil {
+			if old.hostPort == n.HostPort {
+				continue
+			}
+			old.cancel()
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		p.probes[n.ID] = &probe{hostPort: n.HostPort, cancel: cancel}
+		p.wg.Add(1)
+		go p.run(ctx, n)
+	}
+	for id, pr := range p.probes {
+		if !keep[id] {
+			pr.cancel()
+			delete(p.probes, id)
+		}
+	}
+}
+
+// Stop ends every probe and waits for them.
+func (p *Prober) Stop() {
+	if p == nil {
+		return
+	}
+	for id, pr := range p.probes {
+		pr.cancel()
+		delete(p.probes, id)
+	}
+	p.wg.Wait()
+	p.client.CloseIdleConnections()
+}
+
+// run probes n every interval ±10%, the first time after a random part of
+// the interval so that nodes are not probed in lockstep.
+func (p *Prober) run(ctx context.Context, n *node.Node) {
+	defer p.wg.Done()
+	var conn *grpc.ClientConn
+	defer func() {
+		if conn != nil {
+			conn.Close()
+		}
+	}()
+	wait := time.Duration(rand.Float64() * float64(p.cfg.Interval))
+	log := p.log.WithField("node", n.ID)
+	for {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		err := p.check(ctx, n, &conn)
+		if ctx.Err() != nil {
+			return
+		}
+		h := &n.Stats.Health
+		if h.ProbeResult(err == nil, err, p.cfg.HealthyThreshold, p.cfg.UnhealthyThreshold) {
+			if h.ActiveHealthy() {
+				log.Info("active health check passing; node back in service")
+			} else {
+				log.WithError(err).Warn("active health check failing; node out of service")
+			}
+			p.onChange()
+		}
+		wait = time.Duration(float64(p.cfg.Interval) * (0.9 + 0.2*rand.Float64()))
+	}
+}
+
+// check runs one probe; nil means healthy.
+func (p *Prober) check(ctx context.Context, n *node.Node, conn **grpc.ClientConn) error {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
+	switch p.cfg.Type {
+	case "tcp":
+		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", n.HostPort)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	case "grpc":
+		if *conn == nil {
+			c, err := grpc.NewClient(n.HostPort, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				return err
+			}
+			*conn = c
+		}
+		resp, err := healthpb.NewHealthClient(*conn).Check(ctx, &healthpb.HealthCheckRequest{Service: p.cfg.Service})
+		if err != nil {
+			return err
+		}
+		if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			return fmt.Errorf("grpc health: %s", resp.GetStatus())
+		}
+		return nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.HostPort+p.cfg.Path, nil)
+	if err != nil {
+		return err
+	}
+	if p.cfg.Host != "" {
+		req.Host = p.cfg.Host
+	}
+	req.Header.Set("User-Agent", "remora-health-check")
+	for k, v := range p.cfg.Headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if !p.cfg.expected.has(resp.StatusCode) {
+		return fmt.Errorf("GET %s: status %d", p.cfg.Path, resp.StatusCode)
+	}
+	return nil
+}

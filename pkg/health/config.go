@@ -1,0 +1,274 @@
+// Package health decides which nodes may receive traffic beyond what the
+// registry says: passive outlier detection (Observe on the request path,
+// Ejector in the upstream controller) and active probes (Prober).
+//
+// A node's verdict is registry health ∧ active health ∧ not ejected. The
+// state behind it lives in node.Health, keyed by instance ID like the other
+// per-node stats, so it survives registry updates and config reloads.
+package health
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is an upstream's `health:` block.
+type Config struct {
+	// Passive is outlier detection from live traffic; on by default.
+	Passive Passive `yaml:"passive"`
+	// Active probes each node; off unless configured.
+	Active *Active `yaml:"active"`
+	// PanicThreshold is a percentage: when fewer than this share of the
+	// registry's available nodes pass health, traffic is balanced over all
+	// of them rather than concentrated or failed. Default 50; 0 disables.
+	PanicThreshold *int `yaml:"panic_threshold"`
+}
+
+// Passive configures outlier detection; names follow Envoy's.
+type Passive struct {
+	// Disabled turns outlier detection off.
+	Disabled bool `yaml:"disabled"`
+	// Consecutive5xx ejects after this many error responses (statuses in
+	// ErrorStatuses, and gateway failures) in a row; default 0 (off),
+	// because a 5xx passed through from a deeper hop says little about the
+	// node itself.
+	Consecutive5xx int `yaml:"consecutive_5xx"`
+	// ConsecutiveGatewayFailure ejects after this many 502/503/504
+	// responses, connect errors, resets or timeouts in a row; default 5.
+	ConsecutiveGatewayFailure *int `yaml:"consecutive_gateway_failure"`
+	// ConsecutiveLocalOriginFailure ejects after this many connect
+	// failures (refused, timed out) in a row; default 5.
+	ConsecutiveLocalOriginFailure *int `yaml:"consecutive_local_origin_failure"`
+	// FailurePercentage ejects nodes whose error share over Interval
+	// exceeds a threshold; off unless configured.
+	FailurePercentage *FailurePercentage `yaml:"failure_percentage"`
+	// Interval is the failure-percentage window, and how often a returned
+	// node's ejection multiplier decays by one; default 10s.
+	Interval time.Duration `yaml:"interval"`
+	// BaseEjectionTime × times ejected is how long an ejection lasts;
+	// default 30s.
+	BaseEjectionTime time.Duration `yaml:"base_ejection_time"`
+	// MaxEjectionTime caps an ejection; default 300s.
+	MaxEjectionTime time.Duration `yaml:"max_ejection_time"`
+	// EjectionJitter adds a random 0..jitter to each ejection so nodes
+	// ejected together do not return together; default 1s.
+	EjectionJitter *time.Duration `yaml:"ejection_jitter"`
+	// MaxEjectionPercent bounds the share of nodes ejected at once
+	// (rounded down: a single-node upstream is never emptied by ejection
+	// unless this is 100); default 50.
+	MaxEjectionPercent *int `yaml:"max_ejection_percent"`
+	// ErrorStatuses are the statuses that count as errors for
+	// consecutive_5xx and failure_percentage, as ranges ("500-599",
+	// "429"); default 500-599.
+	ErrorStatuses []string `yaml:"error_statuses"`
+
+	errorStatuses statusSet
+}
+
+// FailurePercentage configures the failure-percentage detector.
+type FailurePercentage struct {
+	// Threshold ejects a node whose error share is at least this percent;
+	// default 85.
+	Threshold int `yaml:"threshold"`
+	// RequestVolume is the minimum number of requests a node must have
+	// seen in the interval to be judged; default 50.
+	RequestVolume int `yaml:"request_volume"`
+}
+
+// Active configures active probes.
+type Active struct {
+	// Type is http (default), tcp or grpc (grpc.health.v1).
+	Type string `yaml:"type"`
+	// Path is the HTTP path to GET; default /health.
+	Path string `yaml:"path"`
+	// Host is the HTTP Host header; default the node's address.
+	Host string `yaml:"host"`
+	// Headers are added to HTTP probes.
+	Headers map[string]string `yaml:"headers"`
+	// ExpectedStatuses are the healthy HTTP statuses as ranges; default
+	// 200-399.
+	ExpectedStatuses []string `yaml:"expected_statuses"`
+	// Service is the gRPC health service name; default "" (the server).
+	Service string `yaml:"service"`
+	// Interval between probes of one node (±10% jitter); default 5s.
+	Interval time.Duration `yaml:"interval"`
+	// Timeout of one probe; default 1s.
+	Timeout time.Duration `yaml:"timeout"`
+	// HealthyThreshold successes in a row bring a node back; default 2.
+	HealthyThreshold int `yaml:"healthy_threshold"`
+	// UnhealthyThreshold failures in a row take it out; default 3.
+	UnhealthyThreshold int `yaml:"unhealthy_threshold"`
+
+	expected statusSet
+}
+
+func intOr(p *int, def int) int {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+// Defaults.
+const (
+	DefaultPanicThreshold   = 50
+	DefaultGatewayFailures  = 5
+	DefaultLocalFailures    = 5
+	DefaultInterval         = 10 * time.Second
+	DefaultBaseEjectionTime = 30 * time.Second
+	DefaultMaxEjectionTime  = 300 * time.Second
+	DefaultEjectionJitter   = time.Second
+	DefaultMaxEjectionPct   = 50
+)
+
+// Validate fills defaults and checks the block; errors name fields relative
+// to it ("passive.max_ejection_percent: ...").
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.PanicThreshold == nil {
+		v := DefaultPanicThreshold
+		c.PanicThreshold = &v
+	}
+	if p := *c.PanicThreshold; p < 0 || p > 100 {
+		add("panic_threshold: %d; want a percentage 0..100", p)
+	}
+	p := &c.Passive
+	for _, f := range []struct {
+		name string
+		ptr  **int
+		def  int
+	}{{"consecutive_gateway_failure", &p.ConsecutiveGatewayFailure, DefaultGatewayFailures}, {"consecutive_local_origin_failure", &p.ConsecutiveLocalOriginFailure, DefaultLocalFailures}, {"max_ejection_percent", &p.MaxEjectionPercent, DefaultMaxEjectionPct}} {
+		if *f.ptr == nil {
+			v := f.def
+			*f.ptr = &v
+		}
+		if **f.ptr < 0 {
+			add("passive.%s: %d is negative", f.name, **f.ptr)
+		}
+	}
+	if p.Consecutive5xx < 0 {
+		add("passive.consecutive_5xx: %d is negative", p.Consecutive5xx)
+	}
+	if *p.MaxEjectionPercent > 100 {
+		add("passive.max_ejection_percent: %d; want 0..100", *p.MaxEjectionPercent)
+	}
+	defDur(&p.Interval, DefaultInterval)
+	defDur(&p.BaseEjectionTime, DefaultBaseEjectionTime)
+	defDur(&p.MaxEjectionTime, DefaultMaxEjectionTime)
+	if p.EjectionJitter == nil {
+		v := DefaultEjectionJitter
+		p.EjectionJitter = &v
+	}
+	for name, d := range map[string]time.Duration{"interval": p.Interval, "base_ejection_time": p.BaseEjectionTime, "max_ejection_time": p.MaxEjectionTime, "ejection_jitter": *p.EjectionJitter} {
+		if d < 0 {
+			add("passive.%s: %v is negative", name, d)
+		}
+	}
+	if p.MaxEjectionTime < p.BaseEjectionTime {
+		add("passive.max_ejection_time: %v is less than base_ejection_time %v", p.MaxEjectionTime, p.BaseEjectionTime)
+	}
+	if fp := p.FailurePercentage; fp != nil {
+		if fp.Threshold == 0 {
+			fp.Threshold = 85
+		}
+		if fp.RequestVolume == 0 {
+			fp.RequestVolume = 50
+		}
+		if fp.Threshold < 1 || fp.Threshold > 100 {
+			add("passive.failure_percentage.threshold: %d; want 1..100", fp.Threshold)
+		}
+		if fp.RequestVolume < 1 {
+			add("passive.failure_percentage.request_volume: %d; want at least 1", fp.RequestVolume)
+		}
+	}
+	if len(p.ErrorStatuses) == 0 {
+		p.ErrorStatuses = []string{"500-599"}
+	}
+	set, err := parseStatuses(p.ErrorStatuses)
+	if err != nil {
+		add("passive.error_statuses: %v", err)
+	}
+	p.errorStatuses = set
+
+	if a := c.Active; a != nil {
+		if a.Type == "" {
+			a.Type = "http"
+		}
+		switch a.Type {
+		case "http", "tcp", "grpc":
+		default:
+			add("active.type: unknown probe type %q; known: http, tcp, grpc", a.Type)
+		}
+		if a.Path == "" {
+			a.Path = "/health"
+		}
+		if !strings.HasPrefix(a.Path, "/") {
+			add("active.path: %q must start with /", a.Path)
+		}
+		defDur(&a.Interval, 5*time.Second)
+		defDur(&a.Timeout, time.Second)
+		if a.Interval <= 0 {
+			add("active.interval: %v; want a positive duration", a.Interval)
+		}
+		if a.Timeout <= 0 {
+			add("active.timeout: %v; want a positive duration", a.Timeout)
+		}
+		if a.HealthyThreshold == 0 {
+			a.HealthyThreshold = 2
+		}
+		if a.UnhealthyThreshold == 0 {
+			a.UnhealthyThreshold = 3
+		}
+		if a.HealthyThreshold < 1 || a.UnhealthyThreshold < 1 {
+			add("active.healthy_threshold/unhealthy_threshold: want at least 1")
+		}
+		if len(a.ExpectedStatuses) == 0 {
+			a.ExpectedStatuses = []string{"200-399"}
+		}
+		set, err := parseStatuses(a.ExpectedStatuses)
+		if err != nil {
+			add("active.expected_statuses: %v", err)
+		}
+		a.expected = set
+	}
+	return errors.Join(errs...)
+}
+
+func defDur(d *time.Duration, def time.Duration) {
+	if *d == 0 {
+		*d = def
+	}
+}
+
+// statusSet is a set of HTTP statuses 100..599 as a bitmap.
+type statusSet [10]uint64
+
+func (s *statusSet) has(code int) bool {
+	code -= 100
+	return code >= 0 && code < 640 && s[code/64]&(1<<(code%64)) != 0
+}
+
+// parseStatuses parses ranges such as "500-599" and "429".
+func parseStatuses(specs []string) (statusSet, error) {
+	var set statusSet
+	for i, spec := range specs {
+		lo, hi, isRange := strings.Cut(strings.TrimSpace(spec), "-")
+		a, err1 := strconv.Atoi(strings.TrimSpace(lo))
+		b := a
+		var err2 error
+		if isRange {
+			b, err2 = strconv.Atoi(strings.TrimSpace(hi))
+		}
+		if err1 != nil || err2 != nil || a < 100 || b > 599 || a > b {
+			return set, fmt.Errorf("[%d]: %q; want a status 100..599 or a range like 500-599", i, spec)
+		}
+		for c := a; c <= b; c++ {
+			set[(c-100)/64] |= 1 << ((c - 100) % 64)
+		}
+	}
+	return set, nil
+}

@@ -1,0 +1,126 @@
+package upstream
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// Policy is an upstream's traffic policy: retries, timeouts and circuit
+// breaking. It is immutable once the upstream is built.
+type Policy struct {
+	Retry          Retry          `yaml:"retry"`
+	Timeouts       Timeouts       `yaml:"timeouts"`
+	CircuitBreaker CircuitBreaker `yaml:"circuit_breaker"`
+
+	retryStatus [6]uint64 // bitmap of statuses 200..599 worth a retry
+}
+
+// Retry configures retries.
+type Retry struct {
+	// MaxAttempts is the most attempts per request, the first included;
+	// default 2. A connect error is retried on another node whatever the
+	// method; a retryable status or a reset only for idempotent methods
+	// or bodies small enough to replay.
+	MaxAttempts int `yaml:"max_attempts"`
+	// Statuses that are retried on another node; default 502, 503, 504.
+	Statuses []int `yaml:"statuses"`
+	// MaxBodyBytes is the largest request body buffered so it can be
+	// replayed; default 64 KiB; larger bodies are not retried once sent.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// BudgetPercent caps retries in flight at this share of requests in
+	// flight, so retries cannot multiply an outage; default 20.
+	BudgetPercent *int `yaml:"budget_percent"`
+	// MinRetries are always allowed whatever the budget; default 3.
+	MinRetries *int `yaml:"min_retries"`
+}
+
+// Timeouts bound each request; 0 means none unless a default is stated.
+type Timeouts struct {
+	// Connect bounds dialing a node; default: the proxy's connect_timeout.
+	Connect time.Duration `yaml:"connect"`
+	// PerTry bounds each attempt until the response headers arrive.
+	PerTry time.Duration `yaml:"per_try"`
+	// Total bounds the whole request, retries and body included.
+	Total time.Duration `yaml:"total"`
+	// Idle closes keep-alive connections to nodes idle this long; default:
+	// the proxy's idle_conn_timeout.
+	Idle time.Duration `yaml:"idle"`
+}
+
+// CircuitBreaker limits concurrency; 0 means unlimited.
+type CircuitBreaker struct {
+	// MaxRequests bounds requests in flight to the upstream.
+	MaxRequests int `yaml:"max_requests"`
+	// MaxRequestsPerNode bounds requests in flight to one node.
+	MaxRequestsPerNode int `yaml:"max_requests_per_node"`
+}
+
+// Validate fills defaults and checks the policy; errors name fields.
+func (p *Policy) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	r := &p.Retry
+	if r.MaxAttempts == 0 {
+		r.MaxAttempts = 2
+	}
+	if r.MaxAttempts < 1 || r.MaxAttempts > 10 {
+		add("retry.max_attempts: %d; want 1..10", r.MaxAttempts)
+	}
+	if r.Statuses == nil {
+		r.Statuses = []int{502, 503, 504}
+	}
+	for i, s := range r.Statuses {
+		if s < 200 || s > 599 {
+			add("retry.statuses[%d]: %d; want a status 200..599", i, s)
+			continue
+		}
+		p.retryStatus[(s-200)/64] |= 1 << ((s - 200) % 64)
+	}
+	if r.MaxBodyBytes == 0 {
+		r.MaxBodyBytes = 64 << 10
+	}
+	if r.MaxBodyBytes < 0 {
+		add("retry.max_body_bytes: %d is negative", r.MaxBodyBytes)
+	}
+	if r.BudgetPercent == nil {
+		v := 20
+		r.BudgetPercent = &v
+	}
+	if r.MinRetries == nil {
+		v := 3
+		r.MinRetries = &v
+	}
+	if *r.BudgetPercent < 0 || *r.BudgetPercent > 100 {
+		add("retry.budget_percent: %d; want 0..100", *r.BudgetPercent)
+	}
+	if *r.MinRetries < 0 {
+		add("retry.min_retries: %d is negative", *r.MinRetries)
+	}
+	t := p.Timeouts
+	for name, d := range map[string]time.Duration{"connect": t.Connect, "per_try": t.PerTry, "total": t.Total, "idle": t.Idle} {
+		if d < 0 {
+			add("timeouts.%s: %v is negative", name, d)
+		}
+	}
+	if p.CircuitBreaker.MaxRequests < 0 || p.CircuitBreaker.MaxRequestsPerNode < 0 {
+		add("circuit_breaker: limits must not be negative")
+	}
+	return errors.Join(errs...)
+}
+
+// RetryableStatus reports whether a response status is worth a retry.
+func (p *Policy) RetryableStatus(code int) bool {
+	code -= 200
+	return code >= 0 && code < 400 && p.retryStatus[code/64]&(1<<(code%64)) != 0
+}
+
+// Idempotent reports whether a method may be sent twice (RFC 9110 9.2.2).
+func Idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
