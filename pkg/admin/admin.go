@@ -73,16 +73,19 @@ func readiness(src Source) (bool, []string) {
 
 // UpstreamStatus is the JSON form of an upstream.
 type UpstreamStatus struct {
-	Name      string       `json:"name"`
-	Service   string       `json:"service"`
-	Synced    bool         `json:"synced"`
-	Version   uint64       `json:"version"`
-	UpdatedAt *time.Time   `json:"updated_at,omitempty"`
-	Stale     bool         `json:"stale"`
-	Error     string       `json:"error,omitempty"`
-	ErrorAt   *time.Time   `json:"error_at,omitempty"`
-	Available int          `json:"available"`
-	Nodes     []NodeStatus `json:"nodes"`
+	Name      string     `json:"name"`
+	Service   string     `json:"service"`
+	Synced    bool       `json:"synced"`
+	Version   uint64     `json:"version"`
+	UpdatedAt *time.Time `json:"updated_at,omitempty"`
+	Stale     bool       `json:"stale"`
+	Error     string     `json:"error,omitempty"`
+	ErrorAt   *time.Time `json:"error_at,omitempty"`
+	Available int        `json:"available"`
+	// Panic is true while too few nodes pass health and traffic is
+	// balanced over every available node (panic_threshold).
+	Panic bool         `json:"panic"`
+	Nodes []NodeStatus `json:"nodes"`
 }
 
 // NodeStatus is the JSON form of a node.
@@ -92,12 +95,21 @@ type NodeStatus struct {
 	Port     int               `json:"port"`
 	Weight   uint32            `json:"weight"`
 	Metadata map[string]string `json:"metadata"`
-	// State is "available", "unhealthy" (the registry says so) or
-	// "draining" (weight 0).
+	// State is the node's verdict: "available", "unhealthy" (the
+	// registry says so), "draining" (weight 0), "ejected" (outlier
+	// detection) or "failing_active_check".
 	State    string `json:"state"`
 	InFlight int64  `json:"in_flight"`
 	Requests uint64 `json:"requests"`
 	Failures uint64 `json:"failures"`
+	// Ejection: the detector that acted, until when, and the back-off
+	// multiplier.
+	EjectReason  string     `json:"eject_reason,omitempty"`
+	EjectedUntil *time.Time `json:"ejected_until,omitempty"`
+	Ejections    uint32     `json:"ejections"`
+	// ActiveHealthy is the active probes' verdict (true without probes).
+	ActiveHealthy  bool   `json:"active_healthy"`
+	LastProbeError string `json:"last_probe_error,omitempty"`
 }
 
 // Status renders an upstream's current snapshot.
@@ -105,7 +117,7 @@ func Status(u *upstream.Upstream) UpstreamStatus {
 	s := u.Snapshot()
 	out := UpstreamStatus{
 		Name: u.Name(), Service: u.Service(), Synced: s.Synced, Version: s.Version,
-		Stale: s.Stale(), Available: s.Available, Nodes: make([]NodeStatus, len(s.Nodes)),
+		Stale: s.Stale(), Available: s.Available, Panic: s.Panic, Nodes: make([]NodeStatus, len(s.Nodes)),
 	}
 	if !s.UpdatedAt.IsZero() {
 		out.UpdatedAt = &s.UpdatedAt
@@ -118,10 +130,16 @@ func Status(u *upstream.Upstream) UpstreamStatus {
 		if meta == nil {
 			meta = map[string]string{}
 		}
-		out.Nodes[i] = NodeStatus{
+		h := &n.Stats.Health
+		ns := NodeStatus{
 			ID: n.ID, Address: n.Address, Port: n.Port, Weight: n.Weight, Metadata: meta,
 			State: state(n), InFlight: n.Stats.InFlight.Load(), Requests: n.Stats.Requests.Load(), Failures: n.Stats.Failures.Load(),
+			Ejections: h.Ejections(), ActiveHealthy: h.ActiveHealthy(), LastProbeError: h.LastProbeError(),
 		}
+		if until := h.EjectedUntil(); !until.IsZero() {
+			ns.EjectedUntil, ns.EjectReason = &until, h.EjectReason().String()
+		}
+		out.Nodes[i] = ns
 	}
 	return out
 }
@@ -132,6 +150,10 @@ func state(n *node.Node) string {
 		return "unhealthy"
 	case n.Weight == 0:
 		return "draining"
+	case n.Stats.Health.Ejected():
+		return "ejected"
+	case !n.Stats.Health.ActiveHealthy():
+		return "failing_active_check"
 	}
 	return "available"
 }
