@@ -3,6 +3,7 @@ package upstream_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"testing"
 	"time"
 
@@ -207,10 +208,11 @@ func TestConcurrentPicksDuringUpdates(t *testing.T) {
 					n.Stats.Begin(time.Now())
 					n.Stats.End(time.Microsecond, false)
 				}
+				runtime.Gosched()
 			}
 		}()
 	}
-	for i := 0; i < 200; i++ {
+	for i := 0; i < 50; i++ {
 		set(inst("a", 1), inst("x", 1000+i))
 	}
 	close(stop)
