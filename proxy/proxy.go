@@ -224,6 +224,9 @@ func rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.Host = pr.In.Host
 }
 
+// maxConnectRetries bounds the retries after connect errors in one request.
+const maxConnectRetries = 3
+
 var (
 	errNoNode     = errors.New("no available node")
 	errOverloaded = errors.New("every node is at circuit_breaker.max_requests_per_node")
@@ -285,7 +288,16 @@ func (t pickingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			retry = replayable && req.Context().Err() == nil
 		}
 		st.up.Observe(n, out)
-		retry = retry && attempt < pol.Retry.MaxAttempts && st.snap.Available > len(st.tried) && st.up.TryRetry()
+		if out.Failure == health.ConnectFailure {
+			// Nothing reached the node: always worth another node, outside
+			// max_attempts and the budget, at most maxConnectRetries times.
+			retry = retry && attempt <= maxConnectRetries && st.snap.Available > len(st.tried)
+		} else {
+			retry = retry && attempt < pol.Retry.MaxAttempts && st.snap.Available > len(st.tried) && st.up.TryRetry()
+			if retry {
+				st.retries++
+			}
+		}
 		if !retry {
 			if err != nil {
 				n.Stats.End(time.Since(began), true)
@@ -294,7 +306,6 @@ func (t pickingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			st.node, st.began = n, began
 			return resp, nil
 		}
-		st.retries++
 		if resp != nil {
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 			resp.Body.Close()

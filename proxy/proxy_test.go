@@ -75,14 +75,25 @@ type fixture struct {
 
 func newFixture(t testing.TB, names ...string) *fixture {
 	t.Helper()
+	cfgs := make([]upstream.Config, len(names))
+	for i, name := range names {
+		cfgs[i] = upstream.Config{Name: name}
+	}
+	return newFixtureCfg(t, cfgs...)
+}
+
+// newFixtureCfg is newFixture with full upstream configs.
+func newFixtureCfg(t testing.TB, cfgs ...upstream.Config) *fixture {
+	t.Helper()
 	logger, hook := logtest.NewNullLogger()
 	logger.SetLevel(logrus.DebugLevel)
 	f := &fixture{reg: discoverytest.NewRegistry(), ups: map[string]*upstream.Upstream{}, log: hook}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	var list []*upstream.Upstream
-	for _, name := range names {
-		u := upstream.New(upstream.Config{Name: name})
+	for _, cfg := range cfgs {
+		name := cfg.Name
+		u := upstream.New(cfg)
 		w, _ := f.reg.Watch(ctx, name)
 		go u.Run(ctx, w)
 		f.ups[name] = u
