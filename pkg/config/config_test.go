@@ -23,6 +23,12 @@ upstreams:
   - name: user-service
   - name: orders
     service: order-service
+    health:
+      passive: {consecutive_gateway_failure: 3, base_ejection_time: 10s}
+      active: {path: /healthz, interval: 2s}
+    retry: {max_attempts: 3}
+    timeouts: {per_try: 1s, total: 5s}
+    circuit_breaker: {max_requests: 100}
     listen: 127.0.0.1:18080
     balancer: {policy: round_robin}
     initial_sync_timeout: 3s
@@ -41,6 +47,10 @@ func TestDefaults(t *testing.T) {
 		t.Fatalf("upstream defaults: %+v", u)
 	}
 	o := cfg.Upstreams[1]
+	if o.Health.Active == nil || o.Health.Active.Path != "/healthz" || o.Health.Active.UnhealthyThreshold != 3 || *o.Health.Passive.ConsecutiveGatewayFailure != 3 ||
+		o.Retry.MaxAttempts != 3 || o.Timeouts.Total != 5*time.Second || o.CircuitBreaker.MaxRequests != 100 || u.Retry.MaxAttempts != 2 || *u.Health.PanicThreshold != 50 {
+		t.Fatalf("health/policy: %+v %+v", o.Health, o.Policy)
+	}
 	if o.Service != "order-service" || o.InitialSyncTimeout != 3*time.Second || o.Listen != "127.0.0.1:18080" {
 		t.Fatalf("upstream: %+v", o)
 	}
@@ -83,6 +93,17 @@ registries: [{name: main, type: static, etcd: {endpoints: [x]}}]`, []string{`reg
 		{"unknown top-level field", `upstream: []`, []string{`line 1: upstream: unknown field "upstream"`}},
 		{"bad duration", `drain_timeout: soon`, []string{"drain_timeout", "soon"}},
 		{"negative duration", `drain_timeout: -1s`, []string{"drain_timeout: -1s is negative"}},
+		{"health and policy errors", `
+registries: [{name: main, type: static}]
+upstreams:
+  - name: a
+    health: {panic_threshold: 150, passive: {max_ejection_percent: -1}, active: {type: icmp}}
+    retry: {max_attempts: 20, statuses: [99]}
+    timeouts: {per_try: -1s}`, []string{"upstreams[0].health.panic_threshold: 150", "upstreams[0].health.passive.max_ejection_percent: -1 is negative",
+			`upstreams[0].health.active.type: unknown probe type "icmp"`, "upstreams[0].retry.max_attempts: 20", "upstreams[0].retry.statuses[0]: 99", "upstreams[0].timeouts.per_try: -1s is negative"}},
+		{"unknown health field", `
+registries: [{name: main, type: static}]
+upstreams: [{name: a, health: {pasive: {}}}]`, []string{`unknown field "pasive"`}},
 		{"balancer option error", `
 registries: [{name: main, type: static}]
 upstreams: [{name: a, balancer: {policy: round_robin, bogus: 1}}]`, []string{"upstreams[0].balancer: (line 3)", "bogus"}},

@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"google.golang.org/grpc"
+	grpchealth "google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/pkg/health"
@@ -293,4 +296,36 @@ func FuzzStatusRanges(f *testing.F) {
 		c.Passive.ErrorStatuses = []string{spec}
 		_ = c.Validate() // must not panic; errors are fine
 	})
+}
+
+func TestActiveGRPCProbe(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	hs := grpchealth.NewServer()
+	healthpb.RegisterHealthServer(srv, hs)
+	go srv.Serve(ln)
+	defer srv.Stop()
+	hs.SetServingStatus("users", healthpb.HealthCheckResponse_SERVING)
+
+	c := config(t, func(c *health.Config) {
+		c.Active = &health.Active{Type: "grpc", Service: "users", Interval: 10 * time.Millisecond, UnhealthyThreshold: 2, HealthyThreshold: 1}
+	})
+	p := health.NewProber(c, func() {}, quietLog())
+	n := node.New(discovery.Instance{ID: "a", Address: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port, Weight: 1, Healthy: true}, nil)
+	p.Update([]*node.Node{n})
+	defer p.Stop()
+	time.Sleep(50 * time.Millisecond)
+	if !n.Stats.Health.ActiveHealthy() {
+		t.Fatalf("a SERVING node failed: %s", n.Stats.Health.LastProbeError())
+	}
+	hs.SetServingStatus("users", healthpb.HealthCheckResponse_NOT_SERVING)
+	waitFor(t, "NOT_SERVING node down", func() bool { return !n.Stats.Health.ActiveHealthy() })
+	if !strings.Contains(n.Stats.Health.LastProbeError(), "NOT_SERVING") {
+		t.Fatalf("last error %q", n.Stats.Health.LastProbeError())
+	}
+	hs.SetServingStatus("users", healthpb.HealthCheckResponse_SERVING)
+	waitFor(t, "node back", func() bool { return n.Stats.Health.ActiveHealthy() })
 }
