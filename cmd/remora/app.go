@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,18 +24,43 @@ import (
 
 // app is a running Remora: registries, upstream controllers, the proxy and
 // its listeners, and the admin API.
+//
+// Concurrency: the request path sees only the proxy's routing table, swapped
+// atomically. mu serialises reload and shutdown, which own every other
+// field.
 type app struct {
-	cfg        *config.Config
-	log        *logrus.Logger
-	registries map[string]discovery.Registry
-	transports []*http.Transport // one per upstream
-	table      *upstream.Table
-	proxy      *proxy.Proxy
-	draining   atomic.Bool
+	log      *logrus.Logger
+	proxy    *proxy.Proxy
+	draining atomic.Bool
 
-	servers []*server
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup // controllers and servers
+	mu         sync.Mutex
+	cfg        *config.Config
+	registries map[string]*liveRegistry
+	upstreams  map[string]*liveUpstream
+	servers    []*server          // admin and outbound listeners
+	dedicated  map[string]*server // upstream listen: ports, by upstream name
+	serving    sync.WaitGroup
+}
+
+// liveRegistry is an open registry and the config it was opened from.
+type liveRegistry struct {
+	cfg config.Registry
+	dir string
+	reg discovery.Registry
+}
+
+// liveUpstream is an upstream whose controller runs.
+type liveUpstream struct {
+	cfg       config.Upstream
+	u         *upstream.Upstream
+	transport *http.Transport
+	cancel    context.CancelFunc
+	done      chan struct{}
+}
+
+func (l *liveUpstream) stop() {
+	l.cancel()
+	<-l.done
 }
 
 // server is one bound listener and what serves it.
@@ -47,100 +74,264 @@ type server struct {
 // every listener (failing before serving anything if one cannot be bound)
 // and serves.
 func startApp(cfg *config.Config, log *logrus.Logger) (_ *app, err error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	a := &app{cfg: cfg, log: log, registries: map[string]discovery.Registry{}, cancel: cancel}
+	a := &app{
+		log:        log,
+		registries: map[string]*liveRegistry{},
+		upstreams:  map[string]*liveUpstream{},
+		dedicated:  map[string]*server{},
+		proxy: proxy.New(proxy.Options{
+			ConnectTimeout: cfg.Proxy.ConnectTimeout, IdleConnTimeout: cfg.Proxy.IdleConnTimeout,
+			MaxIdleConnsPerHost: cfg.Proxy.MaxIdleConnsPerHost, Log: log.WithField("component", "proxy"),
+		}),
+	}
 	defer func() {
 		if err != nil {
 			a.close()
 		}
 	}()
-	for _, rc := range cfg.Registries {
-		reg, err := rc.Options.Open(discovery.Env{
-			Name: rc.Name, BaseDir: cfg.Dir, DataDir: cfg.DataDir,
-			Log: log.WithField("registry", rc.Name),
-		})
-		if err != nil {
-			return nil, fmt.Errorf("registry %q: %w", rc.Name, err)
-		}
-		a.registries[rc.Name] = reg
-	}
-	ups := make([]*upstream.Upstream, 0, len(cfg.Upstreams))
-	for i := range cfg.Upstreams {
-		uc := &cfg.Upstreams[i]
-		transport := proxy.NewTransport(proxy.Options{
-			ConnectTimeout:        cmp.Or(uc.Timeouts.Connect, cfg.Proxy.ConnectTimeout),
-			IdleConnTimeout:       cmp.Or(uc.Timeouts.Idle, cfg.Proxy.IdleConnTimeout),
-			MaxIdleConnsPerHost:   cfg.Proxy.MaxIdleConnsPerHost,
-			ResponseHeaderTimeout: uc.Timeouts.PerTry,
-		})
-		a.transports = append(a.transports, transport)
-		u := upstream.New(upstream.Config{
-			Name: uc.Name, Service: uc.Service, Balancer: uc.Balancer.Builder,
-			Policy: &uc.Policy, Transport: transport, Health: &uc.Health,
-			InitialSyncTimeout: uc.InitialSyncTimeout, Log: log.WithField("registry", uc.Registry),
-		})
-		w, err := a.registries[uc.Registry].Watch(ctx, uc.Service)
-		if err != nil {
-			return nil, fmt.Errorf("upstream %q: watching %q in registry %q: %w", uc.Name, uc.Service, uc.Registry, err)
-		}
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
-			u.Run(ctx, w)
-		}()
-		ups = append(ups, u)
-	}
-	a.table = upstream.NewTable(ups...)
-	a.proxy = proxy.New(proxy.Options{
-		ConnectTimeout: cfg.Proxy.ConnectTimeout, IdleConnTimeout: cfg.Proxy.IdleConnTimeout,
-		MaxIdleConnsPerHost: cfg.Proxy.MaxIdleConnsPerHost, Log: log.WithField("component", "proxy"),
-	})
-	a.proxy.SetTable(a.table)
-
-	if err := a.listen("admin", cfg.Admin.Address, admin.Handler(a)); err != nil {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.apply(cfg); err != nil {
 		return nil, err
 	}
+	s, err := a.bind("admin", cfg.Admin.Address, admin.Handler(a))
+	if err != nil {
+		return nil, err
+	}
+	a.servers = append(a.servers, s)
 	for _, lc := range cfg.Listeners {
-		if err := a.listen(lc.Name, lc.Address, a.proxy); err != nil {
+		s, err := a.bind(lc.Name, lc.Address, a.proxy)
+		if err != nil {
 			return nil, err
 		}
-	}
-	for _, uc := range cfg.Upstreams {
-		if uc.Listen != "" {
-			if err := a.listen("upstream "+uc.Name, uc.Listen, a.proxy.ForUpstream(uc.Name)); err != nil {
-				return nil, err
-			}
-		}
+		a.servers = append(a.servers, s)
 	}
 	for _, s := range a.servers {
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
-			if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.WithError(err).WithField("listener", s.name).Error("listener failed")
-			}
-		}()
-		log.WithFields(logrus.Fields{"listener": s.name, "address": s.ln.Addr().String()}).Info("listening")
+		a.serve(s)
 	}
 	return a, nil
 }
 
-func (a *app) listen(name, addr string, h http.Handler) error {
+// reload switches to cfg without dropping requests: registries and
+// upstreams whose config is unchanged keep running; a changed upstream is
+// rebuilt from its predecessor, keeping its nodes' stats and health. On
+// error nothing changes. Admin and outbound listener addresses need a
+// restart to change.
+func (a *app) reload(cfg *config.Config) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.draining.Load() {
+		return errors.New("draining")
+	}
+	if cfg.Admin != a.cfg.Admin || !slices.Equal(cfg.Listeners, a.cfg.Listeners) {
+		a.log.Warn("admin and listener addresses change only on restart; keeping the current ones")
+	}
+	if err := a.apply(cfg); err != nil {
+		return err
+	}
+	a.log.WithField("upstreams", len(cfg.Upstreams)).Info("configuration reloaded")
+	return nil
+}
+
+// apply moves the registries, upstreams and dedicated listeners to cfg.
+// Everything that can fail is done before anything running is touched.
+func (a *app) apply(cfg *config.Config) (err error) {
+	var opened []*liveRegistry
+	var bound []*server
+	defer func() {
+		if err != nil {
+			for _, s := range bound {
+				s.ln.Close()
+			}
+			for _, r := range opened {
+				r.reg.Close()
+			}
+		}
+	}()
+
+	// 1. Registries: reuse unchanged ones, open new or changed ones.
+	regs := make(map[string]*liveRegistry, len(cfg.Registries))
+	for _, rc := range cfg.Registries {
+		if old := a.registries[rc.Name]; old != nil && old.dir == cfg.Dir && sameRegistry(old.cfg, rc) {
+			regs[rc.Name] = old
+			continue
+		}
+		reg, err := rc.Options.Open(discovery.Env{
+			Name: rc.Name, BaseDir: cfg.Dir, DataDir: cfg.DataDir,
+			Log: a.log.WithField("registry", rc.Name),
+		})
+		if err != nil {
+			return fmt.Errorf("registry %q: %w", rc.Name, err)
+		}
+		r := &liveRegistry{cfg: rc, dir: cfg.Dir, reg: reg}
+		opened = append(opened, r)
+		regs[rc.Name] = r
+	}
+
+	// 2. Upstreams: keep unchanged ones, prepare watchers for the others.
+	type pending struct {
+		cfg  config.Upstream
+		prev *liveUpstream
+		w    discovery.Watcher
+	}
+	var todo []pending
+	ups := make(map[string]*liveUpstream, len(cfg.Upstreams))
+	for _, uc := range cfg.Upstreams {
+		prev := a.upstreams[uc.Name]
+		if prev != nil && regs[uc.Registry] == a.registries[uc.Registry] && sameUpstream(prev.cfg, uc) {
+			ups[uc.Name] = prev
+			continue
+		}
+		reg := regs[uc.Registry]
+		if reg == nil {
+			err = fmt.Errorf("upstream %q: unknown registry %q", uc.Name, uc.Registry)
+		}
+		var w discovery.Watcher
+		if err == nil {
+			w, err = reg.reg.Watch(context.Background(), uc.Service)
+		}
+		if err != nil {
+			for _, p := range todo {
+				p.w.Stop()
+			}
+			return fmt.Errorf("upstream %q: watching %q in registry %q: %w", uc.Name, uc.Service, uc.Registry, err)
+		}
+		todo = append(todo, pending{cfg: uc, prev: prev, w: w})
+	}
+
+	// 3. Dedicated listeners for new or moved listen addresses.
+	dedicated := map[string]*server{}
+	for _, uc := range cfg.Upstreams {
+		if uc.Listen == "" {
+			continue
+		}
+		if old := a.dedicated[uc.Name]; old != nil && a.upstreams[uc.Name].cfg.Listen == uc.Listen {
+			dedicated[uc.Name] = old
+			continue
+		}
+		s, err := a.bind("upstream "+uc.Name, uc.Listen, a.proxy.ForUpstream(uc.Name))
+		if err != nil {
+			for _, p := range todo {
+				p.w.Stop()
+			}
+			return err
+		}
+		bound = append(bound, s)
+		dedicated[uc.Name] = s
+	}
+
+	// Nothing fails from here on. 4. Start the new controllers, each
+	// taking over its predecessor's nodes.
+	for _, p := range todo {
+		var prevU *upstream.Upstream
+		if p.prev != nil {
+			p.prev.stop()
+			if p.prev.cfg.Service == p.cfg.Service && p.prev.cfg.Registry == p.cfg.Registry {
+				prevU = p.prev.u
+			}
+		}
+		ups[p.cfg.Name] = a.startUpstream(cfg, p.cfg, p.w, prevU)
+	}
+	list := make([]*upstream.Upstream, 0, len(ups))
+	for _, l := range ups {
+		list = append(list, l.u)
+	}
+	a.proxy.SetTable(upstream.NewTable(list...))
+
+	// 5. Retire what the new config no longer has.
+	for name, l := range a.upstreams {
+		if ups[name] != l {
+			if ups[name] == nil {
+				l.stop()
+			}
+			l.transport.CloseIdleConnections()
+		}
+	}
+	for name, s := range a.dedicated {
+		if dedicated[name] != s {
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+				defer cancel()
+				_ = s.http.Shutdown(ctx)
+			}()
+		}
+	}
+	for name, r := range a.registries {
+		if regs[name] != r {
+			if err := r.reg.Close(); err != nil {
+				a.log.WithError(err).WithField("registry", name).Warn("closing registry")
+			}
+		}
+	}
+	for _, s := range bound {
+		a.serve(s)
+	}
+	a.cfg, a.registries, a.upstreams, a.dedicated = cfg, regs, ups, dedicated
+	return nil
+}
+
+// startUpstream builds an upstream (from prev's nodes when not nil) and runs
+// its controller on w.
+func (a *app) startUpstream(cfg *config.Config, uc config.Upstream, w discovery.Watcher, prev *upstream.Upstream) *liveUpstream {
+	transport := proxy.NewTransport(proxy.Options{
+		ConnectTimeout:        cmp.Or(uc.Timeouts.Connect, cfg.Proxy.ConnectTimeout),
+		IdleConnTimeout:       cmp.Or(uc.Timeouts.Idle, cfg.Proxy.IdleConnTimeout),
+		MaxIdleConnsPerHost:   cfg.Proxy.MaxIdleConnsPerHost,
+		ResponseHeaderTimeout: uc.Timeouts.PerTry,
+	})
+	l := &liveUpstream{cfg: uc, transport: transport, done: make(chan struct{})}
+	l.u = upstream.New(upstream.Config{
+		Name: uc.Name, Service: uc.Service, Balancer: uc.Balancer.Builder,
+		Policy: &l.cfg.Policy, Transport: transport, Health: &l.cfg.Health,
+		InitialSyncTimeout: uc.InitialSyncTimeout, Previous: prev,
+		Log: a.log.WithField("registry", uc.Registry),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	l.cancel = cancel
+	go func() {
+		defer close(l.done)
+		l.u.Run(ctx, w)
+	}()
+	return l
+}
+
+// sameRegistry reports whether two registry configs open the same registry.
+func sameRegistry(a, b config.Registry) bool {
+	return a.Name == b.Name && a.Type == b.Type && reflect.DeepEqual(a.Options, b.Options)
+}
+
+// sameUpstream reports whether an upstream's config is unchanged.
+func sameUpstream(a, b config.Upstream) bool {
+	return reflect.DeepEqual(a, b)
+}
+
+// bind listens on addr for a server of h.
+func (a *app) bind(name, addr string, h http.Handler) (*server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("listener %s: %w", name, err)
+		return nil, fmt.Errorf("listener %s: %w", name, err)
 	}
-	a.servers = append(a.servers, &server{name: name, ln: ln, http: &http.Server{
+	return &server{name: name, ln: ln, http: &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          newStdLogger(a.log.WithField("listener", name)),
-	}})
-	return nil
+	}}, nil
+}
+
+func (a *app) serve(s *server) {
+	a.serving.Add(1)
+	go func() {
+		defer a.serving.Done()
+		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.WithError(err).WithField("listener", s.name).Error("listener failed")
+		}
+	}()
+	a.log.WithFields(logrus.Fields{"listener": s.name, "address": s.ln.Addr().String()}).Info("listening")
 }
 
 // Table implements admin.Source.
-func (a *app) Table() *upstream.Table { return a.table }
+func (a *app) Table() *upstream.Table { return a.proxy.Table() }
 
 // Draining implements admin.Source.
 func (a *app) Draining() bool { return a.draining.Load() }
@@ -148,7 +339,9 @@ func (a *app) Draining() bool { return a.draining.Load() }
 // addr returns the bound address of the named listener ("admin", a
 // listener's name, or "upstream NAME").
 func (a *app) addr(name string) string {
-	for _, s := range a.servers {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, s := range a.allServers() {
 		if s.name == name {
 			return s.ln.Addr().String()
 		}
@@ -156,14 +349,25 @@ func (a *app) addr(name string) string {
 	return ""
 }
 
+func (a *app) allServers() []*server {
+	all := slices.Clone(a.servers)
+	for _, s := range a.dedicated {
+		all = append(all, s)
+	}
+	return all
+}
+
 // shutdown turns readiness off, stops accepting, waits for in-flight
 // requests until ctx ends, then stops the controllers and registries.
 func (a *app) shutdown(ctx context.Context) error {
 	a.draining.Store(true)
 	a.log.Info("draining: no new connections; waiting for in-flight requests")
-	errs := make([]error, len(a.servers))
+	a.mu.Lock()
+	servers := a.allServers()
+	a.mu.Unlock()
+	errs := make([]error, len(servers))
 	var wg sync.WaitGroup
-	for i, s := range a.servers {
+	for i, s := range servers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -180,20 +384,21 @@ func (a *app) shutdown(ctx context.Context) error {
 
 // close stops everything without waiting for requests.
 func (a *app) close() {
-	for _, s := range a.servers {
+	a.draining.Store(true)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, s := range a.allServers() {
 		_ = s.http.Close()
 	}
-	a.cancel()
-	a.wg.Wait()
-	for name, reg := range a.registries {
-		if err := reg.Close(); err != nil {
+	a.serving.Wait()
+	for _, l := range a.upstreams {
+		l.stop()
+		l.transport.CloseIdleConnections()
+	}
+	for name, r := range a.registries {
+		if err := r.reg.Close(); err != nil {
 			a.log.WithError(err).WithField("registry", name).Warn("closing registry")
 		}
 	}
-	if a.proxy != nil {
-		a.proxy.Close()
-	}
-	for _, t := range a.transports {
-		t.CloseIdleConnections()
-	}
+	a.proxy.Close()
 }

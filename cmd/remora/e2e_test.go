@@ -123,7 +123,7 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 	return time.Since(start)
 }
 
-func available(a *app) int { return a.table.Lookup("user-service").Snapshot().Available }
+func available(a *app) int { return a.Table().Lookup("user-service").Snapshot().Available }
 
 func TestEtcdEndToEnd(t *testing.T) {
 	srv := etcdtest.Start(t)
@@ -157,10 +157,10 @@ func TestEtcdEndToEnd(t *testing.T) {
 	})
 
 	t.Run("per-node state survives an unrelated update", func(t *testing.T) {
-		before := a.table.Lookup("user-service").Snapshot()
+		before := a.Table().Lookup("user-service").Snapshot()
 		srv.Put("/services/user-service/b2", b2.value(`{"version":"v2"}`)) // b1 is untouched
-		eventually(t, time.Second, "the update", func() bool { return a.table.Lookup("user-service").Snapshot().Version > before.Version })
-		after := a.table.Lookup("user-service").Snapshot()
+		eventually(t, time.Second, "the update", func() bool { return a.Table().Lookup("user-service").Snapshot().Version > before.Version })
+		after := a.Table().Lookup("user-service").Snapshot()
 		if after.Nodes[0].Stats != before.Nodes[0].Stats || after.Nodes[0].Stats.Requests.Load() != 10 {
 			t.Fatalf("b1's request counter was reset: %d", after.Nodes[0].Stats.Requests.Load())
 		}

@@ -7,6 +7,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -84,7 +86,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		if err := serveUntil(ctx, cfg, log); err != nil {
+		if err := serveUntil(ctx, *cfgPath, cfg, log); err != nil {
 			log.WithError(err).Error("remora stopped with an error")
 			return 1
 		}
@@ -118,14 +120,36 @@ func isFlagSet(fs *flag.FlagSet, name string) bool {
 }
 
 // serveUntil runs Remora until ctx ends, then drains in-flight requests
-// within the configured drain timeout. Only a failure to start is an error.
-func serveUntil(ctx context.Context, cfg *config.Config, log *logrus.Logger) error {
+// within the configured drain timeout. It reloads the config file on SIGHUP
+// and when the file changes; an invalid file is logged and ignored. Only a
+// failure to start is an error.
+func serveUntil(ctx context.Context, path string, cfg *config.Config, log *logrus.Logger) error {
 	a, err := startApp(cfg, log)
 	if err != nil {
 		return err
 	}
 	log.WithField("version", version).Info("remora started")
-	<-ctx.Done()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	watch := newFileWatch(path)
+	tick := time.NewTicker(configPollInterval)
+	defer tick.Stop()
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-hup:
+			log.Info("SIGHUP: reloading the configuration")
+			reloadFile(a, path, log)
+			watch.changed() // the file's current state is now applied
+		case <-tick.C:
+			if watch.changed() {
+				log.WithField("file", path).Info("configuration file changed: reloading")
+				reloadFile(a, path, log)
+			}
+		}
+	}
 	log.Info("signal received; shutting down")
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	defer cancel()
@@ -136,4 +160,41 @@ func serveUntil(ctx context.Context, cfg *config.Config, log *logrus.Logger) err
 	}
 	log.Info("remora stopped")
 	return nil
+}
+
+// configPollInterval is how often the config file is checked for changes.
+const configPollInterval = time.Second
+
+// reloadFile loads path and applies it; errors keep the running config.
+func reloadFile(a *app, path string, log *logrus.Logger) {
+	cfg, err := config.Load(path)
+	if err == nil {
+		err = a.reload(cfg)
+	}
+	if err != nil {
+		log.WithError(err).Error("configuration rejected; the previous one keeps running")
+	}
+}
+
+// fileWatch notices changes to a file's content (including a replaced
+// symlink target, as Kubernetes ConfigMaps do).
+type fileWatch struct {
+	path string
+	last []byte
+}
+
+func newFileWatch(path string) *fileWatch {
+	w := &fileWatch{path: path}
+	w.changed()
+	return w
+}
+
+// changed reports whether the content differs from the last call's.
+func (w *fileWatch) changed() bool {
+	data, err := os.ReadFile(w.path)
+	if err != nil || bytes.Equal(data, w.last) {
+		return false
+	}
+	w.last = data
+	return true
 }

@@ -70,6 +70,10 @@ type Config struct {
 	Health *health.Config
 	// InitialSyncTimeout bounds how long readiness waits for the first set.
 	InitialSyncTimeout time.Duration
+	// Previous is the upstream this one replaces on a config reload: its
+	// nodes, with their stats and health, are carried over. Its controller
+	// must have stopped.
+	Previous *Upstream
 	// Log is the logger; one that discards when nil.
 	Log *logrus.Entry
 	// Now is the clock; time.Now when nil.
@@ -127,6 +131,11 @@ func New(cfg Config) *Upstream {
 	}
 	u.builder.Store(&builderBox{b})
 	u.snap.Store(&Snapshot{Name: cfg.Name, Picker: balancer.Empty})
+	if prev := cfg.Previous; prev != nil {
+		old := *prev.Snapshot()
+		old.Name = cfg.Name
+		u.snap.Store(&old) // republished with this upstream's picker by Run
+	}
 	return u
 }
 
@@ -249,6 +258,15 @@ func (u *Upstream) Run(ctx context.Context, w discovery.Watcher) {
 	}
 	defer c.prober.Stop()
 	c.timer.Stop()
+	if s := u.snap.Load(); s.Synced {
+		// Carried over from a previous upstream: keep its nodes' state and
+		// serve them with this upstream's policy until the registry speaks.
+		for _, n := range s.Nodes {
+			c.stats[n.ID] = n.Stats
+		}
+		c.prober.Update(s.Nodes)
+		c.rebuild()
+	}
 	interval := time.NewTicker(u.cfg.Health.Passive.Interval)
 	defer interval.Stop()
 	for {

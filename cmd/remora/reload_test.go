@@ -1,0 +1,302 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/remora-mesh/remora/pkg/config"
+	"github.com/remora-mesh/remora/pkg/node"
+)
+
+// TestMain lets a test run this binary's main in a child process: with
+// REMORA_TEST_MAIN set, the process is remora itself, its arguments
+// separated by newlines in that variable.
+func TestMain(m *testing.M) {
+	if args := os.Getenv("REMORA_TEST_MAIN"); args != "" {
+		os.Exit(run(strings.Split(args, "\n"), os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+func reloadConfig(backends []string, extra string) string {
+	var b strings.Builder
+	b.WriteString(`
+admin: {address: "127.0.0.1:0"}
+listeners: [{name: outbound, address: "127.0.0.1:0"}]
+registries:
+  - name: s
+    type: static
+    static:
+      services:
+        user-service:
+`)
+	for i, addr := range backends {
+		fmt.Fprintf(&b, "          - {id: b%d, address: %q}\n", i+1, addr)
+	}
+	b.WriteString(`        order-service: [{id: o1, address: "` + backends[0] + `"}]
+upstreams:
+  - name: user-service
+    health:
+      passive: {consecutive_gateway_failure: 2, base_ejection_time: 1h, max_ejection_time: 2h, max_ejection_percent: 50}
+` + extra)
+	return b.String()
+}
+
+func mustParse(t *testing.T, yml string) *config.Config {
+	t.Helper()
+	cfg, err := config.Parse([]byte(yml), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// Reload under load: no request fails, an ejected node stays ejected, an
+// upstream and its dedicated port come and go, a bad config changes nothing.
+func TestReloadUnderLoadKeepsNodeState(t *testing.T) {
+	b1, b2 := startBackend(t, "b1"), startBackend(t, "b2")
+	var sick atomic.Bool
+	sick.Store(true)
+	b3 := &demoBackend{name: "b3"}
+	b3srv := http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b3.hits.Add(1)
+		if sick.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("X-Backend", "b3")
+	})}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go b3srv.Serve(ln)
+	defer b3srv.Close()
+	addrs := []string{b1.srv.Listener.Addr().String(), b2.srv.Listener.Addr().String(), ln.Addr().String()}
+
+	a := startRemora(t, reloadConfig(addrs, ""))
+	eventually(t, 5*time.Second, "three nodes", func() bool { return available(a) == 3 })
+	send(t, a, 12) // b3 answers 503 twice in a row: ejected (retries hide it)
+	eventually(t, 2*time.Second, "b3 ejected", func() bool { return available(a) == 2 })
+	ejectedUntil := byNode(a, "b3").Stats.Health.EjectedUntil()
+
+	// Continuous load from 16 workers while the config changes.
+	stop := make(chan struct{})
+	var ok, failed atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	outbound := a.addr("outbound")
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				req, _ := http.NewRequest(http.MethodGet, "http://"+outbound+"/", nil)
+				req.Host = "user-service"
+				resp, err := http.DefaultClient.Do(req)
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+				} else {
+					ok.Add(1)
+				}
+			}
+		}()
+	}
+	time.Sleep(100 * time.Millisecond)
+
+	// 1. Another balancer, an added upstream with its own port.
+	orders := freeAddr(t)
+	if err := a.reload(mustParse(t, reloadConfig(addrs, `    balancer: random
+  - {name: orders, service: order-service, listen: "`+orders+`"}
+`))); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	resp, err := http.Get("http://" + orders + "/")
+	if err != nil || resp.StatusCode != 200 || resp.Header.Get("X-Backend") != "b1" {
+		t.Fatalf("the added upstream's port: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	// 2. A config that cannot be applied (its new port is taken) is
+	// rejected whole: orders keeps its port, nothing else changes.
+	bad := mustParse(t, reloadConfig(addrs, `  - {name: orders, service: order-service, listen: "`+orders+`"}
+  - {name: taken, service: order-service, listen: "`+addrs[0]+`"}
+`))
+	if err := a.reload(bad); err == nil || !strings.Contains(err.Error(), "listener upstream taken") {
+		t.Fatalf("a config whose port is taken: %v", err)
+	}
+	if a.Table().Lookup("taken") != nil || a.Table().Lookup("orders") == nil {
+		t.Fatal("a rejected config changed the routing table")
+	}
+	// 3. Back without orders: its port closes.
+	if err := a.reload(mustParse(t, reloadConfig(addrs, ""))); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+
+	if n := failed.Load(); n != 0 || ok.Load() < 100 {
+		t.Fatalf("%d requests failed, %d succeeded during reloads (first error: %v)", n, ok.Load(), firstErr.Load())
+	}
+	n3 := byNode(a, "b3")
+	if !n3.Stats.Health.Ejected() || !n3.Stats.Health.EjectedUntil().Equal(ejectedUntil) {
+		t.Fatal("the reload reset b3's ejection")
+	}
+	if n1 := byNode(a, "b1"); n1.Stats.Requests.Load() < 10 {
+		t.Fatalf("b1's request counter was reset by the reloads: %d", n1.Stats.Requests.Load())
+	}
+	if _, err := net.DialTimeout("tcp", orders, 200*time.Millisecond); err == nil {
+		t.Fatal("the removed upstream's port still accepts")
+	}
+}
+
+func byNode(a *app, id string) *node.Node {
+	for _, n := range a.Table().Lookup("user-service").Snapshot().Nodes {
+		if n.ID == id {
+			return n
+		}
+	}
+	return nil
+}
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// The real process: the file changes → reload; SIGHUP with a bad file →
+// rejected, still serving; SIGTERM under a slow request → the request
+// completes, readiness drops, exit 0.
+func TestProcessReloadAndGracefulStop(t *testing.T) {
+	b := startBackend(t, "b1")
+	dir := t.TempDir()
+	path := filepath.Join(dir, "remora.yaml")
+	adminAddr, outAddr := freeAddr(t), freeAddr(t)
+	write := func(extra string) {
+		cfg := fmt.Sprintf(`
+admin: {address: %q}
+listeners: [{name: outbound, address: %q}]
+drain_timeout: 5s
+registries: [{name: s, type: static, static: {services: {users: [{address: %q}]}}}]
+upstreams:
+  - name: users
+%s`, adminAddr, outAddr, b.srv.Listener.Addr().String(), extra)
+		if err := os.WriteFile(path+".tmp", []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(path+".tmp", path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("")
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "REMORA_TEST_MAIN="+strings.Join([]string{"run", "-c", path, "--log-format", "json"}, "\n"))
+	var logs syncBuffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("remora's log:\n%s", logs.String())
+		}
+	}()
+	get := func(host, path string) (int, error) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+outAddr+path, nil)
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	eventually(t, 10*time.Second, "remora serving", func() bool { code, _ := get("users", "/"); return code == 200 })
+
+	// The file changes: a new upstream appears without a signal.
+	write("  - {name: orders, service: users}\n")
+	eventually(t, 5*time.Second, "orders routable after the file changed", func() bool { code, _ := get("orders", "/"); return code == 200 })
+
+	// SIGHUP with a broken file: rejected, still serving.
+	os.WriteFile(path, []byte("upstreams: [{name: x, balancer: nope}]\n"), 0o644)
+	cmd.Process.Signal(syscall.SIGHUP)
+	eventually(t, 5*time.Second, "the rejection logged", func() bool { return strings.Contains(logs.String(), "configuration rejected") })
+	if code, err := get("orders", "/"); code != 200 {
+		t.Fatalf("after a rejected reload: %d %v", code, err)
+	}
+
+	// SIGTERM while a slow request is in flight.
+	slow := make(chan int, 1)
+	go func() { code, _ := get("users", "/?sleep=700ms"); slow <- code }()
+	hits := b.hits.Load()
+	eventually(t, 2*time.Second, "slow request in flight", func() bool { return b.hits.Load() > hits })
+	cmd.Process.Signal(syscall.SIGTERM)
+	eventually(t, 2*time.Second, "readiness off while draining", func() bool {
+		resp, err := http.Get("http://" + adminAddr + "/readyz")
+		if err != nil {
+			return true // already closed
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 503
+	})
+	if code := <-slow; code != 200 {
+		t.Fatalf("the in-flight request got %d during shutdown", code)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("remora exited with %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("remora did not exit after SIGTERM")
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
