@@ -28,6 +28,7 @@ import (
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/pkg/balancer"
+	"github.com/remora-mesh/remora/pkg/canary"
 	"github.com/remora-mesh/remora/pkg/health"
 	"github.com/remora-mesh/remora/pkg/node"
 	"github.com/remora-mesh/remora/pkg/upstream"
@@ -190,6 +191,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream.Ups
 	if st.node != nil {
 		st.node.Stats.End(time.Since(st.began), false)
 	}
+	if snap.Canary != nil && st.picker != nil && st.client.Err() == nil {
+		up.RecordPool(st.pool, st.status == 0 || st.status >= 500, time.Since(st.start))
+	}
 	for ; st.retries > 0; st.retries-- {
 		up.EndRetry()
 	}
@@ -209,6 +213,11 @@ type exchange struct {
 	// retries counts places held in the upstream's retry budget.
 	retries int
 	body    requestBody
+	// The pool chosen for the request and its picker and size.
+	pool   canary.Pool
+	picker balancer.Picker
+	avail  int
+	status int // the final response status, 0 without a response
 }
 
 type exchangeKey struct{}
@@ -228,8 +237,9 @@ func rewrite(pr *httputil.ProxyRequest) {
 const maxConnectRetries = 3
 
 var (
-	errNoNode     = errors.New("no available node")
-	errOverloaded = errors.New("every node is at circuit_breaker.max_requests_per_node")
+	errNoNode      = errors.New("no available node")
+	errOverloaded  = errors.New("every node is at circuit_breaker.max_requests_per_node")
+	errCanaryEmpty = errors.New("the canary pool has no available node (canary.strict)")
 )
 
 // pickingTransport picks the node for each attempt and retries on another
@@ -255,6 +265,9 @@ func (t pickingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	replayable := req.Body == nil || req.Body == http.NoBody || body.buffered != nil || upstream.Idempotent(req.Method)
 	st.tried = st.triedA[:0]
+	if err := st.choosePool(req); err != nil {
+		return nil, err
+	}
 	for attempt := 1; ; attempt++ {
 		n, err := pickNode(st, req, pol.CircuitBreaker.MaxRequestsPerNode)
 		if err != nil {
@@ -291,9 +304,9 @@ func (t pickingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if out.Failure == health.ConnectFailure {
 			// Nothing reached the node: always worth another node, outside
 			// max_attempts and the budget, at most maxConnectRetries times.
-			retry = retry && attempt <= maxConnectRetries && st.snap.Available > len(st.tried)
+			retry = retry && attempt <= maxConnectRetries && st.avail > len(st.tried)
 		} else {
-			retry = retry && attempt < pol.Retry.MaxAttempts && st.snap.Available > len(st.tried) && st.up.TryRetry()
+			retry = retry && attempt < pol.Retry.MaxAttempts && st.avail > len(st.tried) && st.up.TryRetry()
 			if retry {
 				st.retries++
 			}
@@ -303,7 +316,7 @@ func (t pickingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 				n.Stats.End(time.Since(began), true)
 				return nil, err
 			}
-			st.node, st.began = n, began
+			st.node, st.began, st.status = n, began, resp.StatusCode
 			return resp, nil
 		}
 		if resp != nil {
@@ -314,13 +327,38 @@ func (t pickingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
+// choosePool decides between stable and canary (see package canary). A
+// chosen pool without nodes falls back to the other, unless the canary rule
+// is strict.
+func (st *exchange) choosePool(req *http.Request) error {
+	st.pool, st.picker, st.avail = canary.Stable, st.snap.Picker, st.snap.StableAvailable
+	split := st.snap.Canary
+	if split == nil {
+		st.avail = st.snap.Available
+		return nil
+	}
+	if split.Choose(req) == canary.Canary {
+		if split.Available > 0 {
+			st.pool, st.picker, st.avail = canary.Canary, split.Picker, split.Available
+			return nil
+		}
+		if split.Rule.Strict() {
+			return errCanaryEmpty
+		}
+	}
+	if st.avail == 0 && split.Available > 0 {
+		st.pool, st.picker, st.avail = canary.Canary, split.Picker, split.Available
+	}
+	return nil
+}
+
 // pickNode picks a node not tried yet in this request when the picker
 // offers one within a few tries, skipping nodes at their in-flight limit.
 func pickNode(st *exchange, req *http.Request, perNode int) (*node.Node, error) {
 	info := balancer.Info{Request: req}
 	var n *node.Node
 	for i := 0; i < 8; i++ {
-		n = st.snap.Picker.Pick(info)
+		n = st.picker.Pick(info)
 		if n == nil {
 			return nil, errNoNode
 		}
@@ -405,7 +443,7 @@ func (p *Proxy) handleError(w http.ResponseWriter, r *http.Request, err error) {
 		p.log.WithFields(fields).Info("client closed the request")
 		w.WriteHeader(StatusClientClosedRequest)
 		return
-	case errors.Is(err, errNoNode):
+	case errors.Is(err, errNoNode), errors.Is(err, errCanaryEmpty):
 		status = http.StatusServiceUnavailable
 	case errors.Is(err, errOverloaded):
 		status = http.StatusServiceUnavailable

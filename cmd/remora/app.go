@@ -282,7 +282,7 @@ func (a *app) startUpstream(cfg *config.Config, uc config.Upstream, w discovery.
 	l := &liveUpstream{cfg: uc, transport: transport, done: make(chan struct{})}
 	l.u = upstream.New(upstream.Config{
 		Name: uc.Name, Service: uc.Service, Balancer: uc.Balancer.Builder,
-		Policy: &l.cfg.Policy, Transport: transport, Health: &l.cfg.Health,
+		Policy: &l.cfg.Policy, Transport: transport, Health: &l.cfg.Health, Canary: uc.CanaryRule,
 		InitialSyncTimeout: uc.InitialSyncTimeout, Previous: prev,
 		Log: a.log.WithField("registry", uc.Registry),
 	})

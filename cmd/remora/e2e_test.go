@@ -337,3 +337,32 @@ func TestExamplesValidate(t *testing.T) {
 		}
 	}
 }
+
+// Re-tagging the canary in etcd ramps the split live, without a restart.
+func TestEtcdCanaryLiveRamp(t *testing.T) {
+	srv := etcdtest.Start(t)
+	stable, canary := startBackend(t, "stable"), startBackend(t, "canary")
+	srv.Put("/services/user-service/s1", stable.value(""))
+	srv.Put("/services/user-service/c1", canary.value(`{"canary":"true","canary-weight":"0"}`))
+	a := startRemora(t, etcdConfig(srv.Endpoint())+"    canary: {weight: 50}\n")
+	eventually(t, 5*time.Second, "two nodes", func() bool { return available(a) == 2 })
+	if counts := send(t, a, 20); counts["canary"] != 0 {
+		t.Fatalf("canary-weight 0: %v", counts)
+	}
+	for _, step := range []struct {
+		label string
+		want  func(map[string]int) bool
+	}{
+		{"100", func(c map[string]int) bool { return c["canary"] == 20 }},
+		{"0", func(c map[string]int) bool { return c["stable"] == 20 }},
+	} {
+		srv.Put("/services/user-service/c1", canary.value(`{"canary":"true","canary-weight":"`+step.label+`"}`))
+		took := eventually(t, time.Second, "split at canary-weight "+step.label, func() bool { return step.want(send(t, a, 20)) })
+		t.Logf("canary-weight %s took effect in %v", step.label, took)
+	}
+	var st admin.UpstreamStatus
+	getJSON(t, "http://"+a.addr("admin")+"/upstreams/user-service", &st)
+	if st.Canary == nil || st.Canary.WeightFrom != "registry" || st.Canary.Weight != 0 || st.Nodes[0].Pool != "canary" {
+		t.Fatalf("canary status %+v", st.Canary)
+	}
+}

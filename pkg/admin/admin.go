@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/remora-mesh/remora/pkg/canary"
 	"github.com/remora-mesh/remora/pkg/node"
 	"github.com/remora-mesh/remora/pkg/upstream"
 )
@@ -47,6 +48,14 @@ func Handler(src Source) http.Handler {
 			out[i] = Status(u)
 		}
 		writeJSON(w, http.StatusOK, out)
+	})
+	mux.HandleFunc("POST /upstreams/{name}/canary/resume", func(w http.ResponseWriter, r *http.Request) {
+		u := src.Table().Lookup(r.PathValue("name"))
+		if u == nil {
+			writeJSON(w, http.StatusNotFound, map[string]any{"error": "no upstream named " + r.PathValue("name"), "known": src.Table().Names()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"upstream": u.Name(), "was_rolled_back": u.ResumeCanary()})
 	})
 	mux.HandleFunc("GET /upstreams/{name}", func(w http.ResponseWriter, r *http.Request) {
 		u := src.Table().Lookup(r.PathValue("name"))
@@ -84,8 +93,25 @@ type UpstreamStatus struct {
 	Available int        `json:"available"`
 	// Panic is true while too few nodes pass health and traffic is
 	// balanced over every available node (panic_threshold).
-	Panic bool         `json:"panic"`
-	Nodes []NodeStatus `json:"nodes"`
+	Panic  bool          `json:"panic"`
+	Canary *CanaryStatus `json:"canary,omitempty"`
+	Nodes  []NodeStatus  `json:"nodes"`
+}
+
+// CanaryStatus is the JSON form of an upstream's canary split.
+type CanaryStatus struct {
+	Selector map[string]string `json:"selector"`
+	// Weight is the effective percentage; WeightFrom is "config",
+	// "registry" or "rollback".
+	Weight         float64    `json:"weight"`
+	WeightFrom     string     `json:"weight_from"`
+	Available      int        `json:"available"`
+	RolledBack     bool       `json:"rolled_back"`
+	RollbackReason string     `json:"rollback_reason,omitempty"`
+	RolledBackAt   *time.Time `json:"rolled_back_at,omitempty"`
+	// Requests and errors by pool since start.
+	Requests map[string]uint64 `json:"requests"`
+	Errors   map[string]uint64 `json:"errors"`
 }
 
 // NodeStatus is the JSON form of a node.
@@ -107,6 +133,9 @@ type NodeStatus struct {
 	EjectReason  string     `json:"eject_reason,omitempty"`
 	EjectedUntil *time.Time `json:"ejected_until,omitempty"`
 	Ejections    uint32     `json:"ejections"`
+	// Pool is "canary" for nodes the canary selector matches, else
+	// "stable".
+	Pool string `json:"pool"`
 	// ActiveHealthy is the active probes' verdict (true without probes).
 	ActiveHealthy  bool   `json:"active_healthy"`
 	LastProbeError string `json:"last_probe_error,omitempty"`
@@ -125,6 +154,20 @@ func Status(u *upstream.Upstream) UpstreamStatus {
 	if s.Err != nil {
 		out.Error, out.ErrorAt = s.Err.Error(), &s.ErrAt
 	}
+	if sp := s.Canary; sp != nil {
+		cs := &CanaryStatus{
+			Selector: sp.Rule.Config().Selector, Weight: sp.Weight, WeightFrom: sp.WeightFrom, Available: sp.Available,
+			Requests: map[string]uint64{}, Errors: map[string]uint64{},
+		}
+		if reason, at := u.RolledBack(); reason != "" {
+			cs.RolledBack, cs.RollbackReason, cs.RolledBackAt = true, reason, &at
+		}
+		for _, p := range []canary.Pool{canary.Stable, canary.Canary} {
+			ps := &u.CanaryStats().Pools[p]
+			cs.Requests[p.String()], cs.Errors[p.String()] = ps.Requests.Load(), ps.Errors.Load()
+		}
+		out.Canary = cs
+	}
 	for i, n := range s.Nodes {
 		meta := n.Metadata
 		if meta == nil {
@@ -135,6 +178,10 @@ func Status(u *upstream.Upstream) UpstreamStatus {
 			ID: n.ID, Address: n.Address, Port: n.Port, Weight: n.Weight, Metadata: meta,
 			State: state(n), InFlight: n.Stats.InFlight.Load(), Requests: n.Stats.Requests.Load(), Failures: n.Stats.Failures.Load(),
 			Ejections: h.Ejections(), ActiveHealthy: h.ActiveHealthy(), LastProbeError: h.LastProbeError(),
+			Pool: canary.Stable.String(),
+		}
+		if s.Canary != nil && s.Canary.Rule.IsCanary(n) {
+			ns.Pool = canary.Canary.String()
 		}
 		if until := h.EjectedUntil(); !until.IsZero() {
 			ns.EjectedUntil, ns.EjectReason = &until, h.EjectReason().String()

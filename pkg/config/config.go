@@ -25,6 +25,7 @@ import (
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/pkg/balancer"
+	"github.com/remora-mesh/remora/pkg/canary"
 	"github.com/remora-mesh/remora/pkg/health"
 	"github.com/remora-mesh/remora/pkg/upstream"
 )
@@ -109,8 +110,13 @@ type Upstream struct {
 	InitialSyncTimeout time.Duration `yaml:"initial_sync_timeout"`
 	// Health is outlier detection, active probes and the panic threshold.
 	Health health.Config `yaml:"health"`
+	// Canary splits traffic to nodes labelled as canary.
+	Canary *canary.Config `yaml:"canary"`
 	// Policy holds retry, timeouts and circuit_breaker.
 	upstream.Policy `yaml:",inline"`
+
+	// CanaryRule is the compiled Canary, set by Validate.
+	CanaryRule *canary.Rule `yaml:"-"`
 
 	line int
 }
@@ -373,6 +379,13 @@ func (c *Config) Validate() error {
 		}
 		for _, err := range unjoin(u.Policy.Validate()) {
 			add("%s.%v", path, err)
+		}
+		if u.Canary != nil {
+			rule, err := u.Canary.Validate()
+			for _, err := range unjoin(err) {
+				add("%s.canary.%v", path, err)
+			}
+			u.CanaryRule = rule
 		}
 		f, ok := balancer.Lookup(u.Balancer.Policy)
 		if !ok {

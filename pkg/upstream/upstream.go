@@ -7,7 +7,10 @@ package upstream
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/http"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -15,6 +18,7 @@ import (
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/pkg/balancer"
+	"github.com/remora-mesh/remora/pkg/canary"
 	"github.com/remora-mesh/remora/pkg/health"
 	"github.com/remora-mesh/remora/pkg/node"
 )
@@ -42,6 +46,12 @@ type Snapshot struct {
 	// Panic is true when fewer nodes pass health than the panic threshold
 	// and the picker balances over every available node instead.
 	Panic bool
+	// StableAvailable counts the nodes Picker chooses from; Available
+	// adds the canary's.
+	StableAvailable int
+	// Canary is the canary split, nil without a canary rule. Picker then
+	// serves the stable pool only.
+	Canary *canary.Split
 	// Err is the registry error seen since the last good set, if any: the
 	// nodes are then stale but kept.
 	Err error
@@ -70,6 +80,8 @@ type Config struct {
 	Health *health.Config
 	// InitialSyncTimeout bounds how long readiness waits for the first set.
 	InitialSyncTimeout time.Duration
+	// Canary splits traffic to canary nodes; nil means none.
+	Canary *canary.Rule
 	// Previous is the upstream this one replaces on a config reload: its
 	// nodes, with their stats and health, are carried over. Its controller
 	// must have stopped.
@@ -91,10 +103,13 @@ type Upstream struct {
 
 	active  atomic.Int64 // requests in flight (circuit breaker, retry budget)
 	retries atomic.Int64 // retries in flight
-	snap    atomic.Pointer[Snapshot]
-	builder atomic.Pointer[builderBox]
-	kick    chan struct{} // capacity 1: rebuild pickers
-	created time.Time
+
+	canaryStats *canary.Stats                 // per-pool outcomes, kept across reloads
+	rollback    atomic.Pointer[rollbackState] // automatic rollback in force
+	snap        atomic.Pointer[Snapshot]
+	builder     atomic.Pointer[builderBox]
+	kick        chan struct{} // capacity 1: rebuild pickers
+	created     time.Time
 }
 
 type builderBox struct{ balancer.Builder }
@@ -131,7 +146,10 @@ func New(cfg Config) *Upstream {
 	}
 	u.builder.Store(&builderBox{b})
 	u.snap.Store(&Snapshot{Name: cfg.Name, Picker: balancer.Empty})
+	u.canaryStats = new(canary.Stats)
 	if prev := cfg.Previous; prev != nil {
+		u.canaryStats = prev.canaryStats
+		u.rollback.Store(prev.rollback.Load())
 		old := *prev.Snapshot()
 		old.Name = cfg.Name
 		u.snap.Store(&old) // republished with this upstream's picker by Run
@@ -194,6 +212,41 @@ func (u *Upstream) TryRetry() bool {
 // EndRetry returns a place taken by TryRetry.
 func (u *Upstream) EndRetry() { u.retries.Add(-1) }
 
+// rollbackState is an automatic canary rollback: why, when, and the canary
+// nodes' labels when it tripped (a change of them clears it).
+type rollbackState struct {
+	reason      string
+	at          time.Time
+	fingerprint string
+}
+
+// RecordPool counts a request's outcome for its pool (canary rollback).
+func (u *Upstream) RecordPool(p canary.Pool, failed bool, latency time.Duration) {
+	u.canaryStats.Record(p, failed, latency)
+}
+
+// CanaryStats returns the per-pool counters.
+func (u *Upstream) CanaryStats() *canary.Stats { return u.canaryStats }
+
+// RolledBack returns why the canary is rolled back and since when, or "".
+func (u *Upstream) RolledBack() (string, time.Time) {
+	if rb := u.rollback.Load(); rb != nil {
+		return rb.reason, rb.at
+	}
+	return "", time.Time{}
+}
+
+// ResumeCanary clears an automatic rollback; it reports whether there was
+// one.
+func (u *Upstream) ResumeCanary() bool {
+	if u.rollback.Swap(nil) == nil {
+		return false
+	}
+	u.cfg.Log.Info("canary resumed by an operator")
+	u.Rebuild()
+	return true
+}
+
 // Observe records the outcome of an attempt on n for outlier detection and
 // wakes the controller when it asks for an ejection. It is called on the
 // request path: no locks, no allocations.
@@ -255,6 +308,13 @@ func (u *Upstream) Run(ctx context.Context, w discovery.Watcher) {
 		ejector: health.NewEjector(u.cfg.Health, u.cfg.Log, nil),
 		prober:  health.NewProber(u.cfg.Health, u.Rebuild, u.cfg.Log),
 		timer:   time.NewTimer(time.Hour),
+		judge:   canary.NewJudge(u.cfg.Canary),
+	}
+	var judging <-chan time.Time
+	if c.judge != nil {
+		t := time.NewTicker(c.judge.Window())
+		defer t.Stop()
+		judging = t.C
 	}
 	defer c.prober.Stop()
 	c.timer.Stop()
@@ -277,6 +337,8 @@ func (u *Upstream) Run(ctx context.Context, w discovery.Watcher) {
 			c.rebuild()
 		case <-c.timer.C:
 			c.rebuild()
+		case <-judging:
+			c.judgeCanary()
 		case <-interval.C:
 			if c.ejector.Interval(u.snap.Load().Nodes, u.cfg.Now()) {
 				c.rebuild()
@@ -301,6 +363,9 @@ type controller struct {
 	ejector *health.Ejector
 	prober  *health.Prober // nil without active checks
 	timer   *time.Timer    // fires when the next ejection ends
+
+	judge       *canary.Judge // nil without automatic rollback
+	canaryPrint string        // fingerprint of the canary nodes last published
 }
 
 // apply reconciles set with the current nodes by instance ID, so a node that
@@ -366,9 +431,57 @@ func (c *controller) rebuild() {
 	c.publish(&next)
 }
 
-// publish settles ejections, builds next's picker over the eligible nodes
-// and stores it. When fewer than the panic threshold of the registry's
-// available nodes are eligible, it balances over all of them.
+// judgeCanary compares the pools and rolls the canary back when it does
+// worse than stable.
+func (c *controller) judgeCanary() {
+	u := c.u
+	reason := c.judge.Evaluate(u.canaryStats)
+	if reason == "" || u.rollback.Load() != nil {
+		return
+	}
+	u.rollback.Store(&rollbackState{reason: reason, at: u.cfg.Now(), fingerprint: c.canaryPrint})
+	u.cfg.Log.WithField("reason", reason).Warn("canary rolled back automatically: its weight is 0 until resumed or re-labelled")
+	c.rebuild()
+}
+
+// pool returns the nodes of avail (registry-available) that may be picked:
+// the eligible ones, or all of avail when fewer than the panic threshold
+// are eligible (panic reported true).
+func (c *controller) pool(avail []*node.Node) ([]*node.Node, bool) {
+	eligible := make([]*node.Node, 0, len(avail))
+	for _, n := range avail {
+		if n.Eligible() {
+			eligible = append(eligible, n)
+		}
+	}
+	pct := *c.u.cfg.Health.PanicThreshold
+	if len(avail) > 0 && len(eligible)*100 < pct*len(avail) {
+		c.u.cfg.Log.WithFields(logrus.Fields{"healthy": len(eligible), "available": len(avail), "panic_threshold": pct}).
+			Warn("panic mode: too few healthy nodes; balancing over all available nodes")
+		return avail, true
+	}
+	return eligible, false
+}
+
+// fingerprint identifies a set of canary nodes and their labels, to notice
+// a re-tag.
+func fingerprint(nodes []*node.Node) string {
+	var b strings.Builder
+	for _, n := range nodes {
+		b.WriteString(n.ID)
+		keys := slices.Sorted(maps.Keys(n.Metadata))
+		for _, k := range keys {
+			b.WriteString("\x00" + k + "=" + n.Metadata[k])
+		}
+		b.WriteString("\x01")
+	}
+	return b.String()
+}
+
+// publish settles ejections, builds next's pickers over the eligible nodes
+// of each pool (stable, and canary when configured) and stores it. When
+// fewer than the panic threshold of a pool's available nodes are eligible,
+// that pool balances over all of them.
 func (c *controller) publish(next *Snapshot) {
 	u := c.u
 	now := u.cfg.Now()
@@ -377,32 +490,41 @@ func (c *controller) publish(next *Snapshot) {
 	if !wake.IsZero() {
 		c.timer.Reset(max(wake.Sub(now), time.Millisecond))
 	}
-	avail := make([]*node.Node, 0, len(next.Nodes))
-	eligible := make([]*node.Node, 0, len(next.Nodes))
+	var stable, canaries []*node.Node
 	for _, n := range next.Nodes {
-		if n.Available() {
-			avail = append(avail, n)
-			if n.Eligible() {
-				eligible = append(eligible, n)
+		if !n.Available() {
+			continue
+		}
+		if rule := u.cfg.Canary; rule != nil && rule.IsCanary(n) {
+			canaries = append(canaries, n)
+		} else {
+			stable = append(stable, n)
+		}
+	}
+	b := u.builder.Load()
+	pool, stablePanic := c.pool(stable)
+	next.Picker, next.StableAvailable = b.Build(pool), len(pool)
+	next.Available = len(pool)
+	next.Panic = stablePanic
+	if rule := u.cfg.Canary; rule != nil {
+		cpool, canaryPanic := c.pool(canaries)
+		w, from := rule.WeightOf(canaries)
+		fp := fingerprint(canaries)
+		if rb := u.rollback.Load(); rb != nil {
+			if rb.fingerprint != fp {
+				u.rollback.Store(nil)
+				u.cfg.Log.Info("canary instances changed their labels: automatic rollback cleared")
+			} else {
+				w, from = 0, "rollback"
 			}
 		}
-	}
-	panicPct := *u.cfg.Health.PanicThreshold
-	wasPanic := u.snap.Load().Panic
-	next.Panic = len(avail) > 0 && len(eligible)*100 < panicPct*len(avail)
-	pool := eligible
-	if next.Panic {
-		pool = avail
-	}
-	if next.Panic != wasPanic {
-		l := u.cfg.Log.WithFields(logrus.Fields{"healthy": len(eligible), "available": len(avail), "panic_threshold": panicPct})
-		if next.Panic {
-			l.Warn("panic mode: too few healthy nodes; balancing over all available nodes")
-		} else {
-			l.Info("panic mode over")
+		c.canaryPrint = fp
+		next.Canary = canary.NewSplit(rule, b.Build(cpool), len(cpool), w, from)
+		next.Available += len(cpool)
+		next.Panic = next.Panic || canaryPanic
+		if prev := u.snap.Load().Canary; prev == nil || prev.Weight != w || prev.WeightFrom != from {
+			u.cfg.Log.WithFields(logrus.Fields{"weight": w, "from": from, "canary_nodes": len(cpool)}).Info("canary weight")
 		}
 	}
-	next.Available = len(pool)
-	next.Picker = u.builder.Load().Build(pool)
 	u.snap.Store(next)
 }

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/textproto"
 
 	"github.com/remora-mesh/remora/pkg/balancer"
@@ -241,4 +242,10 @@ func isTokenByte(c byte) bool {
 		return true
 	}
 	return false
+}
+
+// Cookie returns the value of the named cookie of r, or "", scanning the
+// Cookie headers in place without allocating.
+func Cookie(r *http.Request, name string) string {
+	return cookie(r.Header["Cookie"], name)
 }

@@ -1,0 +1,257 @@
+// Package canary splits an upstream's traffic between stable and canary
+// nodes, chosen by labels the nodes carry in the registry.
+//
+// A Rule (from config) is compiled once; for every node set the upstream's
+// controller builds a Split (immutable, published in the snapshot) holding
+// the effective weight; Choose decides per request, without locks or
+// allocations, in this order:
+//
+//  1. the override header (default x-canary): "always" → canary, "never" →
+//     stable;
+//  2. match rules on headers or cookies → canary;
+//  3. the weight: with a hash key (a header or cookie such as a user id) the
+//     key's bucket decides, so the same key always lands in the same pool
+//     at a given weight, and raising the weight only moves keys from stable
+//     to canary; without a key, a random draw.
+//
+// Weight precedence: a canary instance's registry label weight_key (default
+// canary-weight, a percentage such as "10" or "2.5") wins over the config's
+// weight, so a team ramps by re-tagging instances; when canary instances
+// disagree the smallest value wins. An automatic rollback forces 0.
+package canary
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/remora-mesh/remora/pkg/balancer"
+	"github.com/remora-mesh/remora/pkg/balancer/hashkey"
+	"github.com/remora-mesh/remora/pkg/node"
+)
+
+// Config is an upstream's `canary:` block.
+type Config struct {
+	// Selector labels mark canary nodes (all must match); default
+	// {canary: "true"}.
+	Selector map[string]string `yaml:"selector"`
+	// Weight is the canary's share of traffic in percent (0..100,
+	// fractions allowed) unless the registry says otherwise; default 0.
+	Weight float64 `yaml:"weight"`
+	// WeightKey is the label on canary instances that overrides Weight;
+	// default canary-weight; "-" disables it.
+	WeightKey string `yaml:"weight_key"`
+	// Header is the override header; default x-canary.
+	Header string `yaml:"header"`
+	// Match sends matching requests to the canary.
+	Match []Match `yaml:"match"`
+	// HashOn makes cohorts sticky by a request key (header, cookie, ...).
+	HashOn *hashkey.Spec `yaml:"hash_on"`
+	// Strict answers 503 when the canary is chosen but has no node,
+	// instead of falling back to stable.
+	Strict bool `yaml:"strict"`
+	// Rollback configures automatic rollback; off unless set.
+	Rollback *Rollback `yaml:"rollback"`
+}
+
+// Match is one rule: a header or a cookie with a value.
+type Match struct {
+	Header string `yaml:"header"`
+	Cookie string `yaml:"cookie"`
+	Value  string `yaml:"value"`
+}
+
+// Pool is where a request goes.
+type Pool uint8
+
+// Pools.
+const (
+	Stable Pool = iota
+	Canary
+)
+
+func (p Pool) String() string {
+	if p == Canary {
+		return "canary"
+	}
+	return "stable"
+}
+
+// Rule is a compiled Config. It is immutable.
+type Rule struct {
+	cfg       Config
+	selector  map[string]string
+	header    string // canonical
+	match     []Match
+	key       hashkey.Key
+	sticky    bool
+	weightKey string
+}
+
+// Validate fills defaults and compiles the config; errors name fields
+// relative to the block.
+func (c *Config) Validate() (*Rule, error) {
+	var errs []error
+	if len(c.Selector) == 0 {
+		c.Selector = map[string]string{"canary": "true"}
+	}
+	if c.Weight < 0 || c.Weight > 100 {
+		errs = append(errs, fmt.Errorf("weight: %v; want a percentage 0..100", c.Weight))
+	}
+	if c.WeightKey == "" {
+		c.WeightKey = "canary-weight"
+	}
+	if c.Header == "" {
+		c.Header = "x-canary"
+	}
+	r := &Rule{cfg: *c, selector: c.Selector, header: http.CanonicalHeaderKey(c.Header)}
+	if c.WeightKey != "-" {
+		r.weightKey = c.WeightKey
+	}
+	for i, m := range c.Match {
+		switch {
+		case (m.Header == "") == (m.Cookie == ""):
+			errs = append(errs, fmt.Errorf("match[%d]: set exactly one of header or cookie", i))
+		case m.Value == "":
+			errs = append(errs, fmt.Errorf("match[%d].value: missing", i))
+		}
+		m.Header = http.CanonicalHeaderKey(m.Header)
+		r.match = append(r.match, m)
+	}
+	if c.HashOn != nil {
+		k, err := c.HashOn.Compile()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("hash_on: %w", err))
+		}
+		r.key, r.sticky = k, true
+	}
+	if c.Rollback != nil {
+		if err := c.Rollback.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("rollback.%w", err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Config returns the validated config.
+func (r *Rule) Config() Config { return r.cfg }
+
+// Strict reports whether a chosen but empty canary pool answers 503.
+func (r *Rule) Strict() bool { return r.cfg.Strict }
+
+// IsCanary reports whether n's labels match the selector.
+func (r *Rule) IsCanary(n *node.Node) bool {
+	for k, v := range r.selector {
+		if n.Metadata[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// WeightOf returns the effective weight for a node set's canary nodes: the
+// smallest valid weight_key label among them, else the config's weight.
+// The second result names the source ("config" or "registry").
+func (r *Rule) WeightOf(canaries []*node.Node) (float64, string) {
+	w, from := r.cfg.Weight, "config"
+	if r.weightKey == "" {
+		return w, from
+	}
+	found := false
+	for _, n := range canaries {
+		v, ok := n.Metadata[r.weightKey]
+		if !ok {
+			continue
+		}
+		f, err := ParseWeight(v)
+		if err != nil {
+			continue // reported by the controller
+		}
+		if !found || f < w {
+			w, found = f, true
+		}
+	}
+	if found {
+		from = "registry"
+	}
+	return w, from
+}
+
+// ParseWeight parses a weight label value ("10", "2.5", "10%").
+func ParseWeight(v string) (float64, error) {
+	f, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), "%"), 64)
+	if err != nil || f < 0 || f > 100 || f != f {
+		return 0, fmt.Errorf("%q is not a percentage 0..100", v)
+	}
+	return f, nil
+}
+
+// Split is the canary state of one snapshot. It is immutable.
+type Split struct {
+	Rule *Rule
+	// Picker chooses among eligible canary nodes.
+	Picker balancer.Picker
+	// Available counts eligible canary nodes.
+	Available int
+	// Weight is the effective percentage after rollback; WeightFrom says
+	// where it came from ("config", "registry", "rollback").
+	Weight     float64
+	WeightFrom string
+	threshold  uint64 // Weight as a share of 2^32
+}
+
+// NewSplit returns a split with weight w percent.
+func NewSplit(r *Rule, p balancer.Picker, available int, w float64, from string) *Split {
+	return &Split{Rule: r, Picker: p, Available: available, Weight: w, WeightFrom: from, threshold: uint64(w / 100 * (1 << 32))}
+}
+
+// stickySalt decorrelates cohorts from the consistent-hash policies, which
+// hash the same keys.
+const stickySalt = 0x9e3779b97f4a7c15
+
+// Choose picks the pool for req. It does not lock or allocate.
+func (s *Split) Choose(req *http.Request) Pool {
+	r := s.Rule
+	if req != nil {
+		if vs := req.Header[r.header]; len(vs) > 0 {
+			switch {
+			case strings.EqualFold(vs[0], "always"):
+				return Canary
+			case strings.EqualFold(vs[0], "never"):
+				return Stable
+			}
+		}
+		for i := range r.match {
+			m := &r.match[i]
+			if m.Header != "" {
+				if vs := req.Header[m.Header]; len(vs) > 0 && vs[0] == m.Value {
+					return Canary
+				}
+			} else if hashkey.Cookie(req, m.Cookie) == m.Value {
+				return Canary
+			}
+		}
+	}
+	if s.threshold == 0 {
+		return Stable
+	}
+	if s.threshold >= 1<<32 {
+		return Canary
+	}
+	var bucket uint64
+	if h, ok := r.key.Hash(balancer.Info{Request: req}); r.sticky && ok {
+		bucket = hashkey.Mix(h^stickySalt) >> 32
+	} else {
+		bucket = rand.Uint64() >> 32
+	}
+	if bucket < s.threshold {
+		return Canary
+	}
+	return Stable
+}
