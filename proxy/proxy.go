@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -53,6 +54,10 @@ type Options struct {
 	Log *logrus.Entry
 	// Transport replaces the upstream transport (tests); nil builds one.
 	Transport http.RoundTripper
+	// AccessLog, when set, gets one entry per proxied request.
+	AccessLog *logrus.Entry
+	// AccessLogSample is the share of requests logged, 0..1; 0 means 1.
+	AccessLogSample float64
 }
 
 // Proxy is the HTTP forwarding engine. It is safe for concurrent use; the
@@ -62,6 +67,8 @@ type Proxy struct {
 	rp        *httputil.ReverseProxy
 	transport http.RoundTripper
 	log       *logrus.Entry
+	access    *logrus.Entry
+	sample    float64
 }
 
 // New returns a proxy with an empty routing table.
@@ -69,7 +76,10 @@ func New(opts Options) *Proxy {
 	if opts.Log == nil {
 		opts.Log = discovery.Env{}.Logger()
 	}
-	p := &Proxy{log: opts.Log, transport: opts.Transport}
+	p := &Proxy{log: opts.Log, transport: opts.Transport, access: opts.AccessLog, sample: opts.AccessLogSample}
+	if p.sample <= 0 || p.sample > 1 {
+		p.sample = 1
+	}
 	if p.transport == nil {
 		p.transport = NewTransport(opts)
 	}
@@ -170,9 +180,11 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream.Ups
 		}
 		p.log.WithFields(logrus.Fields{"upstream": up.Name(), "status": http.StatusServiceUnavailable}).Warn(reason)
 		writeError(w, http.StatusServiceUnavailable, reason)
+		up.RecordLocal(http.StatusServiceUnavailable)
 		return
 	}
 	if !up.BeginRequest() {
+		up.RecordLocal(http.StatusServiceUnavailable)
 		w.Header().Set("X-Remora-Overloaded", "upstream max_requests")
 		p.log.WithFields(logrus.Fields{"upstream": up.Name(), "status": http.StatusServiceUnavailable}).Warn("circuit breaker: max_requests in flight")
 		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("remora: upstream %q: circuit breaker open (circuit_breaker.max_requests %d in flight)",
@@ -191,8 +203,20 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream.Ups
 	if st.node != nil {
 		st.node.Stats.End(time.Since(st.began), false)
 	}
-	if snap.Canary != nil && st.picker != nil && st.client.Err() == nil {
-		up.RecordPool(st.pool, st.status == 0 || st.status >= 500, time.Since(st.start))
+	took := time.Since(st.start)
+	status := st.status
+	switch {
+	case st.client.Err() != nil:
+		up.Metrics().ClientClosed.Add(1)
+		status = StatusClientClosedRequest
+	case st.picker != nil:
+		up.Record(st.pool, st.status, took)
+	}
+	if status == 0 {
+		status = st.errStatus
+	}
+	if p.access != nil && (p.sample >= 1 || rand.Float64() < p.sample) {
+		p.logAccess(r, st, status, took)
 	}
 	for ; st.retries > 0; st.retries-- {
 		up.EndRetry()
@@ -214,10 +238,24 @@ type exchange struct {
 	retries int
 	body    requestBody
 	// The pool chosen for the request and its picker and size.
-	pool   canary.Pool
-	picker balancer.Picker
-	avail  int
-	status int // the final response status, 0 without a response
+	pool      canary.Pool
+	picker    balancer.Picker
+	avail     int
+	status    int // the final response status, 0 without a response
+	errStatus int // the status ErrorHandler answered with
+}
+
+// logAccess writes the access log entry of a finished request.
+func (p *Proxy) logAccess(r *http.Request, st *exchange, status int, took time.Duration) {
+	nodeID := ""
+	if st.node != nil {
+		nodeID = st.node.ID
+	}
+	p.access.WithFields(logrus.Fields{
+		"upstream": st.up.Name(), "node": nodeID, "pool": st.pool.String(), "status": status,
+		"duration_ms": float64(took.Microseconds()) / 1000, "attempts": len(st.tried),
+		"method": r.Method, "path": r.URL.Path, "host": r.Host,
+	}).Info("request")
 }
 
 type exchangeKey struct{}
@@ -452,6 +490,9 @@ func (p *Proxy) handleError(w http.ResponseWriter, r *http.Request, err error) {
 		status = http.StatusGatewayTimeout
 	}
 	fields["status"] = status
+	if st != nil {
+		st.errStatus = status
+	}
 	p.log.WithFields(fields).Warn("upstream request failed")
 	writeError(w, status, fmt.Sprintf("remora: upstream %v: %v", fields["upstream"], err))
 }

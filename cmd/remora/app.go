@@ -3,12 +3,14 @@ package main
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -79,11 +81,15 @@ func startApp(cfg *config.Config, log *logrus.Logger) (_ *app, err error) {
 		registries: map[string]*liveRegistry{},
 		upstreams:  map[string]*liveUpstream{},
 		dedicated:  map[string]*server{},
-		proxy: proxy.New(proxy.Options{
-			ConnectTimeout: cfg.Proxy.ConnectTimeout, IdleConnTimeout: cfg.Proxy.IdleConnTimeout,
-			MaxIdleConnsPerHost: cfg.Proxy.MaxIdleConnsPerHost, Log: log.WithField("component", "proxy"),
-		}),
 	}
+	popts := proxy.Options{
+		ConnectTimeout: cfg.Proxy.ConnectTimeout, IdleConnTimeout: cfg.Proxy.IdleConnTimeout,
+		MaxIdleConnsPerHost: cfg.Proxy.MaxIdleConnsPerHost, Log: log.WithField("component", "proxy"),
+	}
+	if cfg.AccessLog.Enabled {
+		popts.AccessLog, popts.AccessLogSample = newAccessLogger(accessLogOutput), *cfg.AccessLog.Sample
+	}
+	a.proxy = proxy.New(popts)
 	defer func() {
 		if err != nil {
 			a.close()
@@ -94,7 +100,7 @@ func startApp(cfg *config.Config, log *logrus.Logger) (_ *app, err error) {
 	if err := a.apply(cfg); err != nil {
 		return nil, err
 	}
-	s, err := a.bind("admin", cfg.Admin.Address, admin.Handler(a))
+	s, err := a.bind("admin", cfg.Admin.Address, admin.Handler(a, admin.Options{Metrics: admin.MetricsOptions{NodeLabels: *cfg.Admin.Metrics.NodeLabels}, Config: a.effectiveConfig}))
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +129,7 @@ func (a *app) reload(cfg *config.Config) error {
 	if a.draining.Load() {
 		return errors.New("draining")
 	}
-	if cfg.Admin != a.cfg.Admin || !slices.Equal(cfg.Listeners, a.cfg.Listeners) {
+	if cfg.Admin.Address != a.cfg.Admin.Address || !slices.Equal(cfg.Listeners, a.cfg.Listeners) {
 		a.log.Warn("admin and listener addresses change only on restart; keeping the current ones")
 	}
 	if err := a.apply(cfg); err != nil {
@@ -328,6 +334,55 @@ func (a *app) serve(s *server) {
 		}
 	}()
 	a.log.WithFields(logrus.Fields{"listener": s.name, "address": s.ln.Addr().String()}).Info("listening")
+}
+
+// effectiveConfig is the running configuration for GET /config, with
+// secrets (passwords, tokens, keys) redacted.
+func (a *app) effectiveConfig() any {
+	a.mu.Lock()
+	cfg := a.cfg
+	a.mu.Unlock()
+	type registry struct {
+		Name    string `json:"name"`
+		Type    string `json:"type"`
+		Options any    `json:"options"`
+	}
+	regs := make([]registry, len(cfg.Registries))
+	for i, r := range cfg.Registries {
+		regs[i] = registry{Name: r.Name, Type: r.Type, Options: r.Options}
+	}
+	view := map[string]any{
+		"admin": cfg.Admin, "listeners": cfg.Listeners, "registries": regs, "upstreams": cfg.Upstreams,
+		"proxy": cfg.Proxy, "drain_timeout": cfg.DrainTimeout.String(), "access_log": cfg.AccessLog, "data_dir": cfg.DataDir,
+	}
+	data, err := json.Marshal(view)
+	if err != nil {
+		return map[string]string{"error": err.Error()}
+	}
+	var generic any
+	_ = json.Unmarshal(data, &generic)
+	return redact(generic)
+}
+
+// redact replaces the values of secret-looking keys, at any depth.
+func redact(v any) any {
+	switch t := v.(type) {
+	case map[string]any:
+		for k, val := range t {
+			lk := strings.ToLower(k)
+			if val != "" && (strings.Contains(lk, "password") || strings.Contains(lk, "token") && !strings.Contains(lk, "file") ||
+				strings.Contains(lk, "secret") || strings.Contains(lk, "accesskey") || strings.Contains(lk, "access_key")) {
+				t[k] = "[redacted]"
+				continue
+			}
+			t[k] = redact(val)
+		}
+	case []any:
+		for i := range t {
+			t[i] = redact(t[i])
+		}
+	}
+	return v
 }
 
 // Table implements admin.Source.

@@ -49,3 +49,16 @@ func isTerminal(w io.Writer) bool {
 func newStdLogger(e *logrus.Entry) *log.Logger {
 	return log.New(e.WriterLevel(logrus.WarnLevel), "", 0)
 }
+
+// accessLogOutput is where access log lines go: standard output, apart from
+// the process log on standard error.
+var accessLogOutput io.Writer = os.Stdout
+
+// newAccessLogger returns the access logger: JSON lines with a "log":
+// "access" field.
+func newAccessLogger(w io.Writer) *logrus.Entry {
+	l := logrus.New()
+	l.SetOutput(w)
+	l.SetFormatter(&logrus.JSONFormatter{})
+	return l.WithField("log", "access")
+}

@@ -18,6 +18,14 @@ import (
 	"github.com/remora-mesh/remora/pkg/upstream"
 )
 
+// Options configure the admin API.
+type Options struct {
+	Metrics MetricsOptions
+	// Config returns the effective configuration with secrets redacted,
+	// for GET /config; nil leaves the endpoint out.
+	Config func() any
+}
+
 // Source is what the admin API reports on. Its methods are called
 // concurrently from request goroutines.
 type Source interface {
@@ -28,8 +36,14 @@ type Source interface {
 }
 
 // Handler returns the admin API over src.
-func Handler(src Source) http.Handler {
+func Handler(src Source, opts Options) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", MetricsHandler(src, opts.Metrics))
+	if opts.Config != nil {
+		mux.HandleFunc("GET /config", func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, http.StatusOK, opts.Config())
+		})
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

@@ -36,7 +36,7 @@ func TestAdmin(t *testing.T) {
 	users := upstream.New(upstream.Config{Name: "users", Service: "user-service", InitialSyncTimeout: time.Hour})
 	orders := upstream.New(upstream.Config{Name: "orders", InitialSyncTimeout: time.Hour})
 	src := &source{table: upstream.NewTable(users, orders)}
-	h := admin.Handler(src)
+	h := admin.Handler(src, admin.Options{})
 
 	if code, _ := get(t, h, "/healthz"); code != 200 {
 		t.Fatalf("healthz %d", code)

@@ -57,18 +57,37 @@ type Config struct {
 	Proxy Proxy `yaml:"proxy"`
 	// DrainTimeout bounds how long shutdown waits for in-flight requests.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// AccessLog logs one JSON line per proxied request.
+	AccessLog AccessLog `yaml:"access_log"`
 	// DataDir is where registries may keep state (caches); optional.
 	DataDir string `yaml:"data_dir"`
 
 	// Dir is the directory of the config file; relative paths in the
 	// config are resolved against it. Not part of the YAML.
-	Dir string `yaml:"-"`
+	Dir string `yaml:"-" json:"-"`
 }
 
 // Admin is the admin listener.
 type Admin struct {
 	// Address is host:port; default 127.0.0.1:15000.
 	Address string `yaml:"address"`
+	// Metrics shapes GET /metrics.
+	Metrics AdminMetrics `yaml:"metrics"`
+}
+
+// AdminMetrics shapes the Prometheus metrics.
+type AdminMetrics struct {
+	// NodeLabels adds per-node series; default true. Turn it off to bound
+	// label cardinality by the number of upstreams.
+	NodeLabels *bool `yaml:"node_labels"`
+}
+
+// AccessLog configures the per-request log.
+type AccessLog struct {
+	// Enabled turns it on; off by default.
+	Enabled bool `yaml:"enabled"`
+	// Sample is the share of requests logged, 0..1; default 1.
+	Sample *float64 `yaml:"sample"`
 }
 
 // Listener is an outbound HTTP listener.
@@ -87,7 +106,7 @@ type Registry struct {
 	Type string `yaml:"type"`
 
 	// Options are the adapter's parsed options, set by Validate.
-	Options discovery.Options `yaml:"-"`
+	Options discovery.Options `yaml:"-" json:"-"`
 
 	blocks map[string]*yaml.Node // type-named option blocks, by key
 	line   int
@@ -116,7 +135,7 @@ type Upstream struct {
 	upstream.Policy `yaml:",inline"`
 
 	// CanaryRule is the compiled Canary, set by Validate.
-	CanaryRule *canary.Rule `yaml:"-"`
+	CanaryRule *canary.Rule `yaml:"-" json:"-"`
 
 	line int
 }
@@ -129,7 +148,7 @@ type Balancer struct {
 	Policy string `yaml:"policy"`
 
 	// Builder is the parsed policy, set by Validate.
-	Builder balancer.Builder `yaml:"-"`
+	Builder balancer.Builder `yaml:"-" json:"-"`
 
 	options *yaml.Node
 	line    int
@@ -234,6 +253,14 @@ func (c *Config) applyDefaults() {
 	if c.Admin.Address == "" {
 		c.Admin.Address = DefaultAdminAddress
 	}
+	if c.Admin.Metrics.NodeLabels == nil {
+		on := true
+		c.Admin.Metrics.NodeLabels = &on
+	}
+	if c.AccessLog.Sample == nil {
+		one := 1.0
+		c.AccessLog.Sample = &one
+	}
 	if len(c.Listeners) == 0 {
 		c.Listeners = []Listener{{Name: "outbound", Address: DefaultOutboundAddress}}
 	}
@@ -312,6 +339,9 @@ func (c *Config) Validate() error {
 		if d.v < 0 {
 			add("%s: %v is negative", d.path, d.v)
 		}
+	}
+	if v := *c.AccessLog.Sample; v < 0 || v > 1 || v != v {
+		add("access_log.sample: %v; want a share 0..1", v)
 	}
 	if c.Proxy.MaxIdleConnsPerHost < 0 {
 		add("proxy.max_idle_conns_per_host: %d is negative", c.Proxy.MaxIdleConnsPerHost)

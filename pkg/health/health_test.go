@@ -107,7 +107,7 @@ func TestEjectionBackoff(t *testing.T) {
 		c.Passive.EjectionJitter = &j
 	})
 	jitter := 0.5 // adds 500ms
-	e := health.NewEjector(c, quietLog(), func() float64 { return jitter })
+	e := health.NewEjector(c, quietLog(), func() float64 { return jitter }, nil)
 	ns := nodes(2)
 	h := &ns[0].Stats.Health
 	now := time.Unix(1000, 0)
@@ -140,7 +140,7 @@ func TestMaxEjectionPercent(t *testing.T) {
 		nodes, pct, want int
 	}{{3, 50, 1}, {1, 50, 0}, {2, 50, 1}, {10, 50, 5}, {3, 100, 3}, {4, 10, 0}} {
 		c := config(t, func(c *health.Config) { c.Passive.MaxEjectionPercent = intp(tc.pct) })
-		e := health.NewEjector(c, quietLog(), func() float64 { return 0 })
+		e := health.NewEjector(c, quietLog(), func() float64 { return 0 }, nil)
 		ns := nodes(tc.nodes)
 		for _, n := range ns {
 			n.Stats.Health.RequestEjection(node.ConsecutiveGatewayFailure)
@@ -163,7 +163,7 @@ func TestFailurePercentage(t *testing.T) {
 		c.Passive.FailurePercentage = &health.FailurePercentage{Threshold: 50, RequestVolume: 10}
 		c.Passive.MaxEjectionPercent = intp(100)
 	})
-	e := health.NewEjector(c, quietLog(), func() float64 { return 0 })
+	e := health.NewEjector(c, quietLog(), func() float64 { return 0 }, nil)
 	d := health.NewDetector(c)
 	ns := nodes(3)
 	now := time.Unix(1, 0)

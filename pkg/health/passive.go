@@ -2,6 +2,7 @@ package health
 
 import (
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -109,19 +110,20 @@ func reset(c interface {
 // ejection ran out, and runs the failure-percentage detector. It is owned by
 // the upstream's controller goroutine.
 type Ejector struct {
-	cfg    Passive
-	log    *logrus.Entry
-	jitter func() float64 // in [0, 1)
-	last   map[*node.Health][2]uint64
+	cfg     Passive
+	counter *[5]atomic.Uint64 // ejections by reason; may be nil
+	log     *logrus.Entry
+	jitter  func() float64 // in [0, 1)
+	last    map[*node.Health][2]uint64
 }
 
 // NewEjector returns an ejector; jitter returns a number in [0,1), nil
-// meaning math/rand.
-func NewEjector(c *Config, log *logrus.Entry, jitter func() float64) *Ejector {
+// meaning math/rand; counter, if not nil, counts ejections by reason.
+func NewEjector(c *Config, log *logrus.Entry, jitter func() float64, counter *[5]atomic.Uint64) *Ejector {
 	if jitter == nil {
 		jitter = rand.Float64
 	}
-	return &Ejector{cfg: c.Passive, log: log, jitter: jitter, last: map[*node.Health][2]uint64{}}
+	return &Ejector{cfg: c.Passive, log: log, jitter: jitter, counter: counter, last: map[*node.Health][2]uint64{}}
 }
 
 // Apply handles pending ejection requests and ejections that ran out at
@@ -182,6 +184,9 @@ func (e *Ejector) eject(nodes []*node.Node, n *node.Node, reason node.EjectReaso
 		d += time.Duration(e.jitter() * float64(*e.cfg.EjectionJitter))
 	}
 	h.Eject(reason, now.Add(d))
+	if e.counter != nil && int(reason) < len(e.counter) {
+		e.counter[reason].Add(1)
+	}
 	e.log.WithFields(fields).WithField("ejected_for", d.String()).Warn("node ejected")
 	return true
 }

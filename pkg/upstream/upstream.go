@@ -105,6 +105,7 @@ type Upstream struct {
 	retries atomic.Int64 // retries in flight
 
 	canaryStats *canary.Stats                 // per-pool outcomes, kept across reloads
+	metrics     *Metrics                      // kept across reloads
 	rollback    atomic.Pointer[rollbackState] // automatic rollback in force
 	snap        atomic.Pointer[Snapshot]
 	builder     atomic.Pointer[builderBox]
@@ -146,9 +147,9 @@ func New(cfg Config) *Upstream {
 	}
 	u.builder.Store(&builderBox{b})
 	u.snap.Store(&Snapshot{Name: cfg.Name, Picker: balancer.Empty})
-	u.canaryStats = new(canary.Stats)
+	u.canaryStats, u.metrics = new(canary.Stats), new(Metrics)
 	if prev := cfg.Previous; prev != nil {
-		u.canaryStats = prev.canaryStats
+		u.canaryStats, u.metrics = prev.canaryStats, prev.metrics
 		u.rollback.Store(prev.rollback.Load())
 		old := *prev.Snapshot()
 		old.Name = cfg.Name
@@ -206,11 +207,15 @@ func (u *Upstream) TryRetry() bool {
 		u.retries.Add(-1)
 		return false
 	}
+	u.metrics.Retries.Add(1)
 	return true
 }
 
 // EndRetry returns a place taken by TryRetry.
 func (u *Upstream) EndRetry() { u.retries.Add(-1) }
+
+// RetriesInFlight returns the retries in flight.
+func (u *Upstream) RetriesInFlight() int64 { return u.retries.Load() }
 
 // rollbackState is an automatic canary rollback: why, when, and the canary
 // nodes' labels when it tripped (a change of them clears it).
@@ -218,11 +223,6 @@ type rollbackState struct {
 	reason      string
 	at          time.Time
 	fingerprint string
-}
-
-// RecordPool counts a request's outcome for its pool (canary rollback).
-func (u *Upstream) RecordPool(p canary.Pool, failed bool, latency time.Duration) {
-	u.canaryStats.Record(p, failed, latency)
 }
 
 // CanaryStats returns the per-pool counters.
@@ -305,7 +305,7 @@ func (u *Upstream) Run(ctx context.Context, w discovery.Watcher) {
 
 	c := controller{
 		u: u, stats: map[string]*node.Stats{},
-		ejector: health.NewEjector(u.cfg.Health, u.cfg.Log, nil),
+		ejector: health.NewEjector(u.cfg.Health, u.cfg.Log, nil, &u.metrics.Ejections),
 		prober:  health.NewProber(u.cfg.Health, u.Rebuild, u.cfg.Log),
 		timer:   time.NewTimer(time.Hour),
 		judge:   canary.NewJudge(u.cfg.Canary),
@@ -422,6 +422,7 @@ func (c *controller) fail(err error) {
 	next := *old
 	next.Err, next.ErrAt = err, u.cfg.Now()
 	u.snap.Store(&next)
+	u.metrics.RegistryErrors.Add(1)
 	u.cfg.Log.WithError(err).Warn("registry error; keeping the last known nodes")
 }
 
