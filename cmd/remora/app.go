@@ -385,6 +385,13 @@ func redact(v any) any {
 	return v
 }
 
+// config returns the configuration applied last.
+func (a *app) config() *config.Config {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cfg
+}
+
 // Table implements admin.Source.
 func (a *app) Table() *upstream.Table { return a.proxy.Table() }
 

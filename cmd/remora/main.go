@@ -151,6 +151,12 @@ func serveUntil(ctx context.Context, path string, cfg *config.Config, log *logru
 		}
 	}
 	log.Info("signal received; shutting down")
+	cfg = a.config() // the last one applied
+	if cfg.DrainDelay > 0 {
+		a.draining.Store(true) // /readyz answers 503 from now on
+		log.WithField("drain_delay", cfg.DrainDelay.String()).Info("not ready; still serving while the change propagates")
+		time.Sleep(cfg.DrainDelay)
+	}
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	defer cancel()
 	if err := a.shutdown(dctx); err != nil {

@@ -204,6 +204,7 @@ func TestProcessReloadAndGracefulStop(t *testing.T) {
 admin: {address: %q}
 listeners: [{name: outbound, address: %q}]
 drain_timeout: 5s
+drain_delay: 300ms
 registries: [{name: s, type: static, static: {services: {users: [{address: %q}]}}}]
 upstreams:
   - name: users
@@ -265,11 +266,15 @@ upstreams:
 	eventually(t, 2*time.Second, "readiness off while draining", func() bool {
 		resp, err := http.Get("http://" + adminAddr + "/readyz")
 		if err != nil {
-			return true // already closed
+			t.Fatalf("the admin listener closed before readiness turned false: %v", err)
 		}
 		resp.Body.Close()
 		return resp.StatusCode == 503
 	})
+	// Still serving new requests during the propagation delay.
+	if code, err := get("users", "/"); code != 200 {
+		t.Fatalf("a request during drain_delay: %d %v", code, err)
+	}
 	if code := <-slow; code != 200 {
 		t.Fatalf("the in-flight request got %d during shutdown", code)
 	}

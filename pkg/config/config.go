@@ -55,6 +55,10 @@ type Config struct {
 	Upstreams []Upstream `yaml:"upstreams"`
 	// Proxy tunes forwarding.
 	Proxy Proxy `yaml:"proxy"`
+	// DrainDelay is how long shutdown keeps serving after /readyz turned
+	// false, so that load balancers and Kubernetes stop sending first;
+	// default 0.
+	DrainDelay time.Duration `yaml:"drain_delay"`
 	// DrainTimeout bounds how long shutdown waits for in-flight requests.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
 	// AccessLog logs one JSON line per proxied request.
@@ -335,7 +339,7 @@ func (c *Config) Validate() error {
 	for _, d := range []struct {
 		path string
 		v    time.Duration
-	}{{"drain_timeout", c.DrainTimeout}, {"proxy.connect_timeout", c.Proxy.ConnectTimeout}, {"proxy.idle_conn_timeout", c.Proxy.IdleConnTimeout}} {
+	}{{"drain_timeout", c.DrainTimeout}, {"drain_delay", c.DrainDelay}, {"proxy.connect_timeout", c.Proxy.ConnectTimeout}, {"proxy.idle_conn_timeout", c.Proxy.IdleConnTimeout}} {
 		if d.v < 0 {
 			add("%s: %v is negative", d.path, d.v)
 		}
