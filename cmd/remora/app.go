@@ -194,7 +194,7 @@ func (a *app) apply(cfg *config.Config) (err error) {
 		}
 		var w discovery.Watcher
 		if err == nil {
-			w, err = reg.reg.Watch(context.Background(), uc.Service)
+			w, err = watchUpstream(reg.reg, uc)
 		}
 		if err != nil {
 			for _, p := range todo {
@@ -299,6 +299,21 @@ func (a *app) startUpstream(cfg *config.Config, uc config.Upstream, w discovery.
 		l.u.Run(ctx, w)
 	}()
 	return l
+}
+
+// watchUpstream opens the upstream's watch: its service, merged with the
+// canary's own service when the canary rule names one.
+func watchUpstream(reg discovery.Registry, uc config.Upstream) (discovery.Watcher, error) {
+	w, err := reg.Watch(context.Background(), uc.Service)
+	if err != nil || uc.CanaryRule == nil || uc.CanaryRule.Service() == "" {
+		return w, err
+	}
+	cw, err := reg.Watch(context.Background(), uc.CanaryRule.Service())
+	if err != nil {
+		w.Stop()
+		return nil, err
+	}
+	return discovery.Union(discovery.Part{Watcher: w}, discovery.Part{Watcher: cw, Relabel: uc.CanaryRule.Relabel}), nil
 }
 
 // sameRegistry reports whether two registry configs open the same registry.

@@ -366,3 +366,21 @@ func TestEtcdCanaryLiveRamp(t *testing.T) {
 		t.Fatalf("canary status %+v", st.Canary)
 	}
 }
+
+// A canary that is its own registry service (canary: {service: ...}).
+func TestEtcdCanaryAsSeparateService(t *testing.T) {
+	srv := etcdtest.Start(t)
+	stable, v2 := startBackend(t, "stable"), startBackend(t, "v2")
+	srv.Put("/services/user-service/a", stable.value(""))
+	srv.Put("/services/user-service-v2/a", v2.value("")) // same instance id in the other service
+	a := startRemora(t, etcdConfig(srv.Endpoint())+"    canary: {service: user-service-v2, weight: 100}\n")
+	eventually(t, 5*time.Second, "both services", func() bool { return available(a) == 2 })
+	if counts := send(t, a, 10); counts["v2"] != 10 {
+		t.Fatalf("weight 100 to the canary service: %v", counts)
+	}
+	srv.Delete("/services/user-service-v2/a")
+	eventually(t, time.Second, "canary gone", func() bool { return available(a) == 1 })
+	if counts := send(t, a, 10); counts["stable"] != 10 {
+		t.Fatalf("after the canary service emptied: %v", counts)
+	}
+}

@@ -28,6 +28,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/pkg/balancer"
 	"github.com/remora-mesh/remora/pkg/balancer/hashkey"
 	"github.com/remora-mesh/remora/pkg/node"
@@ -38,6 +39,10 @@ type Config struct {
 	// Selector labels mark canary nodes (all must match); default
 	// {canary: "true"}.
 	Selector map[string]string `yaml:"selector"`
+	// Service makes the canary a separate registry service (in the
+	// upstream's registry) instead of labelled instances; its instances
+	// form the canary pool.
+	Service string `yaml:"service"`
 	// Weight is the canary's share of traffic in percent (0..100,
 	// fractions allowed) unless the registry says otherwise; default 0.
 	Weight float64 `yaml:"weight"`
@@ -95,7 +100,12 @@ type Rule struct {
 // relative to the block.
 func (c *Config) Validate() (*Rule, error) {
 	var errs []error
-	if len(c.Selector) == 0 {
+	switch {
+	case c.Service != "" && len(c.Selector) > 0:
+		errs = append(errs, errors.New("service: set either selector or service, not both"))
+	case c.Service != "":
+		c.Selector = map[string]string{ServiceLabel: c.Service}
+	case len(c.Selector) == 0:
 		c.Selector = map[string]string{"canary": "true"}
 	}
 	if c.Weight < 0 || c.Weight > 100 {
@@ -137,6 +147,23 @@ func (c *Config) Validate() (*Rule, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// ServiceLabel marks the instances of a separate canary service (see
+// Config.Service); the upstream adds it when it merges the two services.
+const ServiceLabel = "remora.canary.service"
+
+// Service returns the separate canary service, or "".
+func (r *Rule) Service() string { return r.cfg.Service }
+
+// Relabel marks an instance of the separate canary service: its ID is
+// prefixed so it cannot collide with a stable one, and it carries
+// ServiceLabel.
+func (r *Rule) Relabel(in discovery.Instance) discovery.Instance {
+	in.ID = "canary/" + in.ID
+	in.Metadata = discovery.CloneMetadata(in.Metadata)
+	in.Metadata[ServiceLabel] = r.cfg.Service
+	return in
 }
 
 // Config returns the validated config.
