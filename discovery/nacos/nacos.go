@@ -1,0 +1,507 @@
+// Package nacos is Remora's Nacos registry adapter, registered as type
+// "nacos". Blank-import it to make the type available:
+//
+//	import _ "github.com/remora-mesh/remora/discovery/nacos"
+//
+// It uses nacos-sdk-go v2: a gRPC connection to a Nacos 2.x server (HTTP
+// port + 1000) over which the server pushes instance lists.
+//
+// # Watching
+//
+// Watchers are fanned out inside Remora from one SDK subscription per group
+// and service, whatever their clusters: the subscription's goroutine calls
+// Subscribe once, with a callback that only wakes it, and on every wake
+// reads the SDK's cached copy of the service (so a slow or late callback
+// can never publish an older list over a newer one) and hands each watcher
+// the hosts of its clusters. This sidesteps three SDK pitfalls:
+//
+//   - nacos-sdk-go#423: the SDK drops a push of an empty instance list
+//     unless UpdateCacheWhenEmpty is set; it is always set, so removing
+//     the last instance delivers the empty set;
+//   - nacos-sdk-go#803: subscribing one service twice with different
+//     clusters broke the earlier callback; clusters are filtered by the
+//     adapter, and the SDK sees one subscription per service;
+//   - nacos-sdk-go#845: Unsubscribe finds the callback by the address of
+//     the SubscribeParam's callback field, so it needs the very param given
+//     to Subscribe; each subscription keeps its own and unsubscribes with
+//     it when its last watcher stops (a later watch of the service waits
+//     for that to finish before it subscribes again).
+//
+// A subscription that fails is retried with backoff (250 ms doubling to
+// 10 s). The registry asks the SDK every 2 s whether its connection is up:
+// when it goes down, every watcher's Next reports ErrUnreachable (Remora
+// keeps the nodes, marked stale); when it is back, the sets are read again.
+// The SDK itself reconnects and resubscribes after a server restart.
+//
+// # Cold start
+//
+// The SDK keeps each subscribed service in a file under the cache
+// directory (cache_dir, else <data_dir>/nacos/<registry name>; without
+// either there is no disk cache). When Remora starts while the server is
+// down, a watch first delivers the cached set and then ErrUnreachable, so
+// the upstream serves the last known nodes, marked stale, until the server
+// answers.
+//
+// # Mapping
+//
+// Each host of the service becomes a discovery.Instance (see toInstance):
+// ID "<cluster>/<ip>:<port>" (an instance without a cluster is in
+// "DEFAULT"), Address Ip, Port Port, Weight round(weight × weight_scale)
+// with positive weights at least 1 and 0 meaning drained (see mapWeight),
+// Healthy = healthy AND enabled, Metadata the instance's metadata without
+// the server's internal keys ("internal-nacos-*"). Unhealthy and disabled
+// instances are delivered with Healthy=false, so they are listed in
+// /upstreams but never picked; Nacos servers (and Polaris) usually leave
+// disabled instances out of pushes altogether.
+//
+// An upstream's service may be written as name, group@@name or
+// group@@name@@cluster1,cluster2 to override the registry's group and
+// clusters (see parseServiceKey).
+//
+// # Logs and secrets
+//
+// The SDK's own logs go to Remora's logger, quietened and with credentials
+// redacted (see sdkLog); nothing is written to the working directory or
+// stdout. Password and secret key are never logged.
+package nacos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/discovery/nacos/internal/sdkguard"
+)
+
+// Type is the registry type name used in the config.
+const Type = "nacos"
+
+func init() { discovery.Register(factory{}) }
+
+// ErrUnreachable is wrapped by the errors Next returns while the SDK has no
+// connection to any Nacos server.
+var ErrUnreachable = errors.New("no connection to the Nacos server")
+
+var (
+	_ discovery.Factory  = factory{}
+	_ discovery.Options  = (*Options)(nil)
+	_ discovery.Registry = (*registry)(nil)
+	_ discovery.Watcher  = (*watcher)(nil)
+)
+
+type factory struct{}
+
+func (factory) Type() string { return Type }
+
+func (factory) Parse(decode func(v any) error) (discovery.Options, error) {
+	var o Options
+	if err := decode(&o); err != nil {
+		return nil, err
+	}
+	if err := o.normalize(); err != nil {
+		return nil, err
+	}
+	return &o, nil
+}
+
+// Open implements discovery.Options: it reads the secret files, prepares
+// the cache directory and starts connecting in the background; it does not
+// wait for the server.
+func (o *Options) Open(env discovery.Env) (discovery.Registry, error) {
+	password, secretKey, err := o.credentials(env.BaseDir)
+	if err != nil {
+		return nil, err
+	}
+	log := env.Logger().WithField("registry", env.Name)
+	cacheDir, persistent, cleanup, err := o.cacheDir(env)
+	if err != nil {
+		return nil, err
+	}
+	if !persistent {
+		log.Debug("nacos: no cache_dir and no data_dir: the instance lists are not kept on disk, so a start while the server is down has no nodes")
+	}
+	release := installSDKLogger(env.Logger().Logger, password, secretKey, o.AccessKey)
+	cfg := sdkConfig{opts: o, password: password, secretKey: secretKey, cacheDir: cacheDir, loadCache: persistent}
+	r := newRegistry(o, log, func() (namingClient, error) { return newSDKClient(cfg) })
+	r.cleanup = func() {
+		release()
+		cleanup()
+	}
+	r.start()
+	return r, nil
+}
+
+// cacheDir decides where the SDK keeps its files: cache_dir, else
+// <data_dir>/nacos/<registry name>, else a temporary directory removed on
+// Close (persistent is then false).
+func (o *Options) cacheDir(env discovery.Env) (dir string, persistent bool, cleanup func(), err error) {
+	field := "cache_dir"
+	switch {
+	case o.CacheDir != "":
+		dir = resolve(env.BaseDir, o.CacheDir)
+	case env.DataDir != "":
+		field = "data_dir"
+		dir = filepath.Join(resolve(env.BaseDir, env.DataDir), "nacos", safeName(env.Name))
+	default:
+		tmp, err := os.MkdirTemp("", "remora-nacos-")
+		if err != nil {
+			return "", false, nil, fmt.Errorf("nacos: a temporary cache directory: %w", err)
+		}
+		return tmp, false, func() { _ = os.RemoveAll(tmp) }, nil
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return "", false, nil, fmt.Errorf("%s: %w", field, err)
+	}
+	return dir, true, func() {}, nil
+}
+
+// safeName makes a registry name usable as one path element.
+func safeName(name string) string {
+	name = strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+			return r
+		}
+		return '_'
+	}, name)
+	if name == "" || name == "." || name == ".." {
+		return "default"
+	}
+	return name
+}
+
+// Timing defaults.
+const (
+	defaultPollUp      = 250 * time.Millisecond // health checks while connected (an atomic read)
+	defaultPollDown    = time.Second            // while not (the SDK then asks the HTTP API)
+	defaultBackoffBase = 250 * time.Millisecond
+	defaultBackoffMax  = 5 * time.Second
+)
+
+// registry follows services of one Nacos cluster through one SDK client at
+// a time (see supervise).
+//
+// The configuration fields are set by newRegistry (and by tests before
+// start) and read-only after. client, gen, subs, retiring, closed, down
+// and dialErr are guarded by mu; no SDK call is made while holding mu.
+type registry struct {
+	group       string
+	clusters    []string
+	scale       int
+	log         *logrus.Entry
+	dial        func() (namingClient, error)
+	cleanup     func()
+	pollUp      time.Duration
+	pollDown    time.Duration
+	backoffBase time.Duration
+	backoffMax  time.Duration
+	rand        func() float64
+
+	ctx    context.Context // ends on Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // subscriptions
+
+	mu         sync.Mutex
+	client     namingClient             // nil until dialled, and while being replaced
+	gen        int                      // counts clients; a subscription resubscribes on a new one
+	haveClient chan struct{}            // closed when client is set; replaced when it is cleared
+	subs       map[string]*subscription // by serviceKey.subKey()
+	retiring   map[string]*subscription // unsubscribing after their last watcher left
+	closed     bool
+	down       bool // the connection was lost and is not back
+	upGen      int  // the last generation a Subscribe succeeded on
+	dialErr    error
+}
+
+func newRegistry(o *Options, log *logrus.Entry, dial func() (namingClient, error)) *registry {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &registry{
+		group:       o.Group,
+		clusters:    o.Clusters,
+		scale:       o.WeightScale,
+		log:         log,
+		dial:        dial,
+		cleanup:     func() {},
+		pollUp:      defaultPollUp,
+		pollDown:    defaultPollDown,
+		backoffBase: defaultBackoffBase,
+		backoffMax:  defaultBackoffMax,
+		rand:        rand.Float64,
+		ctx:         ctx,
+		cancel:      cancel,
+		haveClient:  make(chan struct{}),
+		subs:        map[string]*subscription{},
+		retiring:    map[string]*subscription{},
+	}
+}
+
+// start begins connecting in the background.
+func (r *registry) start() {
+	go r.supervise()
+}
+
+// supervise owns the SDK client: it creates one (retrying with backoff),
+// watches its connection and, when a connection that was up is lost,
+// closes the client and creates a fresh one, on which the subscriptions
+// subscribe again. The SDK would reconnect by itself, but its reconnect
+// path has data races (RpcClient.reconnect writes the current connection
+// while the connection-event goroutine reads it); a client whose first
+// connection is still to come reconnects without them.
+//
+// supervise is not waited for by Close: creating a client may block for
+// seconds on an unreachable server; a client created after Close is closed
+// here.
+func (r *registry) supervise() {
+	for attempt := 1; ; {
+		c, err := r.dial()
+		if err != nil {
+			err = fmt.Errorf("nacos: creating the SDK client: %w", err)
+			if attempt == 1 {
+				r.log.WithError(err).Warn("nacos: cannot create the client; retrying")
+			}
+			r.mu.Lock()
+			r.dialErr = err
+			subs := r.allSubs()
+			r.mu.Unlock()
+			for _, s := range subs {
+				s.fail(err)
+			}
+			if !sleepCtx(r.ctx, backoff(attempt, r.backoffBase, r.backoffMax, r.rand)) {
+				return
+			}
+			attempt++
+			continue
+		}
+		attempt = 1
+		if !r.setClient(c) {
+			closeClient(c) // closed meanwhile
+			return
+		}
+		if !r.watchConnection(c) {
+			return
+		}
+		// The connection was lost: replace the client.
+		r.mu.Lock()
+		if r.client == c {
+			r.client = nil
+			r.haveClient = make(chan struct{})
+		}
+		subs := r.allSubs()
+		r.mu.Unlock()
+		for _, s := range subs {
+			s.serverHealth(false)
+		}
+		closeClient(c)
+	}
+}
+
+// setClient makes c the current client; false if the registry is closed.
+func (r *registry) setClient(c namingClient) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return false
+	}
+	r.client, r.dialErr = c, nil
+	r.gen++
+	close(r.haveClient)
+	return true
+}
+
+// watchConnection polls c's connection until one that was up is lost
+// (true) or the registry closes (false). A loss is reported to the
+// subscriptions at once; their nodes stay, marked stale.
+func (r *registry) watchConnection(c namingClient) bool {
+	up := false
+	for first := true; ; first = false {
+		every := r.pollDown
+		if up {
+			every = r.pollUp
+		}
+		if !first && !sleepCtx(r.ctx, every) {
+			return false
+		}
+		if !up {
+			r.mu.Lock()
+			up = r.upGen == r.gen // a Subscribe on c succeeded
+			r.mu.Unlock()
+		}
+		healthy := c.ServerHealthy()
+		switch {
+		case healthy && !up:
+			up = true
+			r.mu.Lock()
+			wasDown := r.down
+			r.down = false
+			subs := r.allSubs()
+			r.mu.Unlock()
+			if wasDown {
+				r.log.Info("nacos: connected to the server again")
+			}
+			for _, s := range subs {
+				s.serverHealth(true)
+			}
+		case !healthy && up:
+			r.mu.Lock()
+			r.down = true
+			subs := r.allSubs()
+			r.mu.Unlock()
+			r.log.WithError(ErrUnreachable).Warn("nacos: lost the connection to the server; keeping the last known instances")
+			for _, s := range subs {
+				s.fail(fmt.Errorf("nacos: service %q: %w; keeping the last known instances", s.key, ErrUnreachable))
+			}
+			return true
+		}
+	}
+}
+
+// subscribed records that a Subscribe on client generation gen succeeded:
+// its connection is up.
+func (r *registry) subscribed(gen int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if gen == r.gen {
+		r.upGen, r.down = gen, false
+	}
+}
+
+// current returns the current client and its generation, waiting for one;
+// ok is false if done or the registry's context ended first.
+func (r *registry) current(done <-chan struct{}) (c namingClient, gen int, ok bool) {
+	for {
+		r.mu.Lock()
+		c, gen, wait := r.client, r.gen, r.haveClient
+		r.mu.Unlock()
+		if c != nil {
+			return c, gen, true
+		}
+		select {
+		case <-wait:
+		case <-done:
+			return nil, 0, false
+		case <-r.ctx.Done():
+			return nil, 0, false
+		}
+	}
+}
+
+// closeClient closes an SDK client (see sdkguard).
+func closeClient(c namingClient) { sdkguard.Do(c.CloseClient) }
+
+// allSubs lists the live subscriptions; mu must be held.
+func (r *registry) allSubs() []*subscription {
+	out := make([]*subscription, 0, len(r.subs))
+	for _, s := range r.subs {
+		out = append(out, s)
+	}
+	return out
+}
+
+// Watch implements discovery.Registry. ctx bounds only this call; the
+// watcher runs until Stop or Close. service may be a plain name or one of
+// Nacos' key forms (see parseServiceKey).
+func (r *registry) Watch(ctx context.Context, service string) (discovery.Watcher, error) {
+	key, err := parseServiceKey(service, r.group, r.clusters)
+	if err != nil {
+		return nil, fmt.Errorf("nacos: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, fmt.Errorf("nacos: watch %q: registry closed", service)
+	}
+	s := r.subs[key.subKey()]
+	if s == nil {
+		s = newSubscription(r, key.Group, key.Service, r.retiring[key.subKey()])
+		r.subs[key.subKey()] = s
+		r.wg.Add(1)
+		go s.run()
+	}
+	w := &watcher{Latest: discovery.NewLatest(), sub: s, key: key}
+	s.add(w, r.dialErr)
+	return w, nil
+}
+
+// release is called by a subscription whose last watcher left: it stops
+// being found by Watch and is kept in retiring until it has unsubscribed.
+func (r *registry) release(s *subscription) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.subs[s.key] == s && s.empty() {
+		delete(r.subs, s.key)
+		r.retiring[s.key] = s
+		s.stop()
+	}
+}
+
+// retired is called by a subscription that has unsubscribed.
+func (r *registry) retired(s *subscription) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.retiring[s.key] == s {
+		delete(r.retiring, s.key)
+	}
+}
+
+// Close implements discovery.Registry: it stops every watcher, waits for
+// the subscriptions to unsubscribe and closes the SDK client.
+func (r *registry) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	subs := r.allSubs()
+	r.mu.Unlock()
+	for _, s := range subs {
+		s.stopAll()
+	}
+	r.wg.Wait() // the subscriptions unsubscribe with the current client
+	r.cancel()
+	r.mu.Lock()
+	c := r.client
+	r.client = nil
+	r.mu.Unlock()
+	if c != nil {
+		closeClient(c)
+	}
+	r.cleanup()
+	return nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// backoff is the wait after the attempt-th consecutive failure (attempt >=
+// 1): base doubling per attempt, capped at ceiling, with "equal jitter" (a
+// uniform value in [d/2, d)). rnd returns a value in [0,1).
+func backoff(attempt int, base, ceiling time.Duration, rnd func() float64) time.Duration {
+	d := base
+	for i := 1; i < attempt && d < ceiling; i++ {
+		d *= 2
+	}
+	d = min(d, ceiling)
+	half := d / 2
+	return half + time.Duration(rnd()*float64(d-half))
+}

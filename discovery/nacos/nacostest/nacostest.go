@@ -1,0 +1,562 @@
+// Package nacostest runs a real Nacos-protocol server for tests that need
+// one: Polaris (github.com/polarismesh/polaris), which serves the Nacos v1
+// HTTP and v2 gRPC client APIs, started with only its Nacos API server (and
+// the internal gRPC server it registers itself with) on free loopback
+// ports, its data in a directory of its own. Instances are registered as
+// applications do it: each by its own nacos-sdk-go client over gRPC, as an
+// ephemeral instance bound to that client's connection.
+//
+// The server binary is the file named by $REMORA_POLARIS_BIN (with Polaris'
+// release/conf directory beside it, as conf/) or else the one
+// scripts/polaris-server.sh builds (once, into a cache outside the clone;
+// the cold build takes minutes and prints its progress on stderr). If the
+// server cannot be built or started, the test fails with the reason and the
+// tail of the server's log; it is never skipped.
+//
+// A server is a separate process, so every server is stopped by its owner.
+// Start starts one for a test (and its subtests) and closes it when the
+// test ends. Shared returns a server shared by all the tests of a package,
+// started on first use; it needs TestMain to run the tests through Main (or
+// Run), which closes the shared servers after the last test:
+//
+//	func TestMain(m *testing.M) { nacostest.Main(m) }
+//
+// On Linux a server is also killed by the kernel when the test binary dies
+// (a panic, a -timeout), so no server outlives the tests.
+package nacostest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// BinEnv names the environment variable with the path of a polaris-server
+// binary to use instead of building one; its configuration directory must
+// be conf/ beside it.
+const BinEnv = "REMORA_POLARIS_BIN"
+
+// script is the build script, relative to the module root.
+const script = "scripts/polaris-server.sh"
+
+// Timeouts of the server's life cycle.
+const (
+	readyTimeout = 60 * time.Second // start until the Nacos API answers
+	stopTimeout  = 10 * time.Second // SIGTERM until SIGKILL (Polaris takes ~7 s)
+)
+
+// GRPCPortOffset is the distance between the Nacos HTTP and gRPC ports, as
+// in Nacos 2.x.
+const GRPCPortOffset = 1000
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// Binary returns the path of the polaris-server binary: $REMORA_POLARIS_BIN
+// if set, else the output of scripts/polaris-server.sh, which builds the
+// pinned version on first use and reuses it afterwards. The result (or
+// error) is computed once per process.
+func Binary() (string, error) {
+	binOnce.Do(func() { binPath, binErr = findBinary() })
+	return binPath, binErr
+}
+
+func findBinary() (string, error) {
+	if p := os.Getenv(BinEnv); p != "" {
+		if fi, err := os.Stat(p); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
+			return "", fmt.Errorf("$%s=%s is not an executable file (%v)", BinEnv, p, err)
+		}
+		return p, nil
+	}
+	path, err := findScript()
+	if err != nil {
+		return "", fmt.Errorf("%v (set $%s to a polaris-server binary to use that instead)", err, BinEnv)
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command("bash", path)
+	cmd.Stderr = io.MultiWriter(&stderr, os.Stderr) // a cold build takes minutes: show progress
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("building the Polaris server with %s failed: %v\n%s\n(set $%s to a polaris-server binary to use that instead)",
+			path, err, tail(stderr.String(), 30), BinEnv)
+	}
+	bin := strings.TrimSpace(string(out))
+	if bin == "" {
+		return "", fmt.Errorf("%s printed no binary path", path)
+	}
+	return bin, nil
+}
+
+// findScript looks for scripts/polaris-server.sh in the working directory
+// (a test runs in its package's directory) and its parents.
+func findScript() (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for dir := wd; ; {
+		p := filepath.Join(dir, filepath.FromSlash(script))
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			if _, err := os.Stat(p); err == nil {
+				return p, nil
+			}
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no %s in %s or any parent directory", script, wd)
+		}
+		dir = parent
+	}
+}
+
+// Config describes a server.
+type Config struct {
+	// Name tells servers apart in logs and temporary directory names;
+	// shared servers are keyed by it. Empty means "polaris".
+	Name string
+}
+
+func (c Config) withDefaults() Config {
+	if c.Name == "" {
+		c.Name = "polaris"
+	}
+	return c
+}
+
+// Server is one Polaris server process with its own data directory, so
+// Restart on the same ports keeps its data. Its methods may be called from
+// any goroutine.
+type Server struct {
+	cfg      Config
+	bin      string
+	dir      string // state: conf, boltdb, logs, clients' caches
+	httpPort int    // Nacos HTTP API; gRPC on httpPort + GRPCPortOffset
+	ctlPort  int    // Polaris' own gRPC API (it registers itself there)
+
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	done    chan struct{} // closed when cmd has exited
+	closed  bool
+	clients map[string]*client // registered instances, by service and ID
+}
+
+// New starts a server and waits until its Nacos API answers. The caller
+// must Close it. Most tests want Start or Shared instead.
+func New(cfg Config) (*Server, error) {
+	cfg = cfg.withDefaults()
+	bin, err := Binary()
+	if err != nil {
+		return nil, err
+	}
+	// The ports are probed free and then bound by the server: another
+	// process may take one in between, so try again on fresh ports.
+	for attempt := 1; ; attempt++ {
+		s, err := newServer(cfg, bin)
+		if err == nil {
+			return s, nil
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			return nil, fmt.Errorf("nacostest: Polaris server %q: %w", cfg.Name, err)
+		}
+	}
+}
+
+func newServer(cfg Config, bin string) (*Server, error) {
+	dir, err := os.MkdirTemp("", "remora-polaris-"+cfg.Name+"-")
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, bin: bin, dir: dir, clients: map[string]*client{}}
+	if s.httpPort, err = freePortPair(GRPCPortOffset); err == nil {
+		s.ctlPort, err = freePort()
+	}
+	if err == nil {
+		err = s.writeConfig()
+	}
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	if err := s.start(); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// writeConfig adapts Polaris' default configuration (conf/ beside the
+// binary): only the Nacos API server and Polaris' own gRPC server, on
+// loopback and the chosen ports; self_address 127.0.0.1; logs and the
+// boltdb store relative to the state directory (the working directory).
+func (s *Server) writeConfig() error {
+	src := filepath.Join(filepath.Dir(s.bin), "conf")
+	b, err := os.ReadFile(filepath.Join(src, "polaris-server.yaml"))
+	if err != nil {
+		return fmt.Errorf("reading Polaris' default configuration (conf/ beside %s; scripts/polaris-server.sh puts it there): %w", s.bin, err)
+	}
+	var conf map[string]any
+	if err := yaml.Unmarshal(b, &conf); err != nil {
+		return fmt.Errorf("parsing %s: %w", filepath.Join(src, "polaris-server.yaml"), err)
+	}
+	servers, _ := conf["apiservers"].([]any)
+	var kept []any
+	for _, a := range servers {
+		m, _ := a.(map[string]any)
+		opt, _ := m["option"].(map[string]any)
+		if opt == nil {
+			continue
+		}
+		switch m["name"] {
+		case "service-nacos":
+			opt["listenPort"] = s.httpPort
+		case "service-grpc":
+			opt["listenPort"] = s.ctlPort
+		default:
+			continue // eureka, xds, the HTTP console, config: not needed
+		}
+		opt["listenIP"] = "127.0.0.1"
+		kept = append(kept, m)
+	}
+	if len(kept) != 2 {
+		return fmt.Errorf("%s has no service-nacos and service-grpc api servers", filepath.Join(src, "polaris-server.yaml"))
+	}
+	conf["apiservers"] = kept
+	boot, _ := conf["bootstrap"].(map[string]any)
+	ps, _ := boot["polaris_service"].(map[string]any)
+	if ps == nil {
+		return fmt.Errorf("%s has no bootstrap.polaris_service", filepath.Join(src, "polaris-server.yaml"))
+	}
+	ps["self_address"] = "127.0.0.1"
+	out, err := yaml.Marshal(conf)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(s.dir, "conf"), 0o755); err != nil {
+		return err
+	}
+	if err := copyDir(src, filepath.Join(s.dir, "conf")); err != nil {
+		return err
+	}
+	return os.WriteFile(s.configPath(), out, 0o600)
+}
+
+// Start starts a server for t and closes it when t (with its subtests)
+// ends; if t failed, the tail of the server's log is logged first. It fails
+// t if the server cannot be built or started.
+func Start(t testing.TB, cfg Config) *Server {
+	t.Helper()
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("nacostest: the last lines of Polaris server %q's log:\n%s", s.cfg.Name, s.LogTail())
+		}
+		if err := s.Close(); err != nil {
+			t.Errorf("nacostest: closing Polaris server %q: %v", s.cfg.Name, err)
+		}
+	})
+	return s
+}
+
+var (
+	mainActive atomic.Bool
+	sharedMu   sync.Mutex
+	shared     = map[string]*Server{}
+	sharedErrs = map[string]error{}
+)
+
+// Shared returns the package-wide server named cfg.Name, starting it on
+// the first call; later calls return the same server (or fail at once with
+// the first call's error). TestMain must run the tests through Main or
+// Run, which close the shared servers: Shared fails t otherwise.
+func Shared(t testing.TB, cfg Config) *Server {
+	t.Helper()
+	cfg = cfg.withDefaults()
+	if !mainActive.Load() {
+		t.Fatalf("nacostest.Shared: TestMain must run the tests through nacostest.Main(m) (or Run), " +
+			"which stops the shared servers; or use nacostest.Start for a server per test")
+	}
+	sharedMu.Lock()
+	defer sharedMu.Unlock()
+	if s := shared[cfg.Name]; s != nil {
+		return s
+	}
+	if err := sharedErrs[cfg.Name]; err != nil {
+		t.Fatalf("Polaris server %q is not available: %v", cfg.Name, err)
+	}
+	s, err := New(cfg)
+	if err != nil {
+		sharedErrs[cfg.Name] = err
+		t.Fatalf("Polaris server %q is not available: %v", cfg.Name, err)
+	}
+	shared[cfg.Name] = s
+	return s
+}
+
+// Run runs the tests, closes the servers Shared started and returns the
+// exit code, for a TestMain with more to do.
+func Run(m *testing.M) int {
+	mainActive.Store(true)
+	defer mainActive.Store(false)
+	defer CloseShared()
+	return m.Run()
+}
+
+// Main runs the tests, closes the servers Shared started and exits with
+// the tests' code: the whole TestMain of a package that uses Shared.
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// CloseShared closes every server Shared started; Run calls it. Errors are
+// printed on stderr.
+func CloseShared() {
+	sharedMu.Lock()
+	defer sharedMu.Unlock()
+	for name, s := range shared {
+		if err := s.Close(); err != nil {
+			fmt.Fprintf(os.Stderr, "nacostest: closing Polaris server %q: %v\n", name, err)
+		}
+		delete(shared, name)
+	}
+	clear(sharedErrs)
+}
+
+// Addr returns the address of the server's Nacos HTTP API, 127.0.0.1:port
+// (what the adapter's servers option takes); gRPC is on port + 1000.
+func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.httpPort) }
+
+// HTTPPort and GRPCPort are the ports of the Nacos APIs.
+func (s *Server) HTTPPort() int { return s.httpPort }
+func (s *Server) GRPCPort() int { return s.httpPort + GRPCPortOffset }
+
+// Dir is the server's state directory; it is removed by Close. Tests may
+// keep files of their own under it.
+func (s *Server) Dir() string { return s.dir }
+
+// Restart stops the server (SIGTERM) and starts it again on the same
+// ports with its data kept, failing t if it does not come back. Then the
+// instances registered with Register are registered again, each by a new
+// client, as their applications' Nacos clients would after reconnecting.
+// (New clients rather than the SDK's own reconnect: that path has data
+// races, which would fail tests run with -race.)
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	if err := s.Stop(); err != nil {
+		t.Logf("nacostest: stopping Polaris server %q: %v", s.cfg.Name, err)
+	}
+	old := s.dropClients()
+	if err := s.Resume(); err != nil {
+		t.Fatalf("nacostest: restarting Polaris server %q: %v", s.cfg.Name, err)
+	}
+	if err := s.registerAgain(old); err != nil {
+		t.Fatalf("nacostest: after restarting Polaris server %q: %v", s.cfg.Name, err)
+	}
+}
+
+// Resume starts a stopped server again on its ports, with its data; a
+// no-op on a running server.
+func (s *Server) Resume() error {
+	s.mu.Lock()
+	closed, running := s.closed, s.cmd != nil
+	s.mu.Unlock()
+	switch {
+	case closed:
+		return errors.New("the server is closed")
+	case running:
+		return nil
+	}
+	return s.start()
+}
+
+// Stop stops the server process (SIGTERM, then SIGKILL after 10 s) and
+// keeps its data, so that Resume or Restart can bring it back. It is a
+// no-op on a stopped server. The error says whether it had to be killed.
+func (s *Server) Stop() error { return s.stop(syscall.SIGTERM) }
+
+func (s *Server) stop(sig syscall.Signal) error {
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-done:
+		return nil
+	case <-time.After(stopTimeout):
+	}
+	_ = cmd.Process.Kill()
+	<-done
+	return fmt.Errorf("did not exit within %v of %v; killed", stopTimeout, sig)
+}
+
+// Close closes the registering clients, kills the server (its data is
+// discarded, so there is nothing to shut down gracefully) and removes its
+// directory. It is idempotent.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	clients := s.clients
+	s.clients = map[string]*client{}
+	s.mu.Unlock()
+	for _, c := range clients {
+		c.close()
+	}
+	err := s.stop(syscall.SIGKILL)
+	if rmErr := os.RemoveAll(s.dir); rmErr != nil {
+		err = errors.Join(err, rmErr)
+	}
+	return err
+}
+
+// LogTail returns the last lines of the server's output and of its Nacos
+// API server's log.
+func (s *Server) LogTail() string {
+	out, _ := os.ReadFile(s.logPath())
+	nacos, _ := os.ReadFile(filepath.Join(s.dir, "log", "runtime", "nacos-apiserver.log"))
+	return "stdout/stderr:\n" + tail(string(out), 15) + "\nlog/runtime/nacos-apiserver.log:\n" + tail(string(nacos), 15)
+}
+
+func (s *Server) configPath() string { return filepath.Join(s.dir, "conf", "polaris-server.yaml") }
+func (s *Server) logPath() string    { return filepath.Join(s.dir, "polaris-server.out") }
+
+// start runs the server process and waits until it is ready.
+func (s *Server) start() error {
+	logf, err := os.OpenFile(s.logPath(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(s.bin, "start", "-c", s.configPath())
+	cmd.Dir = s.dir
+	cmd.Stdout, cmd.Stderr = logf, logf
+	killWithParent(cmd)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting %s: %w", s.bin, err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	s.mu.Lock()
+	s.cmd, s.done = cmd, done
+	s.mu.Unlock()
+
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		select {
+		case <-done:
+			s.mu.Lock()
+			s.cmd = nil
+			s.mu.Unlock()
+			return fmt.Errorf("polaris-server exited during start-up: %s; %s", cmd.ProcessState, s.LogTail())
+		default:
+		}
+		if s.ready() {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			_ = s.stop(syscall.SIGKILL)
+			return fmt.Errorf("polaris-server's Nacos API at %s not ready after %v; %s", s.Addr(), readyTimeout, s.LogTail())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// ready reports whether the Nacos HTTP API answers an instance query and
+// the gRPC port accepts connections.
+func (s *Server) ready() bool {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://" + s.Addr() + "/nacos/v1/ns/instance/list?serviceName=nacostest-ready")
+	if err != nil {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return false
+	}
+	conn, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(s.GRPCPort()), time.Second)
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// freePortPair returns a port p such that p and p+offset were both free.
+func freePortPair(offset int) (int, error) {
+	for range 50 {
+		p, err := freePort()
+		if err != nil {
+			return 0, err
+		}
+		if p+offset > 65535 {
+			continue
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p+offset))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return p, nil
+	}
+	return 0, fmt.Errorf("no free port p with p+%d free after 50 tries", offset)
+}
+
+func copyDir(src, dst string) error {
+	return filepath.WalkDir(src, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, path)
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(dst, rel)
+		if d.IsDir() {
+			return os.MkdirAll(target, 0o755)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(target, b, 0o644)
+	})
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,329 @@
+package nacos
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nacos-group/nacos-sdk-go/v2/model"
+	"github.com/nacos-group/nacos-sdk-go/v2/vo"
+
+	"github.com/remora-mesh/remora/discovery"
+)
+
+// subscription is the one SDK subscription of a group and service, shared
+// by every watcher of it (whatever their clusters).
+//
+// run is its only goroutine and the only caller of the SDK for it. The
+// SDK's callback only signals changed. param is created once and given to
+// both Subscribe and Unsubscribe (nacos-sdk-go#845). hosts, have, err and
+// watchers are guarded by mu, which is never held during an SDK call; a
+// watcher's Latest is only fed under mu, so a watcher added later sees the
+// same sequence of states as the others.
+type subscription struct {
+	reg     *registry
+	key     string // group@@service
+	group   string
+	service string
+	param   *vo.SubscribeParam
+	prev    *subscription // the retiring subscription of the same key, or nil
+
+	changed   chan struct{} // capacity 1: the SDK called back
+	health    chan bool     // capacity 1: the latest connection state
+	done      chan struct{} // closed by stop
+	stopOnce  sync.Once
+	exited    chan struct{} // closed when run returns
+	callbacks atomic.Int64  // SDK callbacks received, for tests
+
+	mu       sync.Mutex
+	watchers map[*watcher]struct{}
+	hosts    []model.Instance // the last instance list read, all clusters
+	have     bool             // hosts is set
+	err      error            // the error since hosts, if any
+	skipped  string           // the unusable hosts last logged
+}
+
+func newSubscription(r *registry, group, service string, prev *subscription) *subscription {
+	s := &subscription{
+		reg: r, key: group + sep + service, group: group, service: service, prev: prev,
+		changed:  make(chan struct{}, 1),
+		health:   make(chan bool, 1),
+		done:     make(chan struct{}),
+		exited:   make(chan struct{}),
+		watchers: map[*watcher]struct{}{},
+	}
+	s.param = &vo.SubscribeParam{
+		ServiceName: service,
+		GroupName:   group,
+		// The callback may be called from the SDK's push goroutine: it
+		// must not block, so it only signals; run reads the list.
+		SubscribeCallback: func([]model.Instance, error) {
+			s.callbacks.Add(1)
+			signal(s.changed)
+		},
+	}
+	return s
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// add attaches w and hands it the current state, if there is one; dialErr
+// is the registry's error while it has no client yet.
+func (s *subscription) add(w *watcher, dialErr error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.watchers[w] = struct{}{}
+	if s.have {
+		w.Publish(s.setFor(w))
+	}
+	switch {
+	case s.err != nil:
+		w.Fail(s.err)
+	case dialErr != nil:
+		w.Fail(dialErr)
+	}
+}
+
+// remove detaches w; the last watcher out releases the subscription.
+func (s *subscription) remove(w *watcher) {
+	s.mu.Lock()
+	delete(s.watchers, w)
+	last := len(s.watchers) == 0
+	s.mu.Unlock()
+	if last {
+		s.reg.release(s)
+	}
+}
+
+func (s *subscription) empty() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.watchers) == 0
+}
+
+// stop ends run, which then unsubscribes.
+func (s *subscription) stop() { s.stopOnce.Do(func() { close(s.done) }) }
+
+// stopAll stops every watcher and the subscription (registry Close).
+func (s *subscription) stopAll() {
+	s.mu.Lock()
+	ws := make([]*watcher, 0, len(s.watchers))
+	for w := range s.watchers {
+		ws = append(ws, w)
+	}
+	s.mu.Unlock()
+	for _, w := range ws {
+		_ = w.Latest.Stop()
+	}
+	s.stop()
+}
+
+// setFor maps the current hosts for w's clusters; mu must be held.
+func (s *subscription) setFor(w *watcher) []discovery.Instance {
+	set, _ := toSet(s.hosts, w.key.Clusters, s.reg.scale)
+	return set
+}
+
+// publish records a new instance list and hands every watcher its part.
+func (s *subscription) publish(hosts []model.Instance) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hosts, s.have, s.err = hosts, true, nil
+	if _, skipped := toSet(hosts, nil, s.reg.scale); len(skipped) > 0 {
+		if msg := errors.Join(skipped...).Error(); msg != s.skipped {
+			s.reg.log.WithField("service", s.key).Warn(msg) // once per change
+			s.skipped = msg
+		}
+	} else {
+		s.skipped = ""
+	}
+	for w := range s.watchers {
+		w.Publish(s.setFor(w))
+	}
+}
+
+// fail reports err to every watcher; their last sets stay.
+func (s *subscription) fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.err = err
+	for w := range s.watchers {
+		w.Fail(err)
+	}
+}
+
+// serverHealth tells run about a change of the connection (never blocks;
+// only the latest state counts).
+func (s *subscription) serverHealth(up bool) {
+	select {
+	case <-s.health:
+	default:
+	}
+	s.health <- up
+}
+
+// run subscribes, follows the service and unsubscribes at the end. When
+// the registry replaces its client (a lost connection), it subscribes on
+// the new one.
+func (s *subscription) run() {
+	r := s.reg
+	defer r.wg.Done()
+	defer close(s.exited)
+	defer r.retired(s)
+	log := r.log.WithField("service", s.key)
+
+	// Wait for a previous subscription of this service to have
+	// unsubscribed, or its Unsubscribe could undo our Subscribe.
+	if s.prev != nil {
+		<-s.prev.exited
+	}
+	var (
+		c          namingClient // the client subscribed on (or tried)
+		gen        int          // its generation
+		attempts   int          // Subscribe calls made on c
+		subscribed bool         // the last Subscribe on c succeeded
+		failures   int          // consecutive failed Subscribe calls
+		retry      <-chan time.Time
+	)
+	defer func() {
+		if attempts > 0 {
+			if err := c.Unsubscribe(s.param); err != nil {
+				log.WithError(err).Debug("nacos: unsubscribe failed (the server drops the subscription with the connection)")
+			}
+		}
+	}()
+	for {
+		cur, g, ok := r.current(s.done)
+		if !ok {
+			return
+		}
+		if g != gen { // a new client: start over on it
+			c, gen, attempts, subscribed, retry = cur, g, 0, false, nil
+		}
+		if !subscribed && retry == nil {
+			if attempts > 0 {
+				// Undo the failed attempt, which left its callback and
+				// its resubscription entry in the SDK.
+				_ = c.Unsubscribe(s.param)
+			}
+			attempts++
+			if err := c.Subscribe(s.param); err != nil {
+				failures++
+				err = s.describe(err)
+				if failures == 1 {
+					log.WithError(err).Warn("nacos: subscribe failed; keeping the last known instances and retrying")
+				} else {
+					log.WithError(err).WithField("attempt", failures).Debug("nacos: subscribe failed again")
+				}
+				s.fromCache(c) // the SDK's disk cache, on a cold start
+				s.fail(err)
+				retry = time.After(backoff(failures, r.backoffBase, r.backoffMax, r.rand))
+			} else {
+				if failures > 0 {
+					log.WithField("attempts", failures+1).Info("nacos: subscribed")
+				}
+				subscribed, failures = true, 0
+				r.subscribed(gen)
+				s.refresh(c)
+			}
+		}
+		select {
+		case <-s.done:
+			return
+		case <-r.ctx.Done():
+			return
+		case <-retry:
+			retry = nil
+		case <-s.changed:
+			if subscribed {
+				s.refresh(c)
+			}
+		case up := <-s.health:
+			switch {
+			case !up: // the client is being replaced; current() waits for the next
+				attempts, subscribed = 0, false
+			case subscribed:
+				s.refresh(c)
+			default:
+				retry = nil // try again now
+			}
+		}
+	}
+}
+
+// refresh reads the SDK's copy of the service and publishes it.
+func (s *subscription) refresh(c namingClient) {
+	svc, err := c.GetService(vo.GetServiceParam{ServiceName: s.service, GroupName: s.group})
+	if err != nil {
+		s.fail(s.describe(err))
+		return
+	}
+	s.publish(svc.Hosts)
+}
+
+// fromCache publishes the SDK's copy of the service, if it has one, after
+// a failed Subscribe: on a cold start with the server down that is the
+// list from the disk cache. It is done once (the SDK's copy is dropped by
+// the Unsubscribe before the next attempt) and never over a set already
+// known.
+func (s *subscription) fromCache(c namingClient) {
+	s.mu.Lock()
+	have := s.have
+	s.mu.Unlock()
+	if have {
+		return
+	}
+	svc, err := c.GetService(vo.GetServiceParam{ServiceName: s.service, GroupName: s.group})
+	if err != nil || (svc.LastRefTime == 0 && len(svc.Hosts) == 0) {
+		return // nothing cached
+	}
+	s.reg.log.WithField("service", s.key).WithField("instances", len(svc.Hosts)).
+		Warn("nacos: serving the instances from the on-disk cache until the server answers")
+	s.publish(svc.Hosts)
+}
+
+// describe wraps an SDK error with the service and, when the client has no
+// connection, ErrUnreachable. (The SDK's error says "client not connected"
+// before the health loop has noticed.)
+func (s *subscription) describe(err error) error {
+	if !s.reg.isUp() || strings.Contains(err.Error(), "client not connected") {
+		return fmt.Errorf("nacos: service %q: %w: %v", s.key, ErrUnreachable, err)
+	}
+	return fmt.Errorf("nacos: service %q: %w", s.key, err)
+}
+
+// isUp reports whether the connection is not known to be lost.
+func (r *registry) isUp() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return !r.down
+}
+
+// watcher is one Watch of a service key. Its Latest is fed by the
+// subscription under the subscription's mu; Next and Stop may be called
+// from the consumer's goroutine. sub and key are immutable.
+type watcher struct {
+	*discovery.Latest
+	sub  *subscription
+	key  serviceKey
+	once sync.Once
+}
+
+// Stop implements discovery.Watcher: it unblocks Next and detaches the
+// watcher; the last watcher of a service ends the SDK subscription. It is
+// idempotent and does not wait for the server.
+func (w *watcher) Stop() error {
+	w.once.Do(func() {
+		_ = w.Latest.Stop()
+		w.sub.remove(w)
+	})
+	return nil
+}

@@ -1,0 +1,408 @@
+package nacos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nacos-group/nacos-sdk-go/v2/model"
+
+	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/discovery/discoverytest"
+)
+
+const wait = 5 * time.Second
+
+func watch(t *testing.T, r *registry, service string) discovery.Watcher {
+	t.Helper()
+	w, err := r.Watch(context.Background(), service)
+	if err != nil {
+		t.Fatalf("Watch(%q): %v", service, err)
+	}
+	t.Cleanup(func() { _ = w.Stop() })
+	return w
+}
+
+// ports returns the ports of a set, sorted.
+func ports(set []discovery.Instance) []int {
+	out := make([]int, len(set))
+	for i, in := range set {
+		out[i] = in.Port
+	}
+	slices.Sort(out)
+	return out
+}
+
+func waitPorts(t *testing.T, w discovery.Watcher, want ...int) []discovery.Instance {
+	t.Helper()
+	want = slices.Sorted(slices.Values(want))
+	if want == nil {
+		want = []int{}
+	}
+	return discoverytest.WaitFor(t, w, wait, fmt.Sprintf("ports %v", want), func(s []discovery.Instance) bool {
+		return slices.Equal(ports(s), want)
+	})
+}
+
+func waitCond(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// The first Next returns the current set at once, mapped.
+func TestWatchDeliversMappedSet(t *testing.T) {
+	f := newFake()
+	f.push(DefaultGroup, "orders",
+		host("10.0.0.1", 8080, "", 1, map[string]string{"version": "v1", "internal-nacos-cluster": "x"}),
+		host("10.0.0.2", 8080, "hz", 2.5, nil))
+	r := fakeRegistry(t, f)
+	w := watch(t, r, "orders")
+	set := waitPorts(t, w, 8080, 8080)
+	want := []discovery.Instance{
+		{ID: "DEFAULT/10.0.0.1:8080", Address: "10.0.0.1", Port: 8080, Weight: 1, Healthy: true, Metadata: map[string]string{"version": "v1"}},
+		{ID: "hz/10.0.0.2:8080", Address: "10.0.0.2", Port: 8080, Weight: 3, Healthy: true},
+	}
+	if !discovery.EqualSets(set, want) {
+		t.Fatalf("got %s\nwant %s", discoverytest.Describe(set), discoverytest.Describe(want))
+	}
+}
+
+// nacos-sdk-go#803: watchers of one service with different clusters share
+// one SDK subscription (so the SDK never sees the same service subscribed
+// twice with different clusters), each gets its clusters' instances, and
+// every one of them keeps receiving changes.
+func TestPitfall803OneSubscriptionPerServiceWhateverTheClusters(t *testing.T) {
+	f := newFake()
+	r := fakeRegistry(t, f, func(o *Options) { o.Clusters = []string{"a"} })
+	f.push(DefaultGroup, "pay", host("10.0.0.1", 1, "a", 1, nil), host("10.0.0.2", 2, "b", 1, nil), host("10.0.0.3", 3, "", 1, nil))
+
+	wa := watch(t, r, "pay")                           // the registry's clusters: a
+	wb := watch(t, r, "DEFAULT_GROUP@@pay@@b")         // cluster b
+	wall := watch(t, r, "DEFAULT_GROUP@@pay@@")        // every cluster
+	wdef := watch(t, r, "DEFAULT_GROUP@@pay@@DEFAULT") // instances without a cluster
+	waitPorts(t, wa, 1)
+	waitPorts(t, wb, 2)
+	waitPorts(t, wall, 1, 2, 3)
+	waitPorts(t, wdef, 3)
+
+	// A change in each cluster reaches its watchers: no callback was lost.
+	f.push(DefaultGroup, "pay", host("10.0.0.1", 1, "a", 1, nil), host("10.0.0.4", 4, "a", 1, nil), host("10.0.0.2", 2, "b", 1, nil))
+	waitPorts(t, wa, 1, 4)
+	waitPorts(t, wall, 1, 4, 2)
+	waitPorts(t, wdef)
+	f.push(DefaultGroup, "pay", host("10.0.0.5", 5, "b", 1, nil))
+	waitPorts(t, wb, 5)
+	waitPorts(t, wa)
+
+	var subs int
+	for _, c := range f.callLog() {
+		if strings.HasPrefix(c, "subscribe ") {
+			subs++
+		}
+	}
+	if subs != 1 || f.registered(DefaultGroup, "pay") != 1 {
+		t.Fatalf("SDK calls %v, %d callbacks registered; want one Subscribe and one callback for four watchers", f.callLog(), f.registered(DefaultGroup, "pay"))
+	}
+}
+
+// nacos-sdk-go#845: the SDK finds the callback to remove by the param's
+// address, so Unsubscribe must get the param Subscribe got. It is called
+// once, when the last watcher of the service stops, and then no callback
+// is left registered.
+func TestPitfall845UnsubscribeWithTheSameParam(t *testing.T) {
+	f := newFake()
+	r := fakeRegistry(t, f)
+	f.push(DefaultGroup, "cart", host("10.0.0.1", 1, "", 1, nil))
+	w1 := watch(t, r, "cart")
+	w2 := watch(t, r, "cart")
+	waitPorts(t, w1, 1)
+	waitPorts(t, w2, 1)
+
+	_ = w1.Stop()
+	// The other watcher still follows changes.
+	f.push(DefaultGroup, "cart", host("10.0.0.1", 1, "", 1, nil), host("10.0.0.2", 2, "", 1, nil))
+	waitPorts(t, w2, 1, 2)
+	if got := f.callLog(); len(got) != 1 {
+		t.Fatalf("after one of two watchers stopped: SDK calls %v; want only the Subscribe", got)
+	}
+
+	_ = w2.Stop()
+	waitCond(t, "the unsubscribe", func() bool { return len(f.callLog()) == 2 })
+	want := []string{"subscribe DEFAULT_GROUP@@cart #1", "unsubscribe DEFAULT_GROUP@@cart #1"}
+	if got := f.callLog(); !slices.Equal(got, want) {
+		t.Fatalf("SDK calls %v, want %v (the same param both times)", got, want)
+	}
+	if n := f.registered(DefaultGroup, "cart"); n != 0 {
+		t.Fatalf("%d callbacks still registered after the last watcher stopped", n)
+	}
+}
+
+// A new watch of a service whose subscription is being torn down waits
+// for that Unsubscribe, so it cannot undo the new Subscribe.
+func TestResubscribeAfterUnsubscribe(t *testing.T) {
+	f := newFake()
+	r := fakeRegistry(t, f)
+	f.push(DefaultGroup, "s", host("10.0.0.1", 1, "", 1, nil))
+	for i := 0; i < 20; i++ {
+		w, err := r.Watch(context.Background(), "s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitPorts(t, w, 1)
+		_ = w.Stop()
+	}
+	w := watch(t, r, "s")
+	waitPorts(t, w, 1)
+	calls := f.callLog()
+	// Strictly alternating, each pair with its own param.
+	for i, c := range calls {
+		if (i%2 == 0) != strings.HasPrefix(c, "subscribe ") {
+			t.Fatalf("call %d is %q; calls must alternate subscribe/unsubscribe: %v", i, c, calls)
+		}
+		if i%2 == 1 && strings.TrimPrefix(c, "unsubscribe ") != strings.TrimPrefix(calls[i-1], "subscribe ") {
+			t.Fatalf("%q after %q: not the same param", c, calls[i-1])
+		}
+	}
+	if f.registered(DefaultGroup, "s") != 1 {
+		t.Fatalf("%d callbacks registered; want 1", f.registered(DefaultGroup, "s"))
+	}
+}
+
+// The callback's arguments are not trusted: a late callback carrying an
+// older list cannot overwrite the SDK's newer copy.
+func TestCallbackReadsTheCurrentList(t *testing.T) {
+	f := newFake()
+	r := fakeRegistry(t, f)
+	f.push(DefaultGroup, "s", host("10.0.0.1", 1, "", 1, nil))
+	w := watch(t, r, "s")
+	waitPorts(t, w, 1)
+	f.push(DefaultGroup, "s", host("10.0.0.2", 2, "", 1, nil))
+	waitPorts(t, w, 2)
+	// A stale callback with the old list.
+	f.mu.Lock()
+	p := f.callbacks[fkey(DefaultGroup, "s")][0]
+	f.mu.Unlock()
+	p.SubscribeCallback([]model.Instance{host("10.0.0.1", 1, "", 1, nil)}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if set, err := w.Next(ctx); err == nil {
+		t.Fatalf("a stale callback produced a new set %s", discoverytest.Describe(set))
+	}
+}
+
+// nacos-sdk-go#423 at the adapter's level: an empty list is delivered as
+// the empty set, not ignored.
+func TestEmptyListDelivered(t *testing.T) {
+	f := newFake()
+	r := fakeRegistry(t, f)
+	f.push(DefaultGroup, "s", host("10.0.0.1", 1, "", 1, nil))
+	w := watch(t, r, "s")
+	waitPorts(t, w, 1)
+	f.push(DefaultGroup, "s")
+	waitPorts(t, w)
+}
+
+// A failed Subscribe serves the SDK's cached copy (the disk cache on a
+// cold start), reports the error, undoes the attempt with the same param
+// and retries until it succeeds.
+func TestSubscribeFailureServesCacheAndRetries(t *testing.T) {
+	f := newFake()
+	f.services[fkey(DefaultGroup, "s")] = []model.Instance{host("10.0.0.1", 1, "", 1, nil)}
+	f.cached[fkey(DefaultGroup, "s")] = true // loaded from disk
+	notConnected := errors.New("client not connected, current status:STARTING")
+	f.failSubscribe(notConnected, notConnected, notConnected)
+	f.setHealthy(false)
+	r := fakeRegistry(t, f)
+	w := watch(t, r, "s")
+
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	set, err := w.Next(ctx)
+	if err != nil || !slices.Equal(ports(set), []int{1}) {
+		t.Fatalf("first Next: %s, %v; want the cached instance", discoverytest.Describe(set), err)
+	}
+	if _, err = w.Next(ctx); !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("second Next: %v; want ErrUnreachable", err)
+	}
+	f.setHealthy(true)
+	f.push(DefaultGroup, "s", host("10.0.0.1", 1, "", 1, nil), host("10.0.0.2", 2, "", 1, nil))
+	waitPorts(t, w, 1, 2)
+	calls := f.callLog()
+	if len(calls) < 7 || !strings.HasPrefix(calls[len(calls)-1], "subscribe ") {
+		t.Fatalf("SDK calls %v; want three failed subscribes, each undone, then one that worked", calls)
+	}
+	for _, c := range calls {
+		if !strings.HasSuffix(c, " #1") {
+			t.Fatalf("SDK calls %v: every call must use the one param", calls)
+		}
+	}
+	if n := f.registered(DefaultGroup, "s"); n != 1 {
+		t.Fatalf("%d callbacks registered after the retries; want 1", n)
+	}
+}
+
+// Losing the connection marks every watch stale (Next returns an error
+// wrapping ErrUnreachable) without emptying it; when it is back, changes
+// flow again.
+func TestConnectionLossReportedAndRecovered(t *testing.T) {
+	f := newFake()
+	r := fakeRegistry(t, f)
+	f.push(DefaultGroup, "s", host("10.0.0.1", 1, "", 1, nil))
+	w := watch(t, r, "s")
+	waitPorts(t, w, 1)
+	f.setHealthy(false)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if set, err := w.Next(ctx); !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("Next after the connection dropped: %s, %v; want ErrUnreachable", discoverytest.Describe(set), err)
+	}
+	// A watcher added during the outage gets the last set and the error.
+	w2 := watch(t, r, "s")
+	if set, err := w2.Next(ctx); err != nil || len(set) != 1 {
+		t.Fatalf("new watcher during the outage: %s, %v", discoverytest.Describe(set), err)
+	}
+	if _, err := w2.Next(ctx); !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("new watcher during the outage: %v; want ErrUnreachable", err)
+	}
+	f.setHealthy(true)
+	f.push(DefaultGroup, "s", host("10.0.0.2", 2, "", 1, nil))
+	waitPorts(t, w, 2)
+	waitPorts(t, w2, 2)
+	// The client whose connection was lost was closed (not left to the
+	// SDK's racy reconnect) and the service subscribed on a new one.
+	waitCond(t, "a second client with the service subscribed", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.dials == 2 && len(f.callbacks[fkey(DefaultGroup, "s")]) == 1 &&
+			strings.HasPrefix(f.calls[len(f.calls)-1], "subscribe ")
+	})
+	calls := f.callLog()
+	if calls[0] != "subscribe DEFAULT_GROUP@@s #1" || calls[1] != "close" {
+		t.Fatalf("SDK calls %v; want a subscribe, then the client closed", calls)
+	}
+	for _, c := range calls {
+		if c != "close" && !strings.HasSuffix(c, " #1") {
+			t.Fatalf("SDK calls %v: every call must use the one param", calls)
+		}
+	}
+	f.push(DefaultGroup, "s", host("10.0.0.3", 3, "", 1, nil))
+	waitPorts(t, w, 3)
+}
+
+// The SDK client is created in the background: Watch works before it
+// exists, and an error creating it reaches Next until a retry succeeds.
+func TestClientCreatedInBackground(t *testing.T) {
+	f := newFake()
+	f.push(DefaultGroup, "s", host("10.0.0.1", 1, "", 1, nil))
+	o := &Options{}
+	if err := o.normalize(); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	dials := 0
+	r := newRegistry(o, discovery.Env{}.Logger(), func() (namingClient, error) {
+		dials++
+		if dials == 1 {
+			return nil, errors.New("server list is empty")
+		}
+		<-release
+		return f.reopen()
+	})
+	r.backoffBase, r.backoffMax = time.Millisecond, time.Millisecond
+	r.start()
+	defer r.Close()
+	w, err := r.Watch(context.Background(), "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if _, err := w.Next(ctx); err == nil || !strings.Contains(err.Error(), "server list is empty") {
+		t.Fatalf("Next before the client exists: %v; want the creation error", err)
+	}
+	close(release)
+	waitPorts(t, w, 1)
+}
+
+// Close stops the watchers, unsubscribes and closes the client; Watch
+// after Close fails. Stop unblocks a pending Next.
+func TestCloseAndStop(t *testing.T) {
+	f := newFake()
+	r := fakeRegistry(t, f)
+	f.push(DefaultGroup, "s", host("10.0.0.1", 1, "", 1, nil))
+	w := watch(t, r, "s")
+	waitPorts(t, w, 1)
+	w2 := watch(t, r, "t")
+	errc := make(chan error, 1)
+	go func() {
+		_, err := w.Next(context.Background())
+		errc <- err
+	}()
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, discovery.ErrStopped) {
+			t.Fatalf("Next after Close: %v", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("Close did not unblock Next")
+	}
+	if _, err := w2.Next(context.Background()); !errors.Is(err, discovery.ErrStopped) {
+		t.Fatalf("second watcher after Close: %v", err)
+	}
+	if !f.closed {
+		t.Fatal("the SDK client was not closed")
+	}
+	calls := f.callLog()
+	if !slices.Contains(calls, "unsubscribe DEFAULT_GROUP@@s #1") || !slices.Contains(calls, "unsubscribe DEFAULT_GROUP@@t #2") ||
+		calls[len(calls)-1] != "close" {
+		t.Fatalf("SDK calls %v; want both services unsubscribed, then the client closed", calls)
+	}
+	if _, err := r.Watch(context.Background(), "s"); err == nil {
+		t.Fatal("Watch after Close succeeded")
+	}
+	if err := r.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	_ = w.Stop() // after Close: no panic, no deadlock
+}
+
+func TestWatchRejectsBadServiceNames(t *testing.T) {
+	r := fakeRegistry(t, newFake())
+	for _, s := range []string{"", "a@@", "@@a", "a@@b@@c@@d", "g@@s@@c,,d", " s"} {
+		if w, err := r.Watch(context.Background(), s); err == nil {
+			_ = w.Stop()
+			t.Errorf("Watch(%q) succeeded", s)
+		}
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	const base, ceiling = 250 * time.Millisecond, 10 * time.Second
+	for attempt := 1; attempt < 50; attempt++ {
+		for _, rnd := range []float64{0, 0.5, 0.9999} {
+			d := backoff(attempt, base, ceiling, func() float64 { return rnd })
+			if d < base/2 || d > ceiling {
+				t.Fatalf("backoff(%d, %v) = %v", attempt, rnd, d)
+			}
+		}
+	}
+	if d := backoff(1, base, ceiling, func() float64 { return 0 }); d != base/2 {
+		t.Fatalf("first backoff %v, want %v", d, base/2)
+	}
+	if d := backoff(100, base, ceiling, func() float64 { return 0 }); d != ceiling/2 {
+		t.Fatalf("capped backoff %v, want %v", d, ceiling/2)
+	}
+}
