@@ -11,6 +11,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -33,6 +34,7 @@ import (
 	"github.com/remora-mesh/remora/pkg/health"
 	"github.com/remora-mesh/remora/pkg/node"
 	"github.com/remora-mesh/remora/pkg/upstream"
+	"github.com/remora-mesh/remora/proxy/tcp"
 )
 
 // StatusClientClosedRequest is logged when the client went away before the
@@ -50,6 +52,12 @@ type Options struct {
 	// ResponseHeaderTimeout bounds each attempt until the response
 	// headers arrive (an upstream's per-try timeout); 0 means none.
 	ResponseHeaderTimeout time.Duration
+	// H2C speaks HTTP/2 without TLS (prior knowledge) to the nodes, as
+	// gRPC servers expect.
+	H2C bool
+	// TLS, when set, speaks TLS to the nodes with this config (mTLS when
+	// it holds a client certificate).
+	TLS *tls.Config
 	// Log is the logger; one that discards when nil.
 	Log *logrus.Entry
 	// Transport replaces the upstream transport (tests); nil builds one.
@@ -63,12 +71,13 @@ type Options struct {
 // Proxy is the HTTP forwarding engine. It is safe for concurrent use; the
 // routing table is swapped atomically with SetTable.
 type Proxy struct {
-	table     atomic.Pointer[upstream.Table]
-	rp        *httputil.ReverseProxy
-	transport http.RoundTripper
-	log       *logrus.Entry
-	access    *logrus.Entry
-	sample    float64
+	connectTimeout time.Duration
+	table          atomic.Pointer[upstream.Table]
+	rp             *httputil.ReverseProxy
+	transport      http.RoundTripper
+	log            *logrus.Entry
+	access         *logrus.Entry
+	sample         float64
 }
 
 // New returns a proxy with an empty routing table.
@@ -76,9 +85,12 @@ func New(opts Options) *Proxy {
 	if opts.Log == nil {
 		opts.Log = discovery.Env{}.Logger()
 	}
-	p := &Proxy{log: opts.Log, transport: opts.Transport, access: opts.AccessLog, sample: opts.AccessLogSample}
+	p := &Proxy{log: opts.Log, transport: opts.Transport, access: opts.AccessLog, sample: opts.AccessLogSample, connectTimeout: opts.ConnectTimeout}
 	if p.sample <= 0 || p.sample > 1 {
 		p.sample = 1
+	}
+	if p.connectTimeout <= 0 {
+		p.connectTimeout = 2 * time.Second
 	}
 	if p.transport == nil {
 		p.transport = NewTransport(opts)
@@ -109,7 +121,7 @@ func NewTransport(opts Options) *http.Transport {
 	if perHost <= 0 {
 		perHost = 256
 	}
-	return &http.Transport{
+	t := &http.Transport{
 		Proxy:                 nil, // never forward to an environment proxy
 		DialContext:           (&net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:          0, // no global cap; bounded per node
@@ -119,7 +131,16 @@ func NewTransport(opts Options) *http.Transport {
 		ResponseHeaderTimeout: opts.ResponseHeaderTimeout,
 		DisableCompression:    true, // pass bodies through untouched
 		ForceAttemptHTTP2:     false,
+		TLSClientConfig:       opts.TLS,
 	}
+	switch {
+	case opts.H2C:
+		t.Protocols = new(http.Protocols)
+		t.Protocols.SetUnencryptedHTTP2(true)
+	case opts.TLS != nil && slices.Contains(opts.TLS.NextProtos, "h2"):
+		t.ForceAttemptHTTP2 = true
+	}
+	return t
 }
 
 // SetTable replaces the routing table.
@@ -138,6 +159,10 @@ func (p *Proxy) Close() {
 // ServeHTTP routes by the Host header: its host part (port ignored) names
 // the upstream. An unknown host gets 404 and nothing is dialed, so Remora is
 // never an open proxy.
+//
+// Absolute-form requests (GET http://user-service/path) route the same way,
+// so an application can set HTTP_PROXY to Remora's address. CONNECT opens a
+// TCP tunnel to a node, and only for a known upstream.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t := p.table.Load()
 	host := hostOnly(r.Host)
@@ -146,7 +171,41 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.notFound(w, r, t, host)
 		return
 	}
+	if r.Method == http.MethodConnect {
+		p.tunnel(w, r, up)
+		return
+	}
 	p.forward(w, r, up)
+}
+
+// tunnel answers CONNECT to a known upstream with a TCP tunnel to one of
+// its nodes.
+func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, up *upstream.Upstream) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		writeError(w, http.StatusNotImplemented, "remora: CONNECT needs HTTP/1.1")
+		return
+	}
+	backend, n, err := tcp.Dial(r.Context(), up, r.RemoteAddr, p.connectTimeout)
+	if err != nil {
+		p.log.WithError(err).WithField("upstream", up.Name()).Warn("CONNECT: no node reachable")
+		writeError(w, http.StatusBadGateway, fmt.Sprintf("remora: upstream %q: %v", up.Name(), err))
+		return
+	}
+	conn, buf, err := hj.Hijack()
+	if err != nil {
+		backend.Close()
+		n.Stats.End(0, false)
+		return
+	}
+	start := time.Now()
+	_, _ = conn.Write([]byte("HTTP/1.1 200 Connection Established\r\n\r\n"))
+	if k := buf.Reader.Buffered(); k > 0 {
+		pending, _ := buf.Reader.Peek(k)
+		_, _ = backend.Write(pending)
+	}
+	tcp.Splice(conn, backend)
+	n.Stats.End(time.Since(start), false)
 }
 
 // ForUpstream returns a handler that sends every request to the named
@@ -200,6 +259,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream.Ups
 		defer cancel()
 	}
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
+	if st.grpc != nil && st.client.Err() == nil {
+		up.Observe(st.node, health.Outcome{Status: grpcHTTPStatus(st.grpc)})
+	}
 	if st.node != nil {
 		st.node.Stats.End(time.Since(st.began), false)
 	}
@@ -243,6 +305,29 @@ type exchange struct {
 	avail     int
 	status    int // the final response status, 0 without a response
 	errStatus int // the status ErrorHandler answered with
+	// grpc is a gRPC response whose outcome is judged by its grpc-status
+	// once the body (and trailers) went through.
+	grpc *http.Response
+}
+
+// isGRPC reports whether resp is a gRPC response.
+func isGRPC(resp *http.Response) bool {
+	return strings.HasPrefix(resp.Header.Get("Content-Type"), "application/grpc")
+}
+
+// grpcHTTPStatus maps a finished gRPC response's grpc-status (trailer, or
+// header for a trailers-only response) to the HTTP status outlier detection
+// understands: UNAVAILABLE (14) is a gateway failure, like a 503; anything
+// else says the node is up.
+func grpcHTTPStatus(resp *http.Response) int {
+	code := resp.Trailer.Get("Grpc-Status")
+	if code == "" {
+		code = resp.Header.Get("Grpc-Status")
+	}
+	if code == "14" {
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusOK
 }
 
 // logAccess writes the access log entry of a finished request.
@@ -317,7 +402,7 @@ func (t pickingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			req = req.Clone(req.Context())
 		}
 		body.rewind(req)
-		req.URL.Host = n.HostPort
+		req.URL.Scheme, req.URL.Host = st.up.Scheme(), n.HostPort
 		began := time.Now()
 		n.Stats.Begin(began)
 		resp, err := base.RoundTrip(req)
@@ -328,6 +413,11 @@ func (t pickingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		var out health.Outcome
 		retry := false
 		switch {
+		case err == nil && isGRPC(resp) && resp.StatusCode == http.StatusOK:
+			// The verdict is in grpc-status, after the body: forward
+			// observes it when the exchange ends.
+			st.node, st.began, st.status, st.grpc = n, began, resp.StatusCode, resp
+			return resp, nil
 		case err == nil:
 			out.Status = resp.StatusCode
 			retry = pol.RetryableStatus(resp.StatusCode) && replayable

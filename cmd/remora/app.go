@@ -16,12 +16,15 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/pkg/admin"
 	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/upstream"
 	"github.com/remora-mesh/remora/proxy"
+	"github.com/remora-mesh/remora/proxy/tcp"
 )
 
 // app is a running Remora: registries, upstream controllers, the proxy and
@@ -65,11 +68,35 @@ func (l *liveUpstream) stop() {
 	<-l.done
 }
 
-// server is one bound listener and what serves it.
+// server is one bound listener and what serves it: an HTTP server, or a
+// TCP relay for a tcp upstream.
 type server struct {
 	name string
 	ln   net.Listener
 	http *http.Server
+	tcp  *tcp.Server
+}
+
+// shutdown stops accepting and waits for open requests or connections
+// until ctx ends.
+func (s *server) shutdown(ctx context.Context) error {
+	if s.tcp != nil {
+		s.ln.Close()
+		return s.tcp.Shutdown(ctx)
+	}
+	return s.http.Shutdown(ctx)
+}
+
+// close stops at once.
+func (s *server) close() {
+	if s.tcp != nil {
+		s.ln.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_ = s.tcp.Shutdown(ctx)
+		return
+	}
+	_ = s.http.Close()
 }
 
 // startApp opens the registries, starts one controller per upstream, binds
@@ -106,7 +133,7 @@ func startApp(cfg *config.Config, log *logrus.Logger) (_ *app, err error) {
 	}
 	a.servers = append(a.servers, s)
 	for _, lc := range cfg.Listeners {
-		s, err := a.bind(lc.Name, lc.Address, a.proxy)
+		s, err := a.bind(lc.Name, lc.Address, h2c.NewHandler(a.proxy, &http2.Server{}))
 		if err != nil {
 			return nil, err
 		}
@@ -211,11 +238,17 @@ func (a *app) apply(cfg *config.Config) (err error) {
 		if uc.Listen == "" {
 			continue
 		}
-		if old := a.dedicated[uc.Name]; old != nil && a.upstreams[uc.Name].cfg.Listen == uc.Listen {
+		if old := a.dedicated[uc.Name]; old != nil && a.upstreams[uc.Name].cfg.Listen == uc.Listen && a.upstreams[uc.Name].cfg.Protocol == uc.Protocol {
 			dedicated[uc.Name] = old
 			continue
 		}
-		s, err := a.bind("upstream "+uc.Name, uc.Listen, a.proxy.ForUpstream(uc.Name))
+		var s *server
+		var err error
+		if uc.Protocol == "tcp" {
+			s, err = a.bindTCP(cfg, uc.Name, uc.Listen)
+		} else {
+			s, err = a.bind("upstream "+uc.Name, uc.Listen, h2c.NewHandler(a.proxy.ForUpstream(uc.Name), &http2.Server{}))
+		}
 		if err != nil {
 			for _, p := range todo {
 				p.w.Stop()
@@ -258,7 +291,7 @@ func (a *app) apply(cfg *config.Config) (err error) {
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 				defer cancel()
-				_ = s.http.Shutdown(ctx)
+				_ = s.shutdown(ctx)
 			}()
 		}
 	}
@@ -284,11 +317,17 @@ func (a *app) startUpstream(cfg *config.Config, uc config.Upstream, w discovery.
 		IdleConnTimeout:       cmp.Or(uc.Timeouts.Idle, cfg.Proxy.IdleConnTimeout),
 		MaxIdleConnsPerHost:   cfg.Proxy.MaxIdleConnsPerHost,
 		ResponseHeaderTimeout: uc.Timeouts.PerTry,
+		H2C:                   uc.Protocol == "h2c",
+		TLS:                   uc.TLSConfig,
 	})
+	scheme := "http"
+	if uc.TLSConfig != nil {
+		scheme = "https"
+	}
 	l := &liveUpstream{cfg: uc, transport: transport, done: make(chan struct{})}
 	l.u = upstream.New(upstream.Config{
 		Name: uc.Name, Service: uc.Service, Balancer: uc.Balancer.Builder,
-		Policy: &l.cfg.Policy, Transport: transport, Health: &l.cfg.Health, Canary: uc.CanaryRule,
+		Policy: &l.cfg.Policy, Transport: transport, Scheme: scheme, Health: &l.cfg.Health, Canary: uc.CanaryRule,
 		InitialSyncTimeout: uc.InitialSyncTimeout, Previous: prev,
 		Log: a.log.WithField("registry", uc.Registry),
 	})
@@ -340,11 +379,30 @@ func (a *app) bind(name, addr string, h http.Handler) (*server, error) {
 	}}, nil
 }
 
+// bindTCP listens on addr for a TCP relay to the named upstream.
+func (a *app) bindTCP(cfg *config.Config, name, addr string) (*server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listener upstream %s: %w", name, err)
+	}
+	return &server{name: "upstream " + name, ln: ln, tcp: &tcp.Server{
+		Lookup:         func() *upstream.Upstream { return a.proxy.Table().Lookup(name) },
+		ConnectTimeout: cfg.Proxy.ConnectTimeout,
+		Log:            a.log.WithField("listener", "upstream "+name),
+	}}, nil
+}
+
 func (a *app) serve(s *server) {
 	a.serving.Add(1)
 	go func() {
 		defer a.serving.Done()
-		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		var err error
+		if s.tcp != nil {
+			err = s.tcp.Serve(s.ln)
+		} else {
+			err = s.http.Serve(s.ln)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.log.WithError(err).WithField("listener", s.name).Error("listener failed")
 		}
 	}()
@@ -448,9 +506,9 @@ func (a *app) shutdown(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := s.http.Shutdown(ctx); err != nil {
+			if err := s.shutdown(ctx); err != nil {
 				errs[i] = fmt.Errorf("listener %s: %w", s.name, err)
-				_ = s.http.Close()
+				s.close()
 			}
 		}()
 	}
@@ -465,7 +523,7 @@ func (a *app) close() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, s := range a.allServers() {
-		_ = s.http.Close()
+		s.close()
 	}
 	a.serving.Wait()
 	for _, l := range a.upstreams {

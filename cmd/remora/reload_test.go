@@ -49,7 +49,7 @@ registries:
 upstreams:
   - name: user-service
     health:
-      passive: {consecutive_gateway_failure: 2, base_ejection_time: 1h, max_ejection_time: 2h, max_ejection_percent: 50}
+      passive: {consecutive_gateway_failure: 2, base_ejection_time: 1h, max_ejection_percent: 50}
 ` + extra)
 	return b.String()
 }

@@ -18,8 +18,6 @@ package etcd
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,6 +36,7 @@ import (
 	"google.golang.org/grpc/backoff"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/tlsfiles"
 )
 
 // Type is the adapter's type name in config.
@@ -81,13 +80,7 @@ type Options struct {
 }
 
 // TLSOptions configure TLS to etcd.
-type TLSOptions struct {
-	CAFile             string `yaml:"ca_file"`
-	CertFile           string `yaml:"cert_file"`
-	KeyFile            string `yaml:"key_file"`
-	ServerName         string `yaml:"server_name"`
-	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
-}
+type TLSOptions = tlsfiles.Options
 
 func (o *Options) validate() error {
 	var errs []error
@@ -143,16 +136,16 @@ func (o *Options) Open(env discovery.Env) (discovery.Registry, error) {
 		})},
 	}
 	if o.PasswordFile != "" {
-		pw, err := os.ReadFile(resolve(env.BaseDir, o.PasswordFile))
+		pw, err := os.ReadFile(tlsfiles.Resolve(env.BaseDir, o.PasswordFile))
 		if err != nil {
 			return nil, fmt.Errorf("password_file: %w", err)
 		}
 		cfg.Password = strings.TrimSpace(string(pw))
 	}
 	if o.TLS != nil {
-		tc, err := o.TLS.config(env.BaseDir)
+		tc, err := o.TLS.Config(env.BaseDir)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("tls.%w", err)
 		}
 		cfg.TLS = tc
 	}
@@ -161,36 +154,6 @@ func (o *Options) Open(env discovery.Env) (discovery.Registry, error) {
 		return nil, fmt.Errorf("etcd client: %w", err)
 	}
 	return NewRegistry(cli, o.Prefix, env), nil
-}
-
-func (t *TLSOptions) config(base string) (*tls.Config, error) {
-	tc := &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify, MinVersion: tls.VersionTLS12} //nolint:gosec // opt-in
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(resolve(base, t.CAFile))
-		if err != nil {
-			return nil, fmt.Errorf("tls.ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls.ca_file: %s holds no PEM certificate", t.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(resolve(base, t.CertFile), resolve(base, t.KeyFile))
-		if err != nil {
-			return nil, fmt.Errorf("tls.cert_file/key_file: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return tc, nil
-}
-
-func resolve(base, path string) string {
-	if base == "" || strings.HasPrefix(path, "/") {
-		return path
-	}
-	return base + "/" + path
 }
 
 // Client is the part of the etcd client the adapter uses;

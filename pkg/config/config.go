@@ -10,6 +10,7 @@ package config
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +25,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/tlsfiles"
 	"github.com/remora-mesh/remora/pkg/balancer"
 	"github.com/remora-mesh/remora/pkg/canary"
 	"github.com/remora-mesh/remora/pkg/health"
@@ -133,11 +135,20 @@ type Upstream struct {
 	InitialSyncTimeout time.Duration `yaml:"initial_sync_timeout"`
 	// Health is outlier detection, active probes and the panic threshold.
 	Health health.Config `yaml:"health"`
+	// Protocol is how nodes are spoken to: http (HTTP/1.1, default), h2c
+	// (HTTP/2 without TLS, for gRPC), h2 (HTTP/2 over TLS; needs tls), or
+	// tcp (raw TCP on the listen port; needs listen).
+	Protocol string `yaml:"protocol"`
+	// TLS speaks TLS to the nodes (mTLS with cert_file and key_file).
+	// server_name defaults to the service name.
+	TLS *tlsfiles.Options `yaml:"tls"`
 	// Canary splits traffic to nodes labelled as canary.
 	Canary *canary.Config `yaml:"canary"`
 	// Policy holds retry, timeouts and circuit_breaker.
 	upstream.Policy `yaml:",inline"`
 
+	// TLSConfig is the loaded TLS, set by Validate.
+	TLSConfig *tls.Config `yaml:"-" json:"-"`
 	// CanaryRule is the compiled Canary, set by Validate.
 	CanaryRule *canary.Rule `yaml:"-" json:"-"`
 
@@ -413,6 +424,37 @@ func (c *Config) Validate() error {
 		}
 		for _, err := range unjoin(u.Policy.Validate()) {
 			add("%s.%v", path, err)
+		}
+		switch u.Protocol {
+		case "", "http":
+			u.Protocol = "http"
+		case "h2c", "tcp":
+		case "h2":
+			if u.TLS == nil {
+				add("%s.protocol: h2 needs a tls block (h2c is HTTP/2 without TLS)", path)
+			}
+		default:
+			add("%s.protocol: unknown protocol %q; known: http, h2c, h2, tcp", path, u.Protocol)
+		}
+		if u.Protocol == "tcp" && u.Listen == "" {
+			add("%s.listen: a tcp upstream needs its own listen address", path)
+		}
+		if u.TLS != nil {
+			if u.Protocol == "h2c" {
+				add("%s.tls: h2c is HTTP/2 without TLS; use protocol h2", path)
+			}
+			opts := *u.TLS
+			if opts.ServerName == "" {
+				opts.ServerName = u.Service
+			}
+			tc, err := opts.Config(c.Dir)
+			if err != nil {
+				add("%s.tls.%v", path, err)
+			}
+			if tc != nil && u.Protocol == "h2" {
+				tc.NextProtos = []string{"h2"}
+			}
+			u.TLSConfig = tc
 		}
 		if u.Canary != nil {
 			rule, err := u.Canary.Validate()

@@ -51,7 +51,8 @@ type Passive struct {
 	// BaseEjectionTime × times ejected is how long an ejection lasts;
 	// default 30s.
 	BaseEjectionTime time.Duration `yaml:"base_ejection_time"`
-	// MaxEjectionTime caps an ejection; default 300s.
+	// MaxEjectionTime caps an ejection; default 300s, or base_ejection_time
+	// when that is longer.
 	MaxEjectionTime time.Duration `yaml:"max_ejection_time"`
 	// EjectionJitter adds a random 0..jitter to each ejection so nodes
 	// ejected together do not return together; default 1s.
@@ -158,7 +159,7 @@ func (c *Config) Validate() error {
 	}
 	defDur(&p.Interval, DefaultInterval)
 	defDur(&p.BaseEjectionTime, DefaultBaseEjectionTime)
-	defDur(&p.MaxEjectionTime, DefaultMaxEjectionTime)
+	defDur(&p.MaxEjectionTime, max(DefaultMaxEjectionTime, p.BaseEjectionTime))
 	if p.EjectionJitter == nil {
 		v := DefaultEjectionJitter
 		p.EjectionJitter = &v

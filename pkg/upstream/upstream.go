@@ -75,6 +75,9 @@ type Config struct {
 	Policy *Policy
 	// Transport reaches the nodes; nil means the proxy's shared one.
 	Transport http.RoundTripper
+	// Scheme is "https" when Transport speaks TLS to the nodes; default
+	// "http".
+	Scheme string
 	// Health configures outlier detection and active probes; nil means
 	// the defaults (passive detection on, no probes).
 	Health *health.Config
@@ -120,6 +123,9 @@ type builderBox struct{ balancer.Builder }
 func New(cfg Config) *Upstream {
 	if cfg.Service == "" {
 		cfg.Service = cfg.Name
+	}
+	if cfg.Scheme == "" {
+		cfg.Scheme = "http"
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -176,6 +182,9 @@ func (u *Upstream) SetBalancer(b balancer.Builder) {
 
 // Policy returns the upstream's traffic policy; it must not be modified.
 func (u *Upstream) Policy() *Policy { return u.cfg.Policy }
+
+// Scheme returns "http" or "https", how the nodes are spoken to.
+func (u *Upstream) Scheme() string { return u.cfg.Scheme }
 
 // Transport returns the upstream's own transport, or nil for the proxy's.
 func (u *Upstream) Transport() http.RoundTripper { return u.cfg.Transport }

@@ -1,0 +1,59 @@
+// Package tlsfiles builds a client tls.Config from file names in config.
+package tlsfiles
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// Options name the files and settings of a TLS client.
+type Options struct {
+	// CAFile holds PEM certificates to trust instead of the system's.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are a client certificate (mTLS); both or none.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ServerName is the name to verify and send as SNI.
+	ServerName string `yaml:"server_name"`
+	// InsecureSkipVerify turns verification off; for tests only.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+}
+
+// Config loads the files, relative to base, and returns the client config.
+// Errors name the field at fault.
+func (o *Options) Config(base string) (*tls.Config, error) {
+	if (o.CertFile == "") != (o.KeyFile == "") {
+		return nil, errors.New("cert_file and key_file go together")
+	}
+	tc := &tls.Config{ServerName: o.ServerName, InsecureSkipVerify: o.InsecureSkipVerify, MinVersion: tls.VersionTLS12} //nolint:gosec // opt-in
+	if o.CAFile != "" {
+		pem, err := os.ReadFile(Resolve(base, o.CAFile))
+		if err != nil {
+			return nil, fmt.Errorf("ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca_file: %s holds no PEM certificate", o.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if o.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(Resolve(base, o.CertFile), Resolve(base, o.KeyFile))
+		if err != nil {
+			return nil, fmt.Errorf("cert_file/key_file: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+func Resolve(base, path string) string {
+	if base == "" || filepath.IsAbs(path) {
+		return path
+	}
+	return filepath.Join(base, path)
+}
