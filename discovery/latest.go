@@ -20,6 +20,7 @@ type Latest struct {
 
 	returned    []Instance // what Next returned last (consumer-owned)
 	hasReturned bool
+	failed      bool // Next returned an error since it last returned a set
 
 	wake     chan struct{} // capacity 1: "something changed"
 	done     chan struct{}
@@ -69,7 +70,9 @@ func (l *Latest) Stop() error {
 	return nil
 }
 
-// Next implements Watcher.Next.
+// Next implements Watcher.Next. After it returned an error, the next set
+// published is returned even when equal to the last one, so that the
+// consumer learns the registry is readable again.
 func (l *Latest) Next(ctx context.Context) ([]Instance, error) {
 	for {
 		select {
@@ -80,16 +83,18 @@ func (l *Latest) Next(ctx context.Context) ([]Instance, error) {
 		l.mu.Lock()
 		set, fresh, err := l.set, l.fresh, l.pending
 		l.fresh = false
-		if fresh && (!l.hasReturned || !EqualSets(set, l.returned)) {
+		if fresh && (!l.hasReturned || l.failed || !EqualSets(set, l.returned)) {
 			// A set is returned before an error that came after it; the
-			// error is reported by the following call.
+			// error is reported by the following call. After an error, a
+			// set is returned even if unchanged: it says "fresh again".
 			l.mu.Unlock()
-			l.returned, l.hasReturned = set, true
+			l.returned, l.hasReturned, l.failed = set, true, false
 			return set, nil
 		}
 		l.pending = nil
 		l.mu.Unlock()
 		if err != nil {
+			l.failed = true
 			return nil, err
 		}
 		select {

@@ -68,6 +68,17 @@ func TestLatest(t *testing.T) {
 			t.Fatalf("got %v, %v", set, err)
 		}
 	})
+	t.Run("an unchanged set after an error is returned", func(t *testing.T) {
+		l := NewLatest()
+		l.Publish([]Instance{inst("a")})
+		nextNow(t, l)
+		l.Fail(boom)
+		nextNow(t, l)
+		l.Publish([]Instance{inst("a")})
+		if set, err := nextNow(t, l); err != nil || len(set) != 1 {
+			t.Fatalf("got %v, %v; want the set again (the registry is back)", set, err)
+		}
+	})
 	t.Run("stop unblocks", func(t *testing.T) {
 		l := NewLatest()
 		go func() { time.Sleep(10 * time.Millisecond); _ = l.Stop() }()

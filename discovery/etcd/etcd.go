@@ -166,6 +166,11 @@ type Client interface {
 
 // Registry watches services under one prefix.
 type Registry struct {
+	// ProbeInterval is how often each watcher checks that etcd answers
+	// (an etcd watch silently waits through an outage); 0 turns the check
+	// off. Set it before the first Watch.
+	ProbeInterval time.Duration
+
 	cli    Client
 	prefix string
 	env    discovery.Env
@@ -176,8 +181,11 @@ type Registry struct {
 // NewRegistry returns a registry over cli; Close closes cli.
 func NewRegistry(cli Client, prefix string, env discovery.Env) *Registry {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Registry{cli: cli, prefix: strings.TrimSuffix(prefix, "/"), env: env, ctx: ctx, cancel: cancel}
+	return &Registry{cli: cli, prefix: strings.TrimSuffix(prefix, "/"), env: env, ctx: ctx, cancel: cancel, ProbeInterval: DefaultProbeInterval}
 }
+
+// DefaultProbeInterval is how often a watcher checks that etcd answers.
+const DefaultProbeInterval = time.Second
 
 // Watch implements discovery.Registry.
 func (r *Registry) Watch(_ context.Context, service string) (discovery.Watcher, error) {
@@ -192,6 +200,7 @@ func (r *Registry) Watch(_ context.Context, service string) (discovery.Watcher, 
 		log:    r.env.Logger().WithFields(logrus.Fields{"registry": r.env.Name, "service": service}),
 		cancel: cancel,
 		nodes:  map[string]discovery.Instance{},
+		probe:  r.ProbeInterval,
 	}
 	go w.run(ctx)
 	return w, nil
@@ -263,6 +272,8 @@ type watcher struct {
 	cancel context.CancelFunc
 	nodes  map[string]discovery.Instance // by key
 	rev    int64                         // last revision applied
+	probe  time.Duration                 // liveness check interval, 0 off
+	stale  bool                          // the last check failed
 }
 
 // Stop implements discovery.Watcher.
@@ -337,7 +348,24 @@ func (w *watcher) follow(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	wch := w.cli.Watch(ctx, w.prefix, clientv3.WithPrefix(), clientv3.WithRev(w.rev+1))
-	for resp := range wch {
+	var tick <-chan time.Time
+	if w.probe > 0 {
+		t := time.NewTicker(w.probe)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		var resp clientv3.WatchResponse
+		var ok bool
+		select {
+		case <-tick:
+			w.check(ctx)
+			continue
+		case resp, ok = <-wch:
+		}
+		if !ok {
+			break
+		}
 		if resp.CompactRevision != 0 {
 			return errCompacted
 		}
@@ -355,11 +383,35 @@ func (w *watcher) follow(ctx context.Context) error {
 		if rev := resp.Header.GetRevision(); rev > w.rev {
 			w.rev = rev
 		}
-		if len(resp.Events) > 0 {
+		if len(resp.Events) > 0 || w.stale {
+			w.stale = false
 			w.publish()
 		}
 	}
 	return errors.New("watch channel closed")
+}
+
+// check asks etcd for a count of the service's keys: a watch waits through
+// an outage without a word, so this is how a watcher notices one (and
+// reports it: the upstream is marked stale, its nodes kept) and its end (the
+// current set is published again).
+func (w *watcher) check(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, w.probe)
+	defer cancel()
+	_, err := w.cli.Get(ctx, w.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	switch {
+	case err != nil && ctx.Err() != nil && errors.Is(ctx.Err(), context.Canceled):
+	case err != nil:
+		if !w.stale {
+			w.log.WithError(err).Warn("etcd: not answering; keeping the last known instances")
+		}
+		w.stale = true
+		w.Fail(fmt.Errorf("etcd: %s unreachable: %w", w.prefix, err))
+	case w.stale:
+		w.stale = false
+		w.log.Info("etcd: answering again")
+		w.publish()
+	}
 }
 
 // put records the instance under key, or drops the key with a warning when

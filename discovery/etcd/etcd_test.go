@@ -157,6 +157,7 @@ func TestCompactionRelists(t *testing.T) {
 	f.lists <- map[string]string{"/services/s/a": "127.0.0.1:1", "/services/s/b": "127.0.0.1:2"}
 
 	reg := etcd.NewRegistry(f, "/services", discovery.Env{})
+	reg.ProbeInterval = 0 // the fake answers scripted lists only
 	defer reg.Close()
 	w := watch(t, reg, "s")
 	discoverytest.WaitFor(t, w, 5*time.Second, "a and b after the relist", func(s []discovery.Instance) bool { return len(s) == 2 })
@@ -181,6 +182,7 @@ func TestWatchResumesFromLastRevision(t *testing.T) {
 	f.watches <- make(chan clientv3.WatchResponse)
 
 	reg := etcd.NewRegistry(f, "/services", discovery.Env{})
+	reg.ProbeInterval = 0 // the fake answers scripted lists only
 	defer reg.Close()
 	w := watch(t, reg, "s")
 	discoverytest.WaitFor(t, w, 5*time.Second, "a and b", func(s []discovery.Instance) bool { return len(s) == 2 })

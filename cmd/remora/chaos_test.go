@@ -1,0 +1,203 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/remora-mesh/remora/discovery/etcd/etcdtest"
+)
+
+// loadGen sends requests for user-service from workers until stopped and
+// counts failures.
+type loadGen struct {
+	ok, failed atomic.Int64
+	first      atomic.Value
+	stop       chan struct{}
+	wg         sync.WaitGroup
+}
+
+func startLoad(t *testing.T, a *app, workers int) *loadGen {
+	g := &loadGen{stop: make(chan struct{})}
+	outbound := a.addr("outbound")
+	client := &http.Client{Timeout: 5 * time.Second}
+	for w := 0; w < workers; w++ {
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			for {
+				select {
+				case <-g.stop:
+					return
+				default:
+				}
+				req, _ := http.NewRequest(http.MethodGet, "http://"+outbound+"/", nil)
+				req.Host = "user-service"
+				resp, err := client.Do(req)
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				if err != nil {
+					g.failed.Add(1)
+					g.first.CompareAndSwap(nil, err)
+				} else {
+					g.ok.Add(1)
+				}
+				time.Sleep(5 * time.Millisecond) // bounded rate
+			}
+		}()
+	}
+	return g
+}
+
+func (g *loadGen) finish(t *testing.T) {
+	t.Helper()
+	close(g.stop)
+	g.wg.Wait()
+	if g.failed.Load() != 0 || g.ok.Load() == 0 {
+		t.Fatalf("%d requests failed, %d succeeded (first error: %v)", g.failed.Load(), g.ok.Load(), g.first.Load())
+	}
+	t.Logf("%d requests, 0 failed", g.ok.Load())
+}
+
+// etcd stopped for 30 s (REMORA_CHAOS_OUTAGE overrides) under load: no
+// request fails, the upstream shows as stale, and a change made after etcd
+// returns reaches traffic within a second.
+func TestChaosRegistryOutage(t *testing.T) {
+	outage := 30 * time.Second
+	if v := os.Getenv("REMORA_CHAOS_OUTAGE"); v != "" {
+		outage, _ = time.ParseDuration(v)
+	}
+	srv := etcdtest.Start(t)
+	b1, b2, b3 := startBackend(t, "b1"), startBackend(t, "b2"), startBackend(t, "b3")
+	srv.Put("/services/user-service/b1", b1.value(""))
+	srv.Put("/services/user-service/b2", b2.value(""))
+	a := startRemora(t, etcdConfig(srv.Endpoint()))
+	eventually(t, 5*time.Second, "two nodes", func() bool { return available(a) == 2 })
+	load := startLoad(t, a, 8)
+
+	srv.Stop()
+	eventually(t, 5*time.Second, "the upstream marked stale", func() bool { return upstreamStatusOf(t, a).Stale })
+	time.Sleep(outage)
+	if st := upstreamStatusOf(t, a); !st.Stale || st.Available != 2 || st.Error == "" {
+		t.Fatalf("during the outage: stale=%v available=%d error=%q", st.Stale, st.Available, st.Error)
+	}
+	srv.Restart()
+	eventually(t, 5*time.Second, "staleness cleared", func() bool { return !upstreamStatusOf(t, a).Stale })
+	srv.Put("/services/user-service/b3", b3.value(""))
+	took := eventually(t, time.Second, "a change after the outage", func() bool { return available(a) == 3 })
+	t.Logf("a change after the registry returned reached traffic in %v", took)
+	load.finish(t)
+}
+
+func upstreamStatusOf(t *testing.T, a *app) (st struct {
+	Stale     bool   `json:"stale"`
+	Available int    `json:"available"`
+	Error     string `json:"error"`
+}) {
+	getJSON(t, "http://"+a.addr("admin")+"/upstreams/user-service", &st)
+	return st
+}
+
+// A backend that accepts connections and never answers: per_try timeouts
+// move requests to a healthy node, no request fails or hangs.
+func TestChaosBackendThatNeverAnswers(t *testing.T) {
+	mute, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mute.Close()
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := mute.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c) // read nothing, answer nothing
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		mu.Unlock()
+	}()
+	good := startBackend(t, "good")
+	a := startRemora(t, fmt.Sprintf(`
+admin: {address: "127.0.0.1:0"}
+listeners: [{name: outbound, address: "127.0.0.1:0"}]
+registries: [{name: s, type: static, static: {services: {user-service: [{id: mute, address: %q}, {id: good, address: %q}]}}}]
+upstreams:
+  - name: user-service
+    timeouts: {per_try: 200ms}
+`, mute.Addr(), good.srv.Listener.Addr()))
+	eventually(t, 5*time.Second, "ready", func() bool { return available(a) == 2 })
+	start := time.Now()
+	load := startLoad(t, a, 4)
+	time.Sleep(2 * time.Second)
+	load.finish(t)
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("took %v", d)
+	}
+	if counts := send(t, a, 4); counts["good"] != 4 {
+		t.Fatalf("after the mute node's ejection: %v", counts)
+	}
+}
+
+// A backend that resets the connection in the middle of its body: the
+// client's request ends at once with an error (the headers had gone out, so
+// no retry was possible) instead of hanging or passing as complete.
+func TestChaosBackendResetsMidBody(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				buf := make([]byte, 4096)
+				c.Read(buf)
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\npartial")
+				c.(*net.TCPConn).SetLinger(0)
+				c.Close() // RST
+			}()
+		}
+	}()
+	a := startRemora(t, staticConfig([]string{ln.Addr().String()}, ""))
+	eventually(t, 5*time.Second, "ready", func() bool { return a.Table().Lookup("svc").Snapshot().Available == 1 })
+	start := time.Now()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+a.addr("outbound")+"/", nil)
+	req.Host = "svc"
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Do(req)
+	if err == nil {
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	if err == nil {
+		t.Fatal("a truncated body was delivered as complete")
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("the broken exchange hung for %v", d)
+	}
+}
