@@ -28,5 +28,11 @@ vet:
 tools:
 	@bin=$$(bash scripts/consul-agent.sh) && echo "consul agent: $$bin"
 
+## bench: whole-process benchmark against HAProxy and nginx (bench/README.md);
+## installs haproxy, nginx and wrk from Debian packages if missing. Not part of `make test`.
+## BENCH_DURATION=10s BENCH_ROUNDS=3 BENCH_WARMUP=2s BENCH_PROXIES=... BENCH_SCENARIOS=...
+bench:
+	GO=$(GO) bash bench/run.sh
+
 clean:
 	rm -rf bin

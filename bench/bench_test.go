@@ -1,0 +1,219 @@
+package main
+
+// These tests cover the driver's parsers and the backend. They run in
+// `make test` (they are quick and start nothing but an in-process
+// listener); the benchmark itself runs only with `make bench`.
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+const wrkOutput = `Running 10s test @ http://127.0.0.1:40000/64
+  1 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     2.51ms  512.21us  12.03ms   90.12%
+    Req/Sec    25.62k     1.02k   27.10k    70.00%
+  Latency Distribution
+     50%  812.00us
+     75%    2.70ms
+     90%    2.98ms
+     99%    1.20s
+  254923 requests in 10.00s, 30.14MB read
+  Socket errors: connect 1, read 2, write 0, timeout 3
+  Non-2xx or 3xx responses: 5
+Requests/sec:  25489.12
+Transfer/sec:      3.01MB
+`
+
+func TestParseWrk(t *testing.T) {
+	r, err := parseWrk(wrkOutput)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := wrkResult{Requests: 254923, Seconds: 10, RPS: 25489.12, P50: 812, P99: 1.2e6, SocketErr: 6, Non2xx: 5}
+	if r != want {
+		t.Fatalf("got %+v\nwant %+v", r, want)
+	}
+	if _, err := parseWrk("  254923 requests in 10.00s, 30.14MB read\nRequests/sec: 1\n"); err == nil {
+		t.Fatal("output without --latency accepted")
+	}
+}
+
+func TestParseWrkTime(t *testing.T) {
+	for in, want := range map[string]float64{"5.00us": 5, "1.50ms": 1500, "2.00s": 2e6, "1.00m": 60e6} {
+		got, err := parseWrkTime(in)
+		if err != nil || got != want {
+			t.Errorf("%s: got %v, %v; want %v", in, got, err, want)
+		}
+	}
+	if _, err := parseWrkTime("3parsecs"); err == nil {
+		t.Error("unknown unit accepted")
+	}
+}
+
+func TestParseProcStat(t *testing.T) {
+	// The command name may hold spaces and parentheses.
+	s := "4242 (a (b) c) S 17 4242 4242 0 -1 4194560 100 0 0 0 1234 567 0 0 20 0 1 0 99 1000 200 18446744073709551615"
+	st, err := parseProcStat(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.PPID != 17 || st.UTime != 1234 || st.STime != 567 {
+		t.Fatalf("got %+v", st)
+	}
+	if _, err := parseProcStat("4242 (x) S 1"); err == nil {
+		t.Fatal("short line accepted")
+	}
+}
+
+func TestParseCPUList(t *testing.T) {
+	got, err := parseCPUList("0-2,5\n")
+	if err != nil || cpuListString(got) != "0,1,2,5" {
+		t.Fatalf("got %v, %v", got, err)
+	}
+}
+
+func TestParseCPUBusy(t *testing.T) {
+	stat := "cpu  10 1 5 100 7 2 3 4 9 9\ncpu1 1 0 2 50 6 1 1 1 0 0\nintr 1\n"
+	if b, err := parseCPUBusy(stat, "cpu1"); err != nil || b != 6 { // 1+0+2+1+1+1
+		t.Fatalf("cpu1: %d, %v", b, err)
+	}
+	if b, _ := parseCPUBusy(stat, "cpu"); b != 25 {
+		t.Fatalf("cpu: %d", b)
+	}
+	if _, err := parseCPUBusy(stat, "cpu7"); err == nil {
+		t.Fatal("missing cpu accepted")
+	}
+}
+
+func TestParseVmRSS(t *testing.T) {
+	if got := parseVmRSS("Name:\tx\nVmRSS:\t   12345 kB\nThreads: 1\n"); got != 12345 {
+		t.Fatalf("got %d", got)
+	}
+}
+
+func TestMedian(t *testing.T) {
+	if median([]float64{3, 1, 2}) != 2 || median([]float64{4, 1, 2, 3}) != 2.5 || median(nil) != 0 {
+		t.Fatal("median")
+	}
+}
+
+func TestHandlePipelinedAndPartial(t *testing.T) {
+	resp := newResponses()
+	in := []byte("GET /64 HTTP/1.1\r\nHost: a\r\n\r\n" +
+		"POST /16k HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc" +
+		"GET /64 HTTP/1.1\r\nHo")
+	out, consumed, closeAfter, err := handle(in, nil, resp)
+	if err != nil || closeAfter {
+		t.Fatalf("err %v close %v", err, closeAfter)
+	}
+	if want := bytes.Join([][]byte{resp.small, resp.large}, nil); !bytes.Equal(out, want) {
+		t.Fatalf("responses: got %d bytes, want %d", len(out), len(want))
+	}
+	if rest := string(in[consumed:]); rest != "GET /64 HTTP/1.1\r\nHo" {
+		t.Fatalf("left %q", rest)
+	}
+	// A body not fully arrived is not answered yet.
+	_, consumed, _, _ = handle([]byte("POST / HTTP/1.1\r\ncontent-length: 10\r\n\r\nabc"), nil, resp)
+	if consumed != 0 {
+		t.Fatalf("consumed %d of an incomplete request", consumed)
+	}
+}
+
+func TestHandleClose(t *testing.T) {
+	resp := newResponses()
+	for _, req := range []string{
+		"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+		"GET / HTTP/1.0\r\n\r\n",
+	} {
+		out, _, closeAfter, err := handle([]byte(req), nil, resp)
+		if err != nil || !closeAfter || !bytes.Equal(out, resp.small) {
+			t.Errorf("%q: close %v err %v", req, closeAfter, err)
+		}
+	}
+	if _, _, _, err := handle([]byte("GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"), nil, resp); err == nil {
+		t.Error("chunked request accepted")
+	}
+}
+
+// TestBackendServesHTTP talks to the backend with net/http's client, which
+// is what Remora's transport is.
+func TestBackendServesHTTP(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	resp := newResponses()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serveConn(c, resp)
+		}
+	}()
+	client := &http.Client{Timeout: 5 * time.Second}
+	defer client.CloseIdleConnections()
+	for range 3 {
+		for _, n := range []int{smallBody, largeBody} {
+			r, err := client.Get("http://" + ln.Addr().String() + pathFor(n))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(r.Body)
+			r.Body.Close()
+			if r.StatusCode != 200 || len(body) != n {
+				t.Fatalf("%s: %d, %d bytes", pathFor(n), r.StatusCode, len(body))
+			}
+		}
+	}
+}
+
+func TestConfigs(t *testing.T) {
+	backends := []string{"127.0.0.1:1001", "127.0.0.1:1002", "127.0.0.1:1003"}
+	h := haproxyConfig("127.0.0.1:2000", backends)
+	n := nginxConfig("/tmp/x", "127.0.0.1:2001", "", backends)
+	r := remoraConfig("127.0.0.1:2002", "127.0.0.1:2003", backends)
+	for name, c := range map[string]struct {
+		cfg  string
+		want []string
+	}{
+		"haproxy": {h, []string{"nbthread 1", "balance roundrobin", "http-reuse always", "bind 127.0.0.1:2000", "server n3 127.0.0.1:1003"}},
+		"nginx":   {n, []string{"worker_processes 1;", "access_log off;", "keepalive 1024;", "proxy_http_version 1.1;", `proxy_set_header Connection "";`, "server 127.0.0.1:1002;", "listen 127.0.0.1:2001;", "pid /tmp/x/nginx.pid;"}},
+		"remora":  {r, []string{"type: static", "balancer: round_robin", `address: "127.0.0.1:2003"`, "port: 1001", "- name: bench"}},
+	} {
+		for _, w := range c.want {
+			if !strings.Contains(c.cfg, w) {
+				t.Errorf("%s config lacks %q:\n%s", name, w, c.cfg)
+			}
+		}
+	}
+	if strings.Contains(h, "log ") && !strings.Contains(h, `no "log" line`) {
+		t.Error("haproxy config logs")
+	}
+}
+
+func TestParseOptions(t *testing.T) {
+	t.Setenv("BENCH_DURATION", "5")
+	o, err := parseOptions([]string{"-proxies", "remora,haproxy", "-scenarios", "16k-64c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.duration != 5*time.Second || strings.Join(o.proxies, ",") != "remora,haproxy" || len(o.scenarios) != 1 || o.scenarios[0].Body != largeBody {
+		t.Fatalf("got %+v", o)
+	}
+	if _, err := parseOptions([]string{"-proxies", "envoy"}); err == nil {
+		t.Fatal("unknown proxy accepted")
+	}
+	if _, err := parseOptions([]string{"-scenarios", "1m-1c"}); err == nil {
+		t.Fatal("unknown scenario accepted")
+	}
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# make bench: install what the benchmark needs (Debian packages only), build
+# Remora and the bench driver into bin/, and run the driver. Everything the
+# run writes goes to a temp dir that the driver removes; the driver stops
+# every process it started. See bench/README.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GO=${GO:-go}
+
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
+
+missing=()
+have haproxy || missing+=(haproxy)
+have nginx || missing+=(nginx-light)
+have wrk || missing+=(wrk)
+have taskset || missing+=(util-linux)
+
+if ((${#missing[@]})); then
+	echo "bench: installing ${missing[*]} from Debian packages" >&2
+	SUDO=()
+	if [ "$(id -u)" != 0 ]; then
+		if command -v sudo >/dev/null 2>&1; then
+			SUDO=(sudo -n)
+		else
+			echo "bench: need root (or sudo) to apt-get install ${missing[*]}" >&2
+			exit 1
+		fi
+	fi
+	# Remember daemons already running, so a package's own start (where its
+	# postinst is allowed to start one) can be undone by pid below.
+	pidfile_pid() { [ -r "$1" ] && tr -dc 0-9 <"$1" || true; }
+	before_nginx=$(pidfile_pid /run/nginx.pid)
+	before_haproxy=$(pidfile_pid /run/haproxy.pid)
+	apt=("${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300)
+	"${apt[@]}" update
+	if ! "${apt[@]}" install -y --no-install-recommends "${missing[@]}"; then
+		# nginx-light is gone from newer releases: the plain package will do.
+		missing=("${missing[@]/nginx-light/nginx}")
+		"${apt[@]}" install -y --no-install-recommends "${missing[@]}"
+	fi
+	for f in /run/nginx.pid /run/haproxy.pid; do
+		pid=$(pidfile_pid "$f")
+		before=$before_nginx
+		[ "$f" = /run/haproxy.pid ] && before=$before_haproxy
+		if [ -n "$pid" ] && [ "$pid" != "$before" ] && kill -0 "$pid" 2>/dev/null; then
+			echo "bench: stopping the service the package started (pid $pid)" >&2
+			"${SUDO[@]}" kill "$pid" || true
+		fi
+	done
+fi
+
+mkdir -p bin
+echo "bench: building bin/remora and bin/remora-bench" >&2
+"$GO" build -o bin/remora ./cmd/remora
+"$GO" build -o bin/remora-bench ./bench
+
+# 256 client connections plus the upstream pools need more than 1024 fds.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+exec bin/remora-bench -remora bin/remora "$@"
