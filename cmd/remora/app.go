@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -328,7 +329,7 @@ func (a *app) startUpstream(cfg *config.Config, uc config.Upstream, w discovery.
 	l.u = upstream.New(upstream.Config{
 		Name: uc.Name, Service: uc.Service, Balancer: uc.Balancer.Builder,
 		Policy: &l.cfg.Policy, Transport: transport, Scheme: scheme, Health: &l.cfg.Health, Canary: uc.CanaryRule,
-		InitialSyncTimeout: uc.InitialSyncTimeout, Previous: prev,
+		InitialSyncTimeout: uc.InitialSyncTimeout, Previous: prev, SnapshotFile: snapshotFile(cfg, uc.Name),
 		Log: a.log.WithField("registry", uc.Registry),
 	})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -338,6 +339,19 @@ func (a *app) startUpstream(cfg *config.Config, uc config.Upstream, w discovery.
 		l.u.Run(ctx, w)
 	}()
 	return l
+}
+
+// snapshotFile is where an upstream's last good node set is kept, or ""
+// without a data_dir.
+func snapshotFile(cfg *config.Config, upstream string) string {
+	if cfg.DataDir == "" {
+		return ""
+	}
+	dir := cfg.DataDir
+	if !filepath.IsAbs(dir) {
+		dir = filepath.Join(cfg.Dir, dir)
+	}
+	return filepath.Join(dir, "snapshots", upstream+".json")
 }
 
 // watchUpstream opens the upstream's watch: its service, merged with the

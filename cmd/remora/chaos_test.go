@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -199,5 +201,57 @@ func TestChaosBackendResetsMidBody(t *testing.T) {
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("the broken exchange hung for %v", d)
+	}
+}
+
+// Cold start with the registry down: with a snapshot in data_dir requests
+// succeed (marked stale); without one /readyz stays false and requests get
+// a clear 503.
+func TestColdStartWithRegistryDown(t *testing.T) {
+	b := startBackend(t, "b1")
+	dataDir := t.TempDir()
+	srv := etcdtest.Start(t)
+	srv.Put("/services/user-service/b1", b.value(""))
+	withDir := func(endpoint string) string {
+		return strings.Replace(etcdConfig(endpoint), "upstreams:\n  - name: user-service\n",
+			fmt.Sprintf("data_dir: %q\nupstreams:\n  - {name: user-service, initial_sync_timeout: 300ms}\n", dataDir), 1)
+	}
+	// A first run with etcd up leaves the snapshot behind.
+	first := startRemora(t, withDir(srv.Endpoint()))
+	eventually(t, 5*time.Second, "first run synced", func() bool { return available(first) == 1 })
+	eventually(t, 5*time.Second, "snapshot written", func() bool {
+		_, err := os.Stat(filepath.Join(dataDir, "snapshots", "user-service.json"))
+		return err == nil
+	})
+	first.close()
+	srv.Stop()
+
+	second := startRemora(t, withDir(srv.Endpoint()))
+	eventually(t, 5*time.Second, "serving from the snapshot", func() bool { return available(second) == 1 })
+	if counts := send(t, second, 5); counts["b1"] != 5 {
+		t.Fatalf("from the snapshot: %v", counts)
+	}
+	if code, body := readyz(t, second); code != 200 {
+		t.Fatalf("readyz with a snapshot: %d %s", code, body)
+	}
+	if st := upstreamStatusOf(t, second); !st.Stale || !strings.Contains(st.Error, "on-disk snapshot") {
+		t.Fatalf("not marked stale: %+v", st)
+	}
+
+	empty := startRemora(t, strings.Replace(withDir(srv.Endpoint()), dataDir, t.TempDir(), 1))
+	time.Sleep(500 * time.Millisecond) // past initial_sync_timeout
+	if code, _ := readyz(t, empty); code != 503 {
+		t.Fatalf("readyz without a snapshot: %d; want 503", code)
+	}
+	req, _ := http.NewRequest(http.MethodGet, "http://"+empty.addr("outbound")+"/", nil)
+	req.Host = "user-service"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || !strings.Contains(string(body), "not received its nodes from the registry") {
+		t.Fatalf("request without a snapshot: %d %q", resp.StatusCode, body)
 	}
 }

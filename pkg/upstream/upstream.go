@@ -7,6 +7,7 @@ package upstream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"net/http"
 	"slices"
@@ -39,6 +40,9 @@ type Snapshot struct {
 	Available int
 	// Synced is true once the registry delivered a first set.
 	Synced bool
+	// Restored is true while the nodes come from the on-disk snapshot
+	// (the registry was not reached at start).
+	Restored bool
 	// Version counts published node sets, starting at 1 for the first.
 	Version uint64
 	// UpdatedAt is when the registry last delivered a set.
@@ -81,8 +85,13 @@ type Config struct {
 	// Health configures outlier detection and active probes; nil means
 	// the defaults (passive detection on, no probes).
 	Health *health.Config
-	// InitialSyncTimeout bounds how long readiness waits for the first set.
+	// InitialSyncTimeout is how long to wait for the registry's first set
+	// before serving the on-disk snapshot, if there is one.
 	InitialSyncTimeout time.Duration
+	// SnapshotFile, when set, keeps the last good node set on disk: it is
+	// written on every change and served (marked stale) when the registry
+	// is not reached within InitialSyncTimeout at start.
+	SnapshotFile string
 	// Canary splits traffic to canary nodes; nil means none.
 	Canary *canary.Rule
 	// Previous is the upstream this one replaces on a config reload: its
@@ -113,7 +122,6 @@ type Upstream struct {
 	snap        atomic.Pointer[Snapshot]
 	builder     atomic.Pointer[builderBox]
 	kick        chan struct{} // capacity 1: rebuild pickers
-	created     time.Time
 }
 
 type builderBox struct{ balancer.Builder }
@@ -146,7 +154,7 @@ func New(cfg Config) *Upstream {
 			panic(err) // the zero policy is valid
 		}
 	}
-	u := &Upstream{cfg: cfg, detector: health.NewDetector(cfg.Health), kick: make(chan struct{}, 1), created: cfg.Now()}
+	u := &Upstream{cfg: cfg, detector: health.NewDetector(cfg.Health), kick: make(chan struct{}, 1)}
 	b := cfg.Balancer
 	if b == nil {
 		b = defaultBuilder()
@@ -274,14 +282,11 @@ func (u *Upstream) Rebuild() {
 	}
 }
 
-// Ready reports whether the upstream has its first node set, or gave up
-// waiting for it after the initial-sync timeout.
+// Ready reports whether the upstream has nodes to serve: its first set from
+// the registry, or its on-disk snapshot after the initial-sync timeout.
 func (u *Upstream) Ready() bool {
-	if u.snap.Load().Synced {
-		return true
-	}
-	t := u.cfg.InitialSyncTimeout
-	return t > 0 && u.cfg.Now().Sub(u.created) >= t
+	s := u.snap.Load()
+	return s.Synced || s.Restored
 }
 
 type update struct {
@@ -336,10 +341,18 @@ func (u *Upstream) Run(ctx context.Context, w discovery.Watcher) {
 		c.prober.Update(s.Nodes)
 		c.rebuild()
 	}
+	var restore <-chan time.Time
+	if !u.snap.Load().Synced && u.cfg.SnapshotFile != "" {
+		t := time.NewTimer(max(u.cfg.InitialSyncTimeout, time.Millisecond))
+		defer t.Stop()
+		restore = t.C
+	}
 	interval := time.NewTicker(u.cfg.Health.Passive.Interval)
 	defer interval.Stop()
 	for {
 		select {
+		case <-restore:
+			c.restore()
 		case <-ctx.Done():
 			return
 		case <-u.kick:
@@ -373,6 +386,7 @@ type controller struct {
 	prober  *health.Prober // nil without active checks
 	timer   *time.Timer    // fires when the next ejection ends
 
+	restoring   bool          // apply is serving the on-disk snapshot
 	judge       *canary.Judge // nil without automatic rollback
 	canaryPrint string        // fingerprint of the canary nodes last published
 }
@@ -422,6 +436,40 @@ func (c *controller) apply(set []discovery.Instance) {
 	u.cfg.Log.WithFields(logrus.Fields{
 		"nodes": len(nodes), "available": next.Available, "added": added, "removed": removed, "version": next.Version,
 	}).Info("node set updated")
+	if u.cfg.SnapshotFile != "" && !c.restoring {
+		if err := saveSnapshot(u.cfg.SnapshotFile, u.cfg.Name, u.cfg.Service, set, now); err != nil {
+			u.cfg.Log.WithError(err).Warn("could not write the on-disk snapshot")
+		}
+	}
+}
+
+// restore serves the on-disk snapshot when the registry has not delivered a
+// set within the initial-sync timeout. A corrupt file is reported and
+// ignored.
+func (c *controller) restore() {
+	u := c.u
+	if u.snap.Load().Synced {
+		return
+	}
+	set, saved, err := loadSnapshot(u.cfg.SnapshotFile, u.cfg.Service)
+	switch {
+	case err != nil:
+		u.cfg.Log.WithError(err).Error("ignoring the on-disk snapshot")
+		return
+	case set == nil:
+		u.cfg.Log.Warn("the registry has not answered and there is no on-disk snapshot; no nodes to serve yet")
+		return
+	}
+	c.restoring = true
+	c.apply(set)
+	c.restoring = false
+	s := *u.snap.Load()
+	s.Synced, s.Restored = false, true
+	s.Err = fmt.Errorf("the registry was not reached within %v; serving the on-disk snapshot saved at %s",
+		u.cfg.InitialSyncTimeout, saved.Format(time.RFC3339))
+	s.ErrAt = u.cfg.Now()
+	u.snap.Store(&s)
+	u.cfg.Log.WithField("nodes", len(set)).Warn("serving the on-disk snapshot until the registry answers")
 }
 
 // fail marks the current snapshot stale, keeping its nodes.

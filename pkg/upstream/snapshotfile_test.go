@@ -1,0 +1,98 @@
+package upstream_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/pkg/upstream"
+)
+
+// silent is a watcher whose registry never answers.
+func silent() discovery.Watcher { return discovery.NewLatest() }
+
+func runOn(t *testing.T, u *upstream.Upstream, w discovery.Watcher) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { u.Run(ctx, w); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+func TestSnapshotOnDisk(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "snapshots", "users.json")
+	// A first run writes the node set on every change.
+	_, _, set := run(t, upstream.Config{Name: "users", SnapshotFile: file})
+	a := inst("a", 1)
+	a.Metadata = map[string]string{"canary": "true"}
+	set(a, inst("b", 2))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		data, err := os.ReadFile(file)
+		if err == nil && strings.Contains(string(data), `"canary": "true"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("snapshot file: %v\n%s", err, data)
+		}
+		time.Sleep(time.Millisecond)
+	}
+
+	// A later start with the registry down serves it after the
+	// initial-sync timeout, marked stale.
+	u := upstream.New(upstream.Config{Name: "users", SnapshotFile: file, InitialSyncTimeout: 20 * time.Millisecond})
+	runOn(t, u, silent())
+	if u.Ready() {
+		t.Fatal("ready before the initial-sync timeout")
+	}
+	s := waitSnapshot(t, u, "restored", func(s *upstream.Snapshot) bool { return s.Restored })
+	if s.Available != 2 || !s.Stale() || !u.Ready() || !strings.Contains(s.Err.Error(), "on-disk snapshot") {
+		t.Fatalf("restored snapshot: available=%d stale=%v ready=%v err=%v", s.Available, s.Stale(), u.Ready(), s.Err)
+	}
+	if s.Nodes[0].Metadata["canary"] != "true" {
+		t.Fatal("labels lost in the snapshot")
+	}
+}
+
+func TestCorruptSnapshotIsIgnored(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "users.json")
+	os.WriteFile(file, []byte(`{"version":1,"service":"users","instances":[{"id":"x","address":"","port":1}]}`), 0o644)
+	u := upstream.New(upstream.Config{Name: "users", SnapshotFile: file, InitialSyncTimeout: 10 * time.Millisecond})
+	runOn(t, u, silent())
+	time.Sleep(100 * time.Millisecond)
+	if s := u.Snapshot(); s.Restored || u.Ready() || s.Available != 0 {
+		t.Fatal("a corrupt snapshot was served")
+	}
+}
+
+func TestRegistryWinsOverSnapshot(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "users.json")
+	_, _, set := run(t, upstream.Config{Name: "users", SnapshotFile: file})
+	set(inst("old", 1))
+	// The registry answers in time: the snapshot is not used.
+	u, _, set2 := run(t, upstream.Config{Name: "users", SnapshotFile: file, InitialSyncTimeout: time.Hour})
+	s := set2(inst("new", 2))
+	if s.Restored || len(s.Nodes) != 1 || s.Nodes[0].ID != "new" || !u.Ready() {
+		t.Fatalf("nodes %v restored=%v", s.Nodes, s.Restored)
+	}
+}
+
+func FuzzParseSnapshot(f *testing.F) {
+	f.Add([]byte(`{"version":1,"service":"s","instances":[{"id":"a","address":"h","port":1,"weight":1,"healthy":true}]}`))
+	f.Add([]byte(`{"version":2}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		set, _, err := upstream.ParseSnapshot(data, "s")
+		if err != nil {
+			return
+		}
+		for _, in := range set {
+			if in.Validate() != nil {
+				t.Fatalf("accepted %+v", in)
+			}
+		}
+	})
+}
