@@ -180,14 +180,14 @@ func TestBackendServesHTTP(t *testing.T) {
 func TestConfigs(t *testing.T) {
 	backends := []string{"127.0.0.1:1001", "127.0.0.1:1002", "127.0.0.1:1003"}
 	h := haproxyConfig("127.0.0.1:2000", backends)
-	n := nginxConfig("/tmp/x", "127.0.0.1:2001", "", backends)
+	n := nginxConfig("/tmp/x", "127.0.0.1:2001", backends)
 	r := remoraConfig("127.0.0.1:2002", "127.0.0.1:2003", backends)
 	for name, c := range map[string]struct {
 		cfg  string
 		want []string
 	}{
 		"haproxy": {h, []string{"nbthread 1", "balance roundrobin", "http-reuse always", "bind 127.0.0.1:2000", "server n3 127.0.0.1:1003"}},
-		"nginx":   {n, []string{"worker_processes 1;", "access_log off;", "keepalive 1024;", "proxy_http_version 1.1;", `proxy_set_header Connection "";`, "server 127.0.0.1:1002;", "listen 127.0.0.1:2001;", "pid /tmp/x/nginx.pid;"}},
+		"nginx":   {n, []string{"worker_processes 1;", "master_process off;", "access_log off;", "keepalive 1024;", "proxy_http_version 1.1;", `proxy_set_header Connection "";`, "server 127.0.0.1:1002;", "listen 127.0.0.1:2001;", "pid /tmp/x/nginx.pid;"}},
 		"remora":  {r, []string{"type: static", "balancer: round_robin", `address: "127.0.0.1:2003"`, "port: 1001", "- name: bench"}},
 	} {
 		for _, w := range c.want {

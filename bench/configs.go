@@ -48,13 +48,13 @@ backend nodes
 }
 
 // nginxConfig is for `nginx -p dir -e dir/error.log -c dir/nginx.conf`;
-// every path it writes is under dir.
-func nginxConfig(dir, listen, user string, backends []string) string {
+// every path it writes is under dir. nginx runs as one process (no master:
+// the worker loop runs in the process the driver started, so it dies with
+// the driver even on SIGKILL; one worker does the same work either way).
+func nginxConfig(dir, listen string, backends []string) string {
 	var b strings.Builder
-	if user != "" {
-		fmt.Fprintf(&b, "user %s;\n", user)
-	}
 	fmt.Fprintf(&b, `daemon off;
+master_process off;
 worker_processes 1;
 worker_rlimit_nofile 16384;
 pid %[1]s/nginx.pid;

@@ -75,7 +75,7 @@ type options struct {
 	rounds           int
 	proxies          []string
 	scenarios        []scenario
-	remora           string
+	remora, tmp      string
 	keep, noPin      bool
 }
 
@@ -115,6 +115,7 @@ func parseOptions(args []string) (options, error) {
 	}
 	scen := fs.String("scenarios", envOr("BENCH_SCENARIOS", strings.Join(names, ",")), "scenarios ($BENCH_SCENARIOS)")
 	fs.StringVar(&o.remora, "remora", "bin/remora", "the Remora binary")
+	fs.StringVar(&o.tmp, "tmp", "", "an empty directory for configs and logs (default: a new temp dir); removed at the end unless -keep")
 	fs.BoolVar(&o.keep, "keep", os.Getenv("BENCH_KEEP") != "", "keep the temp dir with configs and logs ($BENCH_KEEP)")
 	fs.BoolVar(&o.noPin, "no-pin", os.Getenv("BENCH_NO_PIN") != "", "do not pin with taskset ($BENCH_NO_PIN)")
 	if err := fs.Parse(args); err != nil {
@@ -276,7 +277,10 @@ func drive(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
-	tmp, err := os.MkdirTemp("", "remora-bench-")
+	tmp := opts.tmp
+	if tmp == "" {
+		tmp, err = os.MkdirTemp("", "remora-bench-")
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		return 1
@@ -424,15 +428,11 @@ func (d *driver) startProxy(ctx context.Context, name string) (*target, error) {
 		if bin == "" {
 			return nil, errors.New("nginx not found (make bench installs it: apt-get install nginx-light)")
 		}
-		user := ""
-		if os.Geteuid() == 0 {
-			user = "root" // the worker keeps the master's user; nothing to chown
-		}
 		dir := filepath.Join(d.tmp, "nginx")
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
-		cfg, err := write("nginx/nginx.conf", nginxConfig(dir, listen, user, d.backends))
+		cfg, err := write("nginx/nginx.conf", nginxConfig(dir, listen, d.backends))
 		if err != nil {
 			return nil, err
 		}
@@ -654,7 +654,7 @@ func (d *driver) version(tool string) string {
 	case "haproxy":
 		extra = ", nbthread 1, http-reuse always"
 	case "nginx":
-		extra = ", worker_processes 1, upstream keepalive 1024"
+		extra = ", one process (master_process off), upstream keepalive 1024"
 	case "remora":
 		extra = ", GOMAXPROCS=1, static registry, round_robin"
 	}

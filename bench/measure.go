@@ -130,8 +130,8 @@ func parseProcStat(s string) (procStat, error) {
 	return st, nil
 }
 
-// processTree returns pid and all its descendants (nginx's master and
-// worker, for example).
+// processTree returns pid and all its descendants (a proxy that forks
+// workers is measured whole).
 func processTree(root int) []int {
 	children := map[int][]int{}
 	ents, _ := os.ReadDir("/proc")

@@ -56,4 +56,24 @@ echo "bench: building bin/remora and bin/remora-bench" >&2
 
 # 256 client connections plus the upstream pools need more than 1024 fds.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-exec bin/remora-bench -remora bin/remora "$@"
+
+# The driver starts every process in its own process group and stops them
+# all when it ends or is signalled; this trap makes sure it is, and removes
+# the temp dir even if the driver was killed.
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/remora-bench-XXXXXX")
+driver=""
+cleanup() {
+	if [ -n "$driver" ] && kill -0 "$driver" 2>/dev/null; then
+		kill -TERM "$driver" 2>/dev/null || true
+		wait "$driver" 2>/dev/null || true
+	fi
+	if [ -z "${BENCH_KEEP:-}" ]; then rm -rf "$tmp"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+bin/remora-bench -remora bin/remora -tmp "$tmp" "$@" &
+driver=$!
+rc=0
+wait "$driver" || rc=$?
+driver=""
+exit "$rc"
