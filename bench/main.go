@@ -528,6 +528,8 @@ func checkBodies(client *http.Client, addr string) error {
 type sample struct {
 	RPS, P50, P99 float64 // req/s, µs, µs
 	CPUPerReq     float64 // proxy user+sys µs per request
+	UserPerReq    float64 // of which user
+	SysPerReq     float64 // of which system (kernel: mostly the TCP stack)
 	ProxyUtil     float64 // proxy CPU seconds per second
 	LoadUtil      float64 // wrk + backend CPU seconds per second
 	OtherUtil     float64 // busy time on the proxy's CPU not spent by the proxy, per second
@@ -565,36 +567,40 @@ func (d *driver) measure(ctx context.Context, t *target, sc scenario) (sample, e
 	}
 	pids := processTree(t.p.pid())
 	bpids := processTree(d.backend.pid())
-	c0, err := cpuTicks(pids)
+	u0, s0, err := cpuTicks(pids)
 	if err != nil {
 		return sample{}, err
 	}
-	b0, _ := cpuTicks(bpids)
+	bu0, bs0, _ := cpuTicks(bpids)
 	core0 := d.proxyCoreBusy()
 	r, wrkCPU, err := d.wrk(ctx, t, sc, d.opts.duration)
 	if err != nil {
 		return sample{}, err
 	}
-	c1, err := cpuTicks(pids)
+	u1, s1, err := cpuTicks(pids)
 	if err != nil {
 		return sample{}, fmt.Errorf("exited during the run\n%s", t.p.logTail())
 	}
-	b1, _ := cpuTicks(bpids)
+	bu1, bs1, _ := cpuTicks(bpids)
 	core1 := d.proxyCoreBusy()
 	if r.Requests == 0 || r.Seconds <= 0 {
 		return sample{}, fmt.Errorf("wrk completed no request")
 	}
-	cpuSec := float64(c1-c0) / d.hz
-	loadSec := float64(b1-b0)/d.hz + wrkCPU.Seconds()
+	userSec, sysSec := float64(u1-u0)/d.hz, float64(s1-s0)/d.hz
+	cpuSec := userSec + sysSec
+	loadSec := float64(bu1-bu0+bs1-bs0)/d.hz + wrkCPU.Seconds()
+	perReq := 1e6 / float64(r.Requests)
 	return sample{
 		RPS: r.RPS, P50: r.P50, P99: r.P99,
-		CPUPerReq: cpuSec * 1e6 / float64(r.Requests),
-		ProxyUtil: cpuSec / r.Seconds,
-		LoadUtil:  loadSec / r.Seconds,
-		OtherUtil: max(0, float64(core1-core0)/d.hz-cpuSec) / r.Seconds,
-		RSSKiB:    rssKiB(pids),
-		Requests:  r.Requests,
-		Errors:    r.SocketErr + r.Non2xx,
+		CPUPerReq:  cpuSec * perReq,
+		UserPerReq: userSec * perReq,
+		SysPerReq:  sysSec * perReq,
+		ProxyUtil:  cpuSec / r.Seconds,
+		LoadUtil:   loadSec / r.Seconds,
+		OtherUtil:  max(0, float64(core1-core0)/d.hz-cpuSec) / r.Seconds,
+		RSSKiB:     rssKiB(pids),
+		Requests:   r.Requests,
+		Errors:     r.SocketErr + r.Non2xx,
 	}, nil
 }
 
@@ -675,10 +681,10 @@ func median(xs []float64) float64 {
 
 // summary is the median of each metric over the rounds.
 type summary struct {
-	n                                          int
-	rps, rpsMin, rpsMax, p50, p99, cpu, cpuMin float64
-	cpuMax, util, load, other, rssMiB          float64
-	errors, requests                           int64
+	n                                       int
+	rps, rpsMin, rpsMax, p50, p99, cpu, usr float64
+	sys, util, load, other, rssMiB          float64
+	errors, requests                        int64
 }
 
 func summarize(ss []sample) summary {
@@ -690,14 +696,14 @@ func summarize(ss []sample) summary {
 		return v
 	}
 	rps := pick(func(s sample) float64 { return s.RPS })
-	cpu := pick(func(s sample) float64 { return s.CPUPerReq })
 	sum := summary{
 		n:   len(ss),
 		rps: median(rps), rpsMin: slices.Min(rps), rpsMax: slices.Max(rps),
 		p50:    median(pick(func(s sample) float64 { return s.P50 })),
 		p99:    median(pick(func(s sample) float64 { return s.P99 })),
-		cpu:    median(cpu),
-		cpuMin: slices.Min(cpu), cpuMax: slices.Max(cpu),
+		cpu:    median(pick(func(s sample) float64 { return s.CPUPerReq })),
+		usr:    median(pick(func(s sample) float64 { return s.UserPerReq })),
+		sys:    median(pick(func(s sample) float64 { return s.SysPerReq })),
 		util:   median(pick(func(s sample) float64 { return s.ProxyUtil })),
 		load:   median(pick(func(s sample) float64 { return s.LoadUtil })),
 		other:  median(pick(func(s sample) float64 { return s.OtherUtil })),
@@ -724,7 +730,7 @@ func fmtLatency(us float64) string {
 func printScenario(out io.Writer, sc scenario, o options, targets []*target, res map[string][]sample) {
 	fmt.Fprintf(out, "== %s (median of %d rounds × %s) ==\n", sc.title(), o.rounds, o.duration)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "proxy\treq/s\t(min–max)\tp50\tp99\tCPU µs/req\t(min–max)\tproxy CPU\tload CPU\tother\tRSS MiB\terrors\t")
+	fmt.Fprintln(tw, "proxy\treq/s\t(min–max)\tp50\tp99\tCPU µs/req\tusr\tsys\tproxy CPU\tload CPU\tother\tRSS MiB\terrors\t")
 	sums := map[string]summary{}
 	for _, t := range targets {
 		ss := res[t.name]
@@ -734,8 +740,8 @@ func printScenario(out io.Writer, sc scenario, o options, targets []*target, res
 		}
 		s := summarize(ss)
 		sums[t.name] = s
-		fmt.Fprintf(tw, "%s\t%.0f\t(%.0f–%.0f)\t%s\t%s\t%.1f\t(%.1f–%.1f)\t%.0f%%\t%.0f%%\t%.0f%%\t%.1f\t%d\t\n",
-			t.name, s.rps, s.rpsMin, s.rpsMax, fmtLatency(s.p50), fmtLatency(s.p99), s.cpu, s.cpuMin, s.cpuMax,
+		fmt.Fprintf(tw, "%s\t%.0f\t(%.0f–%.0f)\t%s\t%s\t%.1f\t%.1f\t%.1f\t%.0f%%\t%.0f%%\t%.0f%%\t%.1f\t%d\t\n",
+			t.name, s.rps, s.rpsMin, s.rpsMax, fmtLatency(s.p50), fmtLatency(s.p99), s.cpu, s.usr, s.sys,
 			s.util*100, s.load*100, s.other*100, s.rssMiB, s.errors)
 	}
 	tw.Flush()

@@ -157,21 +157,21 @@ func processTree(root int) []int {
 	return tree
 }
 
-// cpuTicks is utime+stime summed over pids.
-func cpuTicks(pids []int) (int64, error) {
-	var sum int64
+// cpuTicks is utime and stime summed over pids.
+func cpuTicks(pids []int) (user, sys int64, err error) {
 	for _, pid := range pids {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		st, err := parseProcStat(string(b))
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
-		sum += st.UTime + st.STime
+		user += st.UTime
+		sys += st.STime
 	}
-	return sum, nil
+	return user, sys, nil
 }
 
 // rssKiB is VmRSS summed over pids.
