@@ -15,9 +15,15 @@ build:
 demo:
 	$(GO) run ./cmd/remora demo
 
-## test: install what the tests need, then vet and run every test with -race.
+## test: install what the tests need, vet, run every test with -race, then
+## every fuzz target briefly (make fuzz runs them longer).
 test: tools vet
 	$(GO) test -race -count=1 -timeout 25m ./...
+	FUZZTIME=300x GO=$(GO) bash scripts/fuzz.sh
+
+## fuzz: every fuzz target for FUZZTIME (default 30s) each.
+fuzz:
+	GO=$(GO) bash scripts/fuzz.sh
 
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

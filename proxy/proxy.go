@@ -613,10 +613,13 @@ func (bufferPool) Put(b []byte) { copyBuffers.Put((*[32 << 10]byte)(b)) }
 // hostOnly strips the port from a Host header value and lower-cases it; it
 // does not allocate for an already lower-case host.
 func hostOnly(host string) string {
-	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.Contains(host[i:], "]") {
+	if strings.HasPrefix(host, "[") {
+		if i := strings.IndexByte(host, ']'); i > 0 {
+			host = host[1:i] // [v6]:port or [v6]
+		}
+	} else if i := strings.LastIndexByte(host, ':'); i >= 0 {
 		host = host[:i]
 	}
-	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
 	host = strings.TrimSuffix(host, ".")
 	return strings.ToLower(host)
 }

@@ -35,6 +35,7 @@ import (
 // atomically. mu serialises reload and shutdown, which own every other
 // field.
 type app struct {
+	limits   config.Proxy // header limits of the listeners, fixed at start
 	log      *logrus.Logger
 	proxy    *proxy.Proxy
 	draining atomic.Bool
@@ -105,6 +106,7 @@ func (s *server) close() {
 // and serves.
 func startApp(cfg *config.Config, log *logrus.Logger) (_ *app, err error) {
 	a := &app{
+		limits:     cfg.Proxy,
 		log:        log,
 		registries: map[string]*liveRegistry{},
 		upstreams:  map[string]*liveUpstream{},
@@ -128,7 +130,7 @@ func startApp(cfg *config.Config, log *logrus.Logger) (_ *app, err error) {
 	if err := a.apply(cfg); err != nil {
 		return nil, err
 	}
-	s, err := a.bind("admin", cfg.Admin.Address, admin.Handler(a, admin.Options{Metrics: admin.MetricsOptions{NodeLabels: *cfg.Admin.Metrics.NodeLabels}, Config: a.effectiveConfig}))
+	s, err := a.bind("admin", cfg.Admin.Address, admin.Handler(a, admin.Options{Metrics: admin.MetricsOptions{NodeLabels: *cfg.Admin.Metrics.NodeLabels}, Config: a.effectiveConfig, Token: cfg.Admin.Token}))
 	if err != nil {
 		return nil, err
 	}
@@ -379,7 +381,8 @@ func sameUpstream(a, b config.Upstream) bool {
 	return reflect.DeepEqual(a, b)
 }
 
-// bind listens on addr for a server of h.
+// bind listens on addr for a server of h, with the proxy's limits on
+// header size and header read time.
 func (a *app) bind(name, addr string, h http.Handler) (*server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -387,7 +390,8 @@ func (a *app) bind(name, addr string, h http.Handler) (*server, error) {
 	}
 	return &server{name: name, ln: ln, http: &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: a.limits.ReadHeaderTimeout,
+		MaxHeaderBytes:    a.limits.MaxHeaderBytes,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          newStdLogger(a.log.WithField("listener", name)),
 	}}, nil

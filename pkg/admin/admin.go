@@ -9,6 +9,7 @@
 package admin
 
 import (
+	"crypto/subtle"
 	"encoding/json"
 	"net/http"
 	"time"
@@ -21,6 +22,9 @@ import (
 // Options configure the admin API.
 type Options struct {
 	Metrics MetricsOptions
+	// Token, when set, must come as "Authorization: Bearer TOKEN" on every
+	// endpoint but /healthz and /readyz.
+	Token string
 	// Config returns the effective configuration with secrets redacted,
 	// for GET /config; nil leaves the endpoint out.
 	Config func() any
@@ -81,7 +85,19 @@ func Handler(src Source, opts Options) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, Status(u))
 	})
-	return mux
+	if opts.Token == "" {
+		return mux
+	}
+	want := []byte("Bearer " + opts.Token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" &&
+			subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="remora admin"`)
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "admin token required: Authorization: Bearer <admin.token>"})
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 func readiness(src Source) (bool, []string) {

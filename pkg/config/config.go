@@ -79,6 +79,12 @@ type Admin struct {
 	Address string `yaml:"address"`
 	// Metrics shapes GET /metrics.
 	Metrics AdminMetrics `yaml:"metrics"`
+	// Token, when set, is required as "Authorization: Bearer TOKEN" on
+	// every admin endpoint but /healthz and /readyz. Required when the
+	// admin address is not loopback. Never logged.
+	Token string `yaml:"token" json:"-"`
+	// TokenFile reads the token from a file instead.
+	TokenFile string `yaml:"token_file"`
 }
 
 // AdminMetrics shapes the Prometheus metrics.
@@ -177,6 +183,12 @@ type Proxy struct {
 	IdleConnTimeout time.Duration `yaml:"idle_conn_timeout"`
 	// MaxIdleConnsPerHost is the keep-alive pool size per node; default 256.
 	MaxIdleConnsPerHost int `yaml:"max_idle_conns_per_host"`
+	// MaxHeaderBytes bounds a request's header size; larger requests get
+	// 431. Default 64 KiB.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// ReadHeaderTimeout bounds reading a request's headers (slow clients);
+	// default 10s.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
 }
 
 // UnmarshalYAML takes name and type, and keeps the other keys as option
@@ -296,6 +308,12 @@ func (c *Config) applyDefaults() {
 	if c.Proxy.MaxIdleConnsPerHost == 0 {
 		c.Proxy.MaxIdleConnsPerHost = DefaultMaxIdleConnsPerHost
 	}
+	if c.Proxy.MaxHeaderBytes == 0 {
+		c.Proxy.MaxHeaderBytes = 64 << 10
+	}
+	if c.Proxy.ReadHeaderTimeout == 0 {
+		c.Proxy.ReadHeaderTimeout = 10 * time.Second
+	}
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
 		if u.Service == "" {
@@ -338,6 +356,22 @@ func (c *Config) Validate() error {
 		addrs[addr] = path
 	}
 	bind("admin.address", c.Admin.Address)
+	if c.Admin.TokenFile != "" {
+		if c.Admin.Token != "" {
+			add("admin.token_file: set either token or token_file")
+		}
+		data, err := os.ReadFile(tlsfiles.Resolve(c.Dir, c.Admin.TokenFile))
+		if err != nil {
+			add("admin.token_file: %v", err)
+		}
+		c.Admin.Token = strings.TrimSpace(string(data))
+	}
+	if c.Admin.Token == "" && !isLoopback(c.Admin.Address) {
+		add("admin.token: required because admin.address %q is not loopback (set token or token_file; /healthz and /readyz stay open for probes)", c.Admin.Address)
+	}
+	if c.Proxy.MaxHeaderBytes < 0 {
+		add("proxy.max_header_bytes: %d is negative", c.Proxy.MaxHeaderBytes)
+	}
 	names := map[string]bool{}
 	for i, l := range c.Listeners {
 		path := fmt.Sprintf("listeners[%d]", i)
@@ -350,7 +384,7 @@ func (c *Config) Validate() error {
 	for _, d := range []struct {
 		path string
 		v    time.Duration
-	}{{"drain_timeout", c.DrainTimeout}, {"drain_delay", c.DrainDelay}, {"proxy.connect_timeout", c.Proxy.ConnectTimeout}, {"proxy.idle_conn_timeout", c.Proxy.IdleConnTimeout}} {
+	}{{"drain_timeout", c.DrainTimeout}, {"drain_delay", c.DrainDelay}, {"proxy.read_header_timeout", c.Proxy.ReadHeaderTimeout}, {"proxy.connect_timeout", c.Proxy.ConnectTimeout}, {"proxy.idle_conn_timeout", c.Proxy.IdleConnTimeout}} {
 		if d.v < 0 {
 			add("%s: %v is negative", d.path, d.v)
 		}
@@ -505,6 +539,19 @@ func registryNames(rs []Registry) []string {
 		out[i] = strconv.Quote(r.Name)
 	}
 	return out
+}
+
+// isLoopback reports whether addr binds a loopback address only.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func checkHostPort(addr string) error {
