@@ -23,6 +23,7 @@ import (
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/pkg/admin"
 	"github.com/remora-mesh/remora/pkg/config"
+	"github.com/remora-mesh/remora/pkg/register"
 	"github.com/remora-mesh/remora/pkg/upstream"
 	"github.com/remora-mesh/remora/proxy"
 	"github.com/remora-mesh/remora/proxy/tcp"
@@ -44,6 +45,7 @@ type app struct {
 	cfg        *config.Config
 	registries map[string]*liveRegistry
 	upstreams  map[string]*liveUpstream
+	agent      *register.Agent    // registers the local application; nil without register:
 	servers    []*server          // admin and outbound listeners
 	dedicated  map[string]*server // upstream listen: ports, by upstream name
 	serving    sync.WaitGroup
@@ -145,7 +147,27 @@ func startApp(cfg *config.Config, log *logrus.Logger) (_ *app, err error) {
 	for _, s := range a.servers {
 		a.serve(s)
 	}
+	if rc := cfg.Register; rc != nil {
+		reg, ok := a.registries[rc.Registry].reg.(discovery.Registrar)
+		if !ok {
+			return nil, fmt.Errorf("register.registry: registry %q of type %s cannot register instances", rc.Registry, a.registries[rc.Registry].cfg.Type)
+		}
+		a.agent = register.NewAgent(*rc, reg, log.WithField("component", "register"))
+		go a.agent.Run(context.Background())
+	}
 	return a, nil
+}
+
+// deregister withdraws the local application, if registered, and waits the
+// deregistration delay so consumers stop sending: the first step of a
+// shutdown.
+func (a *app) deregister(ctx context.Context, delay time.Duration) {
+	if a.agent != nil && a.agent.Deregister(ctx) {
+		select {
+		case <-ctx.Done():
+		case <-time.After(delay):
+		}
+	}
 }
 
 // reload switches to cfg without dropping requests: registries and
@@ -538,6 +560,11 @@ func (a *app) shutdown(ctx context.Context) error {
 // close stops everything without waiting for requests.
 func (a *app) close() {
 	a.draining.Store(true)
+	if a.agent != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		a.agent.Deregister(ctx)
+		cancel()
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, s := range a.allServers() {

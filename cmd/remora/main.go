@@ -151,9 +151,14 @@ func serveUntil(ctx context.Context, path string, cfg *config.Config, log *logru
 		}
 	}
 	log.Info("signal received; shutting down")
-	cfg = a.config() // the last one applied
+	cfg = a.config()       // the last one applied
+	a.draining.Store(true) // /readyz answers 503 from now on
+	if cfg.Register != nil {
+		rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second+*cfg.Register.DeregisterDelay)
+		a.deregister(rctx, *cfg.Register.DeregisterDelay) // first: consumers stop sending before we drain
+		cancel()
+	}
 	if cfg.DrainDelay > 0 {
-		a.draining.Store(true) // /readyz answers 503 from now on
 		log.WithField("drain_delay", cfg.DrainDelay.String()).Info("not ready; still serving while the change propagates")
 		time.Sleep(cfg.DrainDelay)
 	}

@@ -145,6 +145,7 @@ func (o *Options) Open(env discovery.Env) (discovery.Registry, error) {
 	r := newRegistry(client.Health(), o, env.Logger().WithField("registry", env.Name))
 	r.anonymous = token == ""
 	r.closeIdle = transport.CloseIdleConnections
+	r.agent = client.Agent()
 	return r, nil
 }
 
@@ -194,6 +195,7 @@ const (
 // watchers is guarded by mu.
 type registry struct {
 	client      healthClient
+	agent       *api.Agent // registers the local application; nil in unit tests
 	tag         string
 	includeWarn bool // else passing only, filtered by Consul
 	anonymous   bool // no ACL token configured

@@ -29,6 +29,7 @@ import (
 	"github.com/remora-mesh/remora/pkg/balancer"
 	"github.com/remora-mesh/remora/pkg/canary"
 	"github.com/remora-mesh/remora/pkg/health"
+	"github.com/remora-mesh/remora/pkg/register"
 	"github.com/remora-mesh/remora/pkg/upstream"
 )
 
@@ -63,6 +64,8 @@ type Config struct {
 	DrainDelay time.Duration `yaml:"drain_delay"`
 	// DrainTimeout bounds how long shutdown waits for in-flight requests.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// Register announces the local application in a registry.
+	Register *register.Config `yaml:"register"`
 	// AccessLog logs one JSON line per proxied request.
 	AccessLog AccessLog `yaml:"access_log"`
 	// DataDir is where registries may keep state (caches); optional.
@@ -426,6 +429,17 @@ func (c *Config) Validate() error {
 		r.Options = opts
 	}
 
+	if r := c.Register; r != nil {
+		if r.Registry == "" && len(c.Registries) == 1 {
+			r.Registry = c.Registries[0].Name
+		}
+		if !registries[r.Registry] {
+			add("register.registry: unknown registry %q; known: %s", r.Registry, strings.Join(registryNames(c.Registries), ", "))
+		}
+		for _, err := range unjoin(r.Validate()) {
+			add("register.%v", err)
+		}
+	}
 	upstreams := map[string]bool{}
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]

@@ -99,12 +99,8 @@ func (p *Prober) Stop() {
 // the interval so that nodes are not probed in lockstep.
 func (p *Prober) run(ctx context.Context, n *node.Node) {
 	defer p.wg.Done()
-	var conn *grpc.ClientConn
-	defer func() {
-		if conn != nil {
-			conn.Close()
-		}
-	}()
+	checker := &Checker{cfg: p.cfg, client: p.client}
+	defer checker.Close()
 	wait := time.Duration(rand.Float64() * float64(p.cfg.Interval))
 	log := p.log.WithField("node", n.ID)
 	for {
@@ -115,7 +111,7 @@ func (p *Prober) run(ctx context.Context, n *node.Node) {
 			return
 		case <-t.C:
 		}
-		err := p.check(ctx, n, &conn)
+		err := checker.Check(ctx, n.HostPort)
 		if ctx.Err() != nil {
 			return
 		}
@@ -132,26 +128,59 @@ func (p *Prober) run(ctx context.Context, n *node.Node) {
 	}
 }
 
-// check runs one probe; nil means healthy.
-func (p *Prober) check(ctx context.Context, n *node.Node, conn **grpc.ClientConn) error {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+// Checker runs probes of one kind against one target at a time; it keeps a
+// gRPC connection between probes. It is used by one goroutine.
+type Checker struct {
+	cfg    Active
+	client *http.Client
+	conn   *grpc.ClientConn
+	target string
+}
+
+// NewChecker returns a checker for a validated Active config.
+func NewChecker(a *Active) *Checker {
+	return &Checker{cfg: *a, client: newProbeClient(a)}
+}
+
+func newProbeClient(a *Active) *http.Client {
+	return &http.Client{
+		Transport:     &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1, IdleConnTimeout: 2 * a.Interval, DisableCompression: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// Close releases the checker's connections.
+func (c *Checker) Close() {
+	if c.conn != nil {
+		c.conn.Close()
+		c.conn = nil
+	}
+}
+
+// Check probes hostPort once within the configured timeout; nil means
+// healthy.
+func (c *Checker) Check(ctx context.Context, hostPort string) error {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
-	switch p.cfg.Type {
+	switch c.cfg.Type {
 	case "tcp":
-		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", n.HostPort)
+		conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", hostPort)
 		if err != nil {
 			return err
 		}
-		return c.Close()
+		return conn.Close()
 	case "grpc":
-		if *conn == nil {
-			c, err := grpc.NewClient(n.HostPort, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if c.conn != nil && c.target != hostPort {
+			c.Close()
+		}
+		if c.conn == nil {
+			conn, err := grpc.NewClient(hostPort, grpc.WithTransportCredentials(insecure.NewCredentials()))
 			if err != nil {
 				return err
 			}
-			*conn = c
+			c.conn, c.target = conn, hostPort
 		}
-		resp, err := healthpb.NewHealthClient(*conn).Check(ctx, &healthpb.HealthCheckRequest{Service: p.cfg.Service})
+		resp, err := healthpb.NewHealthClient(c.conn).Check(ctx, &healthpb.HealthCheckRequest{Service: c.cfg.Service})
 		if err != nil {
 			return err
 		}
@@ -160,25 +189,25 @@ func (p *Prober) check(ctx context.Context, n *node.Node, conn **grpc.ClientConn
 		}
 		return nil
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.HostPort+p.cfg.Path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+hostPort+c.cfg.Path, nil)
 	if err != nil {
 		return err
 	}
-	if p.cfg.Host != "" {
-		req.Host = p.cfg.Host
+	if c.cfg.Host != "" {
+		req.Host = c.cfg.Host
 	}
 	req.Header.Set("User-Agent", "remora-health-check")
-	for k, v := range p.cfg.Headers {
+	for k, v := range c.cfg.Headers {
 		req.Header.Set(k, v)
 	}
-	resp, err := p.client.Do(req)
+	resp, err := c.client.Do(req)
 	if err != nil {
 		return err
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
-	if !p.cfg.expected.has(resp.StatusCode) {
-		return fmt.Errorf("GET %s: status %d", p.cfg.Path, resp.StatusCode)
+	if !c.cfg.expected.has(resp.StatusCode) {
+		return fmt.Errorf("GET %s: status %d", c.cfg.Path, resp.StatusCode)
 	}
 	return nil
 }

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/remora-mesh/remora/discovery/consul/consultest"
+	"github.com/remora-mesh/remora/discovery/etcd/etcdtest"
+)
+
+// localApp is the application beside a Remora: it serves requests and a
+// /health whose answer the test controls.
+type localApp struct {
+	srv     *httptest.Server
+	healthy atomic.Bool
+	port    int
+}
+
+func startLocalApp(t *testing.T, name string) *localApp {
+	a := &localApp{}
+	a.healthy.Store(true)
+	a.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/health" && !a.healthy.Load() {
+			w.WriteHeader(503)
+			return
+		}
+		w.Header().Set("X-Backend", name)
+		fmt.Fprint(w, name)
+	}))
+	t.Cleanup(a.srv.Close)
+	a.port = a.srv.Listener.Addr().(*net.TCPAddr).Port
+	return a
+}
+
+func registerBlock(port int) string {
+	return fmt.Sprintf(`register:
+  service: user-service
+  id: app-1
+  address: 127.0.0.1
+  port: %d
+  metadata: {canary: "true", version: v2}
+  health: {path: /health, interval: 100ms, healthy_threshold: 1, unhealthy_threshold: 2}
+  deregister_delay: 200ms
+`, port)
+}
+
+// registeredIn polls a registry view until present(...) holds.
+func TestRegisterInEtcd(t *testing.T) {
+	srv := etcdtest.Start(t)
+	app := startLocalApp(t, "canary-app")
+	a := startRemora(t, etcdConfig(srv.Endpoint())+registerBlock(app.port))
+	key := "/services/user-service/app-1"
+	present := func() string {
+		resp, err := srv.Client().Get(context.Background(), key)
+		if err != nil || len(resp.Kvs) == 0 {
+			return ""
+		}
+		return string(resp.Kvs[0].Value)
+	}
+	took := eventually(t, 2*time.Second, "registered with its labels", func() bool {
+		v := present()
+		return strings.Contains(v, `"canary":"true"`) && strings.Contains(v, `"version":"v2"`)
+	})
+	t.Logf("registered in %v", took)
+	// Remora consumes its own service too: the registered app is a node.
+	eventually(t, 2*time.Second, "seen by the watch", func() bool { return available(a) == 1 })
+
+	app.healthy.Store(false)
+	eventually(t, 2*time.Second, "gone while unhealthy", func() bool { return present() == "" })
+	app.healthy.Store(true)
+	eventually(t, 2*time.Second, "back when healthy", func() bool { return present() != "" })
+
+	// Shutdown: deregistered first, while the listeners still accept.
+	a.deregister(context.Background(), 0)
+	if present() != "" {
+		t.Fatal("still registered after the shutdown's first step")
+	}
+	if c, err := net.DialTimeout("tcp", a.addr("outbound"), time.Second); err != nil {
+		t.Fatalf("listeners closed before deregistration finished: %v", err)
+	} else {
+		c.Close()
+	}
+}
+
+func TestRegisterInConsul(t *testing.T) {
+	for _, k := range []string{"CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_HTTP_ADDR"} {
+		t.Setenv(k, "")
+	}
+	agent := consultest.Start(t, consultest.Config{Name: "register"})
+	app := startLocalApp(t, "canary-app")
+	a := startRemora(t, consulConfig(agent.Addr(), ", wait_time: 2s", "")+registerBlock(app.port))
+	took := eventually(t, 2*time.Second, "registered and passing, with labels", func() bool {
+		st := upstreamStatus(t, a)
+		return len(st.Nodes) == 1 && st.Nodes[0].Metadata["canary"] == "true" && st.Nodes[0].Metadata["version"] == "v2"
+	})
+	t.Logf("visible through Consul in %v", took)
+	app.healthy.Store(false)
+	eventually(t, 2*time.Second, "gone while unhealthy", func() bool { return len(upstreamStatus(t, a).Nodes) == 0 })
+	app.healthy.Store(true)
+	eventually(t, 2*time.Second, "back", func() bool { return len(upstreamStatus(t, a).Nodes) == 1 })
+	a.deregister(context.Background(), 0)
+	eventually(t, 2*time.Second, "gone after deregistration", func() bool { return len(upstreamStatus(t, a).Nodes) == 0 })
+}
+
+// Two Remoras: one beside a canary application registers it (canary=true);
+// another beside a client splits traffic to it per its canary rule, with no
+// manual registry step.
+func TestTwoRemorasCanaryEndToEnd(t *testing.T) {
+	srv := etcdtest.Start(t)
+	stable := startBackend(t, "stable")
+	srv.Put("/services/user-service/stable-1", stable.value(""))
+	canaryApp := startLocalApp(t, "canary-app")
+	startRemora(t, fmt.Sprintf(`
+admin: {address: "127.0.0.1:0"}
+listeners: [{name: outbound, address: "127.0.0.1:0"}]
+registries: [{name: main, type: etcd, etcd: {endpoints: [%q]}}]
+`, srv.Endpoint())+registerBlock(canaryApp.port))
+	client := startRemora(t, etcdConfig(srv.Endpoint())+"    canary: {weight: 50, header: x-canary}\n")
+	eventually(t, 3*time.Second, "the client sees both", func() bool { return available(client) == 2 })
+	counts := send(t, client, 200)
+	if counts["canary-app"] < 60 || counts["stable"] < 60 {
+		t.Fatalf("50%% split over 200 requests: %v", counts)
+	}
+}

@@ -1,0 +1,265 @@
+// Package register announces the local application in a registry: it
+// probes the application, registers it once healthy, withdraws it after
+// repeated failures and registers it again when it recovers, ramps its
+// weight up after registration (warm-up), and deregisters it first on
+// shutdown.
+package register
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/pkg/health"
+)
+
+// LabelsEnv adds labels from the environment: "canary=true,version=v2".
+const LabelsEnv = "REMORA_LABELS"
+
+// Config is the `register:` block.
+type Config struct {
+	// Registry names the registry to register in; optional with one.
+	Registry string `yaml:"registry"`
+	// Service is the service name to register under.
+	Service string `yaml:"service"`
+	// ID is the instance ID; default <hostname>-<port>.
+	ID string `yaml:"id"`
+	// Address is the application's address as others reach it; default
+	// $POD_IP, else the first non-loopback IP of the host.
+	Address string `yaml:"address"`
+	// Port is the application's port; required.
+	Port int `yaml:"port"`
+	// Weight is the full weight; default 100.
+	Weight uint32 `yaml:"weight"`
+	// Metadata are labels (canary=true, version=v2, ...), merged with
+	// $REMORA_LABELS (the environment wins).
+	Metadata map[string]string `yaml:"metadata"`
+	// Health checks the local application; default HTTP GET /health every
+	// 2s, registered after 1 success, withdrawn after 3 failures.
+	Health *health.Active `yaml:"health"`
+	// Warmup ramps the advertised weight from 10% to the full weight over
+	// this window after each registration; 0 turns it off.
+	Warmup time.Duration `yaml:"warmup"`
+	// DeregisterDelay is how long shutdown waits after deregistering, so
+	// that other sidecars stop sending, before it drains; default 2s.
+	DeregisterDelay *time.Duration `yaml:"deregister_delay"`
+}
+
+// Validate fills defaults (reading the environment and the host's
+// addresses) and checks the block; errors name fields relative to it.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.Service == "" {
+		add("service: missing")
+	}
+	if c.Port < 1 || c.Port > 65535 {
+		add("port: %d; want the application's port 1..65535", c.Port)
+	}
+	if c.Weight == 0 {
+		c.Weight = 100
+	}
+	if c.Address == "" {
+		c.Address = defaultAddress()
+	}
+	if c.Address == "" {
+		add("address: missing, and neither $POD_IP nor a non-loopback address was found")
+	}
+	if c.ID == "" {
+		host, _ := os.Hostname()
+		c.ID = fmt.Sprintf("%s-%d", cmpOr(host, "remora"), c.Port)
+	}
+	labels, err := ParseLabels(os.Getenv(LabelsEnv))
+	if err != nil {
+		add("$%s: %v", LabelsEnv, err)
+	}
+	if len(labels) > 0 && c.Metadata == nil {
+		c.Metadata = map[string]string{}
+	}
+	for k, v := range labels {
+		c.Metadata[k] = v
+	}
+	if c.Health == nil {
+		c.Health = &health.Active{Interval: 2 * time.Second, HealthyThreshold: 1, UnhealthyThreshold: 3}
+	}
+	hc := health.Config{Active: c.Health}
+	if err := hc.Validate(); err != nil {
+		add("health: %v", strings.ReplaceAll(err.Error(), "active.", ""))
+	}
+	if c.Warmup < 0 {
+		add("warmup: %v is negative", c.Warmup)
+	}
+	if c.DeregisterDelay == nil {
+		d := 2 * time.Second
+		c.DeregisterDelay = &d
+	}
+	if *c.DeregisterDelay < 0 {
+		add("deregister_delay: %v is negative", *c.DeregisterDelay)
+	}
+	return errors.Join(errs...)
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// ParseLabels parses "k=v,k2=v2" (spaces around items ignored).
+func ParseLabels(s string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(item, "=")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%q is not key=value", item)
+		}
+		out[k] = strings.TrimSpace(v)
+	}
+	return out, nil
+}
+
+// defaultAddress is $POD_IP, else the first non-loopback unicast IP.
+func defaultAddress() string {
+	if ip := os.Getenv("POD_IP"); ip != "" {
+		return ip
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return ""
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.IsGlobalUnicast() && n.IP.To4() != nil {
+			return n.IP.String()
+		}
+	}
+	return ""
+}
+
+// Agent keeps the application registered while it is healthy. Run and
+// Deregister are called from one goroutine each; Deregister ends Run's
+// registrations for good.
+type Agent struct {
+	cfg    Config
+	reg    discovery.Registrar
+	log    *logrus.Entry
+	now    func() time.Time
+	stop   chan struct{}
+	once   sync.Once
+	done   chan struct{}
+	active discovery.Registration // owned by Run
+}
+
+// NewAgent returns an agent for a validated config.
+func NewAgent(cfg Config, reg discovery.Registrar, log *logrus.Entry) *Agent {
+	return &Agent{cfg: cfg, reg: reg, log: log.WithFields(logrus.Fields{"service": cfg.Service, "node": cfg.ID}),
+		now: time.Now, stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+func (a *Agent) instance(weight uint32) discovery.Instance {
+	return discovery.Instance{ID: a.cfg.ID, Address: a.cfg.Address, Port: a.cfg.Port, Weight: weight, Healthy: true, Metadata: a.cfg.Metadata}
+}
+
+// hostPort is where the application is probed: on loopback when it is
+// registered under this host's address.
+func (a *Agent) hostPort() string {
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.Port))
+}
+
+// Run probes the application and registers, updates or withdraws it until
+// Deregister is called.
+func (a *Agent) Run(ctx context.Context) {
+	defer close(a.done)
+	checker := health.NewChecker(a.cfg.Health)
+	defer checker.Close()
+	var streak int // >0 successes, <0 failures in a row
+	var registeredAt time.Time
+	var weight uint32
+	tick := time.NewTicker(a.cfg.Health.Interval)
+	defer tick.Stop()
+	for {
+		err := checker.Check(ctx, a.hostPort())
+		switch {
+		case err == nil && streak < 0, err != nil && streak > 0:
+			streak = 0
+		}
+		if err == nil {
+			streak++
+		} else {
+			streak--
+		}
+		switch {
+		case a.active == nil && streak >= a.cfg.Health.HealthyThreshold:
+			weight = a.warmWeight(0)
+			r, rerr := a.reg.Register(ctx, a.cfg.Service, a.instance(weight))
+			if rerr != nil {
+				a.log.WithError(rerr).Warn("registration failed; retrying")
+				break
+			}
+			a.active, registeredAt = r, a.now()
+			a.log.WithFields(logrus.Fields{"address": a.cfg.Address, "port": a.cfg.Port, "weight": weight}).Info("application healthy: registered")
+		case a.active != nil && -streak >= a.cfg.Health.UnhealthyThreshold:
+			a.log.WithError(err).Warn("application unhealthy: deregistering")
+			if derr := a.active.Deregister(ctx); derr != nil {
+				a.log.WithError(derr).Warn("deregistration failed")
+			}
+			a.active = nil
+		case a.active != nil && weight < a.cfg.Weight:
+			if w := a.warmWeight(a.now().Sub(registeredAt)); w != weight {
+				if uerr := a.active.Update(ctx, a.instance(w)); uerr == nil {
+					weight = w
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.stop:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// warmWeight is the weight to advertise elapsed after registration: 10% of
+// the full weight rising linearly to all of it over the warm-up window.
+func (a *Agent) warmWeight(elapsed time.Duration) uint32 {
+	full := a.cfg.Weight
+	if a.cfg.Warmup <= 0 || elapsed >= a.cfg.Warmup {
+		return full
+	}
+	frac := 0.1 + 0.9*float64(elapsed)/float64(a.cfg.Warmup)
+	return max(1, uint32(float64(full)*frac))
+}
+
+// Deregister stops Run for good and withdraws the application; it reports
+// whether the application was registered. It is idempotent. The caller
+// then waits the deregistration delay before draining.
+func (a *Agent) Deregister(ctx context.Context) bool {
+	a.once.Do(func() { close(a.stop) })
+	<-a.done
+	if a.active == nil {
+		return false
+	}
+	if err := a.active.Deregister(ctx); err != nil {
+		a.log.WithError(err).Warn("deregistration failed")
+	} else {
+		a.log.Info("deregistered")
+	}
+	a.active = nil
+	return true
+}
