@@ -36,7 +36,7 @@ func TestParseWrk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := wrkResult{Requests: 254923, Seconds: 10, RPS: 25489.12, P50: 812, P99: 1.2e6, SocketErr: 6, Non2xx: 5}
+	want := wrkResult{Requests: 254923, Seconds: 10, RPS: 25489.12, P50: 812, P99: 1.2e6, SocketErr: 6, Timeouts: 3, Non2xx: 5}
 	if r != want {
 		t.Fatalf("got %+v\nwant %+v", r, want)
 	}

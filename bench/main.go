@@ -535,7 +535,9 @@ type sample struct {
 	OtherUtil     float64 // busy time on the proxy's CPU not spent by the proxy, per second
 	RSSKiB        int64
 	Requests      int64
-	Errors        int64
+	Errors        int64 // socket errors + non-2xx
+	Timeouts      int64 // socket errors that were timeouts
+	Non2xx        int64
 }
 
 func (d *driver) wrk(ctx context.Context, t *target, sc scenario, dur time.Duration) (wrkResult, time.Duration, error) {
@@ -774,10 +776,20 @@ func printScenario(out io.Writer, sc scenario, o options, targets []*target, res
 			fmt.Fprintf(out, "note: while %s ran, other work took %.0f%% of its CPU: its figures are noisy\n", t.name, s.other*100)
 		}
 	}
-	for name, s := range sums {
-		if s.requests > 0 && float64(s.errors) > 0.001*float64(s.requests) {
-			fmt.Fprintf(out, "warning: %s: %d errors in %d requests (non-2xx or socket errors): its figures are suspect\n", name, s.errors, s.requests)
+	for _, t := range targets {
+		var errs, timeouts, non2xx, requests int64
+		for _, s := range res[t.name] {
+			errs, timeouts, non2xx, requests = errs+s.Errors, timeouts+s.Timeouts, non2xx+s.Non2xx, requests+s.Requests
 		}
+		if errs == 0 {
+			continue
+		}
+		verdict := ""
+		if float64(errs) > 0.001*float64(requests) {
+			verdict = ": more than 0.1%, its figures are suspect"
+		}
+		fmt.Fprintf(out, "errors: %s: %d in %d requests (%d non-2xx/3xx, %d wrk timeouts, %d other socket errors)%s\n",
+			t.name, errs, requests, non2xx, timeouts, errs-non2xx-timeouts, verdict)
 	}
 	fmt.Fprintln(out)
 }

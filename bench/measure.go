@@ -17,6 +17,7 @@ type wrkResult struct {
 	RPS       float64 // Requests/sec
 	P50, P99  float64 // latency percentiles, µs
 	SocketErr int64   // connect + read + write + timeout errors
+	Timeouts  int64   // of which timeouts (no response within wrk's 2 s)
 	Non2xx    int64   // responses outside 2xx/3xx
 }
 
@@ -64,6 +65,9 @@ func parseWrk(out string) (wrkResult, error) {
 					return r, fmt.Errorf("wrk: socket errors %q: %w", sc.Text(), err)
 				}
 				r.SocketErr += n
+				if f[i] == "timeout" {
+					r.Timeouts = n
+				}
 			}
 		case len(f) == 5 && f[0] == "Non-2xx":
 			n, err := strconv.ParseInt(f[4], 10, 64)
