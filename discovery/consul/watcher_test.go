@@ -349,9 +349,14 @@ func TestWatcherErrorsBackOffAndKeepTheSet(t *testing.T) {
 	if got := f.clock.takeSleeps(); !equalDurations(got, want) {
 		t.Fatalf("sleeps %v, want %v", got, want)
 	}
-	// Recovery with the same set: nothing new for the consumer, who kept it.
+	// Recovery with the same set: it is returned once more, which tells the
+	// consumer the registry is readable again (its staleness ends), and
+	// then nothing until a change.
 	c.reply <- ok(11, a)
 	f.call()
+	if set, err := f.next(); err != nil || ids(set) != "n1/a" {
+		t.Fatalf("after recovery: Next = %v, %v; want the unchanged set once", set, err)
+	}
 	f.nextBlocks()
 	warns := 0
 	for _, e := range f.logs.AllEntries() {
