@@ -119,6 +119,15 @@ func (f *fakeClient) CloseClient() {
 	clear(f.cached)
 }
 
+// probe is the fake's reachability check: the server is reachable when
+// the client would be healthy.
+func (f *fakeClient) probe() error {
+	if !f.ServerHealthy() {
+		return fmt.Errorf("%w: fake server down", ErrUnreachable)
+	}
+	return nil
+}
+
 // reopen is the fake's dial: the same fake, open again.
 func (f *fakeClient) reopen() (namingClient, error) {
 	f.mu.Lock()
@@ -185,7 +194,8 @@ func fakeRegistry(t *testing.T, f *fakeClient, opts ...func(*Options)) *registry
 	l, _ := logtest.NewNullLogger()
 	l.SetLevel(logrus.DebugLevel)
 	r := newRegistry(o, logrus.NewEntry(l), f.reopen)
-	r.pollUp, r.pollDown = 10*time.Millisecond, 20*time.Millisecond
+	r.probe = f.probe
+	r.pollUp = 10 * time.Millisecond
 	r.backoffBase, r.backoffMax = 10*time.Millisecond, 40*time.Millisecond
 	r.start()
 	t.Cleanup(func() { _ = r.Close() })

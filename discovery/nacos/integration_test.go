@@ -22,7 +22,13 @@ func TestMain(m *testing.M) { nacostest.Main(m) }
 
 func polaris(t *testing.T) *nacostest.Server {
 	t.Helper()
-	return nacostest.Shared(t, nacostest.Config{})
+	srv := nacostest.Shared(t, nacostest.Config{})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the last lines of the Polaris server's logs:\n%s", srv.LogTail())
+		}
+	})
+	return srv
 }
 
 // openReal opens the adapter on srv the way Remora does (Parse, then

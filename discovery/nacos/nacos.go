@@ -10,10 +10,9 @@
 //
 // Watchers are fanned out inside Remora from one SDK subscription per group
 // and service, whatever their clusters: the subscription's goroutine calls
-// Subscribe once, with a callback that only wakes it, and on every wake
-// reads the SDK's cached copy of the service (so a slow or late callback
-// can never publish an older list over a newer one) and hands each watcher
-// the hosts of its clusters. This sidesteps three SDK pitfalls:
+// Subscribe once, with a callback that copies the list it is handed and
+// wakes the goroutine, which hands each watcher the hosts of its clusters.
+// This sidesteps three SDK pitfalls:
 //
 //   - nacos-sdk-go#423: the SDK drops a push of an empty instance list
 //     unless UpdateCacheWhenEmpty is set; it is always set, so removing
@@ -27,20 +26,28 @@
 //     it when its last watcher stops (a later watch of the service waits
 //     for that to finish before it subscribes again).
 //
-// A subscription that fails is retried with backoff (250 ms doubling to
-// 10 s). The registry asks the SDK every 2 s whether its connection is up:
-// when it goes down, every watcher's Next reports ErrUnreachable (Remora
-// keeps the nodes, marked stale); when it is back, the sets are read again.
-// The SDK itself reconnects and resubscribes after a server restart.
+// A Subscribe that fails is retried with backoff (250 ms doubling to 5 s).
+//
+// # Connection
+//
+// The adapter uses an SDK client only while it is connected (see
+// supervise): it creates one once a server's gRPC port accepts
+// connections, checks the connection every 250 ms, and when it is lost
+// closes the client, reports ErrUnreachable to every watcher (Remora keeps
+// the nodes, marked stale) and starts over with a new client, on which the
+// services are subscribed again. The SDK's own reconnect path is not used:
+// it races with requests made meanwhile (found with -race). Each SDK
+// client also opens a UDP listener for Nacos 1.x pushes, which the SDK
+// never closes; the adapter wakes it on close so that it ends.
 //
 // # Cold start
 //
-// The SDK keeps each subscribed service in a file under the cache
+// The SDK writes each subscribed service to a file under the cache
 // directory (cache_dir, else <data_dir>/nacos/<registry name>; without
-// either there is no disk cache). When Remora starts while the server is
-// down, a watch first delivers the cached set and then ErrUnreachable, so
-// the upstream serves the last known nodes, marked stale, until the server
-// answers.
+// either there is no disk cache). While no server is reachable, a watch of
+// a service with such a file first delivers its instances (the last run's)
+// and then ErrUnreachable, so the upstream serves the last known nodes,
+// marked stale, until the server answers.
 //
 // # Mapping
 //
@@ -51,12 +58,12 @@
 // Healthy = healthy AND enabled, Metadata the instance's metadata without
 // the server's internal keys ("internal-nacos-*"). Unhealthy and disabled
 // instances are delivered with Healthy=false, so they are listed in
-// /upstreams but never picked; Nacos servers (and Polaris) usually leave
-// disabled instances out of pushes altogether.
+// /upstreams but never picked; Nacos servers (and Polaris) leave disabled
+// instances out of pushes altogether.
 //
 // An upstream's service may be written as name, group@@name or
 // group@@name@@cluster1,cluster2 to override the registry's group and
-// clusters (see parseServiceKey).
+// clusters for that upstream (see parseServiceKey).
 //
 // # Logs and secrets
 //
@@ -70,12 +77,15 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/nacos-group/nacos-sdk-go/v2/model"
 	"github.com/sirupsen/logrus"
 
 	"github.com/remora-mesh/remora/discovery"
@@ -130,8 +140,14 @@ func (o *Options) Open(env discovery.Env) (discovery.Registry, error) {
 		log.Debug("nacos: no cache_dir and no data_dir: the instance lists are not kept on disk, so a start while the server is down has no nodes")
 	}
 	release := installSDKLogger(env.Logger().Logger, password, secretKey, o.AccessKey)
-	cfg := sdkConfig{opts: o, password: password, secretKey: secretKey, cacheDir: cacheDir, loadCache: persistent}
+	cfg := sdkConfig{opts: o, password: password, secretKey: secretKey, cacheDir: cacheDir}
 	r := newRegistry(o, log, func() (namingClient, error) { return newSDKClient(cfg) })
+	r.probe = func() error { return probeServers(o.servers, o.GRPCPortOffset, time.Duration(o.Timeout)) }
+	if persistent {
+		r.diskCache = func(group, service string) ([]model.Instance, bool) {
+			return readDiskCache(cacheDir, o.Namespace, group, service)
+		}
+	}
 	r.cleanup = func() {
 		release()
 		cleanup()
@@ -181,27 +197,29 @@ func safeName(name string) string {
 
 // Timing defaults.
 const (
-	defaultPollUp      = 250 * time.Millisecond // health checks while connected (an atomic read)
-	defaultPollDown    = time.Second            // while not (the SDK then asks the HTTP API)
+	defaultPollUp      = 250 * time.Millisecond // connection checks (an atomic read while it is up)
 	defaultBackoffBase = 250 * time.Millisecond
 	defaultBackoffMax  = 5 * time.Second
+	maxProbeTimeout    = time.Second
 )
 
 // registry follows services of one Nacos cluster through one SDK client at
 // a time (see supervise).
 //
 // The configuration fields are set by newRegistry (and by tests before
-// start) and read-only after. client, gen, subs, retiring, closed, down
-// and dialErr are guarded by mu; no SDK call is made while holding mu.
+// start) and read-only after. client, gen, haveClient, downErr, subs,
+// retiring and closed are guarded by mu; no SDK call and no I/O is made
+// while holding mu.
 type registry struct {
 	group       string
 	clusters    []string
 	scale       int
 	log         *logrus.Entry
 	dial        func() (namingClient, error)
+	probe       func() error                                         // nil: always try to dial
+	diskCache   func(group, service string) ([]model.Instance, bool) // nil: no disk cache
 	cleanup     func()
 	pollUp      time.Duration
-	pollDown    time.Duration
 	backoffBase time.Duration
 	backoffMax  time.Duration
 	rand        func() float64
@@ -211,15 +229,13 @@ type registry struct {
 	wg     sync.WaitGroup // subscriptions
 
 	mu         sync.Mutex
-	client     namingClient             // nil until dialled, and while being replaced
+	client     namingClient             // connected client, or nil
 	gen        int                      // counts clients; a subscription resubscribes on a new one
 	haveClient chan struct{}            // closed when client is set; replaced when it is cleared
+	downErr    error                    // why there is no client, once known
 	subs       map[string]*subscription // by serviceKey.subKey()
 	retiring   map[string]*subscription // unsubscribing after their last watcher left
 	closed     bool
-	down       bool // the connection was lost and is not back
-	upGen      int  // the last generation a Subscribe succeeded on
-	dialErr    error
 }
 
 func newRegistry(o *Options, log *logrus.Entry, dial func() (namingClient, error)) *registry {
@@ -232,7 +248,6 @@ func newRegistry(o *Options, log *logrus.Entry, dial func() (namingClient, error
 		dial:        dial,
 		cleanup:     func() {},
 		pollUp:      defaultPollUp,
-		pollDown:    defaultPollDown,
 		backoffBase: defaultBackoffBase,
 		backoffMax:  defaultBackoffMax,
 		rand:        rand.Float64,
@@ -249,39 +264,35 @@ func (r *registry) start() {
 	go r.supervise()
 }
 
-// supervise owns the SDK client: it creates one (retrying with backoff),
-// watches its connection and, when a connection that was up is lost,
-// closes the client and creates a fresh one, on which the subscriptions
-// subscribe again. The SDK would reconnect by itself, but its reconnect
-// path has data races (RpcClient.reconnect writes the current connection
-// while the connection-event goroutine reads it); a client whose first
-// connection is still to come reconnects without them.
+// supervise owns the SDK client. It only ever hands the subscriptions a
+// client that is connected, and closes it as soon as its connection is
+// lost:
+//
+//   - while no server's gRPC port accepts a TCP connection, it creates no
+//     client (each SDK client leaks a UDP listener and its goroutine when
+//     closed) and retries with backoff;
+//   - a new client that did not connect on start-up is closed again;
+//   - a client whose connection is lost is closed, and a fresh one created.
+//
+// The SDK would reconnect a client by itself, but its reconnect path has
+// data races with every request made meanwhile (RpcClient.reconnect writes
+// the current connection that Request and the connection-event goroutine
+// read); a client that is only used while connected never takes it.
 //
 // supervise is not waited for by Close: creating a client may block for
-// seconds on an unreachable server; a client created after Close is closed
-// here.
+// seconds (login, three connection attempts); a client created after Close
+// is closed here.
 func (r *registry) supervise() {
-	for attempt := 1; ; {
-		c, err := r.dial()
+	for attempt := 1; ; attempt++ {
+		c, err := r.connect()
 		if err != nil {
-			err = fmt.Errorf("nacos: creating the SDK client: %w", err)
-			if attempt == 1 {
-				r.log.WithError(err).Warn("nacos: cannot create the client; retrying")
-			}
-			r.mu.Lock()
-			r.dialErr = err
-			subs := r.allSubs()
-			r.mu.Unlock()
-			for _, s := range subs {
-				s.fail(err)
-			}
+			r.setDown(err)
 			if !sleepCtx(r.ctx, backoff(attempt, r.backoffBase, r.backoffMax, r.rand)) {
 				return
 			}
-			attempt++
 			continue
 		}
-		attempt = 1
+		attempt = 0
 		if !r.setClient(c) {
 			closeClient(c) // closed meanwhile
 			return
@@ -289,88 +300,103 @@ func (r *registry) supervise() {
 		if !r.watchConnection(c) {
 			return
 		}
-		// The connection was lost: replace the client.
-		r.mu.Lock()
-		if r.client == c {
-			r.client = nil
-			r.haveClient = make(chan struct{})
-		}
-		subs := r.allSubs()
-		r.mu.Unlock()
-		for _, s := range subs {
-			s.serverHealth(false)
-		}
+		r.setDown(fmt.Errorf("%w: lost the connection", ErrUnreachable))
 		closeClient(c)
 	}
+}
+
+// connect returns a connected client.
+func (r *registry) connect() (namingClient, error) {
+	if r.probe != nil {
+		if err := r.probe(); err != nil {
+			return nil, err
+		}
+	}
+	c, err := r.dial()
+	if err != nil {
+		return nil, fmt.Errorf("nacos: creating the SDK client: %w", err)
+	}
+	if !c.ServerHealthy() {
+		closeClient(c)
+		return nil, fmt.Errorf("%w: the SDK client did not connect", ErrUnreachable)
+	}
+	return c, nil
+}
+
+// probeServers reports whether the gRPC port of any server accepts a TCP
+// connection.
+func probeServers(servers []server, offset int, timeout time.Duration) error {
+	var errs []error
+	for _, s := range servers {
+		addr := net.JoinHostPort(s.Host, strconv.Itoa(s.Port+offset))
+		conn, err := net.DialTimeout("tcp", addr, min(timeout, maxProbeTimeout))
+		if err == nil {
+			conn.Close()
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	return fmt.Errorf("%w: %v", ErrUnreachable, errors.Join(errs...))
 }
 
 // setClient makes c the current client; false if the registry is closed.
 func (r *registry) setClient(c namingClient) bool {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.closed {
+		r.mu.Unlock()
 		return false
 	}
-	r.client, r.dialErr = c, nil
+	wasDown := r.downErr != nil
+	r.client, r.downErr = c, nil
 	r.gen++
 	close(r.haveClient)
+	r.mu.Unlock()
+	if wasDown {
+		r.log.Info("nacos: connected to the server")
+	}
 	return true
 }
 
-// watchConnection polls c's connection until one that was up is lost
-// (true) or the registry closes (false). A loss is reported to the
-// subscriptions at once; their nodes stay, marked stale.
-func (r *registry) watchConnection(c namingClient) bool {
-	up := false
-	for first := true; ; first = false {
-		every := r.pollDown
-		if up {
-			every = r.pollUp
-		}
-		if !first && !sleepCtx(r.ctx, every) {
-			return false
-		}
-		if !up {
-			r.mu.Lock()
-			up = r.upGen == r.gen // a Subscribe on c succeeded
-			r.mu.Unlock()
-		}
-		healthy := c.ServerHealthy()
-		switch {
-		case healthy && !up:
-			up = true
-			r.mu.Lock()
-			wasDown := r.down
-			r.down = false
-			subs := r.allSubs()
-			r.mu.Unlock()
-			if wasDown {
-				r.log.Info("nacos: connected to the server again")
-			}
-			for _, s := range subs {
-				s.serverHealth(true)
-			}
-		case !healthy && up:
-			r.mu.Lock()
-			r.down = true
-			subs := r.allSubs()
-			r.mu.Unlock()
-			r.log.WithError(ErrUnreachable).Warn("nacos: lost the connection to the server; keeping the last known instances")
-			for _, s := range subs {
-				s.fail(fmt.Errorf("nacos: service %q: %w; keeping the last known instances", s.key, ErrUnreachable))
-			}
-			return true
-		}
+// setDown records why there is no client and tells the subscriptions: a
+// subscription without instances yet serves the disk cache, and every
+// watcher's Next reports err (the nodes stay, marked stale).
+func (r *registry) setDown(err error) {
+	r.mu.Lock()
+	if r.client != nil {
+		r.client = nil
+		r.haveClient = make(chan struct{})
+	}
+	first := r.downErr == nil
+	r.downErr = err
+	subs := r.allSubs()
+	r.mu.Unlock()
+	if first {
+		r.log.WithError(err).Warn("nacos: no connection to the server; keeping the last known instances and retrying")
+	} else {
+		r.log.WithError(err).Debug("nacos: still no connection to the server")
+	}
+	for _, s := range subs {
+		s.down(err)
 	}
 }
 
-// subscribed records that a Subscribe on client generation gen succeeded:
-// its connection is up.
-func (r *registry) subscribed(gen int) {
+// downError is why there is no client, if there is none.
+func (r *registry) downError() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if gen == r.gen {
-		r.upGen, r.down = gen, false
+	return r.downErr
+}
+
+// watchConnection checks c's connection every pollUp until it is lost
+// (true) or the registry closes (false).
+func (r *registry) watchConnection(c namingClient) bool {
+	for {
+		if !sleepCtx(r.ctx, r.pollUp) {
+			return false
+		}
+		if !c.ServerHealthy() {
+			return true
+		}
 	}
 }
 
@@ -430,7 +456,7 @@ func (r *registry) Watch(ctx context.Context, service string) (discovery.Watcher
 		go s.run()
 	}
 	w := &watcher{Latest: discovery.NewLatest(), sub: s, key: key}
-	s.add(w, r.dialErr)
+	s.add(w)
 	return w, nil
 }
 

@@ -25,7 +25,7 @@ const (
 
 	minTimeout     = 100 * time.Millisecond
 	maxTimeout     = 2 * time.Minute
-	maxWeightScale = 10000
+	maxWeightScale = 1000
 )
 
 // Options are the settings of a Nacos registry, the block under the
@@ -35,7 +35,7 @@ const (
 //	  - name: nacos
 //	    type: nacos
 //	    nacos:
-//	      servers: [10.0.0.1:8848, 10.0.0.2:8848]  # host[:port], may start with http:// or https:// and end with a context path
+//	      servers: [10.0.0.1:8848, 10.0.0.2:8848]  # host[:port], may start with http:// and end with a context path
 //	      grpc_port_offset: 1000        # gRPC port = HTTP port + offset (Nacos 2.x)
 //	      namespace: ""                 # namespace ID; "" is Nacos' "public"
 //	      group: DEFAULT_GROUP
@@ -101,8 +101,9 @@ func (s server) String() string {
 }
 
 // parseServer parses one entry of servers: host, host:port, [v6]:port,
-// optionally with an http:// or https:// scheme and a context path
-// (default /nacos). It is a parser of user input, fuzzed by FuzzParseServer.
+// optionally with an http:// scheme and a context path (default /nacos; a
+// bare "/" is the root). It is a parser of user input, fuzzed by
+// FuzzParseServer.
 func parseServer(s string) (server, error) {
 	in := strings.TrimSpace(s)
 	if in == "" {
@@ -111,22 +112,22 @@ func parseServer(s string) (server, error) {
 	srv := server{Scheme: "http", ContextPath: DefaultContextPath}
 	if scheme, rest, ok := strings.Cut(in, "://"); ok {
 		switch strings.ToLower(scheme) {
-		case "http", "https":
-			srv.Scheme = strings.ToLower(scheme)
+		case "http":
+		case "https":
+			return server{}, fmt.Errorf("%q: https is not supported: the adapter speaks plain gRPC (port + grpc_port_offset) and HTTP; write http://", s)
 		default:
-			return server{}, fmt.Errorf("%q: scheme %q is not supported; use http:// or https://", s, scheme)
+			return server{}, fmt.Errorf("%q: scheme %q is not supported; write host:port or http://host:port", s, scheme)
 		}
 		in = rest
 	}
 	hostport, path, hasPath := strings.Cut(in, "/")
 	if hasPath {
-		path = "/" + strings.Trim(path, "/")
-		if path != "/" {
-			if strings.ContainsAny(path, "?#% \t") || strings.Contains(path, "//") {
-				return server{}, fmt.Errorf("%q: context path %q is not a plain path like /nacos", s, path)
-			}
-			srv.ContextPath = path
+		// A path, even "/", is the context path ("/" is the root: Polaris
+		// serves the login API there, not under /nacos).
+		if strings.ContainsAny(path, "?#% \t") || strings.Contains("/"+path, "//") && path != "" {
+			return server{}, fmt.Errorf("%q: context path %q is not a plain path like /nacos", s, "/"+path)
 		}
+		srv.ContextPath = strings.TrimSuffix("/"+path, "/")
 	}
 	if hostport == "" {
 		return server{}, fmt.Errorf("%q: no host; write host:port, for example %s", s, DefaultServer)
@@ -134,7 +135,10 @@ func parseServer(s string) (server, error) {
 	host, portStr, err := net.SplitHostPort(hostport)
 	if err != nil {
 		// No port (or a bare IPv6 literal): the default port.
-		host, portStr = strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]"), strconv.Itoa(DefaultPort)
+		host, portStr = hostport, strconv.Itoa(DefaultPort)
+		if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+			host = host[1 : len(host)-1]
+		}
 		if strings.ContainsAny(host, "[]") || (strings.Contains(host, ":") && net.ParseIP(host) == nil) {
 			return server{}, fmt.Errorf("%q is not host:port (for example %s)", s, DefaultServer)
 		}

@@ -1,6 +1,9 @@
 package nacos
 
 import (
+	"encoding/json"
+	"net"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -39,7 +42,6 @@ type sdkConfig struct {
 	password  string
 	secretKey string
 	cacheDir  string // the SDK adds naming/<namespace>
-	loadCache bool   // read the on-disk cache at start
 }
 
 // clientConfig builds the SDK's client configuration. It is separate from
@@ -50,7 +52,11 @@ func (c sdkConfig) clientConfig() *constant.ClientConfig {
 		constant.WithNamespaceId(o.Namespace),
 		constant.WithTimeoutMs(uint64(time.Duration(o.Timeout)/time.Millisecond)),
 		constant.WithCacheDir(c.cacheDir),
-		constant.WithNotLoadCacheAtStart(!c.loadCache),
+		// The adapter reads the disk cache itself, only while the server
+		// is unreachable (readDiskCache): loaded into the SDK, an entry
+		// from an earlier run could make the SDK drop fresh lists as "out
+		// of date" (it compares the server's lastRefTime).
+		constant.WithNotLoadCacheAtStart(true),
 		// Without it the SDK drops a push of an empty instance list and
 		// keeps the last instances (nacos-sdk-go#423).
 		constant.WithUpdateCacheWhenEmpty(true),
@@ -87,12 +93,69 @@ func (c sdkConfig) serverConfigs() []constant.ServerConfig {
 
 // newSDKClient creates the SDK's naming client. It may block for seconds:
 // it logs in (with a username) and tries to connect three times before it
-// returns a client that keeps reconnecting in the background.
+// returns.
 func newSDKClient(c sdkConfig) (namingClient, error) {
 	var nc naming_client.INamingClient
 	var err error
+	var port int
 	sdkguard.Do(func() {
+		sdkLog.takeUDPPort()
 		nc, err = clients.NewNamingClient(vo.NacosClientParam{ClientConfig: c.clientConfig(), ServerConfigs: c.serverConfigs()})
+		port = sdkLog.takeUDPPort()
 	})
-	return nc, err
+	if err != nil {
+		return nil, err
+	}
+	return &sdkClient{INamingClient: nc, udpPort: port}, nil
+}
+
+// sdkClient is the SDK's naming client and the port of the UDP listener it
+// opened. Every client opens one (for Nacos 1.x pushes; on all interfaces,
+// a random port in 54951..55950) and does not close it when the client
+// closes: the goroutine reading it only notices the close after the next
+// datagram. CloseClient sends that datagram, so a closed client leaves
+// nothing behind. The port is learnt from the SDK's log line announcing
+// it (see sdkLogger.Infof); 0 if that did not happen.
+type sdkClient struct {
+	naming_client.INamingClient
+	udpPort int
+}
+
+// CloseClient closes the client and wakes its UDP listener to end.
+func (c *sdkClient) CloseClient() {
+	c.INamingClient.CloseClient()
+	if c.udpPort > 0 {
+		wakeUDP(c.udpPort)
+	}
+}
+
+// wakeUDP sends one datagram to the SDK's UDP listener on port. It is not
+// a valid push, so the SDK drops it, then sees that its client is closed
+// and closes the socket.
+func wakeUDP(port int) {
+	conn, err := net.DialUDP("udp", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	_, _ = conn.Write([]byte("remora: client closed"))
+}
+
+// readDiskCache reads the SDK's on-disk copy of a service, written by an
+// earlier run: the JSON of a model.Service in
+// <cacheDir>/naming/<namespace>/<group>@@<service>. ok is false when there
+// is none (or it cannot be read).
+func readDiskCache(cacheDir, namespace, group, service string) (hosts []model.Instance, ok bool) {
+	if namespace == "" {
+		namespace = constant.DEFAULT_NAMESPACE_ID
+	}
+	b, err := os.ReadFile(filepath.Join(cacheDir, "naming", namespace, group+sep+service))
+	if err != nil {
+		return nil, false
+	}
+	var svc model.Service
+	if err := json.Unmarshal(b, &svc); err != nil {
+		return nil, false
+	}
+	return svc.Hosts, true
 }

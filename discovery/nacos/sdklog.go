@@ -2,8 +2,8 @@ package nacos
 
 import (
 	"fmt"
-	"io"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -76,6 +76,7 @@ type sdkLogger struct {
 	replacer *strings.Replacer
 	last     map[string]*limitState // rate limiting by message format
 	now      func() time.Time       // nil: time.Now
+	udpPort  int                    // see takeUDPPort
 }
 
 type limitState struct {
@@ -112,7 +113,7 @@ func (l *sdkLogger) redact(msg string) string {
 func (l *sdkLogger) log(sdkLevel logrus.Level, key string, msg func() string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.target == nil || l.target.Out == io.Discard {
+	if l.target == nil {
 		return
 	}
 	level := logrus.DebugLevel
@@ -170,7 +171,31 @@ func (l *sdkLogger) Warn(args ...any)  { l.log(logrus.WarnLevel, key1(args), spr
 func (l *sdkLogger) Error(args ...any) { l.log(logrus.ErrorLevel, key1(args), sprint(args)) }
 
 func (l *sdkLogger) Debugf(f string, args ...any) { l.log(logrus.DebugLevel, f, sprintf(f, args)) }
-func (l *sdkLogger) Infof(f string, args ...any)  { l.log(logrus.InfoLevel, f, sprintf(f, args)) }
+func (l *sdkLogger) Infof(f string, args ...any) {
+	if p, ok := strings.CutPrefix(f, udpStartPrefix); ok && len(args) == 0 {
+		if port, err := strconv.Atoi(p); err == nil {
+			l.mu.Lock()
+			l.udpPort = port
+			l.mu.Unlock()
+		}
+	}
+	l.log(logrus.InfoLevel, f, sprintf(f, args))
+}
+
+// udpStartPrefix starts the SDK's log line (logged with the port already
+// in the format) that names the port of a new client's UDP listener.
+const udpStartPrefix = "udp server start, port: "
+
+// takeUDPPort returns the UDP port last announced and forgets it. Client
+// creation is serialised (sdkguard), so around one creation it is that
+// client's.
+func (l *sdkLogger) takeUDPPort() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	p := l.udpPort
+	l.udpPort = 0
+	return p
+}
 func (l *sdkLogger) Warnf(f string, args ...any)  { l.log(logrus.WarnLevel, f, sprintf(f, args)) }
 func (l *sdkLogger) Errorf(f string, args ...any) { l.log(logrus.ErrorLevel, f, sprintf(f, args)) }
 

@@ -18,7 +18,8 @@ import (
 // by every watcher of it (whatever their clusters).
 //
 // run is its only goroutine and the only caller of the SDK for it. The
-// SDK's callback only signals changed. param is created once and given to
+// SDK's callback copies the list into pending (guarded by cbMu) and
+// signals changed; run publishes it. param is created once and given to
 // both Subscribe and Unsubscribe (nacos-sdk-go#845). hosts, have, err and
 // watchers are guarded by mu, which is never held during an SDK call; a
 // watcher's Latest is only fed under mu, so a watcher added later sees the
@@ -31,8 +32,13 @@ type subscription struct {
 	param   *vo.SubscribeParam
 	prev    *subscription // the retiring subscription of the same key, or nil
 
-	changed   chan struct{} // capacity 1: the SDK called back
-	health    chan bool     // capacity 1: the latest connection state
+	changed chan struct{} // capacity 1: the SDK called back
+
+	cbMu       sync.Mutex
+	pending    []model.Instance // the list of the last callback, not yet published
+	hasPending bool
+
+	lost      chan struct{} // capacity 1: the registry closed the client
 	done      chan struct{} // closed by stop
 	stopOnce  sync.Once
 	exited    chan struct{} // closed when run returns
@@ -50,7 +56,7 @@ func newSubscription(r *registry, group, service string, prev *subscription) *su
 	s := &subscription{
 		reg: r, key: group + sep + service, group: group, service: service, prev: prev,
 		changed:  make(chan struct{}, 1),
-		health:   make(chan bool, 1),
+		lost:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
 		exited:   make(chan struct{}),
 		watchers: map[*watcher]struct{}{},
@@ -58,9 +64,16 @@ func newSubscription(r *registry, group, service string, prev *subscription) *su
 	s.param = &vo.SubscribeParam{
 		ServiceName: service,
 		GroupName:   group,
-		// The callback may be called from the SDK's push goroutine: it
-		// must not block, so it only signals; run reads the list.
-		SubscribeCallback: func([]model.Instance, error) {
+		// The callback is called by the SDK's push goroutine (and, for
+		// the answer to Subscribe, by run's). It must not block, and it
+		// must copy the list now: the slice is the SDK's cached copy,
+		// which the same goroutine sorts in place when the next push
+		// comes (naming_cache.isServiceInstanceChanged).
+		SubscribeCallback: func(hosts []model.Instance, _ error) {
+			cp := append(make([]model.Instance, 0, len(hosts)), hosts...)
+			s.cbMu.Lock()
+			s.pending, s.hasPending = cp, true
+			s.cbMu.Unlock()
 			s.callbacks.Add(1)
 			signal(s.changed)
 		},
@@ -75,20 +88,16 @@ func signal(c chan struct{}) {
 	}
 }
 
-// add attaches w and hands it the current state, if there is one; dialErr
-// is the registry's error while it has no client yet.
-func (s *subscription) add(w *watcher, dialErr error) {
+// add attaches w and hands it the current state, if there is one.
+func (s *subscription) add(w *watcher) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.watchers[w] = struct{}{}
 	if s.have {
 		w.Publish(s.setFor(w))
 	}
-	switch {
-	case s.err != nil:
+	if s.err != nil {
 		w.Fail(s.err)
-	case dialErr != nil:
-		w.Fail(dialErr)
 	}
 }
 
@@ -160,14 +169,32 @@ func (s *subscription) fail(err error) {
 	}
 }
 
-// serverHealth tells run about a change of the connection (never blocks;
-// only the latest state counts).
-func (s *subscription) serverHealth(up bool) {
-	select {
-	case <-s.health:
-	default:
+// down is called when the registry has no client: without instances yet,
+// the subscription serves the disk cache; every watcher gets err; and run
+// forgets its client (never blocks).
+func (s *subscription) down(err error) {
+	s.coldStart()
+	s.fail(fmt.Errorf("nacos: service %q: %w; keeping the last known instances", s.key, err))
+	signal(s.lost)
+}
+
+// coldStart publishes the SDK's disk copy of the service, if the
+// subscription has no instances yet and there is one: on a start while the
+// server is down, the instances of the last run.
+func (s *subscription) coldStart() {
+	s.mu.Lock()
+	have := s.have
+	s.mu.Unlock()
+	if have || s.reg.diskCache == nil {
+		return
 	}
-	s.health <- up
+	hosts, ok := s.reg.diskCache(s.group, s.service)
+	if !ok {
+		return
+	}
+	s.reg.log.WithField("service", s.key).WithField("instances", len(hosts)).
+		Warn("nacos: serving the instances of the last run (the on-disk cache) until the server answers")
+	s.publish(hosts)
 }
 
 // run subscribes, follows the service and unsubscribes at the end. When
@@ -184,6 +211,9 @@ func (s *subscription) run() {
 	// unsubscribed, or its Unsubscribe could undo our Subscribe.
 	if s.prev != nil {
 		<-s.prev.exited
+	}
+	if err := r.downError(); err != nil {
+		s.down(err) // a watch opened while the server is unreachable
 	}
 	var (
 		c          namingClient // the client subscribed on (or tried)
@@ -223,7 +253,6 @@ func (s *subscription) run() {
 				} else {
 					log.WithError(err).WithField("attempt", failures).Debug("nacos: subscribe failed again")
 				}
-				s.fromCache(c) // the SDK's disk cache, on a cold start
 				s.fail(err)
 				retry = time.After(backoff(failures, r.backoffBase, r.backoffMax, r.rand))
 			} else {
@@ -231,8 +260,11 @@ func (s *subscription) run() {
 					log.WithField("attempts", failures+1).Info("nacos: subscribed")
 				}
 				subscribed, failures = true, 0
-				r.subscribed(gen)
-				s.refresh(c)
+				if !s.publishPending() {
+					// The SDK calls back with the answer to a first
+					// Subscribe; should it not have, read its copy.
+					s.refresh(c)
+				}
 			}
 		}
 		select {
@@ -244,19 +276,26 @@ func (s *subscription) run() {
 			retry = nil
 		case <-s.changed:
 			if subscribed {
-				s.refresh(c)
+				s.publishPending()
 			}
-		case up := <-s.health:
-			switch {
-			case !up: // the client is being replaced; current() waits for the next
-				attempts, subscribed = 0, false
-			case subscribed:
-				s.refresh(c)
-			default:
-				retry = nil // try again now
-			}
+		case <-s.lost:
+			// The registry closed c: current() waits for the next client,
+			// and a new generation starts over.
 		}
 	}
+}
+
+// publishPending publishes the list of the last callback, if there is one
+// not published yet.
+func (s *subscription) publishPending() bool {
+	s.cbMu.Lock()
+	hosts, ok := s.pending, s.hasPending
+	s.pending, s.hasPending = nil, false
+	s.cbMu.Unlock()
+	if ok {
+		s.publish(hosts)
+	}
+	return ok
 }
 
 // refresh reads the SDK's copy of the service and publishes it.
@@ -269,42 +308,17 @@ func (s *subscription) refresh(c namingClient) {
 	s.publish(svc.Hosts)
 }
 
-// fromCache publishes the SDK's copy of the service, if it has one, after
-// a failed Subscribe: on a cold start with the server down that is the
-// list from the disk cache. It is done once (the SDK's copy is dropped by
-// the Unsubscribe before the next attempt) and never over a set already
-// known.
-func (s *subscription) fromCache(c namingClient) {
-	s.mu.Lock()
-	have := s.have
-	s.mu.Unlock()
-	if have {
-		return
-	}
-	svc, err := c.GetService(vo.GetServiceParam{ServiceName: s.service, GroupName: s.group})
-	if err != nil || (svc.LastRefTime == 0 && len(svc.Hosts) == 0) {
-		return // nothing cached
-	}
-	s.reg.log.WithField("service", s.key).WithField("instances", len(svc.Hosts)).
-		Warn("nacos: serving the instances from the on-disk cache until the server answers")
-	s.publish(svc.Hosts)
-}
-
 // describe wraps an SDK error with the service and, when the client has no
 // connection, ErrUnreachable. (The SDK's error says "client not connected"
 // before the health loop has noticed.)
 func (s *subscription) describe(err error) error {
-	if !s.reg.isUp() || strings.Contains(err.Error(), "client not connected") {
+	if errors.Is(err, ErrUnreachable) {
+		return err
+	}
+	if strings.Contains(err.Error(), "client not connected") {
 		return fmt.Errorf("nacos: service %q: %w: %v", s.key, ErrUnreachable, err)
 	}
 	return fmt.Errorf("nacos: service %q: %w", s.key, err)
-}
-
-// isUp reports whether the connection is not known to be lost.
-func (r *registry) isUp() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return !r.down
 }
 
 // watcher is one Watch of a service key. Its Latest is fed by the

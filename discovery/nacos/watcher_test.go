@@ -178,25 +178,19 @@ func TestResubscribeAfterUnsubscribe(t *testing.T) {
 	}
 }
 
-// The callback's arguments are not trusted: a late callback carrying an
-// older list cannot overwrite the SDK's newer copy.
-func TestCallbackReadsTheCurrentList(t *testing.T) {
+// The callback copies the list at once: the slice is the SDK's cached
+// copy, which it sorts in place when the next push comes.
+func TestCallbackCopiesTheList(t *testing.T) {
 	f := newFake()
 	r := fakeRegistry(t, f)
-	f.push(DefaultGroup, "s", host("10.0.0.1", 1, "", 1, nil))
 	w := watch(t, r, "s")
-	waitPorts(t, w, 1)
-	f.push(DefaultGroup, "s", host("10.0.0.2", 2, "", 1, nil))
-	waitPorts(t, w, 2)
-	// A stale callback with the old list.
-	f.mu.Lock()
-	p := f.callbacks[fkey(DefaultGroup, "s")][0]
-	f.mu.Unlock()
-	p.SubscribeCallback([]model.Instance{host("10.0.0.1", 1, "", 1, nil)}, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	if set, err := w.Next(ctx); err == nil {
-		t.Fatalf("a stale callback produced a new set %s", discoverytest.Describe(set))
+	waitPorts(t, w)
+	hosts := []model.Instance{host("10.0.0.2", 2, "", 1, nil), host("10.0.0.1", 1, "", 1, nil)}
+	f.push(DefaultGroup, "s", hosts...)
+	hosts[0], hosts[1] = host("10.0.0.9", 9, "", 1, nil), host("10.0.0.9", 9, "", 1, nil) // the SDK reuses the array
+	set := waitPorts(t, w, 1, 2)
+	if set[0].Address != "10.0.0.1" || set[1].Address != "10.0.0.2" {
+		t.Fatalf("published %s", discoverytest.Describe(set))
 	}
 }
 
@@ -212,19 +206,54 @@ func TestEmptyListDelivered(t *testing.T) {
 	waitPorts(t, w)
 }
 
-// A failed Subscribe serves the SDK's cached copy (the disk cache on a
-// cold start), reports the error, undoes the attempt with the same param
-// and retries until it succeeds.
-func TestSubscribeFailureServesCacheAndRetries(t *testing.T) {
+// A Subscribe that fails on a connected client is reported, undone with
+// the same param and retried until it succeeds; the SDK is left with one
+// callback.
+func TestSubscribeFailureRetried(t *testing.T) {
 	f := newFake()
-	f.services[fkey(DefaultGroup, "s")] = []model.Instance{host("10.0.0.1", 1, "", 1, nil)}
-	f.cached[fkey(DefaultGroup, "s")] = true // loaded from disk
-	notConnected := errors.New("client not connected, current status:STARTING")
-	f.failSubscribe(notConnected, notConnected, notConnected)
-	f.setHealthy(false)
+	f.push(DefaultGroup, "s", host("10.0.0.1", 1, "", 1, nil))
+	refused := errors.New("request failed: no permission")
+	f.failSubscribe(refused, refused)
 	r := fakeRegistry(t, f)
 	w := watch(t, r, "s")
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if _, err := w.Next(ctx); err == nil || !strings.Contains(err.Error(), "no permission") || errors.Is(err, ErrUnreachable) {
+		t.Fatalf("first Next: %v; want the subscribe error", err)
+	}
+	waitPorts(t, w, 1)
+	want := []string{"subscribe DEFAULT_GROUP@@s #1", "unsubscribe DEFAULT_GROUP@@s #1", "subscribe DEFAULT_GROUP@@s #1",
+		"unsubscribe DEFAULT_GROUP@@s #1", "subscribe DEFAULT_GROUP@@s #1"}
+	if calls := f.callLog(); !slices.Equal(calls, want) {
+		t.Fatalf("SDK calls %v, want %v", calls, want)
+	}
+	if n := f.registered(DefaultGroup, "s"); n != 1 {
+		t.Fatalf("%d callbacks registered after the retries; want 1", n)
+	}
+}
 
+// Cold start with the server unreachable: no client is created, each
+// watch delivers the disk cache of the last run, then ErrUnreachable; when
+// the server is reachable, the client is created and changes flow.
+func TestColdStartServesDiskCache(t *testing.T) {
+	f := newFake()
+	f.setHealthy(false)
+	o := &Options{}
+	if err := o.normalize(); err != nil {
+		t.Fatal(err)
+	}
+	r := newRegistry(o, discovery.Env{}.Logger(), f.reopen)
+	r.probe = f.probe
+	r.pollUp, r.backoffBase, r.backoffMax = 10*time.Millisecond, 5*time.Millisecond, 20*time.Millisecond
+	r.diskCache = func(group, service string) ([]model.Instance, bool) {
+		if service != "cached" {
+			return nil, false
+		}
+		return []model.Instance{host("10.0.0.1", 1, "", 1, nil)}, true
+	}
+	r.start()
+	defer r.Close()
+	w := watch(t, r, "cached")
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	set, err := w.Next(ctx)
@@ -234,21 +263,49 @@ func TestSubscribeFailureServesCacheAndRetries(t *testing.T) {
 	if _, err = w.Next(ctx); !errors.Is(err, ErrUnreachable) {
 		t.Fatalf("second Next: %v; want ErrUnreachable", err)
 	}
-	f.setHealthy(true)
-	f.push(DefaultGroup, "s", host("10.0.0.1", 1, "", 1, nil), host("10.0.0.2", 2, "", 1, nil))
-	waitPorts(t, w, 1, 2)
-	calls := f.callLog()
-	if len(calls) < 7 || !strings.HasPrefix(calls[len(calls)-1], "subscribe ") {
-		t.Fatalf("SDK calls %v; want three failed subscribes, each undone, then one that worked", calls)
+	other := watch(t, r, "uncached")
+	if set, err := other.Next(ctx); !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("a service without a cached copy: %s, %v; want only ErrUnreachable", discoverytest.Describe(set), err)
 	}
-	for _, c := range calls {
-		if !strings.HasSuffix(c, " #1") {
-			t.Fatalf("SDK calls %v: every call must use the one param", calls)
+	f.mu.Lock()
+	dials := f.dials
+	f.mu.Unlock()
+	if dials != 0 {
+		t.Fatalf("%d SDK clients created while the server was unreachable; want none", dials)
+	}
+	f.push(DefaultGroup, "cached", host("10.0.0.1", 1, "", 1, nil), host("10.0.0.2", 2, "", 1, nil))
+	f.setHealthy(true)
+	waitPorts(t, w, 1, 2)
+}
+
+// A new client that did not connect on start-up is closed at once and
+// never used (the SDK's own reconnect path is racy).
+func TestUnconnectedClientNotUsed(t *testing.T) {
+	f := newFake()
+	f.push(DefaultGroup, "s", host("10.0.0.1", 1, "", 1, nil))
+	f.setHealthy(false)
+	o := &Options{}
+	if err := o.normalize(); err != nil {
+		t.Fatal(err)
+	}
+	r := newRegistry(o, discovery.Env{}.Logger(), f.reopen)
+	r.probe = func() error { return nil } // the port answers, the SDK does not connect
+	r.pollUp, r.backoffBase, r.backoffMax = 10*time.Millisecond, 5*time.Millisecond, 20*time.Millisecond
+	r.start()
+	defer r.Close()
+	w := watch(t, r, "s")
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if _, err := w.Next(ctx); !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("Next: %v; want ErrUnreachable", err)
+	}
+	for _, c := range f.callLog() {
+		if c != "close" {
+			t.Fatalf("SDK calls %v: an unconnected client was used", f.callLog())
 		}
 	}
-	if n := f.registered(DefaultGroup, "s"); n != 1 {
-		t.Fatalf("%d callbacks registered after the retries; want 1", n)
-	}
+	f.setHealthy(true)
+	waitPorts(t, w, 1)
 }
 
 // Losing the connection marks every watch stale (Next returns an error

@@ -192,10 +192,17 @@ func (s *Server) registerAgain(old map[string]*client) error {
 	return errors.Join(errs...)
 }
 
-// Deregister removes instance id of service (as registered by Register)
-// and closes its client, failing t on error. An unknown id is an error.
+// Deregister removes instance id of service (as registered by Register,
+// whose client it closes, or RegisterHTTP), failing t on error. An unknown
+// id is an error.
 func (s *Server) Deregister(t testing.TB, service, id string) {
 	t.Helper()
+	if ok, err := s.deregisterHTTP(service, id); ok {
+		if err != nil {
+			t.Fatalf("nacostest: deregistering %s/%s over HTTP: %v", service, id, err)
+		}
+		return
+	}
 	key := service + "\x00" + id
 	s.mu.Lock()
 	c := s.clients[key]

@@ -43,6 +43,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nacos-group/nacos-sdk-go/v2/vo"
 	"gopkg.in/yaml.v3"
 )
 
@@ -156,6 +157,9 @@ type Server struct {
 	done    chan struct{} // closed when cmd has exited
 	closed  bool
 	clients map[string]*client // registered instances, by service and ID
+	dropped map[string]*client // closed by Stop or Kill, registered again by Resume
+
+	httpInstances map[string]vo.RegisterInstanceParam // registered by RegisterHTTP, by service and ID
 }
 
 // New starts a server and waits until its Nacos API answers. The caller
@@ -184,7 +188,8 @@ func newServer(cfg Config, bin string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, bin: bin, dir: dir, clients: map[string]*client{}}
+	s := &Server{cfg: cfg, bin: bin, dir: dir, clients: map[string]*client{}, dropped: map[string]*client{},
+		httpInstances: map[string]vo.RegisterInstanceParam{}}
 	if s.httpPort, err = freePortPair(GRPCPortOffset); err == nil {
 		s.ctlPort, err = freePort()
 	}
@@ -352,28 +357,23 @@ func (s *Server) GRPCPort() int { return s.httpPort + GRPCPortOffset }
 // keep files of their own under it.
 func (s *Server) Dir() string { return s.dir }
 
-// Restart stops the server (SIGTERM) and starts it again on the same
-// ports with its data kept, failing t if it does not come back. Then the
-// instances registered with Register are registered again, each by a new
-// client, as their applications' Nacos clients would after reconnecting.
-// (New clients rather than the SDK's own reconnect: that path has data
-// races, which would fail tests run with -race.)
+// Restart stops the server (SIGTERM, see Stop) and starts it again on the
+// same ports with its data kept (see Resume), failing t if it does not
+// come back.
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
 	if err := s.Stop(); err != nil {
 		t.Logf("nacostest: stopping Polaris server %q: %v", s.cfg.Name, err)
 	}
-	old := s.dropClients()
 	if err := s.Resume(); err != nil {
 		t.Fatalf("nacostest: restarting Polaris server %q: %v", s.cfg.Name, err)
 	}
-	if err := s.registerAgain(old); err != nil {
-		t.Fatalf("nacostest: after restarting Polaris server %q: %v", s.cfg.Name, err)
-	}
 }
 
-// Resume starts a stopped server again on its ports, with its data; a
-// no-op on a running server.
+// Resume starts a stopped server again on its ports, with its data, and
+// registers the instances of the clients Stop or Kill closed again, each
+// by a new client (as their applications' clients would after
+// reconnecting). It is a no-op on a running server.
 func (s *Server) Resume() error {
 	s.mu.Lock()
 	closed, running := s.closed, s.cmd != nil
@@ -384,13 +384,43 @@ func (s *Server) Resume() error {
 	case running:
 		return nil
 	}
-	return s.start()
+	if err := s.start(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	dropped := s.dropped
+	s.dropped = map[string]*client{}
+	s.mu.Unlock()
+	return s.registerAgain(dropped)
 }
 
 // Stop stops the server process (SIGTERM, then SIGKILL after 10 s) and
-// keeps its data, so that Resume or Restart can bring it back. It is a
-// no-op on a stopped server. The error says whether it had to be killed.
-func (s *Server) Stop() error { return s.stop(syscall.SIGTERM) }
+// keeps its data, so that Resume can bring it back. The clients of the
+// registered instances are closed (Resume registers the instances again).
+// It is a no-op on a stopped server. The error says whether the server had
+// to be killed.
+func (s *Server) Stop() error { return s.halt(syscall.SIGTERM) }
+
+// halt stops the process with sig and closes the registering clients
+// (while the server is down, so none of them reconnects: the SDK's
+// reconnect path has data races that would fail tests run with -race);
+// Resume registers their instances again.
+func (s *Server) halt(sig syscall.Signal) error {
+	err := s.stop(sig)
+	dropped := s.dropClients()
+	s.mu.Lock()
+	for k, c := range dropped {
+		s.dropped[k] = c
+	}
+	s.mu.Unlock()
+	return err
+}
+
+// Kill stops the server process at once (SIGKILL), keeping its data (the
+// boltdb store commits every write), for tests that need the server down
+// and cannot wait for a graceful stop (~7 s). The registering clients are
+// closed; Resume then registers their instances again with new clients.
+func (s *Server) Kill() { _ = s.halt(syscall.SIGKILL) }
 
 func (s *Server) stop(sig syscall.Signal) error {
 	s.mu.Lock()
