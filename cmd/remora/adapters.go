@@ -5,6 +5,7 @@ package main
 import (
 	_ "github.com/remora-mesh/remora/discovery/consul"
 	_ "github.com/remora-mesh/remora/discovery/etcd"
+	_ "github.com/remora-mesh/remora/discovery/nacos"
 	_ "github.com/remora-mesh/remora/discovery/static"
 	_ "github.com/remora-mesh/remora/pkg/balancer/all"
 )

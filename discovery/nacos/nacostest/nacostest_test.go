@@ -1,0 +1,119 @@
+package nacostest
+
+import (
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/remora-mesh/remora/discovery"
+)
+
+func TestMain(m *testing.M) { Main(m) }
+
+func TestFindScript(t *testing.T) {
+	p, err := findScript()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// hosts lists the instances of service as the Nacos v1 HTTP API reports
+// them, by port.
+func hosts(t *testing.T, s *Server, service string) map[int]map[string]any {
+	t.Helper()
+	resp, err := http.Get("http://" + s.Addr() + "/nacos/v1/ns/instance/list?serviceName=" + service)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Hosts []map[string]any `json:"hosts"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	out := map[int]map[string]any{}
+	for _, h := range body.Hosts {
+		out[int(h["port"].(float64))] = h
+	}
+	return out
+}
+
+func waitHosts(t *testing.T, s *Server, service string, cond func(map[int]map[string]any) bool) map[int]map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		h := hosts(t, s, service)
+		if cond(h) {
+			return h
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for the instances of %s: have %v", service, h)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// The server's life cycle: registrations over gRPC and HTTP reach it, Kill
+// and Resume keep the data and register the gRPC instances again, and
+// after Close the process has exited and its directory is removed.
+func TestServerLifecycle(t *testing.T) {
+	s, err := New(Config{Name: "lifecycle"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	for _, port := range []int{s.HTTPPort(), s.GRPCPort()} {
+		if c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port)); err != nil {
+			t.Fatalf("port %d: %v", port, err)
+		} else {
+			c.Close()
+		}
+	}
+	a := discovery.Instance{ID: "a", Address: "127.0.0.1", Port: 9001, Weight: 3, Healthy: true, Metadata: map[string]string{"k": "v"}}
+	b := discovery.Instance{ID: "b", Address: "127.0.0.1", Port: 9002, Weight: 1, Healthy: false}
+	s.Register(t, "svc", a, Cluster("c1"))
+	s.RegisterHTTP(t, "svc", b, Disabled())
+	h := waitHosts(t, s, "svc", func(h map[int]map[string]any) bool { return h[9001] != nil })
+	if h[9001]["clusterName"] != "c1" || h[9001]["weight"] != 3.0 || h[9001]["metadata"].(map[string]any)["k"] != "v" {
+		t.Fatalf("a registered as %v", h[9001])
+	}
+
+	s.Kill()
+	if err := s.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	waitHosts(t, s, "svc", func(h map[int]map[string]any) bool { return h[9001] != nil })
+
+	s.Deregister(t, "svc", "a")
+	s.Deregister(t, "svc", "b")
+	waitHosts(t, s, "svc", func(h map[int]map[string]any) bool { return len(h) == 0 })
+
+	s.mu.Lock()
+	exited := s.done
+	s.mu.Unlock()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	default:
+		t.Fatal("the server process has not exited after Close")
+	}
+	if _, err := os.Stat(s.Dir()); !os.IsNotExist(err) {
+		t.Fatalf("state directory %s: %v; want it removed", s.Dir(), err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if err := s.Resume(); err == nil {
+		t.Fatal("Resume after Close succeeded")
+	}
+}
