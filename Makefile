@@ -33,6 +33,7 @@ vet:
 ## tools: registry servers the tests run against (built into $(TOOLS_DIR)).
 tools:
 	@bin=$$(bash scripts/consul-agent.sh) && echo "consul agent: $$bin"
+	@bin=$$(bash scripts/polaris-server.sh) && echo "polaris server (Nacos API): $$bin"
 
 ## bench: whole-process benchmark against HAProxy and nginx (bench/README.md);
 ## installs haproxy, nginx and wrk from Debian packages if missing. Not part of `make test`.
