@@ -23,11 +23,11 @@ package ewma
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"github.com/remora-mesh/remora/pkg/balancer"
 	"github.com/remora-mesh/remora/pkg/balancer/internal/p2c"
+	"github.com/remora-mesh/remora/pkg/balancer/internal/policy"
 	"github.com/remora-mesh/remora/pkg/node"
 )
 
@@ -45,7 +45,7 @@ const (
 // requests in flight, per request in flight: far above any real latency.
 const penalty = 1e13
 
-func init() { balancer.Register(factory{}) }
+func init() { policy.Register(Name, parse) }
 
 // Options are the policy's options in config.
 type Options struct {
@@ -56,15 +56,7 @@ type Options struct {
 	ChoiceCount int `yaml:"choice_count" json:"choice_count,omitempty"`
 }
 
-type factory struct{}
-
-func (factory) Name() string { return Name }
-
-func (factory) Parse(decode func(any) error) (balancer.Builder, error) {
-	var o Options
-	if err := decode(&o); err != nil {
-		return nil, err
-	}
+func parse(o Options) (balancer.Builder, error) {
 	if o.Decay != 0 && (o.Decay < MinDecay || o.Decay > MaxDecay) {
 		return nil, fmt.Errorf("decay: %v is out of range; want %v to %v (default %v)", o.Decay, MinDecay, MaxDecay, DefaultDecay)
 	}
@@ -108,14 +100,10 @@ func (b Builder) Build(nodes []*node.Node) balancer.Picker {
 			n.Stats.SetLatencyDecay(decay)
 		}
 	}
-	r := b.Rand
-	if r == nil {
-		r = rand.Uint64
-	}
 	return &picker{
 		nodes:   nodes,
-		sampler: p2c.New(nodes, nil, r),
-		choices: max(2, min(p2c.Choices(b.ChoiceCount), p2c.MaxChoices)),
+		sampler: p2c.New(nodes, nil, b.Rand),
+		choices: p2c.Choices(b.ChoiceCount),
 		inv:     1 / float64(decay),
 	}
 }

@@ -12,11 +12,11 @@
 package leastrequest
 
 import (
-	"math/rand/v2"
 	"time"
 
 	"github.com/remora-mesh/remora/pkg/balancer"
 	"github.com/remora-mesh/remora/pkg/balancer/internal/p2c"
+	"github.com/remora-mesh/remora/pkg/balancer/internal/policy"
 	"github.com/remora-mesh/remora/pkg/balancer/slowstart"
 	"github.com/remora-mesh/remora/pkg/node"
 )
@@ -24,7 +24,7 @@ import (
 // Name is the policy's name in config.
 const Name = "least_request"
 
-func init() { balancer.Register(factory{}) }
+func init() { policy.Register(Name, parse) }
 
 // Options are the policy's options in config.
 type Options struct {
@@ -35,15 +35,7 @@ type Options struct {
 	SlowStart *slowstart.Config `yaml:"slow_start" json:"slow_start,omitempty"`
 }
 
-type factory struct{}
-
-func (factory) Name() string { return Name }
-
-func (factory) Parse(decode func(any) error) (balancer.Builder, error) {
-	var o Options
-	if err := decode(&o); err != nil {
-		return nil, err
-	}
+func parse(o Options) (balancer.Builder, error) {
 	if err := p2c.ValidateChoices(o.ChoiceCount); err != nil {
 		return nil, err
 	}
@@ -79,19 +71,10 @@ func (b Builder) Build(nodes []*node.Node) balancer.Picker {
 	if len(nodes) == 0 {
 		return balancer.Empty
 	}
-	r := b.Rand
-	if r == nil {
-		r = rand.Uint64
-	}
-	now := time.Now
-	if b.Now != nil {
-		now = b.Now
-	}
-	choices := min(p2c.Choices(b.ChoiceCount), p2c.MaxChoices)
 	return &picker{
 		nodes:   nodes,
-		sampler: p2c.New(nodes, b.SlowStart.Ramp(nodes, now(), now), r),
-		choices: max(2, choices),
+		sampler: p2c.New(nodes, policy.Ramp(b.SlowStart, nodes, b.Now), b.Rand),
+		choices: p2c.Choices(b.ChoiceCount),
 	}
 }
 

@@ -22,11 +22,11 @@ package maglev
 import (
 	"fmt"
 	"math/big"
-	"math/rand/v2"
 
 	"github.com/remora-mesh/remora/pkg/balancer"
 	"github.com/remora-mesh/remora/pkg/balancer/hashkey"
 	"github.com/remora-mesh/remora/pkg/balancer/internal/alias"
+	"github.com/remora-mesh/remora/pkg/balancer/internal/policy"
 	"github.com/remora-mesh/remora/pkg/node"
 )
 
@@ -39,7 +39,7 @@ const (
 	MaxTableSize     = 5000011
 )
 
-func init() { balancer.Register(factory{}) }
+func init() { policy.Register(Name, parse) }
 
 // Options are the policy's options in config.
 type Options struct {
@@ -49,19 +49,8 @@ type Options struct {
 	TableSize int `yaml:"table_size" json:"table_size,omitempty"`
 }
 
-type factory struct{}
-
-func (factory) Name() string { return Name }
-
-func (factory) Parse(decode func(any) error) (balancer.Builder, error) {
-	var o Options
-	if err := decode(&o); err != nil {
-		return nil, err
-	}
-	key, err := o.HashOn.Compile()
-	if err == hashkey.ErrNoKey {
-		return nil, fmt.Errorf("hash_on is required: say what to hash, e.g. {policy: %s, hash_on: {header: x-user-id}} (or cookie, source_ip, path, query_parameter)", Name)
-	}
+func parse(o Options) (balancer.Builder, error) {
+	key, err := policy.HashOn(Name, o.HashOn)
 	if err != nil {
 		return nil, err
 	}
@@ -111,17 +100,8 @@ func (b Builder) Build(nodes []*node.Node) balancer.Picker {
 	if m <= 0 {
 		m = DefaultTableSize
 	}
-	p := &picker{nodes: nodes, key: b.Key, rand: b.Rand}
-	if p.rand == nil {
-		p.rand = rand.Uint64
-	}
-	ws := make([]uint32, len(nodes))
-	for i, n := range nodes {
-		ws[i] = max(n.Weight, 1)
-	}
-	p.random = alias.New(ws)
-	p.table = Table(nodes, ws, m)
-	return p
+	h, ws := policy.NewHashed(nodes, b.Key, b.Rand)
+	return &picker{Hashed: h, table: Table(nodes, ws, m)}
 }
 
 // Table fills a Maglev table of m entries (m prime) with indexes into
@@ -174,17 +154,14 @@ func Table(nodes []*node.Node, ws []uint32, m int) []int32 {
 
 // picker is immutable.
 type picker struct {
-	nodes  []*node.Node
-	table  []int32
-	key    hashkey.Key
-	random alias.Table
-	rand   func() uint64
+	policy.Hashed
+	table []int32
 }
 
 func (p *picker) Pick(info balancer.Info) *node.Node {
-	h, ok := p.key.Hash(info)
+	h, ok := p.Key.Hash(info)
 	if !ok {
-		return p.nodes[p.random.Sample(p.rand())]
+		return p.Random()
 	}
-	return p.nodes[p.table[alias.Uniform(h, len(p.table))]]
+	return p.Nodes[p.table[alias.Uniform(h, len(p.table))]]
 }

@@ -9,11 +9,11 @@
 package random
 
 import (
-	"math/rand/v2"
 	"time"
 
 	"github.com/remora-mesh/remora/pkg/balancer"
 	"github.com/remora-mesh/remora/pkg/balancer/internal/alias"
+	"github.com/remora-mesh/remora/pkg/balancer/internal/policy"
 	"github.com/remora-mesh/remora/pkg/balancer/slowstart"
 	"github.com/remora-mesh/remora/pkg/node"
 )
@@ -21,7 +21,7 @@ import (
 // Name is the policy's name in config.
 const Name = "random"
 
-func init() { balancer.Register(factory{}) }
+func init() { policy.Register(Name, parse) }
 
 // Options are the policy's options in config.
 type Options struct {
@@ -29,15 +29,7 @@ type Options struct {
 	SlowStart *slowstart.Config `yaml:"slow_start" json:"slow_start,omitempty"`
 }
 
-type factory struct{}
-
-func (factory) Name() string { return Name }
-
-func (factory) Parse(decode func(any) error) (balancer.Builder, error) {
-	var o Options
-	if err := decode(&o); err != nil {
-		return nil, err
-	}
+func parse(o Options) (balancer.Builder, error) {
 	if err := o.SlowStart.Validate(); err != nil {
 		return nil, err
 	}
@@ -69,19 +61,12 @@ func (b Builder) Build(nodes []*node.Node) balancer.Picker {
 	if len(nodes) == 0 {
 		return balancer.Empty
 	}
-	r := b.Rand
-	if r == nil {
-		r = rand.Uint64
+	return &picker{
+		nodes: nodes,
+		table: alias.New(policy.Weights(nodes, 0)),
+		rand:  policy.Rand(b.Rand),
+		ramp:  policy.Ramp(b.SlowStart, nodes, b.Now),
 	}
-	now := time.Now
-	if b.Now != nil {
-		now = b.Now
-	}
-	ws := make([]uint32, len(nodes))
-	for i, n := range nodes {
-		ws[i] = n.Weight
-	}
-	return &picker{nodes: nodes, table: alias.New(ws), rand: r, ramp: b.SlowStart.Ramp(nodes, now(), now)}
 }
 
 // picker is immutable.

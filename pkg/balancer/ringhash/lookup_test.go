@@ -24,8 +24,8 @@ func TestLookup(t *testing.T) {
 				if want == len(p.hashes) {
 					want = 0
 				}
-				if got := p.Pick(info); got != p.nodes[p.owners[want]] {
-					t.Fatalf("n=%d ppw=%d: hash %x picked %s, linear scan says %s", n, ppw, h, got.ID, p.nodes[p.owners[want]].ID)
+				if got := p.Pick(info); got != p.Nodes[p.owners[want]] {
+					t.Fatalf("n=%d ppw=%d: hash %x picked %s, linear scan says %s", n, ppw, h, got.ID, p.Nodes[p.owners[want]].ID)
 				}
 			}
 			// Hashes at the edges of buckets and of the ring.

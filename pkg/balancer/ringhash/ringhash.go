@@ -33,13 +33,12 @@ package ringhash
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"strconv"
 
 	"github.com/remora-mesh/remora/pkg/balancer"
 	"github.com/remora-mesh/remora/pkg/balancer/hashkey"
-	"github.com/remora-mesh/remora/pkg/balancer/internal/alias"
+	"github.com/remora-mesh/remora/pkg/balancer/internal/policy"
 	"github.com/remora-mesh/remora/pkg/node"
 )
 
@@ -55,7 +54,7 @@ const (
 	MaxRingSize = 8 << 20
 )
 
-func init() { balancer.Register(factory{}) }
+func init() { policy.Register(Name, parse) }
 
 // Options are the policy's options in config.
 type Options struct {
@@ -70,19 +69,8 @@ type Options struct {
 	MaxRingSize int `yaml:"max_ring_size" json:"max_ring_size,omitempty"`
 }
 
-type factory struct{}
-
-func (factory) Name() string { return Name }
-
-func (factory) Parse(decode func(any) error) (balancer.Builder, error) {
-	var o Options
-	if err := decode(&o); err != nil {
-		return nil, err
-	}
-	key, err := o.HashOn.Compile()
-	if err == hashkey.ErrNoKey {
-		return nil, fmt.Errorf("hash_on is required: say what to hash, e.g. {policy: %s, hash_on: {header: x-user-id}} (or cookie, source_ip, path, query_parameter)", Name)
-	}
+func parse(o Options) (balancer.Builder, error) {
+	key, err := policy.HashOn(Name, o.HashOn)
 	if err != nil {
 		return nil, err
 	}
@@ -143,15 +131,8 @@ func (b Builder) Build(nodes []*node.Node) balancer.Picker {
 	if ppw <= 0 {
 		ppw = DefaultPointsPerWeight
 	}
-	p := &picker{nodes: nodes, key: b.Key, rand: b.Rand}
-	if p.rand == nil {
-		p.rand = rand.Uint64
-	}
-	ws := make([]uint32, len(nodes))
-	for i, n := range nodes {
-		ws[i] = max(n.Weight, 1)
-	}
-	p.random = alias.New(ws)
+	h, ws := policy.NewHashed(nodes, b.Key, b.Rand)
+	p := &picker{Hashed: h}
 	p.hashes, p.owners = ring(nodes, ws, ppw, minSize, maxSize)
 	p.shift, p.buckets = buckets(p.hashes)
 	return p
@@ -226,20 +207,17 @@ func ring(nodes []*node.Node, ws []uint32, ppw, minSize, maxSize int) ([]uint64,
 
 // picker is immutable.
 type picker struct {
-	nodes   []*node.Node
+	policy.Hashed
 	hashes  []uint64 // the points, sorted
 	owners  []int32  // the node of each point
 	buckets []uint32 // see buckets
 	shift   uint
-	key     hashkey.Key
-	random  alias.Table
-	rand    func() uint64
 }
 
 func (p *picker) Pick(info balancer.Info) *node.Node {
-	h, ok := p.key.Hash(info)
+	h, ok := p.Key.Hash(info)
 	if !ok {
-		return p.nodes[p.random.Sample(p.rand())]
+		return p.Random()
 	}
 	// The first point at or after h, wrapping around.
 	b := h >> p.shift
@@ -255,5 +233,5 @@ func (p *picker) Pick(info balancer.Info) *node.Node {
 	if lo == len(p.hashes) {
 		lo = 0
 	}
-	return p.nodes[p.owners[lo]]
+	return p.Nodes[p.owners[lo]]
 }

@@ -4,28 +4,16 @@
 package roundrobin
 
 import (
-	"math/rand/v2"
-	"sync/atomic"
-
 	"github.com/remora-mesh/remora/pkg/balancer"
+	"github.com/remora-mesh/remora/pkg/balancer/internal/policy"
 	"github.com/remora-mesh/remora/pkg/node"
 )
 
 // Name is the policy's name in config.
 const Name = "round_robin"
 
-func init() { balancer.Register(factory{}) }
-
-type factory struct{}
-
-func (factory) Name() string { return Name }
-
-func (factory) Parse(decode func(any) error) (balancer.Builder, error) {
-	var opts struct{}
-	if err := decode(&opts); err != nil {
-		return nil, err
-	}
-	return Builder{}, nil
+func init() {
+	policy.Register(Name, func(struct{}) (balancer.Builder, error) { return Builder{}, nil })
 }
 
 // Builder builds round-robin pickers. The zero value is ready to use.
@@ -49,27 +37,19 @@ func (b Builder) Build(nodes []*node.Node) balancer.Picker {
 	if len(nodes) == 0 {
 		return balancer.Empty
 	}
-	r := b.Rand
-	if r == nil {
-		r = rand.Uint64
-	}
 	p := &picker{nodes: nodes}
-	p.next.Store(r() % uint64(len(nodes)))
+	p.next.Start(policy.Rand(b.Rand)(), len(nodes))
 	return p
 }
 
-// picker is immutable but for next, an atomic counter shared by every
+// picker is immutable but for next, an atomic cursor shared by every
 // goroutine that picks: consecutive picks, from any goroutines, walk the
-// nodes in order. next sits on a cache line of its own, so its updates do
-// not evict the read-only fields from other cores' caches.
+// nodes in order. next sits on a cache line of its own (see policy.Cursor).
 type picker struct {
 	nodes []*node.Node
-	_     [64]byte
-	next  atomic.Uint64
-	_     [56]byte
+	next  policy.Cursor
 }
 
 func (p *picker) Pick(balancer.Info) *node.Node {
-	i := p.next.Add(1) - 1
-	return p.nodes[i%uint64(len(p.nodes))]
+	return p.nodes[p.next.Next(len(p.nodes))]
 }

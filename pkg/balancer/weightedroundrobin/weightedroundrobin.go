@@ -18,12 +18,11 @@ package weightedroundrobin
 
 import (
 	"cmp"
-	"math/rand/v2"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	"github.com/remora-mesh/remora/pkg/balancer"
+	"github.com/remora-mesh/remora/pkg/balancer/internal/policy"
 	"github.com/remora-mesh/remora/pkg/balancer/slowstart"
 	"github.com/remora-mesh/remora/pkg/node"
 )
@@ -31,7 +30,7 @@ import (
 // Name is the policy's name in config.
 const Name = "weighted_round_robin"
 
-func init() { balancer.Register(factory{}) }
+func init() { policy.Register(Name, parse) }
 
 // Options are the policy's options in config.
 type Options struct {
@@ -39,15 +38,7 @@ type Options struct {
 	SlowStart *slowstart.Config `yaml:"slow_start" json:"slow_start,omitempty"`
 }
 
-type factory struct{}
-
-func (factory) Name() string { return Name }
-
-func (factory) Parse(decode func(any) error) (balancer.Builder, error) {
-	var o Options
-	if err := decode(&o); err != nil {
-		return nil, err
-	}
+func parse(o Options) (balancer.Builder, error) {
 	if err := o.SlowStart.Validate(); err != nil {
 		return nil, err
 	}
@@ -82,26 +73,11 @@ func (b Builder) Build(nodes []*node.Node) balancer.Picker {
 	if len(nodes) == 0 {
 		return balancer.Empty
 	}
-	r := b.Rand
-	if r == nil {
-		r = rand.Uint64
-	}
-	now := time.Now
-	if b.Now != nil {
-		now = b.Now
-	}
-	p := &picker{nodes: nodes, rand: r, ramp: b.SlowStart.Ramp(nodes, now(), now)}
-	p.seq = Schedule(weights(nodes))
-	p.next.Store(r() % uint64(len(p.seq)))
+	r := policy.Rand(b.Rand)
+	p := &picker{nodes: nodes, rand: r, ramp: policy.Ramp(b.SlowStart, nodes, b.Now)}
+	p.seq = Schedule(policy.Weights(nodes, 0))
+	p.next.Start(r(), len(p.seq))
 	return p
-}
-
-func weights(nodes []*node.Node) []uint32 {
-	ws := make([]uint32, len(nodes))
-	for i, n := range nodes {
-		ws[i] = n.Weight
-	}
-	return ws
 }
 
 // Schedule returns one cycle of the smooth schedule of weights (zero
@@ -157,21 +133,19 @@ func gcd(a, b uint64) uint64 {
 	return a
 }
 
-// picker is immutable but for next, an atomic counter shared by every
-// goroutine that picks, kept on a cache line of its own.
+// picker is immutable but for next, an atomic cursor over seq shared by
+// every goroutine that picks, kept on a cache line of its own.
 type picker struct {
 	nodes []*node.Node
 	seq   []int32
 	ramp  *slowstart.Ramp
 	rand  func() uint64
-	_     [64]byte
-	next  atomic.Uint64
-	_     [56]byte
+	next  policy.Cursor
 }
 
 func (p *picker) Pick(balancer.Info) *node.Node {
 	for try := 1; ; try++ {
-		i := p.seq[(p.next.Add(1)-1)%uint64(len(p.seq))]
+		i := p.seq[p.next.Next(len(p.seq))]
 		if p.ramp == nil || try == slowstart.MaxTries || p.ramp.Accept(int(i), p.rand()) {
 			return p.nodes[i]
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/remora-mesh/remora/pkg/balancer/internal/alias"
+	"github.com/remora-mesh/remora/pkg/balancer/internal/policy"
 	"github.com/remora-mesh/remora/pkg/balancer/slowstart"
 	"github.com/remora-mesh/remora/pkg/node"
 )
@@ -27,12 +28,13 @@ func ValidateChoices(n int) error {
 	return nil
 }
 
-// Choices returns the effective choice count of option n.
+// Choices returns the effective choice count of option n: DefaultChoices
+// for 0, else n clamped to 2…MaxChoices.
 func Choices(n int) int {
 	if n == 0 {
 		return DefaultChoices
 	}
-	return n
+	return max(2, min(n, MaxChoices))
 }
 
 // Sampler draws candidates; it is immutable and safe for concurrent use
@@ -43,13 +45,9 @@ type Sampler struct {
 	rand  func() uint64
 }
 
-// New returns a sampler over nodes.
+// New returns a sampler over nodes; rand nil means math/rand/v2's Uint64.
 func New(nodes []*node.Node, ramp *slowstart.Ramp, rand func() uint64) Sampler {
-	ws := make([]uint32, len(nodes))
-	for i, n := range nodes {
-		ws[i] = n.Weight
-	}
-	return Sampler{table: alias.New(ws), ramp: ramp, rand: rand}
+	return Sampler{table: alias.New(policy.Weights(nodes, 0)), ramp: ramp, rand: policy.Rand(rand)}
 }
 
 // Draws is the random state of one pick: it hands out 32-bit draws, two

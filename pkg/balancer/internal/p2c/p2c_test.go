@@ -38,7 +38,7 @@ func TestValidateChoices(t *testing.T) {
 			t.Errorf("ValidateChoices(%d) = %v", n, err)
 		}
 	}
-	if Choices(0) != 2 || Choices(5) != 5 {
+	if Choices(0) != 2 || Choices(5) != 5 || Choices(1) != 2 || Choices(-3) != 2 || Choices(100) != MaxChoices {
 		t.Error("Choices")
 	}
 }
