@@ -4,8 +4,52 @@ import (
 	"testing"
 
 	"github.com/remora-mesh/remora/pkg/balancer"
+	"github.com/remora-mesh/remora/pkg/balancer/hashkey"
 	"github.com/remora-mesh/remora/pkg/node"
 )
+
+// Key returns the hash key of the X-Key header, which Requests sets.
+func Key(t testing.TB) hashkey.Key {
+	t.Helper()
+	k, err := hashkey.Spec{Header: "x-key"}.Compile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// Hashing checks what every consistent-hash builder does besides
+// Consistent, given newBuilder(key, rand), its builder hashing on key and
+// drawing from rand:
+//
+//   - requests without the key spread randomly by weight;
+//   - the same key always reaches the same node;
+//   - Pick does not allocate, with or without the key, over 1, 3 and 1000
+//     nodes.
+func Hashing(t *testing.T, newBuilder func(key hashkey.Key, rand func() uint64) balancer.Builder) {
+	k := Key(t)
+	t.Run("missing key", func(t *testing.T) {
+		nodes := Nodes(1, 2, 3, 4)
+		p := newBuilder(k, Rand(4)).Build(nodes)
+		AssertShares(t, Count(t, p, nodes, balancer.Info{}, 10000), Weights(nodes))
+	})
+	t.Run("same key same node", func(t *testing.T) {
+		p := newBuilder(k, nil).Build(Uniform(5))
+		info := Requests(1)[0]
+		first := p.Pick(info)
+		for range 100 {
+			if p.Pick(info) != first {
+				t.Fatal("the same key reached another node")
+			}
+		}
+	})
+	t.Run("no allocs", func(t *testing.T) {
+		for _, n := range []int{1, 3, 1000} {
+			AssertNoAllocs(t, newBuilder(k, nil).Build(Uniform(n)), Requests(3)...)
+			AssertNoAllocs(t, newBuilder(k, nil).Build(Uniform(n)), balancer.Info{})
+		}
+	})
+}
 
 // Consistent checks a consistent-hash builder whose key is the X-Key header
 // (as set by Requests) over 10,000 keys:

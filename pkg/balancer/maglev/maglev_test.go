@@ -9,14 +9,6 @@ import (
 	"github.com/remora-mesh/remora/pkg/balancer/maglev"
 )
 
-func key(t testing.TB) hashkey.Key {
-	k, err := hashkey.Spec{Header: "x-key"}.Compile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 func TestParse(t *testing.T) {
 	balancertest.RunParse(t, balancertest.Registered(t, maglev.Name), []balancertest.ParseCase{
 		{Name: "header", Options: "hash_on: {header: x-user-id}"},
@@ -31,13 +23,13 @@ func TestParse(t *testing.T) {
 }
 
 func TestConsistent(t *testing.T) {
-	balancertest.Consistent(t, func() balancer.Builder { return maglev.Builder{Key: key(t)} }, false)
+	balancertest.Consistent(t, func() balancer.Builder { return maglev.Builder{Key: balancertest.Key(t)} }, false)
 }
 
 // TestWeights: keys spread over nodes by weight.
 func TestWeights(t *testing.T) {
 	nodes := balancertest.Nodes(1, 2, 3, 4)
-	p := maglev.Builder{Key: key(t)}.Build(nodes)
+	p := maglev.Builder{Key: balancertest.Key(t)}.Build(nodes)
 	counts := make([]int, len(nodes))
 	for _, info := range balancertest.Requests(10000) {
 		for i, n := range nodes {
@@ -49,23 +41,10 @@ func TestWeights(t *testing.T) {
 	balancertest.AssertShares(t, counts, balancertest.Weights(nodes))
 }
 
-// TestMissingKey: requests without the key spread randomly by weight.
-func TestMissingKey(t *testing.T) {
-	nodes := balancertest.Nodes(1, 2, 3, 4)
-	p := maglev.Builder{Key: key(t), Rand: balancertest.Rand(4)}.Build(nodes)
-	balancertest.AssertShares(t, balancertest.Count(t, p, nodes, balancer.Info{}, 10000), balancertest.Weights(nodes))
-}
-
-func TestSameKeySameNode(t *testing.T) {
-	nodes := balancertest.Uniform(5)
-	p := maglev.Builder{Key: key(t)}.Build(nodes)
-	info := balancertest.Requests(1)[0]
-	first := p.Pick(info)
-	for range 100 {
-		if p.Pick(info) != first {
-			t.Fatal("the same key reached another node")
-		}
-	}
+// TestHashing: requests without the key spread randomly by weight, a key
+// sticks to its node, and picks do not allocate.
+func TestHashing(t *testing.T) {
+	balancertest.Hashing(t, func(k hashkey.Key, r func() uint64) balancer.Builder { return maglev.Builder{Key: k, Rand: r} })
 }
 
 func TestTableShares(t *testing.T) {
@@ -104,15 +83,8 @@ func TestValidateTableSize(t *testing.T) {
 	}
 }
 
-func TestNoAllocs(t *testing.T) {
-	for _, n := range []int{1, 3, 1000} {
-		balancertest.AssertNoAllocs(t, maglev.Builder{Key: key(t)}.Build(balancertest.Uniform(n)), balancertest.Requests(3)...)
-		balancertest.AssertNoAllocs(t, maglev.Builder{Key: key(t)}.Build(balancertest.Uniform(n)), balancer.Info{})
-	}
-}
-
 func TestRace(t *testing.T) {
-	balancertest.Race(t, maglev.Builder{Key: key(t), TableSize: 1009}, balancertest.Requests(50))
+	balancertest.Race(t, maglev.Builder{Key: balancertest.Key(t), TableSize: 1009}, balancertest.Requests(50))
 }
 
 func FuzzParse(f *testing.F) {
@@ -120,5 +92,5 @@ func FuzzParse(f *testing.F) {
 }
 
 func BenchmarkPick(b *testing.B) {
-	balancertest.Bench(b, maglev.Builder{Key: key(b)}, balancertest.Requests(1024))
+	balancertest.Bench(b, maglev.Builder{Key: balancertest.Key(b)}, balancertest.Requests(1024))
 }

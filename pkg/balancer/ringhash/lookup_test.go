@@ -5,12 +5,11 @@ import (
 	"testing"
 
 	"github.com/remora-mesh/remora/pkg/balancer/balancertest"
-	"github.com/remora-mesh/remora/pkg/balancer/hashkey"
 )
 
 // TestLookup checks the bucketed search against a linear scan of the ring.
 func TestLookup(t *testing.T) {
-	k, _ := hashkey.Spec{Header: "x-key"}.Compile()
+	k := balancertest.Key(t)
 	r := rand.New(rand.NewPCG(1, 1))
 	for _, n := range []int{1, 2, 7, 300} {
 		for _, ppw := range []int{1, 3, 160} {

@@ -9,14 +9,6 @@ import (
 	"github.com/remora-mesh/remora/pkg/balancer/ringhash"
 )
 
-func key(t testing.TB) hashkey.Key {
-	k, err := hashkey.Spec{Header: "x-key"}.Compile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 func TestParse(t *testing.T) {
 	balancertest.RunParse(t, balancertest.Registered(t, ringhash.Name), []balancertest.ParseCase{
 		{Name: "header", Options: "hash_on: {header: x-user-id}"},
@@ -35,13 +27,13 @@ func TestParse(t *testing.T) {
 }
 
 func TestConsistent(t *testing.T) {
-	balancertest.Consistent(t, func() balancer.Builder { return ringhash.Builder{Key: key(t)} }, true)
+	balancertest.Consistent(t, func() balancer.Builder { return ringhash.Builder{Key: balancertest.Key(t)} }, true)
 }
 
 // TestWeights: with a large ring, keys spread over nodes by weight.
 func TestWeights(t *testing.T) {
 	nodes := balancertest.Nodes(1, 2, 3, 4)
-	p := ringhash.Builder{Key: key(t), PointsPerWeight: 10000}.Build(nodes)
+	p := ringhash.Builder{Key: balancertest.Key(t), PointsPerWeight: 10000}.Build(nodes)
 	index := map[string]int{}
 	for i, n := range nodes {
 		index[n.ID] = i
@@ -55,7 +47,7 @@ func TestWeights(t *testing.T) {
 
 // TestBounds: the ring is scaled by powers of two into its bounds.
 func TestBounds(t *testing.T) {
-	k := key(t)
+	k := balancertest.Key(t)
 	infos := balancertest.Requests(2000)
 	nodes := balancertest.Uniform(10)
 	base := balancertest.Mapping(ringhash.Builder{Key: k}.Build(nodes), infos)
@@ -79,7 +71,7 @@ func TestBounds(t *testing.T) {
 // TestWeightChange: changing one node's weight moves keys only to or from
 // that node.
 func TestWeightChange(t *testing.T) {
-	k := key(t)
+	k := balancertest.Key(t)
 	infos := balancertest.Requests(10000)
 	before := balancertest.Mapping(ringhash.Builder{Key: k}.Build(balancertest.Nodes(1, 1, 1, 1, 1)), infos)
 	after := balancertest.Mapping(ringhash.Builder{Key: k}.Build(balancertest.Nodes(1, 1, 3, 1, 1)), infos)
@@ -97,34 +89,14 @@ func TestWeightChange(t *testing.T) {
 	}
 }
 
-// TestMissingKey: requests without the key spread randomly by weight.
-func TestMissingKey(t *testing.T) {
-	nodes := balancertest.Nodes(1, 2, 3, 4)
-	p := ringhash.Builder{Key: key(t), Rand: balancertest.Rand(4)}.Build(nodes)
-	balancertest.AssertShares(t, balancertest.Count(t, p, nodes, balancer.Info{}, 10000), balancertest.Weights(nodes))
-}
-
-func TestSameKeySameNode(t *testing.T) {
-	nodes := balancertest.Uniform(5)
-	p := ringhash.Builder{Key: key(t)}.Build(nodes)
-	info := balancertest.Requests(1)[0]
-	first := p.Pick(info)
-	for range 100 {
-		if p.Pick(info) != first {
-			t.Fatal("the same key reached another node")
-		}
-	}
-}
-
-func TestNoAllocs(t *testing.T) {
-	for _, n := range []int{1, 3, 1000} {
-		balancertest.AssertNoAllocs(t, ringhash.Builder{Key: key(t)}.Build(balancertest.Uniform(n)), balancertest.Requests(3)...)
-		balancertest.AssertNoAllocs(t, ringhash.Builder{Key: key(t)}.Build(balancertest.Uniform(n)), balancer.Info{})
-	}
+// TestHashing: requests without the key spread randomly by weight, a key
+// sticks to its node, and picks do not allocate.
+func TestHashing(t *testing.T) {
+	balancertest.Hashing(t, func(k hashkey.Key, r func() uint64) balancer.Builder { return ringhash.Builder{Key: k, Rand: r} })
 }
 
 func TestRace(t *testing.T) {
-	balancertest.Race(t, ringhash.Builder{Key: key(t), PointsPerWeight: 16}, balancertest.Requests(50))
+	balancertest.Race(t, ringhash.Builder{Key: balancertest.Key(t), PointsPerWeight: 16}, balancertest.Requests(50))
 }
 
 func FuzzParse(f *testing.F) {
@@ -132,5 +104,5 @@ func FuzzParse(f *testing.F) {
 }
 
 func BenchmarkPick(b *testing.B) {
-	balancertest.Bench(b, ringhash.Builder{Key: key(b)}, balancertest.Requests(1024))
+	balancertest.Bench(b, ringhash.Builder{Key: balancertest.Key(b)}, balancertest.Requests(1024))
 }
