@@ -219,7 +219,7 @@ func TestCanaryFallbackAndStrict(t *testing.T) {
 
 func TestCanaryAutomaticRollback(t *testing.T) {
 	run := func(t *testing.T, errorEvery int, within time.Duration) *upstream.Upstream {
-		rule := canaryRule(t, canary.Config{Weight: 50, Rollback: &canary.Rollback{Window: 50 * time.Millisecond, MinRequests: 50, ErrorRateMargin: 10}})
+		rule := canaryRule(t, canary.Config{Weight: 50, Rollback: &canary.Rollback{Window: 200 * time.Millisecond, MinRequests: 20, ErrorRateMargin: 10}})
 		f := newFixtureCfg(t, upstream.Config{Name: "users", Canary: rule})
 		var mu sync.Mutex
 		count := 0
@@ -244,7 +244,7 @@ func TestCanaryAutomaticRollback(t *testing.T) {
 		return f.ups["users"]
 	}
 	t.Run("30% errors trip it", func(t *testing.T) {
-		u := run(t, 3, 3*time.Second) // every third canary request fails: ~33%
+		u := run(t, 3, 15*time.Second) // every third canary request fails: ~33%
 		reason, _ := u.RolledBack()
 		if reason == "" {
 			t.Fatal("a canary failing a third of its requests was not rolled back")
@@ -259,7 +259,7 @@ func TestCanaryAutomaticRollback(t *testing.T) {
 		waitCanaryWeight(t, u, 50)
 	})
 	t.Run("a healthy canary does not trip", func(t *testing.T) {
-		u := run(t, 0, time.Second) // some 20 windows
+		u := run(t, 0, 2*time.Second) // some 10 windows
 		if reason, _ := u.RolledBack(); reason != "" {
 			t.Fatalf("a healthy canary was rolled back: %s", reason)
 		}
