@@ -16,7 +16,7 @@ import (
 )
 
 // demoRequests is how many requests the demo sends through Remora.
-const demoRequests = 30
+const demoRequests = 100
 
 // runDemo starts three demo backends and Remora in front of them on the
 // static registry, sends a burst of requests through it and prints how they
@@ -49,7 +49,7 @@ func runDemo(ctx context.Context, out io.Writer, log *logrus.Logger, serve bool)
 		fmt.Fprintf(&yml, "          - {id: %s, address: %q, metadata: {version: %s, canary: %q}}\n",
 			b.name, b.addr, map[bool]string{false: "v1", true: "v2"}[b.canary], fmt.Sprint(b.canary))
 	}
-	yml.WriteString("upstreams:\n  - name: user-service\n    balancer: round_robin\n")
+	yml.WriteString("upstreams:\n  - name: user-service\n    balancer: round_robin\n    canary: {weight: 20}\n")
 	cfg, err := config.Parse([]byte(yml.String()), ".")
 	if err != nil {
 		return fmt.Errorf("demo config: %w", err)
@@ -65,6 +65,7 @@ func runDemo(ctx context.Context, out io.Writer, log *logrus.Logger, serve bool)
 		return err
 	}
 	fmt.Fprintf(out, "Remora demo: 3 backends (2 stable, 1 labelled canary=true) behind Remora on %s\n", proxyAddr)
+	fmt.Fprintf(out, "The canary gets 20%% of traffic (canary: {weight: 20}); the stable pool is round robin.\n")
 	fmt.Fprintf(out, "Sending %d requests with Host: user-service ...\n\n", demoRequests)
 
 	client := &http.Client{Timeout: 5 * time.Second}
@@ -90,6 +91,14 @@ func runDemo(ctx context.Context, out io.Writer, log *logrus.Logger, serve bool)
 	}
 	tw.Flush()
 	fmt.Fprintf(out, "\n%d requests, %d backends reached, 0 errors.\n", demoRequests, len(counts))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+proxyAddr+"/hello", nil)
+	req.Host = "user-service"
+	req.Header.Set("X-Canary", "always")
+	if resp, err := client.Do(req); err == nil {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		fmt.Fprintf(out, "With the header x-canary: always the request went to %s.\n", resp.Header.Get("X-Backend"))
+	}
 	if !serve {
 		fmt.Fprintf(out, "Run `go run ./cmd/remora demo --serve` to keep it running and try it with curl.\n")
 		return nil

@@ -317,7 +317,7 @@ func TestDemo(t *testing.T) {
 	if err := runDemo(context.Background(), &out, log, false); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"stable-1", "stable-2", "canary-1", "30 requests, 3 backends reached, 0 errors."} {
+	for _, want := range []string{"stable-1", "stable-2", "canary-1", "100 requests, 3 backends reached, 0 errors.", "x-canary: always the request went to canary-1"} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("demo output lacks %q:\n%s", want, out.String())
 		}
