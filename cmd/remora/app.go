@@ -511,6 +511,13 @@ func (a *app) Table() *upstream.Table { return a.proxy.Table() }
 // Draining implements admin.Source.
 func (a *app) Draining() bool { return a.draining.Load() }
 
+// Drain implements admin.Source: readiness off, serving on.
+func (a *app) Drain() {
+	if !a.draining.Swap(true) {
+		a.log.Info("drain requested on the admin API: not ready; still serving")
+	}
+}
+
 // addr returns the bound address of the named listener ("admin", a
 // listener's name, or "upstream NAME").
 func (a *app) addr(name string) string {

@@ -37,6 +37,9 @@ type Source interface {
 	Table() *upstream.Table
 	// Draining reports whether the process is shutting down.
 	Draining() bool
+	// Drain turns readiness off for good while Remora keeps serving (a
+	// pre-stop hook, or an operator taking the pod out of rotation).
+	Drain()
 }
 
 // Handler returns the admin API over src.
@@ -58,6 +61,10 @@ func Handler(src Source, opts Options) http.Handler {
 			status = http.StatusServiceUnavailable
 		}
 		writeJSON(w, status, map[string]any{"ready": ready, "draining": src.Draining(), "waiting_for": waiting})
+	})
+	mux.HandleFunc("POST /drain", func(w http.ResponseWriter, _ *http.Request) {
+		src.Drain()
+		writeJSON(w, http.StatusOK, map[string]any{"draining": true})
 	})
 	mux.HandleFunc("GET /upstreams", func(w http.ResponseWriter, _ *http.Request) {
 		ups := src.Table().All()

@@ -23,6 +23,7 @@ type source struct {
 
 func (s *source) Table() *upstream.Table { return s.table }
 func (s *source) Draining() bool         { return s.draining.Load() }
+func (s *source) Drain()                 { s.draining.Store(true) }
 
 func get(t *testing.T, h http.Handler, path string) (int, string) {
 	t.Helper()
@@ -67,7 +68,11 @@ func TestAdmin(t *testing.T) {
 	if code, _ := get(t, h, "/readyz"); code != 200 {
 		t.Fatalf("readyz after sync: %d", code)
 	}
-	src.draining.Store(true)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/drain", nil))
+	if rec.Code != 200 {
+		t.Fatalf("POST /drain: %d", rec.Code)
+	}
 	if code, body := get(t, h, "/readyz"); code != 503 || !strings.Contains(body, `"draining": true`) {
 		t.Fatalf("readyz while draining: %d %s", code, body)
 	}
