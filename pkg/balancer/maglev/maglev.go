@@ -161,7 +161,7 @@ type picker struct {
 func (p *picker) Pick(info balancer.Info) *node.Node {
 	h, ok := p.Key.Hash(info)
 	if !ok {
-		return p.Random()
+		return p.Nodes[p.Random.Sample(p.Rand())]
 	}
 	return p.Nodes[p.table[alias.Uniform(h, len(p.table))]]
 }

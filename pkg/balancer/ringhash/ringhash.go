@@ -38,6 +38,9 @@ import (
 
 	"github.com/remora-mesh/remora/pkg/balancer"
 	"github.com/remora-mesh/remora/pkg/balancer/hashkey"
+	// Imported for the compiler: Pick's p.Random.Sample is inlined only
+	// from a package this one imports.
+	_ "github.com/remora-mesh/remora/pkg/balancer/internal/alias"
 	"github.com/remora-mesh/remora/pkg/balancer/internal/policy"
 	"github.com/remora-mesh/remora/pkg/node"
 )
@@ -217,7 +220,7 @@ type picker struct {
 func (p *picker) Pick(info balancer.Info) *node.Node {
 	h, ok := p.Key.Hash(info)
 	if !ok {
-		return p.Random()
+		return p.Nodes[p.Random.Sample(p.Rand())]
 	}
 	// The first point at or after h, wrapping around.
 	b := h >> p.shift

@@ -51,5 +51,5 @@ type picker struct {
 }
 
 func (p *picker) Pick(balancer.Info) *node.Node {
-	return p.nodes[p.next.Next(len(p.nodes))]
+	return p.nodes[p.next.Next()%uint64(len(p.nodes))]
 }

@@ -145,7 +145,7 @@ type picker struct {
 
 func (p *picker) Pick(balancer.Info) *node.Node {
 	for try := 1; ; try++ {
-		i := p.seq[p.next.Next(len(p.seq))]
+		i := p.seq[p.next.Next()%uint64(len(p.seq))]
 		if p.ramp == nil || try == slowstart.MaxTries || p.ramp.Accept(int(i), p.rand()) {
 			return p.nodes[i]
 		}

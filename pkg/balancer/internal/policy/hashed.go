@@ -19,13 +19,18 @@ func HashOn(name string, spec hashkey.Spec) (hashkey.Key, error) {
 }
 
 // Hashed is the part of a consistent-hash picker (ring_hash, maglev) that
-// does not hash: its nodes, the key it hashes, and the random pick by
-// weight of a request without its key. It is immutable.
+// does not hash: its nodes, the key it hashes, and what a request without
+// its key is sent by, a random node by weight:
+//
+//	Nodes[Random.Sample(Rand())]
+//
+// (written out in each Pick: as a method it would be too large to inline).
+// It is immutable.
 type Hashed struct {
 	Nodes  []*node.Node
 	Key    hashkey.Key
-	random alias.Table
-	rand   func() uint64
+	Random alias.Table
+	Rand   func() uint64
 }
 
 // NewHashed returns the Hashed part of a picker over nodes (not empty) and
@@ -34,9 +39,5 @@ type Hashed struct {
 // Uint64.
 func NewHashed(nodes []*node.Node, key hashkey.Key, rand func() uint64) (Hashed, []uint32) {
 	ws := Weights(nodes, 1)
-	return Hashed{Nodes: nodes, Key: key, random: alias.New(ws), rand: Rand(rand)}, ws
+	return Hashed{Nodes: nodes, Key: key, Random: alias.New(ws), Rand: Rand(rand)}, ws
 }
-
-// Random returns a node at random, by weight: the pick of a request
-// without its key.
-func (h *Hashed) Random() *node.Node { return h.Nodes[h.random.Sample(h.rand())] }

@@ -67,19 +67,21 @@ func Weights(nodes []*node.Node, floor uint32) []uint32 {
 	return ws
 }
 
-// Cursor is the position of a round-robin walk over n entries, an atomic
-// counter shared by every goroutine that picks: consecutive Nexts, from any
-// goroutines, return consecutive positions. It sits on a cache line of its
-// own, so that its updates do not evict a picker's read-only fields from
-// other cores' caches.
+// Cursor is the position of a round-robin walk, an atomic counter shared
+// by every goroutine that picks: consecutive Nexts, from any goroutines,
+// return consecutive counts, which the picker takes mod its length. It sits
+// on a cache line of its own, so that its updates do not evict a picker's
+// read-only fields from other cores' caches.
 type Cursor struct {
 	_    [64]byte
 	next atomic.Uint64
 	_    [56]byte
 }
 
-// Start sets the position to rnd mod n, before the picker is published.
+// Start sets the count to rnd mod n, before the picker is published.
 func (c *Cursor) Start(rnd uint64, n int) { c.next.Store(rnd % uint64(n)) }
 
-// Next returns the position, mod n, and advances it.
-func (c *Cursor) Next(n int) uint64 { return (c.next.Add(1) - 1) % uint64(n) }
+// Next returns the count and advances it. The caller takes it mod the
+// length of what it indexes, in the index expression, so that the compiler
+// drops the bounds check.
+func (c *Cursor) Next() uint64 { return c.next.Add(1) - 1 }

@@ -31,8 +31,8 @@ func TestFactory(t *testing.T) {
 func TestCursor(t *testing.T) {
 	var c Cursor
 	c.Start(7, 3)
-	for _, want := range []uint64{1, 2, 0, 1} {
-		if got := c.Next(3); got != want {
+	for _, want := range []uint64{1, 2, 3, 4} {
+		if got := c.Next(); got != want {
 			t.Fatalf("Next = %d, want %d", got, want)
 		}
 	}
@@ -47,8 +47,8 @@ func TestWeightsAndRandom(t *testing.T) {
 		t.Fatalf("Weights(1) = %v", ws)
 	}
 	h, ws := NewHashed(nodes, hashkey.Key{}, func() uint64 { return 0 })
-	if ws[0] != 1 || h.Random() != nodes[0] {
-		t.Fatalf("NewHashed weights %v, random pick %v", ws, h.Random())
+	if ws[0] != 1 || h.Random.Sample(h.Rand()) != 0 {
+		t.Fatalf("NewHashed weights %v, random draw %d", ws, h.Random.Sample(h.Rand()))
 	}
 }
 
