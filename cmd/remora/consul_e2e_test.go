@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -252,4 +253,48 @@ func TestConsulCanaryLiveRamp(t *testing.T) {
 		took := eventually(t, time.Second, "split at canary-weight "+step.weight, func() bool { return step.want(send(t, a, 20)) })
 		t.Logf("canary-weight %s took effect in %v", step.weight, took)
 	}
+}
+
+// The Consul agent stopped for 30 s (REMORA_CHAOS_OUTAGE overrides) under
+// load: no request fails, the upstream shows as stale, and a change made
+// after the agent returns reaches traffic within a second.
+func TestChaosConsulOutage(t *testing.T) {
+	outage := 30 * time.Second
+	if v := os.Getenv("REMORA_CHAOS_OUTAGE"); v != "" {
+		outage, _ = time.ParseDuration(v)
+	}
+	for _, k := range []string{"CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_HTTP_ADDR"} {
+		t.Setenv(k, "")
+	}
+	agent := consultest.Start(t, consultest.Config{Name: "outage"})
+	b1, b2, b3 := startBackend(t, "b1"), startBackend(t, "b2"), startBackend(t, "b3")
+	// No TTL checks here: Consul restores them as critical after a restart,
+	// which would (rightly) take the instances out.
+	registerPlain(t, agent, b1)
+	registerPlain(t, agent, b2)
+	a := startRemora(t, consulConfig(agent.Addr(), ", wait_time: 5s", ""))
+	eventually(t, 10*time.Second, "two nodes", func() bool { return available(a) == 2 })
+	load := startLoad(t, a, 8)
+	if err := agent.Stop(); err != nil {
+		t.Logf("stopping the agent: %v", err)
+	}
+	eventually(t, 10*time.Second, "marked stale", func() bool { return upstreamStatus(t, a).Stale })
+	time.Sleep(outage)
+	if st := upstreamStatus(t, a); !st.Stale || st.Available != 2 {
+		t.Fatalf("during the outage: stale=%v available=%d", st.Stale, st.Available)
+	}
+	agent.Restart(t)
+	eventually(t, 10*time.Second, "staleness cleared", func() bool { return !upstreamStatus(t, a).Stale })
+	registerPlain(t, agent, b3)
+	took := eventually(t, time.Second, "a change after the outage", func() bool { return available(a) == 3 })
+	t.Logf("a change after the agent returned reached traffic in %v", took)
+	load.finish(t)
+}
+
+// registerPlain registers b as an instance of user-service without checks.
+func registerPlain(t *testing.T, agent *consultest.Agent, b *demoBackend) {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(b.srv.Listener.Addr().String())
+	p, _ := strconv.Atoi(port)
+	agent.Register(t, "user-service", discovery.Instance{ID: b.name, Address: host, Port: p, Weight: 1}, nil, nil)
 }

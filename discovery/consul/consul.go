@@ -12,7 +12,7 @@
 // cannot make the watcher spin. An index that goes backwards, or is 0,
 // restarts from 0 (a fresh read). Errors (an unreachable agent, a 5xx, an
 // ACL denial) are returned by Next and never empty the set; the watcher
-// retries with exponential backoff and jitter (250 ms doubling to 5 s) and
+// retries with exponential backoff and jitter (250 ms doubling to 1 s) and
 // a fresh read. A result from which Consul's ACLs removed instances is
 // reported as ErrPermissionDenied instead of being published, since the set
 // is incomplete.
@@ -187,7 +187,7 @@ func resolve(baseDir, name string) string {
 const (
 	defaultMinInterval = 200 * time.Millisecond
 	defaultBackoffBase = 250 * time.Millisecond
-	defaultBackoffMax  = 5 * time.Second
+	defaultBackoffMax  = time.Second // a returning agent is seen within a second
 )
 
 // registry follows services of one Consul agent. Its fields are set by
