@@ -146,7 +146,7 @@ listeners: [{name: outbound, address: "127.0.0.1:0"}]
 registries: [{name: s, type: static, static: {services: {user-service: [{id: mute, address: %q}, {id: good, address: %q}]}}}]
 upstreams:
   - name: user-service
-    timeouts: {per_try: 200ms}
+    timeouts: {per_try: 500ms}
 `, mute.Addr(), good.srv.Listener.Addr()))
 	eventually(t, 5*time.Second, "ready", func() bool { return available(a) == 2 })
 	start := time.Now()
