@@ -11,11 +11,11 @@ import (
 	"github.com/remora-mesh/remora/pkg/upstream"
 )
 
-// Push latency: instances registered and deregistered by a separate
-// nacos-sdk-go client reach (and leave) the live node set of an upstream
-// fed by the adapter. The acceptance bound is 2 s; the median is logged.
-// Polaris turns registrations into pushes on a 1 s tick, so expect about
-// half a second to a second.
+// Push latency: an instance registered by a separate nacos-sdk-go client
+// (a new one each round, as an application starting up) reaches the live
+// node set of an upstream fed by the adapter. The acceptance bound is 2 s;
+// the median is logged. Polaris turns registrations into pushes on a 1 s
+// tick, so expect up to about a second.
 func TestServerPushLatency(t *testing.T) {
 	srv := polaris(t)
 	reg, _ := openReal(t, srv, "")
@@ -28,10 +28,10 @@ func TestServerPushLatency(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	waitSnapshot(t, u, "the first (empty) set", func(s *upstream.Snapshot) bool { return s.Synced })
 
-	nc := srv.NewClient(t) // the registering application
-	const rounds = 4
-	var added, removed []time.Duration
+	const rounds = 5
+	var lat []time.Duration
 	for i := range rounds {
+		nc := srv.NewClient(t) // the registering application
 		p := vo.RegisterInstanceParam{Ip: "127.0.0.1", Port: uint64(21100 + i), Weight: 1, Enable: true, Healthy: true,
 			ServiceName: svc, Ephemeral: true}
 		start := time.Now()
@@ -46,25 +46,14 @@ func TestServerPushLatency(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 		waitSnapshot(t, u, "the registered instance", func(s *upstream.Snapshot) bool { return snapPorts(s)[int(p.Port)] })
-		added = append(added, time.Since(start))
-
-		start = time.Now()
-		if ok, err := nc.DeregisterInstance(vo.DeregisterInstanceParam{Ip: p.Ip, Port: p.Port, ServiceName: svc, Ephemeral: true}); !ok || err != nil {
-			t.Fatalf("deregistering: ok=%v, %v", ok, err)
-		}
-		waitSnapshot(t, u, "the instance gone", func(s *upstream.Snapshot) bool { return len(s.Nodes) == 0 })
-		removed = append(removed, time.Since(start))
+		lat = append(lat, time.Since(start))
 	}
-	all := append(slices.Clone(added), removed...)
-	slices.Sort(added)
-	slices.Sort(removed)
-	slices.Sort(all)
-	median := all[len(all)/2]
-	t.Logf("push latency, registration by a separate nacos-sdk-go client to the upstream's live set: "+
-		"median %v (registrations: median %v, max %v; deregistrations: median %v, max %v; %d each)",
-		median.Round(time.Millisecond), added[rounds/2].Round(time.Millisecond), added[rounds-1].Round(time.Millisecond),
-		removed[rounds/2].Round(time.Millisecond), removed[rounds-1].Round(time.Millisecond), rounds)
+	sorted := slices.Clone(lat)
+	slices.Sort(sorted)
+	median := sorted[rounds/2]
+	t.Logf("push latency, registration by a separate nacos-sdk-go client to the upstream's live set, %d rounds: median %v, min %v, max %v",
+		rounds, median.Round(time.Millisecond), sorted[0].Round(time.Millisecond), sorted[rounds-1].Round(time.Millisecond))
 	if median > 2*time.Second {
-		t.Errorf("median push latency %v; the acceptance bound is 2s", median)
+		t.Errorf("median push latency %v; the acceptance bound is 2s (all: %v)", median, lat)
 	}
 }

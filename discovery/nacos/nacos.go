@@ -200,6 +200,7 @@ const (
 	defaultPollUp      = 250 * time.Millisecond // connection checks (an atomic read while it is up)
 	defaultBackoffBase = 250 * time.Millisecond
 	defaultBackoffMax  = 5 * time.Second
+	defaultSettle      = 50 * time.Millisecond // after a client connects, before it is used
 	maxProbeTimeout    = time.Second
 )
 
@@ -220,6 +221,7 @@ type registry struct {
 	diskCache   func(group, service string) ([]model.Instance, bool) // nil: no disk cache
 	cleanup     func()
 	pollUp      time.Duration
+	settle      time.Duration
 	backoffBase time.Duration
 	backoffMax  time.Duration
 	rand        func() float64
@@ -248,6 +250,7 @@ func newRegistry(o *Options, log *logrus.Entry, dial func() (namingClient, error
 		dial:        dial,
 		cleanup:     func() {},
 		pollUp:      defaultPollUp,
+		settle:      defaultSettle,
 		backoffBase: defaultBackoffBase,
 		backoffMax:  defaultBackoffMax,
 		rand:        rand.Float64,
@@ -319,6 +322,13 @@ func (r *registry) connect() (namingClient, error) {
 	if !c.ServerHealthy() {
 		closeClient(c)
 		return nil, fmt.Errorf("%w: the SDK client did not connect", ErrUnreachable)
+	}
+	// Let the SDK handle its own "connected" event first: it resubscribes
+	// whatever is in its redo list, which would otherwise be sent
+	// concurrently with (and duplicate) the subscriptions made next.
+	if !sleepCtx(r.ctx, r.settle) {
+		closeClient(c)
+		return nil, r.ctx.Err()
 	}
 	return c, nil
 }

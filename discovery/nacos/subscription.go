@@ -237,6 +237,9 @@ func (s *subscription) run() {
 		}
 		if g != gen { // a new client: start over on it
 			c, gen, attempts, subscribed, retry = cur, g, 0, false, nil
+			s.cbMu.Lock()
+			s.pending, s.hasPending = nil, false // from the old client
+			s.cbMu.Unlock()
 		}
 		if !subscribed && retry == nil {
 			if attempts > 0 {

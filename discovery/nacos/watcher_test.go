@@ -391,6 +391,43 @@ func TestClientCreatedInBackground(t *testing.T) {
 	waitPorts(t, w, 1)
 }
 
+// Neither Watch nor Close waits for a client that is still being created
+// (the SDK may take many seconds on an unreachable server); a client that
+// arrives after Close is closed.
+func TestCloseWhileDialling(t *testing.T) {
+	f := newFake()
+	o := &Options{}
+	if err := o.normalize(); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	r := newRegistry(o, discovery.Env{}.Logger(), func() (namingClient, error) {
+		<-release
+		return f.reopen()
+	})
+	r.start()
+	w, err := r.Watch(context.Background(), "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan struct{})
+	go func() { _ = r.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(wait):
+		t.Fatal("Close waited for the client being created")
+	}
+	if _, err := w.Next(context.Background()); !errors.Is(err, discovery.ErrStopped) {
+		t.Fatalf("Next after Close: %v", err)
+	}
+	close(release)
+	waitCond(t, "the late client closed", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.dials == 1 && f.closed
+	})
+}
+
 // Close stops the watchers, unsubscribes and closes the client; Watch
 // after Close fails. Stop unblocks a pending Next.
 func TestCloseAndStop(t *testing.T) {

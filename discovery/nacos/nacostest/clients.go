@@ -87,6 +87,13 @@ func (s *Server) newClient() (naming_client.INamingClient, error) {
 			}},
 		})
 	})
+	if err == nil {
+		// Let the client handle its "connected" event before it is used:
+		// the SDK then registers again whatever it has cached, which a
+		// registration made meanwhile would be (and a deregistration
+		// overtaken by that would be undone).
+		time.Sleep(100 * time.Millisecond)
+	}
 	return nc, err
 }
 

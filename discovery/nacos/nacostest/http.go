@@ -22,9 +22,9 @@ import (
 // metadata and healthy flag (and the options' cluster, group, weight and
 // enabled). Use it for states a gRPC registration does not keep reliably:
 // Polaris may report an instance registered unhealthy over gRPC as healthy
-// once the SDK registers it again on connecting. Polaris health-checks
-// such an instance by heartbeat (which nothing sends), so one registered
-// healthy turns unhealthy after some seconds. Deregister removes it.
+// once the SDK registers it again on connecting. (Polaris gives such an
+// instance a heartbeat check, but without a first heartbeat it keeps the
+// registered health: observed for 25 s.) Deregister removes it.
 func (s *Server) RegisterHTTP(t testing.TB, service string, in discovery.Instance, opts ...Option) {
 	t.Helper()
 	p := vo.RegisterInstanceParam{
