@@ -73,7 +73,7 @@ func (s *Server) newClient() (naming_client.INamingClient, error) {
 		constant.WithCacheDir(filepath.Join(dir, "cache")),
 		constant.WithNotLoadCacheAtStart(true),
 		constant.WithUpdateCacheWhenEmpty(true),
-		constant.WithLogDir(filepath.Join(s.dir, "clients", "log")),
+		constant.WithLogDir(filepath.Join(dir, "log")), // unused: see sdklog.go
 		constant.WithLogLevel("warn"),
 		constant.WithTLS(constant.TLSConfig{Appointed: true}),
 	)

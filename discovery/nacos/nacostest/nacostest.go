@@ -453,12 +453,24 @@ func (s *Server) Close() error {
 	for _, c := range clients {
 		c.close()
 	}
+	if os.Getenv(KeepEnv) != "" {
+		// Debugging: a goroutine dump into the server's log, and the
+		// state directory kept.
+		err := s.stop(syscall.SIGQUIT)
+		fmt.Fprintf(os.Stderr, "nacostest: $%s is set: kept %s\n", KeepEnv, s.dir)
+		return err
+	}
 	err := s.stop(syscall.SIGKILL)
 	if rmErr := os.RemoveAll(s.dir); rmErr != nil {
 		err = errors.Join(err, rmErr)
 	}
 	return err
 }
+
+// KeepEnv names an environment variable that, when set, makes Close dump
+// the server's goroutines into its log (SIGQUIT) and keep its directory,
+// for debugging.
+const KeepEnv = "REMORA_POLARIS_KEEP"
 
 // LogTail returns the last lines of the server's output and of its Nacos
 // API server's log.
