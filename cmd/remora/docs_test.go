@@ -9,6 +9,7 @@ import (
 
 	"github.com/remora-mesh/remora/discovery/consul"
 	"github.com/remora-mesh/remora/discovery/etcd"
+	"github.com/remora-mesh/remora/discovery/nacos"
 	"github.com/remora-mesh/remora/discovery/static"
 	"github.com/remora-mesh/remora/pkg/balancer/ewma"
 	"github.com/remora-mesh/remora/pkg/balancer/leastrequest"
@@ -55,7 +56,7 @@ func TestREADMEDocumentsEveryConfigField(t *testing.T) {
 	}
 	var keys []string
 	for _, typ := range []any{
-		config.Config{}, static.Options{}, etcd.Options{}, consul.Options{},
+		config.Config{}, static.Options{}, etcd.Options{}, consul.Options{}, nacos.Options{},
 		weightedroundrobin.Options{}, leastrequest.Options{}, ewma.Options{}, ringhash.Options{}, maglev.Options{},
 	} {
 		yamlKeys(reflect.TypeOf(typ), "", map[reflect.Type]bool{}, &keys)
