@@ -55,6 +55,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/secret"
 )
 
 // Type is the registry type name used in the config.
@@ -154,17 +155,7 @@ func (o *Options) Open(env discovery.Env) (discovery.Registry, error) {
 // the Consul API client itself applies). "" means no token: Consul's
 // anonymous token.
 func (o *Options) token(baseDir string) (string, error) {
-	readFile := func(field, path string) (string, error) {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return "", fmt.Errorf("%s: %w", field, err)
-		}
-		t := strings.TrimSpace(string(b))
-		if t == "" {
-			return "", fmt.Errorf("%s: %s is empty; write the ACL token into it", field, path)
-		}
-		return t, nil
-	}
+	readFile := func(field, path string) (string, error) { return secret.ReadFile(field, path, "the ACL token") }
 	switch {
 	case o.Token != "":
 		return string(o.Token), nil

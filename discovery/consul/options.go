@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/remora-mesh/remora/internal/secret"
 )
 
 // Defaults applied by Parse.
@@ -87,28 +89,9 @@ func (t TLS) isSet() bool { return t != TLS{} }
 // Secret is a string that formats as "[redacted]" (when non-empty) in every
 // fmt verb and in text/JSON/YAML encodings, so an ACL token cannot leak into
 // logs or a config dump. Use string(s) to read it.
-type Secret string
+type Secret = secret.Secret
 
-const redacted = "[redacted]"
-
-func (s Secret) String() string {
-	if s == "" {
-		return ""
-	}
-	return redacted
-}
-
-// GoString covers %#v.
-func (s Secret) GoString() string { return strconv.Quote(s.String()) }
-
-// MarshalText covers encoders (JSON, YAML).
-func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
-
-// UnmarshalText stores the token as written.
-func (s *Secret) UnmarshalText(b []byte) error {
-	*s = Secret(b)
-	return nil
-}
+const redacted = secret.Redacted
 
 // Duration is a time.Duration written as a Go duration string ("30s",
 // "1m30s") in the config.

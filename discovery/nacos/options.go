@@ -4,12 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/remora-mesh/remora/internal/secret"
 )
 
 // Defaults applied by Parse.
@@ -157,28 +158,9 @@ func parseServer(s string) (server, error) {
 // Secret is a string that formats as "[redacted]" (when non-empty) in every
 // fmt verb and in text/JSON/YAML encodings, so a password cannot leak into
 // logs or a config dump. Use string(s) to read it.
-type Secret string
+type Secret = secret.Secret
 
-const redacted = "[redacted]"
-
-func (s Secret) String() string {
-	if s == "" {
-		return ""
-	}
-	return redacted
-}
-
-// GoString covers %#v.
-func (s Secret) GoString() string { return strconv.Quote(s.String()) }
-
-// MarshalText covers encoders (JSON, YAML).
-func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
-
-// UnmarshalText stores the secret as written.
-func (s *Secret) UnmarshalText(b []byte) error {
-	*s = Secret(b)
-	return nil
-}
+const redacted = secret.Redacted
 
 // Duration is a time.Duration written as a Go duration string ("10s") in
 // the config.
@@ -351,15 +333,7 @@ func checkName(s string) error {
 // content is trimmed; an empty file is an error).
 func (o *Options) credentials(baseDir string) (password, secretKey string, err error) {
 	read := func(field, path string) (string, error) {
-		b, err := os.ReadFile(resolve(baseDir, path))
-		if err != nil {
-			return "", fmt.Errorf("%s: %w", field, err)
-		}
-		v := strings.TrimSpace(string(b))
-		if v == "" {
-			return "", fmt.Errorf("%s: %s is empty; write the secret into it", field, resolve(baseDir, path))
-		}
-		return v, nil
+		return secret.ReadFile(field, resolve(baseDir, path), "the secret")
 	}
 	password, secretKey = string(o.Password), string(o.SecretKey)
 	if o.PasswordFile != "" {

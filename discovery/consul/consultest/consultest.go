@@ -24,13 +24,11 @@
 package consultest
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -38,7 +36,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -46,6 +43,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/testproc"
 )
 
 // BinEnv names the environment variable with the path of a Consul binary to
@@ -61,68 +59,13 @@ const (
 	stopTimeout  = 10 * time.Second // SIGTERM until SIGKILL
 )
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
+var binary = testproc.Binary{Env: BinEnv, Script: script, What: "the Consul agent", Kind: "consul"}
 
 // Binary returns the path of the Consul agent binary: $REMORA_CONSUL_BIN if
 // set, else the output of scripts/consul-agent.sh, which builds the pinned
 // version on first use and reuses it afterwards. The result (or error) is
 // computed once per process.
-func Binary() (string, error) {
-	binOnce.Do(func() { binPath, binErr = findBinary() })
-	return binPath, binErr
-}
-
-func findBinary() (string, error) {
-	if p := os.Getenv(BinEnv); p != "" {
-		if fi, err := os.Stat(p); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
-			return "", fmt.Errorf("$%s=%s is not an executable file (%v)", BinEnv, p, err)
-		}
-		return p, nil
-	}
-	path, err := findScript()
-	if err != nil {
-		return "", fmt.Errorf("%v (set $%s to a consul binary to use that instead)", err, BinEnv)
-	}
-	var stderr bytes.Buffer
-	cmd := exec.Command("bash", path)
-	cmd.Stderr = io.MultiWriter(&stderr, os.Stderr) // a cold build takes minutes: show progress
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("building the Consul agent with %s failed: %v\n%s\n(set $%s to a consul binary to use that instead)",
-			path, err, tail(stderr.String(), 30), BinEnv)
-	}
-	bin := strings.TrimSpace(string(out))
-	if bin == "" {
-		return "", fmt.Errorf("%s printed no binary path", path)
-	}
-	return bin, nil
-}
-
-// findScript looks for scripts/consul-agent.sh in the working directory
-// (a test runs in its package's directory) and its parents.
-func findScript() (string, error) {
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for dir := wd; ; {
-		p := filepath.Join(dir, filepath.FromSlash(script))
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			if _, err := os.Stat(p); err == nil {
-				return p, nil
-			}
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no %s in %s or any parent directory", script, wd)
-		}
-		dir = parent
-	}
-}
+func Binary() (string, error) { return binary.Path() }
 
 // Config describes an agent.
 type Config struct {
@@ -155,7 +98,7 @@ type Agent struct {
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
-	done   chan struct{} // closed when cmd has exited
+	done   <-chan struct{} // closed when cmd has exited
 	closed bool
 }
 
@@ -188,7 +131,7 @@ func newAgent(cfg Config, bin string) (*Agent, error) {
 	}
 	ports := map[string]int{"dns": -1, "grpc": -1, "grpc_tls": -1, "https": -1}
 	for _, p := range []string{"http", "server", "serf_lan", "serf_wan"} {
-		if ports[p], err = freePort(); err != nil {
+		if ports[p], err = testproc.FreePort(); err != nil {
 			os.RemoveAll(dir)
 			return nil, err
 		}
@@ -246,23 +189,11 @@ func Start(t testing.TB, cfg Config) *Agent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("consultest: the last lines of Consul agent %q's log:\n%s", a.cfg.Name, a.LogTail())
-		}
-		if err := a.Close(); err != nil {
-			t.Errorf("consultest: closing Consul agent %q: %v", a.cfg.Name, err)
-		}
-	})
+	testproc.CloseAtEnd(t, "consultest", "Consul agent", a.cfg.Name, a.LogTail, a.Close)
 	return a
 }
 
-var (
-	mainActive atomic.Bool
-	sharedMu   sync.Mutex
-	shared     = map[string]*Agent{}
-	sharedErrs = map[string]error{}
-)
+var shared testproc.Shared[*Agent]
 
 // Shared returns the package-wide agent named cfg.Name, starting it on the
 // first call; later calls return the same agent (or fail at once with the
@@ -271,27 +202,17 @@ var (
 func Shared(t testing.TB, cfg Config) *Agent {
 	t.Helper()
 	cfg = cfg.withDefaults()
-	if !mainActive.Load() {
+	if !shared.Active() {
 		t.Fatalf("consultest.Shared: TestMain must run the tests through consultest.Main(m) (or Run), " +
 			"which stops the shared agents; or use consultest.Start for an agent per test")
 	}
-	sharedMu.Lock()
-	defer sharedMu.Unlock()
-	if a := shared[cfg.Name]; a != nil {
-		if a.cfg != cfg {
-			t.Fatalf("consultest.Shared: agent %q was started as %+v, now asked for as %+v", cfg.Name, a.cfg, cfg)
-		}
-		return a
-	}
-	if err := sharedErrs[cfg.Name]; err != nil {
-		t.Fatalf("Consul agent %q is not available: %v", cfg.Name, err)
-	}
-	a, err := New(cfg)
+	a, err := shared.Get(cfg.Name, func() (*Agent, error) { return New(cfg) })
 	if err != nil {
-		sharedErrs[cfg.Name] = err
 		t.Fatalf("Consul agent %q is not available: %v", cfg.Name, err)
 	}
-	shared[cfg.Name] = a
+	if a.cfg != cfg {
+		t.Fatalf("consultest.Shared: agent %q was started as %+v, now asked for as %+v", cfg.Name, a.cfg, cfg)
+	}
 	return a
 }
 
@@ -304,12 +225,7 @@ func Shared(t testing.TB, cfg Config) *Agent {
 //		tearDown()
 //		os.Exit(code)
 //	}
-func Run(m *testing.M) int {
-	mainActive.Store(true)
-	defer mainActive.Store(false)
-	defer CloseShared()
-	return m.Run()
-}
+func Run(m *testing.M) int { return shared.Run(m, CloseShared) }
 
 // Main runs the tests, closes the agents Shared started and exits with the
 // tests' code: the whole TestMain of a package that uses Shared.
@@ -318,15 +234,11 @@ func Main(m *testing.M) { os.Exit(Run(m)) }
 // CloseShared closes every agent Shared started; Run calls it. Errors are
 // printed on stderr.
 func CloseShared() {
-	sharedMu.Lock()
-	defer sharedMu.Unlock()
-	for name, a := range shared {
+	shared.CloseAll(func(name string, a *Agent) {
 		if err := a.Close(); err != nil {
 			fmt.Fprintf(os.Stderr, "consultest: closing Consul agent %q: %v\n", name, err)
 		}
-		delete(shared, name)
-	}
-	clear(sharedErrs)
+	})
 }
 
 // Addr returns the address of the agent's HTTP API, 127.0.0.1:port.
@@ -459,14 +371,9 @@ func (a *Agent) Stop() error {
 	if cmd == nil {
 		return nil
 	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
+	if !testproc.Stop(cmd, done, syscall.SIGTERM, stopTimeout) {
 		return nil
-	case <-time.After(stopTimeout):
 	}
-	_ = cmd.Process.Kill()
-	<-done
 	return fmt.Errorf("did not exit within %v of SIGTERM; killed", stopTimeout)
 }
 
@@ -486,7 +393,7 @@ func (a *Agent) Close() error {
 // stderr, at level warn).
 func (a *Agent) LogTail() string {
 	b, _ := os.ReadFile(a.logPath())
-	return tail(string(b), 25)
+	return testproc.Tail(string(b), 25)
 }
 
 func (a *Agent) configPath() string { return filepath.Join(a.dir, "agent.json") }
@@ -494,38 +401,22 @@ func (a *Agent) logPath() string    { return filepath.Join(a.dir, "agent.log") }
 
 // start runs the agent process and waits until it is ready.
 func (a *Agent) start() error {
-	logf, err := os.OpenFile(a.logPath(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	cmd := exec.Command(a.bin, "agent", "-config-file", a.configPath())
+	done, err := testproc.Start(cmd, a.logPath())
 	if err != nil {
 		return err
 	}
-	defer logf.Close()
-	cmd := exec.Command(a.bin, "agent", "-config-file", a.configPath())
-	cmd.Stdout, cmd.Stderr = logf, logf
-	killWithParent(cmd)
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting %s: %w", a.bin, err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
 	a.mu.Lock()
 	a.cmd, a.done = cmd, done
 	a.mu.Unlock()
 
-	deadline := time.Now().Add(readyTimeout)
-	for {
-		select {
-		case <-done:
-			return fmt.Errorf("consul agent exited during start-up: %s; its log:\n%s", cmd.ProcessState, a.LogTail())
-		default:
-		}
-		if a.ready() {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("consul agent at %s not ready after %v (no leader); its log:\n%s", a.httpAddr, readyTimeout, a.LogTail())
-		}
-		time.Sleep(100 * time.Millisecond)
+	switch testproc.WaitReady(done, readyTimeout, a.ready) {
+	case testproc.ErrExited:
+		return fmt.Errorf("consul agent exited during start-up: %s; its log:\n%s", cmd.ProcessState, a.LogTail())
+	case testproc.ErrNotReady:
+		return fmt.Errorf("consul agent at %s not ready after %v (no leader); its log:\n%s", a.httpAddr, readyTimeout, a.LogTail())
 	}
+	return nil
 }
 
 // ready reports whether the agent has a leader, its own node in the catalog
@@ -558,15 +449,6 @@ func (a *Agent) ready() bool {
 	return code == 200 && strings.Contains(body, `"Node":"`+a.node+`"`)
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // uuid returns a random version-4 UUID, the form Consul wants for tokens.
 func uuid() (string, error) {
 	var b [16]byte
@@ -576,12 +458,4 @@ func uuid() (string, error) {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16]), nil
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

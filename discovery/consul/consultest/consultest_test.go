@@ -8,6 +8,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/testproc"
 )
 
 func TestMain(m *testing.M) { Main(m) }
@@ -28,7 +29,7 @@ func TestUUID(t *testing.T) {
 }
 
 func TestFindScript(t *testing.T) {
-	p, err := findScript()
+	p, err := testproc.FindScript(script)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,6 @@
 package nacostest
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -38,13 +37,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
 	"gopkg.in/yaml.v3"
+
+	"github.com/remora-mesh/remora/internal/testproc"
 )
 
 // BinEnv names the environment variable with the path of a polaris-server
@@ -65,68 +65,13 @@ const (
 // in Nacos 2.x.
 const GRPCPortOffset = 1000
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
+var binary = testproc.Binary{Env: BinEnv, Script: script, What: "the Polaris server", Kind: "polaris-server"}
 
 // Binary returns the path of the polaris-server binary: $REMORA_POLARIS_BIN
 // if set, else the output of scripts/polaris-server.sh, which builds the
 // pinned version on first use and reuses it afterwards. The result (or
 // error) is computed once per process.
-func Binary() (string, error) {
-	binOnce.Do(func() { binPath, binErr = findBinary() })
-	return binPath, binErr
-}
-
-func findBinary() (string, error) {
-	if p := os.Getenv(BinEnv); p != "" {
-		if fi, err := os.Stat(p); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
-			return "", fmt.Errorf("$%s=%s is not an executable file (%v)", BinEnv, p, err)
-		}
-		return p, nil
-	}
-	path, err := findScript()
-	if err != nil {
-		return "", fmt.Errorf("%v (set $%s to a polaris-server binary to use that instead)", err, BinEnv)
-	}
-	var stderr bytes.Buffer
-	cmd := exec.Command("bash", path)
-	cmd.Stderr = io.MultiWriter(&stderr, os.Stderr) // a cold build takes minutes: show progress
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("building the Polaris server with %s failed: %v\n%s\n(set $%s to a polaris-server binary to use that instead)",
-			path, err, tail(stderr.String(), 30), BinEnv)
-	}
-	bin := strings.TrimSpace(string(out))
-	if bin == "" {
-		return "", fmt.Errorf("%s printed no binary path", path)
-	}
-	return bin, nil
-}
-
-// findScript looks for scripts/polaris-server.sh in the working directory
-// (a test runs in its package's directory) and its parents.
-func findScript() (string, error) {
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for dir := wd; ; {
-		p := filepath.Join(dir, filepath.FromSlash(script))
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			if _, err := os.Stat(p); err == nil {
-				return p, nil
-			}
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no %s in %s or any parent directory", script, wd)
-		}
-		dir = parent
-	}
-}
+func Binary() (string, error) { return binary.Path() }
 
 // Config describes a server.
 type Config struct {
@@ -154,7 +99,7 @@ type Server struct {
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
-	done    chan struct{} // closed when cmd has exited
+	done    <-chan struct{} // closed when cmd has exited
 	closed  bool
 	clients map[string]*client // registered instances, by service and ID
 	dropped map[string]*client // closed by Stop or Kill, registered again by Resume
@@ -191,7 +136,7 @@ func newServer(cfg Config, bin string) (*Server, error) {
 	s := &Server{cfg: cfg, bin: bin, dir: dir, clients: map[string]*client{}, dropped: map[string]*client{},
 		httpInstances: map[string]vo.RegisterInstanceParam{}}
 	if s.httpPort, err = freePortPair(GRPCPortOffset); err == nil {
-		s.ctlPort, err = freePort()
+		s.ctlPort, err = testproc.FreePort()
 	}
 	if err == nil {
 		err = s.writeConfig()
@@ -272,23 +217,11 @@ func Start(t testing.TB, cfg Config) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("nacostest: the last lines of Polaris server %q's log:\n%s", s.cfg.Name, s.LogTail())
-		}
-		if err := s.Close(); err != nil {
-			t.Errorf("nacostest: closing Polaris server %q: %v", s.cfg.Name, err)
-		}
-	})
+	testproc.CloseAtEnd(t, "nacostest", "Polaris server", s.cfg.Name, s.LogTail, s.Close)
 	return s
 }
 
-var (
-	mainActive atomic.Bool
-	sharedMu   sync.Mutex
-	shared     = map[string]*Server{}
-	sharedErrs = map[string]error{}
-)
+var shared testproc.Shared[*Server]
 
 // Shared returns the package-wide server named cfg.Name, starting it on
 // the first call; later calls return the same server (or fail at once with
@@ -297,35 +230,20 @@ var (
 func Shared(t testing.TB, cfg Config) *Server {
 	t.Helper()
 	cfg = cfg.withDefaults()
-	if !mainActive.Load() {
+	if !shared.Active() {
 		t.Fatalf("nacostest.Shared: TestMain must run the tests through nacostest.Main(m) (or Run), " +
 			"which stops the shared servers; or use nacostest.Start for a server per test")
 	}
-	sharedMu.Lock()
-	defer sharedMu.Unlock()
-	if s := shared[cfg.Name]; s != nil {
-		return s
-	}
-	if err := sharedErrs[cfg.Name]; err != nil {
-		t.Fatalf("Polaris server %q is not available: %v", cfg.Name, err)
-	}
-	s, err := New(cfg)
+	s, err := shared.Get(cfg.Name, func() (*Server, error) { return New(cfg) })
 	if err != nil {
-		sharedErrs[cfg.Name] = err
 		t.Fatalf("Polaris server %q is not available: %v", cfg.Name, err)
 	}
-	shared[cfg.Name] = s
 	return s
 }
 
 // Run runs the tests, closes the servers Shared started and returns the
 // exit code, for a TestMain with more to do.
-func Run(m *testing.M) int {
-	mainActive.Store(true)
-	defer mainActive.Store(false)
-	defer CloseShared()
-	return m.Run()
-}
+func Run(m *testing.M) int { return shared.Run(m, CloseShared) }
 
 // Main runs the tests, closes the servers Shared started and exits with
 // the tests' code: the whole TestMain of a package that uses Shared.
@@ -334,15 +252,11 @@ func Main(m *testing.M) { os.Exit(Run(m)) }
 // CloseShared closes every server Shared started; Run calls it. Errors are
 // printed on stderr.
 func CloseShared() {
-	sharedMu.Lock()
-	defer sharedMu.Unlock()
-	for name, s := range shared {
+	shared.CloseAll(func(name string, s *Server) {
 		if err := s.Close(); err != nil {
 			fmt.Fprintf(os.Stderr, "nacostest: closing Polaris server %q: %v\n", name, err)
 		}
-		delete(shared, name)
-	}
-	clear(sharedErrs)
+	})
 }
 
 // Addr returns the address of the server's Nacos HTTP API, 127.0.0.1:port
@@ -430,14 +344,9 @@ func (s *Server) stop(sig syscall.Signal) error {
 	if cmd == nil {
 		return nil
 	}
-	_ = cmd.Process.Signal(sig)
-	select {
-	case <-done:
+	if !testproc.Stop(cmd, done, sig, stopTimeout) {
 		return nil
-	case <-time.After(stopTimeout):
 	}
-	_ = cmd.Process.Kill()
-	<-done
 	return fmt.Errorf("did not exit within %v of %v; killed", stopTimeout, sig)
 }
 
@@ -477,7 +386,7 @@ const KeepEnv = "REMORA_POLARIS_KEEP"
 func (s *Server) LogTail() string {
 	out, _ := os.ReadFile(s.logPath())
 	nacos, _ := os.ReadFile(filepath.Join(s.dir, "log", "runtime", "nacos-apiserver.log"))
-	return "stdout/stderr:\n" + tail(string(out), 15) + "\nlog/runtime/nacos-apiserver.log:\n" + tail(string(nacos), 15)
+	return "stdout/stderr:\n" + testproc.Tail(string(out), 15) + "\nlog/runtime/nacos-apiserver.log:\n" + testproc.Tail(string(nacos), 15)
 }
 
 func (s *Server) configPath() string { return filepath.Join(s.dir, "conf", "polaris-server.yaml") }
@@ -485,43 +394,27 @@ func (s *Server) logPath() string    { return filepath.Join(s.dir, "polaris-serv
 
 // start runs the server process and waits until it is ready.
 func (s *Server) start() error {
-	logf, err := os.OpenFile(s.logPath(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	cmd := exec.Command(s.bin, "start", "-c", s.configPath())
+	cmd.Dir = s.dir
+	done, err := testproc.Start(cmd, s.logPath())
 	if err != nil {
 		return err
 	}
-	defer logf.Close()
-	cmd := exec.Command(s.bin, "start", "-c", s.configPath())
-	cmd.Dir = s.dir
-	cmd.Stdout, cmd.Stderr = logf, logf
-	killWithParent(cmd)
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting %s: %w", s.bin, err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
 	s.mu.Lock()
 	s.cmd, s.done = cmd, done
 	s.mu.Unlock()
 
-	deadline := time.Now().Add(readyTimeout)
-	for {
-		select {
-		case <-done:
-			s.mu.Lock()
-			s.cmd = nil
-			s.mu.Unlock()
-			return fmt.Errorf("polaris-server exited during start-up: %s; %s", cmd.ProcessState, s.LogTail())
-		default:
-		}
-		if s.ready() {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			_ = s.stop(syscall.SIGKILL)
-			return fmt.Errorf("polaris-server's Nacos API at %s not ready after %v; %s", s.Addr(), readyTimeout, s.LogTail())
-		}
-		time.Sleep(100 * time.Millisecond)
+	switch testproc.WaitReady(done, readyTimeout, s.ready) {
+	case testproc.ErrExited:
+		s.mu.Lock()
+		s.cmd = nil
+		s.mu.Unlock()
+		return fmt.Errorf("polaris-server exited during start-up: %s; %s", cmd.ProcessState, s.LogTail())
+	case testproc.ErrNotReady:
+		_ = s.stop(syscall.SIGKILL)
+		return fmt.Errorf("polaris-server's Nacos API at %s not ready after %v; %s", s.Addr(), readyTimeout, s.LogTail())
 	}
+	return nil
 }
 
 // ready reports whether the Nacos HTTP API answers an instance query and
@@ -545,19 +438,10 @@ func (s *Server) ready() bool {
 	return true
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // freePortPair returns a port p such that p and p+offset were both free.
 func freePortPair(offset int) (int, error) {
 	for range 50 {
-		p, err := freePort()
+		p, err := testproc.FreePort()
 		if err != nil {
 			return 0, err
 		}
@@ -593,12 +477,4 @@ func copyDir(src, dst string) error {
 		}
 		return os.WriteFile(target, b, 0o644)
 	})
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

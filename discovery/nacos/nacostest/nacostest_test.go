@@ -10,12 +10,13 @@ import (
 	"time"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/testproc"
 )
 
 func TestMain(m *testing.M) { Main(m) }
 
 func TestFindScript(t *testing.T) {
-	p, err := findScript()
+	p, err := testproc.FindScript(script)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package nacostest
+package testproc
 
 import (
 	"os/exec"

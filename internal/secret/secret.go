@@ -1,0 +1,53 @@
+// Package secret holds what the registry adapters share for credentials in
+// their options: a string type that is never printed, and reading one from
+// a file.
+package secret
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Redacted is what a non-empty Secret prints as.
+const Redacted = "[redacted]"
+
+// Secret is a string that formats as "[redacted]" (when non-empty) in every
+// fmt verb and in text/JSON/YAML encodings, so a token or password cannot
+// leak into logs or a config dump. Use string(s) to read it.
+type Secret string
+
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return Redacted
+}
+
+// GoString covers %#v.
+func (s Secret) GoString() string { return strconv.Quote(s.String()) }
+
+// MarshalText covers encoders (JSON, YAML).
+func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText stores the secret as written.
+func (s *Secret) UnmarshalText(b []byte) error {
+	*s = Secret(b)
+	return nil
+}
+
+// ReadFile reads a secret from the file path, trimming white space. Errors
+// start with field (the option that named the file); an empty file is an
+// error that asks to write what (e.g. "the ACL token") into it.
+func ReadFile(field, path, what string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", field, err)
+	}
+	v := strings.TrimSpace(string(b))
+	if v == "" {
+		return "", fmt.Errorf("%s: %s is empty; write %s into it", field, path, what)
+	}
+	return v, nil
+}
