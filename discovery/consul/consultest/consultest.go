@@ -130,11 +130,17 @@ func newAgent(cfg Config, bin string) (*Agent, error) {
 		return nil, err
 	}
 	ports := map[string]int{"dns": -1, "grpc": -1, "grpc_tls": -1, "https": -1}
+	taken := map[int]bool{}
 	for _, p := range []string{"http", "server", "serf_lan", "serf_wan"} {
-		if ports[p], err = testproc.FreePort(); err != nil {
-			os.RemoveAll(dir)
-			return nil, err
+		// Probed ports are released before the next probe, so the kernel
+		// may hand the same one out twice: the agent refuses that.
+		for ports[p] == 0 || taken[ports[p]] {
+			if ports[p], err = testproc.FreePort(); err != nil {
+				os.RemoveAll(dir)
+				return nil, err
+			}
 		}
+		taken[ports[p]] = true
 	}
 	a := &Agent{
 		cfg: cfg, node: "remora-" + cfg.Name, bin: bin, dir: dir,
