@@ -136,7 +136,12 @@ func newServer(cfg Config, bin string) (*Server, error) {
 	s := &Server{cfg: cfg, bin: bin, dir: dir, clients: map[string]*client{}, dropped: map[string]*client{},
 		httpInstances: map[string]vo.RegisterInstanceParam{}}
 	if s.httpPort, err = freePortPair(GRPCPortOffset); err == nil {
-		s.ctlPort, err = testproc.FreePort()
+		// A probed port can come back twice: keep the three distinct.
+		for s.ctlPort == 0 || s.ctlPort == s.httpPort || s.ctlPort == s.httpPort+GRPCPortOffset {
+			if s.ctlPort, err = testproc.FreePort(); err != nil {
+				break
+			}
+		}
 	}
 	if err == nil {
 		err = s.writeConfig()
