@@ -399,7 +399,13 @@ func sameRegistry(a, b config.Registry) bool {
 }
 
 // sameUpstream reports whether an upstream's config is unchanged.
+// The balancer is compared by meaning (its options are YAML nodes that
+// carry their position in the file); the rest is plain values.
 func sameUpstream(a, b config.Upstream) bool {
+	if !a.Balancer.SameAs(b.Balancer) {
+		return false
+	}
+	a.Balancer, b.Balancer = config.Balancer{}, config.Balancer{}
 	return reflect.DeepEqual(a, b)
 }
 

@@ -124,7 +124,6 @@ type Registry struct {
 	Options discovery.Options `yaml:"-" json:"-"`
 
 	blocks map[string]*yaml.Node // type-named option blocks, by key
-	line   int
 }
 
 // Upstream is one named group of backend nodes.
@@ -160,8 +159,6 @@ type Upstream struct {
 	TLSConfig *tls.Config `yaml:"-" json:"-"`
 	// CanaryRule is the compiled Canary, set by Validate.
 	CanaryRule *canary.Rule `yaml:"-" json:"-"`
-
-	line int
 }
 
 // Balancer names a policy and holds its options: either a scalar
@@ -175,7 +172,20 @@ type Balancer struct {
 	Builder balancer.Builder `yaml:"-" json:"-"`
 
 	options *yaml.Node
-	line    int
+}
+
+// SameAs reports whether b and o configure the same policy with the same
+// options, wherever in the file they were written.
+func (b Balancer) SameAs(o Balancer) bool {
+	if b.Policy != o.Policy || (b.options == nil) != (o.options == nil) {
+		return false
+	}
+	if b.options == nil {
+		return true
+	}
+	x, errX := yaml.Marshal(b.options)
+	y, errY := yaml.Marshal(o.options)
+	return errX == nil && errY == nil && bytes.Equal(x, y)
 }
 
 // Proxy tunes upstream connections.
@@ -200,7 +210,6 @@ func (r *Registry) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.MappingNode {
 		return fmt.Errorf("line %d: a registry must be a mapping with name and type", n.Line)
 	}
-	r.line = n.Line
 	r.blocks = map[string]*yaml.Node{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
@@ -222,7 +231,6 @@ func (r *Registry) UnmarshalYAML(n *yaml.Node) error {
 
 // UnmarshalYAML accepts a policy name or a mapping with policy and options.
 func (b *Balancer) UnmarshalYAML(n *yaml.Node) error {
-	b.line = n.Line
 	switch n.Kind {
 	case yaml.ScalarNode:
 		return n.Decode(&b.Policy)
