@@ -317,13 +317,7 @@ func (u *Upstream) Run(ctx context.Context, w discovery.Watcher) {
 	}()
 	defer func() { _ = w.Stop() }()
 
-	c := controller{
-		u: u, stats: map[string]*node.Stats{},
-		ejector: health.NewEjector(u.cfg.Health, u.cfg.Log, nil, &u.metrics.Ejections),
-		prober:  health.NewProber(u.cfg.Health, u.Rebuild, u.cfg.Log),
-		timer:   time.NewTimer(time.Hour),
-		judge:   canary.NewJudge(u.cfg.Canary),
-	}
+	c := newController(u)
 	var judging <-chan time.Time
 	if c.judge != nil {
 		t := time.NewTicker(c.judge.Window())
@@ -331,7 +325,6 @@ func (u *Upstream) Run(ctx context.Context, w discovery.Watcher) {
 		judging = t.C
 	}
 	defer c.prober.Stop()
-	c.timer.Stop()
 	if s := u.snap.Load(); s.Synced {
 		// Carried over from a previous upstream: keep its nodes' state and
 		// serve them with this upstream's policy until the registry speaks.
@@ -389,6 +382,19 @@ type controller struct {
 	restoring   bool          // apply is serving the on-disk snapshot
 	judge       *canary.Judge // nil without automatic rollback
 	canaryPrint string        // fingerprint of the canary nodes last published
+}
+
+// newController returns the state Run's goroutine owns for u.
+func newController(u *Upstream) *controller {
+	c := &controller{
+		u: u, stats: map[string]*node.Stats{},
+		ejector: health.NewEjector(u.cfg.Health, u.cfg.Log, nil, &u.metrics.Ejections),
+		prober:  health.NewProber(u.cfg.Health, u.Rebuild, u.cfg.Log),
+		timer:   time.NewTimer(time.Hour),
+		judge:   canary.NewJudge(u.cfg.Canary),
+	}
+	c.timer.Stop()
+	return c
 }
 
 // apply reconciles set with the current nodes by instance ID, so a node that
