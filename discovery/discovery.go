@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"reflect"
 	"slices"
 	"strconv"
 )
@@ -62,7 +63,20 @@ func (in Instance) Validate() error {
 // Equal reports whether two instances are the same in every field.
 func (in Instance) Equal(o Instance) bool {
 	return in.ID == o.ID && in.Address == o.Address && in.Port == o.Port &&
-		in.Weight == o.Weight && in.Healthy == o.Healthy && maps.Equal(in.Metadata, o.Metadata)
+		in.Weight == o.Weight && in.Healthy == o.Healthy && metadataEqual(in.Metadata, o.Metadata)
+}
+
+// metadataEqual is maps.Equal, at once for the same map: an adapter that
+// keeps its unchanged instances publishes them with the same maps, and
+// comparing a set with its predecessor is then cheap.
+func metadataEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	if len(a) == 0 || reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer() {
+		return true
+	}
+	return maps.Equal(a, b)
 }
 
 // SortByID sorts a set in place by ID, the canonical order of a set.
