@@ -328,9 +328,7 @@ func (u *Upstream) Run(ctx context.Context, w discovery.Watcher) {
 	if s := u.snap.Load(); s.Synced {
 		// Carried over from a previous upstream: keep its nodes' state and
 		// serve them with this upstream's policy until the registry speaks.
-		for _, n := range s.Nodes {
-			c.stats[n.ID] = n.Stats
-		}
+		c.nodes = s.Nodes
 		c.prober.Update(s.Nodes)
 		c.rebuild()
 	}
@@ -374,10 +372,15 @@ func (u *Upstream) Run(ctx context.Context, w discovery.Watcher) {
 // controller is the state owned by Run's goroutine.
 type controller struct {
 	u       *Upstream
-	stats   map[string]*node.Stats // by instance ID
+	nodes   []*node.Node // last reconciled, sorted by ID: the nodes whose state is kept
 	ejector *health.Ejector
 	prober  *health.Prober // nil without active checks
 	timer   *time.Timer    // fires when the next ejection ends
+
+	// The pickers last built, each with the builder and the pool it was
+	// built from: a rebuild over the same pool with the same builder
+	// reuses it.
+	stablePick, canaryPick built
 
 	restoring   bool          // apply is serving the on-disk snapshot
 	judge       *canary.Judge // nil without automatic rollback
@@ -387,7 +390,7 @@ type controller struct {
 // newController returns the state Run's goroutine owns for u.
 func newController(u *Upstream) *controller {
 	c := &controller{
-		u: u, stats: map[string]*node.Stats{},
+		u:       u,
 		ejector: health.NewEjector(u.cfg.Health, u.cfg.Log, nil, &u.metrics.Ejections),
 		prober:  health.NewProber(u.cfg.Health, u.Rebuild, u.cfg.Log),
 		timer:   time.NewTimer(time.Hour),
@@ -399,48 +402,67 @@ func newController(u *Upstream) *controller {
 
 // apply reconciles set with the current nodes by instance ID, so a node that
 // stays keeps its Stats, and publishes the result.
+//
+// Both are sorted by ID (the Watcher contract; an unsorted set is sorted
+// first), so reconciling is one merge: it compares each instance with the
+// node of its ID, and a node whose instance did not change is carried into
+// the new snapshot as it is. Only added and changed instances allocate;
+// the rest is a walk over the set.
 func (c *controller) apply(set []discovery.Instance) {
 	u := c.u
 	old := u.snap.Load()
 	now := u.cfg.Now()
+	if !slices.IsSortedFunc(set, byID) {
+		set = slices.Clone(set)
+		slices.SortStableFunc(set, byID) // the first of duplicate IDs wins, as registered
+	}
+	prev := c.nodes
 	nodes := make([]*node.Node, 0, len(set))
-	seen := make(map[string]*node.Stats, len(set))
-	for _, inst := range set {
+	j, added, changed, removed, moved := 0, 0, 0, 0, 0
+	for i := range set {
+		inst := &set[i]
 		if err := inst.Validate(); err != nil {
 			u.cfg.Log.WithError(err).Warn("ignoring invalid instance from the registry")
 			continue
 		}
-		if _, dup := seen[inst.ID]; dup {
+		if k := len(nodes); k > 0 && nodes[k-1].ID == inst.ID {
 			u.cfg.Log.WithField("node", inst.ID).Warn("ignoring duplicate instance id from the registry")
 			continue
 		}
-		st := c.stats[inst.ID]
-		if st == nil {
-			st = node.NewStats(now)
+		for j < len(prev) && prev[j].ID < inst.ID {
+			j, removed = j+1, removed+1
 		}
-		seen[inst.ID] = st
-		nodes = append(nodes, node.New(inst, st))
-	}
-	added, removed := 0, 0
-	for id := range seen {
-		if c.stats[id] == nil {
+		if j == len(prev) || prev[j].ID != inst.ID {
 			added++
+			nodes = append(nodes, node.New(*inst, node.NewStats(now)))
+			continue
 		}
-	}
-	for id := range c.stats {
-		if seen[id] == nil {
-			removed++
+		p := prev[j]
+		j++
+		if p.Instance.Equal(*inst) {
+			nodes = append(nodes, p)
+			continue
 		}
+		changed++
+		n := &node.Node{Instance: *inst, HostPort: p.HostPort, Stats: p.Stats}
+		if inst.Address != p.Address || inst.Port != p.Port {
+			n.HostPort = inst.HostPort()
+			moved++
+		}
+		nodes = append(nodes, n)
 	}
-	c.stats = seen
-	c.prober.Update(nodes)
+	removed += len(prev) - j
+	c.nodes = nodes
+	if added+removed+moved > 0 {
+		c.prober.Update(nodes)
+	}
 	next := &Snapshot{
 		Name: u.cfg.Name, Nodes: nodes, Synced: true,
 		Version: old.Version + 1, UpdatedAt: now,
 	}
 	c.publish(next)
 	u.cfg.Log.WithFields(logrus.Fields{
-		"nodes": len(nodes), "available": next.Available, "added": added, "removed": removed, "version": next.Version,
+		"nodes": len(nodes), "available": next.Available, "added": added, "changed": changed, "removed": removed, "version": next.Version,
 	}).Info("node set updated")
 	if u.cfg.SnapshotFile != "" && !c.restoring {
 		if err := saveSnapshot(u.cfg.SnapshotFile, u.cfg.Name, u.cfg.Service, set, now); err != nil {
@@ -448,6 +470,8 @@ func (c *controller) apply(set []discovery.Instance) {
 		}
 	}
 }
+
+func byID(a, b discovery.Instance) int { return strings.Compare(a.ID, b.ID) }
 
 // restore serves the on-disk snapshot when the registry has not delivered a
 // set within the initial-sync timeout. A corrupt file is reported and
@@ -512,12 +536,7 @@ func (c *controller) judgeCanary() {
 // the eligible ones, or all of avail when fewer than the panic threshold
 // are eligible (panic reported true).
 func (c *controller) pool(avail []*node.Node) ([]*node.Node, bool) {
-	eligible := make([]*node.Node, 0, len(avail))
-	for _, n := range avail {
-		if n.Eligible() {
-			eligible = append(eligible, n)
-		}
-	}
+	eligible := filter(avail, (*node.Node).Eligible)
 	pct := *c.u.cfg.Health.PanicThreshold
 	if len(avail) > 0 && len(eligible)*100 < pct*len(avail) {
 		c.u.cfg.Log.WithFields(logrus.Fields{"healthy": len(eligible), "available": len(avail), "panic_threshold": pct}).
@@ -525,6 +544,43 @@ func (c *controller) pool(avail []*node.Node) ([]*node.Node, bool) {
 		return avail, true
 	}
 	return eligible, false
+}
+
+// filter returns the nodes of in that keep accepts, in order: in itself
+// when it accepts them all (nodes slices are never modified once built), a
+// new slice otherwise.
+func filter(in []*node.Node, keep func(*node.Node) bool) []*node.Node {
+	for i, n := range in {
+		if keep(n) {
+			continue
+		}
+		out := make([]*node.Node, i, len(in)-1)
+		copy(out, in[:i])
+		for _, n := range in[i+1:] {
+			if keep(n) {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	return in
+}
+
+// built is a picker with what it was built from.
+type built struct {
+	picker  balancer.Picker
+	builder *builderBox
+	pool    []*node.Node
+}
+
+// build returns a picker over pool from b: last's picker when it was
+// built by b over the same nodes (pickers are immutable, so it would be
+// built again alike), a new one otherwise; last becomes it.
+func build(last *built, b *builderBox, pool []*node.Node) balancer.Picker {
+	if last.picker == nil || last.builder != b || !slices.Equal(last.pool, pool) {
+		*last = built{picker: b.Build(pool), builder: b, pool: pool}
+	}
+	return last.picker
 }
 
 // fingerprint identifies a set of canary nodes and their labels, to notice
@@ -554,23 +610,20 @@ func (c *controller) publish(next *Snapshot) {
 	if !wake.IsZero() {
 		c.timer.Reset(max(wake.Sub(now), time.Millisecond))
 	}
+	rule := u.cfg.Canary
 	var stable, canaries []*node.Node
-	for _, n := range next.Nodes {
-		if !n.Available() {
-			continue
-		}
-		if rule := u.cfg.Canary; rule != nil && rule.IsCanary(n) {
-			canaries = append(canaries, n)
-		} else {
-			stable = append(stable, n)
-		}
+	if rule == nil {
+		stable = filter(next.Nodes, (*node.Node).Available)
+	} else {
+		stable = filter(next.Nodes, func(n *node.Node) bool { return n.Available() && !rule.IsCanary(n) })
+		canaries = filter(next.Nodes, func(n *node.Node) bool { return n.Available() && rule.IsCanary(n) })
 	}
 	b := u.builder.Load()
 	pool, stablePanic := c.pool(stable)
-	next.Picker, next.StableAvailable = b.Build(pool), len(pool)
+	next.Picker, next.StableAvailable = build(&c.stablePick, b, pool), len(pool)
 	next.Available = len(pool)
 	next.Panic = stablePanic
-	if rule := u.cfg.Canary; rule != nil {
+	if rule != nil {
 		cpool, canaryPanic := c.pool(canaries)
 		w, from := rule.WeightOf(canaries)
 		fp := fingerprint(canaries)
@@ -583,7 +636,7 @@ func (c *controller) publish(next *Snapshot) {
 			}
 		}
 		c.canaryPrint = fp
-		next.Canary = canary.NewSplit(rule, b.Build(cpool), len(cpool), w, from)
+		next.Canary = canary.NewSplit(rule, build(&c.canaryPick, b, cpool), len(cpool), w, from)
 		next.Available += len(cpool)
 		next.Panic = next.Panic || canaryPanic
 		if prev := u.snap.Load().Canary; prev == nil || prev.Weight != w || prev.WeightFrom != from {

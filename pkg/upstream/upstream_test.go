@@ -75,8 +75,11 @@ func TestNodeStatsSurviveUnrelatedUpdate(t *testing.T) {
 	b.Metadata = map[string]string{"version": "v2"}
 	s2 := set(inst("a", 1), b, inst("c", 3))
 	a2 := byID(s2, "a")
-	if a2 == a1 {
-		t.Fatal("a new snapshot must carry new Node values")
+	if a2 != a1 {
+		t.Fatal("a node whose instance did not change must be carried over as it is")
+	}
+	if b2 := byID(s2, "b"); b2 == byID(s1, "b") || b2.Metadata["version"] != "v2" || b2.Stats != byID(s1, "b").Stats {
+		t.Fatal("b's metadata change must give a new node with b's stats")
 	}
 	if a2.Stats != a1.Stats || a2.Stats.Requests.Load() != 2 || a2.Stats.Failures.Load() != 1 || a2.Stats.InFlight.Load() != 1 {
 		t.Fatalf("a's stats were reset by an unrelated update: requests=%d failures=%d inflight=%d",
@@ -86,8 +89,13 @@ func TestNodeStatsSurviveUnrelatedUpdate(t *testing.T) {
 	a := inst("a", 1)
 	a.Weight = 7
 	s3 := set(a, b, inst("c", 3))
-	if byID(s3, "a").Stats != a1.Stats || byID(s3, "a").Weight != 7 {
+	if a3 := byID(s3, "a"); a3 == a1 || a3.Stats != a1.Stats || a3.Weight != 7 || a3.HostPort != a1.HostPort {
 		t.Fatal("a weight change reset a's stats")
+	}
+	// A move keeps the stats and has the new address.
+	a.Port = 8
+	if a4 := byID(set(a, b, inst("c", 3)), "a"); a4.Stats != a1.Stats || a4.HostPort != "127.0.0.1:8" {
+		t.Fatalf("a moved to %s", a4.HostPort)
 	}
 	// A node that leaves and comes back starts fresh.
 	set(b, inst("c", 3))

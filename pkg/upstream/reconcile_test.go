@@ -1,0 +1,106 @@
+package upstream
+
+import (
+	"testing"
+	"time"
+
+	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/pkg/balancer"
+	"github.com/remora-mesh/remora/pkg/balancer/roundrobin"
+	"github.com/remora-mesh/remora/pkg/node"
+)
+
+func instance(id string, port int) discovery.Instance {
+	return discovery.Instance{ID: id, Address: "127.0.0.1", Port: port, Weight: 1, Healthy: true}
+}
+
+func ids(nodes []*node.Node) string {
+	s := ""
+	for _, n := range nodes {
+		s += n.ID + ":" + n.HostPort[len("127.0.0.1:"):] + " "
+	}
+	return s
+}
+
+func TestApplySortsAnUnsortedSet(t *testing.T) {
+	u := New(Config{Name: "users"})
+	c := newController(u)
+	set := []discovery.Instance{instance("c", 3), instance("a", 1), instance("b", 2), instance("a", 9)}
+	c.apply(set)
+	if got := ids(u.Snapshot().Nodes); got != "a:1 b:2 c:3 " {
+		t.Fatalf("nodes %q; want a:1 b:2 c:3, the first of the duplicate ids kept", got)
+	}
+	if set[0].ID != "c" {
+		t.Fatal("apply sorted the watcher's set in place")
+	}
+	a := u.Snapshot().Nodes[0]
+	c.apply([]discovery.Instance{instance("b", 2), instance("a", 1)})
+	if s := u.Snapshot(); ids(s.Nodes) != "a:1 b:2 " || s.Nodes[0] != a {
+		t.Fatalf("nodes %q after an unsorted update", ids(s.Nodes))
+	}
+}
+
+func TestPickerRebuiltOnlyWhenItsPoolChanges(t *testing.T) {
+	u := New(Config{Name: "users"})
+	c := newController(u)
+	set := []discovery.Instance{instance("a", 1), instance("b", 2), instance("c", 3)}
+	c.apply(set)
+	s1 := u.Snapshot()
+
+	// The same set again (as after a registry error) and a rebuild with
+	// nothing changed keep the picker.
+	c.apply(append([]discovery.Instance(nil), set...))
+	s2 := u.Snapshot()
+	if s2.Version != s1.Version+1 || s2.Picker != s1.Picker || s2.Nodes[1] != s1.Nodes[1] {
+		t.Fatal("an unchanged set rebuilt the picker or the nodes")
+	}
+	c.rebuild()
+	if u.Snapshot().Picker != s1.Picker {
+		t.Fatal("a rebuild over the same pool rebuilt the picker")
+	}
+
+	// A drained node leaves the pool: a new picker, and the nodes that did
+	// not change are the same values.
+	set[1].Weight = 0
+	c.apply(set)
+	s3 := u.Snapshot()
+	if s3.Picker == s1.Picker || s3.Available != 2 || s3.Nodes[0] != s1.Nodes[0] || s3.Nodes[1] == s1.Nodes[1] {
+		t.Fatalf("after draining b: available %d, same picker %v", s3.Available, s3.Picker == s1.Picker)
+	}
+	for range 10 {
+		if n := s3.Picker.Pick(balancer.Info{}); n.ID == "b" {
+			t.Fatal("picked the drained node")
+		}
+	}
+
+	// An ejection changes the pool; so does a new policy.
+	s3.Nodes[0].Stats.Health.Eject(node.Consecutive5xx, time.Now().Add(time.Hour))
+	c.rebuild()
+	s4 := u.Snapshot()
+	if s4.Picker == s3.Picker || s4.Available != 1 {
+		t.Fatalf("after an ejection: available %d", s4.Available)
+	}
+	u.SetBalancer(roundrobin.Builder{})
+	c.rebuild()
+	if u.Snapshot().Picker == s4.Picker {
+		t.Fatal("a new policy kept the old picker")
+	}
+}
+
+func TestApplyAllocatesForTheChangeOnly(t *testing.T) {
+	u := New(Config{Name: "users"})
+	c := newController(u)
+	base, changed := oneNodeChanges(1000)
+	sets := [2][]discovery.Instance{changed["modify"], base}
+	c.apply(base)
+	i := 0
+	allocs := testing.AllocsPerRun(20, func() {
+		c.apply(sets[i%2])
+		i++
+	})
+	// A new Node, the new snapshot and its slice of nodes, a picker, the
+	// log line's fields: a few dozen at most, whatever the set's size.
+	if allocs > 40 {
+		t.Fatalf("a one-node change to 1,000 nodes allocates %v times", allocs)
+	}
+}
