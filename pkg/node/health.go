@@ -60,8 +60,13 @@ func (h *Health) RequestEjection(r EjectReason) bool {
 	return h.pending.CompareAndSwap(0, uint32(r))
 }
 
-// TakeRequest returns and clears a pending ejection request.
+// TakeRequest returns and clears a pending ejection request. Without one
+// it only reads: the controller asks every node of a snapshot it
+// publishes.
 func (h *Health) TakeRequest() EjectReason {
+	if h.pending.Load() == 0 {
+		return NotEjected
+	}
 	return EjectReason(h.pending.Swap(0))
 }
 
