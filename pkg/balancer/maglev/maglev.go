@@ -108,16 +108,19 @@ func (b Builder) Build(nodes []*node.Node) balancer.Picker {
 // nodes, whose weights are ws.
 func Table(nodes []*node.Node, ws []uint32, m int) []int32 {
 	M := uint64(m)
+	// A node's permutation is (offset + skip·k) mod M for k = 0, 1, …;
+	// pos is its next entry, advanced by skip (< M) with one subtraction
+	// instead of a division.
 	type fill struct {
-		offset, skip, next uint64
-		weight, target     uint64
+		pos, skip      uint64
+		weight, target uint64
 	}
 	fills := make([]fill, len(nodes))
 	var maxW uint64
 	for i, n := range nodes {
 		h := hashkey.String(n.ID)
 		fills[i] = fill{
-			offset: h % M,
+			pos:    h % M,
 			skip:   hashkey.Mix(h^0x9e3779b97f4a7c15)%(M-1) + 1,
 			weight: uint64(ws[i]),
 		}
@@ -137,13 +140,17 @@ func Table(nodes []*node.Node, ws []uint32, m int) []int32 {
 				continue
 			}
 			f.target += maxW
-			c := (f.offset + f.skip*f.next) % M
+			c := f.pos
 			for table[c] >= 0 {
-				f.next++
-				c = (f.offset + f.skip*f.next) % M
+				if c += f.skip; c >= M {
+					c -= M
+				}
 			}
 			table[c] = int32(i)
-			f.next++
+			if c += f.skip; c >= M {
+				c -= M
+			}
+			f.pos = c
 			if filled++; filled == m {
 				break
 			}

@@ -1,12 +1,14 @@
 package maglev_test
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/remora-mesh/remora/pkg/balancer"
 	"github.com/remora-mesh/remora/pkg/balancer/balancertest"
 	"github.com/remora-mesh/remora/pkg/balancer/hashkey"
 	"github.com/remora-mesh/remora/pkg/balancer/maglev"
+	"github.com/remora-mesh/remora/pkg/node"
 )
 
 func TestParse(t *testing.T) {
@@ -62,6 +64,88 @@ func TestTableShares(t *testing.T) {
 				t.Errorf("table %d: node %d has %d entries, want %.0f", m, i, c, want)
 			}
 		}
+	}
+}
+
+// referenceTable is Table as the paper writes it: a node's k-th choice is
+// (offset + k·skip) mod M.
+func referenceTable(nodes []*node.Node, ws []uint32, m int) []int32 {
+	M := uint64(m)
+	type fill struct{ offset, skip, next, weight, target uint64 }
+	fills := make([]fill, len(nodes))
+	var maxW uint64
+	for i, n := range nodes {
+		h := hashkey.String(n.ID)
+		fills[i] = fill{offset: h % M, skip: hashkey.Mix(h^0x9e3779b97f4a7c15)%(M-1) + 1, weight: uint64(ws[i])}
+		maxW = max(maxW, uint64(ws[i]))
+	}
+	table := make([]int32, m)
+	for i := range table {
+		table[i] = -1
+	}
+	filled := 0
+	for round := uint64(1); filled < m; round++ {
+		for i := range fills {
+			f := &fills[i]
+			if round*f.weight < f.target {
+				continue
+			}
+			f.target += maxW
+			c := (f.offset + f.skip*f.next) % M
+			for table[c] >= 0 {
+				f.next++
+				c = (f.offset + f.skip*f.next) % M
+			}
+			table[c] = int32(i)
+			f.next++
+			if filled++; filled == m {
+				break
+			}
+		}
+	}
+	return table
+}
+
+func TestTableIsTheReference(t *testing.T) {
+	for _, c := range []struct {
+		nodes []*node.Node
+		m     int
+	}{
+		{balancertest.Nodes(1, 2, 3, 4, 10), 65537},
+		{balancertest.Nodes(5, 1, 1, 7), 251},
+		{balancertest.Uniform(1000), 65537},
+		{balancertest.Uniform(10), 7},
+	} {
+		ws := weights(c.nodes)
+		if got, want := maglev.Table(c.nodes, ws, c.m), referenceTable(c.nodes, ws, c.m); !slices.Equal(got, want) {
+			t.Errorf("%d nodes, %d entries: the table differs from the reference", len(c.nodes), c.m)
+		}
+	}
+}
+
+func weights(nodes []*node.Node) []uint32 {
+	ws := make([]uint32, len(nodes))
+	for i, n := range nodes {
+		ws[i] = n.Weight
+	}
+	return ws
+}
+
+// BenchmarkTable fills the default table for 10,000 nodes, as Table does
+// and as the reference does.
+func BenchmarkTable(b *testing.B) {
+	nodes := balancertest.Uniform(10000)
+	ws := weights(nodes)
+	for _, f := range []struct {
+		name string
+		fill func([]*node.Node, []uint32, int) []int32
+	}{{"Table", maglev.Table}, {"reference", referenceTable}} {
+		b.Run(f.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for range b.N {
+				f.fill(nodes, ws, maglev.DefaultTableSize)
+			}
+		})
 	}
 }
 
