@@ -42,6 +42,18 @@ type Builder interface {
 	Build(nodes []*node.Node) Picker
 }
 
+// Updater is a Builder that can also derive a new picker from the one it
+// built for the previous nodes, doing less work than Build where a change
+// touches a small part of a large structure (a hash ring). The upstream
+// controller calls Update instead of Build when the policy did not change.
+type Updater interface {
+	Builder
+	// Update returns a picker over nodes that picks as Build(nodes) would.
+	// prev was returned by this Builder's Build or Update (for the same
+	// upstream pool) and is not modified: it may still be in use.
+	Update(prev Picker, nodes []*node.Node) Picker
+}
+
 // Factory parses a policy's options into a Builder.
 type Factory interface {
 	// Name is the policy's name as written in config.

@@ -2,10 +2,39 @@ package ringhash
 
 import (
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/remora-mesh/remora/pkg/balancer/balancertest"
 )
+
+// TestBuckets checks buckets against their definition.
+func TestBuckets(t *testing.T) {
+	r := rand.New(rand.NewPCG(2, 2))
+	for _, n := range []int{0, 1, 2, 3, 100, 5000} {
+		hashes := make([]uint64, n)
+		for i := range hashes {
+			hashes[i] = r.Uint64()
+		}
+		if n > 3 {
+			hashes[0], hashes[1], hashes[2] = 0, ^uint64(0), hashes[3] // the ends, and a tie
+		}
+		slices.Sort(hashes)
+		shift, idx := buckets(hashes)
+		if len(idx) != 1<<(64-shift)+1 || len(idx) > 2*n+2 && n > 1 {
+			t.Fatalf("%d hashes: shift %d, %d buckets", n, shift, len(idx))
+		}
+		for b := range idx {
+			want := 0
+			for want < n && hashes[want]>>shift < uint64(b) {
+				want++
+			}
+			if idx[b] != uint32(want) {
+				t.Fatalf("%d hashes: bucket %d starts at %d, want %d", n, b, idx[b], want)
+			}
+		}
+	}
+}
 
 // TestLookup checks the bucketed search against a linear scan of the ring.
 func TestLookup(t *testing.T) {

@@ -32,6 +32,7 @@
 package ringhash
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strconv"
@@ -109,7 +110,7 @@ type Builder struct {
 }
 
 var (
-	_ balancer.Builder = Builder{}
+	_ balancer.Updater = Builder{}
 	_ balancer.Picker  = (*picker)(nil)
 )
 
@@ -124,21 +125,215 @@ func (b Builder) sizes() (minSize, maxSize int) {
 	return minSize, maxSize
 }
 
+func (b Builder) ppw() int {
+	if b.PointsPerWeight <= 0 {
+		return DefaultPointsPerWeight
+	}
+	return b.PointsPerWeight
+}
+
 // Build implements balancer.Builder.
 func (b Builder) Build(nodes []*node.Node) balancer.Picker {
 	if len(nodes) == 0 {
 		return balancer.Empty
 	}
 	minSize, maxSize := b.sizes()
-	ppw := b.PointsPerWeight
-	if ppw <= 0 {
-		ppw = DefaultPointsPerWeight
-	}
+	ppw := b.ppw()
 	h, ws := policy.NewHashed(nodes, b.Key, b.Rand)
-	p := &picker{Hashed: h}
-	p.hashes, p.owners = ring(nodes, ws, ppw, minSize, maxSize)
+	p := &picker{Hashed: h, ppw: ppw, minSize: minSize, maxSize: maxSize}
+	p.scale = scaleOf(ws, ppw, minSize, maxSize)
+	p.hashes, p.owners = ring(nodes, ws, ppw, p.scale, maxSize)
 	p.shift, p.buckets = buckets(p.hashes)
 	return p
+}
+
+// Update implements balancer.Updater. The points of a node depend on its ID
+// and count only, so the new ring keeps the points of the nodes that stay
+// with the same count, drops those of the others and places those of the
+// new: the result is the ring Build would make, in time linear in the
+// ring's size (a merge) but hashing and sorting only the points that
+// change. It builds afresh when the scale changes (see the package
+// comment), when the nodes are not in ID order, or when a quarter of the
+// ring or more changes.
+func (b Builder) Update(prev balancer.Picker, nodes []*node.Node) balancer.Picker {
+	if old, ok := prev.(*picker); ok {
+		if p := b.update(old, nodes); p != nil {
+			return p
+		}
+	}
+	return b.Build(nodes)
+}
+
+// update is Update from a ring picker, or nil when Build should build
+// afresh.
+func (b Builder) update(old *picker, nodes []*node.Node) *picker {
+	minSize, maxSize := b.sizes()
+	ppw := b.ppw()
+	if len(nodes) == 0 || old.ppw != ppw || old.minSize != minSize || old.maxSize != maxSize ||
+		!sortedByID(nodes) || !sortedByID(old.Nodes) {
+		return nil
+	}
+	h, ws := policy.NewHashed(nodes, b.Key, b.Rand)
+	scale := scaleOf(ws, ppw, minSize, maxSize)
+	if scale != old.scale {
+		return nil
+	}
+	// Match the old nodes to the new by ID: remap[j] is the new index of
+	// old node j, or -1 when its points go.
+	remap := make([]int32, len(old.Nodes))
+	var fresh []int32 // new nodes whose points are placed
+	dropped, placed, i := 0, 0, 0
+	for j, on := range old.Nodes {
+		for i < len(nodes) && nodes[i].ID < on.ID {
+			fresh, placed = append(fresh, int32(i)), placed+count(ws[i], ppw, scale)
+			i++
+		}
+		oc := count(max(on.Weight, 1), ppw, scale)
+		remap[j] = -1
+		if i < len(nodes) && nodes[i].ID == on.ID {
+			if c := count(ws[i], ppw, scale); c == oc {
+				remap[j] = int32(i)
+			} else {
+				fresh, placed = append(fresh, int32(i)), placed+c
+			}
+			i++
+		}
+		if remap[j] < 0 {
+			dropped += oc
+		}
+	}
+	for ; i < len(nodes); i++ {
+		fresh, placed = append(fresh, int32(i)), placed+count(ws[i], ppw, scale)
+	}
+	if 4*(dropped+placed) >= len(old.hashes) {
+		return nil
+	}
+	add := make([]point, 0, placed)
+	buf := make([]byte, 0, 64)
+	for _, i := range fresh {
+		add, buf = appendPoints(add, buf, nodes[i].ID, count(ws[i], ppw, scale), i)
+	}
+	slices.SortFunc(add, point.compare)
+	// Where the old points of the dropped nodes are, found by their hashes.
+	drop := make([]int, 0, dropped)
+	var gone []point
+	for j, on := range old.Nodes {
+		if remap[j] >= 0 {
+			continue
+		}
+		gone, buf = appendPoints(gone[:0], buf, on.ID, count(max(on.Weight, 1), ppw, scale), int32(j))
+		for _, pt := range gone {
+			x, _ := slices.BinarySearch(old.hashes, pt.hash)
+			for old.owners[x] != pt.owner { // ties of hashes
+				x++
+			}
+			drop = append(drop, x)
+		}
+	}
+	slices.Sort(drop)
+	for i := 1; i < len(drop); i++ {
+		if drop[i] == drop[i-1] { // two points of a node at one hash
+			return nil
+		}
+	}
+	// The new ring is the old one cut at the dropped points and at the
+	// places of the new ones: runs of old points are copied, and their
+	// owners renumbered.
+	n := len(old.hashes) - dropped + len(add)
+	p := &picker{Hashed: h, ppw: ppw, minSize: minSize, maxSize: maxSize, scale: scale}
+	p.hashes, p.owners = make([]uint64, n), make([]int32, n)
+	k, x, a, d := 0, 0, 0, 0
+	for {
+		end, dropping, adding := len(old.hashes), false, false
+		if d < len(drop) {
+			end, dropping = drop[d], true
+		}
+		if a < len(add) {
+			if at := old.insertAt(add[a], remap, x); at <= end {
+				end, dropping, adding = at, false, true
+			}
+		}
+		copy(p.hashes[k:], old.hashes[x:end])
+		for _, o := range old.owners[x:end] {
+			p.owners[k] = remap[o]
+			k++
+		}
+		x = end
+		switch {
+		case adding:
+			p.hashes[k], p.owners[k] = add[a].hash, add[a].owner
+			k, a = k+1, a+1
+			continue
+		case dropping:
+			x, d = x+1, d+1
+			continue
+		}
+		break
+	}
+	if k != n {
+		return nil // cannot happen: the test checks every merge against Build
+	}
+	p.shift, p.buckets = rebucket(old, p.hashes, add, drop)
+	return p
+}
+
+// insertAt returns the index of the first old point from x on that sorts
+// after pt, the old owners being renumbered by remap (dropped ones, -1,
+// sort first among equal hashes: they go anyway).
+func (p *picker) insertAt(pt point, remap []int32, x int) int {
+	i, _ := slices.BinarySearch(p.hashes[x:], pt.hash)
+	i += x
+	for i < len(p.hashes) && p.hashes[i] == pt.hash && remap[p.owners[i]] < pt.owner {
+		i++
+	}
+	return i
+}
+
+// rebucket returns the buckets of hashes, the old ring's with the added
+// points placed and the dropped ones removed: the old buckets shifted by
+// the count of points added and dropped before each when the number of
+// buckets is the same, counted afresh otherwise.
+func rebucket(old *picker, hashes []uint64, add []point, drop []int) (uint, []uint32) {
+	shift := bucketShift(len(hashes))
+	if shift != old.shift {
+		return buckets(hashes)
+	}
+	// events: the first bucket past each added (+1) and dropped (-1)
+	// point, in order.
+	type event struct {
+		b     uint64
+		delta int32
+	}
+	events := make([]event, 0, len(add)+len(drop))
+	for _, pt := range add {
+		events = append(events, event{pt.hash>>shift + 1, 1})
+	}
+	for _, x := range drop {
+		events = append(events, event{old.hashes[x]>>shift + 1, -1})
+	}
+	slices.SortFunc(events, func(a, b event) int { return cmp.Compare(a.b, b.b) })
+	idx := slices.Clone(old.buckets)
+	var delta uint32
+	for e, ev := range events {
+		delta += uint32(ev.delta)
+		end := uint64(len(idx))
+		if e+1 < len(events) {
+			end = events[e+1].b
+		}
+		for b := ev.b; b < end; b++ {
+			idx[b] += delta
+		}
+	}
+	return shift, idx
+}
+
+func sortedByID(nodes []*node.Node) bool {
+	for i := 1; i < len(nodes); i++ {
+		if nodes[i-1].ID >= nodes[i].ID {
+			return false
+		}
+	}
+	return true
 }
 
 // buckets indexes sorted hashes by their top bits: about one bucket per
@@ -146,27 +341,33 @@ func (b Builder) Build(nodes []*node.Node) balancer.Picker {
 // (and buckets[last] = len(hashes)), so a lookup searches a bucket of about
 // one point instead of the whole ring.
 func buckets(hashes []uint64) (shift uint, idx []uint32) {
-	bits := uint(1)
-	for 1<<bits < len(hashes) && bits < 30 {
-		bits++
-	}
-	shift = 64 - bits
+	shift = bucketShift(len(hashes))
+	bits := 64 - shift
+	// Count the hashes of each bucket into the entry after it, then sum:
+	// no branch depends on the hashes, which a search per bucket
+	// mispredicts at about every bucket.
 	idx = make([]uint32, 1<<bits+1)
-	j := 0
-	for b := range idx {
-		for j < len(hashes) && hashes[j]>>shift < uint64(b) {
-			j++
-		}
-		idx[b] = uint32(j)
+	for _, h := range hashes {
+		idx[h>>shift+1]++
+	}
+	for b := 1; b < len(idx); b++ {
+		idx[b] += idx[b-1]
 	}
 	return shift, idx
 }
 
-// ring places the points: weight × ppw for each node, scaled by a power of
-// two to fit the bounds, at least one each; node i's k-th point is at the
-// hash of "<id>_<k>". It returns the points' hashes, sorted, and their
-// owners.
-func ring(nodes []*node.Node, ws []uint32, ppw, minSize, maxSize int) ([]uint64, []int32) {
+// bucketShift returns the shift of the buckets of n points.
+func bucketShift(n int) uint {
+	bits := uint(1)
+	for 1<<bits < n && bits < 30 {
+		bits++
+	}
+	return 64 - bits
+}
+
+// scaleOf returns the power of two by which every node's weight × ppw
+// points are scaled so that the ring fits the bounds.
+func scaleOf(ws []uint32, ppw, minSize, maxSize int) float64 {
 	var total uint64
 	for _, w := range ws {
 		total += uint64(w) * uint64(ppw)
@@ -178,28 +379,57 @@ func ring(nodes []*node.Node, ws []uint32, ppw, minSize, maxSize int) ([]uint64,
 	for float64(total)*scale > float64(maxSize) && scale > 0x1p-40 {
 		scale /= 2
 	}
-	type point struct {
-		hash  uint64
-		owner int32
+	return scale
+}
+
+// count returns the points of a node of weight w: w × ppw × scale, at
+// least one.
+func count(w uint32, ppw int, scale float64) int {
+	return max(1, int(float64(w)*float64(ppw)*scale))
+}
+
+// point is a point of the ring and its owner, an index into the nodes.
+type point struct {
+	hash  uint64
+	owner int32
+}
+
+// compare orders points by hash, then owner (a tie of two nodes' hashes
+// goes to the first by ID).
+func (a point) compare(b point) int {
+	switch {
+	case a.hash < b.hash:
+		return -1
+	case a.hash > b.hash:
+		return 1
+	}
+	return int(a.owner - b.owner)
+}
+
+// appendPoints appends the count points of the node id, owner: its k-th
+// is at the hash of "<id>_<k>". buf is scratch space, returned for reuse.
+func appendPoints(points []point, buf []byte, id string, count int, owner int32) ([]point, []byte) {
+	for k := range count {
+		buf = strconv.AppendInt(append(append(buf[:0], id...), '_'), int64(k), 10)
+		points = append(points, point{hashkey.String(string(buf)), owner})
+	}
+	return points, buf
+}
+
+// ring places the points: weight × ppw for each node, times scale, at
+// least one each (see appendPoints). It returns the points' hashes, sorted,
+// and their owners.
+func ring(nodes []*node.Node, ws []uint32, ppw int, scale float64, maxSize int) ([]uint64, []int32) {
+	var total uint64
+	for _, w := range ws {
+		total += uint64(w) * uint64(ppw)
 	}
 	points := make([]point, 0, min(int(float64(total)*scale)+len(nodes), maxSize+len(nodes)))
 	buf := make([]byte, 0, 64)
 	for i, n := range nodes {
-		count := max(1, int(float64(ws[i])*float64(ppw)*scale))
-		for k := range count {
-			buf = strconv.AppendInt(append(append(buf[:0], n.ID...), '_'), int64(k), 10)
-			points = append(points, point{hashkey.String(string(buf)), int32(i)})
-		}
+		points, buf = appendPoints(points, buf, n.ID, count(ws[i], ppw, scale), int32(i))
 	}
-	slices.SortFunc(points, func(a, b point) int {
-		switch {
-		case a.hash < b.hash:
-			return -1
-		case a.hash > b.hash:
-			return 1
-		}
-		return int(a.owner - b.owner)
-	})
+	slices.SortFunc(points, point.compare)
 	hashes := make([]uint64, len(points))
 	owners := make([]int32, len(points))
 	for i, pt := range points {
@@ -215,6 +445,10 @@ type picker struct {
 	owners  []int32  // the node of each point
 	buckets []uint32 // see buckets
 	shift   uint
+
+	// What the ring was built with, for Update.
+	ppw, minSize, maxSize int
+	scale                 float64
 }
 
 func (p *picker) Pick(info balancer.Info) *node.Node {
