@@ -104,3 +104,36 @@ func TestApplyAllocatesForTheChangeOnly(t *testing.T) {
 		t.Fatalf("a one-node change to 1,000 nodes allocates %v times", allocs)
 	}
 }
+
+// updater counts its Builds and Updates.
+type updater struct{ builds, updates *int }
+
+func (updater) Name() string { return "counting" }
+
+func (u updater) Build(nodes []*node.Node) balancer.Picker {
+	*u.builds++
+	return roundrobin.Builder{}.Build(nodes)
+}
+
+func (u updater) Update(_ balancer.Picker, nodes []*node.Node) balancer.Picker {
+	*u.updates++
+	return roundrobin.Builder{}.Build(nodes)
+}
+
+func TestPickerUpdatedByAnUpdater(t *testing.T) {
+	var builds, updates int
+	u := New(Config{Name: "users", Balancer: updater{&builds, &updates}})
+	c := newController(u)
+	set := []discovery.Instance{instance("a", 1), instance("b", 2)}
+	c.apply(set)
+	c.apply(append(set, instance("c", 3)))
+	c.apply(set)
+	if builds != 1 || updates != 2 {
+		t.Fatalf("%d builds and %d updates; want the first built, then updated", builds, updates)
+	}
+	u.SetBalancer(updater{&builds, &updates})
+	c.rebuild()
+	if builds != 2 || updates != 2 {
+		t.Fatalf("%d builds and %d updates; a new policy must build", builds, updates)
+	}
+}

@@ -575,9 +575,16 @@ type built struct {
 
 // build returns a picker over pool from b: last's picker when it was
 // built by b over the same nodes (pickers are immutable, so it would be
-// built again alike), a new one otherwise; last becomes it.
+// built again alike), else one updated from it when b is a
+// balancer.Updater, else a new one; last becomes it.
 func build(last *built, b *builderBox, pool []*node.Node) balancer.Picker {
-	if last.picker == nil || last.builder != b || !slices.Equal(last.pool, pool) {
+	switch up, ok := b.Builder.(balancer.Updater); {
+	case last.picker == nil || last.builder != b:
+		*last = built{picker: b.Build(pool), builder: b, pool: pool}
+	case slices.Equal(last.pool, pool):
+	case ok:
+		*last = built{picker: up.Update(last.picker, pool), builder: b, pool: pool}
+	default:
 		*last = built{picker: b.Build(pool), builder: b, pool: pool}
 	}
 	return last.picker
