@@ -55,24 +55,28 @@ func (r *Registry) FailAll(err error) {
 	}
 }
 
-// Set replaces the instances of service.
+// Set replaces the instances of service. The registry keeps a copy of set,
+// metadata included, and publishes it to every watcher: each gets a slice
+// of its own (Latest sorts it) but the same metadata maps, which are
+// read-only once published.
 func (r *Registry) Set(service string, set ...discovery.Instance) {
+	own := cloneSet(set)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(set) == 0 {
+	if len(own) == 0 {
 		delete(r.services, service)
 	} else {
-		r.services[service] = cloneSet(set)
+		r.services[service] = own
 	}
 	for _, l := range r.watchers[service] {
-		l.Publish(cloneSet(set))
+		l.Publish(slices.Clone(own))
 	}
 }
 
 // Upsert adds inst to service or replaces the instance with its ID.
 func (r *Registry) Upsert(service string, inst discovery.Instance) {
 	r.mu.Lock()
-	set := slices.DeleteFunc(cloneSet(r.services[service]), func(i discovery.Instance) bool { return i.ID == inst.ID })
+	set := slices.DeleteFunc(slices.Clone(r.services[service]), func(i discovery.Instance) bool { return i.ID == inst.ID })
 	r.mu.Unlock()
 	r.Set(service, append(set, inst)...)
 }
@@ -80,7 +84,7 @@ func (r *Registry) Upsert(service string, inst discovery.Instance) {
 // Delete removes the instance with id from service.
 func (r *Registry) Delete(service, id string) {
 	r.mu.Lock()
-	set := slices.DeleteFunc(cloneSet(r.services[service]), func(i discovery.Instance) bool { return i.ID == id })
+	set := slices.DeleteFunc(slices.Clone(r.services[service]), func(i discovery.Instance) bool { return i.ID == id })
 	r.mu.Unlock()
 	r.Set(service, set...)
 }
@@ -112,7 +116,7 @@ func (r *Registry) watch(service string, failed error) *watcher {
 	if failed != nil {
 		l.Fail(failed)
 	} else {
-		l.Publish(cloneSet(r.services[service]))
+		l.Publish(slices.Clone(r.services[service]))
 	}
 	r.watchers[service] = append(r.watchers[service], l)
 	return &watcher{Latest: l, stop: func() { r.forget(service, l) }}
