@@ -133,6 +133,11 @@ func TestEjectionBackoff(t *testing.T) {
 	if h.Ejections() != 0 {
 		t.Fatalf("multiplier %d after healthy intervals; want 0", h.Ejections())
 	}
+	// Without failure_percentage, an interval keeps nothing per node.
+	many := nodes(100)
+	if n := testing.AllocsPerRun(10, func() { e.Interval(many, now) }); n != 0 {
+		t.Fatalf("Interval allocates %v times without failure_percentage", n)
+	}
 }
 
 func TestMaxEjectionPercent(t *testing.T) {

@@ -198,6 +198,14 @@ func (e *Ejector) Interval(nodes []*node.Node, now time.Time) bool {
 	if e == nil || e.cfg.Disabled {
 		return false
 	}
+	if e.cfg.FailurePercentage == nil { // no counts to keep between intervals
+		for _, n := range nodes {
+			if h := &n.Stats.Health; !h.Ejected() {
+				h.DecayEjections()
+			}
+		}
+		return false
+	}
 	changed := false
 	seen := make(map[*node.Health]bool, len(nodes))
 	for _, n := range nodes {
