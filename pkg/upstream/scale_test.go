@@ -28,6 +28,7 @@ import (
 	"github.com/remora-mesh/remora/pkg/balancer/ringhash"
 	"github.com/remora-mesh/remora/pkg/balancer/roundrobin"
 	"github.com/remora-mesh/remora/pkg/balancer/weightedroundrobin"
+	"github.com/remora-mesh/remora/pkg/health"
 )
 
 // scaleBuilders are the policies the scale benchmarks build: the default
@@ -185,13 +186,16 @@ func BenchmarkApplyOneNodeChangeRun(b *testing.B) {
 
 // BenchmarkMillionNodes builds 10,000 upstreams of 100 nodes each through
 // the path Remora runs (a registry, a watch and a controller per upstream,
-// a Table of them), waits for every upstream's first snapshot, collects
-// garbage and reports the memory per node: the process's resident set
-// (VmRSS) and the Go heap in use, both above what the process held before,
-// and the heap the registry's own copy of the sets takes within it.
+// a Table of them), waits for every upstream's first snapshot and first
+// passive health interval, collects garbage and reports the memory per
+// node: the process's resident set
+// (VmRSS), the Go heap in use and the goroutine stacks (two goroutines per
+// upstream), all above what the process held before, and the heap the
+// registry's own copy of the sets takes within the heap.
 // REMORA_SCALE_UPSTREAMS, REMORA_SCALE_NODES and REMORA_SCALE_LABELS (labels
 // per instance, 0–4, default 2) change the shape; REMORA_SCALE_HEAPPROFILE
-// names a file to write a heap profile to once every upstream is built. Run it alone, once:
+// names a file to write a heap profile to once every upstream is built.
+// Run it alone, once:
 //
 //	go test -run '^$' -bench BenchmarkMillionNodes -benchtime 1x ./pkg/upstream
 func BenchmarkMillionNodes(b *testing.B) {
@@ -202,7 +206,7 @@ func BenchmarkMillionNodes(b *testing.B) {
 	total := float64(ups * per)
 	for range b.N {
 		b.StopTimer()
-		rss0, heap0 := settle(b)
+		rss0, heap0, stack0 := settle(b)
 		b.StartTimer()
 		start := time.Now()
 		reg := discoverytest.NewRegistry()
@@ -210,7 +214,7 @@ func BenchmarkMillionNodes(b *testing.B) {
 			reg.Set(scaleService(i), scaleSet(scaleService(i), i*per, per, labels)...)
 		}
 		b.StopTimer()
-		_, heapReg := settle(b)
+		_, heapReg, _ := settle(b)
 		b.StartTimer()
 		log := discovery.Env{}.Logger() // one logger, as Remora has
 		ctx, cancel := context.WithCancel(context.Background())
@@ -234,7 +238,10 @@ func BenchmarkMillionNodes(b *testing.B) {
 		}
 		built := time.Since(start)
 		b.StopTimer()
-		rss, heap := settle(b)
+		// Measure as it runs: after every upstream's first passive health
+		// interval.
+		time.Sleep(health.DefaultInterval + time.Second)
+		rss, heap, stack := settle(b)
 		if path := os.Getenv("REMORA_SCALE_HEAPPROFILE"); path != "" {
 			writeHeapProfile(b, path)
 		}
@@ -248,6 +255,7 @@ func BenchmarkMillionNodes(b *testing.B) {
 		b.ReportMetric(float64(rss-rss0)/total, "rss-B/node")
 		b.ReportMetric(float64(heap-heap0)/total, "heap-B/node")
 		b.ReportMetric(float64(heapReg-heap0)/total, "registry-heap-B/node")
+		b.ReportMetric(float64(stack-stack0)/total, "stack-B/node")
 		b.ReportMetric(float64(rss)/(1<<20), "rss-MiB")
 		b.ReportMetric(built.Seconds(), "build-s")
 		cancel()
@@ -286,13 +294,14 @@ func envInt(tb testing.TB, name string, def int) int {
 }
 
 // settle collects garbage, returns freed memory to the system and reports
-// the process's resident set (VmRSS) and the live heap, in bytes.
-func settle(tb testing.TB) (rss, heap uint64) {
+// the process's resident set (VmRSS), the live heap and the goroutine
+// stacks, in bytes.
+func settle(tb testing.TB) (rss, heap, stack uint64) {
 	runtime.GC()
 	debug.FreeOSMemory()
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
-	return vmRSS(tb), m.HeapAlloc
+	return vmRSS(tb), m.HeapAlloc, m.StackInuse
 }
 
 func vmRSS(tb testing.TB) uint64 {
