@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -135,5 +136,33 @@ func TestPickerUpdatedByAnUpdater(t *testing.T) {
 	c.rebuild()
 	if builds != 2 || updates != 2 {
 		t.Fatalf("%d builds and %d updates; a new policy must build", builds, updates)
+	}
+}
+
+// TestReloadCarriesNodesOver: an upstream that replaces another takes its
+// nodes as they are, and the registry's next set reconciles with them.
+func TestReloadCarriesNodesOver(t *testing.T) {
+	prev := New(Config{Name: "users"})
+	c := newController(prev)
+	set := []discovery.Instance{instance("a", 1), instance("b", 2)}
+	c.apply(set)
+	old := prev.Snapshot()
+
+	u := New(Config{Name: "users", Previous: prev})
+	w := make(chanWatcher)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { u.Run(ctx, w); close(done) }()
+	defer func() { cancel(); <-done }()
+	w <- append(set[:1:1], instance("c", 3))
+	deadline := time.Now().Add(5 * time.Second)
+	for u.Snapshot().Version <= old.Version {
+		if time.Now().After(deadline) {
+			t.Fatal("the registry's set was not applied")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if s := u.Snapshot(); ids(s.Nodes) != "a:1 c:3 " || s.Nodes[0] != old.Nodes[0] {
+		t.Fatalf("nodes %q; a must be the node carried over", ids(s.Nodes))
 	}
 }
