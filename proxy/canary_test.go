@@ -121,7 +121,7 @@ func TestCanaryStickyCohorts(t *testing.T) {
 	rule := func(w float64) canary.Config {
 		return canary.Config{Weight: w, HashOn: &hashkey.Spec{Header: "x-user-id"}}
 	}
-	f, set := canaryFixture(t, rule(10), nil)
+	f, _ := canaryFixture(t, rule(10), nil)
 	pools := func() map[string]bool {
 		out := map[string]bool{}
 		var mu sync.Mutex
@@ -157,10 +157,15 @@ func TestCanaryStickyCohorts(t *testing.T) {
 	prev := f.ups["users"]
 	u := upstream.New(upstream.Config{Name: "users", Canary: canaryRule(t, rule(50)), Previous: prev})
 	w, _ := f.reg.Watch(t.Context(), "users")
+	before := u.Snapshot().Version // read before Run takes the set
 	go u.Run(t.Context(), w)
 	f.proxy.SetTable(upstream.NewTable(u))
 	f.ups["users"] = u
-	f.set(t, "users", set...)
+	for deadline := time.Now().Add(5 * time.Second); u.Snapshot().Version == before; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the new upstream did not take the set")
+		}
+	}
 	at50 := pools()
 	moved, canary10, canary50 := 0, 0, 0
 	for key, was := range at10 {
