@@ -106,43 +106,6 @@ func New(opts Options) *Proxy {
 	return p
 }
 
-// NewTransport returns the tuned transport used to reach nodes: HTTP/1.1
-// keep-alive pools, no environment proxy, no transparent compression.
-func NewTransport(opts Options) *http.Transport {
-	connect := opts.ConnectTimeout
-	if connect <= 0 {
-		connect = 2 * time.Second
-	}
-	idle := opts.IdleConnTimeout
-	if idle <= 0 {
-		idle = 90 * time.Second
-	}
-	perHost := opts.MaxIdleConnsPerHost
-	if perHost <= 0 {
-		perHost = 256
-	}
-	t := &http.Transport{
-		Proxy:                 nil, // never forward to an environment proxy
-		DialContext:           (&net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:          0, // no global cap; bounded per node
-		MaxIdleConnsPerHost:   perHost,
-		IdleConnTimeout:       idle,
-		ExpectContinueTimeout: time.Second,
-		ResponseHeaderTimeout: opts.ResponseHeaderTimeout,
-		DisableCompression:    true, // pass bodies through untouched
-		ForceAttemptHTTP2:     false,
-		TLSClientConfig:       opts.TLS,
-	}
-	switch {
-	case opts.H2C:
-		t.Protocols = new(http.Protocols)
-		t.Protocols.SetUnencryptedHTTP2(true)
-	case opts.TLS != nil && slices.Contains(opts.TLS.NextProtos, "h2"):
-		t.ForceAttemptHTTP2 = true
-	}
-	return t
-}
-
 // SetTable replaces the routing table.
 func (p *Proxy) SetTable(t *upstream.Table) { p.table.Store(t) }
 
@@ -540,7 +503,13 @@ func (b *requestBody) rewind(req *http.Request) {
 	if b.buffered != nil {
 		req.Body = io.NopCloser(bytes.NewReader(b.buffered))
 		req.ContentLength = int64(len(b.buffered))
+		req.GetBody = b.replay
 	}
+}
+
+// replay is the request's GetBody: a buffered body can be sent again.
+func (b *requestBody) replay() (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(b.buffered)), nil
 }
 
 // replayGuard records whether the transport read the request body, and keeps

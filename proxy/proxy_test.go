@@ -70,7 +70,36 @@ type fixture struct {
 	proxy *proxy.Proxy
 	ups   map[string]*upstream.Upstream
 	log   *logtest.Hook
-	front *httptest.Server
+	front *front
+}
+
+// front is a proxy listener served as Remora serves them: proxy.Server's
+// direct path, net/http for the rest.
+type front struct {
+	URL      string
+	Listener net.Listener
+}
+
+func serveFront(t testing.TB, h http.Handler) *front {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := proxy.NewServer(&http.Server{Handler: h}, h)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ln)
+	}()
+	t.Cleanup(func() { // like httptest's Close: answer what is in flight
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		srv.Close()
+		<-done
+	})
+	return &front{URL: "http://" + ln.Addr().String(), Listener: ln}
 }
 
 func newFixture(t testing.TB, names ...string) *fixture {
@@ -101,8 +130,7 @@ func newFixtureCfg(t testing.TB, cfgs ...upstream.Config) *fixture {
 	}
 	f.proxy = proxy.New(proxy.Options{Log: logrus.NewEntry(logger)})
 	f.proxy.SetTable(upstream.NewTable(list...))
-	f.front = httptest.NewServer(f.proxy)
-	t.Cleanup(f.front.Close)
+	f.front = serveFront(t, f.proxy)
 	t.Cleanup(f.proxy.Close)
 	return f
 }

@@ -62,7 +62,7 @@ type liveRegistry struct {
 type liveUpstream struct {
 	cfg       config.Upstream
 	u         *upstream.Upstream
-	transport *http.Transport
+	transport *proxy.Transport
 	cancel    context.CancelFunc
 	done      chan struct{}
 }
@@ -75,10 +75,11 @@ func (l *liveUpstream) stop() {
 // server is one bound listener and what serves it: an HTTP server, or a
 // TCP relay for a tcp upstream.
 type server struct {
-	name string
-	ln   net.Listener
-	http *http.Server
-	tcp  *tcp.Server
+	name   string
+	ln     net.Listener
+	http   *http.Server
+	direct *proxy.Server // serves http's proxy listeners, handing it what it does not take
+	tcp    *tcp.Server
 }
 
 // shutdown stops accepting and waits for open requests or connections
@@ -87,6 +88,9 @@ func (s *server) shutdown(ctx context.Context) error {
 	if s.tcp != nil {
 		s.ln.Close()
 		return s.tcp.Shutdown(ctx)
+	}
+	if s.direct != nil {
+		return s.direct.Shutdown(ctx)
 	}
 	return s.http.Shutdown(ctx)
 }
@@ -98,6 +102,10 @@ func (s *server) close() {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		_ = s.tcp.Shutdown(ctx)
+		return
+	}
+	if s.direct != nil {
+		_ = s.direct.Close()
 		return
 	}
 	_ = s.http.Close()
@@ -138,7 +146,7 @@ func startApp(cfg *config.Config, log *logrus.Logger) (_ *app, err error) {
 	}
 	a.servers = append(a.servers, s)
 	for _, lc := range cfg.Listeners {
-		s, err := a.bind(lc.Name, lc.Address, h2c.NewHandler(a.proxy, &http2.Server{}))
+		s, err := a.bindProxy(lc.Name, lc.Address, a.proxy)
 		if err != nil {
 			return nil, err
 		}
@@ -272,7 +280,7 @@ func (a *app) apply(cfg *config.Config) (err error) {
 		if uc.Protocol == "tcp" {
 			s, err = a.bindTCP(cfg, uc.Name, uc.Listen)
 		} else {
-			s, err = a.bind("upstream "+uc.Name, uc.Listen, h2c.NewHandler(a.proxy.ForUpstream(uc.Name), &http2.Server{}))
+			s, err = a.bindProxy("upstream "+uc.Name, uc.Listen, a.proxy.ForUpstream(uc.Name))
 		}
 		if err != nil {
 			for _, p := range todo {
@@ -425,6 +433,17 @@ func (a *app) bind(name, addr string, h http.Handler) (*server, error) {
 	}}, nil
 }
 
+// bindProxy binds a proxy listener: plain HTTP/1.1 requests are served by
+// proxy.Server's direct path, everything else (h2c included) by net/http.
+func (a *app) bindProxy(name, addr string, h http.Handler) (*server, error) {
+	s, err := a.bind(name, addr, h2c.NewHandler(h, &http2.Server{}))
+	if err != nil {
+		return nil, err
+	}
+	s.direct = proxy.NewServer(s.http, h)
+	return s, nil
+}
+
 // bindTCP listens on addr for a TCP relay to the named upstream.
 func (a *app) bindTCP(cfg *config.Config, name, addr string) (*server, error) {
 	ln, err := net.Listen("tcp", addr)
@@ -443,9 +462,12 @@ func (a *app) serve(s *server) {
 	go func() {
 		defer a.serving.Done()
 		var err error
-		if s.tcp != nil {
+		switch {
+		case s.tcp != nil:
 			err = s.tcp.Serve(s.ln)
-		} else {
+		case s.direct != nil:
+			err = s.direct.Serve(s.ln)
+		default:
 			err = s.http.Serve(s.ln)
 		}
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -1,0 +1,786 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// Server serves a proxy listener. Plain HTTP/1.1 requests in origin form
+// are read, handled and answered on the connection's own goroutine: unlike
+// net/http's server, it starts no goroutine per request to watch the client
+// (that costs a goroutine, a system call and two switches per request). A
+// request still running after ClientWatchDelay gets such a watcher, so a
+// client that goes away still cancels its upstream call.
+//
+// Anything else — HTTP/1.0, h2c, upgrades, CONNECT, absolute-form, Expect,
+// a malformed or oversized request — hands the connection, with every byte
+// read from it, to the net/http server given to NewServer, whose handler,
+// limits and error answers then apply to it for good.
+//
+// Serve, Shutdown and Close may be called from any goroutine.
+type Server struct {
+	hs           *http.Server
+	handler      http.Handler
+	handoff      *handoffListener
+	shuttingDown atomic.Bool
+
+	mu    sync.Mutex
+	ln    net.Listener
+	conns map[*srvConn]struct{}
+}
+
+// ClientWatchDelay is how long a request runs before its connection is
+// watched for the client going away.
+const ClientWatchDelay = 100 * time.Millisecond
+
+// maxBodyDrain is how much of a request body the handler left unread is
+// read and dropped to keep the connection; beyond it, the connection closes.
+const maxBodyDrain = 256 << 10
+
+// NewServer returns a server that handles direct requests with direct and
+// hands other connections to hs. hs's ReadHeaderTimeout, IdleTimeout,
+// MaxHeaderBytes and ErrorLog apply to direct requests too.
+func NewServer(hs *http.Server, direct http.Handler) *Server {
+	return &Server{hs: hs, handler: direct, conns: map[*srvConn]struct{}{}}
+}
+
+// Serve accepts connections on ln until Shutdown or Close; it then returns
+// http.ErrServerClosed.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.shuttingDown.Load() {
+		s.mu.Unlock()
+		return http.ErrServerClosed
+	}
+	s.ln = ln
+	s.handoff = newHandoffListener(ln.Addr())
+	s.mu.Unlock()
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = s.hs.Serve(s.handoff)
+	}()
+	defer func() { <-served }()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.shuttingDown.Load() {
+				return http.ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() { // EMFILE and the like
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				time.Sleep(backoff)
+				continue
+			}
+			s.handoff.Close()
+			return err
+		}
+		backoff = 0
+		c := s.newConn(nc)
+		if c == nil {
+			nc.Close()
+			continue
+		}
+		go c.serve()
+	}
+}
+
+// Shutdown stops accepting, closes idle connections, and waits until the
+// requests in flight are answered (their connections then close) or ctx
+// ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopAccepting()
+	hsDone := make(chan error, 1)
+	go func() { hsDone <- s.hs.Shutdown(ctx) }()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !s.closeIdle() {
+		select {
+		case <-ctx.Done():
+			<-hsDone
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return <-hsDone
+}
+
+// Close closes the listener and every connection at once.
+func (s *Server) Close() error {
+	s.stopAccepting()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.nc.Close()
+	}
+	s.mu.Unlock()
+	return s.hs.Close()
+}
+
+func (s *Server) stopAccepting() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.shuttingDown.Store(true)
+	if s.ln != nil {
+		s.ln.Close()
+	}
+}
+
+// closeIdle closes the connections waiting for a request and reports
+// whether none is left.
+func (s *Server) closeIdle() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if c.state.CompareAndSwap(connIdle, connClosed) {
+			c.nc.Close()
+		}
+	}
+	return len(s.conns) == 0
+}
+
+func (s *Server) newConn(nc net.Conn) *srvConn {
+	c := &srvConn{srv: s, nc: nc, remote: nc.RemoteAddr().String(), watchDone: make(chan struct{}, 1)}
+	c.br = bufio.NewReaderSize(c, 4<<10)
+	c.bw = bufio.NewWriterSize(nc, 4<<10)
+	c.limit = s.hs.MaxHeaderBytes
+	if c.limit <= 0 {
+		c.limit = http.DefaultMaxHeaderBytes
+	}
+	c.limit += 4096 // net/http's slack for the request line
+	c.watch = time.AfterFunc(time.Hour, c.watchClient)
+	c.watch.Stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shuttingDown.Load() {
+		return nil
+	}
+	s.conns[c] = struct{}{}
+	return c
+}
+
+func (s *Server) forget(c *srvConn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+func (s *Server) logf(format string, args ...any) {
+	if s.hs.ErrorLog != nil {
+		s.hs.ErrorLog.Printf(format, args...)
+	}
+}
+
+const (
+	connIdle int32 = iota
+	connActive
+	connClosed
+)
+
+// srvConn is one client connection on the direct path. Its fields are used
+// by its own goroutine, except where noted.
+type srvConn struct {
+	srv    *Server
+	nc     net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	remote string
+	state  atomic.Int32 // connIdle, connActive, connClosed; Shutdown reads it
+
+	// What was read for the current request's head, to hand the
+	// connection over with it.
+	rec       []byte
+	recording bool
+	limit     int // bytes a request head may take
+
+	// The client watch: watch starts watchClient after ClientWatchDelay;
+	// watchClient reports on watchDone when it ends. pending holds a byte it
+	// read ahead, served to br before the connection.
+	watch     *time.Timer
+	watchDone chan struct{}
+	watchable atomic.Bool
+	cancel    context.CancelCauseFunc
+	pending   []byte
+}
+
+var errTooLarge = errors.New("request head larger than max_header_bytes")
+
+// Read feeds br: first a byte the client watch read ahead, then the
+// connection. While recording, what is read is kept for a hand-over.
+func (c *srvConn) Read(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		if c.recording {
+			c.rec = append(c.rec, p[:n]...)
+		}
+		return n, nil
+	}
+	if c.recording && len(c.rec) >= c.limit {
+		return 0, errTooLarge
+	}
+	n, err := c.nc.Read(p)
+	if c.recording {
+		c.rec = append(c.rec, p[:n]...)
+	}
+	return n, err
+}
+
+func (c *srvConn) serve() {
+	handedOff := false
+	defer func() {
+		if v := recover(); v != nil && v != http.ErrAbortHandler {
+			c.srv.logf("proxy: panic serving %s: %v", c.remote, v)
+		}
+		c.watch.Stop()
+		if !handedOff {
+			c.nc.Close()
+		}
+		c.srv.forget(c)
+	}()
+	hs := c.srv.hs
+	idle := hs.IdleTimeout
+	if idle <= 0 {
+		idle = hs.ReadTimeout
+	}
+	for {
+		// Wait for a request; the head counts from its first byte.
+		c.rec = append(c.rec[:0], c.buffered()...)
+		c.recording = true
+		if idle > 0 {
+			_ = c.nc.SetReadDeadline(time.Now().Add(idle))
+		}
+		if _, err := c.br.Peek(1); err != nil {
+			return
+		}
+		if !c.state.CompareAndSwap(connIdle, connActive) {
+			return // Shutdown closed it
+		}
+		if hs.ReadHeaderTimeout > 0 {
+			_ = c.nc.SetReadDeadline(time.Now().Add(hs.ReadHeaderTimeout))
+		} else if idle > 0 {
+			_ = c.nc.SetReadDeadline(time.Time{})
+		}
+		req, err := http.ReadRequest(c.br)
+		c.recording = false
+		if err != nil && !errors.Is(err, errTooLarge) && isCommonNetReadError(err) {
+			return
+		}
+		if err != nil || !takesDirect(req, c.rec[:len(c.rec)-c.br.Buffered()]) {
+			handedOff = c.handOff()
+			return
+		}
+		if hs.ReadHeaderTimeout > 0 {
+			_ = c.nc.SetReadDeadline(time.Time{})
+		}
+		if !c.serveRequest(req) {
+			return
+		}
+		if !c.state.CompareAndSwap(connActive, connIdle) || c.srv.shuttingDown.Load() {
+			return
+		}
+	}
+}
+
+// buffered is what br holds beyond the last request: the start of the next.
+func (c *srvConn) buffered() []byte {
+	b, _ := c.br.Peek(c.br.Buffered())
+	return b
+}
+
+// isCommonNetReadError reports a client that went away or timed out while
+// a request head was awaited: the connection just closes.
+func isCommonNetReadError(err error) bool {
+	if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// takesDirect reports whether req, read from head, is served on the direct
+// path: a well-formed HTTP/1.1 request in origin form, with one Host
+// header, that asks for nothing special.
+func takesDirect(req *http.Request, head []byte) bool {
+	if req.ProtoMajor != 1 || req.ProtoMinor != 1 || req.Method == http.MethodConnect || req.Method == "PRI" ||
+		req.URL.Host != "" || req.URL.Scheme != "" || !httpguts.ValidHostHeader(req.Host) || hostLines(head) != 1 {
+		return false
+	}
+	h := req.Header
+	if h["Upgrade"] != nil || h["Expect"] != nil || h["Http2-Settings"] != nil {
+		return false
+	}
+	for k, vv := range h {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return false
+		}
+		for _, v := range vv {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// hostLines counts the Host header lines in a request head
+// (http.ReadRequest keeps only the first; net/http's server refuses more).
+func hostLines(head []byte) int {
+	n := 0
+	for i := bytes.IndexByte(head, '\n'); i >= 0 && i+5 < len(head); {
+		if h := head[i+1 : i+6]; (h[0]|0x20) == 'h' && (h[1]|0x20) == 'o' && (h[2]|0x20) == 's' && (h[3]|0x20) == 't' && h[4] == ':' {
+			n++
+		}
+		j := bytes.IndexByte(head[i+1:], '\n')
+		if j < 0 {
+			break
+		}
+		i += 1 + j
+	}
+	return n
+}
+
+// handOff gives the connection, with every byte read for the request
+// head, to the net/http server. It reports whether it was taken.
+func (c *srvConn) handOff() bool {
+	_ = c.nc.SetReadDeadline(time.Time{})
+	prefix := append([]byte(nil), c.rec...)
+	return c.srv.handoff.give(&prefixConn{Conn: c.nc, prefix: prefix})
+}
+
+// serveRequest runs the handler for req and finishes its response. It
+// reports whether the connection can carry another request.
+func (c *srvConn) serveRequest(req *http.Request) bool {
+	delete(req.Header, "Host")
+	req.RemoteAddr = c.remote
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	req = req.WithContext(ctx)
+	c.cancel = cancel
+	w := &response{c: c, req: req, header: make(http.Header, 8), contentLength: -1}
+	var body *directBody
+	if req.Body != http.NoBody {
+		body = &directBody{rc: req.Body}
+		req.Body = body
+		w.body = body
+	}
+	armed := body == nil && c.br.Buffered() == 0
+	if armed {
+		c.watchable.Store(true)
+		c.watch.Reset(ClientWatchDelay)
+	}
+	c.srv.handler.ServeHTTP(w, req)
+	if armed {
+		c.endWatch()
+	}
+	return w.finish()
+}
+
+// directBody is a request body on the direct path. Its Close does not read
+// the rest without bound (http.ReadRequest's bodies do); the response
+// drops what the handler left, up to maxBodyDrain.
+type directBody struct {
+	rc  io.ReadCloser
+	eof bool
+}
+
+func (b *directBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err != nil {
+		b.eof = true
+	}
+	return n, err
+}
+
+func (b *directBody) Close() error { return nil }
+
+// drain reads and drops what is left of the body, and reports whether it
+// all went (the connection can carry the next request).
+func (b *directBody) drain() bool {
+	if b.eof {
+		return true
+	}
+	n, err := io.CopyN(io.Discard, b, maxBodyDrain+1)
+	return n <= maxBodyDrain && err != nil && b.eof && errors.Is(err, io.EOF)
+}
+
+// endWatch stops the armed client watch, and waits for it if it started.
+func (c *srvConn) endWatch() {
+	c.watchable.Store(false)
+	if c.watch.Stop() {
+		return
+	}
+	select {
+	case <-c.watchDone: // ran and ended already
+		return
+	default:
+	}
+	_ = c.nc.SetReadDeadline(time.Unix(1, 0))
+	<-c.watchDone
+	_ = c.nc.SetReadDeadline(time.Time{})
+}
+
+var errClientGone = errors.New("the client closed the connection")
+
+// watchClient runs on its own goroutine once a request has run for
+// ClientWatchDelay: a read that ends with an error means the client went
+// away, and cancels the request; a byte read is the next request and is
+// kept for it.
+func (c *srvConn) watchClient() {
+	defer func() { c.watchDone <- struct{}{} }()
+	if !c.watchable.Load() {
+		return
+	}
+	var b [1]byte
+	n, err := c.nc.Read(b[:])
+	if n > 0 {
+		c.pending = append(c.pending[:0], b[0])
+		return
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return // endWatch interrupted the read
+	}
+	c.cancel(errClientGone)
+}
+
+// prefixConn is a connection handed over with what was read from it.
+type prefixConn struct {
+	net.Conn
+	prefix []byte
+}
+
+func (p *prefixConn) Read(b []byte) (int, error) {
+	if len(p.prefix) > 0 {
+		n := copy(b, p.prefix)
+		p.prefix = p.prefix[n:]
+		return n, nil
+	}
+	return p.Conn.Read(b)
+}
+
+// handoffListener is the listener the net/http server serves: it accepts
+// the connections the direct path hands over.
+type handoffListener struct {
+	addr   net.Addr
+	conns  chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newHandoffListener(addr net.Addr) *handoffListener {
+	return &handoffListener{addr: addr, conns: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (l *handoffListener) give(c net.Conn) bool {
+	select {
+	case l.conns <- c:
+		return true
+	case <-l.closed:
+		return false
+	}
+}
+
+func (l *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *handoffListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *handoffListener) Addr() net.Addr { return l.addr }
+
+// response is the http.ResponseWriter of a direct request. The header is
+// written with the first body bytes (or at the end), framed by the
+// handler's Content-Length, else chunked — or, when the handler ended
+// without flushing a small body, with the length it wrote.
+type response struct {
+	c             *srvConn
+	req           *http.Request
+	header        http.Header
+	status        int
+	wroteHeader   bool // the handler called WriteHeader (or Write)
+	committed     bool // the header is on its way to the client
+	noBody        bool // HEAD, 1xx, 204, 304
+	chunked       bool
+	contentLength int64 // -1: unknown
+	written       int64
+	held          []byte // body written before the framing was decided
+	trailers      []string
+	closeAfter    bool
+	body          *directBody // nil without a request body
+}
+
+// holdLimit is how much body is held back while the framing is undecided
+// (net/http's choice too).
+const holdLimit = 2048
+
+func (w *response) Header() http.Header { return w.header }
+
+func (w *response) WriteHeader(code int) {
+	if w.wroteHeader {
+		return
+	}
+	if code < 100 || code > 999 {
+		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
+	}
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		w.writeInformational(code)
+		return
+	}
+	w.wroteHeader, w.status = true, code
+	w.noBody = w.req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
+	if cl := w.header.Get("Content-Length"); cl != "" {
+		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
+			w.contentLength = n
+		} else {
+			w.header.Del("Content-Length")
+		}
+	}
+}
+
+// writeInformational sends a 1xx answer with the current header at once.
+func (w *response) writeInformational(code int) {
+	bw := w.c.bw
+	writeStatusLine(bw, code)
+	writeHeaderLines(bw, w.header, nil)
+	bw.WriteString("\r\n")
+	_ = bw.Flush()
+}
+
+func (w *response) Write(p []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if w.noBody {
+		if w.req.Method == http.MethodHead {
+			return len(p), nil
+		}
+		return 0, http.ErrBodyNotAllowed
+	}
+	if w.contentLength >= 0 && w.written+int64(len(p)) > w.contentLength {
+		return 0, http.ErrContentLength
+	}
+	w.written += int64(len(p))
+	if !w.committed {
+		if w.contentLength < 0 && len(w.held)+len(p) <= holdLimit {
+			w.held = append(w.held, p...)
+			return len(p), nil
+		}
+		w.commit(false, p)
+	}
+	return len(p), w.writeBody(p)
+}
+
+func (w *response) writeBody(p []byte) error {
+	bw := w.c.bw
+	if w.chunked {
+		bw.WriteString(strconv.FormatInt(int64(len(p)), 16))
+		bw.WriteString("\r\n")
+		bw.Write(p)
+		_, err := bw.WriteString("\r\n")
+		return err
+	}
+	_, err := bw.Write(p)
+	return err
+}
+
+// Flush implements http.Flusher: what was written goes to the client.
+func (w *response) Flush() {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !w.committed {
+		w.commit(false, nil)
+	}
+	_ = w.c.bw.Flush()
+}
+
+// commit decides the framing and writes the status line and header, then
+// any held body. ended says the handler has returned; next is the body
+// about to be written, to sniff its type when none was held.
+func (w *response) commit(ended bool, next []byte) {
+	w.committed = true
+	h := w.header
+	if tr := h["Trailer"]; len(tr) > 0 && !w.noBody {
+		for _, v := range tr {
+			for _, k := range strings.Split(v, ",") {
+				if k = strings.TrimSpace(k); k != "" {
+					w.trailers = append(w.trailers, http.CanonicalHeaderKey(k))
+				}
+			}
+		}
+		w.chunked = true // trailers need chunks
+	}
+	if !w.noBody && w.contentLength < 0 && !w.chunked {
+		if ended {
+			w.contentLength = int64(len(w.held))
+			h.Set("Content-Length", strconv.Itoa(len(w.held)))
+		} else {
+			w.chunked = true
+		}
+	}
+	if w.chunked {
+		w.contentLength = -1
+		h.Del("Content-Length")
+		h.Set("Transfer-Encoding", "chunked")
+	} else if w.status == http.StatusNoContent {
+		h.Del("Transfer-Encoding")
+	}
+	if _, ok := h["Content-Type"]; !ok && !w.noBody {
+		if len(w.held) > 0 {
+			next = w.held
+		}
+		if len(next) > 0 {
+			h.Set("Content-Type", http.DetectContentType(next))
+		}
+	}
+	// A request body the handler left: dropped when small and the handler
+	// is done with it, else the connection ends after this answer.
+	if w.body != nil && !w.body.eof && (!ended || !w.body.drain()) {
+		w.closeAfter = true
+	}
+	if w.closeAfter || w.req.Close || w.c.srv.shuttingDown.Load() || httpguts.HeaderValuesContainsToken(h["Connection"], "close") {
+		w.closeAfter = true
+		h.Set("Connection", "close")
+	}
+	bw := w.c.bw
+	writeStatusLine(bw, w.status)
+	writeHeaderLines(bw, h, w.trailers)
+	if _, ok := h["Date"]; !ok {
+		writeHeaderLine(bw, "Date", httpDate(time.Now()))
+	}
+	bw.WriteString("\r\n")
+	if len(w.held) > 0 {
+		held := w.held
+		w.held = nil
+		_ = w.writeBody(held)
+	}
+}
+
+// finish ends the response after the handler returned, and reports whether
+// the connection can carry another request.
+func (w *response) finish() bool {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !w.committed {
+		w.commit(true, nil)
+	}
+	bw := w.c.bw
+	if w.chunked {
+		bw.WriteString("0\r\n")
+		w.writeTrailers()
+		bw.WriteString("\r\n")
+	}
+	if err := bw.Flush(); err != nil {
+		return false
+	}
+	if w.contentLength >= 0 && w.written < w.contentLength && !w.noBody {
+		return false // cut short: the client must see the connection end
+	}
+	return !w.closeAfter
+}
+
+// writeTrailers writes the declared trailers and those set with
+// http.TrailerPrefix.
+func (w *response) writeTrailers() {
+	bw := w.c.bw
+	for _, k := range w.trailers {
+		for _, v := range w.header[k] {
+			writeHeaderLine(bw, k, v)
+		}
+	}
+	for k, vv := range w.header {
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+			for _, v := range vv {
+				writeHeaderLine(bw, http.CanonicalHeaderKey(name), v)
+			}
+		}
+	}
+}
+
+func writeStatusLine(bw *bufio.Writer, code int) {
+	bw.WriteString("HTTP/1.1 ")
+	var buf [3]byte
+	bw.Write(strconv.AppendInt(buf[:0], int64(code), 10))
+	bw.WriteByte(' ')
+	if text := http.StatusText(code); text != "" {
+		bw.WriteString(text)
+	} else {
+		bw.WriteString("status code ")
+		bw.Write(strconv.AppendInt(buf[:0], int64(code), 10))
+	}
+	bw.WriteString("\r\n")
+}
+
+// writeHeaderLines writes h except trailers and TrailerPrefix keys.
+func writeHeaderLines(bw *bufio.Writer, h http.Header, trailers []string) {
+	for k, vv := range h {
+		if strings.HasPrefix(k, http.TrailerPrefix) || len(trailers) > 0 && slices.Contains(trailers, k) {
+			continue
+		}
+		for _, v := range vv {
+			writeHeaderLine(bw, k, v)
+		}
+	}
+}
+
+var headerNewlineToSpace = strings.NewReplacer("\n", " ", "\r", " ")
+
+func writeHeaderLine(bw *bufio.Writer, k, v string) {
+	if !httpguts.ValidHeaderFieldName(k) {
+		return // as net/http: an invalid name is not sent
+	}
+	bw.WriteString(k)
+	bw.WriteString(": ")
+	if strings.ContainsAny(v, "\r\n") {
+		v = headerNewlineToSpace.Replace(v)
+	}
+	bw.WriteString(strings.TrimSpace(v))
+	bw.WriteString("\r\n")
+}
+
+// cachedDate is the Date header for one second.
+type cachedDate struct {
+	unix int64
+	text string
+}
+
+var lastDate atomic.Pointer[cachedDate]
+
+// httpDate formats now for the Date header, once per second.
+func httpDate(now time.Time) string {
+	sec := now.Unix()
+	if d := lastDate.Load(); d != nil && d.unix == sec {
+		return d.text
+	}
+	d := &cachedDate{unix: sec, text: now.UTC().Format(http.TimeFormat)}
+	lastDate.Store(d)
+	return d.text
+}

@@ -1,0 +1,367 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/remora-mesh/remora/pkg/upstream"
+)
+
+// maxDirectBody is the largest request body the direct path sends: a body
+// of known length that fits in the socket buffers, so writing it all before
+// reading the answer cannot stall against a node that answers early.
+const maxDirectBody = 64 << 10
+
+// Transport reaches the nodes of an upstream. It is safe for concurrent use.
+//
+// Plain HTTP/1.1 requests without a body, or with a small body of known
+// length, take the direct path: the request is written and its answer read
+// on the caller's goroutine, over a keep-alive connection from a per-node
+// pool. net/http's Transport runs two goroutines per connection and hands
+// every request and response between them and the caller; on a proxy's hot
+// path those hand-offs cost more CPU than the forwarding itself. Everything
+// else — TLS, h2c, upgrades, Expect, trailers, streamed or large bodies —
+// goes through net/http's Transport, configured the same way.
+//
+// The pool of each node is guarded by its own mutex, held only to push or
+// pop a connection.
+type Transport struct {
+	std           *http.Transport
+	direct        bool // plain HTTP/1.1: the direct path is on
+	dialer        net.Dialer
+	idleTimeout   time.Duration
+	perHost       int
+	headerTimeout time.Duration
+	pools         sync.Map // "host:port" → *connPool
+}
+
+// NewTransport returns the tuned transport used to reach nodes: HTTP/1.1
+// keep-alive pools, no environment proxy, no transparent compression.
+func NewTransport(opts Options) *Transport {
+	connect := opts.ConnectTimeout
+	if connect <= 0 {
+		connect = 2 * time.Second
+	}
+	idle := opts.IdleConnTimeout
+	if idle <= 0 {
+		idle = 90 * time.Second
+	}
+	perHost := opts.MaxIdleConnsPerHost
+	if perHost <= 0 {
+		perHost = 256
+	}
+	t := &Transport{
+		dialer:        net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second},
+		idleTimeout:   idle,
+		perHost:       perHost,
+		headerTimeout: opts.ResponseHeaderTimeout,
+		direct:        !opts.H2C && opts.TLS == nil,
+	}
+	t.std = &http.Transport{
+		Proxy:                 nil, // never forward to an environment proxy
+		DialContext:           t.dialer.DialContext,
+		MaxIdleConns:          0, // no global cap; bounded per node
+		MaxIdleConnsPerHost:   perHost,
+		IdleConnTimeout:       idle,
+		ExpectContinueTimeout: time.Second,
+		ResponseHeaderTimeout: opts.ResponseHeaderTimeout,
+		DisableCompression:    true, // pass bodies through untouched
+		ForceAttemptHTTP2:     false,
+		TLSClientConfig:       opts.TLS,
+	}
+	switch {
+	case opts.H2C:
+		t.std.Protocols = new(http.Protocols)
+		t.std.Protocols.SetUnencryptedHTTP2(true)
+	case opts.TLS != nil && slices.Contains(opts.TLS.NextProtos, "h2"):
+		t.std.ForceAttemptHTTP2 = true
+	}
+	return t
+}
+
+// CloseIdleConnections closes the connections no request is using.
+func (t *Transport) CloseIdleConnections() {
+	t.std.CloseIdleConnections()
+	t.pools.Range(func(_, v any) bool {
+		v.(*connPool).closeIdle()
+		return true
+	})
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !t.takesDirect(req) {
+		return t.std.RoundTrip(req)
+	}
+	ctx := req.Context()
+	pool := t.pool(req.URL.Host)
+	fresh := false // after a stale pooled connection, dial a new one
+	for {
+		var c *h1Conn
+		if !fresh {
+			c = pool.get(time.Now())
+		}
+		reused := c != nil
+		if c == nil {
+			conn, err := t.dialer.DialContext(ctx, "tcp", req.URL.Host)
+			if err != nil {
+				return nil, err
+			}
+			c = newH1Conn(conn, pool)
+		}
+		resp, err := c.roundTrip(ctx, req, t.headerTimeout)
+		if err == nil {
+			return resp, nil
+		}
+		c.conn.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if !fresh && reused && c.nread == 0 && replayable(req) {
+			// The node closed the connection while it sat in the pool
+			// (nothing came back): the request did not reach it. Once
+			// more on a new connection, as net/http's Transport does.
+			if req.GetBody != nil {
+				if req.Body, err = req.GetBody(); err != nil {
+					return nil, err
+				}
+			}
+			fresh = true
+			continue
+		}
+		return nil, err
+	}
+}
+
+// takesDirect reports whether req can take the direct path.
+func (t *Transport) takesDirect(req *http.Request) bool {
+	if !t.direct || req.URL.Scheme != "http" || len(req.Trailer) > 0 {
+		return false
+	}
+	if req.Body != nil && req.Body != http.NoBody && (req.ContentLength <= 0 || req.ContentLength > maxDirectBody) {
+		return false
+	}
+	h := req.Header
+	return h["Upgrade"] == nil && h["Expect"] == nil
+}
+
+// replayable reports whether req may be sent again after its connection
+// failed before any answer: net/http's rule (an idempotent method or an
+// idempotency key, and a body that can be produced again).
+func replayable(req *http.Request) bool {
+	if req.Body != nil && req.Body != http.NoBody && req.GetBody == nil {
+		return false
+	}
+	return upstream.Idempotent(req.Method) || req.Header["Idempotency-Key"] != nil || req.Header["X-Idempotency-Key"] != nil
+}
+
+func (t *Transport) pool(hostport string) *connPool {
+	if p, ok := t.pools.Load(hostport); ok {
+		return p.(*connPool)
+	}
+	p, _ := t.pools.LoadOrStore(hostport, &connPool{max: t.perHost, maxIdle: t.idleTimeout})
+	return p.(*connPool)
+}
+
+// connPool holds the idle keep-alive connections to one node, the most
+// recently used last. Its mutex is held only to push or pop.
+type connPool struct {
+	mu      sync.Mutex
+	idle    []*h1Conn
+	max     int
+	maxIdle time.Duration // how long a connection may sit idle
+}
+
+// get returns the most recently used idle connection, or nil. When that one
+// has been idle longer than maxIdle, so have all the others: all are closed.
+func (p *connPool) get(now time.Time) *h1Conn {
+	p.mu.Lock()
+	n := len(p.idle)
+	if n == 0 {
+		p.mu.Unlock()
+		return nil
+	}
+	c := p.idle[n-1]
+	if now.Sub(c.idleSince) < p.maxIdle {
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		p.mu.Unlock()
+		return c
+	}
+	stale := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	for _, c := range stale {
+		c.conn.Close()
+	}
+	return nil
+}
+
+// put returns c to the pool, or closes it when the pool is full. The
+// oldest idle connection is closed when it has idled too long.
+func (p *connPool) put(c *h1Conn, now time.Time) {
+	c.idleSince = now
+	var drop *h1Conn
+	p.mu.Lock()
+	if len(p.idle) > 0 && now.Sub(p.idle[0].idleSince) >= p.maxIdle {
+		drop = p.idle[0]
+		p.idle = append(p.idle[:0], p.idle[1:]...)
+	}
+	if len(p.idle) >= p.max {
+		p.mu.Unlock()
+		c.conn.Close()
+	} else {
+		p.idle = append(p.idle, c)
+		p.mu.Unlock()
+	}
+	if drop != nil {
+		drop.conn.Close()
+	}
+}
+
+func (p *connPool) closeIdle() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	for _, c := range idle {
+		c.conn.Close()
+	}
+}
+
+// h1Conn is one keep-alive connection to a node. It is used by one request
+// at a time: the pool hands it out and takes it back.
+type h1Conn struct {
+	conn      net.Conn
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	pool      *connPool
+	nread     int // bytes read for the current request
+	idleSince time.Time
+}
+
+func newH1Conn(conn net.Conn, pool *connPool) *h1Conn {
+	c := &h1Conn{conn: conn, pool: pool}
+	c.br = bufio.NewReaderSize(c, 4<<10)
+	c.bw = bufio.NewWriterSize(conn, 4<<10)
+	return c
+}
+
+// Read counts what the node sent, so a failure can tell "nothing came
+// back" from "an answer broke off".
+func (c *h1Conn) Read(p []byte) (int, error) {
+	n, err := c.conn.Read(p)
+	c.nread += n
+	return n, err
+}
+
+// interrupt unblocks the connection's reads and writes when the request's
+// context ends.
+func (c *h1Conn) interrupt() { _ = c.conn.SetDeadline(time.Unix(1, 0)) }
+
+// roundTrip writes req and reads the answer's header. The body, when there
+// is one, returns the connection to the pool once read to its end.
+func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, headerTimeout time.Duration) (*http.Response, error) {
+	c.nread = c.br.Buffered() // never anything here, but it would count as an answer
+	stop := func() bool { return true }
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, c.interrupt)
+	}
+	fail := func(err error) (*http.Response, error) {
+		stop()
+		return nil, err
+	}
+	if err := req.Write(c.bw); err != nil {
+		return fail(err)
+	}
+	if err := c.bw.Flush(); err != nil {
+		return fail(err)
+	}
+	if headerTimeout > 0 {
+		_ = c.conn.SetReadDeadline(time.Now().Add(headerTimeout))
+	}
+	var resp *http.Response
+	for {
+		var err error
+		resp, err = http.ReadResponse(c.br, req)
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				err = errNodeClosed
+			}
+			return fail(err)
+		}
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			break
+		}
+		// 1xx: pass it on (ReverseProxy's trace forwards it) and read on.
+		if trace := httptrace.ContextClientTrace(ctx); trace != nil && trace.Got1xxResponse != nil {
+			if err := trace.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
+				return fail(err)
+			}
+		}
+	}
+	if headerTimeout > 0 {
+		_ = c.conn.SetReadDeadline(time.Time{})
+	}
+	keep := !resp.Close && !req.Close && resp.StatusCode != http.StatusSwitchingProtocols
+	if resp.Body == http.NoBody {
+		c.release(keep && stop())
+		return resp, nil
+	}
+	resp.Body = &h1Body{rc: resp.Body, c: c, keep: keep, stop: stop}
+	return resp, nil
+}
+
+// release returns the connection to its pool, or closes it.
+func (c *h1Conn) release(reuse bool) {
+	if reuse {
+		c.pool.put(c, time.Now())
+		return
+	}
+	c.conn.Close()
+}
+
+var errNodeClosed = errors.New("the node closed the connection without an answer")
+
+// h1Body is a response body on the direct path: at its end the connection
+// goes back to the pool; closed before its end, the connection is closed.
+type h1Body struct {
+	rc   io.ReadCloser
+	c    *h1Conn
+	keep bool
+	stop func() bool
+	done bool
+}
+
+func (b *h1Body) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	n, err := b.rc.Read(p)
+	if err != nil {
+		b.finish(err == io.EOF)
+	}
+	return n, err
+}
+
+func (b *h1Body) Close() error {
+	if !b.done {
+		b.finish(false)
+	}
+	return nil
+}
+
+func (b *h1Body) finish(complete bool) {
+	b.done = true
+	interrupted := !b.stop()
+	b.c.release(complete && b.keep && !interrupted)
+}

@@ -1,0 +1,249 @@
+package proxy_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/remora-mesh/remora/proxy"
+)
+
+// countingServer is an HTTP server that counts the connections it accepted.
+func countingServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int64) {
+	var conns atomic.Int64
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv, &conns
+}
+
+func roundTrip(t *testing.T, tr http.RoundTripper, req *http.Request) (*http.Response, string) {
+	t.Helper()
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("body: %v", err)
+	}
+	return resp, string(body)
+}
+
+func TestTransportKeepsConnectionsAlive(t *testing.T) {
+	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Method", r.Method)
+		_, _ = w.Write(append([]byte(r.URL.Path+":"), body...))
+	})
+	tr := proxy.NewTransport(proxy.Options{})
+	defer tr.CloseIdleConnections()
+	for i := 0; i < 10; i++ {
+		var body io.Reader
+		if i%2 == 1 {
+			body = strings.NewReader("payload")
+		}
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/p", body)
+		resp, got := roundTrip(t, tr, req)
+		want := "/p:"
+		if body != nil {
+			want += "payload"
+		}
+		if got != want || resp.Header.Get("X-Method") != "POST" {
+			t.Fatalf("request %d: %q %v; want %q", i, got, resp.Header, want)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("%d connections for 10 sequential requests; want 1", n)
+	}
+}
+
+// A node that closes a pooled connection while it is idle (its keep-alive
+// timeout) costs no failed request: a replayable request goes again on a
+// new connection. One that is not replayable fails, as with net/http.
+func TestTransportRetriesConnectionClosedWhileIdle(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() { // one answer per connection, then close without saying so
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				_, _ = io.Copy(io.Discard, req.Body)
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}()
+		}
+	}()
+	url := "http://" + ln.Addr().String() + "/"
+	tr := proxy.NewTransport(proxy.Options{})
+	defer tr.CloseIdleConnections()
+	for i := 0; i < 3; i++ {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		if _, got := roundTrip(t, tr, req); got != "ok" {
+			t.Fatalf("GET %d: %q", i, got)
+		}
+		time.Sleep(20 * time.Millisecond) // let the close arrive
+	}
+	if n := conns.Load(); n != 3 {
+		t.Fatalf("%d connections; want 3 (one per request)", n)
+	}
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader("x"))
+	req.GetBody = nil
+	if resp, err := tr.RoundTrip(req); err == nil {
+		resp.Body.Close()
+		t.Fatal("a POST whose body cannot be replayed went again after a stale connection")
+	}
+}
+
+// A body closed before its end closes its connection: what is left of it
+// must not be read as the next answer.
+func TestTransportBodyClosedEarlyIsNotReused(t *testing.T) {
+	big := strings.Repeat("x", 256<<10)
+	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, big)
+	})
+	tr := proxy.NewTransport(proxy.Options{})
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 10)
+	_, _ = io.ReadFull(resp.Body, buf)
+	resp.Body.Close()
+	// Not replayable: it must not meet the rest of the first body.
+	post, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader("x"))
+	post.GetBody = nil
+	if _, got := roundTrip(t, tr, post); got != big {
+		t.Fatalf("second answer is %d bytes; want %d", len(got), len(big))
+	}
+	if n := conns.Load(); n != 2 {
+		t.Fatalf("%d connections; want 2", n)
+	}
+}
+
+func TestTransportChunkedTrailersAnd1xx(t *testing.T) {
+	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Set("Trailer", "X-Checksum")
+		w.WriteHeader(200)
+		_, _ = io.WriteString(w, "part1 ")
+		w.(http.Flusher).Flush()
+		_, _ = io.WriteString(w, "part2")
+		w.Header().Set("X-Checksum", "abc")
+	})
+	tr := proxy.NewTransport(proxy.Options{})
+	defer tr.CloseIdleConnections()
+	var early []int
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+		early = append(early, code)
+		return nil
+	}}
+	for i := 0; i < 2; i++ { // the second one on the same connection
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, srv.URL, nil)
+		resp, got := roundTrip(t, tr, req)
+		if got != "part1 part2" || resp.Trailer.Get("X-Checksum") != "abc" {
+			t.Fatalf("body %q trailer %v", got, resp.Trailer)
+		}
+	}
+	if len(early) != 2 || early[0] != http.StatusEarlyHints {
+		t.Fatalf("1xx seen: %v", early)
+	}
+}
+
+func TestTransportResponseHeaderTimeout(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	tr := proxy.NewTransport(proxy.Options{ResponseHeaderTimeout: 50 * time.Millisecond})
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
+	_, err := tr.RoundTrip(req)
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("error %v; want a timeout", err)
+	}
+}
+
+func TestTransportContextCancelled(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+	})
+	tr := proxy.NewTransport(proxy.Options{})
+	defer tr.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/slow", nil)
+	if _, err := tr.RoundTrip(req); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("error %v; want context.DeadlineExceeded", err)
+	}
+	req, _ = http.NewRequest(http.MethodGet, srv.URL+"/fast", nil)
+	roundTrip(t, tr, req)
+	if n := conns.Load(); n != 2 {
+		t.Fatalf("%d connections; want 2 (the interrupted one is not reused)", n)
+	}
+}
+
+// Requests the direct path does not take (here a streamed body of unknown
+// length) still arrive whole.
+func TestTransportStreamedBody(t *testing.T) {
+	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		_, _ = w.Write(body)
+	})
+	tr := proxy.NewTransport(proxy.Options{})
+	defer tr.CloseIdleConnections()
+	pr, pw := io.Pipe()
+	go func() {
+		for i := 0; i < 3; i++ {
+			_, _ = io.WriteString(pw, "chunk")
+		}
+		pw.Close()
+	}()
+	req, _ := http.NewRequest(http.MethodPost, srv.URL, pr)
+	if _, got := roundTrip(t, tr, req); got != "chunkchunkchunk" {
+		t.Fatalf("echo %q", got)
+	}
+}
