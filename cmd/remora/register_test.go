@@ -13,6 +13,7 @@ import (
 
 	"github.com/remora-mesh/remora/discovery/consul/consultest"
 	"github.com/remora-mesh/remora/discovery/etcd/etcdtest"
+	"github.com/remora-mesh/remora/discovery/nacos/nacostest"
 )
 
 // localApp is the application beside a Remora: it serves requests and a
@@ -107,6 +108,73 @@ func TestRegisterInConsul(t *testing.T) {
 	eventually(t, 2*time.Second, "back", func() bool { return len(upstreamStatus(t, a).Nodes) == 1 })
 	a.deregister(context.Background(), 0)
 	eventually(t, 2*time.Second, "gone after deregistration", func() bool { return len(upstreamStatus(t, a).Nodes) == 0 })
+}
+
+// nacosConfig is a Remora with one Nacos registry on addr and the upstream
+// user-service.
+func nacosConfig(addr string) string {
+	return fmt.Sprintf(`
+admin: {address: "127.0.0.1:0"}
+listeners: [{name: outbound, address: "127.0.0.1:0"}]
+registries: [{name: nacos, type: nacos, nacos: {servers: [%q]}}]
+upstreams:
+  - name: user-service
+`, addr)
+}
+
+// Registration in a Nacos-protocol server (Polaris) as an ephemeral
+// instance. Presence is read from the server itself (its HTTP instance
+// list), not through a push, which Polaris sends on a one-second tick.
+func TestRegisterInNacos(t *testing.T) {
+	srv := nacostest.Start(t, nacostest.Config{Name: "register"})
+	app := startLocalApp(t, "canary-app")
+	a := startRemora(t, nacosConfig(srv.Addr())+registerBlock(app.port))
+	present := func() *nacostest.Host {
+		for _, h := range srv.Instances(t, "user-service") {
+			if h.IP == "127.0.0.1" && h.Port == app.port {
+				return &h
+			}
+		}
+		return nil
+	}
+	took := eventually(t, 2*time.Second, "registered with its labels", func() bool {
+		h := present()
+		return h != nil && h.Metadata["canary"] == "true" && h.Metadata["version"] == "v2" && h.Healthy && h.Enabled && h.Ephemeral
+	})
+	t.Logf("registered in %v", took)
+	// Remora consumes its own service too: the registered app is a node
+	// (through Polaris' push, on its one-second tick).
+	took = eventually(t, 3*time.Second, "seen by the watch", func() bool { return available(a) == 1 })
+	t.Logf("pushed to the watch in a further %v", took)
+
+	app.healthy.Store(false)
+	took = eventually(t, 2*time.Second, "gone while unhealthy", func() bool { return present() == nil })
+	t.Logf("gone %v after /health started failing (unhealthy_threshold 2, interval 100ms)", took)
+	app.healthy.Store(true)
+	took = eventually(t, 2*time.Second, "back when healthy", func() bool { return present() != nil })
+	t.Logf("back in %v", took)
+
+	// Shutdown: deregistered first, while the listeners still accept.
+	// Polaris answers from a cache it refreshes on its one-second tick, so
+	// an accepted deregistration shows there up to a second later; the
+	// shutdown's first step includes deregister_delay, whose default (2 s)
+	// covers that. That step runs here with the default delay, and the
+	// instance must be gone from the server's answers before it ends.
+	done := make(chan struct{})
+	go func() { defer close(done); a.deregister(context.Background(), 2*time.Second) }()
+	took = eventually(t, 2*time.Second, "gone during the shutdown's first step", func() bool { return present() == nil })
+	select {
+	case <-done:
+		t.Fatal("the shutdown's first step ended before the server stopped listing the instance")
+	default:
+	}
+	<-done
+	t.Logf("gone from the server's answers %v into the shutdown (deregister_delay 2s)", took)
+	if c, err := net.DialTimeout("tcp", a.addr("outbound"), time.Second); err != nil {
+		t.Fatalf("listeners closed before deregistration finished: %v", err)
+	} else {
+		c.Close()
+	}
 }
 
 // Two Remoras: one beside a canary application registers it (canary=true);

@@ -27,7 +27,9 @@ type fakeClient struct {
 	callbacks map[string][]*vo.SubscribeParam
 	calls     []string // "subscribe key #n", "unsubscribe key #n" in order
 	params    map[*vo.SubscribeParam]int
-	subErrs   []error // returned by the next Subscribe calls, in order
+	subErrs   []error                             // returned by the next Subscribe calls, in order
+	instances map[string]vo.RegisterInstanceParam // registered on this connection, by group@@service
+	regErrs   []error                             // returned by the next RegisterInstance calls, in order
 	healthy   bool
 	closed    bool
 	dials     int
@@ -37,6 +39,7 @@ func newFake() *fakeClient {
 	return &fakeClient{
 		services: map[string][]model.Instance{}, cached: map[string]bool{},
 		callbacks: map[string][]*vo.SubscribeParam{}, params: map[*vo.SubscribeParam]int{}, healthy: true,
+		instances: map[string]vo.RegisterInstanceParam{},
 	}
 }
 
@@ -109,7 +112,9 @@ func (f *fakeClient) ServerHealthy() bool {
 }
 
 // CloseClient drops the callbacks and the cached copies, as the SDK's
-// client does with itself; the fake can be dialled again (reopen).
+// client does with itself, and the instances it registered, as the server
+// does with a closed connection's ephemeral instances; the fake can be
+// dialled again (reopen).
 func (f *fakeClient) CloseClient() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -117,6 +122,56 @@ func (f *fakeClient) CloseClient() {
 	f.calls = append(f.calls, "close")
 	clear(f.callbacks)
 	clear(f.cached)
+	clear(f.instances)
+}
+
+// RegisterInstance records p as the connection's instance of its service
+// (one per service, as on a Nacos connection).
+func (f *fakeClient) RegisterInstance(p vo.RegisterInstanceParam) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	k := fkey(p.GroupName, p.ServiceName)
+	f.calls = append(f.calls, fmt.Sprintf("register %s %s:%d", k, p.Ip, p.Port))
+	if f.closed || !f.healthy {
+		return false, errors.New("client not connected, current status:UNHEALTHY")
+	}
+	if len(f.regErrs) > 0 {
+		err := f.regErrs[0]
+		f.regErrs = f.regErrs[1:]
+		if err != nil {
+			return false, err
+		}
+	}
+	f.instances[k] = p
+	return true, nil
+}
+
+func (f *fakeClient) DeregisterInstance(p vo.DeregisterInstanceParam) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	k := fkey(p.GroupName, p.ServiceName)
+	f.calls = append(f.calls, fmt.Sprintf("deregister %s %s:%d", k, p.Ip, p.Port))
+	if f.closed || !f.healthy {
+		return false, errors.New("client not connected, current status:UNHEALTHY")
+	}
+	if in, ok := f.instances[k]; ok && in.Ip == p.Ip && in.Port == p.Port && in.ClusterName == p.Cluster {
+		delete(f.instances, k)
+	}
+	return true, nil
+}
+
+// instance returns the instance registered for group@@service, if any.
+func (f *fakeClient) instance(group, service string) (vo.RegisterInstanceParam, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p, ok := f.instances[fkey(group, service)]
+	return p, ok
+}
+
+func (f *fakeClient) failRegister(errs ...error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.regErrs = append(f.regErrs, errs...)
 }
 
 // probe is the fake's reachability check: the server is reachable when

@@ -65,6 +65,12 @@
 // group@@name@@cluster1,cluster2 to override the registry's group and
 // clusters for that upstream (see parseServiceKey).
 //
+// # Registration
+//
+// The registry is a discovery.Registrar: it registers the local
+// application as an ephemeral instance of its client, registered again on
+// every new client (see register.go).
+//
 // # Logs and secrets
 //
 // The SDK's own logs go to Remora's logger, quietened and with credentials
@@ -209,12 +215,14 @@ const (
 //
 // The configuration fields are set by newRegistry (and by tests before
 // start) and read-only after. client, gen, haveClient, downErr, subs,
-// retiring and closed are guarded by mu; no SDK call and no I/O is made
-// while holding mu.
+// retiring, regs and closed are guarded by mu; no SDK call and no I/O is
+// made while holding mu. Registrations have their own lock, taken before
+// mu (see registration).
 type registry struct {
 	group       string
 	clusters    []string
 	scale       int
+	timeout     time.Duration // one request to the server
 	log         *logrus.Entry
 	dial        func() (namingClient, error)
 	probe       func() error                                         // nil: always try to dial
@@ -226,9 +234,11 @@ type registry struct {
 	backoffMax  time.Duration
 	rand        func() float64
 
-	ctx    context.Context // ends on Close
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // subscriptions
+	ctx     context.Context // ends on Close
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // subscriptions
+	regWG   sync.WaitGroup // keepRegistered
+	regWake chan struct{}  // capacity 1: a new client, or a registration to announce again
 
 	mu         sync.Mutex
 	client     namingClient             // connected client, or nil
@@ -237,6 +247,7 @@ type registry struct {
 	downErr    error                    // why there is no client, once known
 	subs       map[string]*subscription // by serviceKey.subKey()
 	retiring   map[string]*subscription // unsubscribing after their last watcher left
+	regs       map[string]*registration // live registrations, by serviceKey.subKey()
 	closed     bool
 }
 
@@ -246,6 +257,7 @@ func newRegistry(o *Options, log *logrus.Entry, dial func() (namingClient, error
 		group:       o.Group,
 		clusters:    o.Clusters,
 		scale:       o.WeightScale,
+		timeout:     time.Duration(o.Timeout),
 		log:         log,
 		dial:        dial,
 		cleanup:     func() {},
@@ -259,11 +271,15 @@ func newRegistry(o *Options, log *logrus.Entry, dial func() (namingClient, error
 		haveClient:  make(chan struct{}),
 		subs:        map[string]*subscription{},
 		retiring:    map[string]*subscription{},
+		regs:        map[string]*registration{},
+		regWake:     make(chan struct{}, 1),
 	}
 }
 
 // start begins connecting in the background.
 func (r *registry) start() {
+	r.regWG.Add(1)
+	go r.keepRegistered()
 	go r.supervise()
 }
 
@@ -304,6 +320,7 @@ func (r *registry) supervise() {
 			return
 		}
 		r.setDown(fmt.Errorf("%w: lost the connection", ErrUnreachable))
+		r.fenceRegistrations() // no registration request is still running on c
 		closeClient(c)
 	}
 }
@@ -364,6 +381,7 @@ func (r *registry) setClient(c namingClient) bool {
 	if wasDown {
 		r.log.Info("nacos: connected to the server")
 	}
+	signal(r.regWake) // announce the live registrations on c
 	return true
 }
 
@@ -491,8 +509,9 @@ func (r *registry) retired(s *subscription) {
 	}
 }
 
-// Close implements discovery.Registry: it stops every watcher, waits for
-// the subscriptions to unsubscribe and closes the SDK client.
+// Close implements discovery.Registry: it deregisters the live
+// registrations, stops every watcher, waits for the subscriptions to
+// unsubscribe and closes the SDK client.
 func (r *registry) Close() error {
 	r.mu.Lock()
 	if r.closed {
@@ -502,11 +521,13 @@ func (r *registry) Close() error {
 	r.closed = true
 	subs := r.allSubs()
 	r.mu.Unlock()
+	r.withdrawAll()
 	for _, s := range subs {
 		s.stopAll()
 	}
 	r.wg.Wait() // the subscriptions unsubscribe with the current client
 	r.cancel()
+	r.regWG.Wait()
 	r.mu.Lock()
 	c := r.client
 	r.client = nil

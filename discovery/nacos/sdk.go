@@ -32,6 +32,10 @@ type namingClient interface {
 	// it is not, asks the HTTP API: call it sparingly).
 	ServerHealthy() bool
 	CloseClient()
+	// RegisterInstance and DeregisterInstance announce and withdraw the
+	// local application (see register.go).
+	RegisterInstance(param vo.RegisterInstanceParam) (bool, error)
+	DeregisterInstance(param vo.DeregisterInstanceParam) (bool, error)
 }
 
 var _ namingClient = (naming_client.INamingClient)(nil)

@@ -403,3 +403,75 @@ func TestServerClosedClientLeavesNoUDPListener(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Registration against the server: the instance is listed with its labels
+// as an ephemeral instance; after the server restarts (a graceful stop
+// drops the ephemeral instances with their connections) the adapter's new
+// client registers it again; after Deregister it is gone. Presence is read
+// from the server's instance list.
+func TestServerRegistrationSurvivesRestart(t *testing.T) {
+	srv := polaris(t)
+	reg, hook := openReal(t, srv, "")
+	registered := func() (n int) {
+		for _, e := range hook.AllEntries() {
+			if e.Message == "nacos: local instance registered" {
+				n++
+			}
+		}
+		return n
+	}
+	svc := uniqueService(t)
+	listed := func() *nacostest.Host {
+		for _, h := range srv.Instances(t, svc) {
+			if h.Port == 21071 {
+				return &h
+			}
+		}
+		return nil
+	}
+	waitListed := func(what string, cond func(*nacostest.Host) bool) time.Duration {
+		t.Helper()
+		start := time.Now()
+		for !cond(listed()) {
+			if time.Since(start) > serverWait {
+				t.Fatalf("%s: not within %v (listed: %+v)", what, serverWait, srv.Instances(t, svc))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return time.Since(start)
+	}
+	in := inst("app", 21071)
+	in.Weight, in.Metadata = 5, map[string]string{"canary": "true"}
+	g, err := reg.(discovery.Registrar).Register(context.Background(), svc, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := waitListed("listed", func(h *nacostest.Host) bool {
+		return h != nil && h.Ephemeral && h.Healthy && h.Enabled && h.Weight == 5 && h.Metadata["canary"] == "true"
+	})
+	t.Logf("listed %v after Register", took)
+
+	// A graceful stop (SIGTERM, ~5 s): Polaris drops the connection's
+	// ephemeral instances (SIGKILL would leave them in its store).
+	before := registered()
+	if err := srv.Stop(); err != nil {
+		t.Logf("stopping the server: %v", err)
+	}
+	if err := srv.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	took = waitListed("registered again after the restart", func(h *nacostest.Host) bool { return h != nil })
+	t.Logf("listed again %v after the server was back", took)
+	if registered() == before {
+		t.Fatal("listed, but the adapter did not register the instance again on its new client")
+	}
+
+	if err := g.Update(context.Background(), discovery.Instance{Address: in.Address, Port: in.Port, Weight: 9, Healthy: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitListed("updated", func(h *nacostest.Host) bool { return h != nil && h.Weight == 9 && h.Metadata["canary"] == "" })
+	if err := g.Deregister(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitListed("deregistered", func(h *nacostest.Host) bool { return h == nil })
+}

@@ -106,3 +106,48 @@ func (s *Server) nacosHTTP(method string, form url.Values) error {
 	}
 	return nil
 }
+
+// Host is one instance of a service as the server's v1 HTTP API lists it.
+type Host struct {
+	IP          string            `json:"ip"`
+	Port        int               `json:"port"`
+	Weight      float64           `json:"weight"`
+	Healthy     bool              `json:"healthy"`
+	Enabled     bool              `json:"enabled"`
+	Ephemeral   bool              `json:"ephemeral"`
+	ClusterName string            `json:"clusterName"`
+	Metadata    map[string]string `json:"metadata"`
+}
+
+// Instances lists the instances of service in DEFAULT_GROUP, healthy or
+// not, by asking the server (GET /nacos/v1/ns/instance/list): what it holds
+// now, not what a subscriber was last pushed. It fails t if the server does
+// not answer.
+func (s *Server) Instances(t testing.TB, service string) []Host {
+	t.Helper()
+	hosts, err := s.instances(service)
+	if err != nil {
+		t.Fatalf("nacostest: listing the instances of %s: %v", service, err)
+	}
+	return hosts
+}
+
+func (s *Server) instances(service string) ([]Host, error) {
+	q := url.Values{"serviceName": {service}, "groupName": {DefaultGroup}, "healthyOnly": {"false"}}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + s.Addr() + "/nacos/v1/ns/instance/list?" + q.Encode())
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return nil, fmt.Errorf("HTTP %d: %s", resp.StatusCode, b)
+	}
+	var body struct {
+		Hosts []Host `json:"hosts"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return nil, err
+	}
+	return body.Hosts, nil
+}

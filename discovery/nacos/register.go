@@ -1,0 +1,357 @@
+package nacos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/nacos-group/nacos-sdk-go/v2/vo"
+
+	"github.com/remora-mesh/remora/discovery"
+)
+
+// Registration: Remora announces the application it runs beside (see
+// pkg/register) as an ephemeral Nacos instance of the registry's SDK
+// client. An ephemeral instance lives as long as the client's connection:
+// the server removes it when the connection closes, so nothing but the
+// connection has to be kept alive.
+//
+// The adapter replaces its client when the connection is lost (see
+// supervise), and the server forgets the old connection's instances, so the
+// registry keeps the set of live registrations and announces each of them
+// again on every new client (keepRegistered). While there is no client a
+// registration is kept and announced once one connects.
+
+// maxNacosWeight is the largest weight a Nacos server accepts.
+const maxNacosWeight = 10000
+
+// Retries of one registration request refused by the server: Polaris
+// refuses the second of two concurrent requests for one instance (the
+// SDK's own re-registration on reconnecting can be the first).
+const (
+	callAttempts = 3
+	callPause    = 50 * time.Millisecond
+)
+
+var (
+	_ discovery.Registrar    = (*registry)(nil)
+	_ discovery.Registration = (*registration)(nil)
+)
+
+// registration is one instance announced through Register.
+//
+// Its SDK calls (Register, Update, Deregister, keepRegistered's
+// re-registration and Close's withdrawal) are serialised by callMu, which
+// is held for the whole of each call, so they never overlap or overtake
+// one another; param, gen and gone are guarded by callMu. The client used
+// is read under callMu (and the registry's mu), so that supervise, once it
+// has cleared the client, can wait for the calls on the old one to end
+// (fenceRegistrations) before closing it. Lock order: callMu, then the
+// registry's mu; no SDK call is made while holding mu. reg, key and
+// cluster are immutable.
+type registration struct {
+	reg     *registry
+	key     serviceKey // Clusters unused: see cluster
+	cluster string     // "" registers without a cluster (Nacos' DEFAULT)
+
+	callMu sync.Mutex
+	param  vo.RegisterInstanceParam // what is announced
+	gen    int                      // generation of the client it is announced on; 0: none
+	gone   bool                     // deregistered, or the registry closed
+}
+
+// Register implements discovery.Registrar: inst becomes an ephemeral
+// instance of service (a plain name, group@@name or group@@name@@cluster)
+// in the registry's group and, unless the service names one, the first of
+// the registry's clusters (else none, which Nacos calls DEFAULT). Nacos
+// knows an instance by cluster, IP and port: inst.ID is not sent. Weight
+// is inst.Weight / weight_scale, Healthy inst.Healthy, enabled, and the
+// metadata inst.Metadata.
+//
+// One instance per service can be registered at a time (a Nacos client
+// connection holds one instance per service). If the registry has no
+// connection, the instance is kept and registered as soon as it connects
+// (nil is returned); an error means nothing is registered or kept. ctx is
+// checked between requests; each request is bounded by the timeout
+// option.
+func (r *registry) Register(ctx context.Context, service string, inst discovery.Instance) (discovery.Registration, error) {
+	key, err := parseServiceKey(service, r.group, nil)
+	if err != nil {
+		return nil, fmt.Errorf("nacos: register: %w", err)
+	}
+	g := &registration{reg: r, key: key}
+	switch {
+	case len(key.Clusters) > 1:
+		return nil, fmt.Errorf("nacos: register %q: an instance is in one cluster; name one", service)
+	case len(key.Clusters) == 1:
+		g.cluster = key.Clusters[0]
+	case len(r.clusters) > 0:
+		g.cluster = r.clusters[0]
+	}
+	if g.param, err = g.paramFor(inst); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+
+	g.callMu.Lock()
+	defer g.callMu.Unlock()
+	r.mu.Lock()
+	switch {
+	case r.closed:
+		r.mu.Unlock()
+		return nil, fmt.Errorf("nacos: register %s: registry closed", key)
+	case r.regs[key.subKey()] != nil:
+		r.mu.Unlock()
+		return nil, fmt.Errorf("nacos: register %s: an instance of this service is registered already; deregister it first", key.subKey())
+	}
+	r.regs[key.subKey()] = g
+	c, gen := r.client, r.gen
+	r.mu.Unlock()
+	if c == nil {
+		r.log.WithField("service", key.subKey()).Info("nacos: no connection to the server yet; registering the instance once connected")
+		return g, nil
+	}
+	if err := g.announce(ctx, c); err != nil {
+		g.gone = true
+		// The SDK keeps even a failed registration for its own redo on
+		// reconnecting; remove it.
+		_, _ = c.DeregisterInstance(g.deregisterParam())
+		r.forget(g)
+		return nil, err
+	}
+	g.gen = gen
+	return g, nil
+}
+
+// paramFor maps inst to the SDK's registration request.
+func (g *registration) paramFor(inst discovery.Instance) (vo.RegisterInstanceParam, error) {
+	w := float64(inst.Weight) / float64(g.reg.scale)
+	if w > maxNacosWeight {
+		return vo.RegisterInstanceParam{}, fmt.Errorf("nacos: register %s: weight %d / weight_scale %d = %g is above Nacos' maximum %d",
+			g.key.subKey(), inst.Weight, g.reg.scale, w, maxNacosWeight)
+	}
+	if inst.Address == "" || inst.Port < 1 || inst.Port > 65535 {
+		return vo.RegisterInstanceParam{}, fmt.Errorf("nacos: register %s: address %q port %d; want an address and a port 1..65535",
+			g.key.subKey(), inst.Address, inst.Port)
+	}
+	meta := maps.Clone(inst.Metadata)
+	if meta == nil {
+		meta = map[string]string{} // Polaris refuses a registration without metadata
+	}
+	return vo.RegisterInstanceParam{
+		Ip: inst.Address, Port: uint64(inst.Port), Weight: w, Enable: true, Healthy: inst.Healthy,
+		Metadata: meta, ClusterName: g.cluster, ServiceName: g.key.Service, GroupName: g.key.Group, Ephemeral: true,
+	}, nil
+}
+
+func (g *registration) deregisterParam() vo.DeregisterInstanceParam {
+	return vo.DeregisterInstanceParam{
+		Ip: g.param.Ip, Port: g.param.Port, Cluster: g.param.ClusterName,
+		ServiceName: g.param.ServiceName, GroupName: g.param.GroupName, Ephemeral: true,
+	}
+}
+
+// describe names the instance in an error.
+func (g *registration) describe(verb string, err error) error {
+	return fmt.Errorf("nacos: %s %s:%d in %s: %w", verb, g.param.Ip, g.param.Port, g.key.subKey(), err)
+}
+
+// announce registers param on c; callMu must be held.
+func (g *registration) announce(ctx context.Context, c namingClient) error {
+	p := g.param
+	return call(ctx, func() (bool, error) { return c.RegisterInstance(p) }, func(err error) error {
+		return g.describe("register", err)
+	})
+}
+
+// call makes an SDK request, again after a short pause if the server
+// refuses it, up to callAttempts times while ctx lasts.
+func call(ctx context.Context, f func() (bool, error), wrap func(error) error) error {
+	var err error
+	for attempt := 1; ; attempt++ {
+		var ok bool
+		ok, err = f()
+		if ok && err == nil {
+			return nil
+		}
+		if err == nil {
+			err = errors.New("refused by the server")
+		}
+		if attempt == callAttempts || !sleepCtx(ctx, callPause) {
+			return wrap(err)
+		}
+	}
+}
+
+// clientGen returns the current client (nil if none) and its generation.
+func (r *registry) clientGen() (namingClient, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.client, r.gen
+}
+
+// Update implements discovery.Registration: it registers the instance again
+// with inst's weight, health and metadata (same address and port). Without
+// a connection the new values are kept and registered once connected; a
+// failed request is retried in the background as well as reported.
+func (g *registration) Update(ctx context.Context, inst discovery.Instance) error {
+	p, err := g.paramFor(inst)
+	if err != nil {
+		return err
+	}
+	g.callMu.Lock()
+	defer g.callMu.Unlock()
+	if g.gone {
+		return g.describe("update", errors.New("deregistered"))
+	}
+	if p.Ip != g.param.Ip || p.Port != g.param.Port {
+		return fmt.Errorf("nacos: update %s:%d in %s: the address changed to %s:%d; deregister and register instead",
+			g.param.Ip, g.param.Port, g.key.subKey(), p.Ip, p.Port)
+	}
+	g.param = p
+	c, gen := g.reg.clientGen()
+	if c == nil {
+		g.gen = 0 // announced with the new values once connected
+		return nil
+	}
+	if err := g.announce(ctx, c); err != nil {
+		g.gen = 0
+		signal(g.reg.regWake) // keepRegistered tries again
+		return err
+	}
+	g.gen = gen
+	return nil
+}
+
+// Deregister implements discovery.Registration: the instance stops being
+// kept and is deregistered from the server. Without a connection there is
+// nothing to deregister (the server removes an ephemeral instance with its
+// connection). It is idempotent.
+func (g *registration) Deregister(ctx context.Context) error {
+	g.callMu.Lock()
+	defer g.callMu.Unlock()
+	return g.withdraw(ctx)
+}
+
+// withdraw is Deregister with callMu held.
+func (g *registration) withdraw(ctx context.Context) error {
+	if g.gone {
+		return nil
+	}
+	g.gone = true
+	r := g.reg
+	// g stays in the set until the request is done (fenceRegistrations).
+	defer r.forget(g)
+	c, _ := r.clientGen()
+	if c == nil {
+		return nil
+	}
+	p := g.deregisterParam()
+	return call(ctx, func() (bool, error) { return c.DeregisterInstance(p) }, func(err error) error {
+		return g.describe("deregister", err)
+	})
+}
+
+// forget removes g from the live registrations.
+func (r *registry) forget(g *registration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.regs[g.key.subKey()] == g {
+		delete(r.regs, g.key.subKey())
+	}
+}
+
+// restore registers g on the current client if it is not announced there
+// yet; false if that failed.
+func (g *registration) restore() bool {
+	g.callMu.Lock()
+	defer g.callMu.Unlock()
+	r := g.reg
+	if g.gone {
+		return true
+	}
+	c, gen := r.clientGen()
+	if c == nil || g.gen == gen {
+		return true // nothing to do until a client connects (setClient wakes keepRegistered)
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, r.timeout)
+	defer cancel()
+	log := r.log.WithField("service", g.key.subKey())
+	if err := g.announce(ctx, c); err != nil {
+		log.WithError(err).Warn("nacos: registering the local instance on the new connection failed; retrying")
+		return false
+	}
+	g.gen = gen
+	log.WithField("address", fmt.Sprintf("%s:%d", g.param.Ip, g.param.Port)).Info("nacos: local instance registered")
+	return true
+}
+
+// liveRegistrations lists the registrations kept.
+func (r *registry) liveRegistrations() []*registration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*registration, 0, len(r.regs))
+	for _, g := range r.regs {
+		out = append(out, g)
+	}
+	return out
+}
+
+// keepRegistered is the goroutine that announces the live registrations on
+// each new client (woken by setClient) and retries failed announcements
+// with backoff, until the registry closes.
+func (r *registry) keepRegistered() {
+	defer r.regWG.Done()
+	var failures int
+	var retry <-chan time.Time
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-r.regWake:
+		case <-retry:
+		}
+		retry = nil
+		ok := true
+		for _, g := range r.liveRegistrations() {
+			if !g.restore() {
+				ok = false
+			}
+		}
+		if ok {
+			failures = 0
+			continue
+		}
+		failures++
+		retry = time.After(backoff(failures, r.backoffBase, r.backoffMax, r.rand))
+	}
+}
+
+// fenceRegistrations waits for every SDK call a registration is making to
+// end. supervise calls it after clearing the client and before closing it,
+// so that no registration request runs on a closing client. A request on a
+// lost connection fails fast; at worst this waits for the timeout option.
+func (r *registry) fenceRegistrations() {
+	for _, g := range r.liveRegistrations() {
+		g.callMu.Lock()
+		g.callMu.Unlock() // nothing to do inside: waiting for the lock is the point
+	}
+}
+
+// withdrawAll deregisters every live registration (Close).
+func (r *registry) withdrawAll() {
+	for _, g := range r.liveRegistrations() {
+		ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+		g.callMu.Lock()
+		if err := g.withdraw(ctx); err != nil {
+			r.log.WithError(err).Warn("nacos: deregistering the local instance on close failed; the server removes it with the connection")
+		}
+		g.callMu.Unlock()
+		cancel()
+	}
+}
