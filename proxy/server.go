@@ -156,6 +156,11 @@ func (s *Server) closeIdle() bool {
 
 func (s *Server) newConn(nc net.Conn) *srvConn {
 	c := &srvConn{srv: s, nc: nc, remote: nc.RemoteAddr().String(), watchDone: make(chan struct{}, 1)}
+	// The values net/http's server gives its requests. ReverseProxy reads
+	// ServerContextKey: with it, a body that breaks off after the header
+	// went out aborts the answer (http.ErrAbortHandler) instead of ending
+	// it as if complete.
+	c.ctx = context.WithValue(context.WithValue(context.Background(), http.ServerContextKey, s.hs), http.LocalAddrContextKey, nc.LocalAddr())
 	c.br = bufio.NewReaderSize(c, 4<<10)
 	c.bw = bufio.NewWriterSize(nc, 4<<10)
 	c.limit = s.hs.MaxHeaderBytes
@@ -200,7 +205,8 @@ type srvConn struct {
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	remote string
-	state  atomic.Int32 // connIdle, connActive, connClosed; Shutdown reads it
+	ctx    context.Context // the base of each request's context
+	state  atomic.Int32    // connIdle, connActive, connClosed; Shutdown reads it
 
 	// What was read for the current request's head, to hand the
 	// connection over with it.
@@ -368,7 +374,7 @@ func (c *srvConn) handOff() bool {
 func (c *srvConn) serveRequest(req *http.Request) bool {
 	delete(req.Header, "Host")
 	req.RemoteAddr = c.remote
-	ctx, cancel := context.WithCancelCause(context.Background())
+	ctx, cancel := context.WithCancelCause(c.ctx)
 	defer cancel(nil)
 	req = req.WithContext(ctx)
 	c.cancel = cancel

@@ -16,13 +16,13 @@ import (
 )
 
 // directServer serves h with proxy.Server on loopback. The handler marks
-// each answer with the path that served it: net/http's server puts
-// http.ServerContextKey in the request context, the direct path does not.
+// each answer with the path that served it: net/http's ResponseWriter can
+// hijack the connection, the direct path's cannot.
 func directServer(t *testing.T, hs *http.Server, h http.HandlerFunc) (addr string, srv *proxy.Server) {
 	t.Helper()
 	mark := func(w http.ResponseWriter, r *http.Request) {
 		via := "direct"
-		if r.Context().Value(http.ServerContextKey) != nil {
+		if _, ok := w.(http.Hijacker); ok {
 			via = "net/http"
 		}
 		w.Header().Set("X-Via", via)

@@ -165,6 +165,17 @@ upstreams:
 // client's request ends at once with an error (the headers had gone out, so
 // no retry was possible) instead of hanging or passing as complete.
 func TestChaosBackendResetsMidBody(t *testing.T) {
+	for name, head := range map[string]string{
+		"content-length": "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\npartial",
+		"chunked":        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7\r\npartial\r\n",
+	} {
+		t.Run(name, func(t *testing.T) { testResetMidBody(t, head) })
+	}
+}
+
+// testResetMidBody: a backend sends head (the start of an answer) and
+// resets; the client must see an error, never a complete answer.
+func testResetMidBody(t *testing.T, head string) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -179,7 +190,8 @@ func TestChaosBackendResetsMidBody(t *testing.T) {
 			go func() {
 				buf := make([]byte, 4096)
 				c.Read(buf)
-				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\npartial")
+				io.WriteString(c, head)
+				time.Sleep(10 * time.Millisecond) // the proxy has begun the answer
 				c.(*net.TCPConn).SetLinger(0)
 				c.Close() // RST
 			}()
