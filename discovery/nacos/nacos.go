@@ -26,7 +26,7 @@
 //     it when its last watcher stops (a later watch of the service waits
 //     for that to finish before it subscribes again).
 //
-// A Subscribe that fails is retried with backoff (250 ms doubling to 5 s).
+// A Subscribe that fails is retried with backoff (250 ms doubling to 1 s).
 //
 // # Connection
 //
@@ -35,10 +35,20 @@
 // connections, checks the connection every 250 ms, and when it is lost
 // closes the client, reports ErrUnreachable to every watcher (Remora keeps
 // the nodes, marked stale) and starts over with a new client, on which the
-// services are subscribed again. The SDK's own reconnect path is not used:
-// it races with requests made meanwhile (found with -race). Each SDK
-// client also opens a UDP listener for Nacos 1.x pushes, which the SDK
-// never closes; the adapter wakes it on close so that it ends.
+// services are subscribed again; while no server answers it tries again
+// with backoff capped at one second, so a returning server is used within
+// about a second. The SDK's own reconnect path is not used: it races with
+// requests made meanwhile (found with -race). Each SDK client also opens a
+// UDP listener for Nacos 1.x pushes, which the SDK never closes; the
+// adapter wakes it on close so that it ends.
+//
+// A server that restarted lists no ephemeral instances until their
+// applications have reconnected and registered them again. So an empty
+// list in the first 10 seconds after a service is subscribed again, while
+// Remora has instances of it, is held (see subscription.deliver): the
+// nodes stay, marked stale, until the server lists instances or the 10
+// seconds have passed. Any other empty list is applied at once: the
+// server states that every instance is gone.
 //
 // # Cold start
 //
@@ -205,8 +215,9 @@ func safeName(name string) string {
 const (
 	defaultPollUp      = 250 * time.Millisecond // connection checks (an atomic read while it is up)
 	defaultBackoffBase = 250 * time.Millisecond
-	defaultBackoffMax  = 5 * time.Second
+	defaultBackoffMax  = time.Second           // a returning server is seen within about a second
 	defaultSettle      = 50 * time.Millisecond // after a client connects, before it is used
+	defaultEmptyGrace  = 10 * time.Second      // see subscription.deliver
 	maxProbeTimeout    = time.Second
 )
 
@@ -232,7 +243,9 @@ type registry struct {
 	settle      time.Duration
 	backoffBase time.Duration
 	backoffMax  time.Duration
+	emptyGrace  time.Duration // see subscription.deliver; 0 turns holding off
 	rand        func() float64
+	sleep       func(context.Context, time.Duration) bool // supervise's backoff: sleepCtx
 
 	ctx     context.Context // ends on Close
 	cancel  context.CancelFunc
@@ -265,6 +278,8 @@ func newRegistry(o *Options, log *logrus.Entry, dial func() (namingClient, error
 		settle:      defaultSettle,
 		backoffBase: defaultBackoffBase,
 		backoffMax:  defaultBackoffMax,
+		emptyGrace:  defaultEmptyGrace,
+		sleep:       sleepCtx,
 		rand:        rand.Float64,
 		ctx:         ctx,
 		cancel:      cancel,
@@ -289,8 +304,13 @@ func (r *registry) start() {
 //
 //   - while no server's gRPC port accepts a TCP connection, it creates no
 //     client (each SDK client leaks a UDP listener and its goroutine when
-//     closed) and retries with backoff;
-//   - a new client that did not connect on start-up is closed again;
+//     closed) and retries with backoff capped at backoffMax (a second), so
+//     a returning server is seen within about a second;
+//   - a new client that did not connect on start-up is closed again, and
+//     the next one created after backoff capped at five times backoffMax:
+//     a server that accepts connections but cannot serve them is not
+//     loaded with a new client (a login, three connection attempts) every
+//     second by every sidecar;
 //   - a client whose connection is lost is closed, and a fresh one created.
 //
 // The SDK would reconnect a client by itself, but its reconnect path has
@@ -306,7 +326,11 @@ func (r *registry) supervise() {
 		c, err := r.connect()
 		if err != nil {
 			r.setDown(err)
-			if !sleepCtx(r.ctx, backoff(attempt, r.backoffBase, r.backoffMax, r.rand)) {
+			ceiling := r.backoffMax
+			if !errors.Is(err, errNoServer) {
+				ceiling *= 5
+			}
+			if !r.sleep(r.ctx, backoff(attempt, r.backoffBase, ceiling, r.rand)) {
 				return
 			}
 			continue
@@ -325,11 +349,17 @@ func (r *registry) supervise() {
 	}
 }
 
+// noServerError is a probe's error; it is errNoServer too, and prints as
+// the probe's error alone.
+type noServerError struct{ error }
+
+func (e *noServerError) Unwrap() []error { return []error{e.error, errNoServer} }
+
 // connect returns a connected client.
 func (r *registry) connect() (namingClient, error) {
 	if r.probe != nil {
 		if err := r.probe(); err != nil {
-			return nil, err
+			return nil, &noServerError{err}
 		}
 	}
 	c, err := r.dial()
@@ -349,6 +379,10 @@ func (r *registry) connect() (namingClient, error) {
 	}
 	return c, nil
 }
+
+// errNoServer is wrapped by connect's error when no server accepted a TCP
+// connection (and no client was created).
+var errNoServer = errors.New("no server accepts connections")
 
 // probeServers reports whether the gRPC port of any server accepts a TCP
 // connection.
@@ -395,6 +429,7 @@ func (r *registry) setDown(err error) {
 		r.haveClient = make(chan struct{})
 	}
 	first := r.downErr == nil
+	same := !first && r.downErr.Error() == err.Error()
 	r.downErr = err
 	subs := r.allSubs()
 	r.mu.Unlock()
@@ -402,6 +437,12 @@ func (r *registry) setDown(err error) {
 		r.log.WithError(err).Warn("nacos: no connection to the server; keeping the last known instances and retrying")
 	} else {
 		r.log.WithError(err).Debug("nacos: still no connection to the server")
+	}
+	if same {
+		// The watchers have this error already: once a second would flood
+		// the upstreams' logs (a subscription created meanwhile reads
+		// downErr itself when it starts).
+		return
 	}
 	for _, s := range subs {
 		s.down(err)

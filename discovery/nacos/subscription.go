@@ -19,11 +19,12 @@ import (
 //
 // run is its only goroutine and the only caller of the SDK for it. The
 // SDK's callback copies the list into pending (guarded by cbMu) and
-// signals changed; run publishes it. param is created once and given to
-// both Subscribe and Unsubscribe (nacos-sdk-go#845). hosts, have, err and
-// watchers are guarded by mu, which is never held during an SDK call; a
-// watcher's Latest is only fed under mu, so a watcher added later sees the
-// same sequence of states as the others.
+// signals changed; run publishes it (see deliver). param is created once
+// and given to both Subscribe and Unsubscribe (nacos-sdk-go#845). hosts,
+// have, err and watchers are guarded by mu, which is never held during an
+// SDK call; a watcher's Latest is only fed under mu, so a watcher added
+// later sees the same sequence of states as the others. holdUntil, held
+// and holdC are owned by run.
 type subscription struct {
 	reg     *registry
 	key     string // group@@service
@@ -50,6 +51,10 @@ type subscription struct {
 	have     bool             // hosts is set
 	err      error            // the error since hosts, if any
 	skipped  string           // the unusable hosts last logged
+
+	holdUntil time.Time        // an empty list before then is suspicious (see deliver)
+	held      bool             // an empty list is being held
+	holdC     <-chan time.Time // fires at holdUntil while held
 }
 
 func newSubscription(r *registry, group, service string, prev *subscription) *subscription {
@@ -145,6 +150,11 @@ func (s *subscription) setFor(w *watcher) []discovery.Instance {
 func (s *subscription) publish(hosts []model.Instance) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.publishLocked(hosts)
+}
+
+// publishLocked is publish with mu held.
+func (s *subscription) publishLocked(hosts []model.Instance) {
 	s.hosts, s.have, s.err = hosts, true, nil
 	if _, skipped := toSet(hosts, nil, s.reg.scale); len(skipped) > 0 {
 		if msg := errors.Join(skipped...).Error(); msg != s.skipped {
@@ -181,6 +191,10 @@ func (s *subscription) down(err error) {
 // coldStart publishes the SDK's disk copy of the service, if the
 // subscription has no instances yet and there is one: on a start while the
 // server is down, the instances of the last run.
+//
+// It may be called by run and by the registry's supervise at once: the
+// check and the publication are one step under mu, so the disk copy is
+// published once.
 func (s *subscription) coldStart() {
 	s.mu.Lock()
 	have := s.have
@@ -188,13 +202,18 @@ func (s *subscription) coldStart() {
 	if have || s.reg.diskCache == nil {
 		return
 	}
-	hosts, ok := s.reg.diskCache(s.group, s.service)
+	hosts, ok := s.reg.diskCache(s.group, s.service) // file I/O: not under mu
 	if !ok {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.have {
 		return
 	}
 	s.reg.log.WithField("service", s.key).WithField("instances", len(hosts)).
 		Warn("nacos: serving the instances of the last run (the on-disk cache) until the server answers")
-	s.publish(hosts)
+	s.publishLocked(hosts)
 }
 
 // run subscribes, follows the service and unsubscribes at the end. When
@@ -240,6 +259,7 @@ func (s *subscription) run() {
 			s.cbMu.Lock()
 			s.pending, s.hasPending = nil, false // from the old client
 			s.cbMu.Unlock()
+			s.held, s.holdC, s.holdUntil = false, nil, time.Time{}
 		}
 		if !subscribed && retry == nil {
 			if attempts > 0 {
@@ -263,6 +283,11 @@ func (s *subscription) run() {
 					log.WithField("attempts", failures+1).Info("nacos: subscribed")
 				}
 				subscribed, failures = true, 0
+				if s.hasInstances() && r.emptyGrace > 0 {
+					// Subscribed again (a new client, or the disk cache
+					// served first): see deliver.
+					s.holdUntil = time.Now().Add(r.emptyGrace)
+				}
 				if !s.publishPending() {
 					// The SDK calls back with the answer to a first
 					// Subscribe; should it not have, read its copy.
@@ -284,31 +309,78 @@ func (s *subscription) run() {
 		case <-s.lost:
 			// The registry closed c: current() waits for the next client,
 			// and a new generation starts over.
+		case <-s.holdC:
+			s.holdC = nil
+			if s.held {
+				log.WithField("held", r.emptyGrace).Warn("nacos: the server still lists no instances; applying the empty list")
+				s.held, s.holdUntil = false, time.Time{}
+				s.publish([]model.Instance{})
+			}
 		}
 	}
 }
 
-// publishPending publishes the list of the last callback, if there is one
-// not published yet.
+// publishPending delivers the list of the last callback, if there is one
+// not delivered yet.
 func (s *subscription) publishPending() bool {
 	s.cbMu.Lock()
 	hosts, ok := s.pending, s.hasPending
 	s.pending, s.hasPending = nil, false
 	s.cbMu.Unlock()
 	if ok {
-		s.publish(hosts)
+		s.deliver(hosts)
 	}
 	return ok
 }
 
-// refresh reads the SDK's copy of the service and publishes it.
+// refresh reads the SDK's copy of the service and delivers it.
 func (s *subscription) refresh(c namingClient) {
 	svc, err := c.GetService(vo.GetServiceParam{ServiceName: s.service, GroupName: s.group})
 	if err != nil {
 		s.fail(s.describe(err))
 		return
 	}
-	s.publish(svc.Hosts)
+	s.deliver(svc.Hosts)
+}
+
+// errEmptyAfterReconnect is wrapped by the error watchers get while an
+// empty list is held.
+var errEmptyAfterReconnect = errors.New("the server lists no instances right after the subscription was made again")
+
+// deliver publishes a list read from the server, except a suspicious empty
+// one. A server that restarted lists no ephemeral instances until their
+// applications' clients have reconnected and registered them again (Polaris
+// and Nacos keep ephemeral instances only with their connections), so an
+// empty list in the first emptyGrace after subscribing again (on a new
+// client, or after the disk cache was served) while the subscription has
+// instances is held: the watchers keep their nodes, marked stale with
+// errEmptyAfterReconnect, until a non-empty list comes or emptyGrace has
+// passed, when the empty list is applied. Outside that window, and once a
+// non-empty list has come, an empty list is applied at once: the server
+// states that every instance is gone. Only run calls it.
+func (s *subscription) deliver(hosts []model.Instance) {
+	if len(hosts) == 0 && time.Now().Before(s.holdUntil) && s.hasInstances() {
+		if !s.held {
+			s.held = true
+			s.holdC = time.After(time.Until(s.holdUntil))
+			s.reg.log.WithField("service", s.key).WithField("hold", s.reg.emptyGrace).
+				Warn("nacos: the server lists no instances right after reconnecting; keeping the last known ones while their applications register again")
+		}
+		s.fail(fmt.Errorf("nacos: service %q: %w; keeping the last known instances for up to %v", s.key, errEmptyAfterReconnect, s.reg.emptyGrace))
+		return
+	}
+	if len(hosts) > 0 {
+		s.holdUntil = time.Time{} // the server has data again: no more holding
+	}
+	s.held, s.holdC = false, nil
+	s.publish(hosts)
+}
+
+// hasInstances reports whether the last list published is not empty.
+func (s *subscription) hasInstances() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.hosts) > 0
 }
 
 // describe wraps an SDK error with the service and, when the client has no

@@ -500,3 +500,156 @@ func TestBackoff(t *testing.T) {
 		t.Fatalf("capped backoff %v, want %v", d, ceiling/2)
 	}
 }
+
+// A server that restarted lists no ephemeral instances until their
+// applications register them again. An empty list right after a
+// reconnection, while the watch has instances, is held: the nodes stay,
+// marked stale, until the server lists instances again.
+func TestEmptyListAfterReconnectHeld(t *testing.T) {
+	f := newFake()
+	r := fakeRegistry(t, f)
+	r.emptyGrace = time.Minute // before any Watch
+	f.push(DefaultGroup, "s", host("10.0.0.1", 1, "", 1, nil))
+	w := watch(t, r, "s")
+	waitPorts(t, w, 1)
+
+	f.setHealthy(false)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if _, err := w.Next(ctx); !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("Next after the connection dropped: %v", err)
+	}
+	// Closed, so that the push below reaches no callback of the old client.
+	waitCond(t, "the client closed", func() bool { return f.registered(DefaultGroup, "s") == 0 })
+	f.push(DefaultGroup, "s") // the server restarted empty
+	f.setHealthy(true)
+	for {
+		set, err := w.Next(ctx)
+		if errors.Is(err, ErrUnreachable) {
+			continue // reported again while still down
+		}
+		if !errors.Is(err, errEmptyAfterReconnect) {
+			t.Fatalf("Next after reconnecting to an empty server: %s, %v; want errEmptyAfterReconnect and no set", discoverytest.Describe(set), err)
+		}
+		break
+	}
+	// A watcher added meanwhile gets the last known set and the error.
+	w2 := watch(t, r, "s")
+	if set, err := w2.Next(ctx); err != nil || !slices.Equal(ports(set), []int{1}) {
+		t.Fatalf("a new watcher while held: %s, %v", discoverytest.Describe(set), err)
+	}
+	// The applications register again: their instances are applied.
+	f.push(DefaultGroup, "s", host("10.0.0.2", 2, "", 1, nil))
+	waitPorts(t, w, 2)
+	waitPorts(t, w2, 2)
+	// From then on an empty list is the server's word: applied at once.
+	f.push(DefaultGroup, "s")
+	waitPorts(t, w)
+}
+
+// A held empty list is applied once the grace period has passed without
+// the server listing any instance.
+func TestEmptyListAfterReconnectAppliedAfterGrace(t *testing.T) {
+	f := newFake()
+	r := fakeRegistry(t, f)
+	r.emptyGrace = 200 * time.Millisecond
+	f.push(DefaultGroup, "s", host("10.0.0.1", 1, "", 1, nil))
+	w := watch(t, r, "s")
+	waitPorts(t, w, 1)
+	f.setHealthy(false)
+	// Closed, so that the push below reaches no callback of the old client.
+	waitCond(t, "the client closed", func() bool { return f.registered(DefaultGroup, "s") == 0 })
+	f.push(DefaultGroup, "s")
+	start := time.Now()
+	f.setHealthy(true)
+	waitPorts(t, w)
+	if d := time.Since(start); d < r.emptyGrace {
+		t.Fatalf("the empty list was applied after %v; want it held for %v", d, r.emptyGrace)
+	}
+}
+
+// The disk cache served on a cold start counts as instances: the server's
+// first, empty answer is held too.
+func TestEmptyListAfterColdStartHeld(t *testing.T) {
+	f := newFake()
+	f.setHealthy(false)
+	o := &Options{}
+	if err := o.normalize(); err != nil {
+		t.Fatal(err)
+	}
+	r := newRegistry(o, discovery.Env{}.Logger(), f.reopen)
+	r.probe = f.probe
+	r.pollUp, r.backoffBase, r.backoffMax = 10*time.Millisecond, 5*time.Millisecond, 20*time.Millisecond
+	r.diskCache = func(group, service string) ([]model.Instance, bool) {
+		return []model.Instance{host("10.0.0.1", 1, "", 1, nil)}, true
+	}
+	r.start()
+	defer r.Close()
+	w := watch(t, r, "s")
+	waitPorts(t, w, 1)
+	f.setHealthy(true)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	for {
+		set, err := w.Next(ctx)
+		if errors.Is(err, errEmptyAfterReconnect) {
+			break
+		}
+		if err == nil || !errors.Is(err, ErrUnreachable) {
+			t.Fatalf("Next: %s, %v; want the empty answer held", discoverytest.Describe(set), err)
+		}
+	}
+	f.push(DefaultGroup, "s", host("10.0.0.2", 2, "", 1, nil))
+	waitPorts(t, w, 2)
+}
+
+// While no server accepts connections, reconnection is tried at least
+// every backoffMax (a second by default); a server that accepts
+// connections but whose SDK client does not connect is tried again less
+// often (up to five times backoffMax), so that it is not loaded with a new
+// client every second.
+func TestReconnectBackoffCeilings(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		probe   error
+		ceiling time.Duration
+	}{
+		{"no server", fmt.Errorf("%w: connection refused", ErrUnreachable), 100 * time.Millisecond},
+		{"client does not connect", nil, 500 * time.Millisecond},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFake()
+			f.setHealthy(false)
+			o := &Options{}
+			if err := o.normalize(); err != nil {
+				t.Fatal(err)
+			}
+			r := newRegistry(o, discovery.Env{}.Logger(), f.reopen)
+			r.probe = func() error { return c.probe }
+			r.backoffBase, r.backoffMax = 10*time.Millisecond, 100*time.Millisecond
+			r.rand = func() float64 { return 0.9999 }
+			waits := make(chan time.Duration, 100)
+			r.sleep = func(ctx context.Context, d time.Duration) bool {
+				select {
+				case waits <- d:
+				default:
+				}
+				return sleepCtx(ctx, time.Millisecond)
+			}
+			r.start()
+			defer r.Close()
+			var longest time.Duration
+			for range 12 {
+				select {
+				case d := <-waits:
+					longest = max(longest, d)
+				case <-time.After(wait):
+					t.Fatal("no reconnection attempt")
+				}
+			}
+			if longest > c.ceiling || longest < c.ceiling*9/10 {
+				t.Fatalf("longest wait between attempts %v; want just under %v", longest, c.ceiling)
+			}
+		})
+	}
+}
