@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -380,5 +382,37 @@ func BenchmarkProxyRequest(b *testing.B) {
 		if rec.Code != 200 {
 			b.Fatal(rec.Code)
 		}
+	}
+}
+
+// Trailers and 1xx answers pass through both direct paths (proxy.Server
+// and proxy.Transport) and ReverseProxy between them.
+func TestTrailersAndEarlyHintsPassThrough(t *testing.T) {
+	f := newFixture(t, "users")
+	f.set(t, "users", newBackend(t, "t1", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</a.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Set("Trailer", "X-Checksum")
+		_, _ = io.WriteString(w, "part1 ")
+		w.(http.Flusher).Flush()
+		_, _ = io.WriteString(w, "part2")
+		w.Header().Set("X-Checksum", "abc")
+		w.Header().Set(http.TrailerPrefix+"X-Unannounced", "late")
+	}).instance())
+	var early []int
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, _ textproto.MIMEHeader) error {
+		early = append(early, code)
+		return nil
+	}}
+	for i := 0; i < 2; i++ { // the second on kept-alive connections
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, f.front.URL+"/", nil)
+		req.Host = "users"
+		resp, body := do(t, req)
+		if body != "part1 part2" || resp.Trailer.Get("X-Checksum") != "abc" || resp.Trailer.Get("X-Unannounced") != "late" {
+			t.Fatalf("request %d: %q trailers %v", i, body, resp.Trailer)
+		}
+	}
+	if len(early) != 2 || early[0] != http.StatusEarlyHints {
+		t.Fatalf("1xx answers seen: %v", early)
 	}
 }
