@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -29,6 +28,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/stdlog"
 	"github.com/remora-mesh/remora/pkg/balancer"
 	"github.com/remora-mesh/remora/pkg/canary"
 	"github.com/remora-mesh/remora/pkg/health"
@@ -99,7 +99,7 @@ func New(opts Options) *Proxy {
 		Rewrite:      rewrite,
 		Transport:    pickingTransport{base: p.transport},
 		ErrorHandler: p.handleError,
-		ErrorLog:     log.New(opts.Log.WriterLevel(logrus.WarnLevel), "", 0),
+		ErrorLog:     stdlog.New(opts.Log, logrus.WarnLevel),
 		BufferPool:   bufferPool{},
 	}
 	p.table.Store(upstream.NewTable())

@@ -7,6 +7,8 @@ import (
 	"os"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/remora-mesh/remora/internal/stdlog"
 )
 
 // newLogger returns a logrus logger writing to w: text when format is
@@ -47,7 +49,7 @@ func isTerminal(w io.Writer) bool {
 
 // newStdLogger adapts logrus for net/http's ErrorLog.
 func newStdLogger(e *logrus.Entry) *log.Logger {
-	return log.New(e.WriterLevel(logrus.WarnLevel), "", 0)
+	return stdlog.New(e, logrus.WarnLevel)
 }
 
 // accessLogOutput is where access log lines go: standard output, apart from
