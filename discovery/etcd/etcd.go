@@ -27,6 +27,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -176,6 +177,7 @@ type Registry struct {
 	env    discovery.Env
 	ctx    context.Context
 	cancel context.CancelFunc
+	wg     sync.WaitGroup // the watchers' goroutines
 }
 
 // NewRegistry returns a registry over cli; Close closes cli.
@@ -202,13 +204,15 @@ func (r *Registry) Watch(_ context.Context, service string) (discovery.Watcher, 
 		nodes:  map[string]discovery.Instance{},
 		probe:  r.ProbeInterval,
 	}
-	go w.run(ctx)
+	r.wg.Go(func() { w.run(ctx) })
 	return w, nil
 }
 
-// Close stops every watcher and closes the client.
+// Close stops every watcher, waits until they have ended, and closes the
+// client.
 func (r *Registry) Close() error {
 	r.cancel()
+	r.wg.Wait()
 	return r.cli.Close()
 }
 
@@ -358,6 +362,8 @@ func (w *watcher) follow(ctx context.Context) error {
 		var resp clientv3.WatchResponse
 		var ok bool
 		select {
+		case <-ctx.Done():
+			return ctx.Err()
 		case <-tick:
 			w.check(ctx)
 			continue
