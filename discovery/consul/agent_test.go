@@ -2,11 +2,13 @@ package consul
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"testing"
 
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
+	"go.uber.org/goleak"
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/discovery/consul/consultest"
@@ -24,7 +26,16 @@ func TestMain(m *testing.M) {
 		"CONSUL_NAMESPACE", "CONSUL_PARTITION", "CONSUL_CACERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY"} {
 		os.Unsetenv(k)
 	}
-	consultest.Main(m)
+	code := consultest.Run(m)
+	if code == 0 {
+		// The API client's idle keep-alive connections are not leaks.
+		if err := goleak.Find(goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+			goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop")); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 func mainAgent(t testing.TB) *consultest.Agent {
