@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/remora-mesh/remora/internal/testnet"
 )
 
 const wrkOutput = `Running 10s test @ http://127.0.0.1:40000/64
@@ -142,24 +144,11 @@ func TestHandleClose(t *testing.T) {
 	}
 }
 
-// TestBackendServesHTTP talks to the backend with net/http's client, which
-// is what Remora's transport is.
+// TestBackendServesHTTP talks to the backend with net/http's client: a
+// strict HTTP/1.1 peer, as every proxy under test is.
 func TestBackendServesHTTP(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	resp := newResponses()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go serveConn(c, resp)
-		}
-	}()
+	ln := testnet.Serve(t, func(c net.Conn) { serveConn(c, resp) })
 	client := &http.Client{Timeout: 5 * time.Second}
 	defer client.CloseIdleConnections()
 	for range 3 {

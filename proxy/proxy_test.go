@@ -20,6 +20,7 @@ import (
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/discovery/discoverytest"
+	"github.com/remora-mesh/remora/internal/testnet"
 	"github.com/remora-mesh/remora/pkg/upstream"
 	"github.com/remora-mesh/remora/proxy"
 )
@@ -198,22 +199,7 @@ func TestUnknownHostIs404AndDialsNothing(t *testing.T) {
 	f := newFixture(t, "users")
 	f.set(t, "users", newBackend(t, "u1", nil).instance())
 	// "Anywhere else": a listener that counts every connection it gets.
-	elsewhere, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer elsewhere.Close()
-	var accepted atomic.Int64
-	go func() {
-		for {
-			c, err := elsewhere.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			c.Close()
-		}
-	}()
+	elsewhere := testnet.Count(t)
 	for _, host := range []string{elsewhere.Addr().String(), "example.com", "users.example.com", "localhost"} {
 		resp, body := f.get(t, host, "/")
 		if resp.StatusCode != http.StatusNotFound {
@@ -235,7 +221,7 @@ func TestUnknownHostIs404AndDialsNothing(t *testing.T) {
 		t.Fatalf("absolute-form request: %q", reply)
 	}
 	time.Sleep(50 * time.Millisecond)
-	if n := accepted.Load(); n != 0 {
+	if n := elsewhere.Accepted(); n != 0 {
 		t.Fatalf("the outside listener received %d connections; want 0", n)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/testnet"
 	"github.com/remora-mesh/remora/proxy"
 )
 
@@ -328,36 +329,22 @@ func TestServerShutdown(t *testing.T) {
 // 2-byte answer, allocating nothing per request: a benchmark's allocations
 // are then the proxy's own.
 func rawBackend(b *testing.B) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ln.Close() })
-	go func() {
+	answer := []byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok")
+	return testnet.Serve(b, func(c net.Conn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			line, err := br.ReadSlice('\n')
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				answer := []byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok")
-				for {
-					line, err := br.ReadSlice('\n')
-					if err != nil {
-						return
-					}
-					if len(line) == 2 { // the blank line ends a head without a body
-						if _, err := c.Write(answer); err != nil {
-							return
-						}
-					}
+			if len(line) == 2 { // the blank line ends a head without a body
+				if _, err := c.Write(answer); err != nil {
+					return
 				}
-			}()
+			}
 		}
-	}()
-	return ln.Addr().String()
+	}).Addr().String()
 }
 
 // BenchmarkDirectPath measures one request through a proxy listener as

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/remora-mesh/remora/internal/testnet"
 	"github.com/remora-mesh/remora/proxy"
 )
 
@@ -78,30 +79,17 @@ func TestTransportKeepsConnectionsAlive(t *testing.T) {
 // timeout) costs no failed request: a replayable request goes again on a
 // new connection. One that is not replayable fails, as with net/http.
 func TestTransportRetriesConnectionClosedWhileIdle(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	var conns atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns.Add(1)
-			go func() { // one answer per connection, then close without saying so
-				defer c.Close()
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				_, _ = io.Copy(io.Discard, req.Body)
-				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-			}()
+	ln := testnet.Serve(t, func(c net.Conn) { // one answer per connection, then close without saying so
+		defer c.Close()
+		conns.Add(1)
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
 		}
-	}()
+		_, _ = io.Copy(io.Discard, req.Body)
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	})
 	url := "http://" + ln.Addr().String() + "/"
 	tr := proxy.NewTransport(proxy.Options{})
 	defer tr.CloseIdleConnections()

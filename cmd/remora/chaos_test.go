@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/remora-mesh/remora/discovery/etcd/etcdtest"
+	"github.com/remora-mesh/remora/internal/testnet"
 )
 
 // loadGen sends requests for user-service from workers until stopped and
@@ -114,31 +115,9 @@ func upstreamStatusOf(t *testing.T, a *app) (st struct {
 // A backend that accepts connections and never answers: per_try timeouts
 // move requests to a healthy node, no request fails or hangs.
 func TestChaosBackendThatNeverAnswers(t *testing.T) {
-	mute, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mute.Close()
-	var held []net.Conn
-	var mu sync.Mutex
-	go func() {
-		for {
-			c, err := mute.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			held = append(held, c) // read nothing, answer nothing
-			mu.Unlock()
-		}
-	}()
-	defer func() {
-		mu.Lock()
-		for _, c := range held {
-			c.Close()
-		}
-		mu.Unlock()
-	}()
+	// Reads nothing, answers nothing; the connections close when the test
+	// ends.
+	mute := testnet.Serve(t, func(net.Conn) {})
 	good := startBackend(t, "good")
 	a := startRemora(t, fmt.Sprintf(`
 admin: {address: "127.0.0.1:0"}
@@ -176,27 +155,14 @@ func TestChaosBackendResetsMidBody(t *testing.T) {
 // testResetMidBody: a backend sends head (the start of an answer) and
 // resets; the client must see an error, never a complete answer.
 func testResetMidBody(t *testing.T, head string) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				buf := make([]byte, 4096)
-				c.Read(buf)
-				io.WriteString(c, head)
-				time.Sleep(10 * time.Millisecond) // the proxy has begun the answer
-				c.(*net.TCPConn).SetLinger(0)
-				c.Close() // RST
-			}()
-		}
-	}()
+	ln := testnet.Serve(t, func(c net.Conn) {
+		buf := make([]byte, 4096)
+		c.Read(buf)
+		io.WriteString(c, head)
+		time.Sleep(10 * time.Millisecond) // the proxy has begun the answer
+		c.(*net.TCPConn).SetLinger(0)
+		c.Close() // RST
+	})
 	a := startRemora(t, staticConfig([]string{ln.Addr().String()}, ""))
 	eventually(t, 5*time.Second, "ready", func() bool { return a.Table().Lookup("svc").Snapshot().Available == 1 })
 	start := time.Now()

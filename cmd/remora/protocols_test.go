@@ -35,6 +35,8 @@ import (
 	"google.golang.org/grpc/reflection"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
+
+	"github.com/remora-mesh/remora/internal/testnet"
 )
 
 // staticConfig is a Remora on ephemeral ports with one static service
@@ -214,27 +216,15 @@ func TestWebSocketThroughRemora(t *testing.T) {
 
 func TestTCPUpstream(t *testing.T) {
 	echo := func(name string) (net.Listener, *atomic.Int64) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
 		var n atomic.Int64
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				n.Add(1)
-				go func() {
-					defer c.Close()
-					sc := bufio.NewScanner(c)
-					for sc.Scan() {
-						fmt.Fprintf(c, "%s:%s\n", name, sc.Text())
-					}
-				}()
+		ln := testnet.Serve(t, func(c net.Conn) {
+			defer c.Close()
+			n.Add(1)
+			sc := bufio.NewScanner(c)
+			for sc.Scan() {
+				fmt.Fprintf(c, "%s:%s\n", name, sc.Text())
 			}
-		}()
+		})
 		return ln, &n
 	}
 	l1, n1 := echo("e1")
@@ -283,22 +273,7 @@ func TestTCPUpstream(t *testing.T) {
 // http://svc/; anything else is refused and nothing is dialed.
 func TestHTTPProxyMode(t *testing.T) {
 	b := startBackend(t, "b1")
-	elsewhere, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer elsewhere.Close()
-	var accepted atomic.Int64
-	go func() {
-		for {
-			c, err := elsewhere.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			c.Close()
-		}
-	}()
+	elsewhere := testnet.Count(t)
 	a := startRemora(t, staticConfig([]string{b.srv.Listener.Addr().String()}, ""))
 	eventually(t, 5*time.Second, "ready", func() bool { return a.Table().Lookup("svc").Snapshot().Available == 1 })
 	proxyURL, _ := url.Parse("http://" + a.addr("outbound"))
@@ -333,7 +308,7 @@ func TestHTTPProxyMode(t *testing.T) {
 		t.Fatalf("CONNECT svc: %q", reply)
 	}
 	time.Sleep(50 * time.Millisecond)
-	if n := accepted.Load(); n != 0 {
+	if n := elsewhere.Accepted(); n != 0 {
 		t.Fatalf("%d connections reached the outside listener; want 0", n)
 	}
 }
