@@ -239,20 +239,9 @@ func TestConsulCanaryLiveRamp(t *testing.T) {
 	registerBackend(t, agent, canary, []string{"canary"}, map[string]string{"canary-weight": "0"})
 	a := startRemora(t, consulConfig(agent.Addr(), ", wait_time: 5s", ", canary: {weight: 50}"))
 	eventually(t, 10*time.Second, "two nodes", func() bool { return available(a) == 2 })
-	if counts := send(t, a, 20); counts["canary"] != 0 {
-		t.Fatalf("canary-weight 0: %v", counts)
-	}
-	for _, step := range []struct {
-		weight string
-		want   func(map[string]int) bool
-	}{
-		{"100", func(c map[string]int) bool { return c["canary"] == 20 }},
-		{"0", func(c map[string]int) bool { return c["stable"] == 20 }},
-	} {
-		registerBackend(t, agent, canary, []string{"canary"}, map[string]string{"canary-weight": step.weight})
-		took := eventually(t, time.Second, "split at canary-weight "+step.weight, func() bool { return step.want(send(t, a, 20)) })
-		t.Logf("canary-weight %s took effect in %v", step.weight, took)
-	}
+	rampCanary(t, a, time.Second, func(weight string) {
+		registerBackend(t, agent, canary, []string{"canary"}, map[string]string{"canary-weight": weight})
+	})
 }
 
 // The Consul agent stopped for 30 s (REMORA_CHAOS_OUTAGE overrides) under

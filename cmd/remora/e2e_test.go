@@ -346,24 +346,35 @@ func TestEtcdCanaryLiveRamp(t *testing.T) {
 	srv.Put("/services/user-service/c1", canary.value(`{"canary":"true","canary-weight":"0"}`))
 	a := startRemora(t, etcdConfig(srv.Endpoint())+"    canary: {weight: 50}\n")
 	eventually(t, 5*time.Second, "two nodes", func() bool { return available(a) == 2 })
-	if counts := send(t, a, 20); counts["canary"] != 0 {
-		t.Fatalf("canary-weight 0: %v", counts)
-	}
-	for _, step := range []struct {
-		label string
-		want  func(map[string]int) bool
-	}{
-		{"100", func(c map[string]int) bool { return c["canary"] == 20 }},
-		{"0", func(c map[string]int) bool { return c["stable"] == 20 }},
-	} {
-		srv.Put("/services/user-service/c1", canary.value(`{"canary":"true","canary-weight":"`+step.label+`"}`))
-		took := eventually(t, time.Second, "split at canary-weight "+step.label, func() bool { return step.want(send(t, a, 20)) })
-		t.Logf("canary-weight %s took effect in %v", step.label, took)
-	}
+	rampCanary(t, a, time.Second, func(weight string) {
+		srv.Put("/services/user-service/c1", canary.value(`{"canary":"true","canary-weight":"`+weight+`"}`))
+	})
 	var st admin.UpstreamStatus
 	getJSON(t, "http://"+a.addr("admin")+"/upstreams/user-service", &st)
 	if st.Canary == nil || st.Canary.WeightFrom != "registry" || st.Canary.Weight != 0 || st.Nodes[0].Pool != "canary" {
 		t.Fatalf("canary status %+v", st.Canary)
+	}
+}
+
+// rampCanary checks a live ramp on a's user-service, whose canary starts at
+// canary-weight 0: none of 20 requests goes to the canary; then, after
+// setWeight("100"), all go there within bound, and after setWeight("0")
+// none.
+func rampCanary(t *testing.T, a *app, bound time.Duration, setWeight func(weight string)) {
+	t.Helper()
+	if counts := send(t, a, 20); counts["canary"] != 0 {
+		t.Fatalf("canary-weight 0: %v", counts)
+	}
+	for _, step := range []struct {
+		weight string
+		want   func(map[string]int) bool
+	}{
+		{"100", func(c map[string]int) bool { return c["canary"] == 20 }},
+		{"0", func(c map[string]int) bool { return c["stable"] == 20 }},
+	} {
+		setWeight(step.weight)
+		took := eventually(t, bound, "split at canary-weight "+step.weight, func() bool { return step.want(send(t, a, 20)) })
+		t.Logf("canary-weight %s took effect in %v", step.weight, took)
 	}
 }
 

@@ -104,40 +104,7 @@ func TestReloadUnderLoadKeepsNodeState(t *testing.T) {
 	ejectedUntil := byNode(a, "b3").Stats.Health.EjectedUntil()
 
 	// Continuous load from 16 workers while the config changes.
-	stop := make(chan struct{})
-	var ok, failed atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
-	outbound := a.addr("outbound")
-	for w := 0; w < 16; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				req, _ := http.NewRequest(http.MethodGet, "http://"+outbound+"/", nil)
-				req.Host = "user-service"
-				resp, err := http.DefaultClient.Do(req)
-				if err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != 200 {
-						err = fmt.Errorf("status %d", resp.StatusCode)
-					}
-				}
-				if err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err)
-				} else {
-					ok.Add(1)
-				}
-			}
-		}()
-	}
+	load := startLoad(t, a, 16)
 	time.Sleep(100 * time.Millisecond)
 
 	// 1. Another balancer, an added upstream with its own port.
@@ -169,11 +136,9 @@ func TestReloadUnderLoadKeepsNodeState(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(100 * time.Millisecond)
-	close(stop)
-	wg.Wait()
-
-	if n := failed.Load(); n != 0 || ok.Load() < 100 {
-		t.Fatalf("%d requests failed, %d succeeded during reloads (first error: %v)", n, ok.Load(), firstErr.Load())
+	load.finish(t)
+	if n := load.ok.Load(); n < 100 {
+		t.Fatalf("only %d requests during the reloads", n)
 	}
 	n3 := byNode(a, "b3")
 	if !n3.Stats.Health.Ejected() || !n3.Stats.Health.EjectedUntil().Equal(ejectedUntil) {
