@@ -82,8 +82,10 @@ func (s *Server) Serve(ln net.Listener) error {
 			if s.shuttingDown.Load() {
 				return http.ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() { // EMFILE and the like
+			// EMFILE and the like: wait and accept again, as net/http does
+			// (Temporary is deprecated for everything but this).
+			var ne interface{ Temporary() bool }
+			if errors.As(err, &ne) && ne.Temporary() {
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 				time.Sleep(backoff)
 				continue
@@ -219,7 +221,6 @@ type srvConn struct {
 	// read ahead, served to br before the connection.
 	watch     *time.Timer
 	watchDone chan struct{}
-	watchable atomic.Bool
 	cancel    context.CancelCauseFunc
 	pending   []byte
 }
@@ -387,7 +388,6 @@ func (c *srvConn) serveRequest(req *http.Request) bool {
 	}
 	armed := body == nil && c.br.Buffered() == 0
 	if armed {
-		c.watchable.Store(true)
 		c.watch.Reset(ClientWatchDelay)
 	}
 	c.srv.handler.ServeHTTP(w, req)
@@ -427,7 +427,6 @@ func (b *directBody) drain() bool {
 
 // endWatch stops the armed client watch, and waits for it if it started.
 func (c *srvConn) endWatch() {
-	c.watchable.Store(false)
 	if c.watch.Stop() {
 		return
 	}
@@ -449,9 +448,6 @@ var errClientGone = errors.New("the client closed the connection")
 // kept for it.
 func (c *srvConn) watchClient() {
 	defer func() { c.watchDone <- struct{}{} }()
-	if !c.watchable.Load() {
-		return
-	}
 	var b [1]byte
 	n, err := c.nc.Read(b[:])
 	if n > 0 {
