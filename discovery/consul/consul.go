@@ -55,6 +55,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/retry"
 	"github.com/remora-mesh/remora/internal/secret"
 )
 
@@ -223,24 +224,10 @@ func newRegistry(c healthClient, o *Options, log *logrus.Entry) *registry {
 		backoffBase: defaultBackoffBase,
 		backoffMax:  defaultBackoffMax,
 		now:         time.Now,
-		sleep:       sleepCtx,
+		sleep:       retry.Sleep,
 		rand:        rand.Float64,
 		closeIdle:   func() {},
 		watchers:    map[*watcher]struct{}{},
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/retry"
 )
 
 // watcher follows one service. Its producer goroutine (run) is the only
@@ -85,7 +86,7 @@ func (w *watcher) run(ctx context.Context) {
 			// Start over with a full read: after an outage or a restart
 			// the old index means nothing.
 			index = 0
-			delay = backoff(failures, r.backoffBase, r.backoffMax, r.rand)
+			delay = retry.Backoff(failures, r.backoffBase, r.backoffMax, r.rand)
 			continue
 		}
 		delay = 0
@@ -176,18 +177,4 @@ func nextIndex(prev, got uint64) uint64 {
 		return 0
 	}
 	return got
-}
-
-// backoff is the wait after the attempt-th consecutive failure (attempt >= 1):
-// base doubling per attempt, capped at ceiling, with "equal jitter": a
-// uniform value in [d/2, d), so the retries of many watchers spread out but
-// none retries at once. rnd returns a value in [0,1).
-func backoff(attempt int, base, ceiling time.Duration, rnd func() float64) time.Duration {
-	d := base
-	for i := 1; i < attempt && d < ceiling; i++ {
-		d *= 2
-	}
-	d = min(d, ceiling)
-	half := d / 2
-	return half + time.Duration(rnd()*float64(d-half))
 }

@@ -35,40 +35,6 @@ func TestNextIndex(t *testing.T) {
 	}
 }
 
-func TestBackoff(t *testing.T) {
-	const base, ceiling = 250 * time.Millisecond, 5 * time.Second
-	tests := []struct {
-		attempt  int
-		rnd      float64
-		want     time.Duration
-		whatCase string
-	}{
-		{1, 0, 125 * time.Millisecond, "first failure, low jitter"},
-		{1, 0.999999, 250 * time.Millisecond, "first failure, high jitter"},
-		{2, 0, 250 * time.Millisecond, "doubles"},
-		{3, 0.5, 750 * time.Millisecond, "half jitter"},
-		{5, 0, 2 * time.Second, "grows"},
-		{6, 0, 2500 * time.Millisecond, "capped"},
-		{6, 0.999999, 5 * time.Second, "capped, high jitter"},
-		{1000, 0, 2500 * time.Millisecond, "no overflow"},
-	}
-	for _, tc := range tests {
-		got := backoff(tc.attempt, base, ceiling, func() float64 { return tc.rnd })
-		if d := got - tc.want; d < -time.Millisecond || d > time.Millisecond {
-			t.Errorf("%s: backoff(%d, rnd=%v) = %v, want %v", tc.whatCase, tc.attempt, tc.rnd, got, tc.want)
-		}
-	}
-	// Never below half nor above the capped value, whatever the jitter.
-	for attempt := 1; attempt < 40; attempt++ {
-		for _, r := range []float64{0, 0.25, 0.5, 0.75, 0.9999} {
-			d := backoff(attempt, base, ceiling, func() float64 { return r })
-			if d < base/2 || d > ceiling {
-				t.Fatalf("backoff(%d, %v) = %v out of [%v, %v]", attempt, r, d, base/2, ceiling)
-			}
-		}
-	}
-}
-
 // fakeHealth is an in-memory healthClient driven step by step by the test:
 // every query is handed to the test on calls and answered with reply.
 type fakeHealth struct{ calls chan *fakeCall }

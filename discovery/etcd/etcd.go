@@ -37,6 +37,7 @@ import (
 	"google.golang.org/grpc/backoff"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/retry"
 	"github.com/remora-mesh/remora/internal/tlsfiles"
 )
 
@@ -306,7 +307,7 @@ func (w *watcher) run(ctx context.Context) {
 					return
 				}
 				w.Fail(fmt.Errorf("etcd: listing %s: %w", w.prefix, err))
-				sleep(ctx, delay.next())
+				retry.Sleep(ctx, delay.next())
 				continue
 			}
 			listed = true
@@ -322,7 +323,7 @@ func (w *watcher) run(ctx context.Context) {
 		}
 		if err != nil {
 			w.Fail(fmt.Errorf("etcd: watching %s: %w", w.prefix, err))
-			sleep(ctx, delay.next())
+			retry.Sleep(ctx, delay.next())
 			continue
 		}
 		delay.reset()
@@ -460,12 +461,3 @@ func (b *expBackoff) next() time.Duration {
 }
 
 func (b *expBackoff) reset() { b.cur = 0 }
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
-}

@@ -106,6 +106,7 @@ import (
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/discovery/nacos/internal/sdkguard"
+	"github.com/remora-mesh/remora/internal/retry"
 )
 
 // Type is the registry type name used in the config.
@@ -245,7 +246,7 @@ type registry struct {
 	backoffMax  time.Duration
 	emptyGrace  time.Duration // see subscription.deliver; 0 turns holding off
 	rand        func() float64
-	sleep       func(context.Context, time.Duration) bool // supervise's backoff: sleepCtx
+	sleep       func(context.Context, time.Duration) bool // supervise's backoff: retry.Sleep
 
 	ctx     context.Context // ends on Close
 	cancel  context.CancelFunc
@@ -279,7 +280,7 @@ func newRegistry(o *Options, log *logrus.Entry, dial func() (namingClient, error
 		backoffBase: defaultBackoffBase,
 		backoffMax:  defaultBackoffMax,
 		emptyGrace:  defaultEmptyGrace,
-		sleep:       sleepCtx,
+		sleep:       retry.Sleep,
 		rand:        rand.Float64,
 		ctx:         ctx,
 		cancel:      cancel,
@@ -330,7 +331,7 @@ func (r *registry) supervise() {
 			if !errors.Is(err, errNoServer) {
 				ceiling *= 5
 			}
-			if !r.sleep(r.ctx, backoff(attempt, r.backoffBase, ceiling, r.rand)) {
+			if !r.sleep(r.ctx, retry.Backoff(attempt, r.backoffBase, ceiling, r.rand)) {
 				return
 			}
 			continue
@@ -373,7 +374,7 @@ func (r *registry) connect() (namingClient, error) {
 	// Let the SDK handle its own "connected" event first: it resubscribes
 	// whatever is in its redo list, which would otherwise be sent
 	// concurrently with (and duplicate) the subscriptions made next.
-	if !sleepCtx(r.ctx, r.settle) {
+	if !retry.Sleep(r.ctx, r.settle) {
 		closeClient(c)
 		return nil, r.ctx.Err()
 	}
@@ -460,7 +461,7 @@ func (r *registry) downError() error {
 // (true) or the registry closes (false).
 func (r *registry) watchConnection(c namingClient) bool {
 	for {
-		if !sleepCtx(r.ctx, r.pollUp) {
+		if !retry.Sleep(r.ctx, r.pollUp) {
 			return false
 		}
 		if !c.ServerHealthy() {
@@ -580,26 +581,7 @@ func (r *registry) Close() error {
 	return nil
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// backoff is the wait after the attempt-th consecutive failure (attempt >=
-// 1): base doubling per attempt, capped at ceiling, with "equal jitter" (a
-// uniform value in [d/2, d)). rnd returns a value in [0,1).
-func backoff(attempt int, base, ceiling time.Duration, rnd func() float64) time.Duration {
-	d := base
-	for i := 1; i < attempt && d < ceiling; i++ {
-		d *= 2
-	}
-	d = min(d, ceiling)
-	half := d / 2
-	return half + time.Duration(rnd()*float64(d-half))
+// backoff is the wait after failures consecutive failed requests.
+func (r *registry) backoff(failures int) time.Duration {
+	return retry.Backoff(failures, r.backoffBase, r.backoffMax, r.rand)
 }

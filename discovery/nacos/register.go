@@ -11,6 +11,7 @@ import (
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/retry"
 )
 
 // Registration: Remora announces the application it runs beside (see
@@ -182,7 +183,7 @@ func call(ctx context.Context, f func() (bool, error), wrap func(error) error) e
 		if err == nil {
 			err = errors.New("refused by the server")
 		}
-		if attempt == callAttempts || !sleepCtx(ctx, callPause) {
+		if attempt == callAttempts || !retry.Sleep(ctx, callPause) {
 			return wrap(err)
 		}
 	}
@@ -328,7 +329,7 @@ func (r *registry) keepRegistered() {
 			continue
 		}
 		failures++
-		retry = time.After(backoff(failures, r.backoffBase, r.backoffMax, r.rand))
+		retry = time.After(r.backoff(failures))
 	}
 }
 

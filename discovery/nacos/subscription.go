@@ -277,7 +277,7 @@ func (s *subscription) run() {
 					log.WithError(err).WithField("attempt", failures).Debug("nacos: subscribe failed again")
 				}
 				s.fail(err)
-				retry = time.After(backoff(failures, r.backoffBase, r.backoffMax, r.rand))
+				retry = time.After(r.backoff(failures))
 			} else {
 				if failures > 0 {
 					log.WithField("attempts", failures+1).Info("nacos: subscribed")

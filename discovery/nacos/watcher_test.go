@@ -13,6 +13,7 @@ import (
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/discovery/discoverytest"
+	"github.com/remora-mesh/remora/internal/retry"
 )
 
 const wait = 5 * time.Second
@@ -483,24 +484,6 @@ func TestWatchRejectsBadServiceNames(t *testing.T) {
 	}
 }
 
-func TestBackoff(t *testing.T) {
-	const base, ceiling = 250 * time.Millisecond, 10 * time.Second
-	for attempt := 1; attempt < 50; attempt++ {
-		for _, rnd := range []float64{0, 0.5, 0.9999} {
-			d := backoff(attempt, base, ceiling, func() float64 { return rnd })
-			if d < base/2 || d > ceiling {
-				t.Fatalf("backoff(%d, %v) = %v", attempt, rnd, d)
-			}
-		}
-	}
-	if d := backoff(1, base, ceiling, func() float64 { return 0 }); d != base/2 {
-		t.Fatalf("first backoff %v, want %v", d, base/2)
-	}
-	if d := backoff(100, base, ceiling, func() float64 { return 0 }); d != ceiling/2 {
-		t.Fatalf("capped backoff %v, want %v", d, ceiling/2)
-	}
-}
-
 // A server that restarted lists no ephemeral instances until their
 // applications register them again. An empty list right after a
 // reconnection, while the watch has instances, is held: the nodes stay,
@@ -634,7 +617,7 @@ func TestReconnectBackoffCeilings(t *testing.T) {
 				case waits <- d:
 				default:
 				}
-				return sleepCtx(ctx, time.Millisecond)
+				return retry.Sleep(ctx, time.Millisecond)
 			}
 			r.start()
 			defer r.Close()
