@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/remora-mesh/remora/proxy/tcp"
 )
 
 // Server serves a proxy listener. Plain HTTP/1.1 requests in origin form
@@ -75,25 +77,15 @@ func (s *Server) Serve(ln net.Listener) error {
 		_ = s.hs.Serve(s.handoff)
 	}()
 	defer func() { <-served }()
-	var backoff time.Duration
 	for {
-		nc, err := ln.Accept()
+		nc, err := tcp.Accept(ln)
 		if err != nil {
 			if s.shuttingDown.Load() {
 				return http.ErrServerClosed
 			}
-			// EMFILE and the like: wait and accept again, as net/http does
-			// (Temporary is deprecated for everything but this).
-			var ne interface{ Temporary() bool }
-			if errors.As(err, &ne) && ne.Temporary() {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				time.Sleep(backoff)
-				continue
-			}
 			s.handoff.Close()
 			return err
 		}
-		backoff = 0
 		c := s.newConn(nc)
 		if c == nil {
 			nc.Close()

@@ -77,6 +77,23 @@ func Splice(a, b net.Conn) {
 	b.Close()
 }
 
+// Accept returns the next connection on ln. After a temporary error
+// (EMFILE and the like) it waits, 5 ms doubling up to 1 s, and accepts
+// again, as net/http's server does (Temporary is deprecated for everything
+// but this); other errors end it.
+func Accept(ln net.Listener) (net.Conn, error) {
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		var ne interface{ Temporary() bool }
+		if err == nil || !errors.As(err, &ne) || !ne.Temporary() {
+			return c, err
+		}
+		backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+		time.Sleep(backoff)
+	}
+}
+
 // Server accepts connections on a listener and relays each to a node of
 // the upstream that lookup returns (looked up per connection, so a config
 // reload takes effect for new connections).
@@ -94,7 +111,7 @@ type Server struct {
 // Serve accepts until ln is closed.
 func (s *Server) Serve(ln net.Listener) error {
 	for {
-		c, err := ln.Accept()
+		c, err := Accept(ln)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
