@@ -206,7 +206,7 @@ func (c *Checker) Check(ctx context.Context, hostPort string) error {
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
-	if !c.cfg.expected.has(resp.StatusCode) {
+	if !c.cfg.expected.Has(resp.StatusCode) {
 		return fmt.Errorf("GET %s: status %d", c.cfg.Path, resp.StatusCode)
 	}
 	return nil

@@ -66,7 +66,7 @@ type Passive struct {
 	// "429"); default 500-599.
 	ErrorStatuses []string `yaml:"error_statuses"`
 
-	errorStatuses statusSet
+	errorStatuses StatusSet
 }
 
 // FailurePercentage configures the failure-percentage detector.
@@ -103,7 +103,7 @@ type Active struct {
 	// UnhealthyThreshold failures in a row take it out; default 3.
 	UnhealthyThreshold int `yaml:"unhealthy_threshold"`
 
-	expected statusSet
+	expected StatusSet
 }
 
 func intOr(p *int, def int) int {
@@ -245,17 +245,25 @@ func defDur(d *time.Duration, def time.Duration) {
 	}
 }
 
-// statusSet is a set of HTTP statuses 100..599 as a bitmap.
-type statusSet [10]uint64
+// StatusSet is a set of HTTP statuses 100..599 as a bitmap; the zero value
+// is empty. Has does not allocate.
+type StatusSet [(600 - 100 + 63) / 64]uint64
 
-func (s *statusSet) has(code int) bool {
+// Add adds code, which must be 100..599.
+func (s *StatusSet) Add(code int) {
 	code -= 100
-	return code >= 0 && code < 640 && s[code/64]&(1<<(code%64)) != 0
+	s[code/64] |= 1 << (code % 64)
+}
+
+// Has reports whether code is in the set.
+func (s *StatusSet) Has(code int) bool {
+	code -= 100
+	return code >= 0 && code < 500 && s[code/64]&(1<<(code%64)) != 0
 }
 
 // parseStatuses parses ranges such as "500-599" and "429".
-func parseStatuses(specs []string) (statusSet, error) {
-	var set statusSet
+func parseStatuses(specs []string) (StatusSet, error) {
+	var set StatusSet
 	for i, spec := range specs {
 		lo, hi, isRange := strings.Cut(strings.TrimSpace(spec), "-")
 		a, err1 := strconv.Atoi(strings.TrimSpace(lo))
@@ -268,7 +276,7 @@ func parseStatuses(specs []string) (statusSet, error) {
 			return set, fmt.Errorf("[%d]: %q; want a status 100..599 or a range like 500-599", i, spec)
 		}
 		for c := a; c <= b; c++ {
-			set[(c-100)/64] |= 1 << ((c - 100) % 64)
+			set.Add(c)
 		}
 	}
 	return set, nil

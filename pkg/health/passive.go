@@ -41,7 +41,7 @@ type Detector struct {
 	consecutive5xx     uint32
 	consecutiveGateway uint32
 	consecutiveLocal   uint32
-	errorStatuses      statusSet
+	errorStatuses      StatusSet
 }
 
 // NewDetector returns the detector for a validated config.
@@ -64,7 +64,7 @@ func (d *Detector) Observe(h *node.Health, o Outcome) bool {
 	}
 	local := o.Failure == ConnectFailure
 	gateway := local || o.Failure == GatewayFailure || o.Status == 502 || o.Status == 503 || o.Status == 504
-	isErr := gateway || d.errorStatuses.has(o.Status)
+	isErr := gateway || d.errorStatuses.Has(o.Status)
 	h.Attempts.Add(1)
 	if isErr {
 		h.Errors.Add(1)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/remora-mesh/remora/pkg/health"
 )
 
 // Policy is an upstream's traffic policy: retries, timeouts and circuit
@@ -14,7 +16,7 @@ type Policy struct {
 	Timeouts       Timeouts       `yaml:"timeouts"`
 	CircuitBreaker CircuitBreaker `yaml:"circuit_breaker"`
 
-	retryStatus [6]uint64 // bitmap of statuses 200..599 worth a retry
+	retryStatus health.StatusSet // statuses worth a retry
 }
 
 // Retry configures retries.
@@ -76,7 +78,7 @@ func (p *Policy) Validate() error {
 			add("retry.statuses[%d]: %d; want a status 200..599", i, s)
 			continue
 		}
-		p.retryStatus[(s-200)/64] |= 1 << ((s - 200) % 64)
+		p.retryStatus.Add(s)
 	}
 	if r.MaxBodyBytes == 0 {
 		r.MaxBodyBytes = 64 << 10
@@ -112,8 +114,7 @@ func (p *Policy) Validate() error {
 
 // RetryableStatus reports whether a response status is worth a retry.
 func (p *Policy) RetryableStatus(code int) bool {
-	code -= 200
-	return code >= 0 && code < 400 && p.retryStatus[code/64]&(1<<(code%64)) != 0
+	return p.retryStatus.Has(code)
 }
 
 // Idempotent reports whether a method may be sent twice (RFC 9110 9.2.2).
