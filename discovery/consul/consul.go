@@ -46,7 +46,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -57,6 +56,7 @@ import (
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/internal/retry"
 	"github.com/remora-mesh/remora/internal/secret"
+	"github.com/remora-mesh/remora/internal/tlsfiles"
 )
 
 // Type is the registry type name used in the config.
@@ -113,9 +113,9 @@ func (o *Options) Open(env discovery.Env) (discovery.Registry, error) {
 	}
 	tlsConf, err := api.SetupTLSConfig(&api.TLSConfig{
 		Address:            o.TLS.ServerName,
-		CAFile:             resolve(env.BaseDir, o.TLS.CAFile),
-		CertFile:           resolve(env.BaseDir, o.TLS.CertFile),
-		KeyFile:            resolve(env.BaseDir, o.TLS.KeyFile),
+		CAFile:             tlsfiles.Resolve(env.BaseDir, o.TLS.CAFile),
+		CertFile:           tlsfiles.Resolve(env.BaseDir, o.TLS.CertFile),
+		KeyFile:            tlsfiles.Resolve(env.BaseDir, o.TLS.KeyFile),
 		InsecureSkipVerify: o.TLS.InsecureSkipVerify,
 	})
 	if err != nil {
@@ -161,18 +161,11 @@ func (o *Options) token(baseDir string) (string, error) {
 	case o.Token != "":
 		return string(o.Token), nil
 	case o.TokenFile != "":
-		return readFile("token_file", resolve(baseDir, o.TokenFile))
+		return readFile("token_file", tlsfiles.Resolve(baseDir, o.TokenFile))
 	case getenv(TokenFileEnv) != "":
 		return readFile("$"+TokenFileEnv, getenv(TokenFileEnv))
 	}
 	return strings.TrimSpace(getenv(TokenEnv)), nil
-}
-
-func resolve(baseDir, name string) string {
-	if name == "" || filepath.IsAbs(name) || baseDir == "" {
-		return name
-	}
-	return filepath.Join(baseDir, name)
 }
 
 // Retry and pacing defaults.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/remora-mesh/remora/internal/secret"
+	"github.com/remora-mesh/remora/internal/tlsfiles"
 )
 
 // Defaults applied by Parse.
@@ -76,15 +77,7 @@ type Options struct {
 }
 
 // TLS are the client TLS settings.
-type TLS struct {
-	CAFile             string `yaml:"ca_file"`
-	CertFile           string `yaml:"cert_file"`
-	KeyFile            string `yaml:"key_file"`
-	ServerName         string `yaml:"server_name"`
-	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
-}
-
-func (t TLS) isSet() bool { return t != TLS{} }
+type TLS = tlsfiles.Options
 
 // Secret is a string that formats as "[redacted]" (when non-empty) in every
 // fmt verb and in text/JSON/YAML encodings, so an ACL token cannot leak into
@@ -173,7 +166,7 @@ func (o *Options) normalize() error {
 	}
 	o.Address = addr
 
-	if o.TLS.isSet() {
+	if o.TLS != (TLS{}) {
 		if o.Scheme == "http" {
 			bad("tls: set, but scheme is http; use scheme: https (or remove tls)")
 		}

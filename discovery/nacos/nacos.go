@@ -107,6 +107,7 @@ import (
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/discovery/nacos/internal/sdkguard"
 	"github.com/remora-mesh/remora/internal/retry"
+	"github.com/remora-mesh/remora/internal/tlsfiles"
 )
 
 // Type is the registry type name used in the config.
@@ -180,10 +181,10 @@ func (o *Options) cacheDir(env discovery.Env) (dir string, persistent bool, clea
 	field := "cache_dir"
 	switch {
 	case o.CacheDir != "":
-		dir = resolve(env.BaseDir, o.CacheDir)
+		dir = tlsfiles.Resolve(env.BaseDir, o.CacheDir)
 	case env.DataDir != "":
 		field = "data_dir"
-		dir = filepath.Join(resolve(env.BaseDir, env.DataDir), "nacos", safeName(env.Name))
+		dir = filepath.Join(tlsfiles.Resolve(env.BaseDir, env.DataDir), "nacos", safeName(env.Name))
 	default:
 		tmp, err := os.MkdirTemp("", "remora-nacos-")
 		if err != nil {

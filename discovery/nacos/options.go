@@ -4,13 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/remora-mesh/remora/internal/secret"
+	"github.com/remora-mesh/remora/internal/tlsfiles"
 )
 
 // Defaults applied by Parse.
@@ -333,7 +333,7 @@ func checkName(s string) error {
 // content is trimmed; an empty file is an error).
 func (o *Options) credentials(baseDir string) (password, secretKey string, err error) {
 	read := func(field, path string) (string, error) {
-		return secret.ReadFile(field, resolve(baseDir, path), "the secret")
+		return secret.ReadFile(field, tlsfiles.Resolve(baseDir, path), "the secret")
 	}
 	password, secretKey = string(o.Password), string(o.SecretKey)
 	if o.PasswordFile != "" {
@@ -347,11 +347,4 @@ func (o *Options) credentials(baseDir string) (password, secretKey string, err e
 		}
 	}
 	return password, secretKey, nil
-}
-
-func resolve(baseDir, name string) string {
-	if name == "" || filepath.IsAbs(name) || baseDir == "" {
-		return name
-	}
-	return filepath.Join(baseDir, name)
 }

@@ -25,7 +25,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -33,6 +32,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/tlsfiles"
 )
 
 // Type is the adapter's type name in config.
@@ -190,11 +190,7 @@ func (o *Options) Open(env discovery.Env) (discovery.Registry, error) {
 		mem.Replace(o.parsed)
 		return mem, nil
 	}
-	path := o.File
-	if !filepath.IsAbs(path) {
-		path = filepath.Join(env.BaseDir, path)
-	}
-	fr := &fileRegistry{Registry: mem, path: path, interval: o.PollInterval, env: env, done: make(chan struct{}),
+	fr := &fileRegistry{Registry: mem, path: tlsfiles.Resolve(env.BaseDir, o.File), interval: o.PollInterval, env: env, done: make(chan struct{}),
 		broken: errors.New("static file not read yet")}
 	fr.load() // first read is synchronous so the first Watch sees the file
 	fr.wg.Add(1)

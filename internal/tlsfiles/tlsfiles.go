@@ -51,8 +51,10 @@ func (o *Options) Config(base string) (*tls.Config, error) {
 	return tc, nil
 }
 
+// Resolve returns path relative to base (the config file's directory):
+// as is when it is absolute, base is empty or path is empty (no file).
 func Resolve(base, path string) string {
-	if base == "" || filepath.IsAbs(path) {
+	if base == "" || path == "" || filepath.IsAbs(path) {
 		return path
 	}
 	return filepath.Join(base, path)
