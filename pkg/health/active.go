@@ -47,10 +47,7 @@ func NewProber(c *Config, onChange func(), log *logrus.Entry) *Prober {
 	}
 	return &Prober{
 		cfg: *c.Active, onChange: onChange, log: log, probes: map[string]*probe{},
-		client: &http.Client{
-			Transport:     &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1, IdleConnTimeout: 2 * c.Active.Interval, DisableCompression: true},
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
+		client: newProbeClient(c.Active),
 	}
 }
 
