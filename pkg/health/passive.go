@@ -96,10 +96,7 @@ func (d *Detector) Observe(h *node.Health, o Outcome) bool {
 
 // reset zeroes a counter without a write when it is already zero, so the
 // common success path does not bounce the cache line between cores.
-func reset(c interface {
-	Load() uint32
-	Store(uint32)
-}) {
+func reset(c *atomic.Uint32) {
 	if c.Load() != 0 {
 		c.Store(0)
 	}
