@@ -204,10 +204,7 @@ func (s *Server) writeConfig() error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Join(s.dir, "conf"), 0o755); err != nil {
-		return err
-	}
-	if err := copyDir(src, filepath.Join(s.dir, "conf")); err != nil {
+	if err := os.CopyFS(filepath.Join(s.dir, "conf"), os.DirFS(src)); err != nil {
 		return err
 	}
 	return os.WriteFile(s.configPath(), out, 0o600)
@@ -461,25 +458,4 @@ func freePortPair(offset int) (int, error) {
 		return p, nil
 	}
 	return 0, fmt.Errorf("no free port p with p+%d free after 50 tries", offset)
-}
-
-func copyDir(src, dst string) error {
-	return filepath.WalkDir(src, func(path string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, path)
-		if err != nil {
-			return err
-		}
-		target := filepath.Join(dst, rel)
-		if d.IsDir() {
-			return os.MkdirAll(target, 0o755)
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(target, b, 0o644)
-	})
 }
