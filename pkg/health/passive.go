@@ -111,8 +111,13 @@ type Ejector struct {
 	counter *[5]atomic.Uint64 // ejections by reason; may be nil
 	log     *logrus.Entry
 	jitter  func() float64 // in [0, 1)
-	last    map[*node.Health][2]uint64
+	last    map[*node.Health]intervalCounts
+	round   uint64 // counts the intervals that kept counts
 }
+
+// intervalCounts are a node's counters as the last interval read them, and
+// that interval's round.
+type intervalCounts struct{ attempts, errors, round uint64 }
 
 // NewEjector returns an ejector; jitter returns a number in [0,1), nil
 // meaning math/rand; counter, if not nil, counts ejections by reason.
@@ -120,7 +125,7 @@ func NewEjector(c *Config, log *logrus.Entry, jitter func() float64, counter *[5
 	if jitter == nil {
 		jitter = rand.Float64
 	}
-	return &Ejector{cfg: c.Passive, log: log, jitter: jitter, counter: counter, last: map[*node.Health][2]uint64{}}
+	return &Ejector{cfg: c.Passive, log: log, jitter: jitter, counter: counter, last: map[*node.Health]intervalCounts{}}
 }
 
 // Apply handles pending ejection requests and ejections that ran out at
@@ -188,45 +193,41 @@ func (e *Ejector) eject(nodes []*node.Node, n *node.Node, reason node.EjectReaso
 	return true
 }
 
-// Interval runs once per passive interval: the failure-percentage detector
-// over the attempts since the last run, and the decay of the ejection
-// multiplier of nodes in service. It reports whether eligibility changed.
+// Interval runs once per passive interval: the decay of the ejection
+// multiplier of nodes in service, and the failure-percentage detector over
+// the attempts since the last run. It reports whether eligibility changed.
 func (e *Ejector) Interval(nodes []*node.Node, now time.Time) bool {
 	if e == nil || e.cfg.Disabled {
 		return false
 	}
-	if e.cfg.FailurePercentage == nil { // no counts to keep between intervals
-		for _, n := range nodes {
-			if h := &n.Stats.Health; !h.Ejected() {
-				h.DecayEjections()
-			}
-		}
-		return false
-	}
-	changed := false
-	seen := make(map[*node.Health]bool, len(nodes))
 	for _, n := range nodes {
-		h := &n.Stats.Health
-		seen[h] = true
-		attempts, errs := h.Attempts.Load(), h.Errors.Load()
-		prev, had := e.last[h]
-		e.last[h] = [2]uint64{attempts, errs}
-		if !h.Ejected() {
+		if h := &n.Stats.Health; !h.Ejected() {
 			h.DecayEjections()
 		}
-		fp := e.cfg.FailurePercentage
-		if fp == nil || !had || h.Ejected() {
+	}
+	fp := e.cfg.FailurePercentage
+	if fp == nil { // no counts to keep between intervals
+		return false
+	}
+	e.round++
+	changed := false
+	for _, n := range nodes {
+		h := &n.Stats.Health
+		attempts, errs := h.Attempts.Load(), h.Errors.Load()
+		prev, had := e.last[h]
+		e.last[h] = intervalCounts{attempts: attempts, errors: errs, round: e.round}
+		if !had || h.Ejected() {
 			continue
 		}
-		da, de := attempts-prev[0], errs-prev[1]
+		da, de := attempts-prev.attempts, errs-prev.errors
 		if da >= uint64(fp.RequestVolume) && de*100 >= uint64(fp.Threshold)*da {
 			if e.eject(nodes, n, node.FailurePercentage, now) {
 				changed = true
 			}
 		}
 	}
-	for h := range e.last {
-		if !seen[h] {
+	for h, c := range e.last {
+		if c.round != e.round { // the node left
 			delete(e.last, h)
 		}
 	}
