@@ -100,6 +100,19 @@ func FreePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// RetryPortClash calls start, which starts a server on ports that FreePort
+// probed free, and calls it again, three times at most, while it fails
+// because another process took one of the ports in between ("address
+// already in use").
+func RetryPortClash[T any](start func() (T, error)) (T, error) {
+	for attempt := 1; ; attempt++ {
+		v, err := start()
+		if err == nil || attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			return v, err
+		}
+	}
+}
+
 // Tail returns the last n lines of s.
 func Tail(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")

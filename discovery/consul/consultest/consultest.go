@@ -111,17 +111,11 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("consultest: no Consul agent binary for agent %q: %w", cfg.Name, err)
 	}
-	// The ports are probed free and then bound by the agent: another
-	// process may take one in between, so try again on fresh ports.
-	for attempt := 1; ; attempt++ {
-		a, err := newAgent(cfg, bin)
-		if err == nil {
-			return a, nil
-		}
-		if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
-			return nil, fmt.Errorf("consultest: Consul agent %q: %w", cfg.Name, err)
-		}
+	a, err := testproc.RetryPortClash(func() (*Agent, error) { return newAgent(cfg, bin) })
+	if err != nil {
+		return nil, fmt.Errorf("consultest: Consul agent %q: %w", cfg.Name, err)
 	}
+	return a, nil
 }
 
 func newAgent(cfg Config, bin string) (*Agent, error) {

@@ -35,7 +35,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -115,17 +114,11 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The ports are probed free and then bound by the server: another
-	// process may take one in between, so try again on fresh ports.
-	for attempt := 1; ; attempt++ {
-		s, err := newServer(cfg, bin)
-		if err == nil {
-			return s, nil
-		}
-		if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
-			return nil, fmt.Errorf("nacostest: Polaris server %q: %w", cfg.Name, err)
-		}
+	s, err := testproc.RetryPortClash(func() (*Server, error) { return newServer(cfg, bin) })
+	if err != nil {
+		return nil, fmt.Errorf("nacostest: Polaris server %q: %w", cfg.Name, err)
 	}
+	return s, nil
 }
 
 func newServer(cfg Config, bin string) (*Server, error) {
