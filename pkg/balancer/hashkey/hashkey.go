@@ -21,6 +21,8 @@ import (
 	"net/http"
 	"net/textproto"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/remora-mesh/remora/pkg/balancer"
 )
 
@@ -75,7 +77,7 @@ func (s Spec) Compile() (Key, error) {
 	var k Key
 	if s.Header != "" {
 		set++
-		if !isToken(s.Header) {
+		if !httpguts.ValidHeaderFieldName(s.Header) {
 			return Key{}, fmt.Errorf("hash_on.header: %q is not a valid header name", s.Header)
 		}
 		k = Key{kind: kindHeader, name: textproto.CanonicalMIMEHeaderKey(s.Header)}
@@ -85,7 +87,7 @@ func (s Spec) Compile() (Key, error) {
 	}
 	if s.Cookie != "" {
 		set++
-		if !isToken(s.Cookie) {
+		if !httpguts.ValidHeaderFieldName(s.Cookie) {
 			return Key{}, fmt.Errorf("hash_on.cookie: %q is not a valid cookie name", s.Cookie)
 		}
 		k = Key{kind: kindCookie, name: s.Cookie}
@@ -216,32 +218,6 @@ func Mix(h uint64) uint64 {
 	h *= 0xc4ceb9fe1a85ec53
 	h ^= h >> 33
 	return h
-}
-
-// isToken reports whether s is a non-empty RFC 7230 token, the syntax of
-// header and cookie names.
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !isTokenByte(s[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func isTokenByte(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
-	}
-	switch c {
-	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
-		return true
-	}
-	return false
 }
 
 // Cookie returns the value of the named cookie of r, or "", scanning the
