@@ -6,6 +6,7 @@
 package register
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -76,7 +77,7 @@ func (c *Config) Validate() error {
 	}
 	if c.ID == "" {
 		host, _ := os.Hostname()
-		c.ID = fmt.Sprintf("%s-%d", cmpOr(host, "remora"), c.Port)
+		c.ID = fmt.Sprintf("%s-%d", cmp.Or(host, "remora"), c.Port)
 	}
 	labels, err := ParseLabels(os.Getenv(LabelsEnv))
 	if err != nil {
@@ -106,13 +107,6 @@ func (c *Config) Validate() error {
 		add("deregister_delay: %v is negative", *c.DeregisterDelay)
 	}
 	return errors.Join(errs...)
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // ParseLabels parses "k=v,k2=v2" (spaces around items ignored).
