@@ -2,24 +2,17 @@ package upstream_test
 
 import (
 	"runtime"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/pkg/balancer"
+	"github.com/remora-mesh/remora/pkg/balancer/balancertest"
 	"github.com/remora-mesh/remora/pkg/health"
 	"github.com/remora-mesh/remora/pkg/node"
 	"github.com/remora-mesh/remora/pkg/upstream"
 )
 
 func intp(v int) *int { return &v }
-
-// clock is an injected time source.
-type clock struct{ ns atomic.Int64 }
-
-func (c *clock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 func healthCfg(t *testing.T, maxPct, panic int) *health.Config {
 	t.Helper()
@@ -32,23 +25,6 @@ func healthCfg(t *testing.T, maxPct, panic int) *health.Config {
 		t.Fatal(err)
 	}
 	return c
-}
-
-// failUntilEjected feeds gateway failures for n until the controller
-// publishes a snapshot without it.
-func waitSnapshot(t *testing.T, u *upstream.Upstream, what string, cond func(*upstream.Snapshot) bool) *upstream.Snapshot {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		s := u.Snapshot()
-		if cond(s) {
-			return s
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 func fail(u *upstream.Upstream, n *node.Node, times int) {
@@ -66,8 +42,7 @@ func picks(s *upstream.Snapshot, k int) map[string]int {
 }
 
 func TestEjectionSurvivesRegistryUpdateAndEnds(t *testing.T) {
-	clk := &clock{}
-	clk.ns.Store(time.Unix(1000, 0).UnixNano())
+	clk := balancertest.NewClock(time.Unix(1000, 0))
 	u, _, set := run(t, upstream.Config{Name: "users", Health: healthCfg(t, 50, 0), Now: clk.Now})
 	s := set(inst("a", 1), inst("b", 2), inst("c", 3))
 	fail(u, byID(s, "a"), 5)
@@ -176,5 +151,4 @@ func TestConcurrentEjectionPicksAndUpdates(t *testing.T) {
 	if !byID(u.Snapshot(), "a").Stats.Health.Ejected() {
 		t.Fatal("the always-failing node was not ejected")
 	}
-	_ = discovery.Instance{}
 }

@@ -3,6 +3,7 @@ package upstream_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"testing"
 	"time"
@@ -39,18 +40,25 @@ func run(t *testing.T, cfg upstream.Config) (*upstream.Upstream, *discoverytest.
 	return u, reg, set
 }
 
-func waitVersion(t *testing.T, u *upstream.Upstream, v uint64) *upstream.Snapshot {
+// waitSnapshot waits for a snapshot that satisfies cond and returns it.
+func waitSnapshot(t *testing.T, u *upstream.Upstream, what string, cond func(*upstream.Snapshot) bool) *upstream.Snapshot {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if s := u.Snapshot(); s.Version >= v {
+		s := u.Snapshot()
+		if cond(s) {
 			return s
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("snapshot version %d not reached (at %d)", v, u.Snapshot().Version)
+			t.Fatalf("%s: not reached", what)
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+func waitVersion(t *testing.T, u *upstream.Upstream, v uint64) *upstream.Snapshot {
+	t.Helper()
+	return waitSnapshot(t, u, fmt.Sprintf("snapshot version %d", v), func(s *upstream.Snapshot) bool { return s.Version >= v })
 }
 
 func byID(s *upstream.Snapshot, id string) *node.Node {
@@ -128,14 +136,7 @@ func TestRegistryErrorKeepsNodes(t *testing.T) {
 	u, reg, set := run(t, upstream.Config{Name: "users"})
 	set(inst("a", 1), inst("b", 2))
 	reg.Fail("users", errors.New("registry unreachable"))
-	deadline := time.Now().Add(5 * time.Second)
-	for !u.Snapshot().Stale() {
-		if time.Now().After(deadline) {
-			t.Fatal("the snapshot was not marked stale")
-		}
-		time.Sleep(time.Millisecond)
-	}
-	s := u.Snapshot()
+	s := waitSnapshot(t, u, "the snapshot marked stale", (*upstream.Snapshot).Stale)
 	if len(s.Nodes) != 2 || s.Available != 2 || s.Err.Error() != "registry unreachable" {
 		t.Fatalf("after a registry error: nodes=%d available=%d err=%v", len(s.Nodes), s.Available, s.Err)
 	}
