@@ -13,24 +13,14 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/discovery/discoverytest"
 )
 
 // parseYAML runs the registered factory on an options block, decoding it the
 // strict way Remora's config loader does (unknown fields are errors).
 func parseYAML(t *testing.T, block string) (*Options, error) {
 	t.Helper()
-	f, ok := discovery.Lookup(Type)
-	if !ok {
-		t.Fatalf("type %q not registered; have %v", Type, discovery.Types())
-	}
-	o, err := f.Parse(func(v any) error {
-		dec := yaml.NewDecoder(strings.NewReader(block))
-		dec.KnownFields(true)
-		if err := dec.Decode(v); err != nil && err.Error() != "EOF" {
-			return err
-		}
-		return nil
-	})
+	o, err := discoverytest.Parse(t, Type, block)
 	if err != nil {
 		return nil, err
 	}

@@ -105,7 +105,7 @@ services:
     - {id: b, address: "127.0.0.1:8082", weight: 0, metadata: {canary: "true"}}
     - {address: 127.0.0.1, port: 8083, healthy: false}
 `
-	opts, err := parse(yamlDecoder(cfg))
+	opts, err := discoverytest.Parse(t, static.Type, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,14 +129,6 @@ services:
 	}
 }
 
-func yamlDecoder(doc string) func(any) error {
-	return func(v any) error {
-		dec := yaml.NewDecoder(strings.NewReader(doc))
-		dec.KnownFields(true)
-		return dec.Decode(v)
-	}
-}
-
 func TestParseErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name, doc, want string
@@ -152,7 +144,7 @@ func TestParseErrors(t *testing.T) {
 		{"unknown field", "{servises: {}}", "servises"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := parse(yamlDecoder(tc.doc))
+			_, err := discoverytest.Parse(t, static.Type, tc.doc)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Parse(%s) = %v; want an error containing %q", tc.doc, err, tc.want)
 			}
