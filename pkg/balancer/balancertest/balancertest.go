@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -81,12 +82,20 @@ func (c *Clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 // picked, by index; it fails the test on a nil or foreign node.
 func Count(t testing.TB, p balancer.Picker, nodes []*node.Node, info balancer.Info, n int) []int {
 	t.Helper()
+	return CountEach(t, p, nodes, slices.Repeat([]balancer.Info{info}, n))
+}
+
+// CountEach picks once with each of infos (as from Requests, to spread
+// keys over a consistent-hash picker) and returns how often each of nodes
+// was picked, by index; it fails the test on a nil or foreign node.
+func CountEach(t testing.TB, p balancer.Picker, nodes []*node.Node, infos []balancer.Info) []int {
+	t.Helper()
 	index := make(map[*node.Node]int, len(nodes))
 	for i, nd := range nodes {
 		index[nd] = i
 	}
 	counts := make([]int, len(nodes))
-	for range n {
+	for _, info := range infos {
 		nd := p.Pick(info)
 		i, ok := index[nd]
 		if !ok {

@@ -32,15 +32,7 @@ func TestConsistent(t *testing.T) {
 func TestWeights(t *testing.T) {
 	nodes := balancertest.Nodes(1, 2, 3, 4)
 	p := maglev.Builder{Key: balancertest.Key(t)}.Build(nodes)
-	counts := make([]int, len(nodes))
-	for _, info := range balancertest.Requests(10000) {
-		for i, n := range nodes {
-			if p.Pick(info) == n {
-				counts[i]++
-			}
-		}
-	}
-	balancertest.AssertShares(t, counts, balancertest.Weights(nodes))
+	balancertest.AssertShares(t, balancertest.CountEach(t, p, nodes, balancertest.Requests(10000)), balancertest.Weights(nodes))
 }
 
 // TestHashing: requests without the key spread randomly by weight, a key

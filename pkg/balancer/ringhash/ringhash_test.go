@@ -34,15 +34,7 @@ func TestConsistent(t *testing.T) {
 func TestWeights(t *testing.T) {
 	nodes := balancertest.Nodes(1, 2, 3, 4)
 	p := ringhash.Builder{Key: balancertest.Key(t), PointsPerWeight: 10000}.Build(nodes)
-	index := map[string]int{}
-	for i, n := range nodes {
-		index[n.ID] = i
-	}
-	counts := make([]int, len(nodes))
-	for _, id := range balancertest.Mapping(p, balancertest.Requests(10000)) {
-		counts[index[id]]++
-	}
-	balancertest.AssertShares(t, counts, balancertest.Weights(nodes))
+	balancertest.AssertShares(t, balancertest.CountEach(t, p, nodes, balancertest.Requests(10000)), balancertest.Weights(nodes))
 }
 
 // TestBounds: the ring is scaled by powers of two into its bounds.
