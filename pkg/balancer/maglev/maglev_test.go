@@ -7,6 +7,7 @@ import (
 	"github.com/remora-mesh/remora/pkg/balancer"
 	"github.com/remora-mesh/remora/pkg/balancer/balancertest"
 	"github.com/remora-mesh/remora/pkg/balancer/hashkey"
+	"github.com/remora-mesh/remora/pkg/balancer/internal/policy"
 	"github.com/remora-mesh/remora/pkg/balancer/maglev"
 	"github.com/remora-mesh/remora/pkg/node"
 )
@@ -108,26 +109,18 @@ func TestTableIsTheReference(t *testing.T) {
 		{balancertest.Uniform(1000), 65537},
 		{balancertest.Uniform(10), 7},
 	} {
-		ws := weights(c.nodes)
+		ws := policy.Weights(c.nodes, 1)
 		if got, want := maglev.Table(c.nodes, ws, c.m), referenceTable(c.nodes, ws, c.m); !slices.Equal(got, want) {
 			t.Errorf("%d nodes, %d entries: the table differs from the reference", len(c.nodes), c.m)
 		}
 	}
 }
 
-func weights(nodes []*node.Node) []uint32 {
-	ws := make([]uint32, len(nodes))
-	for i, n := range nodes {
-		ws[i] = n.Weight
-	}
-	return ws
-}
-
 // BenchmarkTable fills the default table for 10,000 nodes, as Table does
 // and as the reference does.
 func BenchmarkTable(b *testing.B) {
 	nodes := balancertest.Uniform(10000)
-	ws := weights(nodes)
+	ws := policy.Weights(nodes, 1)
 	for _, f := range []struct {
 		name string
 		fill func([]*node.Node, []uint32, int) []int32
