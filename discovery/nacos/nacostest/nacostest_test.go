@@ -1,9 +1,7 @@
 package nacostest
 
 import (
-	"encoding/json"
 	"net"
-	"net/http"
 	"os"
 	"strconv"
 	"testing"
@@ -25,33 +23,16 @@ func TestFindScript(t *testing.T) {
 	}
 }
 
-// hosts lists the instances of service as the Nacos v1 HTTP API reports
-// them, by port.
-func hosts(t *testing.T, s *Server, service string) map[int]map[string]any {
-	t.Helper()
-	resp, err := http.Get("http://" + s.Addr() + "/nacos/v1/ns/instance/list?serviceName=" + service)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Hosts []map[string]any `json:"hosts"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		t.Fatal(err)
-	}
-	out := map[int]map[string]any{}
-	for _, h := range body.Hosts {
-		out[int(h["port"].(float64))] = h
-	}
-	return out
-}
-
-func waitHosts(t *testing.T, s *Server, service string, cond func(map[int]map[string]any) bool) map[int]map[string]any {
+// waitHosts waits until cond holds for the instances of service that the
+// server lists (Instances), by port.
+func waitHosts(t *testing.T, s *Server, service string, cond func(map[int]Host) bool) map[int]Host {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		h := hosts(t, s, service)
+		h := map[int]Host{}
+		for _, host := range s.Instances(t, service) {
+			h[host.Port] = host
+		}
 		if cond(h) {
 			return h
 		}
@@ -82,8 +63,9 @@ func TestServerLifecycle(t *testing.T) {
 	b := discovery.Instance{ID: "b", Address: "127.0.0.1", Port: 9002, Weight: 1, Healthy: false}
 	s.Register(t, "svc", a, Cluster("c1"))
 	s.RegisterHTTP(t, "svc", b, Disabled())
-	h := waitHosts(t, s, "svc", func(h map[int]map[string]any) bool { return h[9001] != nil })
-	if h[9001]["clusterName"] != "c1" || h[9001]["weight"] != 3.0 || h[9001]["metadata"].(map[string]any)["k"] != "v" {
+	has9001 := func(h map[int]Host) bool { _, ok := h[9001]; return ok }
+	h := waitHosts(t, s, "svc", has9001)
+	if h[9001].ClusterName != "c1" || h[9001].Weight != 3 || h[9001].Metadata["k"] != "v" {
 		t.Fatalf("a registered as %v", h[9001])
 	}
 
@@ -91,11 +73,11 @@ func TestServerLifecycle(t *testing.T) {
 	if err := s.Resume(); err != nil {
 		t.Fatal(err)
 	}
-	waitHosts(t, s, "svc", func(h map[int]map[string]any) bool { return h[9001] != nil })
+	waitHosts(t, s, "svc", has9001)
 
 	s.Deregister(t, "svc", "a")
 	s.Deregister(t, "svc", "b")
-	waitHosts(t, s, "svc", func(h map[int]map[string]any) bool { return len(h) == 0 })
+	waitHosts(t, s, "svc", func(h map[int]Host) bool { return len(h) == 0 })
 
 	s.mu.Lock()
 	exited := s.done
