@@ -157,7 +157,7 @@ func TestRace(t *testing.T) {
 }
 
 func FuzzParse(f *testing.F) {
-	balancertest.FuzzParse(f, balancertest.Registered(f, maglev.Name), "hash_on: {header: x}", "{hash_on: {query_parameter: q}, min_ring_size: 3, max_ring_size: 9}")
+	balancertest.FuzzParse(f, balancertest.Registered(f, maglev.Name), "hash_on: {header: x}", "{hash_on: {query_parameter: q}, table_size: 7}")
 }
 
 func BenchmarkPick(b *testing.B) {
