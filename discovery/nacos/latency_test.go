@@ -1,7 +1,6 @@
 package nacos
 
 import (
-	"context"
 	"slices"
 	"testing"
 	"time"
@@ -21,11 +20,7 @@ func TestServerPushLatency(t *testing.T) {
 	reg, _ := openReal(t, srv, "")
 	svc := uniqueService(t)
 	w := watchReal(t, reg, svc)
-	u := upstream.New(upstream.Config{Name: svc})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); u.Run(ctx, w) }()
-	defer func() { cancel(); <-done }()
+	u := runUpstream(t, svc, w)
 	waitSnapshot(t, u, "the first (empty) set", func(s *upstream.Snapshot) bool { return s.Synced })
 
 	const rounds = 5

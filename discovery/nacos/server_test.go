@@ -189,11 +189,7 @@ func TestServerUnhealthyAndDisabledNotPicked(t *testing.T) {
 	reg, _ := openReal(t, srv, "")
 	svc := uniqueService(t)
 	w := watchReal(t, reg, svc)
-	u := upstream.New(upstream.Config{Name: svc})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); u.Run(ctx, w) }()
-	defer func() { cancel(); <-done }()
+	u := runUpstream(t, svc, w)
 
 	sick := inst("sick", 21042)
 	sick.Healthy = false
@@ -236,6 +232,17 @@ func snapPorts(s *upstream.Snapshot) map[int]bool {
 		m[n.Port] = true
 	}
 	return m
+}
+
+// runUpstream runs an upstream named name fed by w until the test ends.
+func runUpstream(t *testing.T, name string, w discovery.Watcher) *upstream.Upstream {
+	t.Helper()
+	u := upstream.New(upstream.Config{Name: name})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); u.Run(ctx, w) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return u
 }
 
 // waitSnapshot polls u until cond holds for its snapshot.
@@ -325,11 +332,7 @@ func TestServerColdStartFromDiskCache(t *testing.T) {
 	t.Cleanup(func() { _ = srv.Resume() })
 	reg2, _ := openReal(t, srv, dataDir)
 	w2 := watchReal(t, reg2, svc)
-	u := upstream.New(upstream.Config{Name: svc})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); u.Run(ctx, w2) }()
-	defer func() { cancel(); <-done }()
+	u := runUpstream(t, svc, w2)
 	snap := waitSnapshot(t, u, "a from the disk cache, stale", func(s *upstream.Snapshot) bool {
 		return snapPorts(s)[21061] && s.Stale()
 	})
