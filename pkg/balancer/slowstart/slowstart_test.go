@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/pkg/balancer/balancertest"
 	"github.com/remora-mesh/remora/pkg/node"
 )
 
@@ -37,9 +37,9 @@ func TestValidate(t *testing.T) {
 }
 
 func nodes(added ...time.Time) []*node.Node {
-	var ns []*node.Node
+	ns := make([]*node.Node, len(added))
 	for i, a := range added {
-		ns = append(ns, node.New(discovery.Instance{ID: string(rune('a' + i)), Address: "h", Port: 1, Weight: 1, Healthy: true}, node.NewStats(a)))
+		ns[i] = balancertest.NewNode(i, 1, a)
 	}
 	return ns
 }

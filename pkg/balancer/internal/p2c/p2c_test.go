@@ -4,18 +4,12 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/remora-mesh/remora/discovery"
-	"github.com/remora-mesh/remora/pkg/node"
+	"github.com/remora-mesh/remora/pkg/balancer/balancertest"
 )
 
 func TestDrawDistinct(t *testing.T) {
-	var nodes []*node.Node
 	for _, ws := range [][]uint32{{1, 1, 1}, {1, 2, 3}, {1, 1}} {
-		nodes = nodes[:0]
-		for _, w := range ws {
-			nodes = append(nodes, node.New(discovery.Instance{ID: "x", Address: "h", Port: 1, Weight: w, Healthy: true}, nil))
-		}
-		s := New(nodes, nil, rand.New(rand.NewPCG(1, 2)).Uint64)
+		s := New(balancertest.Nodes(ws...), nil, rand.New(rand.NewPCG(1, 2)).Uint64)
 		seen := map[[2]int]int{}
 		for range 3000 {
 			d := s.Start()

@@ -5,10 +5,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/pkg/balancer"
+	"github.com/remora-mesh/remora/pkg/balancer/balancertest"
 	"github.com/remora-mesh/remora/pkg/balancer/hashkey"
-	"github.com/remora-mesh/remora/pkg/node"
 )
 
 func TestFactory(t *testing.T) {
@@ -39,10 +38,7 @@ func TestCursor(t *testing.T) {
 }
 
 func TestWeightsAndRandom(t *testing.T) {
-	var nodes []*node.Node
-	for _, w := range []uint32{0, 3} {
-		nodes = append(nodes, node.New(discovery.Instance{ID: "x", Address: "h", Port: 1, Weight: w, Healthy: true}, nil))
-	}
+	nodes := balancertest.Nodes(0, 3)
 	if ws := Weights(nodes, 1); ws[0] != 1 || ws[1] != 3 {
 		t.Fatalf("Weights(1) = %v", ws)
 	}
