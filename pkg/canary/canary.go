@@ -88,11 +88,9 @@ func (p Pool) String() string {
 // Rule is a compiled Config. It is immutable.
 type Rule struct {
 	cfg       Config
-	selector  map[string]string
 	header    string // canonical
 	match     []Match
-	key       hashkey.Key
-	sticky    bool
+	key       hashkey.Key // the zero Key without hash_on: no request has a key
 	weightKey string
 }
 
@@ -117,7 +115,7 @@ func (c *Config) Validate() (*Rule, error) {
 	if c.Header == "" {
 		c.Header = "x-canary"
 	}
-	r := &Rule{cfg: *c, selector: c.Selector, header: http.CanonicalHeaderKey(c.Header)}
+	r := &Rule{cfg: *c, header: http.CanonicalHeaderKey(c.Header)}
 	if c.WeightKey != "-" {
 		r.weightKey = c.WeightKey
 	}
@@ -136,7 +134,7 @@ func (c *Config) Validate() (*Rule, error) {
 		if err != nil {
 			errs = append(errs, fmt.Errorf("hash_on: %w", err))
 		}
-		r.key, r.sticky = k, true
+		r.key = k
 	}
 	if c.Rollback != nil {
 		if err := c.Rollback.validate(); err != nil {
@@ -174,7 +172,7 @@ func (r *Rule) Strict() bool { return r.cfg.Strict }
 
 // IsCanary reports whether n's labels match the selector.
 func (r *Rule) IsCanary(n *node.Node) bool {
-	for k, v := range r.selector {
+	for k, v := range r.cfg.Selector {
 		if n.Metadata[k] != v {
 			return false
 		}
@@ -272,7 +270,7 @@ func (s *Split) Choose(req *http.Request) Pool {
 		return Canary
 	}
 	var bucket uint64
-	if h, ok := r.key.Hash(balancer.Info{Request: req}); r.sticky && ok {
+	if h, ok := r.key.Hash(balancer.Info{Request: req}); ok {
 		bucket = hashkey.Mix(h^stickySalt) >> 32
 	} else {
 		bucket = rand.Uint64() >> 32
