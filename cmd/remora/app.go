@@ -72,43 +72,23 @@ func (l *liveUpstream) stop() {
 	<-l.done
 }
 
-// server is one bound listener and what serves it: an HTTP server, or a
-// TCP relay for a tcp upstream.
+// server is one bound listener and what serves it: net/http for the admin
+// API, proxy.Server for proxy listeners, tcp.Server for a tcp upstream.
 type server struct {
-	name   string
-	ln     net.Listener
-	http   *http.Server
-	direct *proxy.Server // serves http's proxy listeners, handing it what it does not take
-	tcp    *tcp.Server
+	name string
+	ln   net.Listener
+	srv  serving
 }
 
-// shutdown stops accepting and waits for open requests or connections
-// until ctx ends.
-func (s *server) shutdown(ctx context.Context) error {
-	if s.tcp != nil {
-		s.ln.Close()
-		return s.tcp.Shutdown(ctx)
-	}
-	if s.direct != nil {
-		return s.direct.Shutdown(ctx)
-	}
-	return s.http.Shutdown(ctx)
-}
-
-// close stops at once.
-func (s *server) close() {
-	if s.tcp != nil {
-		s.ln.Close()
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		_ = s.tcp.Shutdown(ctx)
-		return
-	}
-	if s.direct != nil {
-		_ = s.direct.Close()
-		return
-	}
-	_ = s.http.Close()
+// serving is what *http.Server, *proxy.Server and *tcp.Server have in
+// common.
+type serving interface {
+	Serve(net.Listener) error
+	// Shutdown stops accepting and waits for open requests or connections
+	// until ctx ends.
+	Shutdown(ctx context.Context) error
+	// Close stops at once.
+	Close() error
 }
 
 // startApp opens the registries, starts one controller per upstream, binds
@@ -140,13 +120,14 @@ func startApp(cfg *config.Config, log *logrus.Logger) (_ *app, err error) {
 	if err := a.apply(cfg); err != nil {
 		return nil, err
 	}
-	s, err := a.bind("admin", cfg.Admin.Address, admin.Handler(a, admin.Options{Metrics: admin.MetricsOptions{NodeLabels: *cfg.Admin.Metrics.NodeLabels}, Config: a.effectiveConfig, Token: cfg.Admin.Token}))
+	adminAPI := admin.Handler(a, admin.Options{Metrics: admin.MetricsOptions{NodeLabels: *cfg.Admin.Metrics.NodeLabels}, Config: a.effectiveConfig, Token: cfg.Admin.Token})
+	s, err := a.bind("admin", cfg.Admin.Address, a.httpServer("admin", adminAPI))
 	if err != nil {
 		return nil, err
 	}
 	a.servers = append(a.servers, s)
 	for _, lc := range cfg.Listeners {
-		s, err := a.bindProxy(lc.Name, lc.Address, a.proxy)
+		s, err := a.bind(lc.Name, lc.Address, a.proxyServer(lc.Name, a.proxy))
 		if err != nil {
 			return nil, err
 		}
@@ -275,13 +256,12 @@ func (a *app) apply(cfg *config.Config) (err error) {
 			dedicated[uc.Name] = old
 			continue
 		}
-		var s *server
-		var err error
+		name := "upstream " + uc.Name
+		var srv serving = a.proxyServer(name, a.proxy.ForUpstream(uc.Name))
 		if uc.Protocol == "tcp" {
-			s, err = a.bindTCP(cfg, uc.Name, uc.Listen)
-		} else {
-			s, err = a.bindProxy("upstream "+uc.Name, uc.Listen, a.proxy.ForUpstream(uc.Name))
+			srv = a.tcpServer(cfg, uc.Name)
 		}
+		s, err := a.bind(name, uc.Listen, srv)
 		if err != nil {
 			for _, p := range todo {
 				p.w.Stop()
@@ -324,7 +304,7 @@ func (a *app) apply(cfg *config.Config) (err error) {
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 				defer cancel()
-				_ = s.shutdown(ctx)
+				_ = s.srv.Shutdown(ctx)
 			}()
 		}
 	}
@@ -417,59 +397,47 @@ func sameUpstream(a, b config.Upstream) bool {
 	return reflect.DeepEqual(a, b)
 }
 
-// bind listens on addr for a server of h, with the proxy's limits on
-// header size and header read time.
-func (a *app) bind(name, addr string, h http.Handler) (*server, error) {
+// bind listens on addr for srv.
+func (a *app) bind(name, addr string, srv serving) (*server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listener %s: %w", name, err)
 	}
-	return &server{name: name, ln: ln, http: &http.Server{
+	return &server{name: name, ln: ln, srv: srv}, nil
+}
+
+// httpServer is net/http's server for h, with the proxy's limits on header
+// size and header read time.
+func (a *app) httpServer(name string, h http.Handler) *http.Server {
+	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: a.limits.ReadHeaderTimeout,
 		MaxHeaderBytes:    a.limits.MaxHeaderBytes,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          newStdLogger(a.log.WithField("listener", name)),
-	}}, nil
+	}
 }
 
-// bindProxy binds a proxy listener: plain HTTP/1.1 requests are served by
+// proxyServer serves a proxy listener: plain HTTP/1.1 requests on
 // proxy.Server's direct path, everything else (h2c included) by net/http.
-func (a *app) bindProxy(name, addr string, h http.Handler) (*server, error) {
-	s, err := a.bind(name, addr, h2c.NewHandler(h, &http2.Server{}))
-	if err != nil {
-		return nil, err
-	}
-	s.direct = proxy.NewServer(s.http, h)
-	return s, nil
+func (a *app) proxyServer(name string, h http.Handler) *proxy.Server {
+	return proxy.NewServer(a.httpServer(name, h2c.NewHandler(h, &http2.Server{})), h)
 }
 
-// bindTCP listens on addr for a TCP relay to the named upstream.
-func (a *app) bindTCP(cfg *config.Config, name, addr string) (*server, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listener upstream %s: %w", name, err)
-	}
-	return &server{name: "upstream " + name, ln: ln, tcp: &tcp.Server{
+// tcpServer relays the connections of a tcp upstream's listener.
+func (a *app) tcpServer(cfg *config.Config, name string) *tcp.Server {
+	return &tcp.Server{
 		Lookup:         func() *upstream.Upstream { return a.proxy.Table().Lookup(name) },
 		ConnectTimeout: cfg.Proxy.ConnectTimeout,
 		Log:            a.log.WithField("listener", "upstream "+name),
-	}}, nil
+	}
 }
 
 func (a *app) serve(s *server) {
 	a.serving.Add(1)
 	go func() {
 		defer a.serving.Done()
-		var err error
-		switch {
-		case s.tcp != nil:
-			err = s.tcp.Serve(s.ln)
-		case s.direct != nil:
-			err = s.direct.Serve(s.ln)
-		default:
-			err = s.http.Serve(s.ln)
-		}
+		err := s.srv.Serve(s.ln)
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.log.WithError(err).WithField("listener", s.name).Error("listener failed")
 		}
@@ -581,9 +549,9 @@ func (a *app) shutdown(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := s.shutdown(ctx); err != nil {
+			if err := s.srv.Shutdown(ctx); err != nil {
 				errs[i] = fmt.Errorf("listener %s: %w", s.name, err)
-				s.close()
+				_ = s.srv.Close()
 			}
 		}()
 	}
@@ -603,7 +571,7 @@ func (a *app) close() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, s := range a.allServers() {
-		s.close()
+		_ = s.srv.Close()
 	}
 	a.serving.Wait()
 	for _, l := range a.upstreams {

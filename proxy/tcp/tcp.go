@@ -103,13 +103,23 @@ type Server struct {
 	Log            *logrus.Entry
 
 	mu     sync.Mutex
+	ln     net.Listener
 	conns  map[net.Conn]struct{}
 	closed bool
 	wg     sync.WaitGroup
 }
 
-// Serve accepts until ln is closed.
+// Serve accepts on ln until Shutdown or Close (it then returns nil) or an
+// accept error.
 func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return nil
+	}
+	s.ln = ln
+	s.mu.Unlock()
 	for {
 		c, err := Accept(ln)
 		if err != nil {
@@ -169,11 +179,14 @@ func (s *Server) handle(c net.Conn) {
 	n.Stats.End(time.Since(start), false)
 }
 
-// Shutdown stops accepting (the caller closes the listener) and waits for
-// open connections to end until ctx is done, then closes them.
+// Shutdown closes the listener and waits for open connections to end until
+// ctx is done, then closes them.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
+	if s.ln != nil {
+		s.ln.Close()
+	}
 	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
@@ -189,4 +202,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-done
 		return ctx.Err()
 	}
+}
+
+// Close closes the listener and every connection at once.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Shutdown(ctx); !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
 }
