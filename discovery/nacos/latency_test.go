@@ -7,6 +7,7 @@ import (
 
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
 
+	"github.com/remora-mesh/remora/discovery/nacos/nacostest"
 	"github.com/remora-mesh/remora/pkg/upstream"
 )
 
@@ -30,15 +31,8 @@ func TestServerPushLatency(t *testing.T) {
 		p := vo.RegisterInstanceParam{Ip: "127.0.0.1", Port: uint64(21100 + i), Weight: 1, Enable: true, Healthy: true,
 			ServiceName: svc, Ephemeral: true}
 		start := time.Now()
-		for attempt := 1; ; attempt++ { // see nacostest's register: Polaris refuses a concurrent duplicate
-			ok, err := nc.RegisterInstance(p)
-			if ok && err == nil {
-				break
-			}
-			if attempt == 5 {
-				t.Fatalf("registering: ok=%v, %v", ok, err)
-			}
-			time.Sleep(50 * time.Millisecond)
+		if ok, err := nacostest.RegisterInstance(nc, p); !ok || err != nil {
+			t.Fatalf("registering: ok=%v, %v", ok, err)
 		}
 		waitSnapshot(t, u, "the registered instance", func(s *upstream.Snapshot) bool { return snapPorts(s)[int(p.Port)] })
 		lat = append(lat, time.Since(start))

@@ -133,7 +133,7 @@ func (s *Server) Register(t testing.TB, service string, in discovery.Instance, o
 		}
 		c = &client{nc: nc}
 	}
-	ok, err := register(c.nc, p)
+	ok, err := RegisterInstance(c.nc, p)
 	if err != nil || !ok {
 		c.close()
 		t.Fatalf("nacostest: registering %s/%s (%s:%d): ok=%v, %v", service, in.ID, p.Ip, p.Port, ok, err)
@@ -144,12 +144,12 @@ func (s *Server) Register(t testing.TB, service string, in discovery.Instance, o
 	s.mu.Unlock()
 }
 
-// register registers p, trying again on a refusal: a new SDK client
+// RegisterInstance registers p with nc, trying again on a refusal: a new SDK client
 // registers its instance again when its connection event arrives, and
 // Polaris, which batches registrations for 32 ms, refuses the second of two
 // concurrent requests for one instance ("the same instance request"; Nacos
 // takes both).
-func register(nc naming_client.INamingClient, p vo.RegisterInstanceParam) (ok bool, err error) {
+func RegisterInstance(nc naming_client.INamingClient, p vo.RegisterInstanceParam) (ok bool, err error) {
 	for attempt := 1; ; attempt++ {
 		ok, err = nc.RegisterInstance(p)
 		if (ok && err == nil) || attempt == 5 {
@@ -181,7 +181,7 @@ func (s *Server) registerAgain(old map[string]*client) error {
 		nc, err := s.newClient()
 		if err == nil {
 			var ok bool
-			if ok, err = register(nc, c.param); err == nil && !ok {
+			if ok, err = RegisterInstance(nc, c.param); err == nil && !ok {
 				err = errors.New("refused")
 			}
 			if err != nil {
