@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/remora-mesh/remora/internal/duration"
 	"github.com/remora-mesh/remora/internal/secret"
 	"github.com/remora-mesh/remora/internal/tlsfiles"
 )
@@ -162,24 +163,9 @@ type Secret = secret.Secret
 
 const redacted = secret.Redacted
 
-// Duration is a time.Duration written as a Go duration string ("10s") in
-// the config.
-type Duration time.Duration
-
-// UnmarshalText parses a Go duration string.
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return fmt.Errorf("invalid duration %q: write a number with a unit, e.g. 10s or 1m", b)
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// MarshalText writes the duration as a Go duration string.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
-
-func (d Duration) String() string { return time.Duration(d).String() }
+// Duration is a time.Duration written as a Go duration string ("30s",
+// "1m30s") in the config.
+type Duration = duration.Duration
 
 // String describes the options without secrets.
 func (o Options) String() string {
