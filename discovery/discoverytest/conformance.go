@@ -61,14 +61,16 @@ func Instance(id string, port int, meta map[string]string) discovery.Instance {
 	return discovery.Instance{ID: id, Address: "127.0.0.1", Port: port, Weight: 1, Healthy: true, Metadata: meta}
 }
 
-func uniqueService(t *testing.T) string {
+// UniqueService returns a service name made of the test's name and a
+// number unique in the process, so that tests may share a server.
+func UniqueService(t *testing.T) string {
 	name := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
 	return fmt.Sprintf("%s-%d", name, serviceSeq.Add(1))
 }
 
 func (c *suite) watch(t *testing.T) (string, discovery.Registry, discovery.Watcher) {
 	t.Helper()
-	svc := uniqueService(t)
+	svc := UniqueService(t)
 	reg := c.h.Open(t)
 	t.Cleanup(func() { _ = reg.Close() })
 	w, err := reg.Watch(context.Background(), svc)
@@ -140,7 +142,7 @@ func Has(set []discovery.Instance, want ...discovery.Instance) bool {
 }
 
 func (c *suite) initialSet(t *testing.T) {
-	svc := uniqueService(t)
+	svc := UniqueService(t)
 	a, b, d := Instance("a", 20001, map[string]string{"zone": "z1"}), Instance("b", 20002, nil), Instance("c", 20003, nil)
 	for _, in := range []discovery.Instance{a, b, d} {
 		c.h.Register(t, svc, in)

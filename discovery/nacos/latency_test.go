@@ -7,6 +7,7 @@ import (
 
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
 
+	"github.com/remora-mesh/remora/discovery/discoverytest"
 	"github.com/remora-mesh/remora/discovery/nacos/nacostest"
 	"github.com/remora-mesh/remora/pkg/upstream"
 )
@@ -19,8 +20,8 @@ import (
 func TestServerPushLatency(t *testing.T) {
 	srv := polaris(t)
 	reg, _ := openReal(t, srv, "")
-	svc := uniqueService(t)
-	w := watchReal(t, reg, svc)
+	svc := discoverytest.UniqueService(t)
+	w := watch(t, reg, svc)
 	u := runUpstream(t, svc, w)
 	waitSnapshot(t, u, "the first (empty) set", func(s *upstream.Snapshot) bool { return s.Synced })
 

@@ -3,11 +3,9 @@ package nacos
 import (
 	"context"
 	"errors"
-	"fmt"
 	"maps"
 	"net"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,24 +20,8 @@ import (
 
 const serverWait = 10 * time.Second
 
-var svcSeq atomic.Int64
-
-func uniqueService(t *testing.T) string {
-	return fmt.Sprintf("%s-%d", strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())), svcSeq.Add(1))
-}
-
 func inst(id string, port int) discovery.Instance {
 	return discovery.Instance{ID: id, Address: "127.0.0.1", Port: port, Weight: 1, Healthy: true}
-}
-
-func watchReal(t *testing.T, reg discovery.Registry, service string) discovery.Watcher {
-	t.Helper()
-	w, err := reg.Watch(context.Background(), service)
-	if err != nil {
-		t.Fatalf("Watch(%q): %v", service, err)
-	}
-	t.Cleanup(func() { _ = w.Stop() })
-	return w
 }
 
 func waitSet(t *testing.T, w discovery.Watcher, what string, cond func([]discovery.Instance) bool) []discovery.Instance {
@@ -74,8 +56,8 @@ func hasPorts(set []discovery.Instance, ports ...int) bool {
 func TestServerPitfall423LastInstanceRemoved(t *testing.T) {
 	srv := polaris(t)
 	reg, _ := openReal(t, srv, "")
-	svc := uniqueService(t)
-	w := watchReal(t, reg, svc)
+	svc := discoverytest.UniqueService(t)
+	w := watch(t, reg, svc)
 	srv.Register(t, svc, inst("a", 21001))
 	waitSet(t, w, "a", func(s []discovery.Instance) bool { return hasPorts(s, 21001) })
 	srv.Deregister(t, svc, "a")
@@ -88,10 +70,10 @@ func TestServerPitfall423LastInstanceRemoved(t *testing.T) {
 func TestServerPitfall803ClustersOfOneService(t *testing.T) {
 	srv := polaris(t)
 	reg, _ := openReal(t, srv, "", func(o *Options) { o.Clusters = []string{"east"} })
-	svc := uniqueService(t)
-	east := watchReal(t, reg, svc)                            // the registry's clusters
-	west := watchReal(t, reg, DefaultGroup+"@@"+svc+"@@west") // overridden
-	all := watchReal(t, reg, DefaultGroup+"@@"+svc+"@@")      // every cluster
+	svc := discoverytest.UniqueService(t)
+	east := watch(t, reg, svc)                            // the registry's clusters
+	west := watch(t, reg, DefaultGroup+"@@"+svc+"@@west") // overridden
+	all := watch(t, reg, DefaultGroup+"@@"+svc+"@@")      // every cluster
 	srv.Register(t, svc, inst("e1", 21011), nacostest.Cluster("east"))
 	srv.Register(t, svc, inst("w1", 21012), nacostest.Cluster("west"))
 	waitSet(t, east, "e1", func(s []discovery.Instance) bool { return hasPorts(s, 21011) })
@@ -116,8 +98,8 @@ func TestServerPitfall803ClustersOfOneService(t *testing.T) {
 func TestServerPitfall845NoCallbacksAfterStop(t *testing.T) {
 	srv := polaris(t)
 	reg, _ := openReal(t, srv, "")
-	svc := uniqueService(t)
-	w := watchReal(t, reg, svc)
+	svc := discoverytest.UniqueService(t)
+	w := watch(t, reg, svc)
 	srv.Register(t, svc, inst("a", 21021))
 	waitSet(t, w, "a", func(s []discovery.Instance) bool { return hasPorts(s, 21021) })
 	r := reg.(*registry)
@@ -137,7 +119,7 @@ func TestServerPitfall845NoCallbacksAfterStop(t *testing.T) {
 
 	// A control watcher on its own client sees the next change...
 	other, _ := openReal(t, srv, "")
-	ctl := watchReal(t, other, svc)
+	ctl := watch(t, other, svc)
 	waitSet(t, ctl, "a", func(s []discovery.Instance) bool { return hasPorts(s, 21021) })
 	srv.Register(t, svc, inst("b", 21022))
 	waitSet(t, ctl, "a and b", func(s []discovery.Instance) bool { return hasPorts(s, 21021, 21022) })
@@ -147,7 +129,7 @@ func TestServerPitfall845NoCallbacksAfterStop(t *testing.T) {
 		t.Fatalf("the SDK called the stopped subscription's callback %d more times: Unsubscribe missed it", after-before)
 	}
 	// A new watch of the service on the first registry works again.
-	w2 := watchReal(t, reg, svc)
+	w2 := watch(t, reg, svc)
 	waitSet(t, w2, "a and b", func(s []discovery.Instance) bool { return hasPorts(s, 21021, 21022) })
 }
 
@@ -156,8 +138,8 @@ func TestServerPitfall845NoCallbacksAfterStop(t *testing.T) {
 func TestServerMapping(t *testing.T) {
 	srv := polaris(t)
 	reg, _ := openReal(t, srv, "")
-	svc := uniqueService(t)
-	w := watchReal(t, reg, svc)
+	svc := discoverytest.UniqueService(t)
+	w := watch(t, reg, svc)
 	a := inst("a", 21031)
 	a.Weight, a.Metadata = 7, map[string]string{"version": "v2", "canary": "true"}
 	srv.Register(t, svc, a)
@@ -187,8 +169,8 @@ func TestServerMapping(t *testing.T) {
 func TestServerUnhealthyAndDisabledNotPicked(t *testing.T) {
 	srv := polaris(t)
 	reg, _ := openReal(t, srv, "")
-	svc := uniqueService(t)
-	w := watchReal(t, reg, svc)
+	svc := discoverytest.UniqueService(t)
+	w := watch(t, reg, svc)
 	u := runUpstream(t, svc, w)
 
 	sick := inst("sick", 21042)
@@ -273,8 +255,8 @@ func TestServerCredentialsNeverLogged(t *testing.T) {
 		o.Servers = []string{"http://" + srv.Addr() + "/"}
 		o.Username, o.Password = "remora", password
 	})
-	svc := uniqueService(t)
-	w := watchReal(t, reg, svc)
+	svc := discoverytest.UniqueService(t)
+	w := watch(t, reg, svc)
 	srv.Register(t, svc, inst("a", 21051))
 	waitSet(t, w, "a", func(s []discovery.Instance) bool { return hasPorts(s, 21051) })
 
@@ -285,7 +267,7 @@ func TestServerCredentialsNeverLogged(t *testing.T) {
 			t.Errorf("resuming the server: %v", err)
 		}
 	})
-	w2 := watchReal(t, reg, uniqueService(t))
+	w2 := watch(t, reg, discoverytest.UniqueService(t))
 	ctx, cancel := context.WithTimeout(context.Background(), serverWait)
 	defer cancel()
 	for {
@@ -321,9 +303,9 @@ func TestServerCredentialsNeverLogged(t *testing.T) {
 func TestServerColdStartFromDiskCache(t *testing.T) {
 	srv := polaris(t)
 	dataDir := t.TempDir()
-	svc := uniqueService(t)
+	svc := discoverytest.UniqueService(t)
 	reg1, _ := openReal(t, srv, dataDir)
-	w1 := watchReal(t, reg1, svc)
+	w1 := watch(t, reg1, svc)
 	srv.Register(t, svc, inst("a", 21061))
 	waitSet(t, w1, "a", func(s []discovery.Instance) bool { return hasPorts(s, 21061) })
 	_ = reg1.Close()
@@ -331,7 +313,7 @@ func TestServerColdStartFromDiskCache(t *testing.T) {
 	srv.Kill()
 	t.Cleanup(func() { _ = srv.Resume() })
 	reg2, _ := openReal(t, srv, dataDir)
-	w2 := watchReal(t, reg2, svc)
+	w2 := watch(t, reg2, svc)
 	u := runUpstream(t, svc, w2)
 	snap := waitSnapshot(t, u, "a from the disk cache, stale", func(s *upstream.Snapshot) bool {
 		return snapPorts(s)[21061] && s.Stale()
@@ -368,7 +350,7 @@ func TestServerColdStartWithoutCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer reg.Close()
-	w := watchReal(t, reg, uniqueService(t))
+	w := watch(t, reg, discoverytest.UniqueService(t))
 	ctx, cancel := context.WithTimeout(context.Background(), serverWait)
 	defer cancel()
 	if set, err := w.Next(ctx); !errors.Is(err, ErrUnreachable) {
@@ -381,7 +363,7 @@ func TestServerColdStartWithoutCache(t *testing.T) {
 func TestServerClosedClientLeavesNoUDPListener(t *testing.T) {
 	srv := polaris(t)
 	reg, _ := openReal(t, srv, "")
-	w := watchReal(t, reg, uniqueService(t))
+	w := watch(t, reg, discoverytest.UniqueService(t))
 	waitSet(t, w, "the empty set", func(s []discovery.Instance) bool { return s != nil })
 	r := reg.(*registry)
 	r.mu.Lock()
@@ -423,7 +405,7 @@ func TestServerRegistrationSurvivesRestart(t *testing.T) {
 		}
 		return n
 	}
-	svc := uniqueService(t)
+	svc := discoverytest.UniqueService(t)
 	listed := func() *nacostest.Host {
 		for _, h := range srv.Instances(t, svc) {
 			if h.Port == 21071 {

@@ -18,7 +18,7 @@ import (
 
 const wait = 5 * time.Second
 
-func watch(t *testing.T, r *registry, service string) discovery.Watcher {
+func watch(t *testing.T, r discovery.Registry, service string) discovery.Watcher {
 	t.Helper()
 	w, err := r.Watch(context.Background(), service)
 	if err != nil {
