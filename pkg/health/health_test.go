@@ -245,11 +245,14 @@ func TestActiveHTTPProbe(t *testing.T) {
 	if took := time.Since(start); took > time.Second {
 		t.Fatalf("went down after %v", took)
 	}
+	// The verdict flips before the prober reports it: wait for the report.
+	waitFor(t, "the change reported", func() bool { return changes.Load() >= 1 })
 	if !strings.Contains(n.Stats.Health.LastProbeError(), "status 503") || changes.Load() != 1 {
 		t.Fatalf("last error %q, changes %d", n.Stats.Health.LastProbeError(), changes.Load())
 	}
 	healthy.Store(true)
 	waitFor(t, "node back", func() bool { return n.Stats.Health.ActiveHealthy() })
+	waitFor(t, "the change reported", func() bool { return changes.Load() >= 2 })
 	if changes.Load() != 2 {
 		t.Fatalf("changes %d; want 2", changes.Load())
 	}
