@@ -31,16 +31,15 @@ func NewRegistry() *Registry {
 // empty.
 func (r *Registry) Replace(all map[string][]discovery.Instance) {
 	r.mu.Lock()
-	names := make([]string, 0, len(r.services)+len(all))
-	for name := range r.services {
-		names = append(names, name)
-	}
-	for name := range all {
-		names = append(names, name)
-	}
+	old := slices.Collect(maps.Keys(r.services))
 	r.mu.Unlock()
-	for _, name := range names {
-		r.Set(name, all[name]...)
+	for name, set := range all {
+		r.Set(name, set...)
+	}
+	for _, name := range old {
+		if _, kept := all[name]; !kept {
+			r.Set(name)
+		}
 	}
 }
 
