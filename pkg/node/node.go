@@ -58,8 +58,6 @@ type Stats struct {
 	// Failures counts attempts that failed on the node's side (connect
 	// errors, resets); client cancellations are not counted.
 	Failures atomic.Uint64
-	// ConsecutiveFailures counts failures since the last success.
-	ConsecutiveFailures atomic.Uint32
 	// lastUsed is the Unix nanosecond time of the last attempt.
 	lastUsed atomic.Int64
 	// added is when the node joined its upstream; immutable.
@@ -123,11 +121,6 @@ func (s *Stats) end(mono int64, latency time.Duration, failed bool) {
 	s.InFlight.Add(-1)
 	if failed {
 		s.Failures.Add(1)
-		s.ConsecutiveFailures.Add(1)
-		return
-	}
-	if s.ConsecutiveFailures.Load() != 0 {
-		s.ConsecutiveFailures.Store(0)
 	}
 }
 

@@ -41,12 +41,12 @@ func TestBeginEndCounters(t *testing.T) {
 	if got := s.InFlight.Load(); got != 1 {
 		t.Fatalf("InFlight = %d, want 1", got)
 	}
-	if s.Failures.Load() != 1 || s.ConsecutiveFailures.Load() != 1 || s.Requests.Load() != 2 {
-		t.Fatalf("counters = %d/%d/%d", s.Failures.Load(), s.ConsecutiveFailures.Load(), s.Requests.Load())
+	if s.Failures.Load() != 1 || s.Requests.Load() != 2 {
+		t.Fatalf("counters = %d/%d", s.Failures.Load(), s.Requests.Load())
 	}
 	s.End(0, false)
-	if s.ConsecutiveFailures.Load() != 0 || s.InFlight.Load() != 0 {
-		t.Fatalf("success did not reset: %d in flight, %d consecutive", s.InFlight.Load(), s.ConsecutiveFailures.Load())
+	if s.Failures.Load() != 1 || s.InFlight.Load() != 0 {
+		t.Fatalf("after a success: %d in flight, %d failures", s.InFlight.Load(), s.Failures.Load())
 	}
 	if !s.LastUsed().Equal(now) || !s.Added().Equal(time.Unix(100, 0)) {
 		t.Fatalf("LastUsed %v, Added %v", s.LastUsed(), s.Added())
