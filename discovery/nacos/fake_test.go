@@ -236,6 +236,17 @@ func host(ip string, port uint64, cluster string, weight float64, meta map[strin
 	return model.Instance{Ip: ip, Port: port, ClusterName: cluster, Weight: weight, Healthy: true, Enable: true, Metadata: meta}
 }
 
+// newTestRegistry is a registry with the default options on dial, not
+// started, for tests that set its timers and hooks themselves.
+func newTestRegistry(t *testing.T, dial func() (namingClient, error)) *registry {
+	t.Helper()
+	o := &Options{}
+	if err := o.normalize(); err != nil {
+		t.Fatal(err)
+	}
+	return newRegistry(o, discovery.Env{}.Logger(), dial)
+}
+
 // fakeRegistry is a registry on f with fast timers.
 func fakeRegistry(t *testing.T, f *fakeClient, opts ...func(*Options)) *registry {
 	t.Helper()

@@ -239,11 +239,7 @@ func TestSubscribeFailureRetried(t *testing.T) {
 func TestColdStartServesDiskCache(t *testing.T) {
 	f := newFake()
 	f.setHealthy(false)
-	o := &Options{}
-	if err := o.normalize(); err != nil {
-		t.Fatal(err)
-	}
-	r := newRegistry(o, discovery.Env{}.Logger(), f.reopen)
+	r := newTestRegistry(t, f.reopen)
 	r.probe = f.probe
 	r.pollUp, r.backoffBase, r.backoffMax = 10*time.Millisecond, 5*time.Millisecond, 20*time.Millisecond
 	r.diskCache = func(group, service string) ([]model.Instance, bool) {
@@ -285,11 +281,7 @@ func TestUnconnectedClientNotUsed(t *testing.T) {
 	f := newFake()
 	f.push(DefaultGroup, "s", host("10.0.0.1", 1, "", 1, nil))
 	f.setHealthy(false)
-	o := &Options{}
-	if err := o.normalize(); err != nil {
-		t.Fatal(err)
-	}
-	r := newRegistry(o, discovery.Env{}.Logger(), f.reopen)
+	r := newTestRegistry(t, f.reopen)
 	r.probe = func() error { return nil } // the port answers, the SDK does not connect
 	r.pollUp, r.backoffBase, r.backoffMax = 10*time.Millisecond, 5*time.Millisecond, 20*time.Millisecond
 	r.start()
@@ -362,13 +354,9 @@ func TestConnectionLossReportedAndRecovered(t *testing.T) {
 func TestClientCreatedInBackground(t *testing.T) {
 	f := newFake()
 	f.push(DefaultGroup, "s", host("10.0.0.1", 1, "", 1, nil))
-	o := &Options{}
-	if err := o.normalize(); err != nil {
-		t.Fatal(err)
-	}
 	release := make(chan struct{})
 	dials := 0
-	r := newRegistry(o, discovery.Env{}.Logger(), func() (namingClient, error) {
+	r := newTestRegistry(t, func() (namingClient, error) {
 		dials++
 		if dials == 1 {
 			return nil, errors.New("server list is empty")
@@ -397,12 +385,8 @@ func TestClientCreatedInBackground(t *testing.T) {
 // arrives after Close is closed.
 func TestCloseWhileDialling(t *testing.T) {
 	f := newFake()
-	o := &Options{}
-	if err := o.normalize(); err != nil {
-		t.Fatal(err)
-	}
 	release := make(chan struct{})
-	r := newRegistry(o, discovery.Env{}.Logger(), func() (namingClient, error) {
+	r := newTestRegistry(t, func() (namingClient, error) {
 		<-release
 		return f.reopen()
 	})
@@ -556,11 +540,7 @@ func TestEmptyListAfterReconnectAppliedAfterGrace(t *testing.T) {
 func TestEmptyListAfterColdStartHeld(t *testing.T) {
 	f := newFake()
 	f.setHealthy(false)
-	o := &Options{}
-	if err := o.normalize(); err != nil {
-		t.Fatal(err)
-	}
-	r := newRegistry(o, discovery.Env{}.Logger(), f.reopen)
+	r := newTestRegistry(t, f.reopen)
 	r.probe = f.probe
 	r.pollUp, r.backoffBase, r.backoffMax = 10*time.Millisecond, 5*time.Millisecond, 20*time.Millisecond
 	r.diskCache = func(group, service string) ([]model.Instance, bool) {
@@ -603,11 +583,7 @@ func TestReconnectBackoffCeilings(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			f := newFake()
 			f.setHealthy(false)
-			o := &Options{}
-			if err := o.normalize(); err != nil {
-				t.Fatal(err)
-			}
-			r := newRegistry(o, discovery.Env{}.Logger(), f.reopen)
+			r := newTestRegistry(t, f.reopen)
 			r.probe = func() error { return c.probe }
 			r.backoffBase, r.backoffMax = 10*time.Millisecond, 100*time.Millisecond
 			r.rand = func() float64 { return 0.9999 }
