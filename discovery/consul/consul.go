@@ -42,10 +42,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -257,10 +259,7 @@ func (r *registry) Watch(ctx context.Context, service string) (discovery.Watcher
 func (r *registry) Close() error {
 	r.mu.Lock()
 	r.closed = true
-	ws := make([]*watcher, 0, len(r.watchers))
-	for w := range r.watchers {
-		ws = append(ws, w)
-	}
+	ws := slices.Collect(maps.Keys(r.watchers))
 	r.mu.Unlock()
 	for _, w := range ws {
 		_ = w.Stop()

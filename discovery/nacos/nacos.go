@@ -92,10 +92,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -433,7 +435,7 @@ func (r *registry) setDown(err error) {
 	first := r.downErr == nil
 	same := !first && r.downErr.Error() == err.Error()
 	r.downErr = err
-	subs := r.allSubs()
+	subs := slices.Collect(maps.Values(r.subs))
 	r.mu.Unlock()
 	if first {
 		r.log.WithError(err).Warn("nacos: no connection to the server; keeping the last known instances and retrying")
@@ -494,15 +496,6 @@ func (r *registry) current(done <-chan struct{}) (c namingClient, gen int, ok bo
 // closeClient closes an SDK client (see sdkguard).
 func closeClient(c namingClient) { sdkguard.Do(c.CloseClient) }
 
-// allSubs lists the live subscriptions; mu must be held.
-func (r *registry) allSubs() []*subscription {
-	out := make([]*subscription, 0, len(r.subs))
-	for _, s := range r.subs {
-		out = append(out, s)
-	}
-	return out
-}
-
 // Watch implements discovery.Registry. ctx bounds only this call; the
 // watcher runs until Stop or Close. service may be a plain name or one of
 // Nacos' key forms (see parseServiceKey).
@@ -562,7 +555,7 @@ func (r *registry) Close() error {
 		return nil
 	}
 	r.closed = true
-	subs := r.allSubs()
+	subs := slices.Collect(maps.Values(r.subs))
 	r.mu.Unlock()
 	r.withdrawAll()
 	for _, s := range subs {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -296,11 +297,7 @@ func (g *registration) restore() bool {
 func (r *registry) liveRegistrations() []*registration {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]*registration, 0, len(r.regs))
-	for _, g := range r.regs {
-		out = append(out, g)
-	}
-	return out
+	return slices.Collect(maps.Values(r.regs))
 }
 
 // keepRegistered is the goroutine that announces the live registrations on

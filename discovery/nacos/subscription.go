@@ -3,6 +3,8 @@ package nacos
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -129,10 +131,7 @@ func (s *subscription) stop() { s.stopOnce.Do(func() { close(s.done) }) }
 // stopAll stops every watcher and the subscription (registry Close).
 func (s *subscription) stopAll() {
 	s.mu.Lock()
-	ws := make([]*watcher, 0, len(s.watchers))
-	for w := range s.watchers {
-		ws = append(ws, w)
-	}
+	ws := slices.Collect(maps.Keys(s.watchers))
 	s.mu.Unlock()
 	for _, w := range ws {
 		_ = w.Latest.Stop()
