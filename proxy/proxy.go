@@ -98,7 +98,7 @@ func New(opts Options) *Proxy {
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:      rewrite,
 		Transport:    pickingTransport{base: p.transport},
-		ErrorHandler: p.handleError,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) { p.fail(w, r, exchangeOf(r.Context()), err) },
 		ErrorLog:     stdlog.New(opts.Log, logrus.WarnLevel),
 		BufferPool:   bufferPool{},
 	}
@@ -215,13 +215,18 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream.Ups
 	}
 	defer up.EndRequest()
 	st := &exchange{up: up, snap: snap, client: r.Context(), start: time.Now()}
-	ctx := context.WithValue(r.Context(), exchangeKey{}, st)
+	ctx := r.Context()
 	if total := up.Policy().Timeouts.Total; total > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, total)
 		defer cancel()
 	}
-	p.rp.ServeHTTP(w, r.WithContext(ctx))
+	var aborted bool
+	if t := p.directTransport(w, r, up); t != nil {
+		aborted = p.forwardDirect(ctx, w.(*response), r, st, t)
+	} else {
+		aborted = p.reverse(ctx, w, r, st)
+	}
 	if st.grpc != nil && st.client.Err() == nil {
 		up.Observe(st.node, health.Outcome{Status: grpcHTTPStatus(st.grpc)})
 	}
@@ -246,6 +251,25 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream.Ups
 	for ; st.retries > 0; st.retries-- {
 		up.EndRetry()
 	}
+	if aborted {
+		panic(http.ErrAbortHandler) // the server drops the connection
+	}
+}
+
+// reverse forwards r with ReverseProxy, under ctx. It reports whether the
+// answer broke off after its head went out (ReverseProxy's
+// http.ErrAbortHandler, re-raised by forward once the exchange is counted).
+func (p *Proxy) reverse(ctx context.Context, w http.ResponseWriter, r *http.Request, st *exchange) (aborted bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler {
+				panic(v)
+			}
+			aborted = true
+		}
+	}()
+	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, exchangeKey{}, st)))
+	return false
 }
 
 // exchange is the per-request state shared by the hooks. It is used by the
@@ -267,10 +291,13 @@ type exchange struct {
 	picker    balancer.Picker
 	avail     int
 	status    int // the final response status, 0 without a response
-	errStatus int // the status ErrorHandler answered with
+	errStatus int // the status fail answered with
 	// grpc is a gRPC response whose outcome is judged by its grpc-status
 	// once the body (and trailers) went through.
 	grpc *http.Response
+	// prefetched is an answer the direct path read and hands to
+	// ReverseProxy to write (see forwardDirect).
+	prefetched *http.Response
 }
 
 // isGRPC reports whether resp is a gRPC response.
@@ -328,17 +355,19 @@ var (
 	errCanaryEmpty = errors.New("the canary pool has no available node (canary.strict)")
 )
 
-// pickingTransport picks the node for each attempt and retries on another
-// node: connect errors always (nothing was sent), retryable statuses and
-// broken connections when the method is idempotent or the body could be
-// replayed, within max_attempts and the retry budget. Every attempt's
-// outcome feeds outlier detection; the client's cancellation never does.
+// pickingTransport is ReverseProxy's transport: it makes the request's body
+// replayable when it can, then sends each attempt exchange.attempts makes
+// through the upstream's transport.
 type pickingTransport struct{ base http.RoundTripper }
 
 func (t pickingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	st := exchangeOf(req.Context())
 	if st == nil {
 		return nil, errors.New("remora: request without routing state")
+	}
+	if resp := st.prefetched; resp != nil {
+		st.prefetched = nil // the direct path's answer (see forwardDirect)
+		return resp, nil
 	}
 	base := t.base
 	if own := st.up.Transport(); own != nil {
@@ -350,40 +379,84 @@ func (t pickingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	replayable := req.Body == nil || req.Body == http.NoBody || body.buffered != nil || upstream.Idempotent(req.Method)
-	st.tried = st.triedA[:0]
-	if err := st.choosePool(req); err != nil {
-		return nil, err
-	}
-	for attempt := 1; ; attempt++ {
-		n, err := pickNode(st, req, pol.CircuitBreaker.MaxRequestsPerNode)
-		if err != nil {
-			return nil, err
-		}
-		st.tried = append(st.tried, n)
+	var resp *http.Response
+	err := st.attempts(req, replayable, func(n *node.Node, attempt int) attemptResult {
 		if attempt > 1 {
 			// The transport may still hold the last attempt's request.
 			req = req.Clone(req.Context())
 		}
 		body.rewind(req)
 		req.URL.Scheme, req.URL.Host = st.up.Scheme(), n.HostPort
+		var err error
+		resp, err = base.RoundTrip(req)
+		switch {
+		case err != nil:
+			return attemptResult{err: err}
+		case isGRPC(resp) && resp.StatusCode == http.StatusOK:
+			// The verdict is in grpc-status, after the body: forward
+			// observes it when the exchange ends.
+			st.grpc = resp
+			return attemptResult{status: resp.StatusCode, deferred: true}
+		}
+		return attemptResult{status: resp.StatusCode}
+	}, func() {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// attemptResult is what one attempt at a node came to: a status, or an
+// error before any.
+type attemptResult struct {
+	status int
+	err    error
+	// deferred: the outcome is judged when the exchange ends (gRPC); the
+	// answer is kept as it is.
+	deferred bool
+}
+
+// attempts picks a node for each attempt and runs send on it, retrying on
+// another node: connect errors always (nothing was sent), retryable
+// statuses and broken connections when replayable (the method is
+// idempotent or the body can be sent again), within max_attempts and the
+// retry budget. Every attempt's outcome feeds outlier detection; the
+// client's cancellation never does. drop releases an answer that is
+// retried. The kept answer's node, start and status are recorded in st.
+func (st *exchange) attempts(req *http.Request, replayable bool, send func(n *node.Node, attempt int) attemptResult, drop func()) error {
+	pol := st.up.Policy()
+	body := &st.body
+	st.tried = st.triedA[:0]
+	if err := st.choosePool(req); err != nil {
+		return err
+	}
+	for attempt := 1; ; attempt++ {
+		n, err := pickNode(st, req, pol.CircuitBreaker.MaxRequestsPerNode)
+		if err != nil {
+			return err
+		}
+		st.tried = append(st.tried, n)
 		began := time.Now()
 		n.Stats.Begin(began)
-		resp, err := base.RoundTrip(req)
+		res := send(n, attempt)
+		err = res.err
 		if err != nil && st.client.Err() != nil {
 			n.Stats.End(0, false) // the client went away: no sample, no blame
-			return nil, err
+			return err
+		}
+		if res.deferred {
+			st.node, st.began, st.status = n, began, res.status
+			return nil
 		}
 		var out health.Outcome
 		retry := false
 		switch {
-		case err == nil && isGRPC(resp) && resp.StatusCode == http.StatusOK:
-			// The verdict is in grpc-status, after the body: forward
-			// observes it when the exchange ends.
-			st.node, st.began, st.status, st.grpc = n, began, resp.StatusCode, resp
-			return resp, nil
 		case err == nil:
-			out.Status = resp.StatusCode
-			retry = pol.RetryableStatus(resp.StatusCode) && replayable
+			out.Status = res.status
+			retry = pol.RetryableStatus(res.status) && replayable
 		case isConnectError(err):
 			out.Failure = health.ConnectFailure
 			retry = !body.touched || body.buffered != nil
@@ -405,14 +478,13 @@ func (t pickingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if !retry {
 			if err != nil {
 				n.Stats.End(time.Since(began), true)
-				return nil, err
+				return err
 			}
-			st.node, st.began, st.status = n, began, resp.StatusCode
-			return resp, nil
+			st.node, st.began, st.status = n, began, res.status
+			return nil
 		}
-		if resp != nil {
-			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-			resp.Body.Close()
+		if err == nil {
+			drop()
 		}
 		n.Stats.End(time.Since(began), true)
 	}
@@ -527,8 +599,9 @@ func (g *replayGuard) Read(p []byte) (int, error) {
 
 func (g *replayGuard) Close() error { return nil }
 
-func (p *Proxy) handleError(w http.ResponseWriter, r *http.Request, err error) {
-	st := exchangeOf(r.Context())
+// fail answers a request that got no answer from a node, with the status
+// its error calls for; st is the exchange, or nil.
+func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, st *exchange, err error) {
 	fields := logrus.Fields{"error": err.Error()}
 	if st != nil {
 		fields["upstream"] = st.snap.Name

@@ -142,6 +142,46 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
+// send writes a request already encoded (head, then body) on an idle
+// connection to hostport, or a new one, and waits until the answer's head
+// is in the connection's buffer. It returns the head's size, or 0 when the
+// head does not fit the buffer or has bare line feeds (http.ReadResponse
+// then reads it). A pooled connection that the node closed before
+// answering is replaced once by a new one when resend allows it, as
+// RoundTrip does. Until the connection is released, it is interrupted
+// when ctx ends.
+func (t *Transport) send(ctx context.Context, hostport string, head, body []byte, resend bool) (*h1Conn, int, error) {
+	pool := t.pool(hostport)
+	fresh := false
+	for {
+		var c *h1Conn
+		if !fresh {
+			c = pool.get(time.Now())
+		}
+		reused := c != nil
+		if c == nil {
+			conn, err := t.dialer.DialContext(ctx, "tcp", hostport)
+			if err != nil {
+				return nil, 0, err
+			}
+			c = newH1Conn(conn, pool)
+		}
+		size, err := c.send(ctx, head, body, t.headerTimeout)
+		if err == nil {
+			return c, size, nil
+		}
+		c.conn.Close()
+		if ctx.Err() != nil {
+			return nil, 0, ctx.Err()
+		}
+		if !fresh && reused && c.nread == 0 && resend {
+			fresh = true
+			continue
+		}
+		return nil, 0, err
+	}
+}
+
 // takesDirect reports whether req can take the direct path.
 func (t *Transport) takesDirect(req *http.Request) bool {
 	if !t.direct || req.URL.Scheme != "http" || len(req.Trailer) > 0 {
@@ -161,7 +201,7 @@ func replayable(req *http.Request) bool {
 	if req.Body != nil && req.Body != http.NoBody && req.GetBody == nil {
 		return false
 	}
-	return upstream.Idempotent(req.Method) || req.Header["Idempotency-Key"] != nil || req.Header["X-Idempotency-Key"] != nil
+	return upstream.Idempotent(req.Method) || hasIdempotencyKey(req.Header)
 }
 
 func (t *Transport) pool(hostport string) *connPool {
@@ -247,10 +287,15 @@ type h1Conn struct {
 	pool      *connPool
 	nread     int // bytes read for the current request
 	idleSince time.Time
+	// stop ends the current request's watch on its context (see
+	// interrupt); it reports false when the watch fired.
+	stop      func() bool
+	interrupt func() // interrupts reads and writes, for context.AfterFunc
 }
 
 func newH1Conn(conn net.Conn, pool *connPool) *h1Conn {
 	c := &h1Conn{conn: conn, pool: pool}
+	c.interrupt = func() { _ = c.conn.SetDeadline(time.Unix(1, 0)) }
 	c.br = bufio.NewReaderSize(c, 4<<10)
 	c.bw = bufio.NewWriterSize(conn, 4<<10)
 	return c
@@ -264,48 +309,98 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// interrupt unblocks the connection's reads and writes when the request's
-// context ends.
-func (c *h1Conn) interrupt() { _ = c.conn.SetDeadline(time.Unix(1, 0)) }
+func noWatch() bool { return true }
+
+// watch interrupts the connection when ctx ends, until c.stop.
+func (c *h1Conn) watch(ctx context.Context) {
+	c.stop = noWatch
+	if ctx.Done() != nil {
+		c.stop = context.AfterFunc(ctx, c.interrupt)
+	}
+}
+
+// send writes an encoded request and reads until the answer's head is in
+// c.br (see Transport.send). On an error, c.stop has been called and c
+// must be closed.
+func (c *h1Conn) send(ctx context.Context, head, body []byte, headerTimeout time.Duration) (int, error) {
+	c.nread = c.br.Buffered()
+	c.watch(ctx)
+	_, _ = c.bw.Write(head)
+	_, _ = c.bw.Write(body)
+	if err := c.bw.Flush(); err != nil {
+		c.stop()
+		return 0, err
+	}
+	if headerTimeout > 0 {
+		_ = c.conn.SetReadDeadline(time.Now().Add(headerTimeout))
+	}
+	for {
+		b, _ := c.br.Peek(c.br.Buffered())
+		if n, bareLF := headEnd(b); n > 0 {
+			if bareLF {
+				return 0, nil
+			}
+			return n, nil
+		}
+		if len(b) == c.br.Size() {
+			return 0, nil
+		}
+		if _, err := c.br.Peek(len(b) + 1); err != nil {
+			c.stop()
+			if errors.Is(err, io.EOF) {
+				err = errNodeClosed
+			}
+			return 0, err
+		}
+	}
+}
 
 // roundTrip writes req and reads the answer's header. The body, when there
 // is one, returns the connection to the pool once read to its end.
 func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, headerTimeout time.Duration) (*http.Response, error) {
 	c.nread = c.br.Buffered() // never anything here, but it would count as an answer
-	stop := func() bool { return true }
-	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, c.interrupt)
-	}
-	fail := func(err error) (*http.Response, error) {
-		stop()
+	c.watch(ctx)
+	if err := req.Write(c.bw); err != nil {
+		c.stop()
 		return nil, err
 	}
-	if err := req.Write(c.bw); err != nil {
-		return fail(err)
-	}
 	if err := c.bw.Flush(); err != nil {
-		return fail(err)
+		c.stop()
+		return nil, err
 	}
 	if headerTimeout > 0 {
 		_ = c.conn.SetReadDeadline(time.Now().Add(headerTimeout))
 	}
+	var got1xx func(int, textproto.MIMEHeader) error
+	if trace := httptrace.ContextClientTrace(ctx); trace != nil {
+		got1xx = trace.Got1xxResponse
+	}
+	return c.readResponse(req, headerTimeout, got1xx)
+}
+
+// readResponse reads the answer to req, passing 1xx answers to got1xx
+// (ReverseProxy's trace forwards them), and clears the header timeout. The
+// body, when there is one, returns the connection to the pool once read to
+// its end. On an error, c.stop has been called and c must be closed.
+func (c *h1Conn) readResponse(req *http.Request, headerTimeout time.Duration, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
 	var resp *http.Response
 	for {
 		var err error
 		resp, err = http.ReadResponse(c.br, req)
 		if err != nil {
+			c.stop()
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 				err = errNodeClosed
 			}
-			return fail(err)
+			return nil, err
 		}
 		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
 			break
 		}
-		// 1xx: pass it on (ReverseProxy's trace forwards it) and read on.
-		if trace := httptrace.ContextClientTrace(ctx); trace != nil && trace.Got1xxResponse != nil {
-			if err := trace.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
-				return fail(err)
+		if got1xx != nil {
+			if err := got1xx(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
+				c.stop()
+				return nil, err
 			}
 		}
 	}
@@ -314,10 +409,10 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, headerTimeout
 	}
 	keep := !resp.Close && !req.Close && resp.StatusCode != http.StatusSwitchingProtocols
 	if resp.Body == http.NoBody {
-		c.release(keep && stop())
+		c.release(keep && c.stop())
 		return resp, nil
 	}
-	resp.Body = &h1Body{rc: resp.Body, c: c, keep: keep, stop: stop}
+	resp.Body = &h1Body{rc: resp.Body, c: c, keep: keep}
 	return resp, nil
 }
 
@@ -338,7 +433,6 @@ type h1Body struct {
 	rc   io.ReadCloser
 	c    *h1Conn
 	keep bool
-	stop func() bool
 	done bool
 }
 
@@ -362,6 +456,6 @@ func (b *h1Body) Close() error {
 
 func (b *h1Body) finish(complete bool) {
 	b.done = true
-	interrupted := !b.stop()
+	interrupted := !b.c.stop()
 	b.c.release(complete && b.keep && !interrupted)
 }

@@ -1,0 +1,226 @@
+package proxy_test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/testnet"
+)
+
+// scriptedNode is a node that answers each request on a connection with
+// the raw answer its test gives, and records what it was sent.
+type scriptedNode struct {
+	addr string
+	mu   sync.Mutex
+	reqs []string // each request's head and body, as received
+	conn int      // connections accepted
+}
+
+// newScriptedNode starts a node; answer returns the raw answer to a
+// request head, "" to close without one, or an answer ending in "<close>"
+// to close after it.
+func newScriptedNode(t *testing.T, answer func(head string) string) *scriptedNode {
+	n := &scriptedNode{}
+	n.addr = testnet.Serve(t, func(c net.Conn) {
+		defer c.Close()
+		n.mu.Lock()
+		n.conn++
+		n.mu.Unlock()
+		br := bufio.NewReader(c)
+		for {
+			var head strings.Builder
+			length := 0
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				head.WriteString(line)
+				if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(k, "Content-Length") {
+					length, _ = strconv.Atoi(strings.TrimSpace(v))
+				}
+				if line == "\r\n" {
+					break
+				}
+			}
+			body := make([]byte, length)
+			if _, err := io.ReadFull(br, body); err != nil {
+				return
+			}
+			n.mu.Lock()
+			n.reqs = append(n.reqs, head.String()+string(body))
+			n.mu.Unlock()
+			out := answer(head.String())
+			if out == "" {
+				return // close without an answer
+			}
+			out, closing := strings.CutSuffix(out, "<close>")
+			if _, err := io.WriteString(c, out); err != nil || closing {
+				return
+			}
+		}
+	}).Addr().String()
+	return n
+}
+
+func (n *scriptedNode) instance() discovery.Instance {
+	host, port, _ := net.SplitHostPort(n.addr)
+	p, _ := strconv.Atoi(port)
+	return discovery.Instance{ID: n.addr, Address: host, Port: p, Weight: 1, Healthy: true}
+}
+
+func (n *scriptedNode) stats() (conns int, reqs []string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.conn, append([]string(nil), n.reqs...)
+}
+
+// TestDirectExchangeAnswers sends each kind of answer a node can give
+// through proxy.Server and proxy.Transport's direct path, twice on one
+// client connection, and checks what the client gets and whether the node
+// connection was kept.
+func TestDirectExchangeAnswers(t *testing.T) {
+	big := strings.Repeat("0123456789abcdef", 100<<10/16)
+	tests := []struct {
+		name, answer string
+		status       int
+		body         string
+		header       map[string]string // "" means absent
+		nodeConns    int               // connections the node saw for two requests
+		early        bool              // a 103 comes first
+	}{
+		{name: "simple", answer: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\nx-custom-NAME:  v \r\n\r\nok",
+			status: 200, body: "ok", header: map[string]string{"Content-Type": "text/plain", "X-Custom-Name": "v"}, nodeConns: 1},
+		{name: "hop-by-hop headers dropped", answer: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\n" +
+			"Keep-Alive: timeout=5\r\nUpgrade: h2c\r\nProxy-Authenticate: Basic\r\nX-Kept: 2\r\n\r\nok",
+			status: 200, body: "ok", header: map[string]string{"X-Hop": "", "Keep-Alive": "", "Upgrade": "", "Proxy-Authenticate": "", "X-Kept": "2"}, nodeConns: 1},
+		{name: "type sniffed as net/http does", answer: "HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n<html>hi</html>",
+			status: 200, body: "<html>hi</html>", header: map[string]string{"Content-Type": "text/html; charset=utf-8"}, nodeConns: 1},
+		{name: "node closes", answer: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok<close>",
+			status: 200, body: "ok", header: map[string]string{"Connection": ""}, nodeConns: 2},
+		{name: "no content", answer: "HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n", status: 204, header: map[string]string{"X-A": "1"}, nodeConns: 1},
+		{name: "not modified", answer: "HTTP/1.1 304 Not Modified\r\nEtag: \"x\"\r\n\r\n", status: 304, header: map[string]string{"Etag": `"x"`}, nodeConns: 1},
+		{name: "longer than a buffer", answer: "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: " + strconv.Itoa(len(big)) + "\r\n\r\n" + big,
+			status: 200, body: big, nodeConns: 1},
+		{name: "longer, sniffed", answer: "HTTP/1.1 200 OK\r\nContent-Length: " + strconv.Itoa(len(big)) + "\r\n\r\n" + big,
+			status: 200, body: big, header: map[string]string{"Content-Type": "text/plain; charset=utf-8"}, nodeConns: 1},
+		{name: "chunked (net/http writes it)", answer: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+			status: 200, body: "ok", nodeConns: 1},
+		{name: "1xx first", answer: "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+			status: 200, body: "ok", nodeConns: 1, early: true},
+		{name: "bare line feeds", answer: "HTTP/1.1 200 OK\nContent-Length: 2\nX-A: 1\n\nok", status: 200, body: "ok", header: map[string]string{"X-A": "1"}, nodeConns: 1},
+		{name: "head longer than the buffer", answer: "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("b", 6<<10) + "\r\nContent-Length: 2\r\n\r\nok",
+			status: 200, body: "ok", header: map[string]string{"X-Big": strings.Repeat("b", 6<<10)}, nodeConns: 1},
+		{name: "until close (net/http reads it)", answer: "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nok<close>",
+			status: 200, body: "ok", nodeConns: 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			node := newScriptedNode(t, func(string) string { return tc.answer })
+			f := newFixture(t, "users")
+			f.set(t, "users", node.instance())
+			c := dialRaw(t, f.front.Listener.Addr().String())
+			for i := range 2 {
+				c.send("GET /x HTTP/1.1\r\nHost: users\r\n\r\n")
+				resp, body := c.read("GET")
+				if tc.early {
+					if resp.StatusCode != http.StatusEarlyHints || resp.Header.Get("Link") != "</a.css>" {
+						t.Fatalf("request %d: %d %v, want 103 with its Link first", i, resp.StatusCode, resp.Header)
+					}
+					resp, body = c.read("GET")
+				}
+				if resp.StatusCode != tc.status || body != tc.body {
+					t.Fatalf("request %d: %d %.40q, want %d %.40q", i, resp.StatusCode, body, tc.status, tc.body)
+				}
+				if resp.Close {
+					t.Fatalf("request %d: the client connection closes", i)
+				}
+				for k, v := range tc.header {
+					if got := resp.Header.Get(k); got != v {
+						t.Errorf("request %d: %s = %q, want %q", i, k, got, v)
+					}
+				}
+				if resp.Header.Get("Date") == "" {
+					t.Errorf("request %d: no Date", i)
+				}
+			}
+			if conns, _ := node.stats(); conns != tc.nodeConns {
+				t.Errorf("node connections %d, want %d", conns, tc.nodeConns)
+			}
+		})
+	}
+}
+
+// TestDirectExchangeBrokenBody: an answer whose body ends before its
+// Content-Length reaches the client cut short, never as complete, and the
+// node's connection is not reused.
+func TestDirectExchangeBrokenBody(t *testing.T) {
+	for _, size := range []int{10, 100 << 10} {
+		t.Run(strconv.Itoa(size), func(t *testing.T) {
+			node := newScriptedNode(t, func(string) string {
+				return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s<close>", size, strings.Repeat("x", size/2))
+			})
+			f := newFixture(t, "users")
+			f.set(t, "users", node.instance())
+			c := dialRaw(t, f.front.Listener.Addr().String())
+			c.send("GET /x HTTP/1.1\r\nHost: users\r\n\r\n")
+			resp, err := http.ReadResponse(c.br, nil)
+			if err == nil {
+				var body []byte
+				body, err = io.ReadAll(resp.Body)
+				if err == nil {
+					t.Fatalf("a body of %d bytes of %d came through as complete", len(body), size)
+				}
+			}
+			if _, err := c.br.ReadByte(); err == nil {
+				t.Fatal("the client connection stayed open")
+			}
+		})
+	}
+}
+
+// TestDirectExchangeRequest checks what the node receives: the head
+// ReverseProxy would send (see the head tests), the body, and the body
+// again on a retry.
+func TestDirectExchangeRequest(t *testing.T) {
+	var mu sync.Mutex
+	calls := 0
+	answer := func(string) string { // the first request anywhere is refused
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if calls == 1 {
+			return "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy"
+		}
+		return "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"
+	}
+	node, other := newScriptedNode(t, answer), newScriptedNode(t, answer)
+	f := newFixture(t, "users")
+	f.set(t, "users", node.instance(), other.instance())
+	c := dialRaw(t, f.front.Listener.Addr().String())
+	c.send("PUT /items/1?a=b HTTP/1.1\r\nHost: users\r\nConnection: X-Drop\r\nX-Drop: 1\r\nX-Forwarded-For: 6.6.6.6\r\nContent-Length: 5\r\n\r\nhello")
+	if resp, _ := c.read("PUT"); resp.StatusCode != http.StatusCreated {
+		t.Fatalf("status %d, want 201 after a retry", resp.StatusCode)
+	}
+	_, a := node.stats()
+	_, b := other.stats()
+	reqs := append(a, b...)
+	if len(reqs) != 2 {
+		t.Fatalf("the nodes saw %d requests, want 2 (one retry)", len(reqs))
+	}
+	for _, r := range reqs {
+		if !strings.HasPrefix(r, "PUT /items/1?a=b HTTP/1.1\r\nHost: users\r\n") || !strings.HasSuffix(r, "\r\n\r\nhello") ||
+			!strings.Contains(r, "\r\nContent-Length: 5\r\n") || strings.Contains(r, "X-Drop") || strings.Contains(r, "X-Forwarded-For") ||
+			strings.Contains(r, "User-Agent") {
+			t.Errorf("node got %q", r)
+		}
+	}
+}

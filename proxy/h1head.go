@@ -1,0 +1,373 @@
+package proxy
+
+import (
+	"bytes"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// respHead is a node's answer head that the direct path writes on without
+// building an http.Response: a final status, framed by one Content-Length
+// (or a status that has no body), nothing that needs net/http's handling.
+// Its slices point into the connection's read buffer.
+type respHead struct {
+	status        int
+	contentLength int64 // -1 for 204 and 304 without one
+	keepAlive     bool  // the node keeps the connection
+	hasDate       bool
+	hasType       bool   // a Content-Type header
+	lines         []byte // the header lines after the status line, each ending in CRLF
+	size          int    // bytes the head takes, with its empty line
+	// connTokens are the header names the Connection header lists (hop by
+	// hop, RFC 9110 section 7.6.1).
+	connTokens [][]byte
+	tokensA    [4][]byte
+}
+
+// headEnd returns the length of the head at the start of b, with its
+// empty line, or -1 when b holds no complete head. bareLF reports a line
+// ended by LF alone before that point.
+func headEnd(b []byte) (n int, bareLF bool) {
+	for i := 0; i < len(b); {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return -1, bareLF
+		}
+		line := b[i : i+j]
+		if len(line) == 0 || line[len(line)-1] != '\r' {
+			bareLF = true
+		}
+		i += j + 1
+		if len(line) == 0 || len(line) == 1 && line[0] == '\r' {
+			return i, bareLF
+		}
+	}
+	return -1, bareLF
+}
+
+// parseRespHead parses a complete answer head (see headEnd) in b. It
+// reports false for anything the direct path leaves to net/http: another
+// version than HTTP/1.1, 1xx and 101, chunked or unframed bodies,
+// trailers, gRPC and event streams, folded or malformed lines.
+func parseRespHead(b []byte, h *respHead) bool {
+	*h = respHead{contentLength: -1, keepAlive: true}
+	h.connTokens = h.tokensA[:0]
+	end := bytes.IndexByte(b, '\n')
+	if end < 0 {
+		return false
+	}
+	line := b[:end]
+	if len(line) < len("HTTP/1.1 200\r") || string(line[:9]) != "HTTP/1.1 " || line[len(line)-1] != '\r' {
+		return false
+	}
+	line = line[9 : len(line)-1]
+	code := 0
+	for _, c := range line[:3] {
+		if c < '0' || c > '9' {
+			return false
+		}
+		code = code*10 + int(c-'0')
+	}
+	if len(line) > 3 && line[3] != ' ' || code < 200 || code > 599 {
+		return false
+	}
+	h.status = code
+	pos := end + 1
+	linesStart := pos
+	sawLength := false
+	for {
+		end = bytes.IndexByte(b[pos:], '\n')
+		if end < 1 || b[pos+end-1] != '\r' {
+			return false
+		}
+		line := b[pos : pos+end-1]
+		if len(line) == 0 {
+			h.lines, h.size = b[linesStart:pos], pos+end+1
+			break
+		}
+		pos += end + 1
+		colon := bytes.IndexByte(line, ':')
+		if colon < 1 {
+			return false // also a folded line, which starts with a space
+		}
+		name, value := line[:colon], trimOWS(line[colon+1:])
+		for _, c := range name {
+			if !httpguts.IsTokenRune(rune(c)) {
+				return false
+			}
+		}
+		for _, c := range value {
+			if c < ' ' && c != '\t' || c == 0x7f {
+				return false
+			}
+		}
+		switch {
+		case equalFold(name, "Content-Length"):
+			if sawLength || len(value) == 0 || len(value) > 18 {
+				return false
+			}
+			sawLength = true
+			n := int64(0)
+			for _, c := range value {
+				if c < '0' || c > '9' {
+					return false
+				}
+				n = n*10 + int64(c-'0')
+			}
+			h.contentLength = n
+		case equalFold(name, "Transfer-Encoding"), equalFold(name, "Trailer"):
+			return false
+		case equalFold(name, "Content-Type"):
+			h.hasType = true
+			if hasPrefixFold(value, "application/grpc") || hasPrefixFold(value, "text/event-stream") {
+				return false
+			}
+		case equalFold(name, "Date"):
+			h.hasDate = true
+		case equalFold(name, "Connection"):
+			for tok := range bytes.SplitSeq(value, []byte(",")) {
+				tok = trimOWS(tok)
+				if equalFold(tok, "close") {
+					h.keepAlive = false
+				}
+				if len(tok) > 0 {
+					h.connTokens = append(h.connTokens, tok)
+				}
+			}
+		}
+	}
+	if !sawLength && code != http.StatusNoContent && code != http.StatusNotModified {
+		return false // read until close: net/http handles it
+	}
+	return true
+}
+
+// hopByHop reports whether a header is hop by hop: one of RFC 9110's, or
+// one the Connection header lists.
+func hopByHop(name []byte, listed [][]byte) bool {
+	switch len(name) {
+	case 2:
+		if equalFold(name, "Te") {
+			return true
+		}
+	case 7:
+		if equalFold(name, "Trailer") || equalFold(name, "Upgrade") {
+			return true
+		}
+	case 10:
+		if equalFold(name, "Connection") || equalFold(name, "Keep-Alive") {
+			return true
+		}
+	case 16:
+		if equalFold(name, "Proxy-Connection") {
+			return true
+		}
+	case 17:
+		if equalFold(name, "Transfer-Encoding") {
+			return true
+		}
+	case 18:
+		if equalFold(name, "Proxy-Authenticate") {
+			return true
+		}
+	case 19:
+		if equalFold(name, "Proxy-Authorization") {
+			return true
+		}
+	}
+	for _, t := range listed {
+		if equalFold(name, t) {
+			return true
+		}
+	}
+	return false
+}
+
+// appendRespHeaders appends h's header lines without the hop-by-hop ones,
+// with canonical names and trimmed values, as net/http would write them.
+func appendRespHeaders(dst []byte, h *respHead) []byte {
+	for rest := h.lines; len(rest) > 0; {
+		end := bytes.IndexByte(rest, '\n')
+		line := rest[:end-1]
+		rest = rest[end+1:]
+		colon := bytes.IndexByte(line, ':')
+		name := line[:colon]
+		if hopByHop(name, h.connTokens) {
+			continue
+		}
+		dst = appendCanonicalKey(dst, name)
+		dst = append(dst, ": "...)
+		dst = append(dst, trimOWS(line[colon+1:])...)
+		dst = append(dst, "\r\n"...)
+	}
+	return dst
+}
+
+// appendCanonicalKey appends a valid header name in canonical form
+// (textproto.CanonicalMIMEHeaderKey's).
+func appendCanonicalKey(dst, name []byte) []byte {
+	upper := true
+	for _, c := range name {
+		if upper && 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		} else if !upper && 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+		upper = c == '-'
+	}
+	return dst
+}
+
+func trimOWS(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// equalFold reports whether a equals b, ignoring ASCII case only (unlike
+// strings.EqualFold, which folds Unicode too).
+func equalFold[A, B ~string | ~[]byte](a A, b B) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range len(a) {
+		if lowerASCII(a[i]) != lowerASCII(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func hasPrefixFold(b []byte, prefix string) bool {
+	return len(b) >= len(prefix) && equalFold(b[:len(prefix)], prefix)
+}
+
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// headerListed reports whether a canonical header name is among the
+// comma-separated names of values (a Connection header), ignoring ASCII
+// case: httputil.ReverseProxy's rule for the headers a request's
+// Connection header makes hop by hop.
+func headerListed(name string, values []string) bool {
+	for _, v := range values {
+		for tok := range strings.SplitSeq(v, ",") {
+			tok = strings.Trim(tok, " \t")
+			if equalFold(tok, name) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// appendRequestHead appends the head the direct path sends a node for r:
+// what httputil.ReverseProxy (with Rewrite) and http.Request.Write would
+// send. The client's Host is kept; hop-by-hop headers (and those the
+// Connection header lists) and the client's Forwarded and X-Forwarded-*
+// headers are dropped; User-Agent is sent only when the client sent one;
+// Te: trailers passes; the body's length is announced as Request.Write
+// does ("Content-Length: 0" for POST, PUT and PATCH). r.Host must not
+// hold an IPv6 zone.
+func appendRequestHead(dst []byte, r *http.Request) []byte {
+	dst = append(dst, r.Method...)
+	dst = append(dst, ' ')
+	if p := r.URL.EscapedPath(); p != "" {
+		dst = append(dst, p...)
+	} else {
+		dst = append(dst, '/')
+	}
+	if r.URL.ForceQuery || r.URL.RawQuery != "" {
+		dst = append(dst, '?')
+		dst = append(dst, cleanQuery(r.URL.RawQuery)...)
+	}
+	dst = append(dst, " HTTP/1.1\r\nHost: "...)
+	dst = append(dst, r.Host...)
+	dst = append(dst, "\r\n"...)
+	conn := r.Header["Connection"]
+	for k, vv := range r.Header {
+		switch k {
+		case "Host", "Content-Length", "Transfer-Encoding", "Trailer", "Te", "Upgrade",
+			"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+			"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
+			continue
+		}
+		if len(conn) > 0 && headerListed(k, conn) {
+			continue
+		}
+		if k == "User-Agent" {
+			vv = vv[:min(len(vv), 1)] // Request.Write sends the first
+		}
+		for _, v := range vv {
+			dst = appendHeaderLine(dst, k, v)
+		}
+	}
+	if httpguts.HeaderValuesContainsToken(r.Header["Te"], "trailers") {
+		dst = append(dst, "Te: trailers\r\n"...)
+	}
+	if r.ContentLength > 0 || r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch {
+		dst = append(dst, "Content-Length: "...)
+		dst = strconv.AppendInt(dst, max(r.ContentLength, 0), 10)
+		dst = append(dst, "\r\n"...)
+	}
+	return append(dst, "\r\n"...)
+}
+
+// appendHeaderLine appends one header line as http.Header.Write does: an
+// invalid name is skipped, line breaks in the value become spaces, an
+// empty User-Agent is not sent.
+func appendHeaderLine(dst []byte, k, v string) []byte {
+	if !httpguts.ValidHeaderFieldName(k) {
+		return dst
+	}
+	if strings.ContainsAny(v, "\r\n") {
+		v = headerNewlineToSpace.Replace(v)
+	}
+	v = textproto.TrimString(v)
+	if v == "" && k == "User-Agent" {
+		return dst
+	}
+	dst = append(dst, k...)
+	dst = append(dst, ": "...)
+	dst = append(dst, v...)
+	return append(dst, "\r\n"...)
+}
+
+// cleanQuery is httputil.ReverseProxy's: a query with a semicolon or a bad
+// escape is parsed and encoded again, which drops what does not parse.
+func cleanQuery(s string) string {
+	for i := 0; i < len(s); {
+		switch s[i] {
+		case ';':
+			v, _ := url.ParseQuery(s)
+			return v.Encode()
+		case '%':
+			if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) {
+				v, _ := url.ParseQuery(s)
+				return v.Encode()
+			}
+			i += 3
+		default:
+			i++
+		}
+	}
+	return s
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
