@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/internal/testnet"
@@ -160,14 +161,17 @@ func TestDirectExchangeAnswers(t *testing.T) {
 }
 
 // TestDirectExchangeBrokenBody: an answer whose body ends before its
-// Content-Length reaches the client cut short, never as complete, and the
-// node's connection is not reused.
+// length reaches the client cut short, never as complete; the node's
+// connection is not reused, and the exchange is still counted (the node's
+// in-flight count returns to zero). Chunked answers take ReverseProxy.
 func TestDirectExchangeBrokenBody(t *testing.T) {
-	for _, size := range []int{10, 100 << 10} {
-		t.Run(strconv.Itoa(size), func(t *testing.T) {
-			node := newScriptedNode(t, func(string) string {
-				return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s<close>", size, strings.Repeat("x", size/2))
-			})
+	for _, tc := range []struct{ name, answer string }{
+		{"short", "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\nxxxxx<close>"},
+		{"long", fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s<close>", 100<<10, strings.Repeat("x", 50<<10))},
+		{"chunked", "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\na\r\nxxxxx<close>"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			node := newScriptedNode(t, func(string) string { return tc.answer })
 			f := newFixture(t, "users")
 			f.set(t, "users", node.instance())
 			c := dialRaw(t, f.front.Listener.Addr().String())
@@ -177,11 +181,19 @@ func TestDirectExchangeBrokenBody(t *testing.T) {
 				var body []byte
 				body, err = io.ReadAll(resp.Body)
 				if err == nil {
-					t.Fatalf("a body of %d bytes of %d came through as complete", len(body), size)
+					t.Fatalf("a body of %d bytes came through as complete", len(body))
 				}
 			}
 			if _, err := c.br.ReadByte(); err == nil {
 				t.Fatal("the client connection stayed open")
+			}
+			n := f.ups["users"].Snapshot().Nodes[0]
+			deadline := time.Now().Add(5 * time.Second)
+			for n.Stats.InFlight.Load() != 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("node in flight %d after the exchange ended", n.Stats.InFlight.Load())
+				}
+				time.Sleep(time.Millisecond)
 			}
 		})
 	}
