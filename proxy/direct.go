@@ -102,12 +102,16 @@ func (p *Proxy) forwardDirect(ctx context.Context, w *response, r *http.Request,
 		c    *h1Conn
 		rh   respHead
 		resp *http.Response // an answer that is not simple
+		aw   abandonWatcher
 	)
+	if ctx == r.Context() && r == w.req {
+		aw = w.c // nothing but the client watch ends this context
+	}
 	send := func(n *node.Node, _ int) attemptResult {
 		var size int
 		var err error
 		c, resp = nil, nil
-		c, size, err = t.send(ctx, n.HostPort, head, body, resend)
+		c, size, err = t.send(ctx, aw, n.HostPort, head, body, resend)
 		if err != nil {
 			return attemptResult{err: err}
 		}

@@ -24,9 +24,10 @@ type respHead struct {
 	lines         []byte // the header lines after the status line, each ending in CRLF
 	size          int    // bytes the head takes, with its empty line
 	// connTokens are the header names the Connection header lists (hop by
-	// hop, RFC 9110 section 7.6.1).
-	connTokens [][]byte
-	tokensA    [4][]byte
+	// hop, RFC 9110 section 7.6.1): nConn of them. More make the head not
+	// simple (a fixed array keeps respHead off the heap).
+	connTokens [4][]byte
+	nConn      int
 }
 
 // headEnd returns the length of the head at the start of b, with its
@@ -56,7 +57,6 @@ func headEnd(b []byte) (n int, bareLF bool) {
 // trailers, gRPC and event streams, folded or malformed lines.
 func parseRespHead(b []byte, h *respHead) bool {
 	*h = respHead{contentLength: -1, keepAlive: true}
-	h.connTokens = h.tokensA[:0]
 	end := bytes.IndexByte(b, '\n')
 	if end < 0 {
 		return false
@@ -136,7 +136,11 @@ func parseRespHead(b []byte, h *respHead) bool {
 					h.keepAlive = false
 				}
 				if len(tok) > 0 {
-					h.connTokens = append(h.connTokens, tok)
+					if h.nConn == len(h.connTokens) {
+						return false
+					}
+					h.connTokens[h.nConn] = tok
+					h.nConn++
 				}
 			}
 		}
@@ -197,7 +201,7 @@ func appendRespHeaders(dst []byte, h *respHead) []byte {
 		rest = rest[end+1:]
 		colon := bytes.IndexByte(line, ':')
 		name := line[:colon]
-		if hopByHop(name, h.connTokens) {
+		if hopByHop(name, h.connTokens[:h.nConn]) {
 			continue
 		}
 		dst = appendCanonicalKey(dst, name)

@@ -164,6 +164,8 @@ func (s *Server) newConn(nc net.Conn) *srvConn {
 	c.limit += 4096 // net/http's slack for the request line
 	c.watch = time.AfterFunc(time.Hour, c.watchClient)
 	c.watch.Stop()
+	c.unwatchFn = c.unwatch
+	c.header = make(http.Header, 8)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.shuttingDown.Load() {
@@ -215,6 +217,16 @@ type srvConn struct {
 	watchDone chan struct{}
 	cancel    context.CancelCauseFunc
 	pending   []byte
+
+	// What the client watch interrupts besides the request's context: the
+	// node connection a direct exchange waits on (see onAbandon).
+	abandonMu sync.Mutex
+	abandoned bool   // the client went away during this request
+	interrupt func() // registered by onAbandon
+	unwatchFn func() bool
+
+	resp   response    // the current request's, reused
+	header http.Header // its header map, cleared for each request
 }
 
 var errTooLarge = errors.New("request head larger than max_header_bytes")
@@ -371,7 +383,10 @@ func (c *srvConn) serveRequest(req *http.Request) bool {
 	defer cancel(nil)
 	req = req.WithContext(ctx)
 	c.cancel = cancel
-	w := &response{c: c, req: req, header: make(http.Header, 8), contentLength: -1}
+	c.abandoned = false // the watch is not running: no lock needed
+	clear(c.header)
+	w := &c.resp
+	*w = response{c: c, req: req, header: c.header, contentLength: -1, held: w.held[:0]}
 	var body *directBody
 	if req.Body != http.NoBody {
 		body = &directBody{rc: req.Body}
@@ -451,6 +466,38 @@ func (c *srvConn) watchClient() {
 		return // endWatch interrupted the read
 	}
 	c.cancel(errClientGone)
+	c.abandonMu.Lock()
+	c.abandoned = true
+	interrupt := c.interrupt
+	c.interrupt = nil
+	c.abandonMu.Unlock()
+	if interrupt != nil {
+		interrupt()
+	}
+}
+
+// onAbandon arranges for interrupt to run if the client goes away during
+// the current request (at once if it has), until the stop it returns is
+// called; stop reports false when interrupt ran or runs. It does for a
+// direct exchange what context.AfterFunc on the request's context would,
+// without allocating: that context is cancelled only by the client watch.
+func (c *srvConn) onAbandon(interrupt func()) (stop func() bool) {
+	c.abandonMu.Lock()
+	if c.abandoned {
+		c.abandonMu.Unlock()
+		interrupt()
+		return c.unwatchFn
+	}
+	c.interrupt = interrupt
+	c.abandonMu.Unlock()
+	return c.unwatchFn
+}
+
+func (c *srvConn) unwatch() bool {
+	c.abandonMu.Lock()
+	defer c.abandonMu.Unlock()
+	c.interrupt = nil
+	return !c.abandoned
 }
 
 // prefixConn is a connection handed over with what was read from it.

@@ -150,7 +150,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 // answering is replaced once by a new one when resend allows it, as
 // RoundTrip does. Until the connection is released, it is interrupted
 // when ctx ends.
-func (t *Transport) send(ctx context.Context, hostport string, head, body []byte, resend bool) (*h1Conn, int, error) {
+func (t *Transport) send(ctx context.Context, aw abandonWatcher, hostport string, head, body []byte, resend bool) (*h1Conn, int, error) {
 	pool := t.pool(hostport)
 	fresh := false
 	for {
@@ -166,7 +166,7 @@ func (t *Transport) send(ctx context.Context, hostport string, head, body []byte
 			}
 			c = newH1Conn(conn, pool)
 		}
-		size, err := c.send(ctx, head, body, t.headerTimeout)
+		size, err := c.send(ctx, aw, head, body, t.headerTimeout)
 		if err == nil {
 			return c, size, nil
 		}
@@ -319,12 +319,23 @@ func (c *h1Conn) watch(ctx context.Context) {
 	}
 }
 
+// abandonWatcher tells a direct exchange that its client went away, in
+// place of its context's AfterFunc (see srvConn.onAbandon).
+type abandonWatcher interface {
+	onAbandon(interrupt func()) (stop func() bool)
+}
+
 // send writes an encoded request and reads until the answer's head is in
-// c.br (see Transport.send). On an error, c.stop has been called and c
-// must be closed.
-func (c *h1Conn) send(ctx context.Context, head, body []byte, headerTimeout time.Duration) (int, error) {
+// c.br (see Transport.send). It is interrupted when aw reports the client
+// gone or, when aw is nil, when ctx ends. On an error, c.stop has been
+// called and c must be closed.
+func (c *h1Conn) send(ctx context.Context, aw abandonWatcher, head, body []byte, headerTimeout time.Duration) (int, error) {
 	c.nread = c.br.Buffered()
-	c.watch(ctx)
+	if aw != nil {
+		c.stop = aw.onAbandon(c.interrupt)
+	} else {
+		c.watch(ctx)
+	}
 	_, _ = c.bw.Write(head)
 	_, _ = c.bw.Write(body)
 	if err := c.bw.Flush(); err != nil {
