@@ -214,7 +214,8 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream.Ups
 		return
 	}
 	defer up.EndRequest()
-	st := &exchange{up: up, snap: snap, client: r.Context(), start: time.Now()}
+	st := newExchange(w)
+	*st = exchange{up: up, snap: snap, client: r.Context(), start: time.Now()}
 	ctx := r.Context()
 	if total := up.Policy().Timeouts.Total; total > 0 {
 		var cancel context.CancelFunc
@@ -331,6 +332,17 @@ func (p *Proxy) logAccess(r *http.Request, st *exchange, status int, took time.D
 		"duration_ms": float64(took.Microseconds()) / 1000, "attempts": len(st.tried),
 		"method": r.Method, "path": r.URL.Path, "host": r.Host,
 	}).Info("request")
+}
+
+// newExchange returns the exchange of a request answered through w: the
+// one proxy.Server's connection keeps for its requests (they come one at
+// a time, and nothing holds an exchange after forward returns), else a
+// new one.
+func newExchange(w http.ResponseWriter) *exchange {
+	if dw, ok := w.(*response); ok {
+		return &dw.c.exchange
+	}
+	return new(exchange)
 }
 
 type exchangeKey struct{}

@@ -225,8 +225,9 @@ type srvConn struct {
 	interrupt func() // registered by onAbandon
 	unwatchFn func() bool
 
-	resp   response    // the current request's, reused
-	header http.Header // its header map, cleared for each request
+	resp     response    // the current request's, reused
+	header   http.Header // its header map, cleared for each request
+	exchange exchange    // the current request's, reused (see newExchange)
 }
 
 var errTooLarge = errors.New("request head larger than max_header_bytes")
