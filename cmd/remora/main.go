@@ -19,6 +19,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/remora-mesh/remora/internal/gctune"
 	"github.com/remora-mesh/remora/pkg/config"
 )
 
@@ -86,6 +87,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
+		defer gctune.Start(0).Stop() // unless GOGC is set
 		if err := serveUntil(ctx, *cfgPath, cfg, log); err != nil {
 			log.WithError(err).Error("remora stopped with an error")
 			return 1
