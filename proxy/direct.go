@@ -79,16 +79,14 @@ func (p *Proxy) forwardDirect(ctx context.Context, w *response, r *http.Request,
 	reqBuf := directBufs.Get().(*[]byte)
 	msg := appendRequestHead((*reqBuf)[:0], r)
 	defer func() { putDirectBuf(reqBuf, msg) }()
-	head, body := msg, []byte(nil)
-	if r.ContentLength > 0 {
+	if r.ContentLength > 0 { // the body follows the head in msg
 		n := len(msg)
 		msg = slices.Grow(msg, int(r.ContentLength))[:n+int(r.ContentLength)]
 		if _, err := io.ReadFull(r.Body, msg[n:]); err != nil {
 			p.fail(w, r, st, err)
 			return false
 		}
-		head, body = msg[:n], msg[n:]
-		st.body.buffered = body
+		st.body.buffered = msg[n:]
 	}
 	resend := upstream.Idempotent(r.Method) || hasIdempotencyKey(r.Header)
 	got1xx := func(code int, h textproto.MIMEHeader) error {
@@ -111,7 +109,7 @@ func (p *Proxy) forwardDirect(ctx context.Context, w *response, r *http.Request,
 		var size int
 		var err error
 		c, resp = nil, nil
-		c, size, err = t.send(ctx, aw, n.HostPort, head, body, resend)
+		c, size, err = t.send(ctx, aw, n.HostPort, msg, resend)
 		if err != nil {
 			return attemptResult{err: err}
 		}

@@ -236,3 +236,59 @@ func TestDirectExchangeRequest(t *testing.T) {
 		}
 	}
 }
+
+// TestDirectExchangeNodeHalfClosesIdle: a node half-closes a keep-alive
+// connection while it sits in the pool and keeps it open without
+// answering. The next request on it must find the end (the direct path
+// writes before it waits, and its wait is bounded) and go out again on a
+// new connection, not hang.
+func TestDirectExchangeNodeHalfClosesIdle(t *testing.T) {
+	var mu sync.Mutex
+	conns := 0
+	addr := testnet.Serve(t, func(c net.Conn) {
+		defer c.Close()
+		mu.Lock()
+		conns++
+		first := conns == 1
+		mu.Unlock()
+		br := bufio.NewReader(c)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if line != "\r\n" {
+				continue
+			}
+			if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+				return
+			}
+			if first {
+				time.Sleep(20 * time.Millisecond)
+				_ = c.(*net.TCPConn).CloseWrite()
+				_, _ = io.Copy(io.Discard, br) // reads on, answers nothing
+				return
+			}
+		}
+	}).Addr().String()
+	host, port, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(port)
+	f := newFixture(t, "users")
+	f.set(t, "users", discovery.Instance{ID: "n", Address: host, Port: p, Weight: 1, Healthy: true})
+	c := dialRaw(t, f.front.Listener.Addr().String())
+	c.send("GET /1 HTTP/1.1\r\nHost: users\r\n\r\n")
+	if resp, body := c.read("GET"); resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("first: %d %q", resp.StatusCode, body)
+	}
+	time.Sleep(100 * time.Millisecond) // the end arrives, and the poller sees it
+	_ = c.c.SetDeadline(time.Now().Add(3 * time.Second))
+	c.send("GET /2 HTTP/1.1\r\nHost: users\r\n\r\n")
+	if resp, body := c.read("GET"); resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("second: %d %q", resp.StatusCode, body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if conns != 2 {
+		t.Fatalf("node connections %d, want 2 (the half-closed one, then a new one)", conns)
+	}
+}

@@ -9,8 +9,11 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/remora-mesh/remora/pkg/upstream"
@@ -142,7 +145,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-// send writes a request already encoded (head, then body) on an idle
+// send writes a request already encoded (head and body) on an idle
 // connection to hostport, or a new one, and waits until the answer's head
 // is in the connection's buffer. It returns the head's size, or 0 when the
 // head does not fit the buffer or has bare line feeds (http.ReadResponse
@@ -150,7 +153,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 // answering is replaced once by a new one when resend allows it, as
 // RoundTrip does. Until the connection is released, it is interrupted
 // when ctx ends.
-func (t *Transport) send(ctx context.Context, aw abandonWatcher, hostport string, head, body []byte, resend bool) (*h1Conn, int, error) {
+func (t *Transport) send(ctx context.Context, aw abandonWatcher, hostport string, msg []byte, resend bool) (*h1Conn, int, error) {
 	pool := t.pool(hostport)
 	fresh := false
 	for {
@@ -166,7 +169,7 @@ func (t *Transport) send(ctx context.Context, aw abandonWatcher, hostport string
 			}
 			c = newH1Conn(conn, pool)
 		}
-		size, err := c.send(ctx, aw, head, body, t.headerTimeout)
+		size, err := c.send(ctx, aw, msg, t.headerTimeout)
 		if err == nil {
 			return c, size, nil
 		}
@@ -289,13 +292,27 @@ type h1Conn struct {
 	idleSince time.Time
 	// stop ends the current request's watch on its context (see
 	// interrupt); it reports false when the watch fired.
-	stop      func() bool
-	interrupt func() // interrupts reads and writes, for context.AfterFunc
+	stop        func() bool
+	interrupt   func() // interrupts reads and writes, for context.AfterFunc
+	interrupted atomic.Bool
+	raw         syscall.RawConn // for writeAndWait; nil for other than a socket
+	// writeAndWait's state, for writeThenWait.
+	pending []byte
+	waited  bool
+	werr    error
+	waitFn  func(uintptr) bool
 }
 
 func newH1Conn(conn net.Conn, pool *connPool) *h1Conn {
 	c := &h1Conn{conn: conn, pool: pool}
-	c.interrupt = func() { _ = c.conn.SetDeadline(time.Unix(1, 0)) }
+	c.interrupt = func() {
+		c.interrupted.Store(true)
+		_ = c.conn.SetDeadline(time.Unix(1, 0))
+	}
+	if sc, ok := conn.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
+		c.waitFn = c.writeThenWait
+	}
 	c.br = bufio.NewReaderSize(c, 4<<10)
 	c.bw = bufio.NewWriterSize(conn, 4<<10)
 	return c
@@ -329,21 +346,32 @@ type abandonWatcher interface {
 // c.br (see Transport.send). It is interrupted when aw reports the client
 // gone or, when aw is nil, when ctx ends. On an error, c.stop has been
 // called and c must be closed.
-func (c *h1Conn) send(ctx context.Context, aw abandonWatcher, head, body []byte, headerTimeout time.Duration) (int, error) {
+func (c *h1Conn) send(ctx context.Context, aw abandonWatcher, msg []byte, headerTimeout time.Duration) (int, error) {
 	c.nread = c.br.Buffered()
+	c.interrupted.Store(false) // the last request's stop ended its interrupt
 	if aw != nil {
 		c.stop = aw.onAbandon(c.interrupt)
 	} else {
 		c.watch(ctx)
 	}
-	_, _ = c.bw.Write(head)
-	_, _ = c.bw.Write(body)
-	if err := c.bw.Flush(); err != nil {
-		c.stop()
-		return 0, err
-	}
+	var deadline time.Time
 	if headerTimeout > 0 {
-		_ = c.conn.SetReadDeadline(time.Now().Add(headerTimeout))
+		deadline = time.Now().Add(headerTimeout)
+	}
+	if c.raw != nil && c.br.Buffered() == 0 {
+		if err := c.writeAndWait(msg, deadline); err != nil {
+			c.stop()
+			return 0, err
+		}
+	} else {
+		_, _ = c.bw.Write(msg)
+		if err := c.bw.Flush(); err != nil {
+			c.stop()
+			return 0, err
+		}
+		if headerTimeout > 0 {
+			_ = c.conn.SetReadDeadline(deadline)
+		}
 	}
 	for {
 		b, _ := c.br.Peek(c.br.Buffered())
@@ -364,6 +392,69 @@ func (c *h1Conn) send(ctx context.Context, aw abandonWatcher, head, body []byte,
 			return 0, err
 		}
 	}
+}
+
+// waitCheck bounds writeAndWait's wait: after it, a read looks.
+const waitCheck = 250 * time.Millisecond
+
+// writeAndWait writes msg, then waits until the connection is readable,
+// and sets the read deadline to deadline (zero: none).
+//
+// It saves a system call per request: Go's reads try the socket before
+// they wait for it, and right after the request is written the answer is
+// never there yet (about 1.7 µs on a virtual machine, 5% of a request).
+// The write is made inside the wait's callback, after the poller cleared
+// the socket's readiness, so the answer's arrival is seen however soon it
+// comes. Only an end that arrived while the connection was idle (a node's
+// half close, whose readiness the clearing drops) would go unseen: the
+// wait is bounded by waitCheck, after which the caller's read finds it.
+func (c *h1Conn) writeAndWait(msg []byte, deadline time.Time) error {
+	wait, bounded := time.Now().Add(waitCheck), true
+	if !deadline.IsZero() && deadline.Before(wait) {
+		wait, bounded = deadline, false
+	}
+	_ = c.conn.SetReadDeadline(wait)
+	c.pending, c.waited, c.werr = msg, false, nil
+	err := c.raw.Read(c.waitFn)
+	written, werr := len(msg)-len(c.pending), c.werr
+	c.pending = nil
+	switch {
+	case werr != nil && werr != syscall.EAGAIN:
+		return &net.OpError{Op: "write", Net: "tcp", Source: c.conn.LocalAddr(), Addr: c.conn.RemoteAddr(), Err: os.NewSyscallError("write", werr)}
+	case written < len(msg):
+		if _, err := c.conn.Write(msg[written:]); err != nil {
+			return err
+		}
+	case err != nil && !(bounded && isTimeout(err) && !c.interrupted.Load()):
+		return err // interrupted, the header timeout, or the socket failed
+	}
+	_ = c.conn.SetReadDeadline(deadline)
+	if c.interrupted.Load() {
+		c.interrupt() // it may have come after the check: keep it in force
+	}
+	return nil
+}
+
+// writeThenWait is writeAndWait's callback, made once per connection (a
+// closure would be allocated for each request): it writes c.pending, then
+// asks to wait; called again once readable, it is done.
+func (c *h1Conn) writeThenWait(fd uintptr) bool {
+	if c.waited {
+		return true // readable: the caller's read gets it
+	}
+	for len(c.pending) > 0 {
+		n, err := syscall.Write(int(fd), c.pending)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			c.werr = err // EAGAIN: the rest is written the usual way
+			return true
+		}
+		c.pending = c.pending[n:]
+	}
+	c.waited = true
+	return false
 }
 
 // roundTrip writes req and reads the answer's header. The body, when there
