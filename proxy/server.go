@@ -166,6 +166,7 @@ func (s *Server) newConn(nc net.Conn) *srvConn {
 	c.watch.Stop()
 	c.unwatchFn = c.unwatch
 	c.header = make(http.Header, 8)
+	c.reqHeader = make(http.Header, 8)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.shuttingDown.Load() {
@@ -228,6 +229,13 @@ type srvConn struct {
 	resp     response    // the current request's, reused
 	header   http.Header // its header map, cleared for each request
 	exchange exchange    // the current request's, reused (see newExchange)
+
+	// The parts of a request readPlainRequest parses, reused: each
+	// request the handler gets is a copy of reqBase with its context.
+	reqBase   http.Request
+	reqHeader http.Header
+	reqVals   []string
+	reqBody   fixedBody
 }
 
 var errTooLarge = errors.New("request head larger than max_header_bytes")
@@ -288,12 +296,16 @@ func (c *srvConn) serve() {
 		} else if idle > 0 {
 			_ = c.nc.SetReadDeadline(time.Time{})
 		}
-		req, err := http.ReadRequest(c.br)
+		req, plain := c.readPlainRequest()
+		var err error
+		if !plain {
+			req, err = http.ReadRequest(c.br)
+		}
 		c.recording = false
 		if err != nil && !errors.Is(err, errTooLarge) && isCommonNetReadError(err) {
 			return
 		}
-		if err != nil || !takesDirect(req, c.rec[:len(c.rec)-c.br.Buffered()]) {
+		if err != nil || !plain && !takesDirect(req, c.rec[:len(c.rec)-c.br.Buffered()]) {
 			handedOff = c.handOff()
 			return
 		}
@@ -307,6 +319,30 @@ func (c *srvConn) serve() {
 			return
 		}
 	}
+}
+
+// readPlainRequest parses the request whose head is whole in br, when
+// parseRequestHead takes it (nearly every request of an application): it
+// then takes the direct path. Otherwise it reports false and consumes
+// nothing.
+func (c *srvConn) readPlainRequest() (*http.Request, bool) {
+	b, _ := c.br.Peek(c.br.Buffered())
+	n, bareLF := headEnd(b)
+	if n <= 0 || bareLF {
+		return nil, false
+	}
+	clear(c.reqHeader)
+	var ok bool
+	r := &c.reqBase
+	if c.reqVals, ok = parseRequestHead(string(b[:n]), r, c.reqHeader, c.reqVals); !ok {
+		return nil, false
+	}
+	_, _ = c.br.Discard(n)
+	if r.ContentLength > 0 {
+		c.reqBody = fixedBody{br: c.br, n: r.ContentLength}
+		r.Body = &c.reqBody
+	}
+	return r, true
 }
 
 // buffered is what br holds beyond the last request: the start of the next.
