@@ -1,8 +1,14 @@
 // Package proxy forwards HTTP requests from the local application to the
-// nodes of an upstream. It is built on httputil.ReverseProxy and extends it
-// only through its hooks: Rewrite sets the destination, a RoundTripper picks
-// the node (and picks again after a connect error), ErrorHandler classifies
-// failures.
+// nodes of an upstream.
+//
+// A plain HTTP/1.1 request that Server read for a plain HTTP/1.1 upstream
+// takes the direct exchange (direct.go): its head is encoded once, written
+// to a pooled connection, and a simple answer is passed on from the read
+// buffer. Everything else goes through httputil.ReverseProxy, extended only
+// through its hooks: Rewrite sets the destination, a RoundTripper picks the
+// node (and picks again after a connect error), ErrorHandler classifies
+// failures. Both share exchange.attempts: node choice, retries and health
+// accounting.
 //
 // The request path holds no lock: it loads the routing table and the
 // upstream's snapshot with one atomic load each.
