@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -106,43 +107,23 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return t.std.RoundTrip(req)
 	}
 	ctx := req.Context()
-	pool := t.pool(req.URL.Host)
-	fresh := false // after a stale pooled connection, dial a new one
-	for {
-		var c *h1Conn
-		if !fresh {
-			c = pool.get(time.Now())
+	var resp *http.Response
+	_, err := t.onConn(ctx, req.URL.Host, func(c *h1Conn) (err error) {
+		resp, err = c.roundTrip(ctx, req, t.headerTimeout)
+		return err
+	}, func() (bool, error) {
+		if !replayable(req) {
+			return false, nil
 		}
-		reused := c != nil
-		if c == nil {
-			conn, err := t.dialer.DialContext(ctx, "tcp", req.URL.Host)
-			if err != nil {
-				return nil, err
+		if req.GetBody != nil {
+			var err error
+			if req.Body, err = req.GetBody(); err != nil {
+				return false, err
 			}
-			c = newH1Conn(conn, pool)
 		}
-		resp, err := c.roundTrip(ctx, req, t.headerTimeout)
-		if err == nil {
-			return resp, nil
-		}
-		c.conn.Close()
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		if !fresh && reused && c.nread == 0 && replayable(req) {
-			// The node closed the connection while it sat in the pool
-			// (nothing came back): the request did not reach it. Once
-			// more on a new connection, as net/http's Transport does.
-			if req.GetBody != nil {
-				if req.Body, err = req.GetBody(); err != nil {
-					return nil, err
-				}
-			}
-			fresh = true
-			continue
-		}
-		return nil, err
-	}
+		return true, nil
+	})
+	return resp, err
 }
 
 // send writes a request already encoded (head and body) on an idle
@@ -150,12 +131,27 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 // is in the connection's buffer. It returns the head's size, or 0 when the
 // head does not fit the buffer or has bare line feeds (http.ReadResponse
 // then reads it). A pooled connection that the node closed before
-// answering is replaced once by a new one when resend allows it, as
-// RoundTrip does. Until the connection is released, it is interrupted
-// when ctx ends.
+// answering is replaced once by a new one when resend allows it. Until the
+// connection is released, it is interrupted when the client goes away (aw)
+// or ctx ends.
 func (t *Transport) send(ctx context.Context, aw abandonWatcher, hostport string, msg []byte, resend bool) (*h1Conn, int, error) {
+	var size int
+	c, err := t.onConn(ctx, hostport, func(c *h1Conn) (err error) {
+		size, err = c.send(ctx, aw, msg, t.headerTimeout)
+		return err
+	}, func() (bool, error) { return resend, nil })
+	return c, size, err
+}
+
+// onConn runs exchange on an idle connection to hostport, or a new one,
+// and returns the connection when it succeeds. When it fails on a pooled
+// connection that sent nothing back — the node closed it while it sat in
+// the pool, so the request did not reach the node — and resend allows
+// (and prepares) it, the exchange runs once more on a new connection, as
+// net/http's Transport does. A failed connection is closed.
+func (t *Transport) onConn(ctx context.Context, hostport string, exchange func(*h1Conn) error, resend func() (bool, error)) (*h1Conn, error) {
 	pool := t.pool(hostport)
-	fresh := false
+	fresh := false // after a stale pooled connection, dial a new one
 	for {
 		var c *h1Conn
 		if !fresh {
@@ -165,23 +161,25 @@ func (t *Transport) send(ctx context.Context, aw abandonWatcher, hostport string
 		if c == nil {
 			conn, err := t.dialer.DialContext(ctx, "tcp", hostport)
 			if err != nil {
-				return nil, 0, err
+				return nil, err
 			}
 			c = newH1Conn(conn, pool)
 		}
-		size, err := c.send(ctx, aw, msg, t.headerTimeout)
+		err := exchange(c)
 		if err == nil {
-			return c, size, nil
+			return c, nil
 		}
 		c.conn.Close()
 		if ctx.Err() != nil {
-			return nil, 0, ctx.Err()
+			return nil, ctx.Err()
 		}
-		if !fresh && reused && c.nread == 0 && resend {
-			fresh = true
-			continue
+		if fresh || !reused || c.nread != 0 {
+			return nil, err
 		}
-		return nil, 0, err
+		if again, rerr := resend(); rerr != nil || !again {
+			return nil, cmp.Or(rerr, err)
+		}
+		fresh = true
 	}
 }
 
