@@ -25,7 +25,7 @@ func parseRequestHead(s string, r *http.Request, h http.Header, vals []string) (
 	method, line, ok1 := strings.Cut(line, " ")
 	target, proto, ok2 := strings.Cut(line, " ")
 	if !ok1 || !ok2 || proto != "HTTP/1.1" || method == "" || len(target) < 1 || target[0] != '/' ||
-		method == http.MethodConnect || method == "PRI" || !isToken(method) {
+		method == http.MethodConnect || method == "PRI" || !httpguts.ValidHeaderFieldName(method) {
 		return vals, false
 	}
 	u, err := url.ParseRequestURI(target)
@@ -44,7 +44,7 @@ func parseRequestHead(s string, r *http.Request, h http.Header, vals []string) (
 			break
 		}
 		name, value, ok := strings.Cut(line, ":")
-		if !ok || name == "" || !isToken(name) {
+		if !ok || !httpguts.ValidHeaderFieldName(name) {
 			return vals, false // also a folded line, which starts with a space
 		}
 		value = strings.Trim(value, " \t")
@@ -110,15 +110,6 @@ func parseLength(v string) (int64, bool) {
 		n = n*10 + int64(v[i]-'0')
 	}
 	return n, true
-}
-
-func isToken(s string) bool {
-	for i := range len(s) {
-		if !httpguts.IsTokenRune(rune(s[i])) {
-			return false
-		}
-	}
-	return true
 }
 
 // isCanonicalKey reports whether a token is in canonical form already
