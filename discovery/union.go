@@ -88,6 +88,17 @@ func (u *union) Stop() error {
 	return errors.Join(errs...)
 }
 
+// CloneSet returns a copy of set whose instances have metadata maps of
+// their own (a nil map stays nil).
+func CloneSet(set []Instance) []Instance {
+	out := make([]Instance, len(set))
+	for i, in := range set {
+		in.Metadata = maps.Clone(in.Metadata)
+		out[i] = in
+	}
+	return out
+}
+
 // CloneMetadata returns a copy of m that may be modified, never nil.
 func CloneMetadata(m map[string]string) map[string]string {
 	if m == nil {

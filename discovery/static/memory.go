@@ -59,7 +59,7 @@ func (r *Registry) FailAll(err error) {
 // of its own (Latest sorts it) but the same metadata maps, which are
 // read-only once published.
 func (r *Registry) Set(service string, set ...discovery.Instance) {
-	own := cloneSet(set)
+	own := discovery.CloneSet(set)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(own) == 0 {
@@ -148,13 +148,4 @@ type watcher struct {
 func (w *watcher) Stop() error {
 	w.stop()
 	return w.Latest.Stop()
-}
-
-func cloneSet(set []discovery.Instance) []discovery.Instance {
-	out := make([]discovery.Instance, len(set))
-	for i, in := range set {
-		in.Metadata = maps.Clone(in.Metadata)
-		out[i] = in
-	}
-	return out
 }

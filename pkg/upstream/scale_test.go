@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"maps"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -84,22 +83,13 @@ func scaleSet(prefix string, base, n, labels int) []discovery.Instance {
 // shares their maps across sets, which compare at once).
 func oneNodeChanges(n int) (base []discovery.Instance, changed map[string][]discovery.Instance) {
 	base = scaleSet("node", 0, n, 2)
-	mod := cloneSet(base)
+	mod := discovery.CloneSet(base)
 	mod[n/2].Weight = 2
 	extra := base[n/2]
 	extra.ID += "a" // sorts right after the middle node
 	extra.Port = 9090
-	add := cloneSet(append(append(append([]discovery.Instance(nil), base[:n/2+1]...), extra), base[n/2+1:]...))
+	add := discovery.CloneSet(append(append(append([]discovery.Instance(nil), base[:n/2+1]...), extra), base[n/2+1:]...))
 	return base, map[string][]discovery.Instance{"modify": mod, "add_remove": add}
-}
-
-func cloneSet(set []discovery.Instance) []discovery.Instance {
-	out := make([]discovery.Instance, len(set))
-	for i, in := range set {
-		in.Metadata = maps.Clone(in.Metadata)
-		out[i] = in
-	}
-	return out
 }
 
 var scaleSizes = []int{100, 1000, 10000}
