@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -108,17 +109,11 @@ func parseRespHead(b []byte, h *respHead) bool {
 		}
 		switch {
 		case equalFold(name, "Content-Length"):
-			if sawLength || len(value) == 0 || len(value) > 18 {
+			n, ok := parseLength(value)
+			if !ok || sawLength {
 				return false
 			}
 			sawLength = true
-			n := int64(0)
-			for _, c := range value {
-				if c < '0' || c > '9' {
-					return false
-				}
-				n = n*10 + int64(c-'0')
-			}
 			h.contentLength = n
 		case equalFold(name, "Transfer-Encoding"), equalFold(name, "Trailer"):
 			return false
@@ -151,36 +146,18 @@ func parseRespHead(b []byte, h *respHead) bool {
 	return true
 }
 
-// hopByHop reports whether a header is hop by hop: one of RFC 9110's, or
+// hopHeaders are RFC 9110's hop-by-hop headers, as httputil.ReverseProxy
+// drops them in both directions, with canonical names.
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// hopByHop reports whether a header is hop by hop: one of hopHeaders, or
 // one the Connection header lists.
 func hopByHop(name []byte, listed [][]byte) bool {
-	switch len(name) {
-	case 2:
-		if equalFold(name, "Te") {
-			return true
-		}
-	case 7:
-		if equalFold(name, "Trailer") || equalFold(name, "Upgrade") {
-			return true
-		}
-	case 10:
-		if equalFold(name, "Connection") || equalFold(name, "Keep-Alive") {
-			return true
-		}
-	case 16:
-		if equalFold(name, "Proxy-Connection") {
-			return true
-		}
-	case 17:
-		if equalFold(name, "Transfer-Encoding") {
-			return true
-		}
-	case 18:
-		if equalFold(name, "Proxy-Authenticate") {
-			return true
-		}
-	case 19:
-		if equalFold(name, "Proxy-Authorization") {
+	for _, h := range hopHeaders {
+		if equalFold(name, h) {
 			return true
 		}
 	}
@@ -305,12 +282,11 @@ func appendRequestHead(dst []byte, r *http.Request) []byte {
 	conn := r.Header["Connection"]
 	for k, vv := range r.Header {
 		switch k {
-		case "Host", "Content-Length", "Transfer-Encoding", "Trailer", "Te", "Upgrade",
-			"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
-			"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
+		case "Host", "Content-Length", // Request.Write writes its own
+			"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto": // Rewrite drops them
 			continue
 		}
-		if len(conn) > 0 && headerListed(k, conn) {
+		if slices.Contains(hopHeaders, k) || len(conn) > 0 && headerListed(k, conn) {
 			continue
 		}
 		if k == "User-Agent" {

@@ -97,9 +97,9 @@ func fixPragmaCacheControl(h http.Header) {
 }
 
 // parseLength parses a Content-Length value: digits only, as net/http
-// requires.
-func parseLength(v string) (int64, bool) {
-	if v == "" || len(v) > 18 {
+// requires (and at most 18 of them).
+func parseLength[S ~string | ~[]byte](v S) (int64, bool) {
+	if len(v) == 0 || len(v) > 18 {
 		return 0, false
 	}
 	n := int64(0)
