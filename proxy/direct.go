@@ -197,14 +197,13 @@ func writeSimple(w *response, c *h1Conn, h *respHead) (aborted bool) {
 		out = append(out, httpDate(time.Now())...)
 		out = append(out, "\r\n"...)
 	}
-	w.closeAfter = w.body != nil && !w.body.drain() || w.req.Close || w.c.srv.shuttingDown.Load()
-	if w.closeAfter {
+	if w.closes(true) {
 		out = append(out, "Connection: close\r\n"...)
 	}
 	out = append(out, "\r\n"...)
 	_, _ = c.br.Discard(h.size) // the head was peeked: it is there
 	length := h.bodyLength()
-	w.wroteHeader, w.committed, w.status, w.contentLength, w.written = true, true, h.status, length, length
+	w.wroteRaw(h.status, length)
 	sniff := !h.hasType && length > 0
 	if length <= maxDirectBody {
 		n := len(out)

@@ -738,13 +738,7 @@ func (w *response) commit(ended bool, next []byte) {
 			h.Set("Content-Type", http.DetectContentType(next))
 		}
 	}
-	// A request body the handler left: dropped when small and the handler
-	// is done with it, else the connection ends after this answer.
-	if w.body != nil && !w.body.eof && (!ended || !w.body.drain()) {
-		w.closeAfter = true
-	}
-	if w.closeAfter || w.req.Close || w.c.srv.shuttingDown.Load() || httpguts.HeaderValuesContainsToken(h["Connection"], "close") {
-		w.closeAfter = true
+	if w.closes(ended) {
 		h.Set("Connection", "close")
 	}
 	bw := w.c.bw
@@ -759,6 +753,26 @@ func (w *response) commit(ended bool, next []byte) {
 		w.held = nil
 		_ = w.writeBody(held)
 	}
+}
+
+// closes decides whether the connection ends after this answer, records
+// it in closeAfter and reports it: when the handler left a request body
+// (dropped instead when small and the handler has ended), when the client
+// or the handler asked for it, or when the server is shutting down.
+func (w *response) closes(ended bool) bool {
+	if w.body != nil && !w.body.eof && (!ended || !w.body.drain()) {
+		w.closeAfter = true
+	}
+	if w.req.Close || w.c.srv.shuttingDown.Load() || httpguts.HeaderValuesContainsToken(w.header["Connection"], "close") {
+		w.closeAfter = true
+	}
+	return w.closeAfter
+}
+
+// wroteRaw records a head the handler wrote to the connection itself, for
+// a body of length bytes it writes in full.
+func (w *response) wroteRaw(status int, length int64) {
+	w.wroteHeader, w.committed, w.status, w.contentLength, w.written = true, true, status, length, length
 }
 
 // finish ends the response after the handler returned, and reports whether
