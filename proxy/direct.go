@@ -108,17 +108,13 @@ func (p *Proxy) forwardDirect(ctx context.Context, w *response, r *http.Request,
 	send := func(n *node.Node, _ int) attemptResult {
 		var size int
 		var err error
-		c, resp = nil, nil
+		resp = nil
 		c, size, err = t.send(ctx, aw, n.HostPort, msg, resend)
 		if err != nil {
 			return attemptResult{err: err}
 		}
 		if size > 0 {
-			b, _ := c.br.Peek(size)
-			if parseRespHead(b, &rh) {
-				if t.headerTimeout > 0 {
-					_ = c.conn.SetReadDeadline(time.Time{})
-				}
+			if b, _ := c.br.Peek(size); parseRespHead(b, &rh) {
 				return attemptResult{status: rh.status}
 			}
 		}
@@ -134,8 +130,7 @@ func (p *Proxy) forwardDirect(ctx context.Context, w *response, r *http.Request,
 	}
 	drop := func() {
 		if resp != nil {
-			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-			resp.Body.Close()
+			dropResponse(resp)
 			return
 		}
 		c.dropSimple(&rh)
@@ -175,7 +170,7 @@ func (h *respHead) bodyLength() int64 {
 // connection when the body is short; c is done with.
 func (c *h1Conn) dropSimple(h *respHead) {
 	n := h.bodyLength()
-	if n > 64<<10 {
+	if n > maxDrain {
 		c.stop()
 		c.conn.Close()
 		return

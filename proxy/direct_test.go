@@ -14,6 +14,7 @@ import (
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/internal/testnet"
+	"github.com/remora-mesh/remora/pkg/upstream"
 )
 
 // scriptedNode is a node that answers each request on a connection with
@@ -290,5 +291,44 @@ func TestDirectExchangeNodeHalfClosesIdle(t *testing.T) {
 	defer mu.Unlock()
 	if conns != 2 {
 		t.Fatalf("node connections %d, want 2 (the half-closed one, then a new one)", conns)
+	}
+}
+
+// TestDirectExchangeHeaderTimeoutEndsWithTheHead: timeouts.per_try bounds
+// the wait for the answer's head only; a body that comes slowly after it
+// still comes through, on the simple path and the chunked one.
+func TestDirectExchangeHeaderTimeoutEndsWithTheHead(t *testing.T) {
+	for _, tc := range []struct{ name, head, body string }{
+		{"simple", "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n", "ok"},
+		{"chunked", "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n", "2\r\nok\r\n0\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := testnet.Serve(t, func(c net.Conn) {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if line == "\r\n" {
+						_, _ = io.WriteString(c, tc.head)
+						time.Sleep(300 * time.Millisecond)
+						_, _ = io.WriteString(c, tc.body)
+					}
+				}
+			}).Addr().String()
+			host, port, _ := net.SplitHostPort(addr)
+			p, _ := strconv.Atoi(port)
+			pol := &upstream.Policy{}
+			pol.Timeouts.PerTry = 100 * time.Millisecond
+			f := newFixtureCfg(t, upstream.Config{Name: "users", Policy: validPolicy(t, pol), Transport: newPerTryTransport(pol.Timeouts.PerTry)})
+			f.set(t, "users", discovery.Instance{ID: "n", Address: host, Port: p, Weight: 1, Healthy: true})
+			c := dialRaw(t, f.front.Listener.Addr().String())
+			c.send("GET / HTTP/1.1\r\nHost: users\r\n\r\n")
+			if resp, body := c.read("GET"); resp.StatusCode != 200 || body != "ok" {
+				t.Fatalf("%d %q, want 200 \"ok\"", resp.StatusCode, body)
+			}
+		})
 	}
 }

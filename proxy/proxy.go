@@ -417,14 +417,21 @@ func (t pickingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return attemptResult{status: resp.StatusCode, deferred: true}
 		}
 		return attemptResult{status: resp.StatusCode}
-	}, func() {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		resp.Body.Close()
-	})
+	}, func() { dropResponse(resp) })
 	if err != nil {
 		return nil, err
 	}
 	return resp, nil
+}
+
+// maxDrain is how much of a retried answer's body is read and dropped to
+// keep its connection; a longer one closes it.
+const maxDrain = 64 << 10
+
+// dropResponse releases an answer that is retried.
+func dropResponse(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
+	resp.Body.Close()
 }
 
 // attemptResult is what one attempt at a node came to: a status, or an

@@ -341,7 +341,8 @@ type abandonWatcher interface {
 }
 
 // send writes an encoded request and reads until the answer's head is in
-// c.br (see Transport.send). It is interrupted when aw reports the client
+// c.br (see Transport.send), under the header timeout, which it clears
+// once the head is there. It is interrupted when aw reports the client
 // gone or, when aw is nil, when ctx ends. On an error, c.stop has been
 // called and c must be closed.
 func (c *h1Conn) send(ctx context.Context, aw abandonWatcher, msg []byte, headerTimeout time.Duration) (int, error) {
@@ -374,13 +375,16 @@ func (c *h1Conn) send(ctx context.Context, aw abandonWatcher, msg []byte, header
 	for {
 		b, _ := c.br.Peek(c.br.Buffered())
 		if n, bareLF := headEnd(b); n > 0 {
+			if headerTimeout > 0 {
+				_ = c.conn.SetReadDeadline(time.Time{}) // the head is here
+			}
 			if bareLF {
 				return 0, nil
 			}
 			return n, nil
 		}
 		if len(b) == c.br.Size() {
-			return 0, nil
+			return 0, nil // http.ReadResponse reads it, under the header timeout
 		}
 		if _, err := c.br.Peek(len(b) + 1); err != nil {
 			c.stop()
