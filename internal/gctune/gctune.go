@@ -23,6 +23,10 @@ import (
 	"sync/atomic"
 )
 
+// defaultGOGC is GOGC when the environment does not set it: the runtime's
+// default, which Start requires.
+const defaultGOGC = 100
+
 // DefaultHeadroom is the heap growth that Start allows before a
 // collection when the live heap is small.
 const DefaultHeadroom = 16 << 20
@@ -51,10 +55,11 @@ func Percent(live, headroom uint64, base int) int {
 	return int(p)
 }
 
-// Tuner sets GOGC after each collection; see the package comment.
+// Tuner sets GOGC after each collection; see the package comment. It
+// tunes from the runtime's finalizer goroutine; Stop may be called from any
+// goroutine.
 type Tuner struct {
 	headroom uint64
-	base     int
 	stopped  atomic.Bool
 	mu       sync.Mutex
 	sample   []metrics.Sample // the live heap and GOGC
@@ -69,21 +74,21 @@ func Start(headroom uint64) *Tuner {
 	if headroom == 0 {
 		headroom = DefaultHeadroom
 	}
-	t := &Tuner{headroom: headroom, base: 100, sample: []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/gogc:percent"}}}
+	t := &Tuner{headroom: headroom, sample: []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/gogc:percent"}}}
 	t.tune()
 	t.arm()
 	return t
 }
 
-// Stop stops tuning and puts GOGC back to its value before Start. It may
-// be called on a nil Tuner.
+// Stop stops tuning and puts GOGC back to the runtime's default (its value
+// before Start). It may be called on a nil Tuner.
 func (t *Tuner) Stop() {
 	if t == nil || t.stopped.Swap(true) {
 		return
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	debug.SetGCPercent(t.base)
+	debug.SetGCPercent(defaultGOGC)
 }
 
 // arm runs tune after the next collection: a finalizer runs once the
@@ -110,7 +115,7 @@ func (t *Tuner) tune() {
 	if t.sample[0].Value.Kind() == metrics.KindUint64 {
 		live, now = t.sample[0].Value.Uint64(), t.sample[1].Value.Uint64()
 	}
-	if p := Percent(live, t.headroom, t.base); uint64(p) != now {
+	if p := Percent(live, t.headroom, defaultGOGC); uint64(p) != now {
 		debug.SetGCPercent(p)
 	}
 }
