@@ -289,8 +289,10 @@ func appendRequestHead(dst []byte, r *http.Request) []byte {
 		if slices.Contains(hopHeaders, k) || len(conn) > 0 && headerListed(k, conn) {
 			continue
 		}
-		if k == "User-Agent" {
-			vv = vv[:min(len(vv), 1)] // Request.Write sends the first
+		if k == "User-Agent" { // Request.Write sends the first, if not empty
+			if vv = vv[:min(len(vv), 1)]; len(vv) == 1 && textproto.TrimString(vv[0]) == "" {
+				continue
+			}
 		}
 		for _, v := range vv {
 			dst = appendHeaderLine(dst, k, v)
@@ -308,8 +310,8 @@ func appendRequestHead(dst []byte, r *http.Request) []byte {
 }
 
 // appendHeaderLine appends one header line as http.Header.Write does: an
-// invalid name is skipped, line breaks in the value become spaces, an
-// empty User-Agent is not sent.
+// invalid name is skipped, line breaks in the value become spaces, the
+// value is trimmed.
 func appendHeaderLine(dst []byte, k, v string) []byte {
 	if !httpguts.ValidHeaderFieldName(k) {
 		return dst
@@ -318,9 +320,6 @@ func appendHeaderLine(dst []byte, k, v string) []byte {
 		v = headerNewlineToSpace.Replace(v)
 	}
 	v = textproto.TrimString(v)
-	if v == "" && k == "User-Agent" {
-		return dst
-	}
 	dst = append(dst, k...)
 	dst = append(dst, ": "...)
 	dst = append(dst, v...)

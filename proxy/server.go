@@ -845,17 +845,9 @@ func writeHeaderLines(bw *bufio.Writer, h http.Header, trailers []string) {
 
 var headerNewlineToSpace = strings.NewReplacer("\n", " ", "\r", " ")
 
+// writeHeaderLine writes one header line (see appendHeaderLine).
 func writeHeaderLine(bw *bufio.Writer, k, v string) {
-	if !httpguts.ValidHeaderFieldName(k) {
-		return // as net/http: an invalid name is not sent
-	}
-	bw.WriteString(k)
-	bw.WriteString(": ")
-	if strings.ContainsAny(v, "\r\n") {
-		v = headerNewlineToSpace.Replace(v)
-	}
-	bw.WriteString(strings.TrimSpace(v))
-	bw.WriteString("\r\n")
+	_, _ = bw.Write(appendHeaderLine(bw.AvailableBuffer(), k, v))
 }
 
 // cachedDate is the Date header for one second.
