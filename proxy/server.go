@@ -817,18 +817,9 @@ func (w *response) writeTrailers() {
 	}
 }
 
+// writeStatusLine writes an HTTP/1.1 status line (see appendStatusLine).
 func writeStatusLine(bw *bufio.Writer, code int) {
-	bw.WriteString("HTTP/1.1 ")
-	var buf [3]byte
-	bw.Write(strconv.AppendInt(buf[:0], int64(code), 10))
-	bw.WriteByte(' ')
-	if text := http.StatusText(code); text != "" {
-		bw.WriteString(text)
-	} else {
-		bw.WriteString("status code ")
-		bw.Write(strconv.AppendInt(buf[:0], int64(code), 10))
-	}
-	bw.WriteString("\r\n")
+	_, _ = bw.Write(appendStatusLine(bw.AvailableBuffer(), code))
 }
 
 // writeHeaderLines writes h except trailers and TrailerPrefix keys.
