@@ -9,7 +9,10 @@
 // /v1/health/service/<name> (WaitIndex, WaitTime = wait_time): one goroutine
 // per watcher, one query in flight at a time, and at least 200 ms between
 // the starts of two queries so that an index that changes all the time
-// cannot make the watcher spin. An index that goes backwards, or is 0,
+// cannot make the watcher spin. Every five wait_times a query starts afresh
+// (index 0), so that a server checks the token again: agents answer
+// blocking queries from a streamed view that was seen to outlive a deleted
+// token. An index that goes backwards, or is 0,
 // restarts from 0 (a fresh read). Errors (an unreachable agent, a 5xx, an
 // ACL denial) are returned by Next and never empty the set; the watcher
 // retries with exponential backoff and jitter (250 ms doubling to 1 s) and

@@ -52,7 +52,8 @@ func (w *watcher) run(ctx context.Context) {
 		failures int           // consecutive failed queries
 		delay    time.Duration // backoff before the next query
 
-		lastSkipped string // the unusable entries last logged
+		lastSkipped string    // the unusable entries last logged
+		freshAt     time.Time // start of the last fresh read (index 0)
 	)
 	for {
 		// Pace: never start two queries less than minInterval apart, so an
@@ -64,6 +65,9 @@ func (w *watcher) run(ctx context.Context) {
 			}
 		}
 		started = r.now()
+		if index == 0 {
+			freshAt = started
+		}
 		entries, meta, err := w.query(ctx, index)
 		if ctx.Err() != nil {
 			return // stopped
@@ -95,6 +99,9 @@ func (w *watcher) run(ctx context.Context) {
 			failures = 0
 		}
 		index = nextIndex(index, meta.LastIndex)
+		if r.now().Sub(freshAt) >= freshEvery*r.waitTime {
+			index = 0 // see freshEvery
+		}
 		set, skipped := toSet(entries, r.includeWarn)
 		if msg := errors.Join(skipped...); msg != nil && msg.Error() != lastSkipped {
 			w.log.Warn(msg.Error()) // once per change, not on every poll
@@ -127,6 +134,15 @@ func (w *watcher) query(ctx context.Context, index uint64) ([]*api.ServiceEntry,
 	}
 	return entries, meta, err
 }
+
+// freshEvery is how many wait_times may pass between two fresh reads
+// (index 0). Consul agents answer blocking queries on health from a view
+// they keep up to date by streaming from the servers (use_streaming_backend,
+// on by default since 1.10), and 1.14 was seen to go on answering them from
+// that view, indefinitely, after their token was deleted; a fresh read goes
+// to a server, which checks the token. So a revoked token shows within
+// about freshEvery wait_times, for one extra read in freshEvery.
+const freshEvery = 5
 
 // queryGrace is how much longer than its wait (with jitter) a blocking query
 // may take before it is abandoned.

@@ -533,3 +533,22 @@ func TestWatchRejectsEmptyService(t *testing.T) {
 		t.Fatal("empty service accepted")
 	}
 }
+
+// TestWatcherReadsAfreshEveryFiveWaits: once five wait_times have passed
+// since the last fresh read, the next query starts from index 0 (a server
+// checks the token again), then blocking resumes.
+func TestWatcherReadsAfreshEveryFiveWaits(t *testing.T) {
+	f := newFixture(t, Options{WaitTime: Duration(time.Second)})
+	a := entry("n1", "", svc("a", "10.0.0.1", 80))
+	wantWait := []uint64{0, 10, 10, 10, 10, 10, 0, 10}
+	for i, want := range wantWait {
+		c := f.call()
+		if c.q.WaitIndex != want {
+			t.Fatalf("query %d: WaitIndex %d, want %d", i, c.q.WaitIndex, want)
+		}
+		if want != 0 {
+			f.clock.advance(time.Second) // a blocking query that timed out
+		}
+		c.reply <- ok(10, a)
+	}
+}
