@@ -21,7 +21,8 @@ test: tools vet
 	$(GO) test -race -count=1 -timeout 25m ./...
 	FUZZTIME=300x GO=$(GO) bash scripts/fuzz.sh
 
-## fuzz: every fuzz target for FUZZTIME (default 30s) each.
+## fuzz: every fuzz target for FUZZTIME (default 30s) each; the slow ones
+## (whole exchanges through two proxies) for FUZZTIME_SLOW (default 30x).
 fuzz:
 	GO=$(GO) bash scripts/fuzz.sh
 

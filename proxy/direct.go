@@ -199,7 +199,7 @@ func writeSimple(w *response, c *h1Conn, h *respHead) (aborted bool) {
 	_, _ = c.br.Discard(h.size) // the head was peeked: it is there
 	length := h.bodyLength()
 	w.wroteRaw(h.status, length)
-	sniff := !h.hasType && length > 0
+	sniff := !h.hasType && !h.encoded && length > 0
 	if length <= maxDirectBody {
 		n := len(out)
 		out = slices.Grow(out, int(length))[:n+int(length)]

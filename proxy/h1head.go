@@ -22,6 +22,7 @@ type respHead struct {
 	keepAlive     bool  // the node keeps the connection
 	hasDate       bool
 	hasType       bool   // a Content-Type header
+	encoded       bool   // a Content-Encoding header that is not empty
 	lines         []byte // the header lines after the status line, each ending in CRLF
 	size          int    // bytes the head takes, with its empty line
 	// connTokens are the header names the Connection header lists (hop by
@@ -124,6 +125,8 @@ func parseRespHead(b []byte, h *respHead) bool {
 			}
 		case equalFold(name, "Date"):
 			h.hasDate = true
+		case equalFold(name, "Content-Encoding"):
+			h.encoded = h.encoded || len(value) > 0
 		case equalFold(name, "Connection"):
 			for tok := range bytes.SplitSeq(value, []byte(",")) {
 				tok = trimOWS(tok)
@@ -170,7 +173,8 @@ func hopByHop(name []byte, listed [][]byte) bool {
 }
 
 // appendRespHeaders appends h's header lines without the hop-by-hop ones,
-// with canonical names and trimmed values, as net/http would write them.
+// with canonical names and trimmed values, as net/http would write them:
+// without Content-Length on a 204 or 304, nor Content-Type on a 304.
 func appendRespHeaders(dst []byte, h *respHead) []byte {
 	for rest := h.lines; len(rest) > 0; {
 		end := bytes.IndexByte(rest, '\n')
@@ -178,7 +182,7 @@ func appendRespHeaders(dst []byte, h *respHead) []byte {
 		rest = rest[end+1:]
 		colon := bytes.IndexByte(line, ':')
 		name := line[:colon]
-		if hopByHop(name, h.connTokens[:h.nConn]) {
+		if hopByHop(name, h.connTokens[:h.nConn]) || suppressed(h.status, name) {
 			continue
 		}
 		dst = appendCanonicalKey(dst, name)
@@ -187,6 +191,19 @@ func appendRespHeaders(dst []byte, h *respHead) []byte {
 		dst = append(dst, "\r\n"...)
 	}
 	return dst
+}
+
+// suppressed reports a header net/http's server drops from an answer
+// with status (RFC 9110 8.6: no Content-Length on a 204; 15.4.5: a 304
+// describes no body of its own).
+func suppressed(status int, name []byte) bool {
+	switch status {
+	case http.StatusNoContent:
+		return equalFold(name, "Content-Length")
+	case http.StatusNotModified:
+		return equalFold(name, "Content-Length") || equalFold(name, "Content-Type")
+	}
+	return false
 }
 
 // appendCanonicalKey appends a valid header name in canonical form

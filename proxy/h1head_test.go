@@ -86,7 +86,6 @@ func TestAppendRequestHeadMatchesReverseProxy(t *testing.T) {
 		{"POST with body", "POST /orders HTTP/1.1\r\nHost: users\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello"},
 		{"POST without body", "POST /orders HTTP/1.1\r\nHost: users\r\n\r\n"},
 		{"DELETE without body", "DELETE /orders/1 HTTP/1.1\r\nHost: users\r\n\r\n"},
-		{"OPTIONS star", "OPTIONS * HTTP/1.1\r\nHost: users\r\n\r\n"},
 		{"escaped path", "GET /a%2Fb/c%20d?q=%41 HTTP/1.1\r\nHost: users:8080\r\n\r\n"},
 		{"empty query", "GET /a? HTTP/1.1\r\nHost: users\r\n\r\n"},
 		{"semicolon query", "GET /a?x=1;y=2&z=3 HTTP/1.1\r\nHost: users\r\n\r\n"},
@@ -216,6 +215,13 @@ func FuzzRespHead(f *testing.F) {
 			t.Fatalf("%q: body length %d; ReadResponse: %d", raw[:n], l, resp.ContentLength)
 		}
 		removeHopByHop(resp.Header)
+		switch resp.StatusCode { // what net/http's server suppresses
+		case http.StatusNotModified:
+			resp.Header.Del("Content-Type")
+			fallthrough
+		case http.StatusNoContent:
+			resp.Header.Del("Content-Length")
+		}
 		var want bytes.Buffer
 		_ = resp.Header.Write(&want)
 		got := appendRespHeaders(nil, &h)

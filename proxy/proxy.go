@@ -58,6 +58,9 @@ type Options struct {
 	// ResponseHeaderTimeout bounds each attempt until the response
 	// headers arrive (an upstream's per-try timeout); 0 means none.
 	ResponseHeaderTimeout time.Duration
+	// MaxResponseHeaderBytes bounds a node's answer head; a larger one
+	// is answered 502. 0 means DefaultMaxResponseHeaderBytes.
+	MaxResponseHeaderBytes int64
 	// H2C speaks HTTP/2 without TLS (prior knowledge) to the nodes, as
 	// gRPC servers expect.
 	H2C bool

@@ -207,9 +207,10 @@ type srvConn struct {
 
 	// What was read for the current request's head, to hand the
 	// connection over with it.
-	rec       []byte
-	recording bool
-	limit     int // bytes a request head may take
+	rec          []byte
+	recording    bool
+	limit        int       // bytes a request head may take
+	headDeadline time.Time // when the head must be in; zero: no bound
 
 	// The client watch: watch starts watchClient after ClientWatchDelay;
 	// watchClient reports on watchDone when it ends. pending holds a byte it
@@ -251,8 +252,13 @@ func (c *srvConn) Read(p []byte) (int, error) {
 		}
 		return n, nil
 	}
-	if c.recording && len(c.rec) >= c.limit {
-		return 0, errTooLarge
+	if c.recording {
+		if len(c.rec) >= c.limit {
+			return 0, errTooLarge
+		}
+		if len(p) > c.limit-len(c.rec) {
+			p = p[:c.limit-len(c.rec)] // net/http's limit, to the byte
+		}
 	}
 	n, err := c.nc.Read(p)
 	if c.recording {
@@ -278,11 +284,23 @@ func (c *srvConn) serve() {
 	if idle <= 0 {
 		idle = hs.ReadTimeout
 	}
-	for {
-		// Wait for a request; the head counts from its first byte.
+	headTimeout := hs.ReadHeaderTimeout
+	if headTimeout <= 0 {
+		headTimeout = hs.ReadTimeout
+	}
+	for first := true; ; first = false {
+		// Wait for a request. The first request's head counts from the
+		// connection's start, as net/http's does: a client that connects
+		// and sends nothing is held for the header timeout, not the idle
+		// one. A later request's head counts from its first byte.
 		c.rec = append(c.rec[:0], c.buffered()...)
 		c.recording = true
-		if idle > 0 {
+		c.headDeadline = time.Time{}
+		switch {
+		case first && headTimeout > 0:
+			c.headDeadline = time.Now().Add(headTimeout)
+			_ = c.nc.SetReadDeadline(c.headDeadline)
+		case idle > 0:
 			_ = c.nc.SetReadDeadline(time.Now().Add(idle))
 		}
 		if _, err := c.br.Peek(1); err != nil {
@@ -291,9 +309,11 @@ func (c *srvConn) serve() {
 		if !c.state.CompareAndSwap(connIdle, connActive) {
 			return // Shutdown closed it
 		}
-		if hs.ReadHeaderTimeout > 0 {
-			_ = c.nc.SetReadDeadline(time.Now().Add(hs.ReadHeaderTimeout))
-		} else if idle > 0 {
+		switch {
+		case !first && headTimeout > 0:
+			c.headDeadline = time.Now().Add(headTimeout)
+			_ = c.nc.SetReadDeadline(c.headDeadline)
+		case !first && idle > 0:
 			_ = c.nc.SetReadDeadline(time.Time{})
 		}
 		req, plain := c.readPlainRequest()
@@ -309,7 +329,7 @@ func (c *srvConn) serve() {
 			handedOff = c.handOff()
 			return
 		}
-		if hs.ReadHeaderTimeout > 0 {
+		if !c.headDeadline.IsZero() {
 			_ = c.nc.SetReadDeadline(time.Time{})
 		}
 		if !c.serveRequest(req) {
@@ -365,7 +385,7 @@ func isCommonNetReadError(err error) bool {
 // path: a well-formed HTTP/1.1 request in origin form, with one Host
 // header, that asks for nothing special.
 func takesDirect(req *http.Request, head []byte) bool {
-	if req.ProtoMajor != 1 || req.ProtoMinor != 1 || req.Method == http.MethodConnect || req.Method == "PRI" ||
+	if req.ProtoMajor != 1 || req.ProtoMinor != 1 || req.Method == http.MethodConnect || req.Method == "PRI" || req.RequestURI == "*" ||
 		req.URL.Host != "" || req.URL.Scheme != "" || !httpguts.ValidHostHeader(req.Host) || hostLines(head) != 1 {
 		return false
 	}
@@ -408,7 +428,7 @@ func hostLines(head []byte) int {
 func (c *srvConn) handOff() bool {
 	_ = c.nc.SetReadDeadline(time.Time{})
 	prefix := append([]byte(nil), c.rec...)
-	return c.srv.handoff.give(&prefixConn{Conn: c.nc, prefix: prefix})
+	return c.srv.handoff.give(&prefixConn{Conn: c.nc, prefix: prefix, headDeadline: c.headDeadline})
 }
 
 // serveRequest runs the handler for req and finishes its response. It
@@ -445,14 +465,21 @@ func (c *srvConn) serveRequest(req *http.Request) bool {
 // the rest without bound (http.ReadRequest's bodies do); the response
 // drops what the handler left, up to maxBodyDrain.
 type directBody struct {
-	rc  io.ReadCloser
-	eof bool
+	rc     io.ReadCloser
+	eof    bool // read to its end: the connection is at the next request
+	broken bool // a read failed (a corrupt chunk, a short body, a timeout)
 }
 
+// Read reads the body. Only its end (io.EOF) leaves the connection at a
+// request boundary: after any other error, what remains on the wire is
+// not a request and must never be read as one (net/http's rule).
 func (b *directBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
-	if err != nil {
+	switch {
+	case err == io.EOF:
 		b.eof = true
+	case err != nil:
+		b.broken = true
 	}
 	return n, err
 }
@@ -462,8 +489,8 @@ func (b *directBody) Close() error { return nil }
 // drain reads and drops what is left of the body, and reports whether it
 // all went (the connection can carry the next request).
 func (b *directBody) drain() bool {
-	if b.eof {
-		return true
+	if b.eof || b.broken {
+		return b.eof
 	}
 	n, err := io.CopyN(io.Discard, b, maxBodyDrain+1)
 	return n <= maxBodyDrain && err != nil && b.eof && errors.Is(err, io.EOF)
@@ -537,10 +564,34 @@ func (c *srvConn) unwatch() bool {
 	return !c.abandoned
 }
 
-// prefixConn is a connection handed over with what was read from it.
+// prefixConn is a connection handed over with what was read from it, and
+// the time its request head was due: net/http's first deadline for it is
+// kept to that, so a slow client does not get a second header timeout.
 type prefixConn struct {
 	net.Conn
-	prefix []byte
+	prefix       []byte
+	headDeadline time.Time
+}
+
+// SetReadDeadline sets the read deadline; the first one (net/http's for
+// the head) is no later than the head's due time.
+func (p *prefixConn) SetReadDeadline(t time.Time) error {
+	if d := p.headDeadline; !d.IsZero() {
+		p.headDeadline = time.Time{}
+		if t.IsZero() || t.After(d) {
+			t = d
+		}
+	}
+	return p.Conn.SetReadDeadline(t)
+}
+
+// CloseWrite half-closes the connection, as net/http does before it
+// closes after an error answer (net.Conn does not promote it).
+func (p *prefixConn) CloseWrite() error {
+	if cw, ok := p.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
 }
 
 func (p *prefixConn) Read(b []byte) (int, error) {
@@ -705,6 +756,7 @@ func (w *response) Flush() {
 func (w *response) commit(ended bool, next []byte) {
 	w.committed = true
 	h := w.header
+	_, handlerTE := h["Transfer-Encoding"]
 	if tr := h["Trailer"]; len(tr) > 0 && !w.noBody {
 		for _, v := range tr {
 			for _, k := range strings.Split(v, ",") {
@@ -727,15 +779,26 @@ func (w *response) commit(ended bool, next []byte) {
 		w.contentLength = -1
 		h.Del("Content-Length")
 		h.Set("Transfer-Encoding", "chunked")
-	} else if w.status == http.StatusNoContent {
+	} else if w.noBody {
 		h.Del("Transfer-Encoding")
 	}
-	if _, ok := h["Content-Type"]; !ok && !w.noBody {
-		if len(w.held) > 0 {
-			next = w.held
+	switch {
+	case w.status == http.StatusNotModified || w.status == http.StatusNoContent:
+		// What net/http's server suppresses (RFC 9110 8.6, 15.4.5).
+		h.Del("Content-Length")
+		if w.status == http.StatusNotModified {
+			h.Del("Content-Type")
 		}
-		if len(next) > 0 {
-			h.Set("Content-Type", http.DetectContentType(next))
+	case w.noBody, handlerTE, h.Get("Content-Encoding") != "":
+		// Nothing to sniff, or an encoded body (net/http's rule).
+	default:
+		if _, ok := h["Content-Type"]; !ok {
+			if len(w.held) > 0 {
+				next = w.held
+			}
+			if len(next) > 0 {
+				h.Set("Content-Type", http.DetectContentType(next))
+			}
 		}
 	}
 	if w.closes(ended) {

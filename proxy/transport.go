@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -45,8 +46,14 @@ type Transport struct {
 	idleTimeout   time.Duration
 	perHost       int
 	headerTimeout time.Duration
+	maxHead       int64    // bytes a node's answer head may take
 	pools         sync.Map // "host:port" → *connPool
 }
+
+// DefaultMaxResponseHeaderBytes bounds a node's answer head unless
+// Options say otherwise (net/http's Transport allows 10 MiB; a sidecar's
+// nodes never need that much, and Envoy's default is 60 KiB).
+const DefaultMaxResponseHeaderBytes = 64 << 10
 
 // NewTransport returns the tuned transport used to reach nodes: HTTP/1.1
 // keep-alive pools, no environment proxy, no transparent compression.
@@ -63,7 +70,12 @@ func NewTransport(opts Options) *Transport {
 	if perHost <= 0 {
 		perHost = 256
 	}
+	maxHead := opts.MaxResponseHeaderBytes
+	if maxHead <= 0 {
+		maxHead = DefaultMaxResponseHeaderBytes
+	}
 	t := &Transport{
+		maxHead:       maxHead,
 		dialer:        net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second},
 		idleTimeout:   idle,
 		perHost:       perHost,
@@ -71,16 +83,17 @@ func NewTransport(opts Options) *Transport {
 		direct:        !opts.H2C && opts.TLS == nil,
 	}
 	t.std = &http.Transport{
-		Proxy:                 nil, // never forward to an environment proxy
-		DialContext:           t.dialer.DialContext,
-		MaxIdleConns:          0, // no global cap; bounded per node
-		MaxIdleConnsPerHost:   perHost,
-		IdleConnTimeout:       idle,
-		ExpectContinueTimeout: time.Second,
-		ResponseHeaderTimeout: opts.ResponseHeaderTimeout,
-		DisableCompression:    true, // pass bodies through untouched
-		ForceAttemptHTTP2:     false,
-		TLSClientConfig:       opts.TLS,
+		Proxy:                  nil, // never forward to an environment proxy
+		DialContext:            t.dialer.DialContext,
+		MaxIdleConns:           0, // no global cap; bounded per node
+		MaxIdleConnsPerHost:    perHost,
+		IdleConnTimeout:        idle,
+		ExpectContinueTimeout:  0, // the body is already coming: the server said 100 Continue
+		ResponseHeaderTimeout:  opts.ResponseHeaderTimeout,
+		MaxResponseHeaderBytes: maxHead,
+		DisableCompression:     true, // pass bodies through untouched
+		ForceAttemptHTTP2:      false,
+		TLSClientConfig:        opts.TLS,
 	}
 	switch {
 	case opts.H2C:
@@ -156,6 +169,10 @@ func (t *Transport) onConn(ctx context.Context, hostport string, exchange func(*
 		var c *h1Conn
 		if !fresh {
 			c = pool.get(time.Now())
+			if c != nil && !c.quiet() {
+				c.conn.Close() // the node sent what no request asked for, or closed
+				continue
+			}
 		}
 		reused := c != nil
 		if c == nil {
@@ -163,7 +180,7 @@ func (t *Transport) onConn(ctx context.Context, hostport string, exchange func(*
 			if err != nil {
 				return nil, err
 			}
-			c = newH1Conn(conn, pool)
+			c = newH1Conn(conn, pool, t.maxHead)
 		}
 		err := exchange(c)
 		if err == nil {
@@ -288,6 +305,10 @@ type h1Conn struct {
 	pool      *connPool
 	nread     int // bytes read for the current request
 	idleSince time.Time
+	// While an answer's head is read, headLeft is what it may still take
+	// (see Read); otherwise it is negative.
+	headLeft int64
+	maxHead  int64
 	// stop ends the current request's watch on its context (see
 	// interrupt); it reports false when the watch fired.
 	stop        func() bool
@@ -299,10 +320,15 @@ type h1Conn struct {
 	waited  bool
 	werr    error
 	waitFn  func(uintptr) bool
+	// quiet's state, for peekIdle.
+	peekFn   func(uintptr) bool
+	peekBuf  [1]byte
+	peekErr  error
+	peekRead int
 }
 
-func newH1Conn(conn net.Conn, pool *connPool) *h1Conn {
-	c := &h1Conn{conn: conn, pool: pool}
+func newH1Conn(conn net.Conn, pool *connPool, maxHead int64) *h1Conn {
+	c := &h1Conn{conn: conn, pool: pool, maxHead: maxHead, headLeft: -1}
 	c.interrupt = func() {
 		c.interrupted.Store(true)
 		_ = c.conn.SetDeadline(time.Unix(1, 0))
@@ -310,6 +336,7 @@ func newH1Conn(conn net.Conn, pool *connPool) *h1Conn {
 	if sc, ok := conn.(syscall.Conn); ok {
 		c.raw, _ = sc.SyscallConn()
 		c.waitFn = c.writeThenWait
+		c.peekFn = c.peekIdle
 	}
 	c.br = bufio.NewReaderSize(c, 4<<10)
 	c.bw = bufio.NewWriterSize(conn, 4<<10)
@@ -317,11 +344,68 @@ func newH1Conn(conn net.Conn, pool *connPool) *h1Conn {
 }
 
 // Read counts what the node sent, so a failure can tell "nothing came
-// back" from "an answer broke off".
+// back" from "an answer broke off", and bounds an answer's head: while
+// one is read (headLeft ≥ 0) no more than maxHead bytes are read for it,
+// as net/http's Transport does.
 func (c *h1Conn) Read(p []byte) (int, error) {
+	if c.headLeft >= 0 {
+		if c.headLeft == 0 {
+			return 0, errRespHeadTooLarge{c.maxHead}
+		}
+		if int64(len(p)) > c.headLeft {
+			p = p[:c.headLeft]
+		}
+	}
 	n, err := c.conn.Read(p)
 	c.nread += n
+	if c.headLeft > 0 {
+		c.headLeft -= int64(n)
+	}
 	return n, err
+}
+
+// errRespHeadTooLarge is a node's answer head larger than the limit.
+type errRespHeadTooLarge struct{ limit int64 }
+
+func (e errRespHeadTooLarge) Error() string {
+	return fmt.Sprintf("the node's answer head is larger than max_response_header_bytes (%d)", e.limit)
+}
+
+// quiet reports whether nothing arrived on c while it sat idle in the
+// pool: no byte and no end. Bytes no request asked for (an answer to a
+// HEAD with a body, a body longer than its length, an answer to a request
+// the node read from another's body) would be taken for the next
+// request's answer; net/http's Transport closes such a connection
+// ("Unsolicited response received on idle HTTP channel"), and so does
+// the pool's caller. It costs one non-blocking peek at the socket.
+func (c *h1Conn) quiet() bool {
+	if c.br.Buffered() > 0 {
+		return false
+	}
+	if c.raw == nil {
+		return true // not a socket: nothing to peek at
+	}
+	c.peekRead, c.peekErr = 0, nil
+	if err := c.raw.Read(c.peekFn); err != nil {
+		return false
+	}
+	return c.peekRead < 0 && c.peekErr == syscall.EAGAIN
+}
+
+// peekIdle is quiet's callback, made once per connection: a peek that
+// does not wait. peekRead is negative when nothing was there.
+func (c *h1Conn) peekIdle(fd uintptr) bool {
+	for {
+		n, _, err := syscall.Recvfrom(int(fd), c.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		if err == syscall.EINTR {
+			continue
+		}
+		c.peekRead, c.peekErr = n, err
+		if err != nil {
+			c.peekRead = -1
+		}
+		return true
+	}
 }
 
 func noWatch() bool { return true }
@@ -347,6 +431,7 @@ type abandonWatcher interface {
 // called and c must be closed.
 func (c *h1Conn) send(ctx context.Context, aw abandonWatcher, msg []byte, headerTimeout time.Duration) (int, error) {
 	c.nread = c.br.Buffered()
+	c.headLeft = c.maxHead
 	c.interrupted.Store(false) // the last request's stop ended its interrupt
 	if aw != nil {
 		c.stop = aw.onAbandon(c.interrupt)
@@ -375,12 +460,13 @@ func (c *h1Conn) send(ctx context.Context, aw abandonWatcher, msg []byte, header
 	for {
 		b, _ := c.br.Peek(c.br.Buffered())
 		if n, bareLF := headEnd(b); n > 0 {
+			if bareLF {
+				return 0, nil // http.ReadResponse reads it, under the same limits
+			}
 			if headerTimeout > 0 {
 				_ = c.conn.SetReadDeadline(time.Time{}) // the head is here
 			}
-			if bareLF {
-				return 0, nil
-			}
+			c.headLeft = -1
 			return n, nil
 		}
 		if len(b) == c.br.Size() {
@@ -463,6 +549,7 @@ func (c *h1Conn) writeThenWait(fd uintptr) bool {
 // is one, returns the connection to the pool once read to its end.
 func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, headerTimeout time.Duration) (*http.Response, error) {
 	c.nread = c.br.Buffered() // never anything here, but it would count as an answer
+	c.headLeft = c.maxHead
 	c.watch(ctx)
 	if err := req.Write(c.bw); err != nil {
 		c.stop()
@@ -493,7 +580,9 @@ func (c *h1Conn) readResponse(req *http.Request, headerTimeout time.Duration, go
 		resp, err = http.ReadResponse(c.br, req)
 		if err != nil {
 			c.stop()
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			if c.headLeft == 0 {
+				err = errRespHeadTooLarge{c.maxHead}
+			} else if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 				err = errNodeClosed
 			}
 			return nil, err
@@ -506,8 +595,10 @@ func (c *h1Conn) readResponse(req *http.Request, headerTimeout time.Duration, go
 				c.stop()
 				return nil, err
 			}
+			c.headLeft = c.maxHead // passed on: each 1xx has a limit of its own
 		}
 	}
+	c.headLeft = -1
 	if headerTimeout > 0 {
 		_ = c.conn.SetReadDeadline(time.Time{})
 	}
@@ -520,9 +611,11 @@ func (c *h1Conn) readResponse(req *http.Request, headerTimeout time.Duration, go
 	return resp, nil
 }
 
-// release returns the connection to its pool, or closes it.
+// release returns the connection to its pool, or closes it. Only a
+// connection at an answer's end with nothing more read from it goes back:
+// bytes beyond the answer are no answer to anything.
 func (c *h1Conn) release(reuse bool) {
-	if reuse {
+	if reuse && c.br.Buffered() == 0 {
 		c.pool.put(c, time.Now())
 		return
 	}

@@ -76,9 +76,10 @@ func TestTransportKeepsConnectionsAlive(t *testing.T) {
 }
 
 // A node that closes a pooled connection while it is idle (its keep-alive
-// timeout) costs no failed request: a replayable request goes again on a
-// new connection. One that is not replayable fails, as with net/http.
-func TestTransportRetriesConnectionClosedWhileIdle(t *testing.T) {
+// timeout) costs no failed request: the close is seen before the
+// connection is used, and the request goes on a new one, whatever its
+// method.
+func TestTransportSkipsConnectionClosedWhileIdle(t *testing.T) {
 	var conns atomic.Int64
 	ln := testnet.Serve(t, func(c net.Conn) { // one answer per connection, then close without saying so
 		defer c.Close()
@@ -100,14 +101,52 @@ func TestTransportRetriesConnectionClosedWhileIdle(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond) // let the close arrive
 	}
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader("x"))
+	req.GetBody = nil
+	if _, got := roundTrip(t, tr, req); got != "ok" {
+		t.Fatalf("POST: %q", got)
+	}
+	if n := conns.Load(); n != 4 {
+		t.Fatalf("%d connections; want 4 (one per request)", n)
+	}
+}
+
+// A node that closes a pooled connection just as a request is sent on it
+// (the close and the request cross) costs a replayable request nothing: it
+// goes again on a new connection, as with net/http. One that is not
+// replayable fails.
+func TestTransportRetriesConnectionClosedUnderARequest(t *testing.T) {
+	var conns atomic.Int64
+	ln := testnet.Serve(t, func(c net.Conn) { // answers a connection's first request; closes at its second
+		defer c.Close()
+		conns.Add(1)
+		br := bufio.NewReader(c)
+		for i := 0; ; i++ {
+			req, err := http.ReadRequest(br)
+			if err != nil || i == 1 {
+				return
+			}
+			_, _ = io.Copy(io.Discard, req.Body)
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	url := "http://" + ln.Addr().String() + "/"
+	tr := proxy.NewTransport(proxy.Options{})
+	defer tr.CloseIdleConnections()
+	for i := 0; i < 3; i++ {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		if _, got := roundTrip(t, tr, req); got != "ok" {
+			t.Fatalf("GET %d: %q", i, got)
+		}
+	}
 	if n := conns.Load(); n != 3 {
-		t.Fatalf("%d connections; want 3 (one per request)", n)
+		t.Fatalf("%d connections for 3 GETs; want 3 (the second and third were replayed)", n)
 	}
 	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader("x"))
 	req.GetBody = nil
 	if resp, err := tr.RoundTrip(req); err == nil {
 		resp.Body.Close()
-		t.Fatal("a POST whose body cannot be replayed went again after a stale connection")
+		t.Fatal("a POST whose body cannot be replayed went again after its connection closed under it")
 	}
 }
 

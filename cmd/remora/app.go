@@ -104,7 +104,8 @@ func startApp(cfg *config.Config, log *logrus.Logger) (_ *app, err error) {
 	}
 	popts := proxy.Options{
 		ConnectTimeout: cfg.Proxy.ConnectTimeout, IdleConnTimeout: cfg.Proxy.IdleConnTimeout,
-		MaxIdleConnsPerHost: cfg.Proxy.MaxIdleConnsPerHost, Log: log.WithField("component", "proxy"),
+		MaxIdleConnsPerHost: cfg.Proxy.MaxIdleConnsPerHost, MaxResponseHeaderBytes: cfg.Proxy.MaxResponseHeaderBytes,
+		Log: log.WithField("component", "proxy"),
 	}
 	if cfg.AccessLog.Enabled {
 		popts.AccessLog, popts.AccessLogSample = newAccessLogger(accessLogOutput), *cfg.AccessLog.Sample
@@ -326,12 +327,13 @@ func (a *app) apply(cfg *config.Config) (err error) {
 // its controller on w.
 func (a *app) startUpstream(cfg *config.Config, uc config.Upstream, w discovery.Watcher, prev *upstream.Upstream) *liveUpstream {
 	transport := proxy.NewTransport(proxy.Options{
-		ConnectTimeout:        cmp.Or(uc.Timeouts.Connect, cfg.Proxy.ConnectTimeout),
-		IdleConnTimeout:       cmp.Or(uc.Timeouts.Idle, cfg.Proxy.IdleConnTimeout),
-		MaxIdleConnsPerHost:   cfg.Proxy.MaxIdleConnsPerHost,
-		ResponseHeaderTimeout: uc.Timeouts.PerTry,
-		H2C:                   uc.Protocol == "h2c",
-		TLS:                   uc.TLSConfig,
+		ConnectTimeout:         cmp.Or(uc.Timeouts.Connect, cfg.Proxy.ConnectTimeout),
+		IdleConnTimeout:        cmp.Or(uc.Timeouts.Idle, cfg.Proxy.IdleConnTimeout),
+		MaxIdleConnsPerHost:    cfg.Proxy.MaxIdleConnsPerHost,
+		ResponseHeaderTimeout:  uc.Timeouts.PerTry,
+		MaxResponseHeaderBytes: cfg.Proxy.MaxResponseHeaderBytes,
+		H2C:                    uc.Protocol == "h2c",
+		TLS:                    uc.TLSConfig,
 	})
 	scheme := "http"
 	if uc.TLSConfig != nil {

@@ -202,6 +202,9 @@ type Proxy struct {
 	// ReadHeaderTimeout bounds reading a request's headers (slow clients);
 	// default 10s.
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// MaxResponseHeaderBytes bounds a node's answer head; a larger one is
+	// answered 502. Default 64 KiB.
+	MaxResponseHeaderBytes int64 `yaml:"max_response_header_bytes"`
 }
 
 // UnmarshalYAML takes name and type, and keeps the other keys as option
@@ -325,6 +328,9 @@ func (c *Config) applyDefaults() {
 	if c.Proxy.ReadHeaderTimeout == 0 {
 		c.Proxy.ReadHeaderTimeout = 10 * time.Second
 	}
+	if c.Proxy.MaxResponseHeaderBytes == 0 {
+		c.Proxy.MaxResponseHeaderBytes = 64 << 10
+	}
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
 		if u.Service == "" {
@@ -382,6 +388,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Proxy.MaxHeaderBytes < 0 {
 		add("proxy.max_header_bytes: %d is negative", c.Proxy.MaxHeaderBytes)
+	}
+	if c.Proxy.MaxResponseHeaderBytes < 0 {
+		add("proxy.max_response_header_bytes: %d is negative", c.Proxy.MaxResponseHeaderBytes)
 	}
 	names := map[string]bool{}
 	for i, l := range c.Listeners {
