@@ -7,7 +7,6 @@ import (
 	"log"
 	"net"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -86,285 +85,26 @@ func remoraProxy(lim h1diff.Limits) h1diff.Proxy {
 	}
 }
 
-// Raw request builders. Every request names itself by its target.
-func get(path string) string { return "GET " + path + " HTTP/1.1\r\nHost: svc\r\n\r\n" }
-func head(path string) string {
-	return "HEAD " + path + " HTTP/1.1\r\nHost: svc\r\n\r\n"
-}
-func post(path, body string) string {
-	return fmt.Sprintf("POST %s HTTP/1.1\r\nHost: svc\r\nContent-Length: %d\r\n\r\n%s", path, len(body), body)
-}
-func withHeader(method, path, lines, body string) string {
-	return method + " " + path + " HTTP/1.1\r\nHost: svc\r\n" + lines + "\r\n" + body
-}
-
-// send is one step, then? is a step after a pause long enough for the
-// last answer and anything a node sends after it to arrive.
-func send(s string) h1diff.Step                 { return h1diff.Step{Send: s} }
-func then(s string) h1diff.Step                 { return h1diff.Step{Pause: 120 * time.Millisecond, Send: s} }
-func conns(cs ...[]h1diff.Step) [][]h1diff.Step { return cs }
-func steps(s ...h1diff.Step) []h1diff.Step      { return s }
-
-// answerFor answers the requests whose target has a key with its answer,
-// and the rest with h1diff.OK.
-func answerFor(m map[string]func(r *h1diff.Request) string) h1diff.Answer {
-	return func(r *h1diff.Request) string {
-		if f, ok := m[r.Target]; ok {
-			return f(r)
-		}
-		return h1diff.OK(r)
-	}
-}
-
-func raw(s string) func(*h1diff.Request) string { return func(*h1diff.Request) string { return s } }
-
-// evil is an answer a node sends that no request asked for.
-const evil = "HTTP/1.1 200 OK\r\nX-Req: /evil\r\nContent-Length: 5\r\n\r\n/evil"
-
-// connStateCases are the differential cases: the class each stands for is
-// in its name.
-func connStateCases() []h1diff.Case {
-	big := strings.Repeat("b", 100<<10)
-	longHeader := "X-Long: " + strings.Repeat("h", 20<<10) + "\r\n"
-	justOverLimit := "X-Pad: " + strings.Repeat("p", diffLimits.MaxHeaderBytes+1500) + "\r\n"
-	slow := h1diff.Wait{Quiet: 1500 * time.Millisecond, Max: 2 * time.Second}
-	cases := []h1diff.Case{
-		// Node side: an answer followed by bytes no request asked for
-		// must not answer the next request, on this client or another.
-		{Name: "node/HEAD answered with a body, next client", Conns: conns(steps(send(head("/1"))), steps(send(get("/2")))),
-			Answer: answerFor(map[string]func(*h1diff.Request) string{"/1": func(r *h1diff.Request) string { return h1diff.OK(r) }})},
-		{Name: "node/HEAD answered with a body, same client", Conns: conns(steps(send(head("/1")), then(get("/2")), then(get("/3"))))},
-		{Name: "node/HEAD answered with a body and a second answer", Conns: conns(steps(send(head("/1"))), steps(send(get("/2"))), steps(send(get("/3")))),
-			Answer: answerFor(map[string]func(*h1diff.Request) string{"/1": func(r *h1diff.Request) string { return h1diff.OK(r) + evil }})},
-		{Name: "node/204 with a body", Conns: conns(steps(send(get("/1"))), steps(send(get("/2"))), steps(send(get("/3")))),
-			Answer: answerFor(map[string]func(*h1diff.Request) string{"/1": raw("HTTP/1.1 204 No Content\r\nX-Req: /1\r\n\r\n" + evil)})},
-		{Name: "node/204 with a length and a body", Conns: conns(steps(send(get("/1")), then(get("/2")), then(get("/3")))),
-			Answer: answerFor(map[string]func(*h1diff.Request) string{"/1": raw("HTTP/1.1 204 No Content\r\nX-Req: /1\r\nContent-Length: 5\r\n\r\n/evil")})},
-		{Name: "node/304 with a body", Conns: conns(steps(send(get("/1"))), steps(send(get("/2"))), steps(send(get("/3")))),
-			Answer: answerFor(map[string]func(*h1diff.Request) string{"/1": raw("HTTP/1.1 304 Not Modified\r\nX-Req: /1\r\nContent-Length: 70\r\n\r\n" + evil)})},
-		{Name: "node/body longer than its length", Conns: conns(steps(send(get("/1"))), steps(send(get("/2"))), steps(send(get("/3")))),
-			Answer: answerFor(map[string]func(*h1diff.Request) string{"/1": func(r *h1diff.Request) string { return h1diff.OK(r) + evil }})},
-		{Name: "node/body longer than its length, same client", Conns: conns(steps(send(get("/1")), then(get("/2")), then(get("/3")))),
-			Answer: answerFor(map[string]func(*h1diff.Request) string{"/1": func(r *h1diff.Request) string { return h1diff.OK(r) + "xyz" }})},
-		{Name: "node/unsolicited answer while idle", Conns: conns(steps(send(get("/1"))), steps(then(get("/2"))), steps(send(get("/3")))),
-			Answer: answerFor(map[string]func(*h1diff.Request) string{"/1": func(r *h1diff.Request) string { return h1diff.OK(r) + h1diff.Pause + evil }})},
-		{Name: "node/unsolicited bytes while idle", Conns: conns(steps(send(get("/1")), then(get("/2")), then(get("/3")))),
-			Answer: answerFor(map[string]func(*h1diff.Request) string{"/1": func(r *h1diff.Request) string { return h1diff.OK(r) + h1diff.Pause + "garbage" }})},
-		{Name: "node/chunked answer with bytes after its end", Conns: conns(steps(send(get("/1"))), steps(send(get("/2")))),
-			Answer: answerFor(map[string]func(*h1diff.Request) string{"/1": raw("HTTP/1.1 200 OK\r\nX-Req: /1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n/1\r\n0\r\n\r\n" + evil)})},
-		{Name: "node/Connection close then more bytes", Conns: conns(steps(send(get("/1"))), steps(send(get("/2")))),
-			Answer: answerFor(map[string]func(*h1diff.Request) string{"/1": func(r *h1diff.Request) string { return h1diff.Status(r, 200, "Connection: close\r\n") + evil }})},
-		{Name: "node/1xx then final then leftover", Conns: conns(steps(send(get("/1"))), steps(send(get("/2")))),
-			Answer: answerFor(map[string]func(*h1diff.Request) string{"/1": func(r *h1diff.Request) string {
-				return "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + h1diff.OK(r) + evil
-			}})},
-		{Name: "node/reads a GET's body as a request (client smuggles through it)", IgnoreGETBody: true,
-			Conns: conns(steps(send(withHeader("GET", "/1", fmt.Sprintf("Content-Length: %d\r\n", len(get("/evil"))), get("/evil")))), steps(then(get("/2"))), steps(send(get("/3"))))},
-		{Name: "node/reads a GET's body as a request, same client", IgnoreGETBody: true,
-			Conns: conns(steps(send(withHeader("GET", "/1", fmt.Sprintf("Content-Length: %d\r\n", len(get("/evil"))), get("/evil"))), then(get("/2")), then(get("/3"))))},
-		{Name: "node/two lengths", Conns: conns(steps(send(get("/1")), then(get("/2")))),
-			Answer: answerFor(map[string]func(*h1diff.Request) string{"/1": raw("HTTP/1.1 200 OK\r\nX-Req: /1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n/1x")})},
-		{Name: "node/length and chunked", Conns: conns(steps(send(get("/1"))), steps(send(get("/2")))),
-			Answer: answerFor(map[string]func(*h1diff.Request) string{"/1": raw("HTTP/1.1 200 OK\r\nX-Req: /1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n/1\r\n0\r\n\r\n")})},
-		{Name: "node/signed length", Conns: conns(steps(send(get("/1"))), steps(send(get("/2")))),
-			Answer: answerFor(map[string]func(*h1diff.Request) string{"/1": raw("HTTP/1.1 200 OK\r\nX-Req: /1\r\nContent-Length: +2\r\n\r\n/1")})},
-		{Name: "node/head larger than the limit", Conns: conns(steps(send(get("/1"))), steps(send(get("/2")))),
-			Answer: answerFor(map[string]func(*h1diff.Request) string{"/1": func(r *h1diff.Request) string { return h1diff.Status(r, 200, longHeader) }})},
-		{Name: "node/bare LF head", Conns: conns(steps(send(get("/1")), then(get("/2")))),
-			Answer: answerFor(map[string]func(*h1diff.Request) string{"/1": raw("HTTP/1.1 200 OK\nX-Req: /1\nContent-Length: 2\n\n/1")})},
-		{Name: "node/closes inside the body", Conns: conns(steps(send(get("/1"))), steps(send(get("/2")))),
-			Answer: answerFor(map[string]func(*h1diff.Request) string{"/1": raw("HTTP/1.1 200 OK\r\nX-Req: /1\r\nContent-Length: 10\r\n\r\n/1" + h1diff.Close)})},
-		{Name: "node/closes without an answer", Conns: conns(steps(send(get("/1"))), steps(send(get("/2")))),
-			Answer: answerFor(map[string]func(*h1diff.Request) string{"/1": raw(h1diff.Close)})},
-		{Name: "node/answers with a close-delimited body", Conns: conns(steps(send(get("/1"))), steps(send(get("/2")))),
-			Answer: answerFor(map[string]func(*h1diff.Request) string{"/1": raw("HTTP/1.1 200 OK\r\nX-Req: /1\r\n\r\n/1 until close" + h1diff.Close)})},
-		{Name: "node/HTTP/1.0 answer", Conns: conns(steps(send(get("/1")), then(get("/2")))),
-			Answer: answerFor(map[string]func(*h1diff.Request) string{"/1": raw("HTTP/1.0 200 OK\r\nX-Req: /1\r\nContent-Length: 2\r\n\r\n/1")})},
-		{Name: "node/101 to a plain request", Conns: conns(steps(send(get("/1"))), steps(send(get("/2")))),
-			Answer: answerFor(map[string]func(*h1diff.Request) string{"/1": raw("HTTP/1.1 101 Switching Protocols\r\nX-Req: /1\r\n\r\n" + evil)})},
-		{Name: "node/slow body after the head", Conns: conns(steps(send(get("/1")), then(get("/2")))),
-			Answer: answerFor(map[string]func(*h1diff.Request) string{"/1": raw("HTTP/1.1 200 OK\r\nX-Req: /1\r\nContent-Length: 2\r\n\r\n/" + h1diff.Pause + "1")})},
-		{Name: "node/answer before the request body", Conns: conns(steps(send(withHeader("POST", "/1", "Content-Length: 10\r\n", "01234")), then("56789"), then(get("/2"))))},
-		{Name: "node/204 with Content-Length 0", Conns: conns(steps(send(get("/1")), then(get("/2")))),
-			Answer: answerFor(map[string]func(*h1diff.Request) string{"/1": raw("HTTP/1.1 204 No Content\r\nX-Req: /1\r\nContent-Length: 0\r\n\r\n")})},
-		{Name: "node/304 with Content-Length and type", Conns: conns(steps(send(get("/1")), then(get("/2")))),
-			Answer: answerFor(map[string]func(*h1diff.Request) string{"/1": raw("HTTP/1.1 304 Not Modified\r\nX-Req: /1\r\nContent-Length: 10\r\nContent-Type: text/plain\r\n\r\n")})},
-		{Name: "node/encoded body is not sniffed", Conns: conns(steps(send(get("/1")))),
-			Answer: answerFor(map[string]func(*h1diff.Request) string{"/1": raw("HTTP/1.1 200 OK\r\nX-Req: /1\r\nContent-Encoding: gzip\r\nContent-Length: 6\r\n\r\n<html>")})},
-
-		// Client side: what remains of a broken request must never be
-		// read as the next request.
-		{Name: "client/corrupt chunk size then a request", Conns: conns(steps(send(withHeader("POST", "/1", "Transfer-Encoding: chunked\r\n", "zz\r\n"+get("/evil")))))},
-		{Name: "client/chunk without its CRLF", Conns: conns(steps(send(withHeader("POST", "/1", "Transfer-Encoding: chunked\r\n", "3\r\nabc"+get("/evil")))))},
-		{Name: "client/chunk size overflow", Conns: conns(steps(send(withHeader("POST", "/1", "Transfer-Encoding: chunked\r\n", "ffffffffffffffffff1\r\nab\r\n0\r\n\r\n"+get("/evil")))))},
-		{Name: "client/chunk size with a sign", Conns: conns(steps(send(withHeader("POST", "/1", "Transfer-Encoding: chunked\r\n", "+2\r\nab\r\n0\r\n\r\n"+get("/evil")))))},
-		{Name: "client/chunked with a length", Conns: conns(steps(send(withHeader("POST", "/1", "Transfer-Encoding: chunked\r\nContent-Length: 4\r\n", "2\r\nab\r\n0\r\n\r\n"+get("/2")))))},
-		{Name: "client/chunked body, next request pipelined", Conns: conns(steps(send(withHeader("POST", "/1", "Transfer-Encoding: chunked\r\n", "2\r\nab\r\n3;ext=1\r\ncde\r\n0\r\nX-T: 1\r\n\r\n"+get("/2")))))},
-		{Name: "client/chunked, uppercase and leading zeros", Conns: conns(steps(send(withHeader("POST", "/1", "Transfer-Encoding: chunked\r\n", "00A\r\n0123456789\r\n0\r\n\r\n"+get("/2")))))},
-		{Name: "client/chunked ends early", Conns: conns(steps(send(withHeader("POST", "/1", "Transfer-Encoding: chunked\r\n", "5\r\nab"))))},
-		{Name: "client/two differing lengths", Conns: conns(steps(send(withHeader("POST", "/1", "Content-Length: 3\r\nContent-Length: 4\r\n", "abcd"+get("/2")))))},
-		{Name: "client/two equal lengths", Conns: conns(steps(send(withHeader("POST", "/1", "Content-Length: 3\r\nContent-Length: 3\r\n", "abc"+get("/2")))))},
-		{Name: "client/list of lengths", Conns: conns(steps(send(withHeader("POST", "/1", "Content-Length: 3, 3\r\n", "abc"+get("/2")))))},
-		{Name: "client/signed length", Conns: conns(steps(send(withHeader("POST", "/1", "Content-Length: +3\r\n", "abc"+get("/2")))))},
-		{Name: "client/negative length", Conns: conns(steps(send(withHeader("POST", "/1", "Content-Length: -1\r\n", get("/2")))))},
-		{Name: "client/length with spaces inside", Conns: conns(steps(send(withHeader("POST", "/1", "Content-Length: 1 0\r\n", "abcdefghij"+get("/2")))))},
-		{Name: "client/hex length", Conns: conns(steps(send(withHeader("POST", "/1", "Content-Length: 0x3\r\n", "abc"+get("/2")))))},
-		{Name: "client/huge length", Conns: conns(steps(send(withHeader("POST", "/1", "Content-Length: 99999999999999999999\r\n", "abc"+get("/2")))))},
-		{Name: "client/body shorter than its length, then silence", Conns: conns(steps(send(withHeader("POST", "/1", "Content-Length: 10\r\n", "abc")))), Wait: slow},
-		{Name: "client/transfer-encoding identity", Conns: conns(steps(send(withHeader("POST", "/1", "Transfer-Encoding: identity\r\nContent-Length: 3\r\n", "abc"+get("/2")))))},
-		{Name: "client/transfer-encoding gzip", Conns: conns(steps(send(withHeader("POST", "/1", "Transfer-Encoding: gzip\r\n", "abc"+get("/2")))))},
-		{Name: "client/transfer-encoding gzip, chunked", Conns: conns(steps(send(withHeader("POST", "/1", "Transfer-Encoding: gzip, chunked\r\n", "3\r\nabc\r\n0\r\n\r\n"+get("/2")))))},
-		{Name: "client/transfer-encoding chunked twice", Conns: conns(steps(send(withHeader("POST", "/1", "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", "3\r\nabc\r\n0\r\n\r\n"+get("/2")))))},
-		{Name: "client/transfer-encoding xchunked", Conns: conns(steps(send(withHeader("POST", "/1", "Transfer-Encoding: xchunked\r\n", "3\r\nabc\r\n0\r\n\r\n"+get("/2")))))},
-		{Name: "client/transfer-encoding with a space before the colon", Conns: conns(steps(send(withHeader("POST", "/1", "Transfer-Encoding : chunked\r\nContent-Length: 3\r\n", "abc"+get("/2")))))},
-		{Name: "client/folded transfer-encoding", Conns: conns(steps(send(withHeader("POST", "/1", "Transfer-Encoding:\r\n chunked\r\n", "3\r\nabc\r\n0\r\n\r\n"+get("/2")))))},
-		{Name: "client/HTTP/1.0 with chunked", Conns: conns(steps(send("POST /1 HTTP/1.0\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n" + get("/2"))))},
-		{Name: "client/GET with a body, pipelined", Conns: conns(steps(send(withHeader("GET", "/1", "Content-Length: 5\r\n", "hello"+get("/2")+get("/3")))))},
-		{Name: "client/pipelined GETs", Conns: conns(steps(send(get("/1") + get("/2") + get("/3"))))},
-		{Name: "client/pipelined HEAD and GET", Conns: conns(steps(send(head("/1") + get("/2") + head("/3"))))},
-		{Name: "client/pipelined POSTs", Conns: conns(steps(send(post("/1", "a") + post("/2", "bb") + get("/3"))))},
-		{Name: "client/pipelined after Connection close", Conns: conns(steps(send(withHeader("GET", "/1", "Connection: close\r\n", "") + get("/2"))))},
-		{Name: "client/HTTP/1.0 without keep-alive, pipelined", Conns: conns(steps(send("GET /1 HTTP/1.0\r\nHost: svc\r\n\r\n" + get("/2"))))},
-		{Name: "client/HTTP/1.0 keep-alive", Conns: conns(steps(send("GET /1 HTTP/1.0\r\nHost: svc\r\nConnection: keep-alive\r\n\r\n"), then(get("/2"))))},
-		{Name: "client/empty lines before a request", Conns: conns(steps(send("\r\n\r\n" + get("/1"))))},
-		{Name: "client/bare LF head", Conns: conns(steps(send("GET /1 HTTP/1.1\nHost: svc\n\n" + get("/2"))))},
-		{Name: "client/bare CR in a header", Conns: conns(steps(send("GET /1 HTTP/1.1\r\nHost: svc\r\nX-A: a\rb\r\n\r\n" + get("/2"))))},
-		{Name: "client/NUL in a header", Conns: conns(steps(send("GET /1 HTTP/1.1\r\nHost: svc\r\nX-A: a\x00b\r\n\r\n" + get("/2"))))},
-		{Name: "client/folded header", Conns: conns(steps(send("GET /1 HTTP/1.1\r\nHost: svc\r\nX-A: a\r\n b\r\n\r\n" + get("/2"))))},
-		{Name: "client/space before a colon", Conns: conns(steps(send("GET /1 HTTP/1.1\r\nHost: svc\r\nX-A : a\r\n\r\n" + get("/2"))))},
-		{Name: "client/header without a colon", Conns: conns(steps(send("GET /1 HTTP/1.1\r\nHost: svc\r\nX-A\r\n\r\n" + get("/2"))))},
-		{Name: "client/two Host headers", Conns: conns(steps(send("GET /1 HTTP/1.1\r\nHost: svc\r\nHost: other\r\n\r\n" + get("/2"))))},
-		{Name: "client/no Host header", Conns: conns(steps(send("GET /1 HTTP/1.1\r\n\r\n" + get("/2"))))},
-		{Name: "client/bad Host header", Conns: conns(steps(send("GET /1 HTTP/1.1\r\nHost: s v c\r\n\r\n" + get("/2"))))},
-		{Name: "client/lowercase version", Conns: conns(steps(send("GET /1 http/1.1\r\nHost: svc\r\n\r\n" + get("/2"))))},
-		{Name: "client/HTTP/1.2", Conns: conns(steps(send("GET /1 HTTP/1.2\r\nHost: svc\r\n\r\n" + get("/2"))))},
-		{Name: "client/HTTP/2.0 in a request line", Conns: conns(steps(send("GET /1 HTTP/2.0\r\nHost: svc\r\n\r\n" + get("/2"))))},
-		{Name: "client/double space in the request line", Conns: conns(steps(send("GET  /1 HTTP/1.1\r\nHost: svc\r\n\r\n" + get("/2"))))},
-		{Name: "client/tab in the request line", Conns: conns(steps(send("GET\t/1 HTTP/1.1\r\nHost: svc\r\n\r\n" + get("/2"))))},
-		{Name: "client/absolute form", Conns: conns(steps(send("GET http://svc/1 HTTP/1.1\r\nHost: svc\r\n\r\n" + get("/2"))))},
-		{Name: "client/asterisk form", Conns: conns(steps(send("OPTIONS * HTTP/1.1\r\nHost: svc\r\n\r\n" + get("/2"))))},
-		{Name: "client/fragment in the target", Conns: conns(steps(send("GET /1#frag HTTP/1.1\r\nHost: svc\r\n\r\n" + get("/2"))))},
-		{Name: "client/space in the target", Conns: conns(steps(send("GET /1 x HTTP/1.1\r\nHost: svc\r\n\r\n" + get("/2"))))},
-		{Name: "client/invalid method", Conns: conns(steps(send("G(T /1 HTTP/1.1\r\nHost: svc\r\n\r\n" + get("/2"))))},
-		{Name: "client/Expect 100-continue", Conns: conns(steps(send(withHeader("POST", "/1", "Expect: 100-continue\r\nContent-Length: 3\r\n", "")), then("abc"), then(get("/2"))))},
-		{Name: "client/Expect something else", Conns: conns(steps(send(withHeader("POST", "/1", "Expect: fancy\r\nContent-Length: 3\r\n", "abc"+get("/2")))))},
-		{Name: "client/Upgrade to websocket", Conns: conns(steps(send(withHeader("GET", "/1", "Connection: Upgrade\r\nUpgrade: websocket\r\n", "")), then(get("/2"))))},
-		{Name: "client/head larger than the limit", Conns: conns(steps(send(withHeader("GET", "/1", longHeader, "") + get("/2"))))},
-		{Name: "client/head just over the limit", Conns: conns(steps(send(withHeader("GET", "/1", justOverLimit, "") + get("/2"))))},
-		{Name: "client/many headers", Conns: conns(steps(send(withHeader("GET", "/1", strings.Repeat("X-H: v\r\n", 500), "") + get("/2"))))},
-		{Name: "client/large body, pipelined", Conns: conns(steps(send(post("/1", big) + get("/2"))))},
-		{Name: "client/Connection close with a body", Conns: conns(steps(send(withHeader("POST", "/1", "Connection: close\r\nContent-Length: 3\r\n", "abc") + get("/2"))))},
-		{Name: "client/Connection header lists a hop", Conns: conns(steps(send(withHeader("GET", "/1", "Connection: X-Hop\r\nX-Hop: 1\r\nX-Keep: 2\r\n", "") + get("/2"))))},
-
-		// Slow clients are bounded by read_header_timeout.
-		{Name: "slow/connects and sends nothing", Conns: conns(steps()), Wait: slow},
-		{Name: "slow/stops inside the request line", Conns: conns(steps(send("GET /1 HT"))), Wait: slow},
-		{Name: "slow/stops inside a header", Conns: conns(steps(send("GET /1 HTTP/1.1\r\nHost: s"))), Wait: slow},
-		{Name: "slow/stops before the empty line", Conns: conns(steps(send("GET /1 HTTP/1.1\r\nHost: svc\r\n"))), Wait: slow},
-		{Name: "slow/trickles a head within the timeout", Conns: conns(steps(send("GET /1 HTTP/1.1\r\n"), then("Host: svc\r\n"), then("\r\n")))},
-		{Name: "slow/second request stops inside its head", Conns: conns(steps(send(get("/1")), then("GET /2 HTTP/1.1\r\nHo"))), Wait: slow},
-		{Name: "slow/second request after the idle wait starts", Conns: conns(steps(send(get("/1")), h1diff.Step{Pause: 600 * time.Millisecond, Send: get("/2")}))},
-	}
-	return cases
-}
-
-// TestConnectionStateMatchesNetHTTP runs every case through Remora and
-// through the reference (net/http's server and ReverseProxy) and requires
-// Remora to be no more lenient: each client gets exactly its own answers,
-// the node gets exactly the reference node's requests, and connections
-// close no later.
+// TestConnectionStateMatchesNetHTTP runs every case of h1diff.Cases
+// through Remora's proxy.Server and proxy.Proxy and through the reference
+// (net/http's server and ReverseProxy) and requires Remora to be no more
+// lenient: each client gets exactly its own answers, the node gets
+// exactly the reference node's requests, and connections close no later.
+// cmd/remora runs the same cases through `remora run`'s wiring.
 func TestConnectionStateMatchesNetHTTP(t *testing.T) {
 	t.Parallel()
-	for _, c := range connStateCases() {
+	for _, c := range h1diff.Cases(diffLimits) {
 		t.Run(c.Name, func(t *testing.T) {
 			t.Parallel()
-			checkCase(t, c)
+			h1diff.Check(t, c, diffLimits, remoraProxy(diffLimits))
 		})
 	}
 }
 
-func checkCase(t *testing.T, c h1diff.Case) {
-	t.Helper()
-	ref, err := h1diff.Run(c, h1diff.Reference(diffLimits))
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := h1diff.Run(c, remoraProxy(diffLimits))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diffs := h1diff.Compare(ref, got, h1diff.Rules{}); len(diffs) > 0 {
-		t.Errorf("Remora differs from net/http:\n  %s", strings.Join(diffs, "\n  "))
-		for i := range got.Clients {
-			t.Logf("conn %d: reference %q\n          Remora    %q", i+1, ref.Clients[i].Raw, got.Clients[i].Raw)
-		}
-		t.Logf("node: reference %v\n      Remora    %v", ref.Node, got.Node)
-	}
-}
-
-// fuzzAnswers are the ways a node answers in FuzzConnectionState.
-var fuzzAnswers = []h1diff.Answer{
-	h1diff.OK,
-	func(r *h1diff.Request) string { return h1diff.OK(r) + evil },                // an answer no request asked for
-	func(r *h1diff.Request) string { return h1diff.OK(r) + h1diff.Pause + evil }, // the same, while idle
-	func(r *h1diff.Request) string { return h1diff.Status(r, 204, "") + "xx" },   // a 204 with a body
-	func(r *h1diff.Request) string { return h1diff.Status(r, 200, "Connection: close\r\n") + h1diff.Close },
-	func(r *h1diff.Request) string {
-		return "HTTP/1.1 200 OK\r\nX-Req: " + r.ID() + "\r\n\r\n" + r.ID() + h1diff.Close
-	},
-	func(r *h1diff.Request) string {
-		return "HTTP/1.1 200 OK\r\nX-Req: " + r.ID() + "\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n"
-	},
-	func(*h1diff.Request) string { return h1diff.Close },
-}
-
-// FuzzConnectionState sends any client bytes, in two writes, through
-// Remora and through the reference, to a node that answers in one of
-// fuzzAnswers' ways, then a plain GET on a second connection (which a
-// node connection left unclean would answer wrongly). Remora must keep
-// Compare's safety rules: no answer to another request, no request the
-// reference's node did not get, no connection left open that the
-// reference closed. It may be stricter, and its answers may differ in
-// their headers.
+// FuzzConnectionState is h1diff.Fuzz through proxy.Server and proxy.Proxy.
 func FuzzConnectionState(f *testing.F) {
-	for _, c := range connStateCases() {
-		if len(c.Conns) != 1 || len(c.Conns[0]) == 0 || c.Wait != (h1diff.Wait{}) || c.Answer != nil || c.IgnoreGETBody {
-			continue
-		}
-		var data strings.Builder
-		for _, s := range c.Conns[0] {
-			data.WriteString(s.Send)
-		}
-		f.Add([]byte(data.String()), uint16(len(c.Conns[0][0].Send)), uint8(0))
-	}
-	for i := range fuzzAnswers {
-		f.Add([]byte(get("/1")+head("/2")+post("/3", "abc")), uint16(10), uint8(i))
-	}
+	h1diff.Seed(f, diffLimits)
 	f.Fuzz(func(t *testing.T, data []byte, split uint16, mode uint8) {
-		lower := strings.ToLower(string(data))
-		if len(data) == 0 || len(data) > 8<<10 || strings.Contains(lower, "h2c") || strings.Contains(lower, "pri ") {
-			return // h2c is Remora's own; the reference has none
-		}
-		k := int(split) % (len(data) + 1)
-		first := steps(send(string(data[:k])), h1diff.Step{Pause: 30 * time.Millisecond, Send: string(data[k:])})
-		c := h1diff.Case{
-			Conns:  conns(first, steps(send(get("/next")))),
-			Answer: fuzzAnswers[int(mode)%len(fuzzAnswers)],
-			Wait:   h1diff.Wait{Quiet: 300 * time.Millisecond, Max: time.Second, Answered: true, Settle: 30 * time.Millisecond},
-		}
-		ref, err := h1diff.Run(c, h1diff.Reference(diffLimits))
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := h1diff.Run(c, remoraProxy(diffLimits))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if diffs := h1diff.Compare(ref, got, h1diff.Rules{AllowStricter: true, IgnoreAnswers: true}); len(diffs) > 0 {
-			t.Errorf("Remora is more lenient than net/http for %q (split %d, answer %d):\n  %s", data, k, int(mode)%len(fuzzAnswers), strings.Join(diffs, "\n  "))
-			for i := range got.Clients {
-				t.Logf("conn %d: reference %q\n          Remora    %q", i+1, ref.Clients[i].Raw, got.Clients[i].Raw)
-			}
-		}
+		h1diff.Fuzz(t, diffLimits, remoraProxy(diffLimits), data, split, mode)
 	})
 }
