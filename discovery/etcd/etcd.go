@@ -14,6 +14,26 @@
 // from the listed revision. After a disconnect the watch resumes from the
 // last revision it saw (etcd replays nothing twice and misses nothing); after
 // a compaction it lists again. An unreachable etcd never empties the set.
+//
+// # Connecting
+//
+// Opening the registry never waits for etcd and never fails because etcd
+// is unreachable or refuses the credentials: one goroutine creates the
+// client (clientv3.New, which authenticates when a username is set, bounded
+// by dial_timeout) and tries again after a backoff of 100 ms doubling to
+// 1 s, with jitter, until it succeeds or the registry closes. Until then
+// every watcher's Next reports why (etcd unreachable, authentication
+// failed) and Register keeps its registrations waiting; once connected,
+// the watchers list their services at once. Only a config error (a missing
+// password or TLS file) makes Open fail.
+//
+// # Registering
+//
+// Register writes the local instance under its key with a lease and keeps
+// it there: one reconciler goroutine per registration holds the wanted value
+// and converges etcd on it (see register.go).
+//
+// The configuration is described on Options.
 package etcd
 
 import (
@@ -24,13 +44,13 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -38,16 +58,22 @@ import (
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/internal/retry"
+	"github.com/remora-mesh/remora/internal/secret"
 	"github.com/remora-mesh/remora/internal/tlsfiles"
 )
 
 // Type is the adapter's type name in config.
 const Type = "etcd"
 
-// DefaultPrefix is the key prefix under which services live.
-const DefaultPrefix = "/services"
-
 func init() { discovery.Register(factory{}) }
+
+var (
+	_ discovery.Factory  = factory{}
+	_ discovery.Options  = (*Options)(nil)
+	_ discovery.Registry = (*Registry)(nil)
+	_ discovery.Watcher  = (*watcher)(nil)
+	_ Client             = (*clientv3.Client)(nil)
+)
 
 type factory struct{}
 
@@ -58,91 +84,39 @@ func (factory) Parse(decode func(any) error) (discovery.Options, error) {
 	if err := decode(&o); err != nil {
 		return nil, err
 	}
-	if err := o.validate(); err != nil {
+	if err := o.normalize(); err != nil {
 		return nil, err
 	}
 	return &o, nil
 }
 
-// Options configure the etcd adapter.
-type Options struct {
-	// Endpoints are etcd client URLs or host:port pairs.
-	Endpoints []string `yaml:"endpoints"`
-	// Prefix is the key prefix; default /services.
-	Prefix string `yaml:"prefix"`
-	// Username and Password authenticate; the password is never logged.
-	Username string `yaml:"username"`
-	Password string `yaml:"password"`
-	// PasswordFile reads the password from a file instead.
-	PasswordFile string `yaml:"password_file"`
-	// DialTimeout bounds connecting; default 5s.
-	DialTimeout time.Duration `yaml:"dial_timeout"`
-	// TLS configures client TLS; plain text when absent.
-	TLS *TLSOptions `yaml:"tls"`
-}
-
-// TLSOptions configure TLS to etcd.
-type TLSOptions = tlsfiles.Options
-
-func (o *Options) validate() error {
-	var errs []error
-	if len(o.Endpoints) == 0 {
-		errs = append(errs, errors.New("endpoints: at least one etcd endpoint is required (e.g. [127.0.0.1:2379])"))
-	}
-	for i, ep := range o.Endpoints {
-		hostport := ep
-		if i := strings.Index(ep, "://"); i >= 0 {
-			hostport = ep[i+3:]
-		}
-		if _, port, err := net.SplitHostPort(hostport); err != nil || port == "" {
-			errs = append(errs, fmt.Errorf("endpoints[%d]: %q is not host:port or a URL with a port", i, ep))
-		}
-	}
-	if o.Prefix == "" {
-		o.Prefix = DefaultPrefix
-	}
-	o.Prefix = strings.TrimSuffix(o.Prefix, "/")
-	if !strings.HasPrefix(o.Prefix, "/") {
-		errs = append(errs, fmt.Errorf("prefix: %q must start with /", o.Prefix))
-	}
-	if o.DialTimeout < 0 {
-		errs = append(errs, fmt.Errorf("dial_timeout: %v is negative", o.DialTimeout))
-	}
-	if o.DialTimeout == 0 {
-		o.DialTimeout = 5 * time.Second
-	}
-	if o.Password != "" && o.PasswordFile != "" {
-		errs = append(errs, errors.New("password_file: set either password or password_file"))
-	}
-	if t := o.TLS; t != nil && (t.CertFile == "") != (t.KeyFile == "") {
-		errs = append(errs, errors.New("tls: cert_file and key_file go together"))
-	}
-	return errors.Join(errs...)
-}
-
-// Open implements discovery.Options. It does not wait for etcd.
+// Open implements discovery.Options. It reads the password and TLS files
+// (a missing or empty file is an error) and returns at once: the client is
+// created in the background and retried until etcd answers and accepts the
+// credentials (see the package doc).
 func (o *Options) Open(env discovery.Env) (discovery.Registry, error) {
 	cfg := clientv3.Config{
 		Endpoints:            o.Endpoints,
-		DialTimeout:          o.DialTimeout,
+		DialTimeout:          time.Duration(o.DialTimeout),
 		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 3 * time.Second,
 		Username:             o.Username,
-		Password:             o.Password,
+		Password:             string(o.Password),
 		Logger:               zap.NewNop(),
 		// Reconnect quickly once etcd is back: gRPC's default backoff
-		// grows to two minutes.
+		// grows to two minutes. 800 ms + 20% jitter keeps a reconnect
+		// within a second of etcd answering.
 		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 800 * time.Millisecond},
 			MinConnectTimeout: 2 * time.Second,
 		})},
 	}
 	if o.PasswordFile != "" {
-		pw, err := os.ReadFile(tlsfiles.Resolve(env.BaseDir, o.PasswordFile))
+		pw, err := secret.ReadFile("password_file", tlsfiles.Resolve(env.BaseDir, o.PasswordFile), "the etcd password")
 		if err != nil {
-			return nil, fmt.Errorf("password_file: %w", err)
+			return nil, err
 		}
-		cfg.Password = strings.TrimSpace(string(pw))
+		cfg.Password = pw
 	}
 	if o.TLS != nil {
 		tc, err := o.TLS.Config(env.BaseDir)
@@ -151,11 +125,29 @@ func (o *Options) Open(env discovery.Env) (discovery.Registry, error) {
 		}
 		cfg.TLS = tc
 	}
-	cli, err := clientv3.New(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("etcd client: %w", err)
+	connect := func(ctx context.Context) (Client, error) {
+		c := cfg
+		c.Context = ctx
+		cli, err := clientv3.New(c)
+		if err != nil {
+			return nil, describeConnectError(err, cfg.Username, cfg.DialTimeout)
+		}
+		return cli, nil
 	}
-	return NewRegistry(cli, o.Prefix, env), nil
+	return newRegistry(connect, o.Prefix, env), nil
+}
+
+// describeConnectError says what failed when clientv3.New did: with a user
+// name, New authenticates and waits for etcd up to the dial timeout.
+func describeConnectError(err error, user string, timeout time.Duration) error {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("no answer within dial_timeout %s: %w", timeout, err)
+	case user != "" && (errors.Is(err, rpctypes.ErrAuthFailed) || errors.Is(err, rpctypes.ErrUserNotFound) ||
+		errors.Is(err, rpctypes.ErrUserEmpty) || errors.Is(err, rpctypes.ErrPermissionDenied)):
+		return fmt.Errorf("authenticating as user %q: %w (check username and password)", user, err)
+	}
+	return err
 }
 
 // Client is the part of the etcd client the adapter uses;
@@ -166,31 +158,127 @@ type Client interface {
 	Close() error
 }
 
-// Registry watches services under one prefix.
+// Timing defaults.
+const (
+	// DefaultProbeInterval is how often a watcher checks that etcd answers.
+	DefaultProbeInterval = time.Second
+	// DefaultRegistrationTTL is the lease of a registered instance: its
+	// key vanishes this long after Remora stops keeping it alive.
+	DefaultRegistrationTTL = 10 * time.Second
+
+	backoffBase = 100 * time.Millisecond
+	backoffMax  = time.Second // a returning etcd is seen within a second
+)
+
+// Registry watches services under one prefix and registers instances there.
+//
+// The client is created by one connector goroutine (Open) or given
+// (NewRegistry); until it exists, watchers report the connector's last error
+// and registrations wait for it. mu guards cli, connErr, closed and regs;
+// cli is immutable once set, and ready is closed then. ProbeInterval and
+// RegistrationTTL are set before the first Watch or Register and read-only
+// after.
 type Registry struct {
 	// ProbeInterval is how often each watcher checks that etcd answers
 	// (an etcd watch silently waits through an outage); 0 turns the check
 	// off. Set it before the first Watch.
 	ProbeInterval time.Duration
+	// RegistrationTTL is the lease TTL of registered instances, rounded up
+	// to whole seconds (etcd may raise it to its minimum). Set it before
+	// the first Register.
+	RegistrationTTL time.Duration
 
-	cli    Client
 	prefix string
 	env    discovery.Env
-	ctx    context.Context
+	log    *logrus.Entry
+	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // the watchers' goroutines
+	wg     sync.WaitGroup // the connector's, watchers' and registrations' goroutines
+	ready  chan struct{}  // closed when cli is set
+
+	mu      sync.Mutex
+	cli     Client
+	connErr error // the connector's last failure, while cli is nil
+	closed  bool
+	regs    map[string]*registration // live registrations by key
 }
 
-// NewRegistry returns a registry over cli; Close closes cli.
-func NewRegistry(cli Client, prefix string, env discovery.Env) *Registry {
+func newRegistryBase(prefix string, env discovery.Env) *Registry {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Registry{cli: cli, prefix: strings.TrimSuffix(prefix, "/"), env: env, ctx: ctx, cancel: cancel, ProbeInterval: DefaultProbeInterval}
+	return &Registry{
+		ProbeInterval: DefaultProbeInterval, RegistrationTTL: DefaultRegistrationTTL,
+		prefix: strings.TrimSuffix(prefix, "/"), env: env,
+		log: env.Logger().WithField("registry", env.Name), ctx: ctx, cancel: cancel,
+		ready: make(chan struct{}), regs: map[string]*registration{},
+	}
 }
 
-// DefaultProbeInterval is how often a watcher checks that etcd answers.
-const DefaultProbeInterval = time.Second
+// NewRegistry returns a registry over a ready client; Close closes cli.
+func NewRegistry(cli Client, prefix string, env discovery.Env) *Registry {
+	r := newRegistryBase(prefix, env)
+	r.cli = cli
+	close(r.ready)
+	return r
+}
 
-// Watch implements discovery.Registry.
+// newRegistry returns a registry whose client connect creates in the
+// background, retried with backoff until it succeeds or the registry
+// closes.
+func newRegistry(connect func(context.Context) (Client, error), prefix string, env discovery.Env) *Registry {
+	r := newRegistryBase(prefix, env)
+	r.wg.Go(func() { r.connectLoop(connect) })
+	return r
+}
+
+// connectLoop creates the client: at once when etcd answers (and accepts
+// the credentials), else again after a backoff of at most a second.
+func (r *Registry) connectLoop(connect func(context.Context) (Client, error)) {
+	var lastMsg string
+	for attempt := 1; ; attempt++ {
+		cli, err := connect(r.ctx)
+		r.mu.Lock()
+		if r.ctx.Err() != nil {
+			r.mu.Unlock()
+			if cli != nil {
+				_ = cli.Close()
+			}
+			return
+		}
+		if err == nil {
+			r.cli, r.connErr = cli, nil
+			close(r.ready)
+			r.mu.Unlock()
+			if attempt > 1 {
+				r.log.Info("etcd: connected")
+			}
+			return
+		}
+		r.connErr = fmt.Errorf("etcd: not connected: %w", err)
+		r.mu.Unlock()
+		if msg := err.Error(); msg != lastMsg {
+			lastMsg = msg
+			r.log.WithError(err).Warn("etcd: cannot connect yet; retrying (watchers keep their last instances)")
+		}
+		if !retry.Sleep(r.ctx, retry.Backoff(attempt, backoffBase, backoffMax, rand.Float64)) {
+			return
+		}
+	}
+}
+
+// client returns the client, or why there is none yet.
+func (r *Registry) client() (Client, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case r.cli != nil:
+		return r.cli, nil
+	case r.connErr != nil:
+		return nil, r.connErr
+	}
+	return nil, errors.New("etcd: not connected yet: connecting")
+}
+
+// Watch implements discovery.Registry. It does not wait for etcd.
 func (r *Registry) Watch(_ context.Context, service string) (discovery.Watcher, error) {
 	if service == "" || strings.Contains(service, "/") {
 		return nil, fmt.Errorf("etcd: bad service name %q", service)
@@ -198,23 +286,40 @@ func (r *Registry) Watch(_ context.Context, service string) (discovery.Watcher, 
 	ctx, cancel := context.WithCancel(r.ctx)
 	w := &watcher{
 		Latest: discovery.NewLatest(),
-		cli:    r.cli,
+		reg:    r,
 		prefix: r.prefix + "/" + service + "/",
-		log:    r.env.Logger().WithFields(logrus.Fields{"registry": r.env.Name, "service": service}),
+		log:    r.log.WithField("service", service),
 		cancel: cancel,
 		nodes:  map[string]discovery.Instance{},
 		probe:  r.ProbeInterval,
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		cancel()
+		return nil, fmt.Errorf("etcd: watch %q: registry closed", service)
 	}
 	r.wg.Go(func() { w.run(ctx) })
 	return w, nil
 }
 
-// Close stops every watcher, waits until they have ended, and closes the
-// client.
+// Close stops every watcher and registration, waits until their goroutines
+// have ended, and closes the client. Registered keys are not deleted: their
+// leases are no longer kept alive and expire after the registration TTL
+// (Deregister deletes at once).
 func (r *Registry) Close() error {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
 	r.cancel()
 	r.wg.Wait()
-	return r.cli.Close()
+	r.mu.Lock()
+	cli := r.cli
+	r.mu.Unlock()
+	if cli == nil {
+		return nil
+	}
+	return cli.Close()
 }
 
 // Value is the JSON form of an instance in etcd.
@@ -267,11 +372,12 @@ func truncate(s string) string {
 	return s
 }
 
-// watcher follows one service. nodes and rev are owned by the run
-// goroutine.
+// watcher follows one service. cli, nodes, rev and stale are owned by the
+// run goroutine.
 type watcher struct {
 	*discovery.Latest
-	cli    Client
+	reg    *Registry
+	cli    Client // nil until the registry has connected
 	prefix string
 	log    *logrus.Entry
 	cancel context.CancelFunc
@@ -279,6 +385,8 @@ type watcher struct {
 	rev    int64                         // last revision applied
 	probe  time.Duration                 // liveness check interval, 0 off
 	stale  bool                          // the last check failed
+	// progressed: follow applied a response since run last looked.
+	progressed bool
 }
 
 // Stop implements discovery.Watcher.
@@ -298,21 +406,45 @@ func (w *watcher) run(ctx context.Context) {
 			_ = w.Latest.Stop()
 		}
 	}()
-	delay := newBackoff()
+	failures := 0
+	pause := func() bool {
+		failures++
+		return retry.Sleep(ctx, retry.Backoff(failures, backoffBase, backoffMax, rand.Float64))
+	}
 	listed := false
 	for ctx.Err() == nil {
+		if w.cli == nil {
+			cli, err := w.reg.client()
+			if err != nil {
+				// Stale until connected; wake at once when it is.
+				w.Fail(fmt.Errorf("%w (watching %s)", err, w.prefix))
+				failures++
+				t := time.NewTimer(retry.Backoff(failures, backoffBase, backoffMax, rand.Float64))
+				select {
+				case <-w.reg.ready:
+				case <-t.C:
+				case <-ctx.Done():
+				}
+				t.Stop()
+				continue
+			}
+			w.cli, failures = cli, 0
+		}
 		if !listed {
 			if err := w.list(ctx); err != nil {
 				if ctx.Err() != nil {
 					return
 				}
 				w.Fail(fmt.Errorf("etcd: listing %s: %w", w.prefix, err))
-				retry.Sleep(ctx, delay.next())
+				pause()
 				continue
 			}
-			listed = true
+			listed, failures = true, 0
 		}
 		err := w.follow(ctx)
+		if w.progressed {
+			w.progressed, failures = false, 0
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -321,12 +453,8 @@ func (w *watcher) run(ctx context.Context) {
 			listed = false
 			continue
 		}
-		if err != nil {
-			w.Fail(fmt.Errorf("etcd: watching %s: %w", w.prefix, err))
-			retry.Sleep(ctx, delay.next())
-			continue
-		}
-		delay.reset()
+		w.Fail(fmt.Errorf("etcd: watching %s: %w", w.prefix, err))
+		pause()
 	}
 }
 
@@ -379,6 +507,7 @@ func (w *watcher) follow(ctx context.Context) error {
 		if err := resp.Err(); err != nil {
 			return err
 		}
+		w.progressed = true
 		for _, ev := range resp.Events {
 			switch ev.Type {
 			case clientv3.EventTypePut:
@@ -444,20 +573,3 @@ func (w *watcher) publish() {
 	}
 	w.Publish(set)
 }
-
-type expBackoff struct{ cur time.Duration }
-
-func newBackoff() *expBackoff { return &expBackoff{} }
-
-// next returns the next delay: 100ms doubling to 5s, with ±20% jitter.
-func (b *expBackoff) next() time.Duration {
-	switch {
-	case b.cur == 0:
-		b.cur = 100 * time.Millisecond
-	case b.cur < 5*time.Second:
-		b.cur = min(2*b.cur, 5*time.Second)
-	}
-	return time.Duration(float64(b.cur) * (0.8 + 0.4*rand.Float64()))
-}
-
-func (b *expBackoff) reset() { b.cur = 0 }

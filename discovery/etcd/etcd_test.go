@@ -239,22 +239,3 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
-
-func TestOptionErrors(t *testing.T) {
-	f, _ := discovery.Lookup(etcd.Type)
-	for _, tc := range []struct {
-		set  func(*etcd.Options)
-		want string
-	}{
-		{func(o *etcd.Options) {}, "endpoints: at least one"},
-		{func(o *etcd.Options) { o.Endpoints = []string{"localhost"} }, `endpoints[0]: "localhost" is not host:port`},
-		{func(o *etcd.Options) { o.Endpoints = []string{"h:1"}; o.Prefix = "services" }, "prefix"},
-		{func(o *etcd.Options) { o.Endpoints = []string{"h:1"}; o.Password, o.PasswordFile = "a", "b" }, "password_file"},
-		{func(o *etcd.Options) { o.Endpoints = []string{"h:1"}; o.TLS = &etcd.TLSOptions{CertFile: "c"} }, "cert_file and key_file"},
-	} {
-		_, err := f.Parse(func(v any) error { tc.set(v.(*etcd.Options)); return nil })
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("Parse error = %v; want %q", err, tc.want)
-		}
-	}
-}

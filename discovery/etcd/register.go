@@ -3,21 +3,55 @@ package etcd
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
 
+	"github.com/sirupsen/logrus"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/retry"
 )
 
-// RegistrationTTL is the lease of a registered instance, in seconds: the key
-// vanishes this long after Remora stops keeping it alive.
-const RegistrationTTL = 10
+// Registration is level-triggered, as watching is. Each registration has one
+// reconciler goroutine (run), the only writer of its key, which holds the
+// wanted value and converges etcd on it whatever happened in between:
+//
+//   - no lease (the first write, or the lease was lost): grant one with the
+//     registration TTL, keep it alive, and put the value under it;
+//   - the keep-alive stream closed (clientv3 closes it when a TTL passes
+//     without an answer, or when etcd says the lease is gone) or a put
+//     answered "lease not found": the lease is lost; grant a new one and
+//     put again (a re-registration);
+//   - every TTL the key is read back; if it is missing or differs (deleted
+//     by hand, overwritten), it is put again;
+//   - Update changes the wanted value and wakes the reconciler, which puts
+//     it; Deregister stops the reconciler, then deletes the key and revokes
+//     the lease.
+//
+// A failed step is retried after a backoff of 100 ms doubling to 1 s, with
+// jitter; a request waits for etcd up to opTimeout (clientv3 waits for a
+// connection, so a request pending when etcd returns goes through at once).
+// An old lease is revoked once the key is under a new one.
 
-var _ discovery.Registrar = (*Registry)(nil)
+// opTimeout bounds one request of a reconciler.
+const opTimeout = 5 * time.Second
+
+var (
+	_ discovery.Registrar      = (*Registry)(nil)
+	_ discovery.Registration   = (*registration)(nil)
+	_ discovery.StatusReporter = (*registration)(nil)
+	_ leaser                   = (*clientv3.Client)(nil)
+)
 
 // leaser is what registration needs beyond Client; *clientv3.Client has it.
 type leaser interface {
+	Get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error)
 	Put(ctx context.Context, key, val string, opts ...clientv3.OpOption) (*clientv3.PutResponse, error)
 	Delete(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.DeleteResponse, error)
 	Grant(ctx context.Context, ttl int64) (*clientv3.LeaseGrantResponse, error)
@@ -25,60 +59,399 @@ type leaser interface {
 	Revoke(ctx context.Context, id clientv3.LeaseID) (*clientv3.LeaseRevokeResponse, error)
 }
 
-// Register implements discovery.Registrar: the instance is written under
-// <prefix>/<service>/<id> with a lease kept alive until Deregister.
-func (r *Registry) Register(ctx context.Context, service string, inst discovery.Instance) (discovery.Registration, error) {
-	cli, ok := r.cli.(leaser)
-	if !ok {
-		return nil, fmt.Errorf("etcd: this client cannot register instances")
-	}
-	lease, err := cli.Grant(ctx, RegistrationTTL)
+var errCannotRegister = errors.New("etcd: this client cannot register instances")
+
+// leaser returns the client as a leaser, or why there is none.
+func (r *Registry) leaser() (leaser, error) {
+	cli, err := r.client()
 	if err != nil {
-		return nil, fmt.Errorf("etcd: lease: %w", err)
-	}
-	keepCtx, cancel := context.WithCancel(r.ctx)
-	reg := &registration{cli: cli, key: r.prefix + "/" + service + "/" + inst.ID, lease: lease.ID, cancel: cancel}
-	if err := reg.Update(ctx, inst); err != nil {
-		cancel()
 		return nil, err
 	}
-	ch, err := cli.KeepAlive(keepCtx, lease.ID)
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("etcd: keep-alive: %w", err)
+	l, ok := cli.(leaser)
+	if !ok {
+		return nil, errCannotRegister
 	}
-	go func() {
-		for range ch { // drain the keep-alive answers until cancelled
+	return l, nil
+}
+
+// Register implements discovery.Registrar: inst is written under
+// <prefix>/<service>/<inst.ID> as JSON (healthy: true), with a lease that
+// the registration's reconciler keeps alive, and renews or replaces, until
+// Deregister or Close.
+//
+// Register returns once the first write has been tried, or when ctx ends.
+// The registration is kept and converged either way: if etcd is unreachable
+// (or not connected yet) the key is written as soon as it answers, and
+// Status says so meanwhile. An error means nothing is kept: a bad service
+// name or ID, a registry that is closed, an instance of the same key
+// registered already.
+func (r *Registry) Register(ctx context.Context, service string, inst discovery.Instance) (discovery.Registration, error) {
+	switch {
+	case service == "" || strings.Contains(service, "/"):
+		return nil, fmt.Errorf("etcd: register: bad service name %q", service)
+	case inst.ID == "" || strings.Contains(inst.ID, "/"):
+		return nil, fmt.Errorf("etcd: register in %s: bad instance id %q", service, inst.ID)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	value, err := encode(inst)
+	if err != nil {
+		return nil, err
+	}
+	key := r.prefix + "/" + service + "/" + inst.ID
+	ttl := int64((r.RegistrationTTL + time.Second - 1) / time.Second)
+	if ttl < 1 {
+		ttl = int64(DefaultRegistrationTTL / time.Second)
+	}
+	gctx, cancel := context.WithCancel(r.ctx)
+	g := &registration{
+		reg: r, key: key, ttl: ttl, log: r.log.WithFields(logrus.Fields{"service": service, "node": inst.ID}),
+		status: discovery.NewStatusRecorder(), ctx: gctx, cancel: cancel,
+		value: value, version: 1, attempted: make(chan struct{}),
+		wake: make(chan struct{}, 1), exited: make(chan struct{}),
+	}
+	r.mu.Lock()
+	switch {
+	case r.closed:
+		r.mu.Unlock()
+		cancel()
+		return nil, fmt.Errorf("etcd: register %s: registry closed", key)
+	case r.regs[key] != nil:
+		r.mu.Unlock()
+		cancel()
+		return nil, fmt.Errorf("etcd: register %s: registered already; deregister it first", key)
+	case r.cli != nil:
+		if _, ok := r.cli.(leaser); !ok {
+			r.mu.Unlock()
+			cancel()
+			return nil, errCannotRegister
 		}
-	}()
-	return reg, nil
+	}
+	r.regs[key] = g
+	r.wg.Go(g.run)
+	r.mu.Unlock()
+
+	_ = g.wait(ctx, 1) // a failure is logged by run and shown by Status
+	return g, nil
 }
 
-type registration struct {
-	cli    leaser
-	key    string
-	lease  clientv3.LeaseID
-	cancel context.CancelFunc
-}
-
-// Update implements discovery.Registration.
-func (g *registration) Update(ctx context.Context, inst discovery.Instance) error {
+// encode is the JSON value of a registered instance.
+func encode(inst discovery.Instance) (string, error) {
 	w := int64(inst.Weight)
 	healthy := true
 	data, err := json.Marshal(Value{Address: inst.Address, Port: inst.Port, Weight: &w, Healthy: &healthy, Metadata: inst.Metadata})
 	if err != nil {
-		return err
+		return "", fmt.Errorf("etcd: encoding instance %q: %w", inst.ID, err)
 	}
-	if _, err := g.cli.Put(ctx, g.key, string(data), clientv3.WithLease(g.lease)); err != nil {
+	return string(data), nil
+}
+
+// registration is one registered instance.
+//
+// reg, key, ttl, log, status, ctx, cancel, wake and exited are immutable.
+// mu guards value, version, done, doneErr, attempted and gone: the wanted
+// state and the outcome of the reconciler's last attempt, which Update and
+// Register wait for. The lease state (held) is owned by the run goroutine;
+// Deregister reads the final lease after run has exited. Update and
+// Deregister are called by one goroutine at a time; Status by any.
+type registration struct {
+	reg    *Registry
+	key    string
+	ttl    int64 // seconds
+	log    *logrus.Entry
+	status *discovery.StatusRecorder
+	ctx    context.Context // ends the reconciler and its requests
+	cancel context.CancelFunc
+	wake   chan struct{} // capacity 1: the wanted value changed
+	exited chan struct{} // closed when run returns
+
+	mu        sync.Mutex
+	value     string        // wanted value
+	version   uint64        // of value, from 1
+	done      uint64        // the version of the last attempt
+	doneErr   error         // its outcome
+	attempted chan struct{} // closed and replaced after each attempt
+	gone      bool          // Deregister was called
+
+	final clientv3.LeaseID // the lease when run returned
+}
+
+// held is the lease a reconciler keeps, owned by its run goroutine.
+type held struct {
+	lease   clientv3.LeaseID // 0: none
+	stopKA  context.CancelFunc
+	ka      <-chan *clientv3.LeaseKeepAliveResponse
+	applied uint64           // version written under lease; 0: none
+	old     clientv3.LeaseID // a replaced lease to revoke once the key has moved
+}
+
+// drop forgets the lease (it is lost or refused), stopping its keep-alive.
+func (h *held) drop() {
+	if h.stopKA != nil {
+		h.stopKA()
+	}
+	if h.lease != 0 {
+		h.old = h.lease
+	}
+	h.lease, h.stopKA, h.ka, h.applied = 0, nil, nil, 0
+}
+
+// Status implements discovery.StatusReporter.
+func (g *registration) Status() discovery.RegistrationStatus { return g.status.Status() }
+
+// wanted returns the wanted value and its version.
+func (g *registration) wanted() (string, uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.value, g.version
+}
+
+// finish records the outcome of an attempt to write version v.
+func (g *registration) finish(v uint64, err error) {
+	g.mu.Lock()
+	g.done, g.doneErr = v, err
+	close(g.attempted)
+	g.attempted = make(chan struct{})
+	g.mu.Unlock()
+}
+
+// wait blocks until an attempt at version v (or a later one) has been made
+// and returns its outcome, or until ctx ends or the reconciler stops.
+func (g *registration) wait(ctx context.Context, v uint64) error {
+	for {
+		g.mu.Lock()
+		done, err, ch := g.done, g.doneErr, g.attempted
+		g.mu.Unlock()
+		if done >= v {
+			return err
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("etcd: %s not written yet: %w", g.key, ctx.Err())
+		case <-g.exited:
+			return fmt.Errorf("etcd: %s: registration stopped", g.key)
+		}
+	}
+}
+
+// run is the reconciler: see the comment at the top of this file.
+func (g *registration) run() {
+	var h held
+	defer close(g.exited)
+	defer func() {
+		if h.stopKA != nil {
+			h.stopKA()
+		}
+		g.final = h.lease
+	}()
+	resync := time.NewTicker(time.Duration(g.ttl) * time.Second)
+	defer resync.Stop()
+	var (
+		failures int
+		lost     bool // the registration was held and then lost: the next write re-registers
+		lastMsg  string
+	)
+	for {
+		value, version := g.wanted()
+		if h.lease == 0 || h.applied != version {
+			cli, err := g.reg.leaser()
+			var ready <-chan struct{} // wakes the backoff when the client connects
+			if err == nil {
+				err = g.apply(cli, &h, value, version)
+			} else {
+				ready = g.reg.ready
+			}
+			if g.ctx.Err() != nil {
+				g.finish(version, fmt.Errorf("etcd: %s: registration stopped", g.key))
+				return
+			}
+			g.finish(version, err)
+			if err != nil {
+				failures++
+				g.status.Down(err)
+				if msg := err.Error(); msg != lastMsg {
+					lastMsg = msg
+					g.log.WithError(err).Warn("etcd: registration not written; retrying")
+				}
+				if !g.sleep(retry.Backoff(failures, backoffBase, backoffMax, rand.Float64), ready) {
+					return
+				}
+				continue
+			}
+			if g.status.Up(lost) && (lost || failures > 0) {
+				g.log.WithFields(logrus.Fields{"key": g.key, "reregistered": lost}).Info("etcd: registration written")
+			}
+			failures, lost, lastMsg = 0, false, ""
+			continue
+		}
+		select {
+		case <-g.ctx.Done():
+			return
+		case <-g.wake:
+		case _, ok := <-h.ka:
+			if ok {
+				// A keep-alive answer may have waited in the channel's
+				// buffer: it says nothing about now, so Up is left to
+				// writes and read-backs.
+				continue
+			}
+			err := fmt.Errorf("etcd: lease of %s lost (no keep-alive answer for the %ds TTL, or etcd forgot it)", g.key, g.ttl)
+			g.log.Warn(err.Error() + "; registering again")
+			g.status.Down(err)
+			h.drop()
+			lost = true
+		case <-resync.C:
+			if g.check(&h) {
+				lost = true
+			}
+		}
+	}
+}
+
+// apply writes value (version) under the held lease, granting one first if
+// there is none. On success it revokes a replaced lease.
+func (g *registration) apply(cli leaser, h *held, value string, version uint64) error {
+	if h.lease == 0 {
+		ctx, cancel := context.WithTimeout(g.ctx, opTimeout)
+		resp, err := cli.Grant(ctx, g.ttl)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("etcd: granting a lease for %s: %w", g.key, err)
+		}
+		kaCtx, stopKA := context.WithCancel(g.ctx)
+		ch, err := cli.KeepAlive(kaCtx, resp.ID)
+		if err != nil {
+			stopKA()
+			h.old = resp.ID
+			return fmt.Errorf("etcd: keeping the lease of %s alive: %w", g.key, err)
+		}
+		h.lease, h.stopKA, h.ka, h.applied = resp.ID, stopKA, ch, 0
+	}
+	ctx, cancel := context.WithTimeout(g.ctx, opTimeout)
+	defer cancel()
+	if _, err := cli.Put(ctx, g.key, value, clientv3.WithLease(h.lease)); err != nil {
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			h.drop()
+		}
 		return fmt.Errorf("etcd: put %s: %w", g.key, err)
+	}
+	h.applied = version
+	if h.old != 0 {
+		// The key is under the new lease: revoking the old one deletes
+		// nothing. An error is harmless (it expires).
+		_, _ = cli.Revoke(ctx, h.old)
+		h.old = 0
 	}
 	return nil
 }
 
-// Deregister implements discovery.Registration.
+// check reads the key back; if it is missing or not what was written under
+// the held lease, it marks the value unapplied so that run writes it again,
+// and reports true. A failed read changes nothing but the status.
+func (g *registration) check(h *held) (lost bool) {
+	cli, err := g.reg.leaser()
+	if err != nil || h.lease == 0 {
+		return false
+	}
+	value, _ := g.wanted()
+	ctx, cancel := context.WithTimeout(g.ctx, min(opTimeout, time.Duration(g.ttl)*time.Second))
+	defer cancel()
+	resp, err := cli.Get(ctx, g.key)
+	switch {
+	case err != nil:
+		if g.ctx.Err() == nil {
+			g.status.Down(fmt.Errorf("etcd: reading back %s: %w", g.key, err))
+		}
+		return false
+	case len(resp.Kvs) == 1 && string(resp.Kvs[0].Value) == value && clientv3.LeaseID(resp.Kvs[0].Lease) == h.lease:
+		g.status.Up(false)
+		return false
+	}
+	err = fmt.Errorf("etcd: %s is missing or was changed by someone else", g.key)
+	g.log.Warn(err.Error() + "; writing it again")
+	g.status.Down(err)
+	h.applied = 0
+	return true
+}
+
+// sleep waits d, or until woken by Update or ready; false when the
+// registration stops.
+func (g *registration) sleep(d time.Duration, ready <-chan struct{}) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ready:
+	case <-g.wake:
+	case <-g.ctx.Done():
+		return false
+	}
+	return true
+}
+
+// Update implements discovery.Registration: inst (same ID) becomes the
+// wanted value. It returns the outcome of the reconciler's attempt to
+// write it, or ctx's error if that takes longer; either way the value is
+// kept and written as soon as etcd accepts it.
+func (g *registration) Update(ctx context.Context, inst discovery.Instance) error {
+	value, err := encode(inst)
+	if err != nil {
+		return err
+	}
+	g.mu.Lock()
+	if g.gone {
+		g.mu.Unlock()
+		return fmt.Errorf("etcd: update %s: deregistered", g.key)
+	}
+	if value != g.value {
+		g.value = value
+		g.version++
+		select {
+		case g.wake <- struct{}{}:
+		default:
+		}
+	}
+	v := g.version
+	g.mu.Unlock()
+	return g.wait(ctx, v)
+}
+
+// Deregister implements discovery.Registration: it stops the reconciler,
+// deletes the key and revokes the lease. If etcd cannot be reached, the
+// error is returned and the key expires with its lease. It is idempotent.
 func (g *registration) Deregister(ctx context.Context) error {
+	g.mu.Lock()
+	already := g.gone
+	g.gone = true
+	g.mu.Unlock()
 	g.cancel()
-	_, err := g.cli.Delete(ctx, g.key)
-	_, _ = g.cli.Revoke(ctx, g.lease)
-	return err
+	<-g.exited
+	if already {
+		return nil
+	}
+	g.reg.forget(g)
+	g.status.Down(nil)
+	cli, err := g.reg.leaser()
+	if err != nil {
+		return nil // never connected: nothing was written
+	}
+	_, err = cli.Delete(ctx, g.key)
+	if g.final != 0 {
+		_, _ = cli.Revoke(ctx, g.final)
+	}
+	if err != nil {
+		return fmt.Errorf("etcd: deregister %s: %w", g.key, err)
+	}
+	return nil
+}
+
+// forget removes g from the live registrations.
+func (r *Registry) forget(g *registration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.regs[g.key] == g {
+		delete(r.regs, g.key)
+	}
 }

@@ -1,0 +1,155 @@
+package etcd
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/remora-mesh/remora/internal/duration"
+	"github.com/remora-mesh/remora/internal/secret"
+	"github.com/remora-mesh/remora/internal/tlsfiles"
+)
+
+// Defaults applied by Parse.
+const (
+	// DefaultPrefix is the key prefix under which services live.
+	DefaultPrefix = "/services"
+	// DefaultDialTimeout bounds one attempt to connect (and authenticate).
+	DefaultDialTimeout = 5 * time.Second
+
+	maxDialTimeout = 2 * time.Minute
+)
+
+// Options are the settings of an etcd registry, the block under the `etcd:`
+// key of a registry with `type: etcd`:
+//
+//	registries:
+//	  - name: main
+//	    type: etcd
+//	    etcd:
+//	      endpoints: [10.0.0.1:2379, 10.0.0.2:2379]  # host:port, or http:// / https:// URLs; required
+//	      prefix: /services            # keys are <prefix>/<service>/<instance id>
+//	      username: remora             # with password or password_file
+//	      password_file: etcd.pass
+//	      dial_timeout: 5s             # one attempt to connect and authenticate
+//	      tls: {ca_file: ca.pem, cert_file: c.pem, key_file: k.pem, server_name: etcd}
+//
+// Relative file names are resolved against the config file's directory. An
+// Options value is immutable once Parse has returned it. The password is a
+// Secret and is never printed.
+type Options struct {
+	// Endpoints are etcd client URLs or host:port pairs.
+	Endpoints []string `yaml:"endpoints"`
+	// Prefix is the key prefix; default /services.
+	Prefix string `yaml:"prefix"`
+	// Username and Password (or PasswordFile) authenticate to an etcd with
+	// auth enabled; the client authenticates only when both are set.
+	Username string `yaml:"username"`
+	Password Secret `yaml:"password"`
+	// PasswordFile holds the password; it is read when the registry opens.
+	PasswordFile string `yaml:"password_file"`
+	// DialTimeout bounds one attempt to connect and authenticate; the
+	// registry keeps trying after it. Default 5s.
+	DialTimeout Duration `yaml:"dial_timeout"`
+	// TLS configures client TLS; plain text when absent.
+	TLS *TLSOptions `yaml:"tls"`
+}
+
+// TLSOptions configure TLS to etcd.
+type TLSOptions = tlsfiles.Options
+
+// Secret is a string that formats as "[redacted]" (when non-empty) in every
+// fmt verb and in text/JSON/YAML encodings. Use string(s) to read it.
+type Secret = secret.Secret
+
+// Duration is a time.Duration written as a Go duration string ("5s") in the
+// config.
+type Duration = duration.Duration
+
+// String describes the options without the password.
+func (o Options) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "etcd{endpoints=%s prefix=%s", strings.Join(o.Endpoints, ","), o.Prefix)
+	for _, kv := range [][2]string{
+		{"username", o.Username}, {"password", o.Password.String()}, {"password_file", o.PasswordFile},
+	} {
+		if kv[1] != "" {
+			fmt.Fprintf(&b, " %s=%s", kv[0], kv[1])
+		}
+	}
+	if t := o.TLS; t != nil {
+		fmt.Fprintf(&b, " tls{ca_file=%s cert_file=%s key_file=%s server_name=%s insecure_skip_verify=%v}",
+			t.CAFile, t.CertFile, t.KeyFile, t.ServerName, t.InsecureSkipVerify)
+	}
+	fmt.Fprintf(&b, " dial_timeout=%s}", o.DialTimeout)
+	return b.String()
+}
+
+// GoString covers %#v, which would otherwise print the struct's fields.
+func (o Options) GoString() string { return o.String() }
+
+// normalize applies defaults and validates; errors name the field at fault
+// and are joined into one line, so that the config loader can prefix it
+// with the path.
+func (o *Options) normalize() error {
+	var errs []string
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+
+	if len(o.Endpoints) == 0 {
+		bad("endpoints: at least one etcd endpoint is required (e.g. [127.0.0.1:2379])")
+	}
+	for i, ep := range o.Endpoints {
+		if err := checkEndpoint(ep); err != nil {
+			bad("endpoints[%d]: %v", i, err)
+		}
+	}
+
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	o.Prefix = strings.TrimSuffix(o.Prefix, "/")
+	if !strings.HasPrefix(o.Prefix, "/") {
+		bad("prefix: %q must start with / (e.g. %s)", o.Prefix, DefaultPrefix)
+	}
+
+	if o.Password != "" && o.PasswordFile != "" {
+		bad("password, password_file: both set; set only one")
+	}
+
+	switch d := time.Duration(o.DialTimeout); {
+	case d == 0:
+		o.DialTimeout = Duration(DefaultDialTimeout)
+	case d < 0 || d > maxDialTimeout:
+		bad("dial_timeout: %s is out of range; want 0 (default %s) up to %s", d, DefaultDialTimeout, maxDialTimeout)
+	}
+
+	if t := o.TLS; t != nil && (t.CertFile == "") != (t.KeyFile == "") {
+		bad("tls.cert_file, tls.key_file: cert_file and key_file go together; set both (a client certificate and its key) or neither")
+	}
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// checkEndpoint accepts host:port, http://host:port and https://host:port.
+func checkEndpoint(ep string) error {
+	hostport := ep
+	if scheme, rest, ok := strings.Cut(ep, "://"); ok {
+		if s := strings.ToLower(scheme); s != "http" && s != "https" {
+			return fmt.Errorf("%q: scheme %q is not supported; write host:port, http://host:port or https://host:port", ep, scheme)
+		}
+		hostport = strings.TrimSuffix(rest, "/")
+	}
+	_, port, err := net.SplitHostPort(hostport)
+	if err != nil || port == "" {
+		return fmt.Errorf("%q is not host:port or a URL with a port (e.g. 127.0.0.1:2379)", ep)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("%q has port %q; want 1..65535", ep, port)
+	}
+	return nil
+}

@@ -1,0 +1,115 @@
+package etcd_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/discovery/discoverytest"
+	"github.com/remora-mesh/remora/discovery/etcd"
+)
+
+func parse(t *testing.T, block string) (*etcd.Options, error) {
+	t.Helper()
+	o, err := discoverytest.Parse(t, etcd.Type, block)
+	if err != nil {
+		return nil, err
+	}
+	return o.(*etcd.Options), nil
+}
+
+// The keys of the config as examples/etcd writes them keep decoding to the
+// same options, with the same defaults.
+func TestParseOptions(t *testing.T) {
+	for _, tc := range []struct {
+		block string
+		want  func(o *etcd.Options) bool
+	}{
+		{"endpoints: [127.0.0.1:2379]", func(o *etcd.Options) bool {
+			return o.Prefix == etcd.DefaultPrefix && time.Duration(o.DialTimeout) == etcd.DefaultDialTimeout && o.TLS == nil
+		}},
+		{"endpoints: [127.0.0.1:2379]\nprefix: /services\ndial_timeout: 5s", func(o *etcd.Options) bool {
+			return o.Prefix == "/services" && time.Duration(o.DialTimeout) == 5*time.Second
+		}},
+		{"endpoints: ['http://10.0.0.1:2379', 'https://[::1]:2379']\nprefix: /svc/", func(o *etcd.Options) bool {
+			return o.Prefix == "/svc" && len(o.Endpoints) == 2
+		}},
+		{"endpoints: [h:1]\nusername: remora\npassword: pw", func(o *etcd.Options) bool {
+			return o.Username == "remora" && string(o.Password) == "pw"
+		}},
+		{"endpoints: [h:1]\ntls: {}", func(o *etcd.Options) bool { return o.TLS != nil }},
+	} {
+		o, err := parse(t, tc.block)
+		if err != nil || !tc.want(o) {
+			t.Errorf("Parse(%q) = %v, %v", tc.block, o, err)
+		}
+	}
+}
+
+func TestParseErrorsNameFields(t *testing.T) {
+	for _, tc := range []struct{ block, want string }{
+		{"prefix: /x", "endpoints: at least one"},
+		{"endpoints: [localhost]", `endpoints[0]: "localhost" is not host:port`},
+		{"endpoints: [h:1, 'h:x']", `endpoints[1]: "h:x" has port "x"`},
+		{"endpoints: [unix://h:1]", `endpoints[0]: "unix://h:1": scheme "unix" is not supported`},
+		{"endpoints: [h:1]\nprefix: services", `prefix: "services" must start with /`},
+		{"endpoints: [h:1]\nusername: u\npassword: a\npassword_file: b", "password, password_file: both set"},
+		{"endpoints: [h:1]\ndial_timeout: -1s", "dial_timeout: -1s is out of range"},
+		{"endpoints: [h:1]\ndial_timeout: 5", "invalid duration"},
+		{"endpoints: [h:1]\ntls: {cert_file: c}", "tls.cert_file, tls.key_file"},
+	} {
+		_, err := parse(t, tc.block)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Parse(%q) error = %v; want %q", tc.block, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "\n") {
+			t.Errorf("Parse(%q) error spans lines: %q", tc.block, err)
+		}
+	}
+}
+
+func TestPasswordNeverPrinted(t *testing.T) {
+	o, err := parse(t, "endpoints: [h:1]\nusername: remora\npassword: hunter2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{fmt.Sprint(o), fmt.Sprintf("%v %+v %#v %s", *o, *o, *o, o.Password)} {
+		if strings.Contains(s, "hunter2") {
+			t.Fatalf("password printed: %s", s)
+		}
+	}
+}
+
+// Open fails only for a config error: a missing or empty password file.
+// An unreachable etcd is not one.
+func TestOpenErrors(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "empty"), []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ block, want string }{
+		{"endpoints: [127.0.0.1:1]\nusername: u\npassword_file: missing", "password_file:"},
+		{"endpoints: [127.0.0.1:1]\nusername: u\npassword_file: empty", "empty is empty; write the etcd password into it"},
+		{"endpoints: [127.0.0.1:1]\ntls: {ca_file: missing.pem}", "tls."},
+		{"endpoints: [127.0.0.1:1]\nusername: u\npassword: p", ""},
+	} {
+		o, err := parse(t, tc.block)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reg, err := o.Open(discovery.Env{Name: "t", BaseDir: dir})
+		if reg != nil {
+			_ = reg.Close()
+		}
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("Open(%q): %v; want a registry that connects in the background", tc.block, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("Open(%q) error = %v; want %q", tc.block, err, tc.want)
+		}
+	}
+}
