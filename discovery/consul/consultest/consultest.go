@@ -360,6 +360,31 @@ func (a *Agent) Restart(t testing.TB) {
 	}
 }
 
+// RestartFresh kills the agent (SIGKILL) and starts a new one on the same
+// ports without any state: its data directory is emptied first, as for an
+// agent rescheduled onto a fresh node or a dev agent restarted. The ACL
+// management token, if any, stays the same. It fails t if the new agent
+// does not come up.
+func (a *Agent) RestartFresh(t testing.TB) {
+	t.Helper()
+	a.mu.Lock()
+	cmd, done, closed := a.cmd, a.done, a.closed
+	a.cmd = nil
+	a.mu.Unlock()
+	if closed {
+		t.Fatalf("consultest: RestartFresh of Consul agent %q after Close", a.cfg.Name)
+	}
+	if cmd != nil {
+		testproc.Stop(cmd, done, syscall.SIGKILL, stopTimeout)
+	}
+	if err := os.RemoveAll(filepath.Join(a.dir, "data")); err != nil {
+		t.Fatalf("consultest: removing the data of Consul agent %q: %v", a.cfg.Name, err)
+	}
+	if err := a.start(); err != nil {
+		t.Fatalf("consultest: starting Consul agent %q afresh: %v", a.cfg.Name, err)
+	}
+}
+
 // Stop stops the agent process (SIGTERM, then SIGKILL after 10 s) and keeps
 // its data, so that Restart can bring it back. It is a no-op on a stopped
 // agent. The error says whether the agent had to be killed.
