@@ -38,6 +38,16 @@
 //     a tag with an empty key is ignored.
 //
 // Entries without a usable address or port are left out with a warning.
+//
+// # Registering
+//
+// Register announces the local application as an agent service with a TTL
+// check. One reconciler goroutine per registration keeps it there: it
+// passes the check every second and registers the service again (with its
+// labels and check) whenever that fails, so an agent that restarted
+// without its state, or reaped the service, has it back within about a
+// second of answering (see register.go).
+//
 // The configuration is described on Options.
 package consul
 
@@ -185,7 +195,7 @@ const (
 // watchers is guarded by mu.
 type registry struct {
 	client      healthClient
-	agent       *api.Agent // registers the local application; nil in unit tests
+	agent       agentClient // registers the local application; nil in unit tests
 	tag         string
 	includeWarn bool // else passing only, filtered by Consul
 	anonymous   bool // no ACL token configured
@@ -202,10 +212,14 @@ type registry struct {
 	sleep       func(ctx context.Context, d time.Duration) bool // false if ctx ended
 	rand        func() float64                                  // [0,1), for jitter
 	closeIdle   func()
+	regTTL      time.Duration // of a registration's check
+	regRefresh  time.Duration // how often a registration passes its check
 
 	mu       sync.Mutex
 	watchers map[*watcher]struct{}
+	regs     map[string]*registration // live registrations by service ID
 	closed   bool
+	regWG    sync.WaitGroup // the registrations' reconcilers
 }
 
 func newRegistry(c healthClient, o *Options, log *logrus.Entry) *registry {
@@ -225,7 +239,10 @@ func newRegistry(c healthClient, o *Options, log *logrus.Entry) *registry {
 		sleep:       retry.Sleep,
 		rand:        rand.Float64,
 		closeIdle:   func() {},
+		regTTL:      RegistrationTTL,
+		regRefresh:  defaultTTLRefresh,
 		watchers:    map[*watcher]struct{}{},
+		regs:        map[string]*registration{},
 	}
 }
 
@@ -257,8 +274,10 @@ func (r *registry) Watch(ctx context.Context, service string) (discovery.Watcher
 	return w, nil
 }
 
-// Close implements discovery.Registry: it stops every watcher and waits for
-// their goroutines.
+// Close implements discovery.Registry: it stops every watcher and every
+// registration's reconciler and waits for the reconcilers. Registered
+// services are not deregistered (Deregister does that): their checks go
+// critical after the TTL.
 func (r *registry) Close() error {
 	r.mu.Lock()
 	r.closed = true
@@ -267,6 +286,7 @@ func (r *registry) Close() error {
 	for _, w := range ws {
 		_ = w.Stop()
 	}
+	r.stopRegistrations()
 	r.closeIdle()
 	return nil
 }

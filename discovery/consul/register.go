@@ -3,82 +3,368 @@ package consul
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/sirupsen/logrus"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/retry"
 )
+
+// Registration is level-triggered, as watching is. Each registration has one
+// reconciler goroutine (run), the only writer of its service, which holds
+// the wanted registration (service, ID, address, port, weights, labels as
+// Meta and tags, and a TTL check) and converges the agent on it:
+//
+//   - it registers the service with its check, passing;
+//   - every refresh interval it passes the TTL check. Any failure (the
+//     agent is unreachable, or answers "unknown check" because it
+//     restarted without its state or reaped the service) means: register
+//     the whole service again, then go on passing the check;
+//   - Update changes the wanted registration and wakes the reconciler,
+//     which registers it; Deregister stops the reconciler and deregisters
+//     the service.
+//
+// A failed step is retried after a backoff of 250 ms doubling to 1 s, with
+// jitter, so a returning agent has the service again within about a second.
 
 // RegistrationTTL is the TTL of the check Remora keeps passing for a
 // registered instance; Consul marks it critical when Remora stops.
 const RegistrationTTL = 10 * time.Second
 
-var _ discovery.Registrar = (*registry)(nil)
+// Registration timing defaults.
+const (
+	// defaultTTLRefresh is how often the TTL check is passed. Passing an
+	// unchanged check is a cheap call to the local agent (it is not synced
+	// to the servers), and it is how a restarted agent that forgot the
+	// service is noticed, so it is frequent.
+	defaultTTLRefresh = time.Second
+	// deregisterCriticalAfter: Consul removes a service whose check stayed
+	// critical this long (Remora gone for good); the reconciler registers
+	// it again if Remora was merely cut off.
+	deregisterCriticalAfter = "1m"
+	// regOpTimeout bounds one request of a reconciler.
+	regOpTimeout = 5 * time.Second
+)
 
-// Register implements discovery.Registrar: an agent service with a TTL
-// check that Remora keeps passing until Deregister. Labels become Meta.
+// agentClient is the part of Consul's agent API that registration uses;
+// *api.Agent implements it.
+type agentClient interface {
+	ServiceRegisterOpts(service *api.AgentServiceRegistration, opts api.ServiceRegisterOpts) error
+	ServiceDeregisterOpts(serviceID string, q *api.QueryOptions) error
+	UpdateTTLOpts(checkID, output, status string, q *api.QueryOptions) error
+}
+
+var (
+	_ discovery.Registrar      = (*registry)(nil)
+	_ discovery.Registration   = (*registration)(nil)
+	_ discovery.StatusReporter = (*registration)(nil)
+	_ agentClient              = (*api.Agent)(nil)
+)
+
+// Register implements discovery.Registrar: an agent service with the ID
+// "<service>-<inst.ID>" and a TTL check that the registration's reconciler
+// keeps passing, and registers again whenever the agent has lost it, until
+// Deregister or Close. Labels become Meta and "key=value" tags.
+//
+// Register returns once the first registration has been tried, or when ctx
+// ends. The registration is kept and converged either way: if the agent is
+// unreachable or refuses it, it is registered as soon as the agent accepts
+// it, and Status says so meanwhile. An error means nothing is kept: a
+// registry that cannot register, is closed, or has this service ID
+// registered already.
 func (r *registry) Register(ctx context.Context, service string, inst discovery.Instance) (discovery.Registration, error) {
 	if r.agent == nil {
 		return nil, fmt.Errorf("consul: this registry cannot register instances")
 	}
-	g := &registration{agent: r.agent, service: service, id: service + "-" + inst.ID}
-	if err := g.Update(ctx, inst); err != nil {
+	if service == "" || inst.ID == "" {
+		return nil, fmt.Errorf("consul: register: service %q, instance id %q: both are required", service, inst.ID)
+	}
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	tick, cancel := context.WithCancel(context.Background())
-	g.cancel = cancel
-	go func() {
-		t := time.NewTicker(RegistrationTTL / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-tick.Done():
-				return
-			case <-t.C:
-				_ = r.agent.UpdateTTL("service:"+g.id, "remora: application healthy", api.HealthPassing)
-			}
-		}
-	}()
+	id := service + "-" + inst.ID
+	gctx, cancel := context.WithCancel(context.Background())
+	g := &registration{
+		reg: r, service: service, id: id, checkID: "service:" + id,
+		log:    r.log.WithFields(logrus.Fields{"service": service, "node": inst.ID}),
+		status: discovery.NewStatusRecorder(), ctx: gctx, cancel: cancel,
+		wake: make(chan struct{}, 1), exited: make(chan struct{}),
+		want: r.serviceRegistration(service, id, inst), version: 1, attempted: make(chan struct{}),
+	}
+	r.mu.Lock()
+	switch {
+	case r.closed:
+		r.mu.Unlock()
+		cancel()
+		return nil, fmt.Errorf("consul: register %s: registry closed", id)
+	case r.regs[id] != nil:
+		r.mu.Unlock()
+		cancel()
+		return nil, fmt.Errorf("consul: register %s: registered already; deregister it first", id)
+	}
+	r.regs[id] = g
+	r.regWG.Add(1)
+	r.mu.Unlock()
+	go g.run()
+
+	_ = g.wait(ctx, 1) // a failure is logged by run and shown by Status
 	return g, nil
 }
 
-type registration struct {
-	agent   *api.Agent
-	service string
-	id      string
-	cancel  context.CancelFunc
-}
-
-// Update implements discovery.Registration.
-func (g *registration) Update(ctx context.Context, inst discovery.Instance) error {
-	meta := map[string]string{}
-	var tags []string
-	for k, v := range inst.Metadata {
-		meta[k] = v
+// serviceRegistration is the agent registration of inst under the service
+// ID id.
+func (r *registry) serviceRegistration(service, id string, inst discovery.Instance) *api.AgentServiceRegistration {
+	meta := maps.Clone(inst.Metadata)
+	if meta == nil {
+		meta = map[string]string{}
+	}
+	tags := make([]string, 0, len(meta))
+	for k, v := range meta {
 		tags = append(tags, k+"="+v)
 	}
 	sort.Strings(tags)
 	w := int(inst.Weight)
-	err := g.agent.ServiceRegisterOpts(&api.AgentServiceRegistration{
-		ID: g.id, Name: g.service, Address: inst.Address, Port: inst.Port, Meta: meta, Tags: tags,
+	return &api.AgentServiceRegistration{
+		ID: id, Name: service, Address: inst.Address, Port: inst.Port, Meta: meta, Tags: tags,
 		Weights: &api.AgentWeights{Passing: max(w, 1), Warning: 1},
 		Check: &api.AgentServiceCheck{
-			CheckID: "service:" + g.id, TTL: RegistrationTTL.String(), Status: api.HealthPassing,
-			DeregisterCriticalServiceAfter: "1m",
+			CheckID: "service:" + id, TTL: r.regTTL.String(), Status: api.HealthPassing,
+			DeregisterCriticalServiceAfter: deregisterCriticalAfter,
 		},
-	}, api.ServiceRegisterOpts{}.WithContext(ctx))
-	if err != nil {
+	}
+}
+
+// registration is one registered instance.
+//
+// reg, service, id, checkID, log, status, ctx, cancel, wake and exited are
+// immutable. mu guards want, version, done, doneErr, attempted and gone:
+// the wanted registration (never modified once stored) and the outcome of
+// the reconciler's last attempt, which Register and Update wait for.
+// Update and Deregister are called by one goroutine at a time; Status by
+// any.
+type registration struct {
+	reg     *registry
+	service string
+	id      string // the Consul service ID
+	checkID string
+	log     *logrus.Entry
+	status  *discovery.StatusRecorder
+	ctx     context.Context // ends the reconciler and its requests
+	cancel  context.CancelFunc
+	wake    chan struct{} // capacity 1: the wanted registration changed
+	exited  chan struct{} // closed when run returns
+
+	mu        sync.Mutex
+	want      *api.AgentServiceRegistration
+	version   uint64 // of want, from 1
+	done      uint64 // the version of the last attempt
+	doneErr   error  // its outcome
+	attempted chan struct{}
+	gone      bool // Deregister was called
+}
+
+// Status implements discovery.StatusReporter.
+func (g *registration) Status() discovery.RegistrationStatus { return g.status.Status() }
+
+func (g *registration) wanted() (*api.AgentServiceRegistration, uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.want, g.version
+}
+
+// finish records the outcome of an attempt to register version v.
+func (g *registration) finish(v uint64, err error) {
+	g.mu.Lock()
+	g.done, g.doneErr = v, err
+	close(g.attempted)
+	g.attempted = make(chan struct{})
+	g.mu.Unlock()
+}
+
+// wait blocks until an attempt at version v (or a later one) has been made
+// and returns its outcome, or until ctx ends or the reconciler stops.
+func (g *registration) wait(ctx context.Context, v uint64) error {
+	for {
+		g.mu.Lock()
+		done, err, ch := g.done, g.doneErr, g.attempted
+		g.mu.Unlock()
+		if done >= v {
+			return err
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("consul: %s not registered yet: %w", g.id, ctx.Err())
+		case <-g.exited:
+			return fmt.Errorf("consul: %s: registration stopped", g.id)
+		}
+	}
+}
+
+// run is the reconciler: see the comment at the top of this file.
+func (g *registration) run() {
+	defer g.reg.regWG.Done()
+	defer close(g.exited)
+	refresh := time.NewTicker(g.reg.regRefresh)
+	defer refresh.Stop()
+	var (
+		applied  uint64 // version registered with the agent; 0: not (known to be) registered
+		failures int
+		lost     bool // registered and then lost: the next registration is a re-registration
+		lastMsg  string
+	)
+	for {
+		want, version := g.wanted()
+		if applied != version {
+			err := g.register(want)
+			if g.ctx.Err() != nil {
+				g.finish(version, fmt.Errorf("consul: %s: registration stopped", g.id))
+				return
+			}
+			g.finish(version, err)
+			if err != nil {
+				failures++
+				g.status.Down(err)
+				if msg := err.Error(); msg != lastMsg {
+					lastMsg = msg
+					g.log.WithError(err).Warn("consul: service not registered; retrying")
+				}
+				if !g.sleep(retry.Backoff(failures, g.reg.backoffBase, g.reg.backoffMax, g.reg.rand)) {
+					return
+				}
+				continue
+			}
+			if g.status.Up(lost) && (lost || failures > 0) {
+				g.log.WithFields(logrus.Fields{"id": g.id, "reregistered": lost}).Info("consul: service registered")
+			}
+			applied, failures, lost, lastMsg = version, 0, false, ""
+			continue
+		}
+		select {
+		case <-g.ctx.Done():
+			return
+		case <-g.wake:
+		case <-refresh.C:
+			if err := g.pass(); err != nil {
+				if g.ctx.Err() != nil {
+					return
+				}
+				// Whatever the cause, the agent may have lost the
+				// service: register it again (at once; backoff if that
+				// fails too).
+				g.log.WithError(err).Warn("consul: passing the TTL check failed; registering the service again")
+				g.status.Down(err)
+				applied, lost, lastMsg = 0, true, err.Error()
+			} else {
+				g.status.Up(false)
+			}
+		}
+	}
+}
+
+// register registers want with the agent.
+func (g *registration) register(want *api.AgentServiceRegistration) error {
+	ctx, cancel := context.WithTimeout(g.ctx, regOpTimeout)
+	defer cancel()
+	if err := g.reg.agent.ServiceRegisterOpts(want, api.ServiceRegisterOpts{}.WithContext(ctx)); err != nil {
 		return fmt.Errorf("consul: register %s: %w", g.id, err)
 	}
 	return nil
 }
 
-// Deregister implements discovery.Registration.
+// pass passes the TTL check.
+func (g *registration) pass() error {
+	ctx, cancel := context.WithTimeout(g.ctx, regOpTimeout)
+	defer cancel()
+	if err := g.reg.agent.UpdateTTLOpts(g.checkID, "remora: application healthy", api.HealthPassing, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
+		return fmt.Errorf("consul: passing check %s: %w", g.checkID, err)
+	}
+	return nil
+}
+
+// sleep waits d, or until woken by Update; false when the registration
+// stops.
+func (g *registration) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-g.wake:
+	case <-g.ctx.Done():
+		return false
+	}
+	return true
+}
+
+// Update implements discovery.Registration: inst (same ID) becomes the
+// wanted registration. It returns the outcome of the reconciler's attempt
+// to register it, or ctx's error if that takes longer; either way it is
+// kept and registered as soon as the agent accepts it.
+func (g *registration) Update(ctx context.Context, inst discovery.Instance) error {
+	want := g.reg.serviceRegistration(g.service, g.id, inst)
+	g.mu.Lock()
+	if g.gone {
+		g.mu.Unlock()
+		return fmt.Errorf("consul: update %s: deregistered", g.id)
+	}
+	g.want = want
+	g.version++
+	v := g.version
+	g.mu.Unlock()
+	select {
+	case g.wake <- struct{}{}:
+	default:
+	}
+	return g.wait(ctx, v)
+}
+
+// Deregister implements discovery.Registration: it stops the reconciler and
+// deregisters the service. If the agent cannot be reached the error is
+// returned; the check then goes critical and Consul removes the service
+// after a minute. It is idempotent.
 func (g *registration) Deregister(ctx context.Context) error {
-	if g.cancel != nil {
+	g.mu.Lock()
+	already := g.gone
+	g.gone = true
+	g.mu.Unlock()
+	g.cancel()
+	<-g.exited
+	if already {
+		return nil
+	}
+	g.reg.forgetRegistration(g)
+	g.status.Down(nil)
+	if err := g.reg.agent.ServiceDeregisterOpts(g.id, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
+		return fmt.Errorf("consul: deregister %s: %w", g.id, err)
+	}
+	return nil
+}
+
+// forgetRegistration removes g from the live registrations.
+func (r *registry) forgetRegistration(g *registration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.regs[g.id] == g {
+		delete(r.regs, g.id)
+	}
+}
+
+// stopRegistrations stops every reconciler (Close) without deregistering:
+// the checks go critical after the TTL.
+func (r *registry) stopRegistrations() {
+	r.mu.Lock()
+	regs := make([]*registration, 0, len(r.regs))
+	for _, g := range r.regs {
+		regs = append(regs, g)
+	}
+	r.mu.Unlock()
+	for _, g := range regs {
 		g.cancel()
 	}
-	return g.agent.ServiceDeregisterOpts(g.id, (&api.QueryOptions{}).WithContext(ctx))
+	r.regWG.Wait()
 }
