@@ -146,7 +146,11 @@ func defaultAddress() string {
 
 // Agent keeps the application registered while it is healthy. Run and
 // Deregister are called from one goroutine each; Deregister ends Run's
-// registrations for good.
+// registrations for good. Status may be called from any goroutine.
+//
+// cfg, reg, log, now, stop and done are immutable; active is owned by Run
+// until done is closed, then by Deregister; mu guards st and reporter, the
+// copy of the state that Status reads.
 type Agent struct {
 	cfg    Config
 	reg    discovery.Registrar
@@ -156,12 +160,75 @@ type Agent struct {
 	once   sync.Once
 	done   chan struct{}
 	active discovery.Registration // owned by Run
+
+	mu       sync.Mutex
+	st       Status
+	reporter discovery.StatusReporter // active's, if it reports
+}
+
+// Status is the state of the local application's registration, for the
+// admin API and metrics.
+type Status struct {
+	// Service, ID, Address and Port are what is registered.
+	Service string
+	ID      string
+	Address string
+	Port    int
+	// Healthy is the verdict of the last health check of the application;
+	// LastCheckError the reason of its last failure ("" if none yet).
+	Healthy        bool
+	LastCheckError string
+	// Registered: the application is meant to be registered (it was
+	// healthy and has not been withdrawn). Whether the registry holds it
+	// is Registration.Up.
+	Registered bool
+	// Weight is the weight advertised (lower during warm-up).
+	Weight uint32
+	// Registration is the registry side's status while Registered, if the
+	// registry reports it (discovery.StatusReporter); nil otherwise.
+	Registration *discovery.RegistrationStatus
 }
 
 // NewAgent returns an agent for a validated config.
 func NewAgent(cfg Config, reg discovery.Registrar, log *logrus.Entry) *Agent {
 	return &Agent{cfg: cfg, reg: reg, log: log.WithFields(logrus.Fields{"service": cfg.Service, "node": cfg.ID}),
-		now: time.Now, stop: make(chan struct{}), done: make(chan struct{})}
+		now: time.Now, stop: make(chan struct{}), done: make(chan struct{}),
+		st: Status{Service: cfg.Service, ID: cfg.ID, Address: cfg.Address, Port: cfg.Port}}
+}
+
+// Status returns the registration's current state. It does not block on
+// the network.
+func (a *Agent) Status() Status {
+	a.mu.Lock()
+	st, rep := a.st, a.reporter
+	a.mu.Unlock()
+	if rep != nil && st.Registered {
+		rs := rep.Status()
+		st.Registration = &rs
+	}
+	return st
+}
+
+// setActive records the registration Run holds (nil: none) and its weight.
+func (a *Agent) setActive(r discovery.Registration, weight uint32) {
+	a.active = r
+	rep, _ := r.(discovery.StatusReporter)
+	a.mu.Lock()
+	a.st.Registered, a.st.Weight, a.reporter = r != nil, weight, rep
+	if r == nil {
+		a.st.Weight = 0
+	}
+	a.mu.Unlock()
+}
+
+// setHealth records a health check's outcome.
+func (a *Agent) setHealth(err error) {
+	a.mu.Lock()
+	a.st.Healthy = err == nil
+	if err != nil {
+		a.st.LastCheckError = err.Error()
+	}
+	a.mu.Unlock()
 }
 
 func (a *Agent) instance(weight uint32) discovery.Instance {
@@ -175,9 +242,22 @@ func (a *Agent) hostPort() string {
 }
 
 // Run probes the application and registers, updates or withdraws it until
-// Deregister is called.
+// Deregister is called (which also ends a registry call in progress) or
+// ctx ends. A registry that cannot be reached does not stop it: adapters
+// whose registrations converge in the background (etcd, Consul, Nacos)
+// register once the registry answers; an error from Register is retried at
+// the next check.
 func (a *Agent) Run(ctx context.Context) {
 	defer close(a.done)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-a.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	checker := health.NewChecker(a.cfg.Health)
 	defer checker.Close()
 	var streak int // >0 successes, <0 failures in a row
@@ -187,6 +267,10 @@ func (a *Agent) Run(ctx context.Context) {
 	defer tick.Stop()
 	for {
 		err := checker.Check(ctx, a.hostPort())
+		if ctx.Err() != nil {
+			return
+		}
+		a.setHealth(err)
 		switch {
 		case err == nil && streak < 0, err != nil && streak > 0:
 			streak = 0
@@ -201,28 +285,35 @@ func (a *Agent) Run(ctx context.Context) {
 			weight = a.warmWeight(0)
 			r, rerr := a.reg.Register(ctx, a.cfg.Service, a.instance(weight))
 			if rerr != nil {
-				a.log.WithError(rerr).Warn("registration failed; retrying")
+				if ctx.Err() == nil {
+					a.log.WithError(rerr).Warn("registration failed; retrying")
+				}
 				break
 			}
-			a.active, registeredAt = r, a.now()
-			a.log.WithFields(logrus.Fields{"address": a.cfg.Address, "port": a.cfg.Port, "weight": weight}).Info("application healthy: registered")
+			registeredAt = a.now()
+			a.setActive(r, weight)
+			log := a.log.WithFields(logrus.Fields{"address": a.cfg.Address, "port": a.cfg.Port, "weight": weight})
+			if rs := a.Status().Registration; rs != nil && !rs.Up {
+				log.WithField("error", rs.LastError).Warn("application healthy: registering; the registry has not accepted it yet")
+			} else {
+				log.Info("application healthy: registered")
+			}
 		case a.active != nil && -streak >= a.cfg.Health.UnhealthyThreshold:
 			a.log.WithError(err).Warn("application unhealthy: deregistering")
 			if derr := a.active.Deregister(ctx); derr != nil {
 				a.log.WithError(derr).Warn("deregistration failed")
 			}
-			a.active = nil
+			a.setActive(nil, 0)
 		case a.active != nil && weight < a.cfg.Weight:
 			if w := a.warmWeight(a.now().Sub(registeredAt)); w != weight {
 				if uerr := a.active.Update(ctx, a.instance(w)); uerr == nil {
 					weight = w
+					a.setActive(a.active, w)
 				}
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return
-		case <-a.stop:
 			return
 		case <-tick.C:
 		}
@@ -254,6 +345,6 @@ func (a *Agent) Deregister(ctx context.Context) bool {
 	} else {
 		a.log.Info("deregistered")
 	}
-	a.active = nil
+	a.setActive(nil, 0)
 	return true
 }

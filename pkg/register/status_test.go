@@ -1,0 +1,123 @@
+package register
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/pkg/health"
+)
+
+// reportingRegistrar registers instantly with registrations that report a
+// status the test sets; block makes Register wait for its context instead,
+// like a registry that never answers.
+type reportingRegistrar struct {
+	block bool
+	up    atomic.Bool
+}
+
+func (f *reportingRegistrar) Register(ctx context.Context, _ string, _ discovery.Instance) (discovery.Registration, error) {
+	if f.block {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return reportingRegistration{f}, nil
+}
+
+type reportingRegistration struct{ f *reportingRegistrar }
+
+func (reportingRegistration) Update(context.Context, discovery.Instance) error { return nil }
+func (reportingRegistration) Deregister(context.Context) error                 { return nil }
+func (r reportingRegistration) Status() discovery.RegistrationStatus {
+	if r.f.up.Load() {
+		return discovery.RegistrationStatus{Up: true, Reregistrations: 2}
+	}
+	return discovery.RegistrationStatus{LastError: "registry down"}
+}
+
+func quietLog() *logrus.Entry {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return logrus.NewEntry(l)
+}
+
+func healthyApp(t *testing.T) (port int, healthy *atomic.Bool) {
+	healthy = &atomic.Bool{}
+	healthy.Store(true)
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !healthy.Load() {
+			w.WriteHeader(503)
+		}
+	}))
+	t.Cleanup(app.Close)
+	return app.Listener.Addr().(*net.TCPAddr).Port, healthy
+}
+
+func agentFor(t *testing.T, port int, reg discovery.Registrar) *Agent {
+	t.Helper()
+	cfg := Config{Service: "users", ID: "app-1", Port: port, Address: "10.1.2.3",
+		Health: &health.Active{Interval: 10 * time.Millisecond, HealthyThreshold: 1, UnhealthyThreshold: 1}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return NewAgent(cfg, reg, quietLog())
+}
+
+func TestAgentStatus(t *testing.T) {
+	port, healthy := healthyApp(t)
+	f := &reportingRegistrar{}
+	a := agentFor(t, port, f)
+	if st := a.Status(); st.Registered || st.Registration != nil || st.Service != "users" || st.ID != "app-1" {
+		t.Fatalf("status before Run: %+v", st)
+	}
+	go a.Run(context.Background())
+	defer a.Deregister(context.Background())
+
+	for _, tc := range []struct {
+		name       string
+		healthy    bool
+		registryUp bool
+		want       func(Status) bool
+	}{
+		{"registered, registry down", true, false, func(s Status) bool {
+			return s.Healthy && s.Registered && s.Weight == 100 && s.Registration != nil && !s.Registration.Up && s.Registration.LastError == "registry down"
+		}},
+		{"registered, registry up", true, true, func(s Status) bool {
+			return s.Registered && s.Registration != nil && s.Registration.Up && s.Registration.Reregistrations == 2
+		}},
+		{"withdrawn", false, true, func(s Status) bool {
+			return !s.Healthy && !s.Registered && s.Registration == nil && s.LastCheckError != "" && s.Weight == 0
+		}},
+	} {
+		healthy.Store(tc.healthy)
+		f.up.Store(tc.registryUp)
+		waitFor(t, tc.name, func() bool { return tc.want(a.Status()) })
+	}
+}
+
+// Deregister ends a Register that waits for a registry that does not
+// answer: shutdown is never held up by the registry.
+func TestDeregisterEndsBlockedRegister(t *testing.T) {
+	port, _ := healthyApp(t)
+	a := agentFor(t, port, &reportingRegistrar{block: true})
+	go a.Run(context.Background())
+	time.Sleep(50 * time.Millisecond) // Run is inside Register by now
+	done := make(chan bool)
+	go func() { done <- a.Deregister(context.Background()) }()
+	select {
+	case registered := <-done:
+		if registered {
+			t.Fatal("Deregister reports a registration that never happened")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Deregister still waits for a registry that does not answer after 5s")
+	}
+}
