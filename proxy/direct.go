@@ -105,28 +105,28 @@ func (p *Proxy) forwardDirect(ctx context.Context, w *response, r *http.Request,
 	if ctx == r.Context() && r == w.req {
 		aw = w.c // nothing but the client watch ends this context
 	}
-	send := func(n *node.Node, _ int) attemptResult {
+	send := func(n *node.Node, _ int) upstream.Attempt {
 		var size int
 		var err error
 		resp = nil
 		c, size, err = t.send(ctx, aw, n.HostPort, msg, resend)
 		if err != nil {
-			return attemptResult{err: err}
+			return upstream.Attempt{Err: err}
 		}
 		if size > 0 {
 			if b, _ := c.br.Peek(size); parseRespHead(b, &rh) {
-				return attemptResult{status: rh.status}
+				return upstream.Attempt{Status: rh.status}
 			}
 		}
 		if resp, err = c.readResponse(r, t.headerTimeout, got1xx); err != nil {
 			c.conn.Close()
-			return attemptResult{err: err}
+			return upstream.Attempt{Err: err}
 		}
 		if isGRPC(resp) && resp.StatusCode == http.StatusOK {
 			st.grpc = resp
-			return attemptResult{status: resp.StatusCode, deferred: true}
+			return upstream.Attempt{Status: resp.StatusCode, Deferred: true}
 		}
-		return attemptResult{status: resp.StatusCode}
+		return upstream.Attempt{Status: resp.StatusCode}
 	}
 	drop := func() {
 		if resp != nil {
@@ -135,7 +135,7 @@ func (p *Proxy) forwardDirect(ctx context.Context, w *response, r *http.Request,
 		}
 		c.dropSimple(&rh)
 	}
-	if err := st.attempts(r, true, send, drop); err != nil {
+	if err := st.call.Attempts(ctx, true, send, drop); err != nil {
 		p.fail(w, r, st, err)
 		return false
 	}

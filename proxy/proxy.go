@@ -16,6 +16,7 @@ package proxy
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -25,7 +26,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,7 +36,6 @@ import (
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/internal/stdlog"
 	"github.com/remora-mesh/remora/pkg/balancer"
-	"github.com/remora-mesh/remora/pkg/canary"
 	"github.com/remora-mesh/remora/pkg/health"
 	"github.com/remora-mesh/remora/pkg/node"
 	"github.com/remora-mesh/remora/pkg/upstream"
@@ -151,33 +150,40 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // tunnel answers CONNECT to a known upstream with a TCP tunnel to one of
-// its nodes.
+// its nodes, through the upstream's attempt path (canary split, circuit
+// breakers, connect retries) and within its timeouts (connect; idle and
+// total for the tunnel's life). It is counted and logged like a request.
 func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, up *upstream.Upstream) {
 	hj, ok := w.(http.Hijacker)
 	if !ok {
 		writeError(w, http.StatusNotImplemented, "remora: CONNECT needs HTTP/1.1")
 		return
 	}
-	backend, n, err := tcp.Dial(r.Context(), up, r.RemoteAddr, p.connectTimeout)
+	st := &exchange{client: r.Context()}
+	pol := up.Policy()
+	err := st.call.Begin(r.Context(), up, balancer.Info{Request: r})
+	var backend net.Conn
+	if err == nil {
+		backend, err = tcp.Dial(r.Context(), &st.call, cmp.Or(pol.Timeouts.Connect, p.connectTimeout))
+	}
 	if err != nil {
-		p.log.WithError(err).WithField("upstream", up.Name()).Warn("CONNECT: no node reachable")
-		writeError(w, http.StatusBadGateway, fmt.Sprintf("remora: upstream %q: %v", up.Name(), err))
+		p.fail(w, r, st, err)
+		p.finish(r, st)
 		return
 	}
 	conn, buf, err := hj.Hijack()
 	if err != nil {
 		backend.Close()
-		n.Stats.End(0, false)
+		p.finish(r, st)
 		return
 	}
-	start := time.Now()
 	_, _ = conn.Write([]byte("HTTP/1.1 200 Connection Established\r\n\r\n"))
 	if k := buf.Reader.Buffered(); k > 0 {
 		pending, _ := buf.Reader.Peek(k)
 		_, _ = backend.Write(pending)
 	}
-	tcp.Splice(conn, backend)
-	n.Stats.End(time.Since(start), false)
+	tcp.Relay(conn, backend, pol.Timeouts.Idle, pol.Timeouts.Total)
+	p.finish(r, st)
 }
 
 // ForUpstream returns a handler that sends every request to the named
@@ -203,28 +209,13 @@ func (p *Proxy) notFound(w http.ResponseWriter, r *http.Request, t *upstream.Tab
 
 // forward proxies r to a node of up.
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream.Upstream) {
-	snap := up.Snapshot()
-	if snap.Available == 0 {
-		reason := fmt.Sprintf("remora: upstream %q has no available node (%d known)", up.Name(), len(snap.Nodes))
-		if !snap.Synced {
-			reason = fmt.Sprintf("remora: upstream %q has not received its nodes from the registry yet", up.Name())
-		}
-		p.log.WithFields(logrus.Fields{"upstream": up.Name(), "status": http.StatusServiceUnavailable}).Warn(reason)
-		writeError(w, http.StatusServiceUnavailable, reason)
-		up.RecordLocal(http.StatusServiceUnavailable)
-		return
-	}
-	if !up.BeginRequest() {
-		up.RecordLocal(http.StatusServiceUnavailable)
-		w.Header().Set("X-Remora-Overloaded", "upstream max_requests")
-		p.log.WithFields(logrus.Fields{"upstream": up.Name(), "status": http.StatusServiceUnavailable}).Warn("circuit breaker: max_requests in flight")
-		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("remora: upstream %q: circuit breaker open (circuit_breaker.max_requests %d in flight)",
-			up.Name(), up.Policy().CircuitBreaker.MaxRequests))
-		return
-	}
-	defer up.EndRequest()
 	st := newExchange(w)
-	*st = exchange{up: up, snap: snap, client: r.Context(), start: time.Now()}
+	*st = exchange{client: r.Context()}
+	if err := st.call.Begin(r.Context(), up, balancer.Info{Request: r}); err != nil {
+		p.fail(w, r, st, err)
+		p.finish(r, st)
+		return
+	}
 	ctx := r.Context()
 	if total := up.Policy().Timeouts.Total; total > 0 {
 		var cancel context.CancelFunc
@@ -238,31 +229,27 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream.Ups
 		aborted = p.reverse(ctx, w, r, st)
 	}
 	if st.grpc != nil && st.client.Err() == nil {
-		up.Observe(st.node, health.Outcome{Status: grpcHTTPStatus(st.grpc)})
+		up.Observe(st.call.Node(), health.Outcome{Status: grpcHTTPStatus(st.grpc)})
 	}
-	if st.node != nil {
-		st.node.Stats.End(time.Since(st.began), false)
+	p.finish(r, st)
+	if aborted {
+		panic(http.ErrAbortHandler) // the server drops the connection
 	}
-	took := time.Since(st.start)
-	status := st.status
+}
+
+// finish ends r's call and writes its access log entry.
+func (p *Proxy) finish(r *http.Request, st *exchange) {
+	gone := st.client.Err() != nil
+	took := st.call.End(gone)
+	status := st.call.Status()
 	switch {
-	case st.client.Err() != nil:
-		up.Metrics().ClientClosed.Add(1)
+	case gone:
 		status = StatusClientClosedRequest
-	case st.picker != nil:
-		up.Record(st.pool, st.status, took)
-	}
-	if status == 0 {
+	case status == 0:
 		status = st.errStatus
 	}
 	if p.access != nil && (p.sample >= 1 || rand.Float64() < p.sample) {
 		p.logAccess(r, st, status, took)
-	}
-	for ; st.retries > 0; st.retries-- {
-		up.EndRetry()
-	}
-	if aborted {
-		panic(http.ErrAbortHandler) // the server drops the connection
 	}
 }
 
@@ -285,23 +272,11 @@ func (p *Proxy) reverse(ctx context.Context, w http.ResponseWriter, r *http.Requ
 // exchange is the per-request state shared by the hooks. It is used by the
 // request's own goroutine only (RoundTrip runs on it).
 type exchange struct {
-	up     *upstream.Upstream
-	snap   *upstream.Snapshot
+	call   upstream.Call
 	client context.Context // the client's context: its end means "client gone"
-	start  time.Time
-	node   *node.Node // the node that answered, until the exchange ends
-	began  time.Time  // when the answering attempt began
-	tried  []*node.Node
-	triedA [4]*node.Node // backing store for tried
-	// retries counts places held in the upstream's retry budget.
-	retries int
-	body    requestBody
-	// The pool chosen for the request and its picker and size.
-	pool      canary.Pool
-	picker    balancer.Picker
-	avail     int
-	status    int // the final response status, 0 without a response
-	errStatus int // the status fail answered with
+	body   requestBody
+	// errStatus is the status fail answered with.
+	errStatus int
 	// grpc is a gRPC response whose outcome is judged by its grpc-status
 	// once the body (and trailers) went through.
 	grpc *http.Response
@@ -333,12 +308,12 @@ func grpcHTTPStatus(resp *http.Response) int {
 // logAccess writes the access log entry of a finished request.
 func (p *Proxy) logAccess(r *http.Request, st *exchange, status int, took time.Duration) {
 	nodeID := ""
-	if st.node != nil {
-		nodeID = st.node.ID
+	if n := st.call.Node(); n != nil {
+		nodeID = n.ID
 	}
 	p.access.WithFields(logrus.Fields{
-		"upstream": st.up.Name(), "node": nodeID, "pool": st.pool.String(), "status": status,
-		"duration_ms": float64(took.Microseconds()) / 1000, "attempts": len(st.tried),
+		"upstream": st.call.Upstream().Name(), "node": nodeID, "pool": st.call.Pool().String(), "status": status,
+		"duration_ms": float64(took.Microseconds()) / 1000, "attempts": st.call.Tries(),
 		"method": r.Method, "path": r.URL.Path, "host": r.Host,
 	}).Info("request")
 }
@@ -367,15 +342,6 @@ func rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.Host = pr.In.Host
 }
 
-// maxConnectRetries bounds the retries after connect errors in one request.
-const maxConnectRetries = 3
-
-var (
-	errNoNode      = errors.New("no available node")
-	errOverloaded  = errors.New("every node is at circuit_breaker.max_requests_per_node")
-	errCanaryEmpty = errors.New("the canary pool has no available node (canary.strict)")
-)
-
 // pickingTransport is ReverseProxy's transport: it makes the request's body
 // replayable when it can, then sends each attempt exchange.attempts makes
 // through the upstream's transport.
@@ -390,36 +356,37 @@ func (t pickingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		st.prefetched = nil // the direct path's answer (see forwardDirect)
 		return resp, nil
 	}
+	up := st.call.Upstream()
 	base := t.base
-	if own := st.up.Transport(); own != nil {
+	if own := up.Transport(); own != nil {
 		base = own
 	}
-	pol := st.up.Policy()
 	body := &st.body
-	if err := body.prepare(req, pol.Retry.MaxBodyBytes); err != nil {
+	if err := body.prepare(req, up.Policy().Retry.MaxBodyBytes); err != nil {
 		return nil, err
 	}
 	replayable := req.Body == nil || req.Body == http.NoBody || body.buffered != nil || upstream.Idempotent(req.Method)
 	var resp *http.Response
-	err := st.attempts(req, replayable, func(n *node.Node, attempt int) attemptResult {
+	err := st.call.Attempts(req.Context(), replayable, func(n *node.Node, attempt int) upstream.Attempt {
 		if attempt > 1 {
 			// The transport may still hold the last attempt's request.
 			req = req.Clone(req.Context())
 		}
 		body.rewind(req)
-		req.URL.Scheme, req.URL.Host = st.up.Scheme(), n.HostPort
+		req.URL.Scheme, req.URL.Host = up.Scheme(), n.HostPort
 		var err error
 		resp, err = base.RoundTrip(req)
+		spent := body.touched.Load() && body.buffered == nil // a streamed body cannot go again
 		switch {
 		case err != nil:
-			return attemptResult{err: err}
+			return upstream.Attempt{Err: err, Spent: spent}
 		case isGRPC(resp) && resp.StatusCode == http.StatusOK:
 			// The verdict is in grpc-status, after the body: forward
 			// observes it when the exchange ends.
 			st.grpc = resp
-			return attemptResult{status: resp.StatusCode, deferred: true}
+			return upstream.Attempt{Status: resp.StatusCode, Deferred: true}
 		}
-		return attemptResult{status: resp.StatusCode}
+		return upstream.Attempt{Status: resp.StatusCode, Spent: spent}
 	}, func() { dropResponse(resp) })
 	if err != nil {
 		return nil, err
@@ -437,145 +404,12 @@ func dropResponse(resp *http.Response) {
 	resp.Body.Close()
 }
 
-// attemptResult is what one attempt at a node came to: a status, or an
-// error before any.
-type attemptResult struct {
-	status int
-	err    error
-	// deferred: the outcome is judged when the exchange ends (gRPC); the
-	// answer is kept as it is.
-	deferred bool
-}
-
-// attempts picks a node for each attempt and runs send on it, retrying on
-// another node: connect errors always (nothing was sent), retryable
-// statuses and broken connections when replayable (the method is
-// idempotent or the body can be sent again), within max_attempts and the
-// retry budget. Every attempt's outcome feeds outlier detection; the
-// client's cancellation never does. drop releases an answer that is
-// retried. The kept answer's node, start and status are recorded in st.
-func (st *exchange) attempts(req *http.Request, replayable bool, send func(n *node.Node, attempt int) attemptResult, drop func()) error {
-	pol := st.up.Policy()
-	body := &st.body
-	st.tried = st.triedA[:0]
-	if err := st.choosePool(req); err != nil {
-		return err
-	}
-	for attempt := 1; ; attempt++ {
-		n, err := pickNode(st, req, pol.CircuitBreaker.MaxRequestsPerNode)
-		if err != nil {
-			return err
-		}
-		st.tried = append(st.tried, n)
-		began := time.Now()
-		n.Stats.Begin(began)
-		res := send(n, attempt)
-		err = res.err
-		if err != nil && st.client.Err() != nil {
-			n.Stats.End(0, false) // the client went away: no sample, no blame
-			return err
-		}
-		if res.deferred {
-			st.node, st.began, st.status = n, began, res.status
-			return nil
-		}
-		var out health.Outcome
-		retry := false
-		switch {
-		case err == nil:
-			out.Status = res.status
-			retry = pol.RetryableStatus(res.status) && replayable
-		case isConnectError(err):
-			out.Failure = health.ConnectFailure
-			retry = !body.touched || body.buffered != nil
-		default:
-			out.Failure = health.GatewayFailure
-			retry = replayable && req.Context().Err() == nil
-		}
-		st.up.Observe(n, out)
-		if out.Failure == health.ConnectFailure {
-			// Nothing reached the node: always worth another node, outside
-			// max_attempts and the budget, at most maxConnectRetries times.
-			retry = retry && attempt <= maxConnectRetries && st.avail > len(st.tried)
-		} else {
-			retry = retry && attempt < pol.Retry.MaxAttempts && st.avail > len(st.tried) && st.up.TryRetry()
-			if retry {
-				st.retries++
-			}
-		}
-		if !retry {
-			if err != nil {
-				n.Stats.End(time.Since(began), true)
-				return err
-			}
-			st.node, st.began, st.status = n, began, res.status
-			return nil
-		}
-		if err == nil {
-			drop()
-		}
-		n.Stats.End(time.Since(began), true)
-	}
-}
-
-// choosePool decides between stable and canary (see package canary). A
-// chosen pool without nodes falls back to the other, unless the canary rule
-// is strict.
-func (st *exchange) choosePool(req *http.Request) error {
-	st.pool, st.picker, st.avail = canary.Stable, st.snap.Picker, st.snap.StableAvailable
-	split := st.snap.Canary
-	if split == nil {
-		st.avail = st.snap.Available
-		return nil
-	}
-	if split.Choose(req) == canary.Canary {
-		if split.Available > 0 {
-			st.pool, st.picker, st.avail = canary.Canary, split.Picker, split.Available
-			return nil
-		}
-		if split.Rule.Strict() {
-			return errCanaryEmpty
-		}
-	}
-	if st.avail == 0 && split.Available > 0 {
-		st.pool, st.picker, st.avail = canary.Canary, split.Picker, split.Available
-	}
-	return nil
-}
-
-// pickNode picks a node not tried yet in this request when the picker
-// offers one within a few tries, skipping nodes at their in-flight limit.
-func pickNode(st *exchange, req *http.Request, perNode int) (*node.Node, error) {
-	info := balancer.Info{Request: req}
-	var n *node.Node
-	for i := 0; i < 8; i++ {
-		n = st.picker.Pick(info)
-		if n == nil {
-			return nil, errNoNode
-		}
-		if (perNode == 0 || n.Stats.InFlight.Load() < int64(perNode)) && !slices.Contains(st.tried, n) {
-			return n, nil
-		}
-	}
-	if perNode > 0 && n.Stats.InFlight.Load() >= int64(perNode) {
-		return nil, errOverloaded
-	}
-	return n, nil
-}
-
-// isConnectError reports whether err happened before the request reached the
-// node (so it is safe to send it elsewhere).
-func isConnectError(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial"
-}
-
 // requestBody makes a request body replayable across attempts: a body up to
 // the size limit is buffered; a larger one is streamed through a guard that
 // records whether the transport read from it.
 type requestBody struct {
-	buffered []byte // the whole body, when it fit
-	touched  bool   // a streamed body was read from
+	buffered []byte      // the whole body, when it fit
+	touched  atomic.Bool // a streamed body was read from (the transport may read it on its own goroutine)
 }
 
 func (b *requestBody) prepare(req *http.Request, limit int64) error {
@@ -617,11 +451,11 @@ func (b *requestBody) replay() (io.ReadCloser, error) {
 // the underlying body when the handler returns.
 type replayGuard struct {
 	rc      io.Reader
-	touched *bool
+	touched *atomic.Bool
 }
 
 func (g *replayGuard) Read(p []byte) (int, error) {
-	*g.touched = true
+	g.touched.Store(true)
 	return g.rc.Read(p)
 }
 
@@ -632,18 +466,28 @@ func (g *replayGuard) Close() error { return nil }
 func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, st *exchange, err error) {
 	fields := logrus.Fields{"error": err.Error()}
 	if st != nil {
-		fields["upstream"] = st.snap.Name
+		fields["upstream"] = st.call.Upstream().Name()
 	}
 	status := http.StatusBadGateway
+	msg := ""
 	switch {
 	case st != nil && st.client.Err() != nil || st == nil && r.Context().Err() != nil:
 		fields["status"] = StatusClientClosedRequest
 		p.log.WithFields(fields).Info("client closed the request")
 		w.WriteHeader(StatusClientClosedRequest)
 		return
-	case errors.Is(err, errNoNode), errors.Is(err, errCanaryEmpty):
+	case errors.Is(err, upstream.ErrNotSynced):
 		status = http.StatusServiceUnavailable
-	case errors.Is(err, errOverloaded):
+		msg = fmt.Sprintf("remora: upstream %q has not received its nodes from the registry yet", fields["upstream"])
+	case errors.Is(err, upstream.ErrNoNode) && st != nil:
+		status = http.StatusServiceUnavailable
+		msg = fmt.Sprintf("remora: upstream %q has no available node (%d known)", fields["upstream"], len(st.call.Snapshot().Nodes))
+	case errors.Is(err, upstream.ErrNoNode), errors.Is(err, upstream.ErrCanaryEmpty):
+		status = http.StatusServiceUnavailable
+	case errors.Is(err, upstream.ErrBreakerOpen):
+		status = http.StatusServiceUnavailable
+		w.Header().Set("X-Remora-Overloaded", "upstream max_requests")
+	case errors.Is(err, upstream.ErrOverloaded):
 		status = http.StatusServiceUnavailable
 		w.Header().Set("X-Remora-Overloaded", "node max_requests_per_node")
 	case isTimeout(err):
@@ -654,7 +498,10 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, st *exchange, err e
 		st.errStatus = status
 	}
 	p.log.WithFields(fields).Warn("upstream request failed")
-	writeError(w, status, fmt.Sprintf("remora: upstream %v: %v", fields["upstream"], err))
+	if msg == "" {
+		msg = fmt.Sprintf("remora: upstream %v: %v", fields["upstream"], err)
+	}
+	writeError(w, status, msg)
 }
 
 func isTimeout(err error) bool {

@@ -23,6 +23,7 @@ import (
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/pkg/admin"
 	"github.com/remora-mesh/remora/pkg/config"
+	"github.com/remora-mesh/remora/pkg/health"
 	"github.com/remora-mesh/remora/pkg/register"
 	"github.com/remora-mesh/remora/pkg/upstream"
 	"github.com/remora-mesh/remora/proxy"
@@ -36,10 +37,13 @@ import (
 // atomically. mu serialises reload and shutdown, which own every other
 // field.
 type app struct {
-	limits   config.Proxy // header limits of the listeners, fixed at start
-	log      *logrus.Logger
-	proxy    *proxy.Proxy
-	draining atomic.Bool
+	limits config.Proxy // header limits of the listeners, fixed at start
+	log    *logrus.Logger
+	proxy  *proxy.Proxy
+	// The access log (nil when off) and its sample, for the tcp servers.
+	access       *logrus.Entry
+	accessSample float64
+	draining     atomic.Bool
 
 	mu         sync.Mutex
 	cfg        *config.Config
@@ -109,6 +113,7 @@ func startApp(cfg *config.Config, log *logrus.Logger) (_ *app, err error) {
 	}
 	if cfg.AccessLog.Enabled {
 		popts.AccessLog, popts.AccessLogSample = newAccessLogger(accessLogOutput), *cfg.AccessLog.Sample
+		a.access, a.accessSample = popts.AccessLog, popts.AccessLogSample
 	}
 	a.proxy = proxy.New(popts)
 	defer func() {
@@ -343,6 +348,7 @@ func (a *app) startUpstream(cfg *config.Config, uc config.Upstream, w discovery.
 	l.u = upstream.New(upstream.Config{
 		Name: uc.Name, Service: uc.Service, Balancer: uc.Balancer.Builder,
 		Policy: &l.cfg.Policy, Transport: transport, Scheme: scheme, Health: &l.cfg.Health, Canary: uc.CanaryRule,
+		Probe:              health.Transport{TLS: uc.TLSConfig, H2C: uc.Protocol == "h2c"},
 		InitialSyncTimeout: uc.InitialSyncTimeout, Previous: prev, SnapshotFile: snapshotFile(cfg, uc.Name),
 		Log: a.log.WithField("registry", uc.Registry),
 	})
@@ -429,9 +435,11 @@ func (a *app) proxyServer(name string, h http.Handler) *proxy.Server {
 // tcpServer relays the connections of a tcp upstream's listener.
 func (a *app) tcpServer(cfg *config.Config, name string) *tcp.Server {
 	return &tcp.Server{
-		Lookup:         func() *upstream.Upstream { return a.proxy.Table().Lookup(name) },
-		ConnectTimeout: cfg.Proxy.ConnectTimeout,
-		Log:            a.log.WithField("listener", "upstream "+name),
+		Lookup:          func() *upstream.Upstream { return a.proxy.Table().Lookup(name) },
+		ConnectTimeout:  cfg.Proxy.ConnectTimeout,
+		Log:             a.log.WithField("listener", "upstream "+name),
+		AccessLog:       a.access,
+		AccessLogSample: a.accessSample,
 	}
 }
 

@@ -240,10 +240,12 @@ func NewSplit(r *Rule, p balancer.Picker, available int, w float64, from string)
 // hash the same keys.
 const stickySalt = 0x9e3779b97f4a7c15
 
-// Choose picks the pool for req. It does not lock or allocate.
-func (s *Split) Choose(req *http.Request) Pool {
+// Choose picks the pool for a request or connection. Override headers and
+// match rules read info.Request (nil for a TCP connection); the sticky key
+// may hash the client's address. It does not lock or allocate.
+func (s *Split) Choose(info balancer.Info) Pool {
 	r := s.Rule
-	if req != nil {
+	if req := info.Request; req != nil {
 		if vs := req.Header[r.header]; len(vs) > 0 {
 			switch {
 			case strings.EqualFold(vs[0], "always"):
@@ -270,7 +272,7 @@ func (s *Split) Choose(req *http.Request) Pool {
 		return Canary
 	}
 	var bucket uint64
-	if h, ok := r.key.Hash(balancer.Info{Request: req}); ok {
+	if h, ok := r.key.Hash(info); ok {
 		bucket = hashkey.Mix(h^stickySalt) >> 32
 	} else {
 		bucket = rand.Uint64() >> 32

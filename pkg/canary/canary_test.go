@@ -58,7 +58,7 @@ func TestChooseDoesNotAllocate(t *testing.T) {
 	req := httptest.NewRequest("GET", "/", nil)
 	req.Header.Set("X-User-Id", "42")
 	req.Header.Set("Cookie", "a=b")
-	if a := testing.AllocsPerRun(1000, func() { s.Choose(req) }); a != 0 {
+	if a := testing.AllocsPerRun(1000, func() { s.Choose(balancer.Info{Request: req}) }); a != 0 {
 		t.Fatalf("Choose allocates %v times", a)
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/internal/tlsfiles"
 	"github.com/remora-mesh/remora/pkg/balancer"
+	"github.com/remora-mesh/remora/pkg/balancer/hashkey"
 	"github.com/remora-mesh/remora/pkg/canary"
 	"github.com/remora-mesh/remora/pkg/health"
 	"github.com/remora-mesh/remora/pkg/register"
@@ -484,6 +485,11 @@ func (c *Config) Validate() error {
 		if u.InitialSyncTimeout < 0 {
 			add("%s.initial_sync_timeout: %v is negative", path, u.InitialSyncTimeout)
 		}
+		if u.Protocol == "tcp" {
+			for _, err := range tcpRefuses(u) {
+				add("%s.%v", path, err)
+			}
+		}
 		for _, err := range unjoin(u.Health.Validate()) {
 			add("%s.health.%v", path, err)
 		}
@@ -539,8 +545,62 @@ func (c *Config) Validate() error {
 			continue
 		}
 		u.Balancer.Builder = b
+		if k, ok := b.(hashkey.Keyed); ok && u.Protocol == "tcp" && k.HashKey().FromRequest() {
+			add("%s.balancer.hash_on: a tcp connection has no request to hash; use source_ip", path)
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// tcpRefuses returns the errors for the settings of a tcp upstream that
+// have no meaning for a relayed connection (it was set, not defaulted;
+// call it before the policy's defaults are filled in). Everything else
+// applies to tcp as to http: the balancer, health, canary weights, the
+// circuit breakers, timeouts.connect, and timeouts.idle and total, which
+// bound a relayed connection's quiet time and its life.
+func tcpRefuses(u *Upstream) []error {
+	var errs []error
+	add := func(field, why string) { errs = append(errs, fmt.Errorf("%s: %s", field, why)) }
+	const noRetry = "has no meaning for a tcp upstream: a connection is retried on another node only when its connect fails (at most three times)"
+	r := u.Retry
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{
+		{"max_attempts", r.MaxAttempts != 0}, {"statuses", r.Statuses != nil}, {"max_body_bytes", r.MaxBodyBytes != 0},
+		{"budget_percent", r.BudgetPercent != nil}, {"min_retries", r.MinRetries != nil},
+	} {
+		if f.set {
+			add("retry."+f.name, noRetry)
+		}
+	}
+	if u.Timeouts.PerTry != 0 {
+		add("timeouts.per_try", "a tcp connection has no response to wait for; use timeouts.connect, idle or total")
+	}
+	if u.TLS != nil {
+		add("tls", "a tcp upstream relays bytes as they are; TLS to its nodes is not supported (the client's own TLS passes through)")
+	}
+	p := u.Health.Passive
+	if p.Consecutive5xx != 0 {
+		add("health.passive.consecutive_5xx", "a tcp connection has no status; connect failures count as local-origin and gateway failures")
+	}
+	if p.ErrorStatuses != nil {
+		add("health.passive.error_statuses", "a tcp connection has no status")
+	}
+	if c := u.Canary; c != nil {
+		if c.Header != "" {
+			add("canary.header", "a tcp connection has no header to override the split with")
+		}
+		if len(c.Match) > 0 {
+			add("canary.match", "a tcp connection has no header or cookie to match")
+		}
+		if c.HashOn != nil {
+			if k, err := c.HashOn.Compile(); err == nil && k.FromRequest() {
+				add("canary.hash_on", "a tcp connection has no request to hash; use source_ip")
+			}
+		}
+	}
+	return errs
 }
 
 // unjoin splits an errors.Join result into its parts.

@@ -104,6 +104,23 @@ upstreams:
 		{"unknown health field", `
 registries: [{name: main, type: static}]
 upstreams: [{name: a, health: {pasive: {}}}]`, []string{`unknown field "pasive"`}},
+		{"settings a tcp upstream cannot honour", `
+registries: [{name: main, type: static}]
+upstreams:
+  - name: a
+    protocol: tcp
+    listen: 127.0.0.1:0
+    retry: {max_attempts: 3, statuses: [503]}
+    timeouts: {per_try: 1s}
+    tls: {insecure_skip_verify: true}
+    health: {passive: {consecutive_5xx: 3, error_statuses: ["500-599"]}}
+    canary: {header: x-c, match: [{header: x-beta, value: "1"}], hash_on: {cookie: s}}
+    balancer: {policy: maglev, hash_on: {header: x-user}}`, []string{
+			"upstreams[0].retry.max_attempts: has no meaning for a tcp upstream", "upstreams[0].retry.statuses: has no meaning",
+			"upstreams[0].timeouts.per_try: a tcp connection has no response", "upstreams[0].tls: a tcp upstream relays bytes",
+			"upstreams[0].health.passive.consecutive_5xx:", "upstreams[0].health.passive.error_statuses:",
+			"upstreams[0].canary.header:", "upstreams[0].canary.match:", "upstreams[0].canary.hash_on:",
+			"upstreams[0].balancer.hash_on: a tcp connection has no request to hash; use source_ip"}},
 		{"balancer option error", `
 registries: [{name: main, type: static}]
 upstreams: [{name: a, balancer: {policy: round_robin, bogus: 1}}]`, []string{"upstreams[0].balancer: (line 3)", "bogus"}},
@@ -119,6 +136,25 @@ upstreams: [{name: a, balancer: {policy: round_robin, bogus: 1}}]`, []string{"up
 				}
 			}
 		})
+	}
+}
+
+// A tcp upstream takes what applies to a relayed connection.
+func TestTCPUpstreamSettings(t *testing.T) {
+	_, err := config.Parse([]byte(`
+registries: [{name: main, type: static}]
+upstreams:
+  - name: a
+    protocol: tcp
+    listen: 127.0.0.1:0
+    timeouts: {connect: 1s, idle: 30s, total: 1h}
+    circuit_breaker: {max_requests: 10, max_requests_per_node: 2}
+    health: {passive: {consecutive_local_origin_failure: 2}, active: {type: http, port: 9901}}
+    canary: {weight: 10, hash_on: {source_ip: true}}
+    balancer: {policy: maglev, hash_on: {source_ip: true}}
+`), ".")
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -2,21 +2,37 @@ package health
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/remora-mesh/remora/pkg/node"
 )
+
+// Transport is how probes speak to the nodes: as the upstream's own
+// traffic does, so a TLS (or mTLS) upstream is probed over TLS with the
+// same certificates and server name, and an h2 or h2c one over HTTP/2.
+// The zero value is plain HTTP/1.1.
+type Transport struct {
+	// TLS, when set, probes over TLS with this config (HTTP probes as
+	// https, gRPC probes with TLS credentials).
+	TLS *tls.Config
+	// H2C probes HTTP over HTTP/2 without TLS (prior knowledge).
+	H2C bool
+}
 
 // Prober runs active health checks: one goroutine per node, started and
 // stopped as the node set changes, so removed nodes are not probed and kept
@@ -27,6 +43,7 @@ import (
 // must not block (the controller's Rebuild is such a function).
 type Prober struct {
 	cfg      Active
+	tr       Transport
 	onChange func()
 	log      *logrus.Entry
 	client   *http.Client
@@ -39,15 +56,15 @@ type probe struct {
 	cancel   context.CancelFunc
 }
 
-// NewProber returns a prober for a validated config, or nil when active
-// checks are not configured.
-func NewProber(c *Config, onChange func(), log *logrus.Entry) *Prober {
+// NewProber returns a prober for a validated config that speaks to the
+// nodes over tr, or nil when active checks are not configured.
+func NewProber(c *Config, tr Transport, onChange func(), log *logrus.Entry) *Prober {
 	if c.Active == nil {
 		return nil
 	}
 	return &Prober{
-		cfg: *c.Active, onChange: onChange, log: log, probes: map[string]*probe{},
-		client: newProbeClient(c.Active),
+		cfg: *c.Active, tr: tr, onChange: onChange, log: log, probes: map[string]*probe{},
+		client: newProbeClient(c.Active, tr),
 	}
 }
 
@@ -96,7 +113,7 @@ func (p *Prober) Stop() {
 // the interval so that nodes are not probed in lockstep.
 func (p *Prober) run(ctx context.Context, n *node.Node) {
 	defer p.wg.Done()
-	checker := &Checker{cfg: p.cfg, client: p.client}
+	checker := &Checker{cfg: p.cfg, tr: p.tr, client: p.client}
 	defer checker.Close()
 	wait := time.Duration(rand.Float64() * float64(p.cfg.Interval))
 	log := p.log.WithField("node", n.ID)
@@ -129,19 +146,30 @@ func (p *Prober) run(ctx context.Context, n *node.Node) {
 // gRPC connection between probes. It is used by one goroutine.
 type Checker struct {
 	cfg    Active
+	tr     Transport
 	client *http.Client
 	conn   *grpc.ClientConn
 	target string
 }
 
-// NewChecker returns a checker for a validated Active config.
+// NewChecker returns a checker for a validated Active config, speaking
+// plain HTTP/1.1.
 func NewChecker(a *Active) *Checker {
-	return &Checker{cfg: *a, client: newProbeClient(a)}
+	return &Checker{cfg: *a, client: newProbeClient(a, Transport{})}
 }
 
-func newProbeClient(a *Active) *http.Client {
+func newProbeClient(a *Active, tr Transport) *http.Client {
+	t := &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1, IdleConnTimeout: 2 * a.Interval, DisableCompression: true}
+	switch {
+	case tr.TLS != nil:
+		t.TLSClientConfig = tr.TLS.Clone()
+		t.ForceAttemptHTTP2 = slices.Contains(tr.TLS.NextProtos, "h2")
+	case tr.H2C:
+		t.Protocols = new(http.Protocols)
+		t.Protocols.SetUnencryptedHTTP2(true)
+	}
 	return &http.Client{
-		Transport:     &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1, IdleConnTimeout: 2 * a.Interval, DisableCompression: true},
+		Transport:     t,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 }
@@ -159,6 +187,11 @@ func (c *Checker) Close() {
 func (c *Checker) Check(ctx context.Context, hostPort string) error {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
+	if c.cfg.Port != 0 {
+		if host, _, err := net.SplitHostPort(hostPort); err == nil {
+			hostPort = net.JoinHostPort(host, strconv.Itoa(c.cfg.Port))
+		}
+	}
 	switch c.cfg.Type {
 	case "tcp":
 		conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", hostPort)
@@ -171,7 +204,11 @@ func (c *Checker) Check(ctx context.Context, hostPort string) error {
 			c.Close()
 		}
 		if c.conn == nil {
-			conn, err := grpc.NewClient(hostPort, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			creds := insecure.NewCredentials()
+			if c.tr.TLS != nil {
+				creds = credentials.NewTLS(c.tr.TLS.Clone())
+			}
+			conn, err := grpc.NewClient(hostPort, grpc.WithTransportCredentials(creds))
 			if err != nil {
 				return err
 			}
@@ -186,7 +223,11 @@ func (c *Checker) Check(ctx context.Context, hostPort string) error {
 		}
 		return nil
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+hostPort+c.cfg.Path, nil)
+	scheme := "http://"
+	if c.tr.TLS != nil {
+		scheme = "https://"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+hostPort+c.cfg.Path, nil)
 	if err != nil {
 		return err
 	}

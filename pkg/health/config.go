@@ -94,6 +94,9 @@ type Active struct {
 	ExpectedStatuses []string `yaml:"expected_statuses"`
 	// Service is the gRPC health service name; default "" (the server).
 	Service string `yaml:"service"`
+	// Port probes this port of each node instead of the port it serves
+	// traffic on (an admin or health port); 0 means the node's own.
+	Port int `yaml:"port"`
 	// Interval between probes of one node (±10% jitter); default 5s.
 	Interval time.Duration `yaml:"interval"`
 	// Timeout of one probe; default 1s.
@@ -206,6 +209,9 @@ func (c *Config) Validate() error {
 		}
 		if a.Path == "" {
 			a.Path = "/health"
+		}
+		if a.Port < 0 || a.Port > 65535 {
+			add("active.port: %d; want 1..65535, or 0 for the node's own port", a.Port)
 		}
 		if !strings.HasPrefix(a.Path, "/") {
 			add("active.path: %q must start with /", a.Path)

@@ -228,7 +228,7 @@ func TestActiveHTTPProbe(t *testing.T) {
 		c.Active = &health.Active{Path: "/healthz", Headers: map[string]string{"X-Probe": "1"}, Interval: 20 * time.Millisecond, HealthyThreshold: 2, UnhealthyThreshold: 3}
 	})
 	var changes atomic.Int64
-	p := health.NewProber(c, func() { changes.Add(1) }, quietLog())
+	p := health.NewProber(c, health.Transport{}, func() { changes.Add(1) }, quietLog())
 	addr := srv.Listener.Addr().(*net.TCPAddr)
 	n := node.New(discovery.Instance{ID: "a", Address: "127.0.0.1", Port: addr.Port, Weight: 1, Healthy: true}, nil)
 	p.Update([]*node.Node{n})
@@ -271,7 +271,7 @@ func TestActiveTCPProbe(t *testing.T) {
 	c := config(t, func(c *health.Config) {
 		c.Active = &health.Active{Type: "tcp", Interval: 10 * time.Millisecond, UnhealthyThreshold: 1, HealthyThreshold: 1}
 	})
-	p := health.NewProber(c, func() {}, quietLog())
+	p := health.NewProber(c, health.Transport{}, func() {}, quietLog())
 	addr := srv.Listener.Addr().(*net.TCPAddr)
 	n := node.New(discovery.Instance{ID: "a", Address: "127.0.0.1", Port: addr.Port, Weight: 1, Healthy: true}, nil)
 	p.Update([]*node.Node{n})
@@ -321,7 +321,7 @@ func TestActiveGRPCProbe(t *testing.T) {
 	c := config(t, func(c *health.Config) {
 		c.Active = &health.Active{Type: "grpc", Service: "users", Interval: 10 * time.Millisecond, UnhealthyThreshold: 2, HealthyThreshold: 1}
 	})
-	p := health.NewProber(c, func() {}, quietLog())
+	p := health.NewProber(c, health.Transport{}, func() {}, quietLog())
 	n := node.New(discovery.Instance{ID: "a", Address: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port, Weight: 1, Healthy: true}, nil)
 	p.Update([]*node.Node{n})
 	defer p.Stop()

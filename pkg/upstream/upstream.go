@@ -85,6 +85,9 @@ type Config struct {
 	// Health configures outlier detection and active probes; nil means
 	// the defaults (passive detection on, no probes).
 	Health *health.Config
+	// Probe is how active probes speak to the nodes: the TLS and HTTP/2
+	// settings of Transport.
+	Probe health.Transport
 	// InitialSyncTimeout is how long to wait for the registry's first set
 	// before serving the on-disk snapshot, if there is one.
 	InitialSyncTimeout time.Duration
@@ -392,7 +395,7 @@ func newController(u *Upstream) *controller {
 	c := &controller{
 		u:       u,
 		ejector: health.NewEjector(u.cfg.Health, u.cfg.Log, nil, &u.metrics.Ejections),
-		prober:  health.NewProber(u.cfg.Health, u.Rebuild, u.cfg.Log),
+		prober:  health.NewProber(u.cfg.Health, u.cfg.Probe, u.Rebuild, u.cfg.Log),
 		timer:   time.NewTimer(time.Hour),
 		judge:   canary.NewJudge(u.cfg.Canary),
 	}

@@ -1,80 +1,143 @@
 // Package tcp proxies raw TCP connections to the nodes of an upstream,
-// with the same live node set, balancer and health as HTTP: a connect
-// failure is observed (and ejects like any other) and retried on another
-// node before the first byte is relayed.
+// through the same attempt path as HTTP (upstream.Call): the live node
+// set, the balancer, the canary split (by weight, sticky on the client's
+// address when the rule hashes it), the circuit breakers and outlier
+// detection. A connect failure is observed (and ejects like any other) and
+// retried on another node before the first byte is relayed; once relayed,
+// a connection is bounded by the upstream's timeouts.idle and
+// timeouts.total.
 package tcp
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"net"
-	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/remora-mesh/remora/pkg/balancer"
-	"github.com/remora-mesh/remora/pkg/health"
 	"github.com/remora-mesh/remora/pkg/node"
 	"github.com/remora-mesh/remora/pkg/upstream"
 )
 
-// maxAttempts bounds the nodes tried for one connection.
-const maxAttempts = 3
+// DefaultConnectTimeout bounds dialing a node unless told otherwise.
+const DefaultConnectTimeout = 2 * time.Second
 
-// Dial picks a node of up for a client at remoteAddr and connects to it,
-// trying other nodes after a connect failure. The caller ends the returned
-// node's attempt with n.Stats.End when the connection closes.
-func Dial(ctx context.Context, up *upstream.Upstream, remoteAddr string, timeout time.Duration) (net.Conn, *node.Node, error) {
-	snap := up.Snapshot()
-	info := balancer.Info{RemoteAddr: remoteAddr}
-	var tried []*node.Node
-	var lastErr error = errors.New("no available node")
-	for attempt := 0; attempt < maxAttempts && len(tried) < snap.Available; attempt++ {
-		n := snap.Picker.Pick(info)
-		for i := 0; n != nil && slices.Contains(tried, n) && i < 8; i++ {
-			n = snap.Picker.Pick(balancer.Info{}) // a random other node
-		}
-		if n == nil || slices.Contains(tried, n) {
-			break
-		}
-		tried = append(tried, n)
-		began := time.Now()
-		n.Stats.Begin(began)
-		c, err := (&net.Dialer{Timeout: timeout}).DialContext(ctx, "tcp", n.HostPort)
+// Dial connects call, begun on its upstream, to one of its nodes, trying
+// others after a connect failure (upstream.Call.Attempts' rules), each
+// dial bounded by connectTimeout (DefaultConnectTimeout when 0). The
+// caller ends call with End once the connection is done with.
+func Dial(ctx context.Context, call *upstream.Call, connectTimeout time.Duration) (net.Conn, error) {
+	d := net.Dialer{Timeout: cmp.Or(connectTimeout, DefaultConnectTimeout), KeepAlive: 30 * time.Second}
+	var conn net.Conn
+	err := call.Attempts(ctx, false, func(n *node.Node, _ int) upstream.Attempt {
+		c, err := d.DialContext(ctx, "tcp", n.HostPort)
 		if err != nil {
-			n.Stats.End(time.Since(began), true)
-			up.Observe(n, health.Outcome{Failure: health.ConnectFailure})
-			lastErr = err
-			continue
+			return upstream.Attempt{Err: err}
 		}
-		up.Observe(n, health.Outcome{Status: 200})
-		return c, n, nil
-	}
-	return nil, nil, lastErr
+		conn = c
+		return upstream.Attempt{Status: StatusConnected}
+	}, func() {})
+	return conn, err
 }
 
-// Splice copies both ways until both directions end, half-closing each
-// side's write when the other's read ends.
-func Splice(a, b net.Conn) {
+// StatusConnected is a relayed connection's status in metrics and access
+// logs: the node was reached (as an HTTP 200 would say).
+const StatusConnected = 200
+
+// Status is the status that stands for err, a failure to reach a node, in
+// metrics and access logs, as HTTP would answer it: 503 when no node could
+// be tried, 504 when the connect timed out, 502 otherwise.
+func Status(err error) int {
+	switch {
+	case errors.Is(err, upstream.ErrNoNode), errors.Is(err, upstream.ErrNotSynced), errors.Is(err, upstream.ErrBreakerOpen),
+		errors.Is(err, upstream.ErrOverloaded), errors.Is(err, upstream.ErrCanaryEmpty):
+		return 503
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
+		return 504
+	}
+	return 502
+}
+
+// Relay copies both ways between a and b until both directions end,
+// half-closing each side's write when the other's read ends, then closes
+// both. When idle is positive it closes both once no byte moved either way
+// for that long; when total is positive, once the relay has lasted that
+// long. It returns the bytes copied from a to b and from b to a.
+func Relay(a, b net.Conn, idle, total time.Duration) (aToB, bToA int64) {
+	var once sync.Once
+	closeBoth := func() {
+		once.Do(func() {
+			a.Close()
+			b.Close()
+		})
+	}
+	if total > 0 {
+		t := time.AfterFunc(total, closeBoth)
+		defer t.Stop()
+	}
+	var last atomic.Int64 // when a byte last moved either way, in Unix ns
+	last.Store(time.Now().UnixNano())
 	var wg sync.WaitGroup
-	wg.Add(2)
-	pipe := func(dst, src net.Conn) {
+	pipe := func(dst, src net.Conn, n *int64) {
 		defer wg.Done()
-		_, _ = io.Copy(dst, src)
+		if idle <= 0 {
+			*n, _ = io.Copy(dst, src) // splice(2) between TCP connections
+		} else if !copyUntilIdle(dst, src, n, idle, &last) {
+			closeBoth()
+			return
+		}
 		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
 			_ = cw.CloseWrite()
 		} else {
 			_ = dst.Close()
 		}
 	}
-	go pipe(a, b)
-	go pipe(b, a)
+	wg.Add(2)
+	go pipe(b, a, &aToB)
+	go pipe(a, b, &bToA)
 	wg.Wait()
-	a.Close()
-	b.Close()
+	closeBoth()
+	return aToB, bToA
+}
+
+var relayBuffers = sync.Pool{New: func() any { return new([32 << 10]byte) }}
+
+// copyUntilIdle copies src to dst, counting in n, until src ends (true)
+// or the relay has been idle — no byte either way since last — for idle
+// (false). Each read waits at most until the relay would be idle.
+func copyUntilIdle(dst, src net.Conn, n *int64, idle time.Duration, last *atomic.Int64) bool {
+	buf := relayBuffers.Get().(*[32 << 10]byte)
+	defer relayBuffers.Put(buf)
+	for {
+		_ = src.SetReadDeadline(time.Unix(0, last.Load()).Add(idle))
+		k, err := src.Read(buf[:])
+		if k > 0 {
+			last.Store(time.Now().UnixNano())
+			if _, werr := dst.Write(buf[:k]); werr != nil {
+				return true
+			}
+			*n += int64(k)
+		}
+		var ne net.Error
+		switch {
+		case err == nil:
+		case errors.As(err, &ne) && ne.Timeout():
+			if time.Since(time.Unix(0, last.Load())) >= idle {
+				return false
+			}
+		default:
+			return true
+		}
+	}
 }
 
 // Accept returns the next connection on ln. After a temporary error
@@ -98,9 +161,15 @@ func Accept(ln net.Listener) (net.Conn, error) {
 // the upstream that lookup returns (looked up per connection, so a config
 // reload takes effect for new connections).
 type Server struct {
-	Lookup         func() *upstream.Upstream
+	Lookup func() *upstream.Upstream
+	// ConnectTimeout bounds dialing a node unless the upstream's
+	// timeouts.connect says otherwise.
 	ConnectTimeout time.Duration
 	Log            *logrus.Entry
+	// AccessLog, when set, gets one entry per connection, for a share
+	// AccessLogSample (0..1; 0 means all) of them.
+	AccessLog       *logrus.Entry
+	AccessLogSample float64
 
 	mu     sync.Mutex
 	ln     net.Listener
@@ -164,19 +233,45 @@ func (s *Server) handle(c net.Conn) {
 		c.Close()
 		return
 	}
-	timeout := s.ConnectTimeout
-	if timeout <= 0 {
-		timeout = 2 * time.Second
+	pol := up.Policy()
+	var call upstream.Call
+	remote := c.RemoteAddr().String()
+	err := call.Begin(context.Background(), up, balancer.Info{RemoteAddr: remote})
+	var backend net.Conn
+	if err == nil {
+		backend, err = Dial(context.Background(), &call, cmp.Or(pol.Timeouts.Connect, s.ConnectTimeout))
 	}
-	backend, n, err := Dial(context.Background(), up, c.RemoteAddr().String(), timeout)
+	var in, out int64
 	if err != nil {
 		s.Log.WithError(err).WithField("upstream", up.Name()).Warn("tcp: no node reachable; closing the client connection")
 		c.Close()
-		return
+	} else {
+		in, out = Relay(c, backend, pol.Timeouts.Idle, pol.Timeouts.Total)
 	}
-	start := time.Now()
-	Splice(c, backend)
-	n.Stats.End(time.Since(start), false)
+	took := call.End(false)
+	if s.AccessLog != nil && (s.AccessLogSample <= 0 || s.AccessLogSample >= 1 || rand.Float64() < s.AccessLogSample) {
+		status := StatusConnected
+		if err != nil {
+			status = Status(err)
+		}
+		LogAccess(s.AccessLog, &call, status, took).WithFields(logrus.Fields{
+			"protocol": "tcp", "client": remote, "bytes_in": in, "bytes_out": out,
+		}).Info("connection")
+	}
+}
+
+// LogAccess returns entry with the fields an access log entry of call
+// has whatever its protocol: upstream, node, pool, status, duration and
+// attempts.
+func LogAccess(entry *logrus.Entry, call *upstream.Call, status int, took time.Duration) *logrus.Entry {
+	nodeID := ""
+	if n := call.Node(); n != nil {
+		nodeID = n.ID
+	}
+	return entry.WithFields(logrus.Fields{
+		"upstream": call.Upstream().Name(), "node": nodeID, "pool": call.Pool().String(), "status": status,
+		"duration_ms": float64(took.Microseconds()) / 1000, "attempts": call.Tries(),
+	})
 }
 
 // Shutdown closes the listener and waits for open connections to end until

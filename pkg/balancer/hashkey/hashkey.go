@@ -61,6 +61,17 @@ const (
 	kindQuery
 )
 
+// Keyed is a balancer.Builder (or any other user of a Key) that hashes
+// with a Key; configuration checks find it by type assertion.
+type Keyed interface {
+	HashKey() Key
+}
+
+// FromRequest reports whether k reads the HTTP request (a header, the
+// host, a cookie, the path, a query parameter): a raw TCP connection has
+// none, so such a key never applies to one.
+func (k Key) FromRequest() bool { return k.kind != kindNone && k.kind != kindSourceIP }
+
 // Key is a compiled Spec. Its zero value has no key: every request falls
 // back to a random pick. A Key is immutable and safe for concurrent use.
 type Key struct {

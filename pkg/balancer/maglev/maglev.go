@@ -85,11 +85,15 @@ type Builder struct {
 
 var (
 	_ balancer.Builder = Builder{}
+	_ hashkey.Keyed    = Builder{}
 	_ balancer.Picker  = (*picker)(nil)
 )
 
 // Name implements balancer.Builder.
 func (Builder) Name() string { return Name }
+
+// HashKey implements hashkey.Keyed.
+func (b Builder) HashKey() hashkey.Key { return b.Key }
 
 // Build implements balancer.Builder.
 func (b Builder) Build(nodes []*node.Node) balancer.Picker {

@@ -119,11 +119,15 @@ type Builder struct {
 
 var (
 	_ balancer.Updater = Builder{}
+	_ hashkey.Keyed    = Builder{}
 	_ balancer.Picker  = (*picker)(nil)
 )
 
 // Name implements balancer.Builder.
 func (Builder) Name() string { return Name }
+
+// HashKey implements hashkey.Keyed.
+func (b Builder) HashKey() hashkey.Key { return b.Key }
 
 func (b Builder) sizes() (minSize, maxSize int) {
 	minSize, maxSize = b.MinRingSize, b.MaxRingSize

@@ -1,0 +1,241 @@
+package main
+
+import (
+	"bufio"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/remora-mesh/remora/internal/testnet"
+	"github.com/remora-mesh/remora/pkg/admin"
+)
+
+// process is `remora run` in a child process (see TestMain), with its
+// admin address and its log.
+type process struct {
+	admin string
+	logs  *syncBuffer
+}
+
+// startProcess writes yml (whose admin address must be admin) to a file,
+// runs `remora run` on it and waits until /readyz answers 200.
+func startProcess(t *testing.T, admin, yml string) *process {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "remora.yaml")
+	if err := os.WriteFile(path, []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "REMORA_TEST_MAIN="+strings.Join([]string{"run", "-c", path, "--log-format", "json"}, "\n"))
+	p := &process{admin: admin, logs: &syncBuffer{}}
+	cmd.Stdout, cmd.Stderr = p.logs, p.logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("remora's log:\n%s", p.logs.String())
+		}
+	})
+	eventually(t, 10*time.Second, "remora ready", func() bool {
+		resp, err := http.Get("http://" + admin + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return p
+}
+
+// upstreams reads the admin API's view of the upstreams.
+func (p *process) upstreams(t *testing.T) []admin.UpstreamStatus {
+	t.Helper()
+	resp, err := http.Get("http://" + p.admin + "/upstreams")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out []admin.UpstreamStatus
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// echoNode answers each line on a connection with "name:line".
+func echoNode(t *testing.T, name string) string {
+	return testnet.Serve(t, func(c net.Conn) {
+		defer c.Close()
+		sc := bufio.NewScanner(c)
+		for sc.Scan() {
+			fmt.Fprintf(c, "%s:%s\n", name, sc.Text())
+		}
+	}).Addr().String()
+}
+
+// talk opens a connection to addr, sends a line and returns the answer
+// ("" when the connection ends without one), leaving the connection open
+// when keep is set.
+func talk(t *testing.T, addr string, keep bool) (string, net.Conn) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	fmt.Fprintln(c, "hi")
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	if !keep {
+		c.Close()
+	}
+	return strings.TrimSpace(line), c
+}
+
+func tcpConfig(admin, listen, stable, canary, extra string) string {
+	return fmt.Sprintf(`admin: {address: %q}
+listeners: [{name: outbound, address: "127.0.0.1:0"}]
+access_log: {enabled: true}
+registries:
+  - name: s
+    type: static
+    static:
+      services:
+        svc:
+          - {id: stable, address: %q}
+          - {id: canary, address: %q, metadata: {canary: "true"}}
+upstreams:
+  - name: svc
+    protocol: tcp
+    listen: %q
+%s`, admin, stable, canary, listen, extra)
+}
+
+// A tcp upstream takes the same attempt path as HTTP: its canary weight
+// sends connections to the canary pool (also when only canary nodes are
+// up), and every connection gets an access log line.
+func TestProcessTCPUpstreamCanary(t *testing.T) {
+	adminAddr, listen := freeAddr(t), freeAddr(t)
+	stable, canaryNode := echoNode(t, "stable"), echoNode(t, "canary")
+	p := startProcess(t, adminAddr, tcpConfig(adminAddr, listen, stable, canaryNode, "    canary: {weight: 100}\n"))
+	for i := range 20 {
+		if got, _ := talk(t, listen, false); got != "canary:hi" {
+			t.Fatalf("connection %d: %q; want the canary's answer", i, got)
+		}
+	}
+	eventually(t, 2*time.Second, "an access log line per connection", func() bool {
+		return strings.Count(p.logs.String(), `"protocol":"tcp"`) >= 20
+	})
+	if !strings.Contains(p.logs.String(), `"pool":"canary"`) {
+		t.Fatalf("the access log does not name the canary pool:\n%s", p.logs.String())
+	}
+
+	// Only the canary is up: connections still go through.
+	dead := deadAddr(t)
+	adminAddr, listen = freeAddr(t), freeAddr(t)
+	startProcess(t, adminAddr, tcpConfig(adminAddr, listen, dead, canaryNode, "    canary: {weight: 100}\n"))
+	for i := range 5 {
+		if got, _ := talk(t, listen, false); got != "canary:hi" {
+			t.Fatalf("with the stable node down, connection %d: %q", i, got)
+		}
+	}
+}
+
+// circuit_breaker.max_requests bounds a tcp upstream's connections.
+func TestProcessTCPUpstreamCircuitBreaker(t *testing.T) {
+	adminAddr, listen := freeAddr(t), freeAddr(t)
+	stable := echoNode(t, "stable")
+	startProcess(t, adminAddr, tcpConfig(adminAddr, listen, stable, stable, "    circuit_breaker: {max_requests: 1}\n"))
+	got, first := talk(t, listen, true)
+	if got != "stable:hi" {
+		t.Fatalf("first connection: %q", got)
+	}
+	if got, _ := talk(t, listen, false); got != "" {
+		t.Fatalf("a second connection while the first is open got %q; want it refused", got)
+	}
+	first.Close()
+	eventually(t, 2*time.Second, "a connection after the first closed", func() bool {
+		got, _ := talk(t, listen, false)
+		return got == "stable:hi"
+	})
+}
+
+func deadAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+// Active probes speak to an h2/TLS upstream as its traffic does: over TLS
+// with the upstream's CA and server name, over HTTP/2. Every node passes.
+func TestProcessProbesUseTheUpstreamsTLS(t *testing.T) {
+	c := &certs{dir: t.TempDir(), t: t}
+	_, _, serverCert := c.issue("svc.internal", false)
+	caFile := filepath.Join(c.dir, "ca.pem")
+	os.WriteFile(caFile, c.caPEM, 0o600)
+	var addrs []string
+	for range 3 {
+		b := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.ProtoMajor != 2 {
+				http.Error(w, "HTTP/2 only", http.StatusHTTPVersionNotSupported)
+				return
+			}
+			io.WriteString(w, r.URL.Path)
+		}))
+		b.EnableHTTP2 = true
+		b.TLS = &tls.Config{Certificates: []tls.Certificate{serverCert}}
+		b.StartTLS()
+		t.Cleanup(b.Close)
+		addrs = append(addrs, b.Listener.Addr().String())
+	}
+	adminAddr := freeAddr(t)
+	var nodes strings.Builder
+	for i, a := range addrs {
+		fmt.Fprintf(&nodes, "          - {id: n%d, address: %q}\n", i+1, a)
+	}
+	p := startProcess(t, adminAddr, fmt.Sprintf(`admin: {address: %q}
+listeners: [{name: outbound, address: "127.0.0.1:0"}]
+registries:
+  - name: s
+    type: static
+    static:
+      services:
+        svc:
+%supstreams:
+  - name: svc
+    protocol: h2
+    tls: {ca_file: %q, server_name: svc.internal}
+    health:
+      active: {type: http, path: /health, interval: 100ms, timeout: 1s, healthy_threshold: 1, unhealthy_threshold: 1}
+`, adminAddr, nodes.String(), caFile))
+	// Several probe rounds: a probe that fails takes its node out at once.
+	time.Sleep(600 * time.Millisecond)
+	eventually(t, 3*time.Second, "every node passing its probes", func() bool {
+		ups := p.upstreams(t)
+		if len(ups) != 1 || ups[0].Panic || ups[0].Available != 3 {
+			return false
+		}
+		for _, n := range ups[0].Nodes {
+			if n.State != "available" || !n.ActiveHealthy || n.LastProbeError != "" {
+				return false
+			}
+		}
+		return true
+	})
+}

@@ -1,0 +1,272 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"net"
+	"slices"
+	"time"
+
+	"github.com/remora-mesh/remora/pkg/balancer"
+	"github.com/remora-mesh/remora/pkg/canary"
+	"github.com/remora-mesh/remora/pkg/health"
+	"github.com/remora-mesh/remora/pkg/node"
+)
+
+// Why a call found no node to try. Callers answer them with their own
+// protocol's refusal (HTTP: 503).
+var (
+	// ErrNotSynced: the registry has not delivered the upstream's first set.
+	ErrNotSynced = errors.New("the registry has not delivered the upstream's nodes yet")
+	// ErrNoNode: no node may receive traffic.
+	ErrNoNode = errors.New("no available node")
+	// ErrBreakerOpen: circuit_breaker.max_requests calls are in flight.
+	ErrBreakerOpen = errors.New("circuit breaker open (circuit_breaker.max_requests in flight)")
+	// ErrOverloaded: every node tried is at max_requests_per_node.
+	ErrOverloaded = errors.New("every node is at circuit_breaker.max_requests_per_node")
+	// ErrCanaryEmpty: the call chose the canary pool, which is empty, and
+	// the canary rule is strict.
+	ErrCanaryEmpty = errors.New("the canary pool has no available node (canary.strict)")
+)
+
+// maxConnectRetries bounds the retries after connect errors in one call.
+const maxConnectRetries = 3
+
+// Call is one request, connection or tunnel on its way through an
+// upstream. It is the one attempt path of every protocol (proxy's HTTP
+// paths, proxy/tcp's connections, CONNECT tunnels): Begin admits it under
+// the circuit breaker and chooses the pool (stable or canary); Attempts
+// picks a node per attempt (never one tried already in the call, never
+// one at its in-flight limit), retries within max_attempts and the retry
+// budget, and feeds every attempt's outcome to outlier detection; End
+// counts it and gives back what it held.
+//
+// A Call is used by one goroutine from Begin to End, and may be reused
+// after End. Its zero value is ready for Begin.
+type Call struct {
+	up     *Upstream
+	snap   *Snapshot
+	info   balancer.Info
+	client context.Context // its end means the client went away
+	start  time.Time
+
+	admitted bool // holds a place under circuit_breaker.max_requests
+	chosen   bool // a pool was chosen: the call counts in its pool's metrics
+	pool     canary.Pool
+	picker   balancer.Picker
+	avail    int
+
+	tried   []*node.Node
+	triedA  [4]*node.Node // backing store for tried
+	retries int           // places held in the retry budget
+
+	node   *node.Node // the node of the kept attempt
+	began  time.Time  // when that attempt began
+	status int        // its status
+}
+
+// Attempt is what one attempt at a node came to: a status, or an error
+// before any.
+type Attempt struct {
+	Status int
+	Err    error
+	// Deferred: the outcome is judged when the call ends (a gRPC answer's
+	// verdict is in its trailers); the attempt is kept as it is.
+	Deferred bool
+	// Spent: the request cannot be sent again (a streamed body was read
+	// from), whatever the error.
+	Spent bool
+}
+
+// Begin starts c on u for a request or connection described by info,
+// whose client is gone when client ends: it loads u's snapshot, admits the
+// call under circuit_breaker.max_requests and chooses its pool. On an
+// error c holds nothing, but End must still be called to count it.
+func (c *Call) Begin(client context.Context, u *Upstream, info balancer.Info) error {
+	*c = Call{up: u, snap: u.Snapshot(), info: info, client: client, start: time.Now()}
+	c.tried = c.triedA[:0]
+	if c.snap.Available == 0 {
+		if !c.snap.Synced && !c.snap.Restored {
+			return ErrNotSynced
+		}
+		return ErrNoNode
+	}
+	if !u.BeginRequest() {
+		return ErrBreakerOpen
+	}
+	c.admitted = true
+	return c.choosePool()
+}
+
+// choosePool decides between stable and canary (see package canary). A
+// chosen pool without nodes falls back to the other, unless the canary
+// rule is strict.
+func (c *Call) choosePool() error {
+	c.pool, c.picker, c.avail = canary.Stable, c.snap.Picker, c.snap.StableAvailable
+	split := c.snap.Canary
+	if split == nil {
+		c.avail = c.snap.Available
+		c.chosen = true
+		return nil
+	}
+	if split.Choose(c.info) == canary.Canary {
+		if split.Available > 0 {
+			c.pool, c.picker, c.avail, c.chosen = canary.Canary, split.Picker, split.Available, true
+			return nil
+		}
+		if split.Rule.Strict() {
+			return ErrCanaryEmpty
+		}
+	}
+	if c.avail == 0 && split.Available > 0 {
+		c.pool, c.picker, c.avail = canary.Canary, split.Picker, split.Available
+	}
+	c.chosen = true
+	return nil
+}
+
+// Attempts runs send on a picked node for each attempt, until one is kept.
+// It retries on another node after a connect error (nothing reached the
+// node) unless the attempt was Spent, at most maxConnectRetries times and
+// outside max_attempts and the budget; after a retryable status or a
+// broken exchange when replayable and not Spent, within max_attempts and
+// the retry budget, while ctx lasts. drop releases an answer that is
+// retried. A failure after the client went away is never charged to a
+// node.
+func (c *Call) Attempts(ctx context.Context, replayable bool, send func(n *node.Node, attempt int) Attempt, drop func()) error {
+	pol := c.up.cfg.Policy
+	for attempt := 1; ; attempt++ {
+		n, err := c.pick()
+		if err != nil {
+			return err
+		}
+		c.tried = append(c.tried, n)
+		began := time.Now()
+		n.Stats.Begin(began)
+		res := send(n, attempt)
+		err = res.Err
+		if err != nil && c.client.Err() != nil {
+			n.Stats.End(0, false) // the client went away: no sample, no blame
+			return err
+		}
+		if res.Deferred {
+			c.node, c.began, c.status = n, began, res.Status
+			return nil
+		}
+		var out health.Outcome
+		retry := false
+		switch {
+		case err == nil:
+			out.Status = res.Status
+			retry = pol.RetryableStatus(res.Status) && replayable && !res.Spent
+		case IsConnectError(err):
+			out.Failure = health.ConnectFailure
+			retry = !res.Spent
+		default:
+			out.Failure = health.GatewayFailure
+			retry = replayable && !res.Spent && ctx.Err() == nil
+		}
+		c.up.Observe(n, out)
+		if out.Failure == health.ConnectFailure {
+			// Nothing reached the node: always worth another node, outside
+			// max_attempts and the budget, at most maxConnectRetries times.
+			retry = retry && attempt <= maxConnectRetries && c.avail > len(c.tried) && ctx.Err() == nil
+		} else {
+			retry = retry && attempt < pol.Retry.MaxAttempts && c.avail > len(c.tried) && c.up.TryRetry()
+			if retry {
+				c.retries++
+			}
+		}
+		if !retry {
+			if err != nil {
+				n.Stats.End(time.Since(began), true)
+				return err
+			}
+			c.node, c.began, c.status = n, began, res.Status
+			return nil
+		}
+		if err == nil {
+			drop()
+		}
+		n.Stats.End(time.Since(began), true)
+	}
+}
+
+// pick picks a node not tried yet in this call when the picker offers one
+// within a few tries, skipping nodes at their in-flight limit.
+func (c *Call) pick() (*node.Node, error) {
+	perNode := int64(c.up.cfg.Policy.CircuitBreaker.MaxRequestsPerNode)
+	var n *node.Node
+	for range 8 {
+		n = c.picker.Pick(c.info)
+		if n == nil {
+			return nil, ErrNoNode
+		}
+		if (perNode == 0 || n.Stats.InFlight.Load() < perNode) && !slices.Contains(c.tried, n) {
+			return n, nil
+		}
+	}
+	if perNode > 0 && n.Stats.InFlight.Load() >= perNode {
+		return nil, ErrOverloaded
+	}
+	return n, nil
+}
+
+// SetStatus replaces the kept attempt's status (a gRPC answer's verdict).
+func (c *Call) SetStatus(status int) { c.status = status }
+
+// End counts the call in its upstream's metrics (its pool's, by the kept
+// attempt's status; a client that went away as such) and gives back what
+// it held: the kept node's in-flight place, the retry budget, the circuit
+// breaker. It returns how long the call took.
+func (c *Call) End(clientGone bool) time.Duration {
+	took := time.Since(c.start)
+	u := c.up
+	if c.node != nil {
+		c.node.Stats.End(time.Since(c.began), false)
+	}
+	switch {
+	case clientGone:
+		u.metrics.ClientClosed.Add(1)
+	case c.chosen:
+		u.Record(c.pool, c.status, took)
+	default:
+		u.RecordLocal(503)
+	}
+	for ; c.retries > 0; c.retries-- {
+		u.EndRetry()
+	}
+	if c.admitted {
+		c.admitted = false
+		u.EndRequest()
+	}
+	return took
+}
+
+// Upstream is the call's upstream.
+func (c *Call) Upstream() *Upstream { return c.up }
+
+// Snapshot is the snapshot the call began with.
+func (c *Call) Snapshot() *Snapshot { return c.snap }
+
+// Pool is the pool the call chose.
+func (c *Call) Pool() canary.Pool { return c.pool }
+
+// Node is the node of the kept attempt, or nil.
+func (c *Call) Node() *node.Node { return c.node }
+
+// Status is the kept attempt's status, 0 without one.
+func (c *Call) Status() int { return c.status }
+
+// Tries is how many nodes the call tried.
+func (c *Call) Tries() int { return len(c.tried) }
+
+// Start is when the call began.
+func (c *Call) Start() time.Time { return c.start }
+
+// IsConnectError reports whether err happened before anything reached the
+// node (so the call is safe to send elsewhere).
+func IsConnectError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}

@@ -1,0 +1,203 @@
+package upstream_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"testing"
+
+	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/pkg/balancer"
+	"github.com/remora-mesh/remora/pkg/canary"
+	"github.com/remora-mesh/remora/pkg/node"
+	"github.com/remora-mesh/remora/pkg/upstream"
+)
+
+var errDial = &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
+var errReset = &net.OpError{Op: "read", Net: "tcp", Err: errors.New("connection reset by peer")}
+
+func policy(t *testing.T, p upstream.Policy) *upstream.Policy {
+	t.Helper()
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return &p
+}
+
+// TestCallRetries runs one call per case against three nodes whose
+// attempts come to the case's outcomes in turn, and checks how many nodes
+// it tried (never one twice) and how it ended.
+func TestCallRetries(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		policy     upstream.Policy
+		replayable bool
+		outcomes   []upstream.Attempt
+		tries      int
+		status     int  // the kept attempt's; 0 with an error
+		err        bool // ended with an error
+	}{
+		{name: "answered", replayable: true, outcomes: []upstream.Attempt{{Status: 200}}, tries: 1, status: 200},
+		{name: "connect error, another node", outcomes: []upstream.Attempt{{Err: errDial}, {Status: 200}}, tries: 2, status: 200},
+		{name: "connect errors are outside max_attempts", policy: upstream.Policy{Retry: upstream.Retry{MaxAttempts: 1}},
+			outcomes: []upstream.Attempt{{Err: errDial}, {Err: errDial}, {Status: 200}}, tries: 3, status: 200},
+		{name: "connect errors stop with the nodes", outcomes: []upstream.Attempt{{Err: errDial}, {Err: errDial}, {Err: errDial}}, tries: 3, err: true},
+		{name: "a spent request is not sent again", outcomes: []upstream.Attempt{{Err: errDial, Spent: true}, {Status: 200}}, tries: 1, err: true},
+		{name: "retryable status, replayable", replayable: true, outcomes: []upstream.Attempt{{Status: 503}, {Status: 200}}, tries: 2, status: 200},
+		{name: "retryable status, not replayable", outcomes: []upstream.Attempt{{Status: 503}, {Status: 200}}, tries: 1, status: 503},
+		{name: "retryable status within max_attempts", replayable: true, outcomes: []upstream.Attempt{{Status: 503}, {Status: 503}, {Status: 200}}, tries: 2, status: 503},
+		{name: "status not in retry.statuses", replayable: true, outcomes: []upstream.Attempt{{Status: 500}, {Status: 200}}, tries: 1, status: 500},
+		{name: "broken exchange, replayable", replayable: true, outcomes: []upstream.Attempt{{Err: errReset}, {Status: 200}}, tries: 2, status: 200},
+		{name: "broken exchange, not replayable", outcomes: []upstream.Attempt{{Err: errReset}, {Status: 200}}, tries: 1, err: true},
+		{name: "deferred verdict is kept", replayable: true, outcomes: []upstream.Attempt{{Status: 200, Deferred: true}}, tries: 1, status: 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u, _, set := run(t, upstream.Config{Name: "svc", Policy: policy(t, tc.policy)})
+			set(inst("a", 1), inst("b", 2), inst("c", 3))
+			var c upstream.Call
+			if err := c.Begin(context.Background(), u, balancer.Info{}); err != nil {
+				t.Fatal(err)
+			}
+			seen := map[*node.Node]bool{}
+			i := 0
+			err := c.Attempts(context.Background(), tc.replayable, func(n *node.Node, attempt int) upstream.Attempt {
+				if seen[n] {
+					t.Fatalf("attempt %d went to %s again", attempt, n.ID)
+				}
+				seen[n] = true
+				i++
+				return tc.outcomes[i-1]
+			}, func() {})
+			if (err != nil) != tc.err || c.Tries() != tc.tries || c.Status() != tc.status {
+				t.Fatalf("err %v, %d tries, status %d; want err %v, %d tries, status %d", err, c.Tries(), c.Status(), tc.err, tc.tries, tc.status)
+			}
+			c.End(false)
+			if u.Active() != 0 || u.RetriesInFlight() != 0 {
+				t.Fatalf("after End: %d in flight, %d retries held", u.Active(), u.RetriesInFlight())
+			}
+		})
+	}
+}
+
+// TestCallAdmission: the circuit breaker, an unsynced or empty upstream and
+// the per-node limit refuse a call with their own error, and End gives
+// back the place a call held.
+func TestCallAdmission(t *testing.T) {
+	never := upstream.New(upstream.Config{Name: "never"})
+	var c upstream.Call
+	if err := c.Begin(context.Background(), never, balancer.Info{}); !errors.Is(err, upstream.ErrNotSynced) {
+		t.Fatalf("unsynced upstream: %v", err)
+	}
+	c.End(false)
+
+	u, _, set := run(t, upstream.Config{Name: "svc", Policy: policy(t, upstream.Policy{
+		CircuitBreaker: upstream.CircuitBreaker{MaxRequests: 1, MaxRequestsPerNode: 1},
+	})})
+	set(discovery.Instance{ID: "drained", Address: "127.0.0.1", Port: 1, Weight: 0, Healthy: true})
+	if err := c.Begin(context.Background(), u, balancer.Info{}); !errors.Is(err, upstream.ErrNoNode) {
+		t.Fatalf("no available node: %v", err)
+	}
+	c.End(false)
+
+	set(inst("a", 1))
+	var first, second upstream.Call
+	if err := first.Begin(context.Background(), u, balancer.Info{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Begin(context.Background(), u, balancer.Info{}); !errors.Is(err, upstream.ErrBreakerOpen) {
+		t.Fatalf("a second call under max_requests 1: %v", err)
+	}
+	second.End(false)
+	// The first call's attempt holds the node's only place.
+	hold := make(chan struct{})
+	go func() {
+		_ = first.Attempts(context.Background(), true, func(*node.Node, int) upstream.Attempt {
+			<-hold
+			return upstream.Attempt{Status: 200}
+		}, func() {})
+		close(hold)
+	}()
+	waitSnapshot(t, u, "the attempt in flight", func(s *upstream.Snapshot) bool { return s.Nodes[0].Stats.InFlight.Load() == 1 })
+	u2, _, set2 := run(t, upstream.Config{Name: "svc2", Policy: policy(t, upstream.Policy{CircuitBreaker: upstream.CircuitBreaker{MaxRequestsPerNode: 1}})})
+	set2(inst("b", 2))
+	var third upstream.Call
+	if err := third.Begin(context.Background(), u2, balancer.Info{}); err != nil {
+		t.Fatal(err)
+	}
+	third.Snapshot().Nodes[0].Stats.Begin(third.Start()) // another call holds b's place
+	if err := third.Attempts(context.Background(), true, func(*node.Node, int) upstream.Attempt { return upstream.Attempt{Status: 200} }, func() {}); !errors.Is(err, upstream.ErrOverloaded) {
+		t.Fatalf("node at max_requests_per_node: %v", err)
+	}
+	third.End(false)
+	hold <- struct{}{}
+	<-hold
+	first.End(false)
+	if err := second.Begin(context.Background(), u, balancer.Info{}); err != nil {
+		t.Fatalf("after the first call ended: %v", err)
+	}
+	second.End(false)
+}
+
+// TestCallCanaryPool: the canary split applies to every call, with or
+// without a request (a TCP connection has none).
+func TestCallCanaryPool(t *testing.T) {
+	rule := func(c canary.Config) *canary.Rule {
+		r, err := c.Validate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	canaryInst := inst("c", 3)
+	canaryInst.Metadata = map[string]string{"canary": "true"}
+	for _, tc := range []struct {
+		name      string
+		rule      canary.Config
+		instances []discovery.Instance
+		pool      canary.Pool
+		err       error
+	}{
+		{"weight 100", canary.Config{Weight: 100}, []discovery.Instance{inst("a", 1), canaryInst}, canary.Canary, nil},
+		{"weight 0", canary.Config{}, []discovery.Instance{inst("a", 1), canaryInst}, canary.Stable, nil},
+		{"only the canary is up", canary.Config{}, []discovery.Instance{canaryInst}, canary.Canary, nil},
+		{"strict canary without nodes", canary.Config{Weight: 100, Strict: true}, []discovery.Instance{inst("a", 1)}, canary.Stable, upstream.ErrCanaryEmpty},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u, _, set := run(t, upstream.Config{Name: "svc", Canary: rule(tc.rule)})
+			set(tc.instances...)
+			for range 20 {
+				var c upstream.Call
+				err := c.Begin(context.Background(), u, balancer.Info{RemoteAddr: "127.0.0.1:5000"})
+				if !errors.Is(err, tc.err) {
+					t.Fatalf("Begin: %v; want %v", err, tc.err)
+				}
+				if err == nil && c.Pool() != tc.pool {
+					t.Fatalf("pool %v; want %v", c.Pool(), tc.pool)
+				}
+				c.End(false)
+			}
+		})
+	}
+}
+
+// TestCallCounts: End counts a call in its pool's metrics by status, a
+// client that went away as such, and a refused call as a local 503.
+func TestCallCounts(t *testing.T) {
+	u, _, set := run(t, upstream.Config{Name: "svc"})
+	set(inst("a", 1))
+	call := func(status int, gone bool) {
+		var c upstream.Call
+		if err := c.Begin(context.Background(), u, balancer.Info{}); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.Attempts(context.Background(), true, func(*node.Node, int) upstream.Attempt { return upstream.Attempt{Status: status} }, func() {})
+		c.End(gone)
+	}
+	call(200, false)
+	call(404, false)
+	call(200, true)
+	m := u.Metrics()
+	if m.Requests[canary.Stable][2].Load() != 1 || m.Requests[canary.Stable][4].Load() != 1 || m.ClientClosed.Load() != 1 {
+		t.Fatalf("2xx %d, 4xx %d, client closed %d; want 1 each", m.Requests[canary.Stable][2].Load(), m.Requests[canary.Stable][4].Load(), m.ClientClosed.Load())
+	}
+}
