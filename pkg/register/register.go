@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -148,20 +149,22 @@ func defaultAddress() string {
 // Deregister are called from one goroutine each; Deregister ends Run's
 // registrations for good. Status may be called from any goroutine.
 //
-// cfg, reg, log, now, stop and done are immutable; active is owned by Run
-// until done is closed, then by Deregister; mu guards st and reporter, the
-// copy of the state that Status reads.
+// reg, log, now, stop, done and kick are immutable; active is owned by Run
+// until done is closed, then by Deregister. mu guards cfg (whose metadata,
+// weight, warm-up and deregister delay Reconfigure may change; the rest is
+// fixed), and st and reporter, the copy of the state that Status reads.
 type Agent struct {
-	cfg    Config
 	reg    discovery.Registrar
 	log    *logrus.Entry
 	now    func() time.Time
 	stop   chan struct{}
 	once   sync.Once
 	done   chan struct{}
+	kick   chan struct{}          // capacity 1: Reconfigure changed cfg
 	active discovery.Registration // owned by Run
 
 	mu       sync.Mutex
+	cfg      Config
 	st       Status
 	reporter discovery.StatusReporter // active's, if it reports
 }
@@ -192,7 +195,7 @@ type Status struct {
 // NewAgent returns an agent for a validated config.
 func NewAgent(cfg Config, reg discovery.Registrar, log *logrus.Entry) *Agent {
 	return &Agent{cfg: cfg, reg: reg, log: log.WithFields(logrus.Fields{"service": cfg.Service, "node": cfg.ID}),
-		now: time.Now, stop: make(chan struct{}), done: make(chan struct{}),
+		now: time.Now, stop: make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1),
 		st: Status{Service: cfg.Service, ID: cfg.ID, Address: cfg.Address, Port: cfg.Port}}
 }
 
@@ -231,14 +234,61 @@ func (a *Agent) setHealth(err error) {
 	a.mu.Unlock()
 }
 
-func (a *Agent) instance(weight uint32) discovery.Instance {
-	return discovery.Instance{ID: a.cfg.ID, Address: a.cfg.Address, Port: a.cfg.Port, Weight: weight, Healthy: true, Metadata: a.cfg.Metadata}
+// ErrReplace is returned by Reconfigure for a change it cannot apply to
+// the live registration.
+var ErrReplace = errors.New("register: the change needs a new registration")
+
+// Reconfigure applies cfg, validated, to the agent. A change of metadata,
+// weight, warm-up or deregister_delay is applied in place: Run updates the
+// live registration at once (consumers see the new labels without a
+// withdrawal). A change of anything else (registry, service, id, address,
+// port, health) returns an error wrapping ErrReplace that names the fields
+// and changes nothing: the caller deregisters this agent and starts a new
+// one. It is safe to call concurrently with Run and Status.
+func (a *Agent) Reconfigure(cfg Config) error {
+	a.mu.Lock()
+	old := a.cfg
+	var fixed []string
+	for _, f := range []struct {
+		name string
+		same bool
+	}{
+		{"registry", old.Registry == cfg.Registry}, {"service", old.Service == cfg.Service}, {"id", old.ID == cfg.ID},
+		{"address", old.Address == cfg.Address}, {"port", old.Port == cfg.Port},
+		{"health", reflect.DeepEqual(old.Health, cfg.Health)},
+	} {
+		if !f.same {
+			fixed = append(fixed, f.name)
+		}
+	}
+	if len(fixed) > 0 {
+		a.mu.Unlock()
+		return fmt.Errorf("%w: %s changed", ErrReplace, strings.Join(fixed, ", "))
+	}
+	a.cfg = cfg
+	a.mu.Unlock()
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// config returns the current config.
+func (a *Agent) config() Config {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cfg
+}
+
+func instance(cfg Config, weight uint32) discovery.Instance {
+	return discovery.Instance{ID: cfg.ID, Address: cfg.Address, Port: cfg.Port, Weight: weight, Healthy: true, Metadata: cfg.Metadata}
 }
 
 // hostPort is where the application is probed: on loopback when it is
 // registered under this host's address.
-func (a *Agent) hostPort() string {
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.Port))
+func hostPort(cfg Config) string {
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.Port))
 }
 
 // Run probes the application and registers, updates or withdraws it until
@@ -258,57 +308,70 @@ func (a *Agent) Run(ctx context.Context) {
 		case <-ctx.Done():
 		}
 	}()
-	checker := health.NewChecker(a.cfg.Health)
+	cfg := a.config() // Health, Service, ID, Address and Port never change
+	checker := health.NewChecker(cfg.Health)
 	defer checker.Close()
 	var streak int // >0 successes, <0 failures in a row
 	var registeredAt time.Time
-	var weight uint32
-	tick := time.NewTicker(a.cfg.Health.Interval)
+	var advertised discovery.Instance // what the active registration announces
+	tick := time.NewTicker(cfg.Health.Interval)
 	defer tick.Stop()
+	var err error // of the last check
+	check := true // false when woken by Reconfigure: no extra probe
 	for {
-		err := checker.Check(ctx, a.hostPort())
-		if ctx.Err() != nil {
-			return
+		cfg = a.config()
+		if check {
+			err = checker.Check(ctx, hostPort(cfg))
+			if ctx.Err() != nil {
+				return
+			}
+			a.setHealth(err)
+			switch {
+			case err == nil && streak < 0, err != nil && streak > 0:
+				streak = 0
+			}
+			if err == nil {
+				streak++
+			} else {
+				streak--
+			}
 		}
-		a.setHealth(err)
+		check = true
 		switch {
-		case err == nil && streak < 0, err != nil && streak > 0:
-			streak = 0
-		}
-		if err == nil {
-			streak++
-		} else {
-			streak--
-		}
-		switch {
-		case a.active == nil && streak >= a.cfg.Health.HealthyThreshold:
-			weight = a.warmWeight(0)
-			r, rerr := a.reg.Register(ctx, a.cfg.Service, a.instance(weight))
+		case a.active == nil && streak >= cfg.Health.HealthyThreshold:
+			inst := instance(cfg, a.warmWeight(0))
+			r, rerr := a.reg.Register(ctx, cfg.Service, inst)
 			if rerr != nil {
 				if ctx.Err() == nil {
 					a.log.WithError(rerr).Warn("registration failed; retrying")
 				}
 				break
 			}
-			registeredAt = a.now()
-			a.setActive(r, weight)
-			log := a.log.WithFields(logrus.Fields{"address": a.cfg.Address, "port": a.cfg.Port, "weight": weight})
+			registeredAt, advertised = a.now(), inst
+			a.setActive(r, inst.Weight)
+			log := a.log.WithFields(logrus.Fields{"address": cfg.Address, "port": cfg.Port, "weight": inst.Weight})
 			if rs := a.Status().Registration; rs != nil && !rs.Up {
 				log.WithField("error", rs.LastError).Warn("application healthy: registering; the registry has not accepted it yet")
 			} else {
 				log.Info("application healthy: registered")
 			}
-		case a.active != nil && -streak >= a.cfg.Health.UnhealthyThreshold:
+		case a.active != nil && -streak >= cfg.Health.UnhealthyThreshold:
 			a.log.WithError(err).Warn("application unhealthy: deregistering")
 			if derr := a.active.Deregister(ctx); derr != nil {
 				a.log.WithError(derr).Warn("deregistration failed")
 			}
 			a.setActive(nil, 0)
-		case a.active != nil && weight < a.cfg.Weight:
-			if w := a.warmWeight(a.now().Sub(registeredAt)); w != weight {
-				if uerr := a.active.Update(ctx, a.instance(w)); uerr == nil {
-					weight = w
-					a.setActive(a.active, w)
+		case a.active != nil:
+			// Warm-up and Reconfigure: announce what is wanted now. A
+			// failed update is tried again at the next check (and the
+			// adapters keep converging on the value they were given).
+			want := instance(cfg, a.warmWeight(a.now().Sub(registeredAt)))
+			if !want.Equal(advertised) {
+				if uerr := a.active.Update(ctx, want); uerr == nil {
+					advertised = want
+					a.setActive(a.active, want.Weight)
+				} else if ctx.Err() == nil {
+					a.log.WithError(uerr).Debug("registration update not applied yet")
 				}
 			}
 		}
@@ -316,6 +379,8 @@ func (a *Agent) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case <-a.kick:
+			check = false
 		}
 	}
 }
@@ -323,11 +388,12 @@ func (a *Agent) Run(ctx context.Context) {
 // warmWeight is the weight to advertise elapsed after registration: 10% of
 // the full weight rising linearly to all of it over the warm-up window.
 func (a *Agent) warmWeight(elapsed time.Duration) uint32 {
-	full := a.cfg.Weight
-	if a.cfg.Warmup <= 0 || elapsed >= a.cfg.Warmup {
+	cfg := a.config()
+	full := cfg.Weight
+	if cfg.Warmup <= 0 || elapsed >= cfg.Warmup {
 		return full
 	}
-	frac := 0.1 + 0.9*float64(elapsed)/float64(a.cfg.Warmup)
+	frac := 0.1 + 0.9*float64(elapsed)/float64(cfg.Warmup)
 	return max(1, uint32(float64(full)*frac))
 }
 

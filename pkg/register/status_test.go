@@ -2,10 +2,12 @@ package register
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -119,5 +121,62 @@ func TestDeregisterEndsBlockedRegister(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Deregister still waits for a registry that does not answer after 5s")
+	}
+}
+
+// Reconfigure updates the live registration at once (not at the next
+// check, an hour away here) or refuses a change that needs a new one.
+func TestAgentReconfigure(t *testing.T) {
+	port, _ := healthyApp(t)
+	cfg := Config{Service: "users", ID: "app-1", Port: port, Address: "10.1.2.3", Metadata: map[string]string{"canary": "true"},
+		Health: &health.Active{Interval: time.Hour, HealthyThreshold: 1, UnhealthyThreshold: 1}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeRegistrar{}
+	a := NewAgent(cfg, f, quietLog())
+	go a.Run(context.Background())
+	defer a.Deregister(context.Background())
+	waitFor(t, "registered", func() bool { cur, _ := f.get(); return cur != nil })
+
+	for _, tc := range []struct {
+		name    string
+		change  func(c *Config)
+		want    func(in *discovery.Instance) bool
+		refused string
+	}{
+		{name: "canary label removed", change: func(c *Config) { c.Metadata = map[string]string{"version": "v2"} },
+			want: func(in *discovery.Instance) bool {
+				return in.Metadata["canary"] == "" && in.Metadata["version"] == "v2"
+			}},
+		{name: "weight", change: func(c *Config) { c.Weight = 7 },
+			want: func(in *discovery.Instance) bool { return in.Weight == 7 }},
+		{name: "port", change: func(c *Config) { c.Port++ }, refused: "port changed"},
+		{name: "service and health", change: func(c *Config) {
+			c.Service = "orders"
+			c.Health = &health.Active{Interval: time.Minute, HealthyThreshold: 1, UnhealthyThreshold: 1}
+		}, refused: "service, health changed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			next := a.config()
+			tc.change(&next)
+			if err := next.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			err := a.Reconfigure(next)
+			if tc.refused != "" {
+				if !errors.Is(err, ErrReplace) || !strings.Contains(err.Error(), tc.refused) {
+					t.Fatalf("Reconfigure = %v; want ErrReplace naming %q", err, tc.refused)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, tc.name+" applied", func() bool { cur, _ := f.get(); return cur != nil && tc.want(cur) })
+		})
+	}
+	if _, events := f.get(); strings.Join(events, ",") != "register,update,update" {
+		t.Fatalf("events %v; want one registration updated twice in place", events)
 	}
 }
