@@ -453,6 +453,8 @@ func (c *Config) Validate() error {
 		}
 		if !registries[r.Registry] {
 			add("register.registry: unknown registry %q; known: %s", r.Registry, strings.Join(registryNames(c.Registries), ", "))
+		} else if reg := c.Registry(r.Registry); !canRegister(reg.Type) {
+			add("register.registry: registry %q is of type %s, which cannot register instances%s", r.Registry, reg.Type, registrarHint())
 		}
 		for _, err := range unjoin(r.Validate()) {
 			add("register.%v", err)
@@ -601,6 +603,35 @@ func tcpRefuses(u *Upstream) []error {
 		}
 	}
 	return errs
+}
+
+// cannotRegister lists the registry types whose registries are not a
+// discovery.Registrar. That capability is found by a type assertion on an
+// opened registry, and opening one starts its work (a static file's poller,
+// an etcd client), which validation must not do; so the types are named
+// here, beside the adapters they describe.
+var cannotRegister = map[string]bool{"static": true}
+
+// canRegister reports whether a registry of type typ can announce the
+// local application (register:).
+func canRegister(typ string) bool { return !cannotRegister[typ] }
+
+// registrarHint names the known registry types that can register, as
+// "; use a, b or c", or "" when there are none.
+func registrarHint() string {
+	var types []string
+	for _, t := range discovery.Types() {
+		if canRegister(t) {
+			types = append(types, t)
+		}
+	}
+	switch len(types) {
+	case 0:
+		return ""
+	case 1:
+		return "; use " + types[0]
+	}
+	return "; use " + strings.Join(types[:len(types)-1], ", ") + " or " + types[len(types)-1]
 }
 
 // unjoin splits an errors.Join result into its parts.

@@ -1,12 +1,16 @@
 package config_test
 
 import (
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/remora-mesh/remora/discovery"
+	_ "github.com/remora-mesh/remora/discovery/etcd"
 	_ "github.com/remora-mesh/remora/discovery/static"
 	_ "github.com/remora-mesh/remora/pkg/balancer/all"
 	"github.com/remora-mesh/remora/pkg/config"
@@ -134,6 +138,81 @@ upstreams: [{name: a, balancer: {policy: round_robin, bogus: 1}}]`, []string{"up
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q\ndoes not contain %q", err, w)
 				}
+			}
+		})
+	}
+}
+
+// register: needs a registry whose type can announce an instance; validate
+// refuses the others as run does, naming the field.
+func TestRegisterNeedsARegistryThatCanRegister(t *testing.T) {
+	const refused = "which cannot register instances"
+	for _, tc := range []struct {
+		name, yaml string
+		want       string // "" means accepted
+	}{
+		{"the only registry is static", `
+registries: [{name: files, type: static}]
+register: {service: a, address: 127.0.0.1, port: 8080}`,
+			`register.registry: registry "files" is of type static, which cannot register instances; use `},
+		{"a static registry named", `
+registries: [{name: main, type: etcd, etcd: {endpoints: ["127.0.0.1:2379"]}}, {name: files, type: static}]
+register: {registry: files, service: a, address: 127.0.0.1, port: 8080}`,
+			`register.registry: registry "files" is of type static, which cannot register instances; use etcd`},
+		{"etcd", `
+registries: [{name: main, type: etcd, etcd: {endpoints: ["127.0.0.1:2379"]}}, {name: files, type: static}]
+register: {registry: main, service: a, address: 127.0.0.1, port: 8080}`, ""},
+		{"an unknown registry is reported as unknown only", `
+registries: [{name: files, type: static}, {name: other, type: static}]
+register: {registry: nope, service: a, address: 127.0.0.1, port: 8080}`, `register.registry: unknown registry "nope"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := config.Parse([]byte(tc.yaml), ".")
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.want == "":
+			case err == nil:
+				t.Fatal("accepted")
+			case !strings.Contains(err.Error(), tc.want):
+				t.Fatalf("error %q\ndoes not contain %q", err, tc.want)
+			case strings.Contains(tc.want, "unknown") && strings.Contains(err.Error(), refused):
+				t.Fatalf("error %q also says the unknown registry cannot register", err)
+			}
+		})
+	}
+}
+
+// validate refuses register: on exactly the registry types whose opened
+// registries are not a discovery.Registrar (which run refuses), for every
+// type this test binary imports.
+func TestRegisterRefusalMatchesTheCapability(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String() // nothing answers here: an etcd client only retries
+	ln.Close()
+	options := map[string]string{"static": "{}", "etcd": fmt.Sprintf("{endpoints: [%q]}", closed)}
+	for _, typ := range discovery.Types() {
+		t.Run(typ, func(t *testing.T) {
+			opts, ok := options[typ]
+			if !ok {
+				t.Fatalf("no options for registry type %q; add them to this test", typ)
+			}
+			plain, err := config.Parse([]byte(fmt.Sprintf("registries: [{name: r, type: %s, %s: %s}]\n", typ, typ, opts)), ".")
+			if err != nil {
+				t.Fatal(err)
+			}
+			reg, err := plain.Registries[0].Options.Open(discovery.Env{Name: "r"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, registrar := reg.(discovery.Registrar)
+			reg.Close()
+			_, err = config.Parse([]byte(fmt.Sprintf("registries: [{name: r, type: %s, %s: %s}]\nregister: {service: a, address: 127.0.0.1, port: 8080}\n", typ, typ, opts)), ".")
+			if refused := err != nil && strings.Contains(err.Error(), "cannot register instances"); refused == registrar {
+				t.Fatalf("opened registry is a Registrar: %v; validate: %v", registrar, err)
 			}
 		})
 	}
