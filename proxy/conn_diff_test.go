@@ -6,19 +6,18 @@ import (
 	"io"
 	"log"
 	"net"
-	"net/http"
 	"testing"
 	"time"
 
 	"github.com/sirupsen/logrus"
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/h2c"
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/discovery/discoverytest"
 	"github.com/remora-mesh/remora/internal/h1diff"
 	"github.com/remora-mesh/remora/pkg/upstream"
 	"github.com/remora-mesh/remora/proxy"
+	"github.com/remora-mesh/remora/proxy/client"
+	"github.com/remora-mesh/remora/proxy/server"
 )
 
 // diffLimits are the limits both proxies get in the differential cases:
@@ -30,9 +29,9 @@ var diffLimits = h1diff.Limits{
 	MaxResponseHeaderBytes: 16 << 10,
 }
 
-// remoraProxy is Remora as `remora run` serves a listener: proxy.Server's
-// direct path, net/http (with h2c) for the rest, one upstream holding the
-// node, no retries (the reference has none).
+// remoraProxy is Remora as `remora run` serves a listener: package
+// server's direct path, net/http (with h2c) for the rest, one upstream
+// holding the node, no retries (the reference has none).
 func remoraProxy(lim h1diff.Limits) h1diff.Proxy {
 	return func(nodeAddr string) (string, func(), error) {
 		host, port, _ := net.SplitHostPort(nodeAddr)
@@ -57,14 +56,12 @@ func remoraProxy(lim h1diff.Limits) h1diff.Proxy {
 		}
 		logger := logrus.New()
 		logger.SetOutput(io.Discard)
-		px := proxy.New(proxy.Options{Log: logrus.NewEntry(logger), MaxResponseHeaderBytes: lim.MaxResponseHeaderBytes})
-		px.SetTable(upstream.NewTable(u))
-		h := px.ForUpstream("svc")
-		hs := &http.Server{
-			Handler: h2c.NewHandler(h, &http2.Server{}), ReadHeaderTimeout: lim.ReadHeaderTimeout,
-			IdleTimeout: lim.IdleTimeout, MaxHeaderBytes: lim.MaxHeaderBytes, ErrorLog: log.New(io.Discard, "", 0),
-		}
-		srv := proxy.NewServer(hs, h)
+		px := proxy.New(proxy.Options{Log: logrus.NewEntry(logger)})
+		px.SetRoutes(proxy.Route{Upstream: u, Client: client.Options{MaxResponseHeaderBytes: lim.MaxResponseHeaderBytes}})
+		srv := server.New(server.Options{
+			ReadHeaderTimeout: lim.ReadHeaderTimeout, IdleTimeout: lim.IdleTimeout,
+			MaxHeaderBytes: lim.MaxHeaderBytes, ErrorLog: log.New(io.Discard, "", 0),
+		}, px.ForUpstream("svc"))
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			cancel()

@@ -6,58 +6,39 @@ import (
 	"net/http"
 	"net/textproto"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/remora-mesh/remora/pkg/node"
 	"github.com/remora-mesh/remora/pkg/upstream"
+	"github.com/remora-mesh/remora/proxy/client"
+	"github.com/remora-mesh/remora/proxy/h1"
+	"github.com/remora-mesh/remora/proxy/server"
 )
 
-// The direct exchange: a plain HTTP/1.1 request that proxy.Server read,
-// sent to a node over Transport's keep-alive pool, without building the
-// outgoing http.Request or, for a simple answer, the http.Response.
+// The direct exchange: a plain HTTP/1.1 request that package server read,
+// sent to a node over the upstream's client.Transport pool, without
+// building the outgoing http.Request or, for a simple answer, the
+// http.Response.
 //
-// The request's head is encoded once from the client's request, as
-// ReverseProxy and http.Request.Write would have sent it, and written with
-// the buffered body on each attempt. The answer's head is parsed where it
-// lies in the connection's buffer: a simple one (parseRespHead) goes to the
-// client as the node sent it, less its hop-by-hop headers, with its body
-// in one write when it is at most maxDirectBody long. Any other answer
+// The request's head is encoded once from the client's request
+// (h1.AppendRequestHead, as ReverseProxy and http.Request.Write would send
+// it) and written with the buffered body on each attempt. The answer's
+// head is parsed where it lies in the connection's buffer: a simple one
+// (h1.ParseResponse) goes to the client through the server's RawWriter as
+// the node sent it, less its hop-by-hop headers, with its body in one
+// write when it is at most client.MaxDirectBody long. Any other answer
 // (1xx, chunked, trailers, gRPC, event streams, read-until-close, an
 // oversized head) is read with http.ReadResponse and written by
 // ReverseProxy, as on every other path. Node choice, retries and health
-// accounting are exchange.attempts', shared with pickingTransport.
+// accounting are the request's upstream.Call's, as on every path.
 
-// directTransport returns the transport that forwards r directly, or nil
-// when ReverseProxy forwards it: r came from proxy.Server, the upstream
-// speaks plain HTTP/1.1 through a Transport, and r has no body or a body
-// short enough to buffer for retries.
-func (p *Proxy) directTransport(w http.ResponseWriter, r *http.Request, up *upstream.Upstream) *Transport {
-	if _, ok := w.(*response); !ok {
-		return nil
-	}
-	base := p.transport
-	if own := up.Transport(); own != nil {
-		base = own
-	}
-	t, ok := base.(*Transport)
-	if !ok || !t.direct || up.Scheme() != "http" || !directRequest(r, min(maxDirectBody, up.Policy().Retry.MaxBodyBytes)) {
-		return nil
-	}
-	return t
-}
-
-// directRequest reports whether appendRequestHead encodes r as
-// ReverseProxy would send it, and its body is at most maxBody long. An
-// empty Host (ReverseProxy sends the node's address), an IPv6 zone and
-// HEAD (whose answer has no body whatever its header says) are left to
-// ReverseProxy.
-func directRequest(r *http.Request, maxBody int64) bool {
-	if r.Host == "" || strings.IndexByte(r.Host, '%') >= 0 || r.Method == http.MethodHead {
-		return false
-	}
-	return r.Body == http.NoBody || r.ContentLength > 0 && r.ContentLength <= maxBody
+// direct reports whether r takes the direct exchange to route's upstream:
+// the upstream speaks plain HTTP/1.1 (client.Transport.Direct), r is
+// h1.Encodable and has no body or one short enough to buffer for retries.
+func direct(r *http.Request, route *route) bool {
+	maxBody := min(client.MaxDirectBody, route.up.Policy().Retry.MaxBodyBytes)
+	return route.tr.Direct() && h1.Encodable(r) && (r.Body == http.NoBody || r.ContentLength > 0 && r.ContentLength <= maxBody)
 }
 
 // directBufs holds the buffers of direct exchanges: a request's head and
@@ -65,19 +46,20 @@ func directRequest(r *http.Request, maxBody int64) bool {
 var directBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
 func putDirectBuf(b *[]byte, used []byte) {
-	if cap(used) > maxDirectBody+16<<10 {
+	if cap(used) > client.MaxDirectBody+16<<10 {
 		return
 	}
 	*b = used[:0]
 	directBufs.Put(b)
 }
 
-// forwardDirect forwards r to a node of st's upstream through t and writes
-// the answer to w. It reports whether the answer broke off after its head
-// went out: the client's connection must then be aborted.
-func (p *Proxy) forwardDirect(ctx context.Context, w *response, r *http.Request, st *exchange, t *Transport) (aborted bool) {
+// forwardDirect forwards r to a node of st's upstream and writes the
+// answer to w (raw, its RawWriter). It reports whether the answer broke
+// off after its head went out: the client's connection must then be
+// aborted.
+func (p *Proxy) forwardDirect(ctx context.Context, w http.ResponseWriter, raw server.RawWriter, r *http.Request, st *exchange) (aborted bool) {
 	reqBuf := directBufs.Get().(*[]byte)
-	msg := appendRequestHead((*reqBuf)[:0], r)
+	msg := h1.AppendRequestHead((*reqBuf)[:0], r)
 	defer func() { putDirectBuf(reqBuf, msg) }()
 	if r.ContentLength > 0 { // the body follows the head in msg
 		n := len(msg)
@@ -88,7 +70,7 @@ func (p *Proxy) forwardDirect(ctx context.Context, w *response, r *http.Request,
 		}
 		st.body.buffered = msg[n:]
 	}
-	resend := upstream.Idempotent(r.Method) || hasIdempotencyKey(r.Header)
+	resend := h1.Replayable(r.Method, r.Header)
 	got1xx := func(code int, h textproto.MIMEHeader) error {
 		dst := w.Header()
 		copyHeader(dst, http.Header(h))
@@ -97,29 +79,24 @@ func (p *Proxy) forwardDirect(ctx context.Context, w *response, r *http.Request,
 		return nil
 	}
 	var (
-		c    *h1Conn
-		rh   respHead
+		c    *client.Conn
+		head h1.Response
 		resp *http.Response // an answer that is not simple
-		aw   abandonWatcher
+		aw   client.Abandoner
 	)
-	if ctx == r.Context() && r == w.req {
-		aw = w.c // nothing but the client watch ends this context
+	if a, ok := w.(client.Abandoner); ok && ctx == r.Context() {
+		aw = a // nothing but the client watch ends this context
 	}
 	send := func(n *node.Node, _ int) upstream.Attempt {
-		var size int
 		var err error
 		resp = nil
-		c, size, err = t.send(ctx, aw, n.HostPort, msg, resend)
-		if err != nil {
+		if c, err = st.tr.Send(ctx, aw, n.HostPort, msg, resend); err != nil {
 			return upstream.Attempt{Err: err}
 		}
-		if size > 0 {
-			if b, _ := c.br.Peek(size); parseRespHead(b, &rh) {
-				return upstream.Attempt{Status: rh.status}
-			}
+		if c.Head(&head) {
+			return upstream.Attempt{Status: head.Status}
 		}
-		if resp, err = c.readResponse(r, t.headerTimeout, got1xx); err != nil {
-			c.conn.Close()
+		if resp, err = c.ReadResponse(r, got1xx); err != nil {
 			return upstream.Attempt{Err: err}
 		}
 		if isGRPC(resp) && resp.StatusCode == http.StatusOK {
@@ -133,7 +110,7 @@ func (p *Proxy) forwardDirect(ctx context.Context, w *response, r *http.Request,
 			dropResponse(resp)
 			return
 		}
-		c.dropSimple(&rh)
+		c.DropSimple(&head)
 	}
 	if err := st.call.Attempts(ctx, true, send, drop); err != nil {
 		p.fail(w, r, st, err)
@@ -143,11 +120,7 @@ func (p *Proxy) forwardDirect(ctx context.Context, w *response, r *http.Request,
 		st.prefetched = resp
 		return p.reverse(ctx, w, r, st)
 	}
-	return writeSimple(w, c, &rh)
-}
-
-func hasIdempotencyKey(h http.Header) bool {
-	return h["Idempotency-Key"] != nil || h["X-Idempotency-Key"] != nil
+	return writeSimple(raw, c, &head)
 }
 
 func copyHeader(dst, src http.Header) {
@@ -158,86 +131,61 @@ func copyHeader(dst, src http.Header) {
 	}
 }
 
-// bodyLength is how many body bytes follow a simple head.
-func (h *respHead) bodyLength() int64 {
-	if h.status == http.StatusNoContent || h.status == http.StatusNotModified {
-		return 0 // never a body, whatever the header says
-	}
-	return h.contentLength
-}
-
-// dropSimple reads and drops a simple answer that is retried, keeping the
-// connection when the body is short; c is done with.
-func (c *h1Conn) dropSimple(h *respHead) {
-	n := h.bodyLength()
-	if n > maxDrain {
-		c.stop()
-		c.conn.Close()
-		return
-	}
-	_, err := c.br.Discard(h.size + int(n))
-	c.release(err == nil && h.keepAlive && c.stop())
-}
-
-// writeSimple writes a simple answer from c to the client and returns c
-// to its pool. It reports whether the body broke off after the head went
-// out.
-func writeSimple(w *response, c *h1Conn, h *respHead) (aborted bool) {
+// writeSimple writes a simple answer from c to the client through w and
+// ends c's exchange. It reports whether the body broke off after the head
+// went out.
+func writeSimple(w server.RawWriter, c *client.Conn, h *h1.Response) (aborted bool) {
 	outBuf := directBufs.Get().(*[]byte)
-	out := appendStatusLine((*outBuf)[:0], h.status)
-	out = appendRespHeaders(out, h)
+	out := h1.AppendStatusLine((*outBuf)[:0], h.Status)
+	out = h.AppendHeaders(out)
 	defer func() { putDirectBuf(outBuf, out) }()
-	if !h.hasDate {
+	if !h.HasDate {
 		out = append(out, "Date: "...)
-		out = append(out, httpDate(time.Now())...)
+		out = append(out, h1.Date(time.Now())...)
 		out = append(out, "\r\n"...)
 	}
-	if w.closes(true) {
-		out = append(out, "Connection: close\r\n"...)
-	}
+	length := h.BodyLength()
+	connHeader, dst := w.BeginRaw(h.Status, length)
+	out = append(out, connHeader...)
 	out = append(out, "\r\n"...)
-	_, _ = c.br.Discard(h.size) // the head was peeked: it is there
-	length := h.bodyLength()
-	w.wroteRaw(h.status, length)
-	sniff := !h.hasType && !h.encoded && length > 0
-	if length <= maxDirectBody {
+	c.Discard(h.Size) // the head was peeked: it is there
+	sniff := !h.HasType && !h.Encoded && length > 0
+	if length <= client.MaxDirectBody {
 		n := len(out)
 		out = slices.Grow(out, int(length))[:n+int(length)]
-		got, err := io.ReadFull(c.br, out[n:])
+		got, err := io.ReadFull(c, out[n:])
 		if err != nil {
-			c.stop()
-			c.conn.Close()
-			_, _ = w.c.bw.Write(out[:n+got])
+			c.Close()
+			_, _ = dst.Write(out[:n+got])
 			return true
 		}
-		c.release(h.keepAlive && c.stop())
+		c.Done(h.KeepAlive)
 		if sniff {
 			out = slices.Insert(out, n-2, contentTypeLine(out[n:])...)
 		}
-		_, _ = w.c.bw.Write(out)
+		_, _ = dst.Write(out)
 		return false
 	}
 	// Longer: the head with the first read, then the rest as it comes.
 	buf := copyBuffers.Get().(*[32 << 10]byte)
 	defer copyBuffers.Put(buf)
 	for left := length; left > 0; {
-		got, err := c.br.Read(buf[:min(left, int64(len(buf)))])
+		got, err := c.Read(buf[:min(left, int64(len(buf)))])
 		if got > 0 && sniff {
 			out = slices.Insert(out, len(out)-2, contentTypeLine(buf[:got])...)
 			sniff = false
 		}
 		if len(out) > 0 {
-			_, _ = w.c.bw.Write(out)
+			_, _ = dst.Write(out)
 			out = out[:0]
 		}
 		left -= int64(got)
-		if _, werr := w.c.bw.Write(buf[:got]); werr != nil || err != nil && left > 0 {
-			c.stop()
-			c.conn.Close()
+		if _, werr := dst.Write(buf[:got]); werr != nil || err != nil && left > 0 {
+			c.Close()
 			return true
 		}
 	}
-	c.release(h.keepAlive && c.stop())
+	c.Done(h.KeepAlive)
 	return false
 }
 
@@ -245,18 +193,4 @@ func writeSimple(w *response, c *h1Conn, h *respHead) (aborted bool) {
 // that starts with b, as a header line.
 func contentTypeLine(b []byte) []byte {
 	return []byte("Content-Type: " + http.DetectContentType(b) + "\r\n")
-}
-
-// appendStatusLine appends an HTTP/1.1 status line for code, with the
-// reason phrase net/http's server writes.
-func appendStatusLine(dst []byte, code int) []byte {
-	dst = append(dst, "HTTP/1.1 "...)
-	dst = append(dst, byte('0'+code/100), byte('0'+code/10%10), byte('0'+code%10), ' ')
-	if text := http.StatusText(code); text != "" {
-		dst = append(dst, text...)
-	} else {
-		dst = append(dst, "status code "...)
-		dst = append(dst, byte('0'+code/100), byte('0'+code/10%10), byte('0'+code%10))
-	}
-	return append(dst, "\r\n"...)
 }

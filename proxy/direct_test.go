@@ -129,15 +129,15 @@ func TestDirectExchangeAnswers(t *testing.T) {
 			node := newScriptedNode(t, func(string) string { return tc.answer })
 			f := newFixture(t, "users")
 			f.set(t, "users", node.instance())
-			c := dialRaw(t, f.front.Listener.Addr().String())
+			c := testnet.Dial(t, f.front.Listener.Addr().String())
 			for i := range 2 {
-				c.send("GET /x HTTP/1.1\r\nHost: users\r\n\r\n")
-				resp, body := c.read("GET")
+				c.Send("GET /x HTTP/1.1\r\nHost: users\r\n\r\n")
+				resp, body := c.Read("GET")
 				if tc.early {
 					if resp.StatusCode != http.StatusEarlyHints || resp.Header.Get("Link") != "</a.css>" {
 						t.Fatalf("request %d: %d %v, want 103 with its Link first", i, resp.StatusCode, resp.Header)
 					}
-					resp, body = c.read("GET")
+					resp, body = c.Read("GET")
 				}
 				if resp.StatusCode != tc.status || body != tc.body {
 					t.Fatalf("request %d: %d %.40q, want %d %.40q", i, resp.StatusCode, body, tc.status, tc.body)
@@ -175,9 +175,9 @@ func TestDirectExchangeBrokenBody(t *testing.T) {
 			node := newScriptedNode(t, func(string) string { return tc.answer })
 			f := newFixture(t, "users")
 			f.set(t, "users", node.instance())
-			c := dialRaw(t, f.front.Listener.Addr().String())
-			c.send("GET /x HTTP/1.1\r\nHost: users\r\n\r\n")
-			resp, err := http.ReadResponse(c.br, nil)
+			c := testnet.Dial(t, f.front.Listener.Addr().String())
+			c.Send("GET /x HTTP/1.1\r\nHost: users\r\n\r\n")
+			resp, err := http.ReadResponse(c.Reader(), nil)
 			if err == nil {
 				var body []byte
 				body, err = io.ReadAll(resp.Body)
@@ -185,7 +185,7 @@ func TestDirectExchangeBrokenBody(t *testing.T) {
 					t.Fatalf("a body of %d bytes came through as complete", len(body))
 				}
 			}
-			if _, err := c.br.ReadByte(); err == nil {
+			if _, err := c.Reader().ReadByte(); err == nil {
 				t.Fatal("the client connection stayed open")
 			}
 			n := f.ups["users"].Snapshot().Nodes[0]
@@ -218,9 +218,9 @@ func TestDirectExchangeRequest(t *testing.T) {
 	node, other := newScriptedNode(t, answer), newScriptedNode(t, answer)
 	f := newFixture(t, "users")
 	f.set(t, "users", node.instance(), other.instance())
-	c := dialRaw(t, f.front.Listener.Addr().String())
-	c.send("PUT /items/1?a=b HTTP/1.1\r\nHost: users\r\nConnection: X-Drop\r\nX-Drop: 1\r\nX-Forwarded-For: 6.6.6.6\r\nContent-Length: 5\r\n\r\nhello")
-	if resp, _ := c.read("PUT"); resp.StatusCode != http.StatusCreated {
+	c := testnet.Dial(t, f.front.Listener.Addr().String())
+	c.Send("PUT /items/1?a=b HTTP/1.1\r\nHost: users\r\nConnection: X-Drop\r\nX-Drop: 1\r\nX-Forwarded-For: 6.6.6.6\r\nContent-Length: 5\r\n\r\nhello")
+	if resp, _ := c.Read("PUT"); resp.StatusCode != http.StatusCreated {
 		t.Fatalf("status %d, want 201 after a retry", resp.StatusCode)
 	}
 	_, a := node.stats()
@@ -276,15 +276,15 @@ func TestDirectExchangeNodeHalfClosesIdle(t *testing.T) {
 	p, _ := strconv.Atoi(port)
 	f := newFixture(t, "users")
 	f.set(t, "users", discovery.Instance{ID: "n", Address: host, Port: p, Weight: 1, Healthy: true})
-	c := dialRaw(t, f.front.Listener.Addr().String())
-	c.send("GET /1 HTTP/1.1\r\nHost: users\r\n\r\n")
-	if resp, body := c.read("GET"); resp.StatusCode != 200 || body != "ok" {
+	c := testnet.Dial(t, f.front.Listener.Addr().String())
+	c.Send("GET /1 HTTP/1.1\r\nHost: users\r\n\r\n")
+	if resp, body := c.Read("GET"); resp.StatusCode != 200 || body != "ok" {
 		t.Fatalf("first: %d %q", resp.StatusCode, body)
 	}
 	time.Sleep(100 * time.Millisecond) // the end arrives, and the poller sees it
-	_ = c.c.SetDeadline(time.Now().Add(3 * time.Second))
-	c.send("GET /2 HTTP/1.1\r\nHost: users\r\n\r\n")
-	if resp, body := c.read("GET"); resp.StatusCode != 200 || body != "ok" {
+	_ = c.Conn().SetDeadline(time.Now().Add(3 * time.Second))
+	c.Send("GET /2 HTTP/1.1\r\nHost: users\r\n\r\n")
+	if resp, body := c.Read("GET"); resp.StatusCode != 200 || body != "ok" {
 		t.Fatalf("second: %d %q", resp.StatusCode, body)
 	}
 	mu.Lock()
@@ -322,11 +322,11 @@ func TestDirectExchangeHeaderTimeoutEndsWithTheHead(t *testing.T) {
 			p, _ := strconv.Atoi(port)
 			pol := &upstream.Policy{}
 			pol.Timeouts.PerTry = 100 * time.Millisecond
-			f := newFixtureCfg(t, upstream.Config{Name: "users", Policy: validPolicy(t, pol), Transport: newPerTryTransport(pol.Timeouts.PerTry)})
+			f := newFixtureCfg(t, upstream.Config{Name: "users", Policy: validPolicy(t, pol)})
 			f.set(t, "users", discovery.Instance{ID: "n", Address: host, Port: p, Weight: 1, Healthy: true})
-			c := dialRaw(t, f.front.Listener.Addr().String())
-			c.send("GET / HTTP/1.1\r\nHost: users\r\n\r\n")
-			if resp, body := c.read("GET"); resp.StatusCode != 200 || body != "ok" {
+			c := testnet.Dial(t, f.front.Listener.Addr().String())
+			c.Send("GET / HTTP/1.1\r\nHost: users\r\n\r\n")
+			if resp, body := c.Read("GET"); resp.StatusCode != 200 || body != "ok" {
 				t.Fatalf("%d %q, want 200 \"ok\"", resp.StatusCode, body)
 			}
 		})

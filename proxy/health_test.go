@@ -16,7 +16,6 @@ import (
 	"github.com/remora-mesh/remora/pkg/health"
 	"github.com/remora-mesh/remora/pkg/node"
 	"github.com/remora-mesh/remora/pkg/upstream"
-	"github.com/remora-mesh/remora/proxy"
 )
 
 func intp(v int) *int { return &v }
@@ -323,8 +322,7 @@ func TestTimeouts(t *testing.T) {
 		pol := validPolicy(t, p)
 		f := newFixtureCfg(t, upstream.Config{
 			Name: "users", Policy: pol,
-			Transport: newPerTryTransport(p.Timeouts.PerTry),
-			Health:    validHealth(t, &health.Config{Passive: health.Passive{Disabled: true}}),
+			Health: validHealth(t, &health.Config{Passive: health.Passive{Disabled: true}}),
 		})
 		f.set(t, "users", newBackend(t, "slow", slowHandler).instance(), newBackend(t, "fast", nil).instance())
 		for i := 0; i < 6; i++ {
@@ -349,10 +347,6 @@ func TestTimeouts(t *testing.T) {
 			t.Fatalf("status %d; want 504", resp.StatusCode)
 		}
 	})
-}
-
-func newPerTryTransport(perTry time.Duration) http.RoundTripper {
-	return proxy.NewTransport(proxy.Options{ResponseHeaderTimeout: perTry})
 }
 
 func byID(s *upstream.Snapshot, id string) *node.Node {

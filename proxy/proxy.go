@@ -1,14 +1,18 @@
-// Package proxy forwards HTTP requests from the local application to the
-// nodes of an upstream.
+// Package proxy forwards requests from the local application to the
+// nodes of an upstream: it routes a request (by Host, or a dedicated
+// listener's upstream), runs it through the upstream's attempt path
+// (upstream.Call: pool, pick, retries, admission, outcomes) and forwards it
+// over the upstream's transport, which it owns (one per upstream, see
+// SetRoutes).
 //
-// A plain HTTP/1.1 request that Server read for a plain HTTP/1.1 upstream
-// takes the direct exchange (direct.go): its head is encoded once, written
-// to a pooled connection, and a simple answer is passed on from the read
-// buffer. Everything else goes through httputil.ReverseProxy, extended only
-// through its hooks: Rewrite sets the destination, a RoundTripper picks the
-// node (and picks again after a connect error), ErrorHandler classifies
-// failures. Both share exchange.attempts: node choice, retries and health
-// accounting.
+// A plain HTTP/1.1 request that package server read, for a plain HTTP/1.1
+// upstream, takes the direct exchange (direct.go): its head is encoded once
+// (package h1), written to a pooled connection (package client), and a
+// simple answer is passed on from the read buffer through the server's
+// RawWriter. Everything else goes through httputil.ReverseProxy, extended
+// only through its hooks: Rewrite keeps the client's Host, a RoundTripper
+// runs the attempts, ErrorHandler classifies failures. CONNECT tunnels and
+// TCP upstreams (package tcp) take the same attempt path.
 //
 // The request path holds no lock: it loads the routing table and the
 // upstream's snapshot with one atomic load each.
@@ -18,7 +22,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -39,6 +42,9 @@ import (
 	"github.com/remora-mesh/remora/pkg/health"
 	"github.com/remora-mesh/remora/pkg/node"
 	"github.com/remora-mesh/remora/pkg/upstream"
+	"github.com/remora-mesh/remora/proxy/client"
+	"github.com/remora-mesh/remora/proxy/h1"
+	"github.com/remora-mesh/remora/proxy/server"
 	"github.com/remora-mesh/remora/proxy/tcp"
 )
 
@@ -48,28 +54,11 @@ const StatusClientClosedRequest = 499
 
 // Options tune the proxy. The zero value is usable.
 type Options struct {
-	// ConnectTimeout bounds dialing a node; 0 means 2 s.
-	ConnectTimeout time.Duration
-	// IdleConnTimeout closes idle upstream connections; 0 means 90 s.
-	IdleConnTimeout time.Duration
-	// MaxIdleConnsPerHost is the keep-alive pool per node; 0 means 256.
-	MaxIdleConnsPerHost int
-	// ResponseHeaderTimeout bounds each attempt until the response
-	// headers arrive (an upstream's per-try timeout); 0 means none.
-	ResponseHeaderTimeout time.Duration
-	// MaxResponseHeaderBytes bounds a node's answer head; a larger one
-	// is answered 502. 0 means DefaultMaxResponseHeaderBytes.
-	MaxResponseHeaderBytes int64
-	// H2C speaks HTTP/2 without TLS (prior knowledge) to the nodes, as
-	// gRPC servers expect.
-	H2C bool
-	// TLS, when set, speaks TLS to the nodes with this config (mTLS when
-	// it holds a client certificate).
-	TLS *tls.Config
+	// Client are the client options of the routes SetTable makes (SetRoutes
+	// takes each route's own).
+	Client client.Options
 	// Log is the logger; one that discards when nil.
 	Log *logrus.Entry
-	// Transport replaces the upstream transport (tests); nil builds one.
-	Transport http.RoundTripper
 	// AccessLog, when set, gets one entry per proxied request.
 	AccessLog *logrus.Entry
 	// AccessLogSample is the share of requests logged, 0..1; 0 means 1.
@@ -77,15 +66,14 @@ type Options struct {
 }
 
 // Proxy is the HTTP forwarding engine. It is safe for concurrent use; the
-// routing table is swapped atomically with SetTable.
+// routing table is swapped atomically with SetRoutes.
 type Proxy struct {
-	connectTimeout time.Duration
-	table          atomic.Pointer[upstream.Table]
-	rp             *httputil.ReverseProxy
-	transport      http.RoundTripper
-	log            *logrus.Entry
-	access         *logrus.Entry
-	sample         float64
+	routes   atomic.Pointer[routing]
+	defaults client.Options
+	rp       *httputil.ReverseProxy
+	log      *logrus.Entry
+	access   *logrus.Entry
+	sample   float64
 }
 
 // New returns a proxy with an empty routing table.
@@ -93,38 +81,19 @@ func New(opts Options) *Proxy {
 	if opts.Log == nil {
 		opts.Log = discovery.Env{}.Logger()
 	}
-	p := &Proxy{log: opts.Log, transport: opts.Transport, access: opts.AccessLog, sample: opts.AccessLogSample, connectTimeout: opts.ConnectTimeout}
+	p := &Proxy{log: opts.Log, defaults: opts.Client, access: opts.AccessLog, sample: opts.AccessLogSample}
 	if p.sample <= 0 || p.sample > 1 {
 		p.sample = 1
 	}
-	if p.connectTimeout <= 0 {
-		p.connectTimeout = 2 * time.Second
-	}
-	if p.transport == nil {
-		p.transport = NewTransport(opts)
-	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:      rewrite,
-		Transport:    pickingTransport{base: p.transport},
+		Transport:    attemptsTransport{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) { p.fail(w, r, exchangeOf(r.Context()), err) },
 		ErrorLog:     stdlog.New(opts.Log, logrus.WarnLevel),
 		BufferPool:   bufferPool{},
 	}
-	p.table.Store(upstream.NewTable())
+	p.routes.Store(&routing{table: upstream.NewTable()})
 	return p
-}
-
-// SetTable replaces the routing table.
-func (p *Proxy) SetTable(t *upstream.Table) { p.table.Store(t) }
-
-// Table returns the current routing table.
-func (p *Proxy) Table() *upstream.Table { return p.table.Load() }
-
-// Close releases idle upstream connections.
-func (p *Proxy) Close() {
-	if t, ok := p.transport.(interface{ CloseIdleConnections() }); ok {
-		t.CloseIdleConnections()
-	}
 }
 
 // ServeHTTP routes by the Host header: its host part (port ignored) names
@@ -135,36 +104,36 @@ func (p *Proxy) Close() {
 // so an application can set HTTP_PROXY to Remora's address. CONNECT opens a
 // TCP tunnel to a node, and only for a known upstream.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	t := p.table.Load()
+	rt := p.routes.Load()
 	host := hostOnly(r.Host)
-	up := t.Lookup(host)
-	if up == nil {
-		p.notFound(w, r, t, host)
+	route := rt.lookup(host)
+	if route == nil {
+		p.notFound(w, r, rt.table, host)
 		return
 	}
 	if r.Method == http.MethodConnect {
-		p.tunnel(w, r, up)
+		p.tunnel(w, r, route)
 		return
 	}
-	p.forward(w, r, up)
+	p.forward(w, r, route)
 }
 
 // tunnel answers CONNECT to a known upstream with a TCP tunnel to one of
 // its nodes, through the upstream's attempt path (canary split, circuit
 // breakers, connect retries) and within its timeouts (connect; idle and
 // total for the tunnel's life). It is counted and logged like a request.
-func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, up *upstream.Upstream) {
+func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, route *route) {
 	hj, ok := w.(http.Hijacker)
 	if !ok {
 		writeError(w, http.StatusNotImplemented, "remora: CONNECT needs HTTP/1.1")
 		return
 	}
 	st := &exchange{client: r.Context()}
-	pol := up.Policy()
-	err := st.call.Begin(r.Context(), up, balancer.Info{Request: r})
+	pol := route.up.Policy()
+	err := st.call.Begin(r.Context(), route.up, balancer.Info{Request: r})
 	var backend net.Conn
 	if err == nil {
-		backend, err = tcp.Dial(r.Context(), &st.call, cmp.Or(pol.Timeouts.Connect, p.connectTimeout))
+		backend, err = tcp.Dial(r.Context(), &st.call, cmp.Or(pol.Timeouts.Connect, route.opts.ConnectTimeout))
 	}
 	if err != nil {
 		p.fail(w, r, st, err)
@@ -191,13 +160,13 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, up *upstream.Upst
 // resolved against the current table on each request.
 func (p *Proxy) ForUpstream(name string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		t := p.table.Load()
-		up := t.Lookup(name)
-		if up == nil {
-			p.notFound(w, r, t, name)
+		rt := p.routes.Load()
+		route := rt.lookup(name)
+		if route == nil {
+			p.notFound(w, r, rt.table, name)
 			return
 		}
-		p.forward(w, r, up)
+		p.forward(w, r, route)
 	})
 }
 
@@ -207,10 +176,15 @@ func (p *Proxy) notFound(w http.ResponseWriter, r *http.Request, t *upstream.Tab
 		host, r.Host, strings.Join(t.Names(), ", ")))
 }
 
-// forward proxies r to a node of up.
-func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream.Upstream) {
-	st := newExchange(w)
-	*st = exchange{client: r.Context()}
+// exchanges recycles exchanges: nothing holds one after forward returns.
+var exchanges = sync.Pool{New: func() any { return new(exchange) }}
+
+// forward proxies r to a node of route's upstream.
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, route *route) {
+	st := exchanges.Get().(*exchange)
+	defer exchanges.Put(st)
+	*st = exchange{client: r.Context(), tr: route.tr}
+	up := route.up
 	if err := st.call.Begin(r.Context(), up, balancer.Info{Request: r}); err != nil {
 		p.fail(w, r, st, err)
 		p.finish(r, st)
@@ -223,8 +197,8 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream.Ups
 		defer cancel()
 	}
 	var aborted bool
-	if t := p.directTransport(w, r, up); t != nil {
-		aborted = p.forwardDirect(ctx, w.(*response), r, st, t)
+	if raw, ok := w.(server.RawWriter); ok && direct(r, route) {
+		aborted = p.forwardDirect(ctx, w, raw, r, st)
 	} else {
 		aborted = p.reverse(ctx, w, r, st)
 	}
@@ -273,7 +247,8 @@ func (p *Proxy) reverse(ctx context.Context, w http.ResponseWriter, r *http.Requ
 // request's own goroutine only (RoundTrip runs on it).
 type exchange struct {
 	call   upstream.Call
-	client context.Context // the client's context: its end means "client gone"
+	client context.Context   // the client's context: its end means "client gone"
+	tr     *client.Transport // the upstream's
 	body   requestBody
 	// errStatus is the status fail answered with.
 	errStatus int
@@ -318,17 +293,6 @@ func (p *Proxy) logAccess(r *http.Request, st *exchange, status int, took time.D
 	}).Info("request")
 }
 
-// newExchange returns the exchange of a request answered through w: the
-// one proxy.Server's connection keeps for its requests (they come one at
-// a time, and nothing holds an exchange after forward returns), else a
-// new one.
-func newExchange(w http.ResponseWriter) *exchange {
-	if dw, ok := w.(*response); ok {
-		return &dw.c.exchange
-	}
-	return new(exchange)
-}
-
 type exchangeKey struct{}
 
 func exchangeOf(ctx context.Context) *exchange {
@@ -342,12 +306,12 @@ func rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.Host = pr.In.Host
 }
 
-// pickingTransport is ReverseProxy's transport: it makes the request's body
-// replayable when it can, then sends each attempt exchange.attempts makes
-// through the upstream's transport.
-type pickingTransport struct{ base http.RoundTripper }
+// attemptsTransport is ReverseProxy's transport: it makes the request's
+// body replayable when it can, then sends each attempt of the request's
+// upstream.Call through the upstream's transport.
+type attemptsTransport struct{}
 
-func (t pickingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+func (attemptsTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	st := exchangeOf(req.Context())
 	if st == nil {
 		return nil, errors.New("remora: request without routing state")
@@ -356,16 +320,12 @@ func (t pickingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		st.prefetched = nil // the direct path's answer (see forwardDirect)
 		return resp, nil
 	}
-	up := st.call.Upstream()
-	base := t.base
-	if own := up.Transport(); own != nil {
-		base = own
-	}
+	up, base := st.call.Upstream(), st.tr
 	body := &st.body
 	if err := body.prepare(req, up.Policy().Retry.MaxBodyBytes); err != nil {
 		return nil, err
 	}
-	replayable := req.Body == nil || req.Body == http.NoBody || body.buffered != nil || upstream.Idempotent(req.Method)
+	replayable := req.Body == nil || req.Body == http.NoBody || body.buffered != nil || h1.Replayable(req.Method, req.Header)
 	var resp *http.Response
 	err := st.call.Attempts(req.Context(), replayable, func(n *node.Node, attempt int) upstream.Attempt {
 		if attempt > 1 {
@@ -373,7 +333,7 @@ func (t pickingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			req = req.Clone(req.Context())
 		}
 		body.rewind(req)
-		req.URL.Scheme, req.URL.Host = up.Scheme(), n.HostPort
+		req.URL.Scheme, req.URL.Host = base.Scheme(), n.HostPort
 		var err error
 		resp, err = base.RoundTrip(req)
 		spent := body.touched.Load() && body.buffered == nil // a streamed body cannot go again

@@ -17,8 +17,6 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/h2c"
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/pkg/admin"
@@ -27,6 +25,8 @@ import (
 	"github.com/remora-mesh/remora/pkg/register"
 	"github.com/remora-mesh/remora/pkg/upstream"
 	"github.com/remora-mesh/remora/proxy"
+	"github.com/remora-mesh/remora/proxy/client"
+	proxyserver "github.com/remora-mesh/remora/proxy/server"
 	"github.com/remora-mesh/remora/proxy/tcp"
 )
 
@@ -64,11 +64,11 @@ type liveRegistry struct {
 
 // liveUpstream is an upstream whose controller runs.
 type liveUpstream struct {
-	cfg       config.Upstream
-	u         *upstream.Upstream
-	transport *proxy.Transport
-	cancel    context.CancelFunc
-	done      chan struct{}
+	cfg    config.Upstream
+	u      *upstream.Upstream
+	client client.Options // how its nodes are spoken to
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 func (l *liveUpstream) stop() {
@@ -106,11 +106,7 @@ func startApp(cfg *config.Config, log *logrus.Logger) (_ *app, err error) {
 		upstreams:  map[string]*liveUpstream{},
 		dedicated:  map[string]*server{},
 	}
-	popts := proxy.Options{
-		ConnectTimeout: cfg.Proxy.ConnectTimeout, IdleConnTimeout: cfg.Proxy.IdleConnTimeout,
-		MaxIdleConnsPerHost: cfg.Proxy.MaxIdleConnsPerHost, MaxResponseHeaderBytes: cfg.Proxy.MaxResponseHeaderBytes,
-		Log: log.WithField("component", "proxy"),
-	}
+	popts := proxy.Options{Log: log.WithField("component", "proxy")}
 	if cfg.AccessLog.Enabled {
 		popts.AccessLog, popts.AccessLogSample = newAccessLogger(accessLogOutput), *cfg.AccessLog.Sample
 		a.access, a.accessSample = popts.AccessLog, popts.AccessLogSample
@@ -290,11 +286,11 @@ func (a *app) apply(cfg *config.Config) (err error) {
 		}
 		ups[p.cfg.Name] = a.startUpstream(cfg, p.cfg, p.w, prevU)
 	}
-	list := make([]*upstream.Upstream, 0, len(ups))
+	routes := make([]proxy.Route, 0, len(ups))
 	for _, l := range ups {
-		list = append(list, l.u)
+		routes = append(routes, proxy.Route{Upstream: l.u, Client: l.client})
 	}
-	a.proxy.SetTable(upstream.NewTable(list...))
+	a.proxy.SetRoutes(routes...) // closes the idle connections of transports it drops
 
 	// 5. Retire what the new config no longer has.
 	for name, l := range a.upstreams {
@@ -302,7 +298,6 @@ func (a *app) apply(cfg *config.Config) (err error) {
 			if ups[name] == nil {
 				l.stop()
 			}
-			l.transport.CloseIdleConnections()
 		}
 	}
 	for name, s := range a.dedicated {
@@ -331,7 +326,7 @@ func (a *app) apply(cfg *config.Config) (err error) {
 // startUpstream builds an upstream (from prev's nodes when not nil) and runs
 // its controller on w.
 func (a *app) startUpstream(cfg *config.Config, uc config.Upstream, w discovery.Watcher, prev *upstream.Upstream) *liveUpstream {
-	transport := proxy.NewTransport(proxy.Options{
+	l := &liveUpstream{cfg: uc, done: make(chan struct{}), client: client.Options{
 		ConnectTimeout:         cmp.Or(uc.Timeouts.Connect, cfg.Proxy.ConnectTimeout),
 		IdleConnTimeout:        cmp.Or(uc.Timeouts.Idle, cfg.Proxy.IdleConnTimeout),
 		MaxIdleConnsPerHost:    cfg.Proxy.MaxIdleConnsPerHost,
@@ -339,15 +334,10 @@ func (a *app) startUpstream(cfg *config.Config, uc config.Upstream, w discovery.
 		MaxResponseHeaderBytes: cfg.Proxy.MaxResponseHeaderBytes,
 		H2C:                    uc.Protocol == "h2c",
 		TLS:                    uc.TLSConfig,
-	})
-	scheme := "http"
-	if uc.TLSConfig != nil {
-		scheme = "https"
-	}
-	l := &liveUpstream{cfg: uc, transport: transport, done: make(chan struct{})}
+	}}
 	l.u = upstream.New(upstream.Config{
 		Name: uc.Name, Service: uc.Service, Balancer: uc.Balancer.Builder,
-		Policy: &l.cfg.Policy, Transport: transport, Scheme: scheme, Health: &l.cfg.Health, Canary: uc.CanaryRule,
+		Policy: &l.cfg.Policy, Health: &l.cfg.Health, Canary: uc.CanaryRule,
 		Probe:              health.Transport{TLS: uc.TLSConfig, H2C: uc.Protocol == "h2c"},
 		InitialSyncTimeout: uc.InitialSyncTimeout, Previous: prev, SnapshotFile: snapshotFile(cfg, uc.Name),
 		Log: a.log.WithField("registry", uc.Registry),
@@ -414,23 +404,32 @@ func (a *app) bind(name, addr string, srv serving) (*server, error) {
 	return &server{name: name, ln: ln, srv: srv}, nil
 }
 
-// httpServer is net/http's server for h, with the proxy's limits on header
-// size and header read time.
+// httpServer is net/http's server for h (the admin API), with the
+// listeners' limits on header size and header read time.
 func (a *app) httpServer(name string, h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: a.limits.ReadHeaderTimeout,
 		MaxHeaderBytes:    a.limits.MaxHeaderBytes,
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:       listenerIdleTimeout,
 		ErrorLog:          newStdLogger(a.log.WithField("listener", name)),
 	}
 }
 
-// proxyServer serves a proxy listener: plain HTTP/1.1 requests on
-// proxy.Server's direct path, everything else (h2c included) by net/http.
-func (a *app) proxyServer(name string, h http.Handler) *proxy.Server {
-	return proxy.NewServer(a.httpServer(name, h2c.NewHandler(h, &http2.Server{})), h)
+// proxyServer serves a proxy listener: plain HTTP/1.1 requests on the
+// server's direct path, everything else (h2c included) by net/http.
+func (a *app) proxyServer(name string, h http.Handler) *proxyserver.Server {
+	return proxyserver.New(proxyserver.Options{
+		ReadHeaderTimeout: a.limits.ReadHeaderTimeout,
+		MaxHeaderBytes:    a.limits.MaxHeaderBytes,
+		IdleTimeout:       listenerIdleTimeout,
+		ErrorLog:          newStdLogger(a.log.WithField("listener", name)),
+	}, h)
 }
+
+// listenerIdleTimeout is how long a listener keeps an idle client
+// connection.
+const listenerIdleTimeout = 2 * time.Minute
 
 // tcpServer relays the connections of a tcp upstream's listener.
 func (a *app) tcpServer(cfg *config.Config, name string) *tcp.Server {
@@ -586,7 +585,6 @@ func (a *app) close() {
 	a.serving.Wait()
 	for _, l := range a.upstreams {
 		l.stop()
-		l.transport.CloseIdleConnections()
 	}
 	for name, r := range a.registries {
 		if err := r.reg.Close(); err != nil {

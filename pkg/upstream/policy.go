@@ -3,7 +3,6 @@ package upstream
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"time"
 
 	"github.com/remora-mesh/remora/pkg/health"
@@ -115,13 +114,4 @@ func (p *Policy) Validate() error {
 // RetryableStatus reports whether a response status is worth a retry.
 func (p *Policy) RetryableStatus(code int) bool {
 	return p.retryStatus.Has(code)
-}
-
-// Idempotent reports whether a method may be sent twice (RFC 9110 9.2.2).
-func Idempotent(method string) bool {
-	switch method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
-		return true
-	}
-	return false
 }

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net/http"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -77,16 +76,11 @@ type Config struct {
 	// Policy is the traffic policy (retries, timeouts, circuit breaking);
 	// nil means the defaults.
 	Policy *Policy
-	// Transport reaches the nodes; nil means the proxy's shared one.
-	Transport http.RoundTripper
-	// Scheme is "https" when Transport speaks TLS to the nodes; default
-	// "http".
-	Scheme string
 	// Health configures outlier detection and active probes; nil means
 	// the defaults (passive detection on, no probes).
 	Health *health.Config
-	// Probe is how active probes speak to the nodes: the TLS and HTTP/2
-	// settings of Transport.
+	// Probe is how active probes speak to the nodes: as the upstream's
+	// traffic does (its TLS and HTTP/2 settings).
 	Probe health.Transport
 	// InitialSyncTimeout is how long to wait for the registry's first set
 	// before serving the on-disk snapshot, if there is one.
@@ -134,9 +128,6 @@ type builderBox struct{ balancer.Builder }
 func New(cfg Config) *Upstream {
 	if cfg.Service == "" {
 		cfg.Service = cfg.Name
-	}
-	if cfg.Scheme == "" {
-		cfg.Scheme = "http"
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -193,12 +184,6 @@ func (u *Upstream) SetBalancer(b balancer.Builder) {
 
 // Policy returns the upstream's traffic policy; it must not be modified.
 func (u *Upstream) Policy() *Policy { return u.cfg.Policy }
-
-// Scheme returns "http" or "https", how the nodes are spoken to.
-func (u *Upstream) Scheme() string { return u.cfg.Scheme }
-
-// Transport returns the upstream's own transport, or nil for the proxy's.
-func (u *Upstream) Transport() http.RoundTripper { return u.cfg.Transport }
 
 // BeginRequest counts a request in flight, or reports false (counting
 // nothing) when circuit_breaker.max_requests are already in flight.

@@ -1,12 +1,24 @@
-package proxy
+// Package server is Remora's server side: it serves a proxy listener.
+// Plain HTTP/1.1 requests (h1.ParseRequest, h1.ServerTakes) are read,
+// handled and answered on the connection's own goroutine, with a
+// ResponseWriter that is as strict as net/http's about the connection's
+// state; anything else goes, with every byte read for it, to net/http's
+// server (h2c included), whose handler, limits and error answers then
+// apply for good.
+//
+// Its contract with the handler is net/http's, plus two capabilities of
+// the direct path's ResponseWriter, found by type assertion as
+// http.Hijacker is: RawWriter (write an answer already encoded) and
+// client.Abandoner (learn, without allocating, that the client went away).
+package server
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"slices"
@@ -17,9 +29,45 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
 
+	"github.com/remora-mesh/remora/proxy/h1"
 	"github.com/remora-mesh/remora/proxy/tcp"
 )
+
+// Options are a listener's limits. The zero value is net/http's defaults.
+type Options struct {
+	// ReadHeaderTimeout bounds reading a request's head: a new
+	// connection's first head from the connection's start, a later one
+	// from its first byte.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout bounds the wait for a keep-alive connection's next
+	// request.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request's head (net/http's rule, with its
+	// 4 KiB for the request line); larger ones get 431.
+	MaxHeaderBytes int
+	// ErrorLog gets what net/http's server would log.
+	ErrorLog *log.Logger
+}
+
+// RawWriter is implemented by the ResponseWriter of a request the server
+// read on its direct path: a handler with an answer already encoded (a
+// node's head, rewritten) writes it straight to the connection's buffer
+// instead of through Header and WriteHeader.
+type RawWriter interface {
+	// BeginRaw commits the answer: a final status whose body is length
+	// bytes (0 for a status that has none). It returns the header line
+	// the server needs in the head — "Connection: close\r\n" when the
+	// connection ends after this answer, else "" — and the writer for the
+	// head (status line, header lines with that one, empty line) and then
+	// the length body bytes. A handler that cannot write them all must
+	// abort (panic http.ErrAbortHandler): the connection then closes.
+	BeginRaw(status int, length int64) (connHeader string, w io.Writer)
+}
+
+var _ RawWriter = (*response)(nil)
 
 // Server serves a proxy listener. Plain HTTP/1.1 requests in origin form
 // are read, handled and answered on the connection's own goroutine: unlike
@@ -30,8 +78,8 @@ import (
 //
 // Anything else — HTTP/1.0, h2c, upgrades, CONNECT, absolute-form, Expect,
 // a malformed or oversized request — hands the connection, with every byte
-// read from it, to the net/http server given to NewServer, whose handler,
-// limits and error answers then apply to it for good.
+// read from it, to a net/http server with the same handler (and h2c) and
+// limits, whose error answers then apply to it for good.
 //
 // Serve, Shutdown and Close may be called from any goroutine.
 type Server struct {
@@ -53,11 +101,17 @@ const ClientWatchDelay = 100 * time.Millisecond
 // read and dropped to keep the connection; beyond it, the connection closes.
 const maxBodyDrain = 256 << 10
 
-// NewServer returns a server that handles direct requests with direct and
-// hands other connections to hs. hs's ReadHeaderTimeout, IdleTimeout,
-// MaxHeaderBytes and ErrorLog apply to direct requests too.
-func NewServer(hs *http.Server, direct http.Handler) *Server {
-	return &Server{hs: hs, handler: direct, conns: map[*srvConn]struct{}{}}
+// New returns a server for h: on its direct path, and through net/http's
+// server (HTTP/1.x and h2c) for the rest, both with opts.
+func New(opts Options, h http.Handler) *Server {
+	hs := &http.Server{
+		Handler:           h2c.NewHandler(h, &http2.Server{}),
+		ReadHeaderTimeout: opts.ReadHeaderTimeout,
+		IdleTimeout:       opts.IdleTimeout,
+		MaxHeaderBytes:    opts.MaxHeaderBytes,
+		ErrorLog:          opts.ErrorLog,
+	}
+	return &Server{hs: hs, handler: h, conns: map[*srvConn]struct{}{}}
 }
 
 // Serve accepts connections on ln until Shutdown or Close; it then returns
@@ -227,9 +281,8 @@ type srvConn struct {
 	interrupt func() // registered by onAbandon
 	unwatchFn func() bool
 
-	resp     response    // the current request's, reused
-	header   http.Header // its header map, cleared for each request
-	exchange exchange    // the current request's, reused (see newExchange)
+	resp   response    // the current request's, reused
+	header http.Header // its header map, cleared for each request
 
 	// The parts of a request readPlainRequest parses, reused: each
 	// request the handler gets is a copy of reqBase with its context.
@@ -325,7 +378,7 @@ func (c *srvConn) serve() {
 		if err != nil && !errors.Is(err, errTooLarge) && isCommonNetReadError(err) {
 			return
 		}
-		if err != nil || !plain && !takesDirect(req, c.rec[:len(c.rec)-c.br.Buffered()]) {
+		if err != nil || !plain && !h1.ServerTakes(req, c.rec[:len(c.rec)-c.br.Buffered()]) {
 			handedOff = c.handOff()
 			return
 		}
@@ -342,19 +395,19 @@ func (c *srvConn) serve() {
 }
 
 // readPlainRequest parses the request whose head is whole in br, when
-// parseRequestHead takes it (nearly every request of an application): it
+// h1.ParseRequest takes it (nearly every request of an application): it
 // then takes the direct path. Otherwise it reports false and consumes
 // nothing.
 func (c *srvConn) readPlainRequest() (*http.Request, bool) {
 	b, _ := c.br.Peek(c.br.Buffered())
-	n, bareLF := headEnd(b)
+	n, bareLF := h1.HeadEnd(b)
 	if n <= 0 || bareLF {
 		return nil, false
 	}
 	clear(c.reqHeader)
 	var ok bool
 	r := &c.reqBase
-	if c.reqVals, ok = parseRequestHead(string(b[:n]), r, c.reqHeader, c.reqVals); !ok {
+	if c.reqVals, ok = h1.ParseRequest(string(b[:n]), r, c.reqHeader, c.reqVals); !ok {
 		return nil, false
 	}
 	_, _ = c.br.Discard(n)
@@ -379,48 +432,6 @@ func isCommonNetReadError(err error) bool {
 	}
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// takesDirect reports whether req, read from head, is served on the direct
-// path: a well-formed HTTP/1.1 request in origin form, with one Host
-// header, that asks for nothing special.
-func takesDirect(req *http.Request, head []byte) bool {
-	if req.ProtoMajor != 1 || req.ProtoMinor != 1 || req.Method == http.MethodConnect || req.Method == "PRI" || req.RequestURI == "*" ||
-		req.URL.Host != "" || req.URL.Scheme != "" || !httpguts.ValidHostHeader(req.Host) || hostLines(head) != 1 {
-		return false
-	}
-	h := req.Header
-	if h["Upgrade"] != nil || h["Expect"] != nil || h["Http2-Settings"] != nil {
-		return false
-	}
-	for k, vv := range h {
-		if !httpguts.ValidHeaderFieldName(k) {
-			return false
-		}
-		for _, v := range vv {
-			if !httpguts.ValidHeaderFieldValue(v) {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-// hostLines counts the Host header lines in a request head
-// (http.ReadRequest keeps only the first; net/http's server refuses more).
-func hostLines(head []byte) int {
-	n := 0
-	for i := bytes.IndexByte(head, '\n'); i >= 0 && i+5 < len(head); {
-		if h := head[i+1 : i+6]; (h[0]|0x20) == 'h' && (h[1]|0x20) == 'o' && (h[2]|0x20) == 's' && (h[3]|0x20) == 't' && h[4] == ':' {
-			n++
-		}
-		j := bytes.IndexByte(head[i+1:], '\n')
-		if j < 0 {
-			break
-		}
-		i += 1 + j
-	}
-	return n
 }
 
 // handOff gives the connection, with every byte read for the request
@@ -808,7 +819,7 @@ func (w *response) commit(ended bool, next []byte) {
 	writeStatusLine(bw, w.status)
 	writeHeaderLines(bw, h, w.trailers)
 	if _, ok := h["Date"]; !ok {
-		writeHeaderLine(bw, "Date", httpDate(time.Now()))
+		writeHeaderLine(bw, "Date", h1.Date(time.Now()))
 	}
 	bw.WriteString("\r\n")
 	if len(w.held) > 0 {
@@ -832,11 +843,19 @@ func (w *response) closes(ended bool) bool {
 	return w.closeAfter
 }
 
-// wroteRaw records a head the handler wrote to the connection itself, for
-// a body of length bytes it writes in full.
-func (w *response) wroteRaw(status int, length int64) {
+// BeginRaw implements RawWriter.
+func (w *response) BeginRaw(status int, length int64) (string, io.Writer) {
 	w.wroteHeader, w.committed, w.status, w.contentLength, w.written = true, true, status, length, length
+	if w.closes(true) {
+		return "Connection: close\r\n", w.c.bw
+	}
+	return "", w.c.bw
 }
+
+// OnAbandon implements client.Abandoner for the request (see
+// srvConn.onAbandon): the handler's context is cancelled only by the
+// client watch.
+func (w *response) OnAbandon(interrupt func()) (stop func() bool) { return w.c.onAbandon(interrupt) }
 
 // finish ends the response after the handler returned, and reports whether
 // the connection can carry another request.
@@ -880,9 +899,9 @@ func (w *response) writeTrailers() {
 	}
 }
 
-// writeStatusLine writes an HTTP/1.1 status line (see appendStatusLine).
+// writeStatusLine writes an HTTP/1.1 status line (h1.AppendStatusLine).
 func writeStatusLine(bw *bufio.Writer, code int) {
-	_, _ = bw.Write(appendStatusLine(bw.AvailableBuffer(), code))
+	_, _ = bw.Write(h1.AppendStatusLine(bw.AvailableBuffer(), code))
 }
 
 // writeHeaderLines writes h except trailers and TrailerPrefix keys.
@@ -897,28 +916,31 @@ func writeHeaderLines(bw *bufio.Writer, h http.Header, trailers []string) {
 	}
 }
 
-var headerNewlineToSpace = strings.NewReplacer("\n", " ", "\r", " ")
-
-// writeHeaderLine writes one header line (see appendHeaderLine).
+// writeHeaderLine writes one header line (h1.AppendHeaderLine).
 func writeHeaderLine(bw *bufio.Writer, k, v string) {
-	_, _ = bw.Write(appendHeaderLine(bw.AvailableBuffer(), k, v))
+	_, _ = bw.Write(h1.AppendHeaderLine(bw.AvailableBuffer(), k, v))
 }
 
-// cachedDate is the Date header for one second.
-type cachedDate struct {
-	unix int64
-	text string
+// fixedBody is a request body of known length read from the connection's
+// buffer.
+type fixedBody struct {
+	br *bufio.Reader
+	n  int64 // bytes left
 }
 
-var lastDate atomic.Pointer[cachedDate]
-
-// httpDate formats now for the Date header, once per second.
-func httpDate(now time.Time) string {
-	sec := now.Unix()
-	if d := lastDate.Load(); d != nil && d.unix == sec {
-		return d.text
+func (b *fixedBody) Read(p []byte) (int, error) {
+	if b.n <= 0 {
+		return 0, io.EOF
 	}
-	d := &cachedDate{unix: sec, text: now.UTC().Format(http.TimeFormat)}
-	lastDate.Store(d)
-	return d.text
+	if int64(len(p)) > b.n {
+		p = p[:b.n]
+	}
+	k, err := b.br.Read(p)
+	b.n -= int64(k)
+	if err == io.EOF && b.n > 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	return k, err
 }
+
+func (b *fixedBody) Close() error { return nil }

@@ -1,9 +1,28 @@
-package proxy
+// Package client is Remora's client side: the transport that reaches the
+// nodes of one upstream, with its own options and its own keep-alive pool
+// per node.
+//
+// Plain HTTP/1.1 requests without a body, or with a small body of known
+// length, take the direct path: the request is written and its answer read
+// on the caller's goroutine, over a keep-alive connection from a per-node
+// pool. net/http's Transport runs two goroutines per connection and hands
+// every request and response between them and the caller; on a proxy's hot
+// path those hand-offs cost more CPU than the forwarding itself. Everything
+// else — TLS, h2c, upgrades, Expect, trailers, streamed or large bodies —
+// goes through net/http's Transport, configured the same way.
+//
+// The direct path's connection state is as strict as net/http's: a
+// connection goes back to its pool only at the end of an answer with
+// nothing more read from it, a pooled connection on which the node sent
+// anything (or closed) while it was idle is closed instead of used, and an
+// answer's head is bounded by MaxResponseHeaderBytes.
+package client
 
 import (
 	"bufio"
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -18,27 +37,39 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/remora-mesh/remora/pkg/upstream"
+	"github.com/remora-mesh/remora/proxy/h1"
 )
 
-// maxDirectBody is the largest request body the direct path sends: a body
+// Options configure a Transport. The zero value is usable.
+type Options struct {
+	// ConnectTimeout bounds dialing a node; 0 means 2 s.
+	ConnectTimeout time.Duration
+	// IdleConnTimeout closes idle connections; 0 means 90 s.
+	IdleConnTimeout time.Duration
+	// MaxIdleConnsPerHost is the keep-alive pool per node; 0 means 256.
+	MaxIdleConnsPerHost int
+	// ResponseHeaderTimeout bounds each request until the answer's head
+	// has arrived (an upstream's per-try timeout); 0 means none.
+	ResponseHeaderTimeout time.Duration
+	// MaxResponseHeaderBytes bounds an answer's head; 0 means
+	// DefaultMaxResponseHeaderBytes.
+	MaxResponseHeaderBytes int64
+	// H2C speaks HTTP/2 without TLS (prior knowledge) to the nodes, as
+	// gRPC servers expect.
+	H2C bool
+	// TLS, when set, speaks TLS to the nodes with this config (mTLS when
+	// it holds a client certificate; HTTP/2 when its NextProtos has h2).
+	TLS *tls.Config
+}
+
+// MaxDirectBody is the largest request body the direct path sends: a body
 // of known length that fits in the socket buffers, so writing it all before
 // reading the answer cannot stall against a node that answers early.
-const maxDirectBody = 64 << 10
+const MaxDirectBody = 64 << 10
 
-// Transport reaches the nodes of an upstream. It is safe for concurrent use.
-//
-// Plain HTTP/1.1 requests without a body, or with a small body of known
-// length, take the direct path: the request is written and its answer read
-// on the caller's goroutine, over a keep-alive connection from a per-node
-// pool. net/http's Transport runs two goroutines per connection and hands
-// every request and response between them and the caller; on a proxy's hot
-// path those hand-offs cost more CPU than the forwarding itself. Everything
-// else — TLS, h2c, upgrades, Expect, trailers, streamed or large bodies —
-// goes through net/http's Transport, configured the same way.
-//
-// The pool of each node is guarded by its own mutex, held only to push or
-// pop a connection.
+// Transport reaches the nodes of an upstream (see the package comment). It
+// is safe for concurrent use; the pool of each node is guarded by its own
+// mutex, held only to push or pop a connection.
 type Transport struct {
 	std           *http.Transport
 	direct        bool // plain HTTP/1.1: the direct path is on
@@ -47,17 +78,25 @@ type Transport struct {
 	perHost       int
 	headerTimeout time.Duration
 	maxHead       int64    // bytes a node's answer head may take
+	scheme        string   // "http", or "https" with TLS
 	pools         sync.Map // "host:port" → *connPool
 }
+
+// Scheme is how the nodes are spoken to: "http", or "https" with TLS.
+func (t *Transport) Scheme() string { return t.scheme }
+
+// Direct reports whether the transport takes the direct path (plain
+// HTTP/1.1 to the nodes: no TLS, no h2c).
+func (t *Transport) Direct() bool { return t.direct }
 
 // DefaultMaxResponseHeaderBytes bounds a node's answer head unless
 // Options say otherwise (net/http's Transport allows 10 MiB; a sidecar's
 // nodes never need that much, and Envoy's default is 60 KiB).
 const DefaultMaxResponseHeaderBytes = 64 << 10
 
-// NewTransport returns the tuned transport used to reach nodes: HTTP/1.1
+// New returns the tuned transport used to reach nodes: HTTP/1.1
 // keep-alive pools, no environment proxy, no transparent compression.
-func NewTransport(opts Options) *Transport {
+func New(opts Options) *Transport {
 	connect := opts.ConnectTimeout
 	if connect <= 0 {
 		connect = 2 * time.Second
@@ -81,6 +120,10 @@ func NewTransport(opts Options) *Transport {
 		perHost:       perHost,
 		headerTimeout: opts.ResponseHeaderTimeout,
 		direct:        !opts.H2C && opts.TLS == nil,
+		scheme:        "http",
+	}
+	if opts.TLS != nil {
+		t.scheme = "https"
 	}
 	t.std = &http.Transport{
 		Proxy:                  nil, // never forward to an environment proxy
@@ -121,7 +164,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	ctx := req.Context()
 	var resp *http.Response
-	_, err := t.onConn(ctx, req.URL.Host, func(c *h1Conn) (err error) {
+	_, err := t.onConn(ctx, req.URL.Host, func(c *Conn) (err error) {
 		resp, err = c.roundTrip(ctx, req, t.headerTimeout)
 		return err
 	}, func() (bool, error) {
@@ -139,22 +182,65 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
-// send writes a request already encoded (head and body) on an idle
+// Send writes a request already encoded (head and body) on an idle
 // connection to hostport, or a new one, and waits until the answer's head
-// is in the connection's buffer. It returns the head's size, or 0 when the
-// head does not fit the buffer or has bare line feeds (http.ReadResponse
-// then reads it). A pooled connection that the node closed before
-// answering is replaced once by a new one when resend allows it. Until the
-// connection is released, it is interrupted when the client goes away (aw)
-// or ctx ends.
-func (t *Transport) send(ctx context.Context, aw abandonWatcher, hostport string, msg []byte, resend bool) (*h1Conn, int, error) {
-	var size int
-	c, err := t.onConn(ctx, hostport, func(c *h1Conn) (err error) {
-		size, err = c.send(ctx, aw, msg, t.headerTimeout)
+// is in the connection's buffer (or the buffer is full). A pooled
+// connection that the node closed before answering is replaced once by a
+// new one when resend allows it. Until the connection is done with, it is
+// interrupted when the client goes away (aw) or, when aw is nil, when ctx
+// ends.
+func (t *Transport) Send(ctx context.Context, aw Abandoner, hostport string, msg []byte, resend bool) (*Conn, error) {
+	return t.onConn(ctx, hostport, func(c *Conn) (err error) {
+		c.headSize, err = c.send(ctx, aw, msg, t.headerTimeout)
 		return err
 	}, func() (bool, error) { return resend, nil })
-	return c, size, err
 }
+
+// Head parses the answer's head into h when it is whole in the buffer and
+// simple (h1.ParseResponse). Otherwise it reports false: ReadResponse reads
+// the answer.
+func (c *Conn) Head(h *h1.Response) bool {
+	if c.headSize == 0 {
+		return false
+	}
+	b, _ := c.br.Peek(c.headSize)
+	return h1.ParseResponse(b, h)
+}
+
+// Discard skips n bytes of the answer (a simple head Head parsed).
+func (c *Conn) Discard(n int) { _, _ = c.br.Discard(n) }
+
+// Read reads the answer from the connection's buffer: a simple answer's
+// body, after Discard skipped its head.
+func (c *Conn) Read(p []byte) (int, error) { return c.br.Read(p) }
+
+// Done ends the exchange: the connection goes back to its pool when keep
+// is set (the answer was read to its end and the node keeps it) and it
+// was not interrupted, and is closed otherwise.
+func (c *Conn) Done(keep bool) { c.release(keep && c.stop()) }
+
+// Close ends the exchange and closes the connection (an answer that broke
+// off, or one not read).
+func (c *Conn) Close() {
+	c.stop()
+	c.conn.Close()
+}
+
+// DropSimple reads and drops a simple answer that is retried, keeping the
+// connection when the body is short; the exchange is done.
+func (c *Conn) DropSimple(h *h1.Response) {
+	n := h.BodyLength()
+	if n > maxDrain {
+		c.Close()
+		return
+	}
+	_, err := c.br.Discard(h.Size + int(n))
+	c.release(err == nil && h.KeepAlive && c.stop())
+}
+
+// maxDrain is how much of a retried answer's body is read and dropped to
+// keep its connection; a longer one closes it.
+const maxDrain = 64 << 10
 
 // onConn runs exchange on an idle connection to hostport, or a new one,
 // and returns the connection when it succeeds. When it fails on a pooled
@@ -162,11 +248,11 @@ func (t *Transport) send(ctx context.Context, aw abandonWatcher, hostport string
 // the pool, so the request did not reach the node — and resend allows
 // (and prepares) it, the exchange runs once more on a new connection, as
 // net/http's Transport does. A failed connection is closed.
-func (t *Transport) onConn(ctx context.Context, hostport string, exchange func(*h1Conn) error, resend func() (bool, error)) (*h1Conn, error) {
+func (t *Transport) onConn(ctx context.Context, hostport string, exchange func(*Conn) error, resend func() (bool, error)) (*Conn, error) {
 	pool := t.pool(hostport)
 	fresh := false // after a stale pooled connection, dial a new one
 	for {
-		var c *h1Conn
+		var c *Conn
 		if !fresh {
 			c = pool.get(time.Now())
 			if c != nil && !c.quiet() {
@@ -180,7 +266,7 @@ func (t *Transport) onConn(ctx context.Context, hostport string, exchange func(*
 			if err != nil {
 				return nil, err
 			}
-			c = newH1Conn(conn, pool, t.maxHead)
+			c = newConn(conn, pool, t.maxHead, t.headerTimeout)
 		}
 		err := exchange(c)
 		if err == nil {
@@ -205,11 +291,10 @@ func (t *Transport) takesDirect(req *http.Request) bool {
 	if !t.direct || req.URL.Scheme != "http" || len(req.Trailer) > 0 {
 		return false
 	}
-	if req.Body != nil && req.Body != http.NoBody && (req.ContentLength <= 0 || req.ContentLength > maxDirectBody) {
+	if req.Body != nil && req.Body != http.NoBody && (req.ContentLength <= 0 || req.ContentLength > MaxDirectBody) {
 		return false
 	}
-	h := req.Header
-	return h["Upgrade"] == nil && h["Expect"] == nil
+	return h1.Plain(req.Method, req.Header)
 }
 
 // replayable reports whether req may be sent again after its connection
@@ -219,7 +304,7 @@ func replayable(req *http.Request) bool {
 	if req.Body != nil && req.Body != http.NoBody && req.GetBody == nil {
 		return false
 	}
-	return upstream.Idempotent(req.Method) || hasIdempotencyKey(req.Header)
+	return h1.Replayable(req.Method, req.Header)
 }
 
 func (t *Transport) pool(hostport string) *connPool {
@@ -234,14 +319,14 @@ func (t *Transport) pool(hostport string) *connPool {
 // recently used last. Its mutex is held only to push or pop.
 type connPool struct {
 	mu      sync.Mutex
-	idle    []*h1Conn
+	idle    []*Conn
 	max     int
 	maxIdle time.Duration // how long a connection may sit idle
 }
 
 // get returns the most recently used idle connection, or nil. When that one
 // has been idle longer than maxIdle, so have all the others: all are closed.
-func (p *connPool) get(now time.Time) *h1Conn {
+func (p *connPool) get(now time.Time) *Conn {
 	p.mu.Lock()
 	n := len(p.idle)
 	if n == 0 {
@@ -266,9 +351,9 @@ func (p *connPool) get(now time.Time) *h1Conn {
 
 // put returns c to the pool, or closes it when the pool is full. The
 // oldest idle connection is closed when it has idled too long.
-func (p *connPool) put(c *h1Conn, now time.Time) {
+func (p *connPool) put(c *Conn, now time.Time) {
 	c.idleSince = now
-	var drop *h1Conn
+	var drop *Conn
 	p.mu.Lock()
 	if len(p.idle) > 0 && now.Sub(p.idle[0].idleSince) >= p.maxIdle {
 		drop = p.idle[0]
@@ -296,19 +381,24 @@ func (p *connPool) closeIdle() {
 	}
 }
 
-// h1Conn is one keep-alive connection to a node. It is used by one request
-// at a time: the pool hands it out and takes it back.
-type h1Conn struct {
+// Conn is one keep-alive connection to a node. It is used by one request
+// at a time: the pool hands it out and takes it back. A direct exchange
+// holds it from Transport.Send until Done, DropSimple or Close: it reads
+// the answer with Head (a simple answer, then Discard, Read and Done) or
+// ReadResponse.
+type Conn struct {
 	conn      net.Conn
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	pool      *connPool
 	nread     int // bytes read for the current request
+	headSize  int // the answer head's size when Send found it whole, else 0
 	idleSince time.Time
 	// While an answer's head is read, headLeft is what it may still take
 	// (see Read); otherwise it is negative.
-	headLeft int64
-	maxHead  int64
+	headLeft      int64
+	maxHead       int64
+	headerTimeout time.Duration // the transport's, for ReadResponse
 	// stop ends the current request's watch on its context (see
 	// interrupt); it reports false when the watch fired.
 	stop        func() bool
@@ -327,8 +417,8 @@ type h1Conn struct {
 	peekRead int
 }
 
-func newH1Conn(conn net.Conn, pool *connPool, maxHead int64) *h1Conn {
-	c := &h1Conn{conn: conn, pool: pool, maxHead: maxHead, headLeft: -1}
+func newConn(conn net.Conn, pool *connPool, maxHead int64, headerTimeout time.Duration) *Conn {
+	c := &Conn{conn: conn, pool: pool, maxHead: maxHead, headLeft: -1, headerTimeout: headerTimeout}
 	c.interrupt = func() {
 		c.interrupted.Store(true)
 		_ = c.conn.SetDeadline(time.Unix(1, 0))
@@ -338,16 +428,21 @@ func newH1Conn(conn net.Conn, pool *connPool, maxHead int64) *h1Conn {
 		c.waitFn = c.writeThenWait
 		c.peekFn = c.peekIdle
 	}
-	c.br = bufio.NewReaderSize(c, 4<<10)
+	c.br = bufio.NewReaderSize(connReader{c}, 4<<10)
 	c.bw = bufio.NewWriterSize(conn, 4<<10)
 	return c
 }
 
-// Read counts what the node sent, so a failure can tell "nothing came
+// connReader is what a Conn's buffer reads from (see readConn).
+type connReader struct{ c *Conn }
+
+func (r connReader) Read(p []byte) (int, error) { return r.c.readConn(p) }
+
+// readConn counts what the node sent, so a failure can tell "nothing came
 // back" from "an answer broke off", and bounds an answer's head: while
 // one is read (headLeft ≥ 0) no more than maxHead bytes are read for it,
 // as net/http's Transport does.
-func (c *h1Conn) Read(p []byte) (int, error) {
+func (c *Conn) readConn(p []byte) (int, error) {
 	if c.headLeft >= 0 {
 		if c.headLeft == 0 {
 			return 0, errRespHeadTooLarge{c.maxHead}
@@ -378,7 +473,7 @@ func (e errRespHeadTooLarge) Error() string {
 // request's answer; net/http's Transport closes such a connection
 // ("Unsolicited response received on idle HTTP channel"), and so does
 // the pool's caller. It costs one non-blocking peek at the socket.
-func (c *h1Conn) quiet() bool {
+func (c *Conn) quiet() bool {
 	if c.br.Buffered() > 0 {
 		return false
 	}
@@ -394,7 +489,7 @@ func (c *h1Conn) quiet() bool {
 
 // peekIdle is quiet's callback, made once per connection: a peek that
 // does not wait. peekRead is negative when nothing was there.
-func (c *h1Conn) peekIdle(fd uintptr) bool {
+func (c *Conn) peekIdle(fd uintptr) bool {
 	for {
 		n, _, err := syscall.Recvfrom(int(fd), c.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		if err == syscall.EINTR {
@@ -411,17 +506,21 @@ func (c *h1Conn) peekIdle(fd uintptr) bool {
 func noWatch() bool { return true }
 
 // watch interrupts the connection when ctx ends, until c.stop.
-func (c *h1Conn) watch(ctx context.Context) {
+func (c *Conn) watch(ctx context.Context) {
 	c.stop = noWatch
 	if ctx.Done() != nil {
 		c.stop = context.AfterFunc(ctx, c.interrupt)
 	}
 }
 
-// abandonWatcher tells a direct exchange that its client went away, in
-// place of its context's AfterFunc (see srvConn.onAbandon).
-type abandonWatcher interface {
-	onAbandon(interrupt func()) (stop func() bool)
+// Abandoner tells a direct exchange that its client went away, in place
+// of its context's AfterFunc: the server's ResponseWriter implements it
+// (package server), without allocating per request.
+type Abandoner interface {
+	// OnAbandon arranges for interrupt to run if the client goes away
+	// (at once if it has), until the stop it returns is called; stop
+	// reports false when interrupt ran or runs.
+	OnAbandon(interrupt func()) (stop func() bool)
 }
 
 // send writes an encoded request and reads until the answer's head is in
@@ -429,12 +528,12 @@ type abandonWatcher interface {
 // once the head is there. It is interrupted when aw reports the client
 // gone or, when aw is nil, when ctx ends. On an error, c.stop has been
 // called and c must be closed.
-func (c *h1Conn) send(ctx context.Context, aw abandonWatcher, msg []byte, headerTimeout time.Duration) (int, error) {
+func (c *Conn) send(ctx context.Context, aw Abandoner, msg []byte, headerTimeout time.Duration) (int, error) {
 	c.nread = c.br.Buffered()
 	c.headLeft = c.maxHead
 	c.interrupted.Store(false) // the last request's stop ended its interrupt
 	if aw != nil {
-		c.stop = aw.onAbandon(c.interrupt)
+		c.stop = aw.OnAbandon(c.interrupt)
 	} else {
 		c.watch(ctx)
 	}
@@ -459,7 +558,7 @@ func (c *h1Conn) send(ctx context.Context, aw abandonWatcher, msg []byte, header
 	}
 	for {
 		b, _ := c.br.Peek(c.br.Buffered())
-		if n, bareLF := headEnd(b); n > 0 {
+		if n, bareLF := h1.HeadEnd(b); n > 0 {
 			if bareLF {
 				return 0, nil // http.ReadResponse reads it, under the same limits
 			}
@@ -496,7 +595,7 @@ const waitCheck = 250 * time.Millisecond
 // comes. Only an end that arrived while the connection was idle (a node's
 // half close, whose readiness the clearing drops) would go unseen: the
 // wait is bounded by waitCheck, after which the caller's read finds it.
-func (c *h1Conn) writeAndWait(msg []byte, deadline time.Time) error {
+func (c *Conn) writeAndWait(msg []byte, deadline time.Time) error {
 	wait, bounded := time.Now().Add(waitCheck), true
 	if !deadline.IsZero() && deadline.Before(wait) {
 		wait, bounded = deadline, false
@@ -526,7 +625,7 @@ func (c *h1Conn) writeAndWait(msg []byte, deadline time.Time) error {
 // writeThenWait is writeAndWait's callback, made once per connection (a
 // closure would be allocated for each request): it writes c.pending, then
 // asks to wait; called again once readable, it is done.
-func (c *h1Conn) writeThenWait(fd uintptr) bool {
+func (c *Conn) writeThenWait(fd uintptr) bool {
 	if c.waited {
 		return true // readable: the caller's read gets it
 	}
@@ -547,7 +646,7 @@ func (c *h1Conn) writeThenWait(fd uintptr) bool {
 
 // roundTrip writes req and reads the answer's header. The body, when there
 // is one, returns the connection to the pool once read to its end.
-func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, headerTimeout time.Duration) (*http.Response, error) {
+func (c *Conn) roundTrip(ctx context.Context, req *http.Request, headerTimeout time.Duration) (*http.Response, error) {
 	c.nread = c.br.Buffered() // never anything here, but it would count as an answer
 	c.headLeft = c.maxHead
 	c.watch(ctx)
@@ -569,11 +668,22 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, headerTimeout
 	return c.readResponse(req, headerTimeout, got1xx)
 }
 
-// readResponse reads the answer to req, passing 1xx answers to got1xx
+// ReadResponse reads the answer to req, passing 1xx answers to got1xx
 // (ReverseProxy's trace forwards them), and clears the header timeout. The
 // body, when there is one, returns the connection to the pool once read to
-// its end. On an error, c.stop has been called and c must be closed.
-func (c *h1Conn) readResponse(req *http.Request, headerTimeout time.Duration, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
+// its end (or closes it when closed before). On an error the connection is
+// closed.
+func (c *Conn) ReadResponse(req *http.Request, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
+	resp, err := c.readResponse(req, c.headerTimeout, got1xx)
+	if err != nil {
+		c.conn.Close()
+	}
+	return resp, err
+}
+
+// readResponse is ReadResponse; on an error, c.stop has been called and c
+// must be closed.
+func (c *Conn) readResponse(req *http.Request, headerTimeout time.Duration, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
 	var resp *http.Response
 	for {
 		var err error
@@ -614,7 +724,7 @@ func (c *h1Conn) readResponse(req *http.Request, headerTimeout time.Duration, go
 // release returns the connection to its pool, or closes it. Only a
 // connection at an answer's end with nothing more read from it goes back:
 // bytes beyond the answer are no answer to anything.
-func (c *h1Conn) release(reuse bool) {
+func (c *Conn) release(reuse bool) {
 	if reuse && c.br.Buffered() == 0 {
 		c.pool.put(c, time.Now())
 		return
@@ -628,7 +738,7 @@ var errNodeClosed = errors.New("the node closed the connection without an answer
 // goes back to the pool; closed before its end, the connection is closed.
 type h1Body struct {
 	rc   io.ReadCloser
-	c    *h1Conn
+	c    *Conn
 	keep bool
 	done bool
 }
@@ -655,4 +765,9 @@ func (b *h1Body) finish(complete bool) {
 	b.done = true
 	interrupted := !b.c.stop()
 	b.c.release(complete && b.keep && !interrupted)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded)
 }

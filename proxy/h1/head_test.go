@@ -1,4 +1,4 @@
-package proxy
+package h1
 
 import (
 	"bufio"
@@ -13,14 +13,18 @@ import (
 	"testing"
 )
 
-// reverseProxyHead is what httputil.ReverseProxy, set up as Proxy sets it
-// up, and http.Request.Write send a node for r.
+// reverseProxyHead is what httputil.ReverseProxy, set up as package proxy
+// sets it up (a Rewrite that keeps the client's Host), and
+// http.Request.Write send a node for r.
 func reverseProxyHead(t testing.TB, r *http.Request) []byte {
 	t.Helper()
 	var out bytes.Buffer
 	errStop := errors.New("written")
 	rp := &httputil.ReverseProxy{
-		Rewrite: rewrite,
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme = "http"
+			pr.Out.Host = pr.In.Host
+		},
 		Transport: roundTripFunc(func(req *http.Request) (*http.Response, error) {
 			req.URL.Host = "node:80"
 			if err := req.Write(&out); err != nil {
@@ -50,12 +54,12 @@ func sameHead(a, b []byte) bool {
 	return slices.Equal(la, lb)
 }
 
-// readDirect reads a raw request as proxy.Server does, or reports false
+// readDirect reads a raw request as the server does, or reports false
 // when the server would hand it to net/http or the direct exchange would
-// leave it to ReverseProxy.
+// leave it to ReverseProxy (a body over 64 KiB included).
 func readDirect(raw string) (*http.Request, bool) {
 	r, err := http.ReadRequest(bufio.NewReader(strings.NewReader(raw)))
-	if err != nil || !takesDirect(r, []byte(raw)) || !directRequest(r, maxDirectBody) {
+	if err != nil || !ServerTakes(r, []byte(raw)) || !Encodable(r) || r.ContentLength > 64<<10 {
 		return nil, false
 	}
 	if r.Body != http.NoBody {
@@ -101,7 +105,7 @@ func TestAppendRequestHeadMatchesReverseProxy(t *testing.T) {
 			}
 			want := reverseProxyHead(t, r)
 			r, _ = readDirect(tc.raw)
-			got := appendRequestHead(nil, r)
+			got := AppendRequestHead(nil, r)
 			if !sameHead(got, want) {
 				t.Errorf("direct head:\n%s\nReverseProxy's:\n%s", got, want)
 			}
@@ -122,7 +126,7 @@ func FuzzRequestHead(f *testing.F) {
 		}
 		want := reverseProxyHead(t, r)
 		r, _ = readDirect(raw)
-		if got := appendRequestHead(nil, r); !sameHead(got, want) {
+		if got := AppendRequestHead(nil, r); !sameHead(got, want) {
 			t.Errorf("request %q\ndirect head:\n%q\nReverseProxy's:\n%q", raw, got, want)
 		}
 	})
@@ -159,16 +163,16 @@ func TestParseRespHead(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var h respHead
+			var h Response
 			b := []byte(tc.raw)
-			if n, _ := headEnd(b); n > 0 {
+			if n, _ := HeadEnd(b); n > 0 {
 				b = b[:n]
 			}
-			if got := parseRespHead(b, &h); got != tc.simple {
+			if got := ParseResponse(b, &h); got != tc.simple {
 				t.Fatalf("simple = %v, want %v", got, tc.simple)
 			}
-			if tc.simple && (h.status != tc.status || h.contentLength != tc.length || h.keepAlive != tc.keepAlive) {
-				t.Errorf("status %d length %d keepAlive %v, want %d %d %v", h.status, h.contentLength, h.keepAlive, tc.status, tc.length, tc.keepAlive)
+			if tc.simple && (h.Status != tc.status || h.ContentLength != tc.length || h.KeepAlive != tc.keepAlive) {
+				t.Errorf("status %d length %d keepAlive %v, want %d %d %v", h.Status, h.ContentLength, h.KeepAlive, tc.status, tc.length, tc.keepAlive)
 			}
 		})
 	}
@@ -177,11 +181,11 @@ func TestParseRespHead(t *testing.T) {
 func TestAppendRespHeaders(t *testing.T) {
 	raw := "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-custom-NAME:  v \r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\n" +
 		"Keep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nUpgrade: h2c\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n"
-	var h respHead
-	if !parseRespHead([]byte(raw), &h) {
+	var h Response
+	if !ParseResponse([]byte(raw), &h) {
 		t.Fatal("not simple")
 	}
-	got := string(appendRespHeaders(nil, &h))
+	got := string(h.AppendHeaders(nil))
 	want := "Content-Length: 2\r\nX-Custom-Name: v\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
 	if got != want {
 		t.Errorf("headers:\n%q\nwant\n%q", got, want)
@@ -196,22 +200,22 @@ func FuzzRespHead(f *testing.F) {
 	f.Add([]byte("HTTP/1.1 204 No Content\r\nDate: x\r\nkeep-alive: 1\r\n\r\n"))
 	f.Add([]byte("HTTP/1.1 304 \r\nContent-Length: 7\r\nConnection: close\r\n\r\n"))
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		n, _ := headEnd(raw)
+		n, _ := HeadEnd(raw)
 		if n <= 0 {
 			return
 		}
-		var h respHead
-		if !parseRespHead(raw[:n], &h) {
+		var h Response
+		if !ParseResponse(raw[:n], &h) {
 			return
 		}
 		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(raw[:n])), &http.Request{Method: http.MethodGet})
 		if err != nil {
 			t.Fatalf("direct path takes %q; ReadResponse: %v", raw[:n], err)
 		}
-		if resp.StatusCode != h.status || resp.Close == h.keepAlive {
-			t.Fatalf("%q: status %d close %v; ReadResponse: %d %v", raw[:n], h.status, !h.keepAlive, resp.StatusCode, resp.Close)
+		if resp.StatusCode != h.Status || resp.Close == h.KeepAlive {
+			t.Fatalf("%q: status %d close %v; ReadResponse: %d %v", raw[:n], h.Status, !h.KeepAlive, resp.StatusCode, resp.Close)
 		}
-		if l := h.bodyLength(); l != resp.ContentLength && !(l == 0 && resp.Body == http.NoBody) {
+		if l := h.BodyLength(); l != resp.ContentLength && !(l == 0 && resp.Body == http.NoBody) {
 			t.Fatalf("%q: body length %d; ReadResponse: %d", raw[:n], l, resp.ContentLength)
 		}
 		removeHopByHop(resp.Header)
@@ -224,7 +228,7 @@ func FuzzRespHead(f *testing.F) {
 		}
 		var want bytes.Buffer
 		_ = resp.Header.Write(&want)
-		got := appendRespHeaders(nil, &h)
+		got := h.AppendHeaders(nil)
 		if !sameHead(append([]byte("x\r\n"), got...), append([]byte("x\r\n"), want.Bytes()...)) {
 			t.Fatalf("%q: headers\n%q\nReverseProxy's\n%q", raw[:n], got, want.Bytes())
 		}

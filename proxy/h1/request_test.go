@@ -1,4 +1,4 @@
-package proxy
+package h1
 
 import (
 	"bufio"
@@ -10,26 +10,26 @@ import (
 	"testing"
 )
 
-// checkRequestHead parses raw's head with parseRequestHead and, when it
-// takes it, checks the result against http.ReadRequest's (after
-// proxy.Server takes Host out of the header) and that takesDirect agrees.
-// It reports whether parseRequestHead took it.
+// checkRequestHead parses raw's head with ParseRequest and, when it takes
+// it, checks the result against http.ReadRequest's (after the server takes
+// Host out of the header) and that ServerTakes agrees. It reports whether
+// ParseRequest took it.
 func checkRequestHead(t *testing.T, raw string) bool {
 	t.Helper()
-	n, bareLF := headEnd([]byte(raw))
+	n, bareLF := HeadEnd([]byte(raw))
 	if n <= 0 || bareLF {
 		return false
 	}
 	var got http.Request
-	if _, ok := parseRequestHead(raw[:n], &got, http.Header{}, nil); !ok {
+	if _, ok := ParseRequest(raw[:n], &got, http.Header{}, nil); !ok {
 		return false
 	}
 	want, err := http.ReadRequest(bufio.NewReader(strings.NewReader(raw)))
 	if err != nil {
 		t.Fatalf("%q: parsed, but http.ReadRequest fails: %v", raw, err)
 	}
-	if !takesDirect(want, []byte(raw[:n])) {
-		t.Fatalf("%q: parsed, but takesDirect refuses it", raw)
+	if !ServerTakes(want, []byte(raw[:n])) {
+		t.Fatalf("%q: parsed, but ServerTakes refuses it", raw)
 	}
 	delete(want.Header, "Host")
 	if got.Method != want.Method || got.RequestURI != want.RequestURI || got.URL.String() != want.URL.String() ||
@@ -40,8 +40,10 @@ func checkRequestHead(t *testing.T, raw string) bool {
 			want.Method, want.RequestURI, want.Proto, want.Host, want.ContentLength, want.Close, want.Header)
 	}
 	if got.ContentLength > 0 {
-		body := &fixedBody{br: bufio.NewReader(strings.NewReader(raw[n:])), n: got.ContentLength}
-		gotBody, gotErr := io.ReadAll(body)
+		gotBody, gotErr := io.ReadAll(io.LimitReader(strings.NewReader(raw[n:]), got.ContentLength))
+		if gotErr == nil && int64(len(gotBody)) < got.ContentLength {
+			gotErr = io.ErrUnexpectedEOF
+		}
 		wantBody, wantErr := io.ReadAll(want.Body)
 		if string(gotBody) != string(wantBody) || (gotErr == nil) != (wantErr == nil) ||
 			gotErr != nil && !errors.Is(gotErr, io.ErrUnexpectedEOF) {
@@ -73,6 +75,7 @@ func TestParseRequestHead(t *testing.T) {
 		{"signed length", "POST / HTTP/1.1\r\nHost: u\r\nContent-Length: +1\r\n\r\nx", false},
 		{"upgrade", "GET / HTTP/1.1\r\nHost: u\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n", false},
 		{"expect", "POST / HTTP/1.1\r\nHost: u\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n", false},
+		{"HTTP2-Settings", "GET / HTTP/1.1\r\nHost: u\r\nhttp2-settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n", false},
 		{"no Host", "GET / HTTP/1.1\r\n\r\n", false},
 		{"two Hosts", "GET / HTTP/1.1\r\nHost: u\r\nhost: v\r\n\r\n", false},
 		{"bad Host", "GET / HTTP/1.1\r\nHost: u v\r\n\r\n", false},
@@ -90,7 +93,7 @@ func TestParseRequestHead(t *testing.T) {
 	}
 }
 
-// FuzzRequestParse checks parseRequestHead against http.ReadRequest on
+// FuzzRequestParse checks ParseRequest against http.ReadRequest on
 // every head it takes.
 func FuzzRequestParse(f *testing.F) {
 	f.Add("GET /a?b=c HTTP/1.1\r\nHost: users\r\nX-A: 1\r\nx-a: 2\r\n\r\n")

@@ -1,4 +1,4 @@
-package proxy_test
+package client_test
 
 import (
 	"bufio"
@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/remora-mesh/remora/internal/testnet"
-	"github.com/remora-mesh/remora/proxy"
+	"github.com/remora-mesh/remora/proxy/client"
 )
 
 // countingServer is an HTTP server that counts the connections it accepted.
@@ -53,7 +53,7 @@ func TestTransportKeepsConnectionsAlive(t *testing.T) {
 		w.Header().Set("X-Method", r.Method)
 		_, _ = w.Write(append([]byte(r.URL.Path+":"), body...))
 	})
-	tr := proxy.NewTransport(proxy.Options{})
+	tr := client.New(client.Options{})
 	defer tr.CloseIdleConnections()
 	for i := 0; i < 10; i++ {
 		var body io.Reader
@@ -92,7 +92,7 @@ func TestTransportSkipsConnectionClosedWhileIdle(t *testing.T) {
 		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 	})
 	url := "http://" + ln.Addr().String() + "/"
-	tr := proxy.NewTransport(proxy.Options{})
+	tr := client.New(client.Options{})
 	defer tr.CloseIdleConnections()
 	for i := 0; i < 3; i++ {
 		req, _ := http.NewRequest(http.MethodGet, url, nil)
@@ -131,7 +131,7 @@ func TestTransportRetriesConnectionClosedUnderARequest(t *testing.T) {
 		}
 	})
 	url := "http://" + ln.Addr().String() + "/"
-	tr := proxy.NewTransport(proxy.Options{})
+	tr := client.New(client.Options{})
 	defer tr.CloseIdleConnections()
 	for i := 0; i < 3; i++ {
 		req, _ := http.NewRequest(http.MethodGet, url, nil)
@@ -157,7 +157,7 @@ func TestTransportBodyClosedEarlyIsNotReused(t *testing.T) {
 	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, big)
 	})
-	tr := proxy.NewTransport(proxy.Options{})
+	tr := client.New(client.Options{})
 	defer tr.CloseIdleConnections()
 	req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
 	resp, err := tr.RoundTrip(req)
@@ -189,7 +189,7 @@ func TestTransportChunkedTrailersAnd1xx(t *testing.T) {
 		_, _ = io.WriteString(w, "part2")
 		w.Header().Set("X-Checksum", "abc")
 	})
-	tr := proxy.NewTransport(proxy.Options{})
+	tr := client.New(client.Options{})
 	defer tr.CloseIdleConnections()
 	var early []int
 	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
@@ -217,7 +217,7 @@ func TestTransportResponseHeaderTimeout(t *testing.T) {
 		case <-r.Context().Done():
 		}
 	})
-	tr := proxy.NewTransport(proxy.Options{ResponseHeaderTimeout: 50 * time.Millisecond})
+	tr := client.New(client.Options{ResponseHeaderTimeout: 50 * time.Millisecond})
 	defer tr.CloseIdleConnections()
 	req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
 	_, err := tr.RoundTrip(req)
@@ -238,7 +238,7 @@ func TestTransportContextCancelled(t *testing.T) {
 			}
 		}
 	})
-	tr := proxy.NewTransport(proxy.Options{})
+	tr := client.New(client.Options{})
 	defer tr.CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -260,7 +260,7 @@ func TestTransportStreamedBody(t *testing.T) {
 		body, _ := io.ReadAll(r.Body)
 		_, _ = w.Write(body)
 	})
-	tr := proxy.NewTransport(proxy.Options{})
+	tr := client.New(client.Options{})
 	defer tr.CloseIdleConnections()
 	pr, pw := io.Pipe()
 	go func() {

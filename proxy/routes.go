@@ -1,0 +1,87 @@
+package proxy
+
+import (
+	"reflect"
+	"strings"
+
+	"github.com/remora-mesh/remora/pkg/upstream"
+	"github.com/remora-mesh/remora/proxy/client"
+)
+
+// Route is an upstream and how its nodes are spoken to.
+type Route struct {
+	Upstream *upstream.Upstream
+	Client   client.Options
+}
+
+// route is a Route with its transport. It is immutable once published.
+type route struct {
+	up   *upstream.Upstream
+	tr   *client.Transport
+	opts client.Options
+}
+
+// routing is the table the request path reads: one atomic load, one map
+// lookup. It is immutable once published.
+type routing struct {
+	table  *upstream.Table
+	byName map[string]*route
+}
+
+// lookup returns the route of the upstream named name (case-insensitively,
+// as upstream.Table.Lookup), or nil. It does not allocate when name is
+// already lower case.
+func (rt *routing) lookup(name string) *route {
+	if r, ok := rt.byName[name]; ok {
+		return r
+	}
+	return rt.byName[strings.ToLower(name)]
+}
+
+// SetRoutes replaces the routing table with routes (upstream names must be
+// unique). The proxy owns one transport per upstream: a route whose
+// upstream name and client options are unchanged keeps its transport and
+// its pooled connections; the transports of routes gone or changed close
+// their idle connections (those in use close when done). SetRoutes calls
+// must not overlap (the configuration's one writer makes them).
+func (p *Proxy) SetRoutes(routes ...Route) {
+	old := p.routes.Load()
+	next := &routing{byName: make(map[string]*route, len(routes))}
+	ups := make([]*upstream.Upstream, len(routes))
+	for i, r := range routes {
+		ups[i] = r.Upstream
+		name := r.Upstream.Name()
+		if prev := old.byName[name]; prev != nil && reflect.DeepEqual(prev.opts, r.Client) {
+			next.byName[name] = &route{up: r.Upstream, tr: prev.tr, opts: prev.opts}
+			continue
+		}
+		next.byName[name] = &route{up: r.Upstream, tr: client.New(r.Client), opts: r.Client}
+	}
+	next.table = upstream.NewTable(ups...)
+	p.routes.Store(next)
+	for name, prev := range old.byName {
+		if r := next.byName[name]; r == nil || r.tr != prev.tr {
+			prev.tr.CloseIdleConnections()
+		}
+	}
+}
+
+// SetTable replaces the routing table with t's upstreams, each spoken to
+// with the proxy's default client options (Options.Client).
+func (p *Proxy) SetTable(t *upstream.Table) {
+	routes := make([]Route, 0, len(t.Names()))
+	for _, u := range t.All() {
+		routes = append(routes, Route{Upstream: u, Client: p.defaults})
+	}
+	p.SetRoutes(routes...)
+}
+
+// Table returns the current routing table.
+func (p *Proxy) Table() *upstream.Table { return p.routes.Load().table }
+
+// Close releases the idle connections of every transport.
+func (p *Proxy) Close() {
+	for _, r := range p.routes.Load().byName {
+		r.tr.CloseIdleConnections()
+	}
+}
