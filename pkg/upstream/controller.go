@@ -1,0 +1,388 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/pkg/balancer"
+	"github.com/remora-mesh/remora/pkg/canary"
+	"github.com/remora-mesh/remora/pkg/health"
+	"github.com/remora-mesh/remora/pkg/node"
+)
+
+// The controller: Run's goroutine, the only writer of an upstream's
+// snapshot and of its per-node stats table. It turns registry sets,
+// registry errors, ejections, probe verdicts and canary judgements into
+// snapshots.
+
+type update struct {
+	set []discovery.Instance
+	err error
+}
+
+// Run follows w until ctx ends or w stops, then stops w. It publishes a
+// snapshot for every set w delivers. Registry errors mark the snapshot stale
+// and keep its nodes: an unreachable registry never empties an upstream.
+func (u *Upstream) Run(ctx context.Context, w discovery.Watcher) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	updates := make(chan update)
+	go func() {
+		defer close(updates)
+		for {
+			set, err := w.Next(ctx)
+			if err != nil && (ctx.Err() != nil || errors.Is(err, discovery.ErrStopped)) {
+				return
+			}
+			select {
+			case updates <- update{set, err}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	defer func() { _ = w.Stop() }()
+
+	c := newController(u)
+	var judging <-chan time.Time
+	if c.judge != nil {
+		t := time.NewTicker(c.judge.Window())
+		defer t.Stop()
+		judging = t.C
+	}
+	defer c.prober.Stop()
+	if s := u.snap.Load(); s.Synced {
+		// Carried over from a previous upstream: keep its nodes' state and
+		// serve them with this upstream's policy until the registry speaks.
+		c.nodes = s.Nodes
+		c.prober.Update(s.Nodes)
+		c.rebuild()
+	}
+	var restore <-chan time.Time
+	if !u.snap.Load().Synced && u.cfg.SnapshotFile != "" {
+		t := time.NewTimer(max(u.cfg.InitialSyncTimeout, time.Millisecond))
+		defer t.Stop()
+		restore = t.C
+	}
+	interval := time.NewTicker(u.cfg.Health.Passive.Interval)
+	defer interval.Stop()
+	for {
+		select {
+		case <-restore:
+			c.restore()
+		case <-ctx.Done():
+			return
+		case <-u.kick:
+			c.rebuild()
+		case <-c.timer.C:
+			c.rebuild()
+		case <-judging:
+			c.judgeCanary()
+		case <-interval.C:
+			if c.ejector.Interval(u.snap.Load().Nodes, u.cfg.Now()) {
+				c.rebuild()
+			}
+		case up, ok := <-updates:
+			if !ok {
+				return
+			}
+			if up.err != nil {
+				c.fail(up.err)
+				continue
+			}
+			c.apply(up.set)
+		}
+	}
+}
+
+// controller is the state owned by Run's goroutine.
+type controller struct {
+	u       *Upstream
+	nodes   []*node.Node // last reconciled, sorted by ID: the nodes whose state is kept
+	ejector *health.Ejector
+	prober  *health.Prober // nil without active checks
+	timer   *time.Timer    // fires when the next ejection ends
+
+	// The pickers last built, each with the builder and the pool it was
+	// built from: a rebuild over the same pool with the same builder
+	// reuses it.
+	stablePick, canaryPick built
+
+	restoring   bool          // apply is serving the on-disk snapshot
+	judge       *canary.Judge // nil without automatic rollback
+	canaryPrint string        // fingerprint of the canary nodes last published
+}
+
+// newController returns the state Run's goroutine owns for u.
+func newController(u *Upstream) *controller {
+	c := &controller{
+		u:       u,
+		ejector: health.NewEjector(u.cfg.Health, u.cfg.Log, nil, &u.metrics.Ejections),
+		prober:  health.NewProber(u.cfg.Health, u.cfg.Probe, u.Rebuild, u.cfg.Log),
+		timer:   time.NewTimer(time.Hour),
+		judge:   canary.NewJudge(u.cfg.Canary),
+	}
+	c.timer.Stop()
+	return c
+}
+
+// apply reconciles set with the current nodes by instance ID, so a node that
+// stays keeps its Stats, and publishes the result.
+//
+// Both are sorted by ID (the Watcher contract; an unsorted set is sorted
+// first), so reconciling is one merge: it compares each instance with the
+// node of its ID, and a node whose instance did not change is carried into
+// the new snapshot as it is. Only added and changed instances allocate;
+// the rest is a walk over the set.
+func (c *controller) apply(set []discovery.Instance) {
+	u := c.u
+	old := u.snap.Load()
+	now := u.cfg.Now()
+	if !slices.IsSortedFunc(set, byID) {
+		set = slices.Clone(set)
+		slices.SortStableFunc(set, byID) // the first of duplicate IDs wins, as registered
+	}
+	prev := c.nodes
+	nodes := make([]*node.Node, 0, len(set))
+	j, added, changed, removed, moved := 0, 0, 0, 0, 0
+	for i := range set {
+		inst := &set[i]
+		if err := inst.Validate(); err != nil {
+			u.cfg.Log.WithError(err).Warn("ignoring invalid instance from the registry")
+			continue
+		}
+		if k := len(nodes); k > 0 && nodes[k-1].ID == inst.ID {
+			u.cfg.Log.WithField("node", inst.ID).Warn("ignoring duplicate instance id from the registry")
+			continue
+		}
+		for j < len(prev) && prev[j].ID < inst.ID {
+			j, removed = j+1, removed+1
+		}
+		if j == len(prev) || prev[j].ID != inst.ID {
+			added++
+			nodes = append(nodes, node.New(*inst, node.NewStats(now)))
+			continue
+		}
+		p := prev[j]
+		j++
+		if p.Instance.Equal(*inst) {
+			nodes = append(nodes, p)
+			continue
+		}
+		changed++
+		n := &node.Node{Instance: *inst, HostPort: p.HostPort, Stats: p.Stats}
+		if inst.Address != p.Address || inst.Port != p.Port {
+			n.HostPort = inst.HostPort()
+			moved++
+		}
+		nodes = append(nodes, n)
+	}
+	removed += len(prev) - j
+	c.nodes = nodes
+	if added+removed+moved > 0 {
+		c.prober.Update(nodes)
+	}
+	next := &Snapshot{
+		Name: u.cfg.Name, Nodes: nodes, Synced: true,
+		Version: old.Version + 1, UpdatedAt: now,
+	}
+	c.publish(next)
+	u.cfg.Log.WithFields(logrus.Fields{
+		"nodes": len(nodes), "available": next.Available, "added": added, "changed": changed, "removed": removed, "version": next.Version,
+	}).Info("node set updated")
+	if u.cfg.SnapshotFile != "" && !c.restoring {
+		if err := saveSnapshot(u.cfg.SnapshotFile, u.cfg.Name, u.cfg.Service, set, now); err != nil {
+			u.cfg.Log.WithError(err).Warn("could not write the on-disk snapshot")
+		}
+	}
+}
+
+func byID(a, b discovery.Instance) int { return strings.Compare(a.ID, b.ID) }
+
+// restore serves the on-disk snapshot when the registry has not delivered a
+// set within the initial-sync timeout. A corrupt file is reported and
+// ignored.
+func (c *controller) restore() {
+	u := c.u
+	if u.snap.Load().Synced {
+		return
+	}
+	set, saved, err := loadSnapshot(u.cfg.SnapshotFile, u.cfg.Service)
+	switch {
+	case err != nil:
+		u.cfg.Log.WithError(err).Error("ignoring the on-disk snapshot")
+		return
+	case set == nil:
+		u.cfg.Log.Warn("the registry has not answered and there is no on-disk snapshot; no nodes to serve yet")
+		return
+	}
+	c.restoring = true
+	c.apply(set)
+	c.restoring = false
+	s := *u.snap.Load()
+	s.Synced, s.Restored = false, true
+	s.Err = fmt.Errorf("the registry was not reached within %v; serving the on-disk snapshot saved at %s",
+		u.cfg.InitialSyncTimeout, saved.Format(time.RFC3339))
+	s.ErrAt = u.cfg.Now()
+	u.snap.Store(&s)
+	u.cfg.Log.WithField("nodes", len(set)).Warn("serving the on-disk snapshot until the registry answers")
+}
+
+// fail marks the current snapshot stale, keeping its nodes.
+func (c *controller) fail(err error) {
+	u := c.u
+	old := u.snap.Load()
+	next := *old
+	next.Err, next.ErrAt = err, u.cfg.Now()
+	u.snap.Store(&next)
+	u.metrics.RegistryErrors.Add(1)
+	u.cfg.Log.WithError(err).Warn("registry error; keeping the last known nodes")
+}
+
+// rebuild republishes the current nodes with a fresh picker.
+func (c *controller) rebuild() {
+	next := *c.u.snap.Load()
+	c.publish(&next)
+}
+
+// judgeCanary compares the pools and rolls the canary back when it does
+// worse than stable.
+func (c *controller) judgeCanary() {
+	u := c.u
+	reason := c.judge.Evaluate(u.canaryStats)
+	if reason == "" || u.rollback.Load() != nil {
+		return
+	}
+	u.rollback.Store(&rollbackState{reason: reason, at: u.cfg.Now(), fingerprint: c.canaryPrint})
+	u.cfg.Log.WithField("reason", reason).Warn("canary rolled back automatically: its weight is 0 until resumed or re-labelled")
+	c.rebuild()
+}
+
+// pool returns the nodes of avail (registry-available) that may be picked:
+// the eligible ones, or all of avail when fewer than the panic threshold
+// are eligible (panic reported true).
+func (c *controller) pool(avail []*node.Node) ([]*node.Node, bool) {
+	eligible := filter(avail, (*node.Node).Eligible)
+	pct := *c.u.cfg.Health.PanicThreshold
+	if len(avail) > 0 && len(eligible)*100 < pct*len(avail) {
+		c.u.cfg.Log.WithFields(logrus.Fields{"healthy": len(eligible), "available": len(avail), "panic_threshold": pct}).
+			Warn("panic mode: too few healthy nodes; balancing over all available nodes")
+		return avail, true
+	}
+	return eligible, false
+}
+
+// filter returns the nodes of in that keep accepts, in order: in itself
+// when it accepts them all (nodes slices are never modified once built), a
+// new slice otherwise.
+func filter(in []*node.Node, keep func(*node.Node) bool) []*node.Node {
+	for i, n := range in {
+		if keep(n) {
+			continue
+		}
+		out := make([]*node.Node, i, len(in)-1)
+		copy(out, in[:i])
+		for _, n := range in[i+1:] {
+			if keep(n) {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	return in
+}
+
+// built is a picker with what it was built from.
+type built struct {
+	picker  balancer.Picker
+	builder *builderBox
+	pool    []*node.Node
+}
+
+// build returns a picker over pool from b: last's picker when it was
+// built by b over the same nodes (pickers are immutable, so it would be
+// built again alike), else one updated from it when b is a
+// balancer.Updater, else a new one; last becomes it.
+func build(last *built, b *builderBox, pool []*node.Node) balancer.Picker {
+	switch up, ok := b.Builder.(balancer.Updater); {
+	case last.picker == nil || last.builder != b:
+		*last = built{picker: b.Build(pool), builder: b, pool: pool}
+	case slices.Equal(last.pool, pool):
+	case ok:
+		*last = built{picker: up.Update(last.picker, pool), builder: b, pool: pool}
+	default:
+		*last = built{picker: b.Build(pool), builder: b, pool: pool}
+	}
+	return last.picker
+}
+
+// fingerprint identifies a set of canary nodes and their labels, to notice
+// a re-tag.
+func fingerprint(nodes []*node.Node) string {
+	var b strings.Builder
+	for _, n := range nodes {
+		b.WriteString(n.ID)
+		keys := slices.Sorted(maps.Keys(n.Metadata))
+		for _, k := range keys {
+			b.WriteString("\x00" + k + "=" + n.Metadata[k])
+		}
+		b.WriteString("\x01")
+	}
+	return b.String()
+}
+
+// publish settles ejections, builds next's pickers over the eligible nodes
+// of each pool (stable, and canary when configured) and stores it. When
+// fewer than the panic threshold of a pool's available nodes are eligible,
+// that pool balances over all of them.
+func (c *controller) publish(next *Snapshot) {
+	u := c.u
+	now := u.cfg.Now()
+	_, wake := c.ejector.Apply(next.Nodes, now)
+	c.timer.Stop()
+	if !wake.IsZero() {
+		c.timer.Reset(max(wake.Sub(now), time.Millisecond))
+	}
+	rule := u.cfg.Canary
+	var stable, canaries []*node.Node
+	if rule == nil {
+		stable = filter(next.Nodes, (*node.Node).Available)
+	} else {
+		stable = filter(next.Nodes, func(n *node.Node) bool { return n.Available() && !rule.IsCanary(n) })
+		canaries = filter(next.Nodes, func(n *node.Node) bool { return n.Available() && rule.IsCanary(n) })
+	}
+	b := u.builder.Load()
+	pool, stablePanic := c.pool(stable)
+	next.Picker, next.StableAvailable = build(&c.stablePick, b, pool), len(pool)
+	next.Available = len(pool)
+	next.Panic = stablePanic
+	if rule != nil {
+		cpool, canaryPanic := c.pool(canaries)
+		w, from := rule.WeightOf(canaries)
+		fp := fingerprint(canaries)
+		if rb := u.rollback.Load(); rb != nil {
+			if rb.fingerprint != fp {
+				u.rollback.Store(nil)
+				u.cfg.Log.Info("canary instances changed their labels: automatic rollback cleared")
+			} else {
+				w, from = 0, "rollback"
+			}
+		}
+		c.canaryPrint = fp
+		next.Canary = canary.NewSplit(rule, build(&c.canaryPick, b, cpool), len(cpool), w, from)
+		next.Available += len(cpool)
+		next.Panic = next.Panic || canaryPanic
+		if prev := u.snap.Load().Canary; prev == nil || prev.Weight != w || prev.WeightFrom != from {
+			u.cfg.Log.WithFields(logrus.Fields{"weight": w, "from": from, "canary_nodes": len(cpool)}).Info("canary weight")
+		}
+	}
+	u.snap.Store(next)
+}
