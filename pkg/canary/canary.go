@@ -1,6 +1,12 @@
 // Package canary splits an upstream's traffic between stable and canary
 // nodes, chosen by labels the nodes carry in the registry.
 //
+// Every upstream has a rule: without a `canary:` block it is DefaultRule
+// (instances tagged canary=true are canaries, their canary-weight label is
+// the weight, 0 without one), so tagging instances in the registry is all a
+// canary release needs; a `canary:` block overrides it and
+// `canary: {disabled: true}` turns it off.
+//
 // A Rule (from config) is compiled once; for every node set the upstream's
 // controller builds a Split (immutable, published in the snapshot) holding
 // the effective weight; Choose decides per request, without locks or
@@ -23,8 +29,10 @@ package canary
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -34,8 +42,12 @@ import (
 	"github.com/remora-mesh/remora/pkg/node"
 )
 
-// Config is an upstream's `canary:` block.
+// Config is an upstream's `canary:` block. The zero Config is the default
+// rule's (see DefaultRule).
 type Config struct {
+	// Disabled turns the canary rule off: every node is stable, whatever
+	// its labels. It takes no other field.
+	Disabled bool `yaml:"disabled"`
 	// Selector labels mark canary nodes (all must match); default
 	// {canary: "true"}.
 	Selector map[string]string `yaml:"selector"`
@@ -88,15 +100,41 @@ func (p Pool) String() string {
 // Rule is a compiled Config. It is immutable.
 type Rule struct {
 	cfg       Config
-	header    string // canonical
+	selector  []label // cfg.Selector as a slice: IsCanary runs per node on every publish
+	header    string  // canonical
 	match     []Match
 	key       hashkey.Key // the zero Key without hash_on: no request has a key
 	weightKey string
+	isDefault bool // made by DefaultRule, not from a canary: block
 }
 
+// DefaultRule returns the rule of an upstream without a `canary:` block:
+// selector {canary: "true"}, weight 0 unless the canary instances carry a
+// canary-weight label, override header x-canary. An instance tagged
+// canary=true without a weight gets no traffic (unless the stable pool is
+// empty, or a request asks for it with x-canary: always); removing the tag
+// makes it an ordinary node at once.
+func DefaultRule() *Rule {
+	var c Config
+	r, err := c.Validate()
+	if err != nil {
+		panic("canary: the default rule does not validate: " + err.Error())
+	}
+	r.isDefault = true
+	return r
+}
+
+// IsDefault reports whether r is DefaultRule's, not one compiled from a
+// `canary:` block.
+func (r *Rule) IsDefault() bool { return r.isDefault }
+
 // Validate fills defaults and compiles the config; errors name fields
-// relative to the block.
+// relative to the block. A disabled config compiles to no rule: it returns
+// nil and no error.
 func (c *Config) Validate() (*Rule, error) {
+	if c.Disabled {
+		return nil, c.validateDisabled()
+	}
 	var errs []error
 	switch {
 	case c.Service != "" && len(c.Selector) > 0:
@@ -116,6 +154,9 @@ func (c *Config) Validate() (*Rule, error) {
 		c.Header = "x-canary"
 	}
 	r := &Rule{cfg: *c, header: http.CanonicalHeaderKey(c.Header)}
+	for _, k := range slices.Sorted(maps.Keys(c.Selector)) {
+		r.selector = append(r.selector, label{k, c.Selector[k]})
+	}
 	if c.WeightKey != "-" {
 		r.weightKey = c.WeightKey
 	}
@@ -147,6 +188,32 @@ func (c *Config) Validate() (*Rule, error) {
 	return r, nil
 }
 
+// validateDisabled refuses a disabled config that sets other fields,
+// naming them: they could not apply.
+func (c *Config) validateDisabled() error {
+	var set []string
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{
+		{"selector", len(c.Selector) > 0}, {"service", c.Service != ""}, {"weight", c.Weight != 0},
+		{"weight_key", c.WeightKey != ""}, {"header", c.Header != ""}, {"match", len(c.Match) > 0},
+		{"hash_on", c.HashOn != nil}, {"strict", c.Strict}, {"rollback", c.Rollback != nil},
+	} {
+		if f.set {
+			set = append(set, f.name)
+		}
+	}
+	switch len(set) {
+	case 0:
+		return nil
+	case 1:
+		return fmt.Errorf("disabled: the canary rule is off, so %s cannot apply; remove it or disabled", set[0])
+	}
+	return fmt.Errorf("disabled: the canary rule is off, so %s and %s cannot apply; remove them or disabled",
+		strings.Join(set[:len(set)-1], ", "), set[len(set)-1])
+}
+
 // ServiceLabel marks the instances of a separate canary service (see
 // Config.Service); the upstream adds it when it merges the two services.
 const ServiceLabel = "remora.canary.service"
@@ -170,10 +237,13 @@ func (r *Rule) Config() Config { return r.cfg }
 // Strict reports whether a chosen but empty canary pool answers 503.
 func (r *Rule) Strict() bool { return r.cfg.Strict }
 
+// label is one key and value of a selector.
+type label struct{ key, value string }
+
 // IsCanary reports whether n's labels match the selector.
 func (r *Rule) IsCanary(n *node.Node) bool {
-	for k, v := range r.cfg.Selector {
-		if n.Metadata[k] != v {
+	for _, l := range r.selector {
+		if v, ok := n.Metadata[l.key]; !ok || v != l.value {
 			return false
 		}
 	}
@@ -229,11 +299,16 @@ type Split struct {
 	Weight     float64
 	WeightFrom string
 	threshold  uint64 // Weight as a share of 2^32
+	// idle: no canary node and a rule that is not strict, so every
+	// request goes to stable whatever Choose would decide.
+	idle bool
 }
 
-// NewSplit returns a split with weight w percent.
+// NewSplit returns a split with weight w percent over available canary
+// nodes.
 func NewSplit(r *Rule, p balancer.Picker, available int, w float64, from string) *Split {
-	return &Split{Rule: r, Picker: p, Available: available, Weight: w, WeightFrom: from, threshold: uint64(w / 100 * (1 << 32))}
+	return &Split{Rule: r, Picker: p, Available: available, Weight: w, WeightFrom: from, threshold: uint64(w / 100 * (1 << 32)),
+		idle: available == 0 && !r.Strict()}
 }
 
 // stickySalt decorrelates cohorts from the consistent-hash policies, which
@@ -243,7 +318,15 @@ const stickySalt = 0x9e3779b97f4a7c15
 // Choose picks the pool for a request or connection. Override headers and
 // match rules read info.Request (nil for a TCP connection); the sticky key
 // may hash the client's address. It does not lock or allocate.
+//
+// Without a canary node and with a rule that is not strict, it returns
+// Stable at once: a canary chosen then would fall back to stable anyway.
+// That is every request of an upstream whose default rule finds no tagged
+// instance, so the rule costs such an upstream one branch.
 func (s *Split) Choose(info balancer.Info) Pool {
+	if s.idle {
+		return Stable
+	}
 	r := s.Rule
 	if req := info.Request; req != nil {
 		if vs := req.Header[r.header]; len(vs) > 0 {

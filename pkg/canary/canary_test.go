@@ -1,6 +1,7 @@
 package canary_test
 
 import (
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -53,13 +54,140 @@ func TestSelectorAndWeightPrecedence(t *testing.T) {
 }
 
 func TestChooseDoesNotAllocate(t *testing.T) {
-	r := rule(t, canary.Config{Weight: 30, HashOn: &hashkey.Spec{Header: "x-user-id"}, Match: []canary.Match{{Cookie: "beta", Value: "1"}}})
-	s := canary.NewSplit(r, balancer.Empty, 1, 30, "config")
-	req := httptest.NewRequest("GET", "/", nil)
-	req.Header.Set("X-User-Id", "42")
-	req.Header.Set("Cookie", "a=b")
-	if a := testing.AllocsPerRun(1000, func() { s.Choose(balancer.Info{Request: req}) }); a != 0 {
-		t.Fatalf("Choose allocates %v times", a)
+	for _, tc := range []struct {
+		name      string
+		rule      *canary.Rule
+		available int
+		weight    float64
+	}{
+		{"hash_on and match", rule(t, canary.Config{Weight: 30, HashOn: &hashkey.Spec{Header: "x-user-id"}, Match: []canary.Match{{Cookie: "beta", Value: "1"}}}), 1, 30},
+		{"random draw", rule(t, canary.Config{}), 1, 30},
+		{"default rule, a canary at weight 0", canary.DefaultRule(), 1, 0},
+		{"default rule, no canary node", canary.DefaultRule(), 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := canary.NewSplit(tc.rule, balancer.Empty, tc.available, tc.weight, "config")
+			req := httptest.NewRequest("GET", "/", nil)
+			req.Header.Set("X-User-Id", "42")
+			req.Header.Set("Cookie", "a=b")
+			if a := testing.AllocsPerRun(1000, func() { s.Choose(balancer.Info{Request: req}) }); a != 0 {
+				t.Fatalf("Choose allocates %v times", a)
+			}
+		})
+	}
+}
+
+// The default rule, every upstream's without a canary: block: instances
+// tagged canary=true are canaries, their canary-weight label is the
+// weight, and without one the weight is 0.
+func TestDefaultRule(t *testing.T) {
+	r := canary.DefaultRule()
+	if !r.IsDefault() || rule(t, canary.Config{}).IsDefault() {
+		t.Fatal("IsDefault: only DefaultRule's rule is the default")
+	}
+	if c := r.Config(); c.Selector["canary"] != "true" || len(c.Selector) != 1 || c.Weight != 0 || c.WeightKey != "canary-weight" || c.Header != "x-canary" || c.Strict || c.Rollback != nil {
+		t.Fatalf("default config %+v", c)
+	}
+	for _, tc := range []struct {
+		name   string
+		meta   map[string]string
+		canary bool
+		weight float64
+		from   string
+	}{
+		{"untagged", nil, false, 0, "config"},
+		{"other labels", map[string]string{"version": "v2", "canary-weight": "10"}, false, 0, "config"},
+		{"tagged false", map[string]string{"canary": "false"}, false, 0, "config"},
+		{"tagged without a weight", map[string]string{"canary": "true"}, true, 0, "config"},
+		{"tagged with weight 10", map[string]string{"canary": "true", "canary-weight": "10"}, true, 10, "registry"},
+		{"tagged with a bad weight", map[string]string{"canary": "true", "canary-weight": "ten"}, true, 0, "config"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := labelled(tc.meta)
+			if r.IsCanary(n) != tc.canary {
+				t.Fatalf("IsCanary = %v", !tc.canary)
+			}
+			var canaries []*node.Node
+			if tc.canary {
+				canaries = append(canaries, n)
+			}
+			if w, from := r.WeightOf(canaries); w != tc.weight || from != tc.from {
+				t.Fatalf("weight %v from %s; want %v from %s", w, from, tc.weight, tc.from)
+			}
+		})
+	}
+}
+
+// Choose's order holds for every split; a split without canary nodes
+// answers Stable at once unless the rule is strict (choosePool falls back
+// to stable anyway, and a strict rule must see the canary chosen).
+func TestChoose(t *testing.T) {
+	always := httptest.NewRequest("GET", "/", nil)
+	always.Header.Set("X-Canary", "always")
+	never := httptest.NewRequest("GET", "/", nil)
+	never.Header.Set("X-Canary", "never")
+	beta := httptest.NewRequest("GET", "/", nil)
+	beta.Header.Set("X-Group", "beta")
+	plain := httptest.NewRequest("GET", "/", nil)
+	matching := rule(t, canary.Config{Match: []canary.Match{{Header: "x-group", Value: "beta"}}})
+	strict := rule(t, canary.Config{Strict: true})
+	for _, tc := range []struct {
+		name      string
+		rule      *canary.Rule
+		available int
+		weight    float64
+		req       *http.Request
+		want      canary.Pool
+	}{
+		{"default, weight 0", canary.DefaultRule(), 1, 0, plain, canary.Stable},
+		{"default, weight 100", canary.DefaultRule(), 1, 100, plain, canary.Canary},
+		{"default, weight 0, x-canary: always", canary.DefaultRule(), 1, 0, always, canary.Canary},
+		{"default, weight 100, x-canary: never", canary.DefaultRule(), 1, 100, never, canary.Stable},
+		{"default, a tcp connection", canary.DefaultRule(), 1, 100, nil, canary.Canary},
+		{"match at weight 0", matching, 1, 0, beta, canary.Canary},
+		{"no match at weight 0", matching, 1, 0, plain, canary.Stable},
+		{"no canary node, weight 100", canary.DefaultRule(), 0, 100, plain, canary.Stable},
+		{"no canary node, x-canary: always", canary.DefaultRule(), 0, 0, always, canary.Stable},
+		{"no canary node, match", matching, 0, 0, beta, canary.Stable},
+		{"strict, no canary node, weight 100", strict, 0, 100, plain, canary.Canary},
+		{"strict, no canary node, x-canary: always", strict, 0, 0, always, canary.Canary},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := canary.NewSplit(tc.rule, balancer.Empty, tc.available, tc.weight, "config")
+			if got := s.Choose(balancer.Info{Request: tc.req}); got != tc.want {
+				t.Fatalf("Choose = %v; want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// canary: {disabled: true} turns the rule off and takes no other field.
+func TestDisabled(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		c    canary.Config
+		want string // "" means accepted, with no rule
+	}{
+		{"alone", canary.Config{Disabled: true}, ""},
+		{"with weight", canary.Config{Disabled: true, Weight: 10}, "disabled: the canary rule is off, so weight cannot apply; remove it or disabled"},
+		{"with several", canary.Config{Disabled: true, Selector: map[string]string{"v": "2"}, Header: "x", Strict: true, Rollback: &canary.Rollback{}},
+			"disabled: the canary rule is off, so selector, header, strict and rollback cannot apply; remove them or disabled"},
+		{"with every field", canary.Config{Disabled: true, Selector: map[string]string{"v": "2"}, Service: "s", Weight: 1, WeightKey: "w", Header: "x",
+			Match: []canary.Match{{Header: "h", Value: "v"}}, HashOn: &hashkey.Spec{Header: "u"}, Strict: true, Rollback: &canary.Rollback{}},
+			"so selector, service, weight, weight_key, header, match, hash_on, strict and rollback cannot apply"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := tc.c.Validate()
+			switch {
+			case tc.want == "" && (err != nil || r != nil):
+				t.Fatalf("Validate = %v, %v; want no rule and no error", r, err)
+			case tc.want == "":
+			case err == nil || !strings.Contains(err.Error(), tc.want):
+				t.Fatalf("Validate = %v; want %q", err, tc.want)
+			case r != nil:
+				t.Fatal("a rule with the error")
+			}
+		})
 	}
 }
 
@@ -122,4 +250,29 @@ func FuzzParseWeight(f *testing.F) {
 			t.Fatalf("ParseWeight(%q) = %v accepted", s, w)
 		}
 	})
+}
+
+// BenchmarkChoose measures the per-request decision: the default rule with
+// no tagged instance (every upstream without a canary), with a canary at
+// weight 0, and a weighted random draw.
+func BenchmarkChoose(b *testing.B) {
+	req := httptest.NewRequest("GET", "/", nil)
+	for _, bc := range []struct {
+		name      string
+		available int
+		weight    float64
+	}{
+		{"default_no_canary", 0, 0},
+		{"default_canary_weight_0", 1, 0},
+		{"default_canary_weight_10", 1, 10},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			s := canary.NewSplit(canary.DefaultRule(), balancer.Empty, bc.available, bc.weight, "config")
+			info := balancer.Info{Request: req}
+			b.ReportAllocs()
+			for b.Loop() {
+				s.Choose(info)
+			}
+		})
+	}
 }

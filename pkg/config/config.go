@@ -151,14 +151,17 @@ type Upstream struct {
 	// TLS speaks TLS to the nodes (mTLS with cert_file and key_file).
 	// server_name defaults to the service name.
 	TLS *tlsfiles.Options `yaml:"tls"`
-	// Canary splits traffic to nodes labelled as canary.
+	// Canary overrides the canary rule every upstream has (instances
+	// tagged canary=true get the share their canary-weight label gives,
+	// none without one); `canary: {disabled: true}` turns it off.
 	Canary *canary.Config `yaml:"canary"`
 	// Policy holds retry, timeouts and circuit_breaker.
 	upstream.Policy `yaml:",inline"`
 
 	// TLSConfig is the loaded TLS, set by Validate.
 	TLSConfig *tls.Config `yaml:"-" json:"-"`
-	// CanaryRule is the compiled Canary, set by Validate.
+	// CanaryRule is the compiled Canary, or canary.DefaultRule without a
+	// canary block; nil when the block disables it. Set by Validate.
 	CanaryRule *canary.Rule `yaml:"-" json:"-"`
 }
 
@@ -534,7 +537,9 @@ func (c *Config) Validate() error {
 			for _, err := range unjoin(err) {
 				add("%s.canary.%v", path, err)
 			}
-			u.CanaryRule = rule
+			u.CanaryRule = rule // nil when disabled
+		} else {
+			u.CanaryRule = canary.DefaultRule()
 		}
 		f, ok := balancer.Lookup(u.Balancer.Policy)
 		if !ok {

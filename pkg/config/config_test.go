@@ -125,6 +125,10 @@ upstreams:
 			"upstreams[0].health.passive.consecutive_5xx:", "upstreams[0].health.passive.error_statuses:",
 			"upstreams[0].canary.header:", "upstreams[0].canary.match:", "upstreams[0].canary.hash_on:",
 			"upstreams[0].balancer.hash_on: a tcp connection has no request to hash; use source_ip"}},
+		{"canary disabled with other fields", `
+registries: [{name: main, type: static}]
+upstreams: [{name: a, canary: {disabled: true, weight: 10, match: [{header: x, value: y}]}}]`, []string{
+			"upstreams[0].canary.disabled: the canary rule is off, so weight and match cannot apply; remove them or disabled"}},
 		{"balancer option error", `
 registries: [{name: main, type: static}]
 upstreams: [{name: a, balancer: {policy: round_robin, bogus: 1}}]`, []string{"upstreams[0].balancer: (line 3)", "bogus"}},
@@ -213,6 +217,43 @@ func TestRegisterRefusalMatchesTheCapability(t *testing.T) {
 			_, err = config.Parse([]byte(fmt.Sprintf("registries: [{name: r, type: %s, %s: %s}]\nregister: {service: a, address: 127.0.0.1, port: 8080}\n", typ, typ, opts)), ".")
 			if refused := err != nil && strings.Contains(err.Error(), "cannot register instances"); refused == registrar {
 				t.Fatalf("opened registry is a Registrar: %v; validate: %v", registrar, err)
+			}
+		})
+	}
+}
+
+// Every upstream has the canary rule: the default one without a canary:
+// block, the block's when there is one, none with canary: {disabled: true}.
+func TestCanaryRuleByDefault(t *testing.T) {
+	for _, tc := range []struct {
+		name, upstream string
+		rule           string // "none", "default" or "block"
+		weight         float64
+		selector       string // the selector's canary label
+	}{
+		{"no canary block", `{name: a}`, "default", 0, "true"},
+		{"a tcp upstream", `{name: a, protocol: tcp, listen: "127.0.0.1:0"}`, "default", 0, "true"},
+		{"an empty block", `{name: a, canary: {}}`, "block", 0, "true"},
+		{"disabled: false", `{name: a, canary: {disabled: false}}`, "block", 0, "true"},
+		{"a block overrides", `{name: a, canary: {weight: 5, selector: {canary: "yes"}}}`, "block", 5, "yes"},
+		{"disabled", `{name: a, canary: {disabled: true}}`, "none", 0, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := config.Parse([]byte("registries: [{name: main, type: static}]\nupstreams: ["+tc.upstream+"]\n"), ".")
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := cfg.Upstreams[0].CanaryRule
+			switch {
+			case tc.rule == "none" && r != nil:
+				t.Fatalf("rule %+v; want none", r.Config())
+			case tc.rule == "none":
+			case r == nil:
+				t.Fatal("no canary rule")
+			case r.IsDefault() != (tc.rule == "default"):
+				t.Fatalf("IsDefault = %v; want the %s rule", r.IsDefault(), tc.rule)
+			case r.Config().Weight != tc.weight || r.Config().Selector["canary"] != tc.selector || r.Config().WeightKey != "canary-weight":
+				t.Fatalf("rule %+v", r.Config())
 			}
 		})
 	}
