@@ -49,10 +49,12 @@ type app struct {
 	cfg        *config.Config
 	registries map[string]*liveRegistry
 	upstreams  map[string]*liveUpstream
-	agent      *register.Agent    // registers the local application; nil without register:
-	servers    []*server          // admin and outbound listeners
-	dedicated  map[string]*server // upstream listen: ports, by upstream name
-	serving    sync.WaitGroup
+	// agent registers the local application (nil without register:). It
+	// is written with mu held and read without it (GET /register).
+	agent     atomic.Pointer[register.Agent]
+	servers   []*server          // admin and outbound listeners
+	dedicated map[string]*server // upstream listen: ports, by upstream name
+	serving   sync.WaitGroup
 }
 
 // liveRegistry is an open registry and the config it was opened from.
@@ -139,21 +141,58 @@ func startApp(cfg *config.Config, log *logrus.Logger) (_ *app, err error) {
 		a.serve(s)
 	}
 	if rc := cfg.Register; rc != nil {
-		reg, ok := a.registries[rc.Registry].reg.(discovery.Registrar)
-		if !ok {
-			return nil, fmt.Errorf("register.registry: registry %q of type %s cannot register instances", rc.Registry, a.registries[rc.Registry].cfg.Type)
+		reg, err := registrar(a.registries, rc)
+		if err != nil {
+			return nil, err
 		}
-		a.agent = register.NewAgent(*rc, reg, log.WithField("component", "register"))
-		go a.agent.Run(context.Background())
+		a.startAgent(*rc, reg)
 	}
 	return a, nil
+}
+
+// registrar returns the registry that rc registers in.
+func registrar(regs map[string]*liveRegistry, rc *register.Config) (discovery.Registrar, error) {
+	lr := regs[rc.Registry]
+	if lr == nil {
+		return nil, fmt.Errorf("register.registry: unknown registry %q", rc.Registry)
+	}
+	reg, ok := lr.reg.(discovery.Registrar)
+	if !ok {
+		return nil, fmt.Errorf("register.registry: registry %q of type %s cannot register instances", rc.Registry, lr.cfg.Type)
+	}
+	return reg, nil
+}
+
+// startAgent starts registering the local application in reg. a.mu is
+// held.
+func (a *app) startAgent(rc register.Config, reg discovery.Registrar) {
+	ag := register.NewAgent(rc, reg, a.log.WithField("component", "register"))
+	a.agent.Store(ag)
+	go ag.Run(context.Background())
+}
+
+// replaceTimeout bounds the withdrawal of a registration that a reload
+// replaces or removes (the registry may be unreachable: the registration
+// then lapses with its lease or TTL).
+const replaceTimeout = 5 * time.Second
+
+// stopAgent withdraws the local application's registration, if any, and
+// forgets the agent. a.mu is held.
+func (a *app) stopAgent(timeout time.Duration) {
+	ag := a.agent.Swap(nil)
+	if ag == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	ag.Deregister(ctx)
 }
 
 // deregister withdraws the local application, if registered, and waits the
 // deregistration delay so consumers stop sending: the first step of a
 // shutdown.
 func (a *app) deregister(ctx context.Context, delay time.Duration) {
-	if a.agent != nil && a.agent.Deregister(ctx) {
+	if ag := a.agent.Load(); ag != nil && ag.Deregister(ctx) {
 		select {
 		case <-ctx.Done():
 		case <-time.After(delay):
@@ -248,7 +287,19 @@ func (a *app) apply(cfg *config.Config) (err error) {
 		todo = append(todo, pending{cfg: uc, prev: prev, w: w})
 	}
 
-	// 3. Dedicated listeners for new or moved listen addresses.
+	// 3. The registry the registration is to be made in (on a reload;
+	// startApp registers last).
+	var newReg discovery.Registrar
+	if a.cfg != nil && cfg.Register != nil {
+		if newReg, err = registrar(regs, cfg.Register); err != nil {
+			for _, p := range todo {
+				p.w.Stop()
+			}
+			return err
+		}
+	}
+
+	// 4. Dedicated listeners for new or moved listen addresses.
 	dedicated := map[string]*server{}
 	for _, uc := range cfg.Upstreams {
 		if uc.Listen == "" {
@@ -274,7 +325,7 @@ func (a *app) apply(cfg *config.Config) (err error) {
 		dedicated[uc.Name] = s
 	}
 
-	// Nothing fails from here on. 4. Start the new controllers, each
+	// Nothing fails from here on. 5. Start the new controllers, each
 	// taking over its predecessor's nodes.
 	for _, p := range todo {
 		var prevU *upstream.Upstream
@@ -292,7 +343,12 @@ func (a *app) apply(cfg *config.Config) (err error) {
 	}
 	a.proxy.SetRoutes(routes...) // closes the idle connections of transports it drops
 
-	// 5. Retire what the new config no longer has.
+	// 6. The registration, before any registry it lives in is closed.
+	if a.cfg != nil {
+		a.applyRegister(cfg, regs, newReg)
+	}
+
+	// 7. Retire what the new config no longer has.
 	for name, l := range a.upstreams {
 		if ups[name] != l {
 			if ups[name] == nil {
@@ -321,6 +377,31 @@ func (a *app) apply(cfg *config.Config) (err error) {
 	}
 	a.cfg, a.registries, a.upstreams, a.dedicated = cfg, regs, ups, dedicated
 	return nil
+}
+
+// applyRegister moves the registration from a.cfg's register: block to
+// cfg's: a change the live registration can take (labels, weight, warm-up,
+// deregister_delay, in the same registry, kept open) is applied in place;
+// any other change (service, id, address, port, health, or another or
+// reopened registry) withdraws the registration and registers anew in reg;
+// a removed block withdraws it; an added one registers. regs are the
+// registries of cfg; a.registries are still the previous ones, none closed
+// yet. a.mu is held.
+func (a *app) applyRegister(cfg *config.Config, regs map[string]*liveRegistry, reg discovery.Registrar) {
+	old, want := a.cfg.Register, cfg.Register
+	if ag := a.agent.Load(); ag != nil {
+		if want != nil && want.Registry == old.Registry && regs[want.Registry] == a.registries[old.Registry] {
+			err := ag.Reconfigure(*want)
+			if err == nil {
+				return
+			}
+			a.log.WithError(err).Info("register: registering the application anew")
+		}
+		a.stopAgent(replaceTimeout)
+	}
+	if want != nil {
+		a.startAgent(*want, reg)
+	}
 }
 
 // startUpstream builds an upstream (from prev's nodes when not nil) and runs
@@ -572,13 +653,9 @@ func (a *app) shutdown(ctx context.Context) error {
 // close stops everything without waiting for requests.
 func (a *app) close() {
 	a.draining.Store(true)
-	if a.agent != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		a.agent.Deregister(ctx)
-		cancel()
-	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.stopAgent(2 * time.Second) // before the registries close
 	for _, s := range a.allServers() {
 		_ = s.srv.Close()
 	}

@@ -62,17 +62,22 @@ func startRemora(t *testing.T, yml string) *app {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	if testing.Verbose() {
-		log.SetOutput(os.Stderr)
-	}
-	a, err := startApp(cfg, log)
+	a, err := startApp(cfg, testLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { a.close() })
 	return a
+}
+
+// testLogger logs to standard error with -v, else nowhere.
+func testLogger() *logrus.Logger {
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	if testing.Verbose() {
+		log.SetOutput(os.Stderr)
+	}
+	return log
 }
 
 func etcdConfig(endpoint string) string {
@@ -131,9 +136,7 @@ func TestEtcdEndToEnd(t *testing.T) {
 	srv.Put("/services/user-service/b1", b1.value(`{"version":"v1"}`))
 	srv.Put("/services/user-service/b2", b2.value(""))
 	srv.Put("/services/user-service/b3", b3.value(`{"canary":"true"}`))
-	// b3's canary tag is only a label here: with the canary rule on (the
-	// default), a canary without a weight would get no traffic.
-	a := startRemora(t, etcdConfig(srv.Endpoint())+"    canary: {disabled: true}\n")
+	a := startRemora(t, etcdConfig(srv.Endpoint()))
 	eventually(t, 5*time.Second, "three nodes", func() bool { return available(a) == 3 })
 
 	t.Run("requests spread over all three", func(t *testing.T) {
