@@ -300,6 +300,32 @@ func filter(in []*node.Node, keep func(*node.Node) bool) []*node.Node {
 	return in
 }
 
+// partition splits the available nodes of in into the stable ones and the
+// canaries, in order, in one pass (every upstream has a canary rule unless
+// it is turned off, so this runs on every publish): stable is in itself
+// when every node is an available non-canary (nodes slices are never
+// modified once built), canaries nil when there is none.
+func partition(in []*node.Node, isCanary func(*node.Node) bool) (stable, canaries []*node.Node) {
+	for i, n := range in {
+		if n.Available() && !isCanary(n) {
+			continue
+		}
+		stable = make([]*node.Node, i, len(in)-1)
+		copy(stable, in[:i])
+		for _, n := range in[i:] {
+			switch {
+			case !n.Available():
+			case isCanary(n):
+				canaries = append(canaries, n)
+			default:
+				stable = append(stable, n)
+			}
+		}
+		return stable, canaries
+	}
+	return in, nil
+}
+
 // built is a picker with what it was built from.
 type built struct {
 	picker  balancer.Picker
@@ -356,8 +382,7 @@ func (c *controller) publish(next *Snapshot) {
 	if rule == nil {
 		stable = filter(next.Nodes, (*node.Node).Available)
 	} else {
-		stable = filter(next.Nodes, func(n *node.Node) bool { return n.Available() && !rule.IsCanary(n) })
-		canaries = filter(next.Nodes, func(n *node.Node) bool { return n.Available() && rule.IsCanary(n) })
+		stable, canaries = partition(next.Nodes, rule.IsCanary)
 	}
 	b := u.builder.Load()
 	pool, stablePanic := c.pool(stable)
@@ -380,7 +405,7 @@ func (c *controller) publish(next *Snapshot) {
 		next.Canary = canary.NewSplit(rule, build(&c.canaryPick, b, cpool), len(cpool), w, from)
 		next.Available += len(cpool)
 		next.Panic = next.Panic || canaryPanic
-		if prev := u.snap.Load().Canary; prev == nil || prev.Weight != w || prev.WeightFrom != from {
+		if prev := u.snap.Load().Canary; prev == nil && len(cpool) > 0 || prev != nil && (prev.Weight != w || prev.WeightFrom != from) {
 			u.cfg.Log.WithFields(logrus.Fields{"weight": w, "from": from, "canary_nodes": len(cpool)}).Info("canary weight")
 		}
 	}

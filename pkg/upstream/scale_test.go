@@ -27,6 +27,7 @@ import (
 	"github.com/remora-mesh/remora/pkg/balancer/ringhash"
 	"github.com/remora-mesh/remora/pkg/balancer/roundrobin"
 	"github.com/remora-mesh/remora/pkg/balancer/weightedroundrobin"
+	"github.com/remora-mesh/remora/pkg/canary"
 	"github.com/remora-mesh/remora/pkg/health"
 )
 
@@ -107,7 +108,7 @@ func BenchmarkApplyOneNodeChange(b *testing.B) {
 			base, changed := oneNodeChanges(n)
 			for _, kind := range []string{"modify", "add_remove"} {
 				b.Run(fmt.Sprintf("%s/nodes=%d/%s", bl.Name(), n, kind), func(b *testing.B) {
-					u := New(Config{Name: "bench", Balancer: bl})
+					u := New(Config{Name: "bench", Balancer: bl, Canary: canary.DefaultRule()}) // as every upstream has by default
 					c := newController(u)
 					sets := [2][]discovery.Instance{changed[kind], base}
 					c.apply(base)
@@ -149,7 +150,7 @@ func BenchmarkApplyOneNodeChangeRun(b *testing.B) {
 		for _, n := range scaleSizes {
 			base, changed := oneNodeChanges(n)
 			b.Run(fmt.Sprintf("%s/nodes=%d/modify", bl.Name(), n), func(b *testing.B) {
-				u := New(Config{Name: "bench", Balancer: bl})
+				u := New(Config{Name: "bench", Balancer: bl, Canary: canary.DefaultRule()}) // as every upstream has by default
 				w := make(chanWatcher)
 				ctx, cancel := context.WithCancel(context.Background())
 				done := make(chan struct{})
@@ -211,7 +212,7 @@ func BenchmarkMillionNodes(b *testing.B) {
 		var wg sync.WaitGroup
 		list := make([]*Upstream, ups)
 		for i := range list {
-			u := New(Config{Name: scaleService(i), Log: log})
+			u := New(Config{Name: scaleService(i), Log: log, Canary: canary.DefaultRule()})
 			w, err := reg.Watch(ctx, u.Service())
 			if err != nil {
 				b.Fatal(err)
