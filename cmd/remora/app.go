@@ -51,7 +51,10 @@ type app struct {
 	upstreams  map[string]*liveUpstream
 	// agent registers the local application (nil without register:). It
 	// is written with mu held and read without it (GET /register).
-	agent     atomic.Pointer[register.Agent]
+	agent atomic.Pointer[liveAgent]
+	// rereg counts re-registrations by registry and service, across the
+	// agents a reload replaces.
+	rereg     map[string]*reregCounter
 	servers   []*server          // admin and outbound listeners
 	dedicated map[string]*server // upstream listen: ports, by upstream name
 	serving   sync.WaitGroup
@@ -107,6 +110,7 @@ func startApp(cfg *config.Config, log *logrus.Logger) (_ *app, err error) {
 		registries: map[string]*liveRegistry{},
 		upstreams:  map[string]*liveUpstream{},
 		dedicated:  map[string]*server{},
+		rereg:      map[string]*reregCounter{},
 	}
 	popts := proxy.Options{Log: log.WithField("component", "proxy")}
 	if cfg.AccessLog.Enabled {
@@ -163,11 +167,17 @@ func registrar(regs map[string]*liveRegistry, rc *register.Config) (discovery.Re
 	return reg, nil
 }
 
-// startAgent starts registering the local application in reg. a.mu is
-// held.
+// startAgent starts registering the local application in reg, the
+// registry rc names. a.mu is held.
 func (a *app) startAgent(rc register.Config, reg discovery.Registrar) {
-	ag := register.NewAgent(rc, reg, a.log.WithField("component", "register"))
-	a.agent.Store(ag)
+	key := rc.Registry + "\x00" + rc.Service
+	c := a.rereg[key]
+	if c == nil {
+		c = newReregCounter()
+		a.rereg[key] = c
+	}
+	ag := register.NewAgent(rc, c.counting(reg), a.log.WithField("component", "register"))
+	a.agent.Store(&liveAgent{Agent: ag, registry: rc.Registry, rereg: c})
 	go ag.Run(context.Background())
 }
 
@@ -177,15 +187,16 @@ func (a *app) startAgent(rc register.Config, reg discovery.Registrar) {
 const replaceTimeout = 5 * time.Second
 
 // stopAgent withdraws the local application's registration, if any, and
-// forgets the agent. a.mu is held.
+// forgets the agent (which GET /register shows until then). a.mu is held.
 func (a *app) stopAgent(timeout time.Duration) {
-	ag := a.agent.Swap(nil)
-	if ag == nil {
+	la := a.agent.Load()
+	if la == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	ag.Deregister(ctx)
+	la.Deregister(ctx)
+	a.agent.Store(nil)
 }
 
 // deregister withdraws the local application, if registered, and waits the

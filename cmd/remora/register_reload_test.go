@@ -146,9 +146,10 @@ func TestReloadMovesRegistration(t *testing.T) {
 		name string
 		// setup returns the config before and after, and the consumers
 		// of the first and the second registry.
-		setup func(t *testing.T, port int) (before, after string, from, to consumer)
+		registry string // the second registry's name
+		setup    func(t *testing.T, port int) (before, after string, from, to consumer)
 	}{
-		{"etcd to another etcd, same registry name", func(t *testing.T, port int) (string, string, consumer, consumer) {
+		{"etcd to another etcd, same registry name", "main", func(t *testing.T, port int) (string, string, consumer, consumer) {
 			a, b := etcdtest.Start(t), etcdtest.Start(t)
 			cfg := func(srv *etcdtest.Server) string {
 				return head + fmt.Sprintf("registries: [{name: main, type: etcd, etcd: {endpoints: [%q]}}]\n", srv.Endpoint()) +
@@ -156,7 +157,7 @@ func TestReloadMovesRegistration(t *testing.T) {
 			}
 			return cfg(a), cfg(b), etcdConsumer(a), etcdConsumer(b)
 		}},
-		{"etcd to consul", func(t *testing.T, port int) (string, string, consumer, consumer) {
+		{"etcd to consul", "dc1", func(t *testing.T, port int) (string, string, consumer, consumer) {
 			srv := etcdtest.Start(t)
 			agent := consultest.Start(t, consultest.Config{Name: "reload-move"})
 			regs := head + fmt.Sprintf("registries:\n  - {name: main, type: etcd, etcd: {endpoints: [%q]}}\n  - {name: dc1, type: consul, consul: {address: %q}}\n",
@@ -181,6 +182,10 @@ func TestReloadMovesRegistration(t *testing.T) {
 			if _, ok, _ := from.read(t); ok {
 				t.Fatal("registered in the first registry again")
 			}
+			eventually(t, time.Second, "GET /register showing the registration in "+tc.registry, func() bool {
+				st, ok := registerView(t, a.addr("admin"))
+				return ok && st.Registry == tc.registry && st.Registered && st.Up
+			})
 		})
 	}
 }

@@ -6,6 +6,7 @@
 //	                      gave up waiting) and the process is not draining
 //	GET /upstreams        every upstream with its nodes
 //	GET /upstreams/NAME   one upstream
+//	GET /register         the local application's registration (register:)
 package admin
 
 import (
@@ -31,7 +32,8 @@ type Options struct {
 }
 
 // Source is what the admin API reports on. Its methods are called
-// concurrently from request goroutines.
+// concurrently from request goroutines. A Source may also be a
+// RegistrationSource.
 type Source interface {
 	// Table returns the current upstreams.
 	Table() *upstream.Table
@@ -65,6 +67,9 @@ func Handler(src Source, opts Options) http.Handler {
 	mux.HandleFunc("POST /drain", func(w http.ResponseWriter, _ *http.Request) {
 		src.Drain()
 		writeJSON(w, http.StatusOK, map[string]any{"draining": true})
+	})
+	mux.HandleFunc("GET /register", func(w http.ResponseWriter, _ *http.Request) {
+		serveRegister(src, w)
 	})
 	mux.HandleFunc("GET /upstreams", func(w http.ResponseWriter, _ *http.Request) {
 		ups := src.Table().All()

@@ -50,6 +50,8 @@ var (
 	descNodeRequests   = desc("node_requests_total", "Attempts per node.", "upstream", "node")
 	descNodeFailures   = desc("node_failures_total", "Failed attempts per node (the node's fault).", "upstream", "node")
 	descNodeInFlight   = desc("node_in_flight_requests", "Attempts in flight per node.", "upstream", "node")
+	descRegistrationUp = desc("registration_up", "1 while the registry holds the local application's registration (register:).", "registry", "service")
+	descReregistered   = desc("registration_reregistrations_total", "Times the registry had lost the registration and it was written again.", "registry", "service")
 )
 
 type collector struct {
@@ -65,6 +67,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	if rs, ok := c.src.(RegistrationSource); ok {
+		if r, ok := rs.Registration(); ok {
+			up := 0.0
+			if r.up() {
+				up = 1
+			}
+			gauge(descRegistrationUp, up, r.Registry, r.Status.Service)
+			counter(descReregistered, r.Reregistrations, r.Registry, r.Status.Service)
+		}
 	}
 	for _, u := range c.src.Table().All() {
 		name, m, s := u.Name(), u.Metrics(), u.Snapshot()
