@@ -21,34 +21,89 @@ import (
 )
 
 // process is `remora run` in a child process (see TestMain), with its
-// admin address and its log.
+// admin address, its config file and its log.
 type process struct {
-	admin string
-	logs  *syncBuffer
+	admin  string
+	path   string
+	logs   *syncBuffer
+	exited chan struct{} // closed when the process has exited
 }
 
 // startProcess writes yml (whose admin address must be admin) to a file,
 // runs `remora run` on it and waits until /readyz answers 200.
 func startProcess(t *testing.T, admin, yml string) *process {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "remora.yaml")
-	if err := os.WriteFile(path, []byte(yml), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	p := launchProcess(t, admin, yml)
+	p.waitReady(t)
+	return p
+}
+
+// launchProcess writes yml (whose admin address must be admin) to a file
+// and runs `remora run` on it, waiting until the admin API answers
+// /healthz. The process is killed when the test ends.
+func launchProcess(t *testing.T, admin, yml string) *process {
+	t.Helper()
+	p := &process{admin: admin, path: filepath.Join(t.TempDir(), "remora.yaml"), logs: &syncBuffer{}, exited: make(chan struct{})}
+	p.write(t, yml)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "REMORA_TEST_MAIN="+strings.Join([]string{"run", "-c", path, "--log-format", "json"}, "\n"))
-	p := &process{admin: admin, logs: &syncBuffer{}}
+	cmd.Env = append(os.Environ(), "REMORA_TEST_MAIN="+strings.Join([]string{"run", "-c", p.path, "--log-format", "json"}, "\n"))
 	cmd.Stdout, cmd.Stderr = p.logs, p.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	go func() {
+		cmd.Wait()
+		close(p.exited)
+	}()
 	t.Cleanup(func() {
 		cmd.Process.Kill()
-		cmd.Wait()
+		<-p.exited
 		if t.Failed() {
 			t.Logf("remora's log:\n%s", p.logs.String())
 		}
 	})
+	eventually(t, 10*time.Second, "remora's admin API answering", func() bool {
+		select {
+		case <-p.exited:
+			t.Fatalf("remora exited:\n%s", p.logs.String())
+		default:
+		}
+		resp, err := http.Get("http://" + admin + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return p
+}
+
+// write replaces the process's config file with yml in one step (a
+// running process reloads it within configPollInterval).
+func (p *process) write(t *testing.T, yml string) {
+	t.Helper()
+	if err := os.WriteFile(p.path+".tmp", []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(p.path+".tmp", p.path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// running reports whether the process has not exited.
+func (p *process) running() bool {
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// waitReady waits until /readyz answers 200.
+func (p *process) waitReady(t *testing.T) {
+	t.Helper()
+	admin := p.admin
 	eventually(t, 10*time.Second, "remora ready", func() bool {
 		resp, err := http.Get("http://" + admin + "/readyz")
 		if err != nil {
@@ -57,7 +112,6 @@ func startProcess(t *testing.T, admin, yml string) *process {
 		resp.Body.Close()
 		return resp.StatusCode == 200
 	})
-	return p
 }
 
 // upstreams reads the admin API's view of the upstreams.
