@@ -100,8 +100,7 @@ func (p *Proxy) forwardDirect(ctx context.Context, w http.ResponseWriter, raw se
 			return upstream.Attempt{Err: err}
 		}
 		if isGRPC(resp) && resp.StatusCode == http.StatusOK {
-			st.grpc = resp
-			return upstream.Attempt{Status: resp.StatusCode, Deferred: true}
+			return grpcAttempt(st, resp)
 		}
 		return upstream.Attempt{Status: resp.StatusCode}
 	}

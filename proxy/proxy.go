@@ -25,10 +25,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,7 +41,6 @@ import (
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/internal/stdlog"
 	"github.com/remora-mesh/remora/pkg/balancer"
-	"github.com/remora-mesh/remora/pkg/health"
 	"github.com/remora-mesh/remora/pkg/node"
 	"github.com/remora-mesh/remora/pkg/upstream"
 	"github.com/remora-mesh/remora/proxy/client"
@@ -203,7 +204,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, route *route) {
 		aborted = p.reverse(ctx, w, r, st)
 	}
 	if st.grpc != nil && st.client.Err() == nil {
-		up.Observe(st.call.Node(), health.Outcome{Status: grpcHTTPStatus(st.grpc)})
+		if code, ok := grpcStatus(st.grpc); ok {
+			st.call.SetGRPC(code) // the verdict came with the trailers
+		}
 	}
 	p.finish(r, st)
 	if aborted {
@@ -265,32 +268,106 @@ func isGRPC(resp *http.Response) bool {
 	return strings.HasPrefix(resp.Header.Get("Content-Type"), "application/grpc")
 }
 
-// grpcHTTPStatus maps a finished gRPC response's grpc-status (trailer, or
-// header for a trailers-only response) to the HTTP status outlier detection
-// understands: UNAVAILABLE (14) is a gateway failure, like a 503; anything
-// else says the node is up.
-func grpcHTTPStatus(resp *http.Response) int {
-	code := resp.Trailer.Get("Grpc-Status")
-	if code == "" {
-		code = resp.Header.Get("Grpc-Status")
+// grpcStatus is a finished gRPC response's grpc-status: its trailer, or
+// its header for a trailers-only response.
+func grpcStatus(resp *http.Response) (int, bool) {
+	v := resp.Trailer.Get("Grpc-Status")
+	if v == "" {
+		v = resp.Header.Get("Grpc-Status")
 	}
-	if code == "14" {
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusOK
+	code, err := strconv.Atoi(v)
+	return code, err == nil && code >= 0
 }
+
+// grpcAttempt is the attempt a gRPC answer (status 200) comes to. Its
+// verdict is its grpc-status: in its header for a trailers-only answer,
+// else in its trailers, which come after its messages. When the verdict is
+// known before anything went to the client — a trailers-only answer, or
+// one whose body ends at once (headers, then trailers: a failed call that
+// had set header metadata) — it is judged at once, and retried on
+// retry.grpc_statuses; otherwise it is kept and judged when its trailers
+// have passed (see forward). To tell, the body's first read is made ahead,
+// waiting at most grpcPeekWait, so a stream whose first message comes late
+// is not held.
+func grpcAttempt(st *exchange, resp *http.Response) upstream.Attempt {
+	if v := resp.Header["Grpc-Status"]; len(v) > 0 {
+		if code, err := strconv.Atoi(v[0]); err == nil && code >= 0 {
+			return upstream.Attempt{Status: resp.StatusCode, GRPC: code + 1}
+		}
+	}
+	if resp.Body != nil && resp.Body != http.NoBody {
+		pb := peekBody(resp.Body)
+		resp.Body = pb
+		if pb.ended(grpcPeekWait) {
+			if code, ok := grpcStatus(resp); ok {
+				return upstream.Attempt{Status: resp.StatusCode, GRPC: code + 1}
+			}
+		}
+	}
+	st.grpc = resp
+	return upstream.Attempt{Status: resp.StatusCode, Deferred: true}
+}
+
+// grpcPeekWait bounds the wait for a gRPC answer's first read (see
+// grpcAttempt).
+const grpcPeekWait = 20 * time.Millisecond
+
+// peekedBody is a body whose first read is made ahead, on a goroutine of
+// its own, and served first.
+type peekedBody struct {
+	rc   io.ReadCloser
+	done chan struct{} // closed when the first read returned
+	buf  [512]byte
+	n    int
+	err  error
+	off  int
+}
+
+func peekBody(rc io.ReadCloser) *peekedBody {
+	b := &peekedBody{rc: rc, done: make(chan struct{})}
+	go func() {
+		defer close(b.done)
+		b.n, b.err = rc.Read(b.buf[:])
+	}()
+	return b
+}
+
+// ended reports whether the first read found the end (and nothing else)
+// within wait.
+func (b *peekedBody) ended(wait time.Duration) bool {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-b.done:
+		return b.n == 0 && b.err == io.EOF
+	case <-t.C:
+		return false
+	}
+}
+
+func (b *peekedBody) Read(p []byte) (int, error) {
+	<-b.done
+	if b.off < b.n {
+		k := copy(p, b.buf[b.off:b.n])
+		b.off += k
+		return k, nil
+	}
+	if b.err != nil {
+		return 0, b.err
+	}
+	return b.rc.Read(p)
+}
+
+// Close closes the body, which ends a first read still waiting.
+func (b *peekedBody) Close() error { return b.rc.Close() }
 
 // logAccess writes the access log entry of a finished request.
 func (p *Proxy) logAccess(r *http.Request, st *exchange, status int, took time.Duration) {
-	nodeID := ""
-	if n := st.call.Node(); n != nil {
-		nodeID = n.ID
+	e := tcp.LogAccess(p.access, &st.call, status, took).WithFields(logrus.Fields{"method": r.Method, "path": r.URL.Path, "host": r.Host})
+	if code := st.call.GRPC(); code >= 0 {
+		e = e.WithField("grpc_status", upstream.GRPCCodeName(code))
 	}
-	p.access.WithFields(logrus.Fields{
-		"upstream": st.call.Upstream().Name(), "node": nodeID, "pool": st.call.Pool().String(), "status": status,
-		"duration_ms": float64(took.Microseconds()) / 1000, "attempts": st.call.Tries(),
-		"method": r.Method, "path": r.URL.Path, "host": r.Host,
-	}).Info("request")
+	e.Info("request")
 }
 
 type exchangeKey struct{}
@@ -325,7 +402,10 @@ func (attemptsTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err := body.prepare(req, up.Policy().Retry.MaxBodyBytes); err != nil {
 		return nil, err
 	}
-	replayable := req.Body == nil || req.Body == http.NoBody || body.buffered != nil || h1.Replayable(req.Method, req.Header)
+	// A body of unknown length may turn out short enough to record whole
+	// (see requestBody): then it is as replayable as a buffered one.
+	replayable := req.Body == nil || req.Body == http.NoBody || body.buffered != nil || req.ContentLength < 0 ||
+		h1.Replayable(req.Method, req.Header)
 	var resp *http.Response
 	err := st.call.Attempts(req.Context(), replayable, func(n *node.Node, attempt int) upstream.Attempt {
 		if attempt > 1 {
@@ -336,15 +416,14 @@ func (attemptsTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		req.URL.Scheme, req.URL.Host = base.Scheme(), n.HostPort
 		var err error
 		resp, err = base.RoundTrip(req)
-		spent := body.touched.Load() && body.buffered == nil // a streamed body cannot go again
+		spent := body.spent() // a streamed body cannot go again, unless recorded whole
 		switch {
 		case err != nil:
 			return upstream.Attempt{Err: err, Spent: spent}
 		case isGRPC(resp) && resp.StatusCode == http.StatusOK:
-			// The verdict is in grpc-status, after the body: forward
-			// observes it when the exchange ends.
-			st.grpc = resp
-			return upstream.Attempt{Status: resp.StatusCode, Deferred: true}
+			a := grpcAttempt(st, resp)
+			a.Spent = spent
+			return a
 		}
 		return upstream.Attempt{Status: resp.StatusCode, Spent: spent}
 	}, func() { dropResponse(resp) })
@@ -364,12 +443,16 @@ func dropResponse(resp *http.Response) {
 	resp.Body.Close()
 }
 
-// requestBody makes a request body replayable across attempts: a body up to
-// the size limit is buffered; a larger one is streamed through a guard that
-// records whether the transport read from it.
+// requestBody makes a request body replayable across attempts: a body of
+// known length up to the limit is buffered before the first attempt; any
+// other is streamed through a guard that records whether the transport
+// read from it and, while it fits the limit, what it read — a body of
+// unknown length (a gRPC call's, a chunked upload) that ended within the
+// limit can then be sent again too.
 type requestBody struct {
 	buffered []byte      // the whole body, when it fit
 	touched  atomic.Bool // a streamed body was read from (the transport may read it on its own goroutine)
+	guard    *replayGuard
 }
 
 func (b *requestBody) prepare(req *http.Request, limit int64) error {
@@ -388,8 +471,25 @@ func (b *requestBody) prepare(req *http.Request, limit int64) error {
 		// Longer than announced: stream what was read, then the rest.
 		req.Body = io.NopCloser(io.MultiReader(bytes.NewReader(data), req.Body))
 	}
-	req.Body = &replayGuard{rc: req.Body, touched: &b.touched}
+	b.guard = &replayGuard{rc: req.Body, touched: &b.touched}
+	if req.ContentLength < 0 {
+		b.guard.limit = limit // record it: it may turn out short
+	}
+	req.Body = b.guard
 	return nil
+}
+
+// spent reports whether the body cannot be sent again: it was streamed,
+// read from, and not recorded whole.
+func (b *requestBody) spent() bool {
+	if b.buffered != nil || !b.touched.Load() {
+		return false
+	}
+	if data, ok := b.guard.recorded(); ok {
+		b.buffered = data // the next attempt replays it
+		return false
+	}
+	return true
 }
 
 // rewind sets the request body for the next attempt.
@@ -406,17 +506,51 @@ func (b *requestBody) replay() (io.ReadCloser, error) {
 	return io.NopCloser(bytes.NewReader(b.buffered)), nil
 }
 
-// replayGuard records whether the transport read the request body, and keeps
-// it open across a failed attempt so a retry can send it. The server closes
-// the underlying body when the handler returns.
+// replayGuard records whether the transport read the request body and,
+// up to limit bytes, what it read; it keeps the body open across a failed
+// attempt so a retry can send it (the server closes the underlying body
+// when the handler returns). The transport may read on its own goroutine
+// while the attempt loop asks what was recorded: mu guards the record.
 type replayGuard struct {
 	rc      io.Reader
 	touched *atomic.Bool
+	limit   int64 // how much to record; 0: nothing
+
+	mu   sync.Mutex
+	rec  []byte
+	over bool // more than limit was read
+	eof  bool // the body ended
 }
 
 func (g *replayGuard) Read(p []byte) (int, error) {
 	g.touched.Store(true)
-	return g.rc.Read(p)
+	n, err := g.rc.Read(p)
+	if g.limit > 0 {
+		g.mu.Lock()
+		if !g.over {
+			if int64(len(g.rec)+n) > g.limit {
+				g.over, g.rec = true, nil
+			} else {
+				g.rec = append(g.rec, p[:n]...)
+			}
+		}
+		g.eof = g.eof || err == io.EOF
+		g.mu.Unlock()
+	}
+	return n, err
+}
+
+// recorded returns the whole body when it ended within the limit.
+func (g *replayGuard) recorded() ([]byte, bool) {
+	if g == nil || g.limit == 0 {
+		return nil, false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.eof || g.over {
+		return nil, false
+	}
+	return append([]byte{}, g.rec...), true
 }
 
 func (g *replayGuard) Close() error { return nil }
@@ -450,6 +584,11 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, st *exchange, err e
 	case errors.Is(err, upstream.ErrOverloaded):
 		status = http.StatusServiceUnavailable
 		w.Header().Set("X-Remora-Overloaded", "node max_requests_per_node")
+	case errors.Is(err, upstream.ErrRateLimited):
+		status = http.StatusTooManyRequests
+		if st != nil {
+			w.Header().Set("Retry-After", strconv.Itoa(int(max(1, math.Ceil(st.call.RetryAfter().Seconds())))))
+		}
 	case isTimeout(err):
 		status = http.StatusGatewayTimeout
 	}

@@ -108,6 +108,16 @@ upstreams:
 		{"unknown health field", `
 registries: [{name: main, type: static}]
 upstreams: [{name: a, health: {pasive: {}}}]`, []string{`unknown field "pasive"`}},
+		{"rate limit and gRPC retry errors", `
+registries: [{name: main, type: static}]
+upstreams:
+  - name: a
+    retry: {grpc_statuses: [UNAVAILABLE, NOT_A_CODE, "17"]}
+    rate_limit: {requests_per_second: 0}
+  - name: b
+    rate_limit: {requests_per_second: 10, burst: -1}`, []string{
+			`upstreams[0].retry.grpc_statuses[1]: "NOT_A_CODE" is not a gRPC code`, `upstreams[0].retry.grpc_statuses[2]: "17" is not a gRPC code`,
+			"upstreams[0].rate_limit.requests_per_second: 0; want a positive rate", "upstreams[1].rate_limit.burst: -1 is negative"}},
 		{"settings a tcp upstream cannot honour", `
 registries: [{name: main, type: static}]
 upstreams:

@@ -240,7 +240,7 @@ func tcpRefuses(u *Upstream) []error {
 		set  bool
 	}{
 		{"max_attempts", r.MaxAttempts != 0}, {"statuses", r.Statuses != nil}, {"max_body_bytes", r.MaxBodyBytes != 0},
-		{"budget_percent", r.BudgetPercent != nil}, {"min_retries", r.MinRetries != nil},
+		{"budget_percent", r.BudgetPercent != nil}, {"min_retries", r.MinRetries != nil}, {"grpc_statuses", r.GRPCStatuses != nil},
 	} {
 		if f.set {
 			add("retry."+f.name, noRetry)

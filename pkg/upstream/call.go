@@ -27,6 +27,8 @@ var (
 	// ErrCanaryEmpty: the call chose the canary pool, which is empty, and
 	// the canary rule is strict.
 	ErrCanaryEmpty = errors.New("the canary pool has no available node (canary.strict)")
+	// ErrRateLimited: rate_limit refused the call (see Call.RetryAfter).
+	ErrRateLimited = errors.New("rate limit exceeded (rate_limit)")
 )
 
 // maxConnectRetries bounds the retries after connect errors in one call.
@@ -63,6 +65,10 @@ type Call struct {
 	node   *node.Node // the node of the kept attempt
 	began  time.Time  // when that attempt began
 	status int        // its status
+	grpc   int        // its gRPC code + 1; 0 when it is no gRPC answer
+
+	local      int           // the status a refused call stands for (503, 429)
+	retryAfter time.Duration // when a rate-limited call may come again
 }
 
 // Attempt is what one attempt at a node came to: a status, or an error
@@ -76,6 +82,11 @@ type Attempt struct {
 	// Spent: the request cannot be sent again (a streamed body was read
 	// from), whatever the error.
 	Spent bool
+	// GRPC is the gRPC code + 1 of an answer that ended with one before
+	// anything of it went to the client (a trailers-only answer); 0 for
+	// any other. Its outcome and retry then follow the code (see
+	// GRPCOutcome and retry.grpc_statuses), not the HTTP status.
+	GRPC int
 }
 
 // Begin starts c on u for a request or connection described by info,
@@ -83,8 +94,14 @@ type Attempt struct {
 // call under circuit_breaker.max_requests and chooses its pool. On an
 // error c holds nothing, but End must still be called to count it.
 func (c *Call) Begin(client context.Context, u *Upstream, info balancer.Info) error {
-	*c = Call{up: u, snap: u.Snapshot(), info: info, client: client, start: time.Now()}
+	*c = Call{up: u, snap: u.Snapshot(), info: info, client: client, start: time.Now(), local: 503}
 	c.tried = c.triedA[:0]
+	if l := u.limiter; l != nil {
+		if ok, wait := l.allow(c.start.UnixNano()); !ok {
+			c.local, c.retryAfter = 429, wait
+			return ErrRateLimited
+		}
+	}
 	if c.snap.Available == 0 {
 		if !c.snap.Synced && !c.snap.Restored {
 			return ErrNotSynced
@@ -156,6 +173,9 @@ func (c *Call) Attempts(ctx context.Context, replayable bool, send func(n *node.
 		var out health.Outcome
 		retry := false
 		switch {
+		case err == nil && res.GRPC > 0:
+			out.Status = GRPCOutcome(res.GRPC - 1)
+			retry = pol.RetryableGRPC(res.GRPC-1) && replayable && !res.Spent
 		case err == nil:
 			out.Status = res.Status
 			retry = pol.RetryableStatus(res.Status) && replayable && !res.Spent
@@ -182,7 +202,7 @@ func (c *Call) Attempts(ctx context.Context, replayable bool, send func(n *node.
 				n.Stats.End(time.Since(began), true)
 				return err
 			}
-			c.node, c.began, c.status = n, began, res.Status
+			c.node, c.began, c.status, c.grpc = n, began, res.Status, res.GRPC
 			return nil
 		}
 		if err == nil {
@@ -212,8 +232,38 @@ func (c *Call) pick() (*node.Node, error) {
 	return n, nil
 }
 
-// SetStatus replaces the kept attempt's status (a gRPC answer's verdict).
-func (c *Call) SetStatus(status int) { c.status = status }
+// SetGRPC records the gRPC code a deferred answer ended with (in its
+// trailers): it is observed for outlier detection, and counted by End.
+func (c *Call) SetGRPC(code int) {
+	c.grpc = code + 1
+	if c.node != nil {
+		c.up.Observe(c.node, health.Outcome{Status: GRPCOutcome(code)})
+	}
+}
+
+// GRPCOutcome is the HTTP status a gRPC code counts as for outlier
+// detection, metrics and the canary's judge: UNAVAILABLE is a gateway
+// failure (503), DEADLINE_EXCEEDED a timeout (504), INTERNAL, UNKNOWN and
+// DATA_LOSS a server error (500); anything else says the node is up (200).
+func GRPCOutcome(code int) int {
+	switch code {
+	case 14:
+		return 503
+	case 4:
+		return 504
+	case 2, 13, 15:
+		return 500
+	}
+	return 200
+}
+
+// RetryAfter is how long until a call refused with ErrRateLimited would be
+// allowed.
+func (c *Call) RetryAfter() time.Duration { return c.retryAfter }
+
+// GRPC is the kept attempt's gRPC code, or -1 when it is no gRPC answer
+// (or its verdict is not known yet).
+func (c *Call) GRPC() int { return c.grpc - 1 }
 
 // End counts the call in its upstream's metrics (its pool's, by the kept
 // attempt's status; a client that went away as such) and gives back what
@@ -225,13 +275,20 @@ func (c *Call) End(clientGone bool) time.Duration {
 	if c.node != nil {
 		c.node.Stats.End(time.Since(c.began), false)
 	}
+	status := c.status
+	if c.grpc > 0 {
+		status = GRPCOutcome(c.grpc - 1)
+		if c.grpc-1 < len(u.metrics.GRPC) {
+			u.metrics.GRPC[c.grpc-1].Add(1)
+		}
+	}
 	switch {
 	case clientGone:
 		u.metrics.ClientClosed.Add(1)
 	case c.chosen:
-		u.Record(c.pool, c.status, took)
+		u.Record(c.pool, status, took)
 	default:
-		u.RecordLocal(503)
+		u.RecordLocal(c.local)
 	}
 	for ; c.retries > 0; c.retries-- {
 		u.EndRetry()

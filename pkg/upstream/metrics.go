@@ -38,6 +38,8 @@ type Metrics struct {
 	RegistryErrors atomic.Uint64
 	// ClientClosed counts requests whose client went away (499).
 	ClientClosed atomic.Uint64
+	// GRPC counts gRPC answers by their grpc-status code (0..16).
+	GRPC [17]atomic.Uint64
 }
 
 // Histogram is a lock-free fixed-bucket histogram.

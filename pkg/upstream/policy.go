@@ -3,19 +3,26 @@ package upstream
 import (
 	"errors"
 	"fmt"
+	"math"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/remora-mesh/remora/pkg/health"
 )
 
-// Policy is an upstream's traffic policy: retries, timeouts and circuit
-// breaking. It is immutable once the upstream is built.
+// Policy is an upstream's traffic policy: retries, timeouts, circuit
+// breaking and rate limiting. It is immutable once the upstream is built.
 type Policy struct {
 	Retry          Retry          `yaml:"retry"`
 	Timeouts       Timeouts       `yaml:"timeouts"`
 	CircuitBreaker CircuitBreaker `yaml:"circuit_breaker"`
+	// RateLimit refuses what comes faster (HTTP: 429 with Retry-After; a
+	// tcp upstream closes the connection); none unless set.
+	RateLimit *RateLimit `yaml:"rate_limit"`
 
 	retryStatus health.StatusSet // statuses worth a retry
+	retryGRPC   uint32           // bit per gRPC code worth a retry
 }
 
 // Retry configures retries.
@@ -35,6 +42,11 @@ type Retry struct {
 	BudgetPercent *int `yaml:"budget_percent"`
 	// MinRetries are always allowed whatever the budget; default 3.
 	MinRetries *int `yaml:"min_retries"`
+	// GRPCStatuses are the gRPC codes (names such as UNAVAILABLE, or
+	// numbers) retried on another node when a call ends with one before
+	// anything of its answer went to the client (a trailers-only answer);
+	// default [UNAVAILABLE].
+	GRPCStatuses []string `yaml:"grpc_statuses"`
 }
 
 // Timeouts bound each request; 0 means none unless a default is stated.
@@ -99,6 +111,27 @@ func (p *Policy) Validate() error {
 	if *r.MinRetries < 0 {
 		add("retry.min_retries: %d is negative", *r.MinRetries)
 	}
+	if r.GRPCStatuses == nil {
+		r.GRPCStatuses = []string{"UNAVAILABLE"}
+	}
+	for i, name := range r.GRPCStatuses {
+		code, ok := GRPCCode(name)
+		if !ok {
+			add("retry.grpc_statuses[%d]: %q is not a gRPC code; want a name such as UNAVAILABLE or RESOURCE_EXHAUSTED, or 0..16", i, name)
+			continue
+		}
+		p.retryGRPC |= 1 << code
+	}
+	if rl := p.RateLimit; rl != nil {
+		switch {
+		case rl.RequestsPerSecond <= 0 || math.IsInf(rl.RequestsPerSecond, 0) || math.IsNaN(rl.RequestsPerSecond):
+			add("rate_limit.requests_per_second: %v; want a positive rate", rl.RequestsPerSecond)
+		case rl.Burst < 0:
+			add("rate_limit.burst: %d is negative", rl.Burst)
+		case rl.Burst == 0:
+			rl.Burst = max(1, int(math.Ceil(rl.RequestsPerSecond)))
+		}
+	}
 	t := p.Timeouts
 	for name, d := range map[string]time.Duration{"connect": t.Connect, "per_try": t.PerTry, "total": t.Total, "idle": t.Idle} {
 		if d < 0 {
@@ -114,4 +147,33 @@ func (p *Policy) Validate() error {
 // RetryableStatus reports whether a response status is worth a retry.
 func (p *Policy) RetryableStatus(code int) bool {
 	return p.retryStatus.Has(code)
+}
+
+// RetryableGRPC reports whether a gRPC code is worth a retry.
+func (p *Policy) RetryableGRPC(code int) bool {
+	return code >= 0 && code < 32 && p.retryGRPC&(1<<code) != 0
+}
+
+// grpcCodes are the gRPC status codes by number (google.golang.org/grpc/codes).
+var grpcCodes = [...]string{"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+	"ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+	"UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"}
+
+// GRPCCode parses a gRPC code by name (UNAVAILABLE, any case) or number.
+func GRPCCode(s string) (int, bool) {
+	for i, name := range grpcCodes {
+		if strings.EqualFold(s, name) {
+			return i, true
+		}
+	}
+	n, err := strconv.Atoi(s)
+	return n, err == nil && n >= 0 && n < len(grpcCodes)
+}
+
+// GRPCCodeName names a gRPC code ("UNAVAILABLE"), or gives its number.
+func GRPCCodeName(code int) string {
+	if code >= 0 && code < len(grpcCodes) {
+		return grpcCodes[code]
+	}
+	return strconv.Itoa(code)
 }

@@ -52,10 +52,13 @@ func Dial(ctx context.Context, call *upstream.Call, connectTimeout time.Duration
 const StatusConnected = 200
 
 // Status is the status that stands for err, a failure to reach a node, in
-// metrics and access logs, as HTTP would answer it: 503 when no node could
-// be tried, 504 when the connect timed out, 502 otherwise.
+// metrics and access logs, as HTTP would answer it: 429 when rate_limit
+// refused it, 503 when no node could be tried, 504 when the connect timed
+// out, 502 otherwise.
 func Status(err error) int {
 	switch {
+	case errors.Is(err, upstream.ErrRateLimited):
+		return 429
 	case errors.Is(err, upstream.ErrNoNode), errors.Is(err, upstream.ErrNotSynced), errors.Is(err, upstream.ErrBreakerOpen),
 		errors.Is(err, upstream.ErrOverloaded), errors.Is(err, upstream.ErrCanaryEmpty):
 		return 503
