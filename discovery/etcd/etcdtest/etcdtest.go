@@ -1,5 +1,6 @@
-// Package etcdtest runs a real etcd server inside the test process, on free
-// loopback ports, for tests that need a registry.
+// Package etcdtest runs real etcd servers inside the test process, on free
+// loopback ports, for tests that need a registry: a single member (Start,
+// New) or a cluster of several (StartCluster).
 package etcdtest
 
 import (
@@ -65,21 +66,7 @@ func (s *Server) Up() {
 
 func (s *Server) start() {
 	s.t.Helper()
-	cfg := embed.NewConfig()
-	cfg.Name = "remora-test"
-	cfg.Dir = s.dir
-	cfg.ListenClientUrls = []url.URL{s.clientURL}
-	cfg.AdvertiseClientUrls = []url.URL{s.clientURL}
-	cfg.ListenPeerUrls = []url.URL{s.peerURL}
-	cfg.AdvertisePeerUrls = []url.URL{s.peerURL}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	cfg.LogLevel = "error"
-	cfg.Logger = "zap"
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	// Passwords hashed at bcrypt's lowest cost (4): each authentication
-	// then takes about a millisecond instead of most of a second under
-	// the race detector.
-	cfg.BcryptCost = 4
+	cfg := embedConfig("remora-test", s.dir, s.clientURL, s.peerURL)
 	var (
 		e   *embed.Etcd
 		err error
