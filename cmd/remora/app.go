@@ -222,7 +222,7 @@ func (a *app) reload(cfg *config.Config) error {
 	if a.draining.Load() {
 		return errors.New("draining")
 	}
-	if cfg.Admin.Address != a.cfg.Admin.Address || !slices.Equal(cfg.Listeners, a.cfg.Listeners) {
+	if cfg.Admin.Address != a.cfg.Admin.Address || !slices.EqualFunc(cfg.Listeners, a.cfg.Listeners, sameAddress) {
 		a.log.Warn("admin and listener addresses change only on restart; keeping the current ones")
 	}
 	if err := a.apply(cfg); err != nil {
@@ -681,3 +681,7 @@ func (a *app) close() {
 	}
 	a.proxy.Close()
 }
+
+// sameAddress reports whether two listeners are the same name on the same
+// address.
+func sameAddress(a, b config.Listener) bool { return a.Name == b.Name && a.Address == b.Address }
