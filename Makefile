@@ -35,6 +35,7 @@ vet:
 tools:
 	@bin=$$(bash scripts/consul-agent.sh) && echo "consul agent: $$bin"
 	@bin=$$(bash scripts/polaris-server.sh) && echo "polaris server (Nacos API): $$bin"
+	@bin=$$(bash scripts/kube-apiserver.sh) && echo "kube-apiserver: $$bin"
 
 ## bench: whole-process benchmark against HAProxy and nginx (bench/README.md);
 ## installs haproxy, nginx and wrk from Debian packages if missing. Not part of `make test`.
