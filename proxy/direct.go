@@ -35,10 +35,13 @@ import (
 
 // direct reports whether r takes the direct exchange to route's upstream:
 // the upstream speaks plain HTTP/1.1 (client.Transport.Direct), r is
-// h1.Encodable and has no body or one short enough to buffer for retries.
-func direct(r *http.Request, route *route) bool {
+// h1.Encodable and has no body or one short enough to buffer for retries,
+// its answer's headers are passed on as they are (no response header
+// rules) and the listener does not append to its forwarding headers.
+func direct(r *http.Request, route *route, st *exchange) bool {
 	maxBody := min(client.MaxDirectBody, route.up.Policy().Retry.MaxBodyBytes)
-	return route.tr.Direct() && h1.Encodable(r) && (r.Body == http.NoBody || r.ContentLength > 0 && r.ContentLength <= maxBody)
+	return route.tr.Direct() && h1.Encodable(r) && (r.Body == http.NoBody || r.ContentLength > 0 && r.ContentLength <= maxBody) &&
+		st.ruleResp == nil && st.respRules == nil && st.forwarded != ForwardedAppend
 }
 
 // directBufs holds the buffers of direct exchanges: a request's head and
@@ -59,7 +62,15 @@ func putDirectBuf(b *[]byte, used []byte) {
 // aborted.
 func (p *Proxy) forwardDirect(ctx context.Context, w http.ResponseWriter, raw server.RawWriter, r *http.Request, st *exchange) (aborted bool) {
 	reqBuf := directBufs.Get().(*[]byte)
-	msg := h1.AppendRequestHead((*reqBuf)[:0], r)
+	var idLine [len("X-Request-Id: ") + 36 + 2]byte
+	opts := h1.HeadOptions{KeepForwarded: st.forwarded == ForwardedKeep}
+	if st.newID {
+		n := copy(idLine[:], "X-Request-Id: ")
+		n += copy(idLine[n:], st.reqID[:])
+		copy(idLine[n:], "\r\n")
+		opts.Extra = idLine[:]
+	}
+	msg := h1.AppendRequestHead((*reqBuf)[:0], r, opts)
 	defer func() { putDirectBuf(reqBuf, msg) }()
 	if r.ContentLength > 0 { // the body follows the head in msg
 		n := len(msg)

@@ -231,7 +231,7 @@ func TestDirectExchangeRequest(t *testing.T) {
 	}
 	for _, r := range reqs {
 		if !strings.HasPrefix(r, "PUT /items/1?a=b HTTP/1.1\r\nHost: users\r\n") || !strings.HasSuffix(r, "\r\n\r\nhello") ||
-			!strings.Contains(r, "\r\nContent-Length: 5\r\n") || strings.Contains(r, "X-Drop") || strings.Contains(r, "X-Forwarded-For") ||
+			!strings.Contains(r, "\r\nContent-Length: 5\r\n") || strings.Contains(r, "X-Drop") || !strings.Contains(r, "X-Forwarded-For: 6.6.6.6\r\n") ||
 			strings.Contains(r, "User-Agent") {
 			t.Errorf("node got %q", r)
 		}

@@ -69,12 +69,13 @@ type Options struct {
 // Proxy is the HTTP forwarding engine. It is safe for concurrent use; the
 // routing table is swapped atomically with SetRoutes.
 type Proxy struct {
-	routes   atomic.Pointer[routing]
-	defaults client.Options
-	rp       *httputil.ReverseProxy
-	log      *logrus.Entry
-	access   *logrus.Entry
-	sample   float64
+	routes    atomic.Pointer[routing]
+	listeners sync.Map // name → *listenerHandler, for RouteStats
+	defaults  client.Options
+	rp        *httputil.ReverseProxy
+	log       *logrus.Entry
+	access    *logrus.Entry
+	sample    float64
 }
 
 // New returns a proxy with an empty routing table.
@@ -87,11 +88,12 @@ func New(opts Options) *Proxy {
 		p.sample = 1
 	}
 	p.rp = &httputil.ReverseProxy{
-		Rewrite:      rewrite,
-		Transport:    attemptsTransport{},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) { p.fail(w, r, exchangeOf(r.Context()), err) },
-		ErrorLog:     stdlog.New(opts.Log, logrus.WarnLevel),
-		BufferPool:   bufferPool{},
+		Rewrite:        rewrite,
+		ModifyResponse: modifyResponse,
+		Transport:      attemptsTransport{},
+		ErrorHandler:   func(w http.ResponseWriter, r *http.Request, err error) { p.fail(w, r, exchangeOf(r.Context()), err) },
+		ErrorLog:       stdlog.New(opts.Log, logrus.WarnLevel),
+		BufferPool:     bufferPool{},
 	}
 	p.routes.Store(&routing{table: upstream.NewTable()})
 	return p
@@ -116,7 +118,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.tunnel(w, r, route)
 		return
 	}
-	p.forward(w, r, route)
+	p.forward(w, r, route, request{})
 }
 
 // tunnel answers CONNECT to a known upstream with a TCP tunnel to one of
@@ -167,7 +169,7 @@ func (p *Proxy) ForUpstream(name string) http.Handler {
 			p.notFound(w, r, rt.table, name)
 			return
 		}
-		p.forward(w, r, route)
+		p.forward(w, r, route, request{})
 	})
 }
 
@@ -180,11 +182,23 @@ func (p *Proxy) notFound(w http.ResponseWriter, r *http.Request, t *upstream.Tab
 // exchanges recycles exchanges: nothing holds one after forward returns.
 var exchanges = sync.Pool{New: func() any { return new(exchange) }}
 
-// forward proxies r to a node of route's upstream.
-func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, route *route) {
+// forward proxies r, as its listener decided (req), to a node of route's
+// upstream.
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, route *route, req request) {
 	st := exchanges.Get().(*exchange)
 	defer exchanges.Put(st)
-	*st = exchange{client: r.Context(), tr: route.tr}
+	*st = exchange{client: r.Context(), tr: route.tr, rule: req.rule, respRules: route.respRules}
+	if l := req.listener; l != nil {
+		st.forwarded = l.Forwarded
+		if l.RequestID && r.Header["X-Request-Id"] == nil {
+			newRequestID(&st.reqID)
+			st.newID = true
+		}
+	}
+	if req.rule != nil && req.rule.ResponseHeaders != nil {
+		st.ruleResp = req.rule.ResponseHeaders
+	}
+	route.reqRules.apply(r.Header)
 	up := route.up
 	if err := st.call.Begin(r.Context(), up, balancer.Info{Request: r}); err != nil {
 		p.fail(w, r, st, err)
@@ -198,9 +212,12 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, route *route) {
 		defer cancel()
 	}
 	var aborted bool
-	if raw, ok := w.(server.RawWriter); ok && direct(r, route) {
+	if raw, ok := w.(server.RawWriter); ok && direct(r, route, st) {
 		aborted = p.forwardDirect(ctx, w, raw, r, st)
 	} else {
+		if st.newID {
+			r.Header["X-Request-Id"] = []string{string(st.reqID[:])}
+		}
 		aborted = p.reverse(ctx, w, r, st)
 	}
 	if st.grpc != nil && st.client.Err() == nil {
@@ -253,6 +270,16 @@ type exchange struct {
 	client context.Context   // the client's context: its end means "client gone"
 	tr     *client.Transport // the upstream's
 	body   requestBody
+	// What the listener decided: the route that took the request (nil
+	// for none), the forwarding headers, a request ID it gave the request
+	// (newID), and the answer's header rules (the route's, the
+	// upstream's).
+	rule      *compiledRule
+	forwarded Forwarded
+	reqID     [36]byte
+	newID     bool
+	ruleResp  *HeaderRules
+	respRules *HeaderRules
 	// errStatus is the status fail answered with.
 	errStatus int
 	// grpc is a gRPC response whose outcome is judged by its grpc-status
@@ -364,6 +391,14 @@ func (b *peekedBody) Close() error { return b.rc.Close() }
 // logAccess writes the access log entry of a finished request.
 func (p *Proxy) logAccess(r *http.Request, st *exchange, status int, took time.Duration) {
 	e := tcp.LogAccess(p.access, &st.call, status, took).WithFields(logrus.Fields{"method": r.Method, "path": r.URL.Path, "host": r.Host})
+	if st.newID {
+		e = e.WithField("request_id", string(st.reqID[:]))
+	} else if id := r.Header.Get("X-Request-Id"); id != "" {
+		e = e.WithField("request_id", id)
+	}
+	if st.rule != nil {
+		e = e.WithField("route", st.rule.Name)
+	}
 	if code := st.call.GRPC(); code >= 0 {
 		e = e.WithField("grpc_status", upstream.GRPCCodeName(code))
 	}
@@ -377,10 +412,44 @@ func exchangeOf(ctx context.Context) *exchange {
 	return st
 }
 
-// rewrite keeps the client's Host header; the transport fills in the node.
+// rewrite keeps the client's Host header (the transport fills in the
+// node) and does what the listener says with the forwarding headers,
+// which ReverseProxy has taken out of pr.Out.
 func rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Scheme = "http"
 	pr.Out.Host = pr.In.Host
+	st := exchangeOf(pr.In.Context())
+	if st == nil {
+		return
+	}
+	switch st.forwarded {
+	case ForwardedKeep:
+		for _, k := range forwardingHeaders {
+			if vv := pr.In.Header[k]; vv != nil {
+				pr.Out.Header[k] = vv
+			}
+		}
+	case ForwardedAppend:
+		for _, k := range [...]string{"Forwarded", "X-Forwarded-For"} {
+			if vv := pr.In.Header[k]; vv != nil {
+				pr.Out.Header[k] = vv
+			}
+		}
+		pr.SetXForwarded() // appends to X-Forwarded-For; sets -Host and -Proto
+	}
+}
+
+// forwardingHeaders are the headers a listener's Forwarded mode governs.
+var forwardingHeaders = [...]string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"}
+
+// modifyResponse applies the route's and the upstream's response header
+// rules to an answer ReverseProxy writes.
+func modifyResponse(resp *http.Response) error {
+	if st := exchangeOf(resp.Request.Context()); st != nil {
+		st.ruleResp.apply(resp.Header)
+		st.respRules.apply(resp.Header)
+	}
+	return nil
 }
 
 // attemptsTransport is ReverseProxy's transport: it makes the request's
@@ -587,7 +656,7 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, st *exchange, err e
 	case errors.Is(err, upstream.ErrRateLimited):
 		status = http.StatusTooManyRequests
 		if st != nil {
-			w.Header().Set("Retry-After", strconv.Itoa(int(max(1, math.Ceil(st.call.RetryAfter().Seconds())))))
+			w.Header().Set("Retry-After", retryAfter(st.call.RetryAfter()))
 		}
 	case isTimeout(err):
 		status = http.StatusGatewayTimeout
@@ -601,6 +670,11 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, st *exchange, err e
 		msg = fmt.Sprintf("remora: upstream %v: %v", fields["upstream"], err)
 	}
 	writeError(w, status, msg)
+}
+
+// retryAfter is a Retry-After value for a wait: whole seconds, at least 1.
+func retryAfter(wait time.Duration) string {
+	return strconv.Itoa(int(max(1, math.Ceil(wait.Seconds()))))
 }
 
 func isTimeout(err error) bool {

@@ -436,11 +436,28 @@ func rawBackend(b *testing.B) string {
 // nothing: allocs/op are Remora's per proxied request.
 func BenchmarkDirectPath(b *testing.B) {
 	f := newFixture(b, "users")
+	benchDirect(b, f, f.front.Listener.Addr().String())
+}
+
+// BenchmarkDirectPathListener is BenchmarkDirectPath through a listener
+// as `remora run` configures one: request IDs on (the request has none),
+// the application's forwarding headers kept, and routes that the request
+// does not match.
+func BenchmarkDirectPathListener(b *testing.B) {
+	f := newFixture(b, "users", "api")
+	h := f.proxy.Listener("bench", proxy.ListenerOptions{RequestID: true, Routes: []proxy.Rule{
+		{Name: "api", PathPrefix: "/api/", Upstream: "api"},
+		{Name: "admin", Host: "admin", Upstream: "api"},
+	}})
+	benchDirect(b, f, serveFront(b, h).Listener.Addr().String())
+}
+
+func benchDirect(b *testing.B, f *fixture, addr string) {
 	host, port, _ := net.SplitHostPort(rawBackend(b))
 	var p int
 	fmt.Sscan(port, &p)
 	f.set(b, "users", discovery.Instance{ID: "raw", Address: host, Port: p, Weight: 1, Healthy: true})
-	c, err := net.Dial("tcp", f.front.Listener.Addr().String())
+	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -8,17 +8,22 @@ import (
 	"github.com/remora-mesh/remora/proxy/client"
 )
 
-// Route is an upstream and how its nodes are spoken to.
+// Route is an upstream, how its nodes are spoken to, and the header rules
+// of every request to it.
 type Route struct {
 	Upstream *upstream.Upstream
 	Client   client.Options
+	// RequestHeaders and ResponseHeaders change headers (after a listener
+	// route's own rules).
+	RequestHeaders, ResponseHeaders *HeaderRules
 }
 
 // route is a Route with its transport. It is immutable once published.
 type route struct {
-	up   *upstream.Upstream
-	tr   *client.Transport
-	opts client.Options
+	up                  *upstream.Upstream
+	tr                  *client.Transport
+	opts                client.Options
+	reqRules, respRules *HeaderRules
 }
 
 // routing is the table the request path reads: one atomic load, one map
@@ -51,11 +56,13 @@ func (p *Proxy) SetRoutes(routes ...Route) {
 	for i, r := range routes {
 		ups[i] = r.Upstream
 		name := r.Upstream.Name()
+		rt := &route{up: r.Upstream, opts: r.Client, reqRules: r.RequestHeaders, respRules: r.ResponseHeaders}
 		if prev := old.byName[name]; prev != nil && reflect.DeepEqual(prev.opts, r.Client) {
-			next.byName[name] = &route{up: r.Upstream, tr: prev.tr, opts: prev.opts}
-			continue
+			rt.tr = prev.tr
+		} else {
+			rt.tr = client.New(r.Client)
 		}
-		next.byName[name] = &route{up: r.Upstream, tr: client.New(r.Client), opts: r.Client}
+		next.byName[name] = rt
 	}
 	next.table = upstream.NewTable(ups...)
 	p.routes.Store(next)

@@ -211,15 +211,19 @@ func Compare(ref, got Result, rules Rules) []string {
 }
 
 // requestKeys identifies requests by method, target, body and header
-// lines (sorted: the order of a header map is random).
+// lines (sorted: the order of a header map is random), without the
+// X-Request-Id a proxy may give a request (Remora's listeners do, by
+// default).
 func requestKeys(reqs []Request, nodeAddr string) []string {
 	keys := make([]string, len(reqs))
 	for i, r := range reqs {
 		r.Head = strings.ReplaceAll(r.Head, nodeAddr, "NODE")
 		lines := strings.Split(strings.TrimRight(r.Head, "\r\n"), "\n")
-		hs := lines[1:]
-		for j := range hs {
-			hs[j] = strings.TrimRight(hs[j], "\r")
+		var hs []string
+		for _, h := range lines[1:] {
+			if h = strings.TrimRight(h, "\r"); !strings.HasPrefix(strings.ToLower(h), "x-request-id:") {
+				hs = append(hs, h)
+			}
 		}
 		slices.Sort(hs)
 		keys[i] = fmt.Sprintf("%s [%s]", r.String(), strings.Join(hs, " | "))

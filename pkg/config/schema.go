@@ -45,6 +45,10 @@ type Config struct {
 	// Dir is the directory of the config file; relative paths in the
 	// config are resolved against it. Not part of the YAML.
 	Dir string `yaml:"-" json:"-"`
+
+	// Warnings are what Validate found questionable but not wrong; the
+	// commands print them.
+	Warnings []string `yaml:"-" json:"-"`
 }
 
 // Admin is the admin listener.
@@ -82,6 +86,18 @@ type Listener struct {
 	Name string `yaml:"name"`
 	// Address is host:port.
 	Address string `yaml:"address"`
+	// Routes send requests to upstreams by host, path, method and
+	// headers, in order; without them (or when none matches) the Host
+	// header names the upstream.
+	Routes []Route `yaml:"routes"`
+	// Forwarded is what happens to the application's X-Forwarded-For,
+	// -Host, -Proto and Forwarded headers: keep (default: the application
+	// is the trusted local caller), append (add this hop, as a reverse
+	// proxy would) or drop.
+	Forwarded string `yaml:"forwarded"`
+	// RequestID gives every request an X-Request-Id when it has none
+	// (passed on as is when it has one, and logged); default true.
+	RequestID *bool `yaml:"request_id"`
 }
 
 // Registry is one service registry.
@@ -107,6 +123,13 @@ type Upstream struct {
 	Service string `yaml:"service"`
 	// Listen is an optional dedicated host:port for this upstream only.
 	Listen string `yaml:"listen"`
+	// Routes on the dedicated port send some of its requests to other
+	// upstreams (see Listener.Routes); the rest come to this one.
+	Routes []Route `yaml:"routes"`
+	// RequestHeaders and ResponseHeaders change headers of every request
+	// to this upstream (after a route's own rules).
+	RequestHeaders  *HeaderRules `yaml:"request_headers"`
+	ResponseHeaders *HeaderRules `yaml:"response_headers"`
 	// Balancer is the load-balancing policy, by name or with options.
 	Balancer Balancer `yaml:"balancer"`
 	// InitialSyncTimeout bounds how long /readyz waits for the first node

@@ -62,13 +62,25 @@ func (c *Config) Validate() error {
 		add("proxy.max_response_header_bytes: %d is negative", c.Proxy.MaxResponseHeaderBytes)
 	}
 	names := map[string]bool{}
-	for i, l := range c.Listeners {
+	for i := range c.Listeners {
+		l := &c.Listeners[i]
 		path := fmt.Sprintf("listeners[%d]", i)
 		if names[l.Name] {
 			add("%s.name: duplicate listener name %q", path, l.Name)
 		}
 		names[l.Name] = true
 		bind(path+".address", l.Address)
+		switch l.Forwarded {
+		case "":
+			l.Forwarded = ForwardedKeep
+		case ForwardedKeep, ForwardedAppend, ForwardedDrop:
+		default:
+			add("%s.forwarded: %q; want keep, append or drop", path, l.Forwarded)
+		}
+		if l.RequestID == nil {
+			on := true
+			l.RequestID = &on
+		}
 	}
 	for _, d := range []struct {
 		path string
@@ -221,6 +233,20 @@ func (c *Config) Validate() error {
 			add("%s.balancer.hash_on: a tcp connection has no request to hash; use source_ip", path)
 		}
 	}
+	for i := range c.Listeners {
+		validateRoutes(fmt.Sprintf("listeners[%d]", i), c.Listeners[i].Routes, upstreams, add)
+	}
+	c.warnSourceIP()
+	for i := range c.Upstreams {
+		u := &c.Upstreams[i]
+		path := fmt.Sprintf("upstreams[%d]", i)
+		if len(u.Routes) > 0 && (u.Listen == "" || u.Protocol == "tcp") {
+			add("%s.routes: routes need the upstream's own http listen port", path)
+		}
+		validateRoutes(path, u.Routes, upstreams, add)
+		validateHeaderRules(path+".request_headers", u.RequestHeaders, add)
+		validateHeaderRules(path+".response_headers", u.ResponseHeaders, add)
+	}
 	return errors.Join(errs...)
 }
 
@@ -251,6 +277,9 @@ func tcpRefuses(u *Upstream) []error {
 	}
 	if u.TLS != nil {
 		add("tls", "a tcp upstream relays bytes as they are; TLS to its nodes is not supported (the client's own TLS passes through)")
+	}
+	if u.RequestHeaders != nil || u.ResponseHeaders != nil {
+		add("request_headers/response_headers", "a tcp connection has no headers")
 	}
 	p := u.Health.Passive
 	if p.Consecutive5xx != 0 {
@@ -352,4 +381,35 @@ func checkHostPort(addr string) error {
 		return fmt.Errorf("bad port %q; want 0..65535", port)
 	}
 	return nil
+}
+
+// warnSourceIP warns about an upstream that hashes the client's address
+// when every listener that reaches it is on loopback: in a sidecar every
+// request then comes from the application's own 127.0.0.1 and hashes to
+// one node.
+func (c *Config) warnSourceIP() {
+	for i := range c.Upstreams {
+		u := &c.Upstreams[i]
+		var fields []string
+		if k, ok := u.Balancer.Builder.(hashkey.Keyed); ok && k.HashKey().SourceIP() {
+			fields = append(fields, "balancer.hash_on.source_ip")
+		}
+		if u.Canary != nil && u.Canary.HashOn != nil && u.Canary.HashOn.SourceIP {
+			fields = append(fields, "canary.hash_on.source_ip")
+		}
+		if len(fields) == 0 {
+			continue
+		}
+		loopback := u.Listen == "" || isLoopback(u.Listen)
+		if u.Protocol != "tcp" {
+			for _, l := range c.Listeners {
+				loopback = loopback && isLoopback(l.Address)
+			}
+		}
+		if loopback {
+			for _, f := range fields {
+				c.Warnings = append(c.Warnings, fmt.Sprintf("upstreams[%d].%s: every listener that reaches %q is on loopback, so every request comes from the application's own address and hashes to one node; hash on a header (e.g. x-user-id) instead", i, f, u.Name))
+			}
+		}
+	}
 }

@@ -97,7 +97,7 @@ func (c *Call) Begin(client context.Context, u *Upstream, info balancer.Info) er
 	*c = Call{up: u, snap: u.Snapshot(), info: info, client: client, start: time.Now(), local: 503}
 	c.tried = c.triedA[:0]
 	if l := u.limiter; l != nil {
-		if ok, wait := l.allow(c.start.UnixNano()); !ok {
+		if ok, wait := l.Allow(c.start.UnixNano()); !ok {
 			c.local, c.retryAfter = 429, wait
 			return ErrRateLimited
 		}

@@ -16,28 +16,31 @@ type RateLimit struct {
 	Burst int `yaml:"burst"`
 }
 
-// limiter is a lock-free token bucket in the form of the generic cell rate
+// Limiter is a lock-free token bucket in the form of the generic cell rate
 // algorithm: one atomic, the theoretical arrival time of the next request
 // (tat). A request is allowed when, with it counted, tat is at most burst
 // emission intervals ahead of now. Allow is called on the request path by
 // any goroutine: one load and one compare-and-swap, no lock, no
-// allocation.
-type limiter struct {
+// allocation. An upstream's rate_limit is checked by Call.Begin; a
+// route's by package proxy.
+type Limiter struct {
 	interval int64 // ns between requests at the sustained rate
 	window   int64 // burst × interval: how far ahead tat may run
 	tat      atomic.Int64
 }
 
-func newLimiter(r RateLimit) *limiter {
+// NewLimiter returns a limiter for a validated r, or nil without a rate.
+func NewLimiter(r RateLimit) *Limiter {
 	if r.RequestsPerSecond <= 0 {
 		return nil
 	}
 	interval := int64(math.Max(1, float64(time.Second)/r.RequestsPerSecond))
-	return &limiter{interval: interval, window: int64(r.Burst) * interval}
+	return &Limiter{interval: interval, window: int64(r.Burst) * interval}
 }
 
-// allow takes a token at now, or reports how long until one is free.
-func (l *limiter) allow(now int64) (bool, time.Duration) {
+// Allow takes a token at now (Unix ns), or reports how long until one is
+// free.
+func (l *Limiter) Allow(now int64) (bool, time.Duration) {
 	for {
 		tat := l.tat.Load()
 		next := max(tat, now) + l.interval

@@ -21,12 +21,12 @@ func TestLimiter(t *testing.T) {
 		{"fractional rate", RateLimit{RequestsPerSecond: 0.5, Burst: 1}, 100, 10 * time.Second, 5}, // at 0, then the first arrival 2 s after each: 2.02, 4.04, 6.06, 8.08 s
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l := newLimiter(tc.rl)
+			l := NewLimiter(tc.rl)
 			start := int64(1e15)
 			got := 0
 			for i := range tc.arrivals {
 				at := start + int64(tc.span)*int64(i)/int64(max(tc.arrivals-1, 1)) // the first at 0, the last at span
-				if ok, wait := l.allow(at); ok {
+				if ok, wait := l.Allow(at); ok {
 					got++
 				} else if wait <= 0 {
 					t.Fatalf("refused with a wait of %v", wait)
@@ -41,27 +41,27 @@ func TestLimiter(t *testing.T) {
 
 // A refused request learns how long until one would pass.
 func TestLimiterRetryAfter(t *testing.T) {
-	l := newLimiter(RateLimit{RequestsPerSecond: 10, Burst: 1})
+	l := NewLimiter(RateLimit{RequestsPerSecond: 10, Burst: 1})
 	now := int64(1e15)
-	if ok, _ := l.allow(now); !ok {
+	if ok, _ := l.Allow(now); !ok {
 		t.Fatal("the first request was refused")
 	}
-	ok, wait := l.allow(now)
+	ok, wait := l.Allow(now)
 	if ok || wait != 100*time.Millisecond {
 		t.Fatalf("second request: allowed %v, wait %v; want refused, 100ms", ok, wait)
 	}
-	if ok, _ := l.allow(now + int64(wait)); !ok {
+	if ok, _ := l.Allow(now + int64(wait)); !ok {
 		t.Fatal("refused after waiting as told")
 	}
 }
 
 func BenchmarkLimiterAllow(b *testing.B) {
-	l := newLimiter(RateLimit{RequestsPerSecond: 1e9, Burst: 1 << 20})
+	l := NewLimiter(RateLimit{RequestsPerSecond: 1e9, Burst: 1 << 20})
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		now := time.Now().UnixNano()
 		for pb.Next() {
-			l.allow(now)
+			l.Allow(now)
 		}
 	})
 }

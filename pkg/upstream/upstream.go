@@ -64,7 +64,7 @@ type Upstream struct {
 
 	active  atomic.Int64 // requests in flight (circuit breaker, retry budget)
 	retries atomic.Int64 // retries in flight
-	limiter *limiter     // rate_limit; nil without one (immutable)
+	limiter *Limiter     // rate_limit; nil without one (immutable)
 
 	canaryStats *canary.Stats                 // per-pool outcomes, kept across reloads
 	metrics     *Metrics                      // kept across reloads
@@ -103,7 +103,7 @@ func New(cfg Config) *Upstream {
 	}
 	u := &Upstream{cfg: cfg, detector: health.NewDetector(cfg.Health), kick: make(chan struct{}, 1)}
 	if rl := cfg.Policy.RateLimit; rl != nil {
-		u.limiter = newLimiter(*rl)
+		u.limiter = NewLimiter(*rl)
 	}
 	b := cfg.Balancer
 	if b == nil {

@@ -16,7 +16,12 @@ import (
 // reverseProxyHead is what httputil.ReverseProxy, set up as package proxy
 // sets it up (a Rewrite that keeps the client's Host), and
 // http.Request.Write send a node for r.
-func reverseProxyHead(t testing.TB, r *http.Request) []byte {
+func reverseProxyHead(t testing.TB, r *http.Request) []byte { return reverseProxyHeadKeeping(t, r, false) }
+
+// reverseProxyHeadKeeping is reverseProxyHead with a Rewrite that copies
+// the client's forwarding headers back when keep is set (package proxy's
+// "keep" mode).
+func reverseProxyHeadKeeping(t testing.TB, r *http.Request, keep bool) []byte {
 	t.Helper()
 	var out bytes.Buffer
 	errStop := errors.New("written")
@@ -24,6 +29,13 @@ func reverseProxyHead(t testing.TB, r *http.Request) []byte {
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http"
 			pr.Out.Host = pr.In.Host
+			if keep {
+				for _, k := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+					if vv := pr.In.Header[k]; vv != nil {
+						pr.Out.Header[k] = vv
+					}
+				}
+			}
 		},
 		Transport: roundTripFunc(func(req *http.Request) (*http.Response, error) {
 			req.URL.Host = "node:80"
@@ -105,11 +117,30 @@ func TestAppendRequestHeadMatchesReverseProxy(t *testing.T) {
 			}
 			want := reverseProxyHead(t, r)
 			r, _ = readDirect(tc.raw)
-			got := AppendRequestHead(nil, r)
+			got := AppendRequestHead(nil, r, HeadOptions{})
 			if !sameHead(got, want) {
 				t.Errorf("direct head:\n%s\nReverseProxy's:\n%s", got, want)
 			}
 		})
+	}
+}
+
+// With KeepForwarded the head keeps the client's forwarding headers as a
+// Rewrite that copies them back would; Extra lines come last.
+func TestAppendRequestHeadOptions(t *testing.T) {
+	raw := "GET /a HTTP/1.1\r\nHost: users\r\nForwarded: for=1.2.3.4\r\nX-Forwarded-For: 1.2.3.4, 5.6.7.8\r\nX-Forwarded-Proto: https\r\nX-A: 1\r\n\r\n"
+	r, ok := readDirect(raw)
+	if !ok {
+		t.Fatal("not direct")
+	}
+	want := reverseProxyHeadKeeping(t, r, true)
+	r, _ = readDirect(raw)
+	if got := AppendRequestHead(nil, r, HeadOptions{KeepForwarded: true}); !sameHead(got, want) {
+		t.Errorf("kept:\n%s\nReverseProxy's:\n%s", got, want)
+	}
+	got := AppendRequestHead(nil, r, HeadOptions{Extra: []byte("X-Request-Id: abc\r\n")})
+	if !strings.HasSuffix(string(got), "\r\nX-Request-Id: abc\r\n\r\n") || strings.Contains(string(got), "Forwarded") {
+		t.Errorf("with an extra line, dropping forwarding headers: %q", got)
 	}
 }
 
@@ -126,7 +157,7 @@ func FuzzRequestHead(f *testing.F) {
 		}
 		want := reverseProxyHead(t, r)
 		r, _ = readDirect(raw)
-		if got := AppendRequestHead(nil, r); !sameHead(got, want) {
+		if got := AppendRequestHead(nil, r, HeadOptions{}); !sameHead(got, want) {
 			t.Errorf("request %q\ndirect head:\n%q\nReverseProxy's:\n%q", raw, got, want)
 		}
 	})

@@ -142,14 +142,24 @@ func Encodable(r *http.Request) bool {
 	return r.Host != "" && strings.IndexByte(r.Host, '%') < 0 && r.Method != http.MethodHead && Plain(r.Method, r.Header)
 }
 
+// HeadOptions change what AppendRequestHead writes.
+type HeadOptions struct {
+	// KeepForwarded keeps the client's Forwarded and X-Forwarded-*
+	// headers (a Rewrite that copies them back).
+	KeepForwarded bool
+	// Extra are header lines (each ending in CRLF) added at the end.
+	Extra []byte
+}
+
 // AppendRequestHead appends the head the direct path sends a node for r
 // (see Encodable): what httputil.ReverseProxy (with a Rewrite that keeps
 // the client's Host) and http.Request.Write would send. Hop-by-hop headers
-// (and those the Connection header lists) and the client's Forwarded and
-// X-Forwarded-* headers are dropped; User-Agent is sent only when the
-// client sent one; Te: trailers passes; the body's length is announced as
-// Request.Write does ("Content-Length: 0" for POST, PUT and PATCH).
-func AppendRequestHead(dst []byte, r *http.Request) []byte {
+// (and those the Connection header lists) are dropped, and so are the
+// client's Forwarded and X-Forwarded-* headers unless o keeps them;
+// User-Agent is sent only when the client sent one; Te: trailers passes;
+// the body's length is announced as Request.Write does ("Content-Length:
+// 0" for POST, PUT and PATCH); o.Extra comes last.
+func AppendRequestHead(dst []byte, r *http.Request, o HeadOptions) []byte {
 	dst = append(dst, r.Method...)
 	dst = append(dst, ' ')
 	if p := r.URL.EscapedPath(); p != "" {
@@ -167,9 +177,12 @@ func AppendRequestHead(dst []byte, r *http.Request) []byte {
 	conn := r.Header["Connection"]
 	for k, vv := range r.Header {
 		switch k {
-		case "Host", "Content-Length", // Request.Write writes its own
-			"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto": // Rewrite drops them
+		case "Host", "Content-Length": // Request.Write writes its own
 			continue
+		case "Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto": // Rewrite drops them
+			if !o.KeepForwarded {
+				continue
+			}
 		}
 		if slices.Contains(HopHeaders, k) || len(conn) > 0 && headerListed(k, conn) {
 			continue
@@ -191,6 +204,7 @@ func AppendRequestHead(dst []byte, r *http.Request) []byte {
 		dst = strconv.AppendInt(dst, max(r.ContentLength, 0), 10)
 		dst = append(dst, "\r\n"...)
 	}
+	dst = append(dst, o.Extra...)
 	return append(dst, "\r\n"...)
 }
 

@@ -67,6 +67,9 @@ type Keyed interface {
 	HashKey() Key
 }
 
+// SourceIP reports whether k hashes the client's address.
+func (k Key) SourceIP() bool { return k.kind == kindSourceIP }
+
 // FromRequest reports whether k reads the HTTP request (a header, the
 // host, a cookie, the path, a query parameter): a raw TCP connection has
 // none, so such a key never applies to one.

@@ -1,0 +1,184 @@
+package proxy_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/remora-mesh/remora/pkg/upstream"
+	"github.com/remora-mesh/remora/proxy"
+)
+
+// echo is a backend handler that answers with what it received: the path
+// and the headers, as JSON.
+func echo(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("X-Node-Header", "1")
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]any{"uri": r.URL.RequestURI(), "header": r.Header})
+}
+
+type echoed struct {
+	URI    string      `json:"uri"`
+	Header http.Header `json:"header"`
+}
+
+// listenerFixture is a proxy with upstreams "users", "api" and "v2" (echo
+// backends named after them) behind a listener with opts.
+func listenerFixture(t *testing.T, opts proxy.ListenerOptions) (*fixture, string) {
+	t.Helper()
+	f := newFixture(t, "users", "api", "v2")
+	for _, name := range []string{"users", "api", "v2"} {
+		f.set(t, name, newBackend(t, name, echo).instance())
+	}
+	return f, serveFront(t, f.proxy.Listener("out", opts)).URL
+}
+
+func call(t *testing.T, url, method, host, path string, header http.Header) (*http.Response, echoed) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url+path, nil)
+	req.Host = host
+	for k, vv := range header {
+		req.Header[k] = vv
+	}
+	resp, body := do(t, req)
+	var e echoed
+	if resp.StatusCode == 200 && method != http.MethodHead {
+		if err := json.Unmarshal([]byte(body), &e); err != nil {
+			t.Fatalf("%s %s: %v in %q", method, path, err, body)
+		}
+	}
+	return resp, e
+}
+
+func TestListenerRoutes(t *testing.T) {
+	_, url := listenerFixture(t, proxy.ListenerOptions{Routes: []proxy.Rule{
+		{Name: "v2", PathPrefix: "/api/v2/", Upstream: "v2", StripPrefix: true, PrefixRewrite: "/"},
+		{Name: "api-get", PathPrefix: "/api/", Methods: []string{"GET"}, Upstream: "api"},
+		{Name: "beta", Headers: []proxy.HeaderCond{{Name: "X-Beta", Value: "1"}}, Upstream: "v2", RewritePath: "/beta"},
+		{Name: "ids", PathRegexp: regexp.MustCompile(`^(?:/id/[0-9]+)$`), Upstream: "api"},
+		{Name: "other-host", Host: "other", Upstream: "api"},
+	}})
+	for _, tc := range []struct {
+		name, method, host, path string
+		header                   http.Header
+		backend, uri             string
+	}{
+		{"prefix, stripped", "GET", "users", "/api/v2/items?x=1", nil, "v2", "/items?x=1"},
+		{"prefix and method", "GET", "users", "/api/orders", nil, "api", "/api/orders"},
+		{"method not matched: by Host", "POST", "users", "/api/orders", nil, "users", "/api/orders"},
+		{"header, path rewritten", "GET", "users", "/anything", http.Header{"X-Beta": {"1"}}, "v2", "/beta"},
+		{"header value not matched", "GET", "users", "/anything", http.Header{"X-Beta": {"2"}}, "users", "/anything"},
+		{"regex", "GET", "users", "/id/42", nil, "api", "/id/42"},
+		{"regex anchored", "GET", "users", "/id/42/x", nil, "users", "/id/42/x"},
+		{"host", "GET", "other:8080", "/", nil, "api", "/"},
+		{"no route: the Host's upstream", "GET", "users", "/", nil, "users", "/"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, e := call(t, url, tc.method, tc.host, tc.path, tc.header)
+			if resp.StatusCode != 200 || resp.Header.Get("X-Backend") != tc.backend || e.URI != tc.uri {
+				t.Fatalf("%d from %q with %q; want %q with %q", resp.StatusCode, resp.Header.Get("X-Backend"), e.URI, tc.backend, tc.uri)
+			}
+		})
+	}
+	resp, _ := call(t, url, "GET", "nobody", "/", nil)
+	if resp.StatusCode != 404 {
+		t.Fatalf("no route and an unknown Host: %d; want 404", resp.StatusCode)
+	}
+}
+
+// A dedicated port's routes send some requests elsewhere; the rest go to
+// its upstream, whatever their Host.
+func TestListenerDedicatedPortRoutes(t *testing.T) {
+	_, url := listenerFixture(t, proxy.ListenerOptions{Upstream: "users", Routes: []proxy.Rule{{PathPrefix: "/api/", Upstream: "api"}}})
+	if resp, _ := call(t, url, "GET", "whatever", "/api/x", nil); resp.Header.Get("X-Backend") != "api" {
+		t.Fatalf("routed to %q; want api", resp.Header.Get("X-Backend"))
+	}
+	if resp, _ := call(t, url, "GET", "whatever", "/x", nil); resp.Header.Get("X-Backend") != "users" {
+		t.Fatalf("default to %q; want users", resp.Header.Get("X-Backend"))
+	}
+}
+
+// Header rules of a route and of an upstream apply on the direct path and
+// on ReverseProxy's alike.
+func TestListenerHeaderRules(t *testing.T) {
+	f := newFixture(t, "users")
+	f.set(t, "users", newBackend(t, "users", echo).instance())
+	f.proxy.SetRoutes(proxy.Route{Upstream: f.ups["users"],
+		RequestHeaders:  &proxy.HeaderRules{Set: map[string]string{"X-Upstream": "users"}},
+		ResponseHeaders: &proxy.HeaderRules{Remove: []string{"X-Node-Header"}, Add: map[string]string{"X-Up": "1"}},
+	})
+	url := serveFront(t, f.proxy.Listener("out", proxy.ListenerOptions{Routes: []proxy.Rule{{
+		Upstream:        "users",
+		RequestHeaders:  &proxy.HeaderRules{Add: map[string]string{"X-Added": "a"}, Set: map[string]string{"X-Set": "s"}, Remove: []string{"X-Secret"}},
+		ResponseHeaders: &proxy.HeaderRules{Set: map[string]string{"X-Route": "r"}},
+	}}})).URL
+	for _, method := range []string{"GET", "HEAD"} { // GET takes the direct exchange, HEAD ReverseProxy
+		resp, e := call(t, url, method, "users", "/", http.Header{"X-Secret": {"x"}, "X-Set": {"old"}, "X-Added": {"mine"}})
+		if method == "GET" {
+			if e.Header.Get("X-Secret") != "" || e.Header.Get("X-Set") != "s" || strings.Join(e.Header["X-Added"], ",") != "mine,a" || e.Header.Get("X-Upstream") != "users" {
+				t.Errorf("the node got %v", e.Header)
+			}
+		}
+		if resp.Header.Get("X-Node-Header") != "" || resp.Header.Get("X-Up") != "1" || resp.Header.Get("X-Route") != "r" {
+			t.Errorf("%s: the client got %v", method, resp.Header)
+		}
+	}
+}
+
+// Forwarding headers: kept by default, appended or dropped by the
+// listener's mode; a request ID given when absent, kept when present.
+func TestListenerForwardedAndRequestID(t *testing.T) {
+	in := http.Header{"X-Forwarded-For": {"203.0.113.7"}, "X-Forwarded-Proto": {"https"}, "Forwarded": {"for=203.0.113.7"}}
+	for _, tc := range []struct {
+		mode            proxy.Forwarded
+		xff, proto, fwd string
+		method          string
+	}{
+		{proxy.ForwardedKeep, "203.0.113.7", "https", "for=203.0.113.7", "GET"},
+		{proxy.ForwardedKeep, "203.0.113.7", "https", "for=203.0.113.7", "OPTIONS"},
+		{proxy.ForwardedAppend, "203.0.113.7, 127.0.0.1", "http", "for=203.0.113.7", "GET"},
+		{proxy.ForwardedDrop, "", "", "", "GET"},
+		{proxy.ForwardedDrop, "", "", "", "OPTIONS"},
+	} {
+		_, url := listenerFixture(t, proxy.ListenerOptions{Forwarded: tc.mode, RequestID: true})
+		_, e := call(t, url, tc.method, "users", "/", in)
+		if e.Header.Get("X-Forwarded-For") != tc.xff || e.Header.Get("X-Forwarded-Proto") != tc.proto || e.Header.Get("Forwarded") != tc.fwd {
+			t.Errorf("mode %d %s: the node got %v", tc.mode, tc.method, e.Header)
+		}
+		id := e.Header["X-Request-Id"]
+		if len(id) != 1 || !regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`).MatchString(id[0]) {
+			t.Errorf("mode %d %s: request ID %q", tc.mode, tc.method, id)
+		}
+		_, e2 := call(t, url, tc.method, "users", "/", http.Header{"X-Request-Id": {"mine"}})
+		if strings.Join(e2.Header["X-Request-Id"], ",") != "mine" {
+			t.Errorf("a request's own ID became %q", e2.Header["X-Request-Id"])
+		}
+	}
+}
+
+// A route's rate limit answers 429 with Retry-After, counted per route.
+func TestListenerRouteRateLimit(t *testing.T) {
+	f, url := listenerFixture(t, proxy.ListenerOptions{Routes: []proxy.Rule{
+		{Name: "limited", PathPrefix: "/slow/", Upstream: "api", RateLimit: &upstream.RateLimit{RequestsPerSecond: 1, Burst: 2}},
+	}})
+	codes := map[int]int{}
+	for range 5 {
+		resp, _ := call(t, url, "GET", "users", "/slow/x", nil)
+		codes[resp.StatusCode]++
+		if resp.StatusCode == 429 && resp.Header.Get("Retry-After") != "1" {
+			t.Fatalf("Retry-After %q", resp.Header.Get("Retry-After"))
+		}
+	}
+	if codes[200] != 2 || codes[429] != 3 {
+		t.Fatalf("%v; want 2 passed and 3 limited", codes)
+	}
+	if resp, _ := call(t, url, "GET", "users", "/fast", nil); resp.StatusCode != 200 {
+		t.Fatalf("another route: %d", resp.StatusCode)
+	}
+	stats := f.proxy.RouteStats()
+	if len(stats) != 1 || stats[0].Name != "limited" || stats[0].Requests != 5 || stats[0].RateLimited != 3 {
+		t.Fatalf("route stats %+v", stats)
+	}
+}
