@@ -108,6 +108,32 @@ upstreams:
 		{"unknown health field", `
 registries: [{name: main, type: static}]
 upstreams: [{name: a, health: {pasive: {}}}]`, []string{`unknown field "pasive"`}},
+		{"route errors", `
+registries: [{name: main, type: static}]
+listeners:
+  - name: out
+    address: 127.0.0.1:15001
+    forwarded: sometimes
+    routes:
+      - {upstream: a}
+      - {match: {path: /x, path_prefix: /y}, upstream: nope}
+      - {match: {path_regex: "(", methods: ["G T"], headers: [{name: "x y", value: a, regex: b}]}, upstream: a}
+      - {match: {path: /z}, upstream: a, rewrite: {strip_prefix: true}, request_headers: {set: {Host: x}, remove: [Connection]}}
+upstreams:
+  - name: a
+    routes: [{upstream: a}]`, []string{
+			`listeners[0].forwarded: "sometimes"; want keep, append or drop`,
+			"listeners[0].routes[0].match: matches every request, so the routes after it are never used; put it last",
+			"listeners[0].routes[1].match: set at most one of path, path_prefix and path_regex",
+			`listeners[0].routes[1].upstream: unknown upstream "nope"`,
+			"listeners[0].routes[2].match.path_regex: error parsing regexp",
+			`listeners[0].routes[2].match.methods[0]: "G T" is not a method`,
+			`listeners[0].routes[2].match.headers[0].name: "x y" is not a header name`,
+			"listeners[0].routes[2].match.headers[0]: set one of value, regex and present",
+			"listeners[0].routes[3].rewrite.strip_prefix: needs match.path_prefix",
+			"listeners[0].routes[3].request_headers.set.Host: Host belongs to the connection",
+			"listeners[0].routes[3].request_headers.remove[0]: Connection belongs to the connection",
+			"upstreams[0].routes: routes need the upstream's own http listen port"}},
 		{"rate limit and gRPC retry errors", `
 registries: [{name: main, type: static}]
 upstreams:
@@ -285,6 +311,36 @@ upstreams:
 `), ".")
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// An upstream hashing on source_ip behind loopback listeners only gets a
+// warning: every request comes from the application's own address.
+func TestSourceIPBehindLoopbackWarns(t *testing.T) {
+	for _, tc := range []struct {
+		name, listener, listen string
+		warn                   bool
+	}{
+		{"loopback listener", "127.0.0.1:15001", "", true},
+		{"loopback dedicated port too", "127.0.0.1:15001", "127.0.0.1:18080", true},
+		{"a dedicated port others reach", "127.0.0.1:15001", "0.0.0.0:18080", false},
+		{"an outside listener", "0.0.0.0:15001", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			yml := "registries: [{name: main, type: static}]\nlisteners: [{name: out, address: \"" + tc.listener + "\"}]\n" +
+				"upstreams:\n  - name: a\n    balancer: {policy: maglev, hash_on: {source_ip: true}}\n"
+			if tc.listen != "" {
+				yml += "    listen: \"" + tc.listen + "\"\n"
+			}
+			cfg, err := config.Parse([]byte(yml), ".")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := strings.Join(cfg.Warnings, "\n")
+			if warned := strings.Contains(got, "upstreams[0].balancer.hash_on.source_ip: every listener that reaches \"a\" is on loopback"); warned != tc.warn {
+				t.Fatalf("warnings %q; want a source_ip warning: %v", got, tc.warn)
+			}
+		})
 	}
 }
 
