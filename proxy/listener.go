@@ -249,7 +249,7 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if l := rule.limiter; l != nil {
 			if ok, wait := l.Allow(time.Now().UnixNano()); !ok {
 				rule.limited.Add(1)
-				route.up.RecordLocal(http.StatusTooManyRequests)
+				route.up.RecordLocal(http.StatusTooManyRequests, upstream.ReasonRateLimited)
 				w.Header().Set("Retry-After", retryAfter(wait))
 				writeError(w, http.StatusTooManyRequests, "remora: route "+rule.Name+": rate limit exceeded (rate_limit)")
 				return

@@ -174,20 +174,64 @@ func (p *Proxy) ForUpstream(name string) http.Handler {
 }
 
 func (p *Proxy) notFound(w http.ResponseWriter, r *http.Request, t *upstream.Table, host string) {
-	p.log.WithFields(logrus.Fields{"host": r.Host, "status": http.StatusNotFound}).Debug("no upstream for host")
+	start := time.Now()
 	writeError(w, http.StatusNotFound, fmt.Sprintf("remora: no upstream named %q (Host %q); known upstreams: %s",
 		host, r.Host, strings.Join(t.Names(), ", ")))
+	if p.access != nil && (p.sample >= 1 || rand.Float64() < p.sample) {
+		f := requestFields(r)
+		f["status"], f["reason"], f["flag"] = http.StatusNotFound, upstream.ReasonNoRoute.String(), upstream.ReasonNoRoute.Flag()
+		f["duration_ms"] = float64(time.Since(start).Microseconds()) / 1000
+		p.access.WithFields(f).Info("request")
+	}
+}
+
+// requestFields are the access log fields that describe the request.
+func requestFields(r *http.Request) logrus.Fields {
+	f := logrus.Fields{"method": r.Method, "path": r.URL.Path, "host": r.Host, "client": r.RemoteAddr}
+	if r.ContentLength >= 0 {
+		f["bytes_in"] = r.ContentLength
+	}
+	return f
 }
 
 // exchanges recycles exchanges: nothing holds one after forward returns.
 var exchanges = sync.Pool{New: func() any { return new(exchange) }}
 
+// bytesWritten is what a ResponseWriter that counts its body bytes has:
+// the direct server's does (server.RawWriter), others are wrapped in a
+// countingWriter when the access log is on.
+type bytesWritten interface{ BytesWritten() int64 }
+
+// countingWriter counts the body bytes written through it.
+type countingWriter struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingWriter) BytesWritten() int64 { return c.n }
+
+// Unwrap lets http.ResponseController reach the writer's own capabilities
+// (Flush, Hijack for upgrades), as ReverseProxy does.
+func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
 // forward proxies r, as its listener decided (req), to a node of route's
 // upstream.
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, route *route, req request) {
+	if p.access != nil {
+		if _, ok := w.(bytesWritten); !ok {
+			w = &countingWriter{ResponseWriter: w}
+		}
+	}
 	st := exchanges.Get().(*exchange)
 	defer exchanges.Put(st)
 	*st = exchange{client: r.Context(), tr: route.tr, rule: req.rule, respRules: route.respRules}
+	st.out, _ = w.(bytesWritten)
 	if l := req.listener; l != nil {
 		st.forwarded = l.Forwarded
 		if l.RequestID && r.Header["X-Request-Id"] == nil {
@@ -243,7 +287,7 @@ func (p *Proxy) finish(r *http.Request, st *exchange) {
 		status = st.errStatus
 	}
 	if p.access != nil && (p.sample >= 1 || rand.Float64() < p.sample) {
-		p.logAccess(r, st, status, took)
+		p.logAccess(r, st, status, took, gone)
 	}
 }
 
@@ -280,6 +324,8 @@ type exchange struct {
 	newID     bool
 	ruleResp  *HeaderRules
 	respRules *HeaderRules
+	// out counts what went to the client, for the access log.
+	out bytesWritten
 	// errStatus is the status fail answered with.
 	errStatus int
 	// grpc is a gRPC response whose outcome is judged by its grpc-status
@@ -389,8 +435,11 @@ func (b *peekedBody) Read(p []byte) (int, error) {
 func (b *peekedBody) Close() error { return b.rc.Close() }
 
 // logAccess writes the access log entry of a finished request.
-func (p *Proxy) logAccess(r *http.Request, st *exchange, status int, took time.Duration) {
-	e := tcp.LogAccess(p.access, &st.call, status, took).WithFields(logrus.Fields{"method": r.Method, "path": r.URL.Path, "host": r.Host})
+func (p *Proxy) logAccess(r *http.Request, st *exchange, status int, took time.Duration, gone bool) {
+	e := tcp.LogAccess(p.access, &st.call, status, took, gone).WithFields(requestFields(r))
+	if st.out != nil {
+		e = e.WithField("bytes_out", st.out.BytesWritten())
+	}
 	if st.newID {
 		e = e.WithField("request_id", string(st.reqID[:]))
 	} else if id := r.Header.Get("X-Request-Id"); id != "" {
@@ -636,7 +685,7 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, st *exchange, err e
 	switch {
 	case st != nil && st.client.Err() != nil || st == nil && r.Context().Err() != nil:
 		fields["status"] = StatusClientClosedRequest
-		p.log.WithFields(fields).Info("client closed the request")
+		p.log.WithFields(fields).Debug("client closed the request")
 		w.WriteHeader(StatusClientClosedRequest)
 		return
 	case errors.Is(err, upstream.ErrNotSynced):
@@ -665,7 +714,7 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, st *exchange, err e
 	if st != nil {
 		st.errStatus = status
 	}
-	p.log.WithFields(fields).Warn("upstream request failed")
+	p.log.WithFields(fields).Debug("upstream request failed") // the access log has it
 	if msg == "" {
 		msg = fmt.Sprintf("remora: upstream %v: %v", fields["upstream"], err)
 	}

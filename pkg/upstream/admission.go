@@ -30,7 +30,6 @@ func (u *Upstream) TryRetry() bool {
 		u.retries.Add(-1)
 		return false
 	}
-	u.metrics.Retries.Add(1)
 	return true
 }
 

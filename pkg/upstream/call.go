@@ -69,6 +69,7 @@ type Call struct {
 
 	local      int           // the status a refused call stands for (503, 429)
 	retryAfter time.Duration // when a rate-limited call may come again
+	err        error         // what ended the call without an answer
 }
 
 // Attempt is what one attempt at a node came to: a status, or an error
@@ -96,6 +97,13 @@ type Attempt struct {
 func (c *Call) Begin(client context.Context, u *Upstream, info balancer.Info) error {
 	*c = Call{up: u, snap: u.Snapshot(), info: info, client: client, start: time.Now(), local: 503}
 	c.tried = c.triedA[:0]
+	c.err = c.admit()
+	return c.err
+}
+
+// admit is Begin's admission and pool choice.
+func (c *Call) admit() error {
+	u := c.up
 	if l := u.limiter; l != nil {
 		if ok, wait := l.Allow(c.start.UnixNano()); !ok {
 			c.local, c.retryAfter = 429, wait
@@ -151,6 +159,11 @@ func (c *Call) choosePool() error {
 // retried. A failure after the client went away is never charged to a
 // node.
 func (c *Call) Attempts(ctx context.Context, replayable bool, send func(n *node.Node, attempt int) Attempt, drop func()) error {
+	c.err = c.attempts(ctx, replayable, send, drop)
+	return c.err
+}
+
+func (c *Call) attempts(ctx context.Context, replayable bool, send func(n *node.Node, attempt int) Attempt, drop func()) error {
 	pol := c.up.cfg.Policy
 	for attempt := 1; ; attempt++ {
 		n, err := c.pick()
@@ -171,20 +184,20 @@ func (c *Call) Attempts(ctx context.Context, replayable bool, send func(n *node.
 			return nil
 		}
 		var out health.Outcome
-		retry := false
+		retry, cause := false, RetryStatus
 		switch {
 		case err == nil && res.GRPC > 0:
 			out.Status = GRPCOutcome(res.GRPC - 1)
-			retry = pol.RetryableGRPC(res.GRPC-1) && replayable && !res.Spent
+			retry, cause = pol.RetryableGRPC(res.GRPC-1) && replayable && !res.Spent, RetryGRPC
 		case err == nil:
 			out.Status = res.Status
 			retry = pol.RetryableStatus(res.Status) && replayable && !res.Spent
 		case IsConnectError(err):
 			out.Failure = health.ConnectFailure
-			retry = !res.Spent
+			retry, cause = !res.Spent, RetryConnect
 		default:
 			out.Failure = health.GatewayFailure
-			retry = replayable && !res.Spent && ctx.Err() == nil
+			retry, cause = replayable && !res.Spent && ctx.Err() == nil, RetryReset
 		}
 		c.up.Observe(n, out)
 		if out.Failure == health.ConnectFailure {
@@ -205,6 +218,8 @@ func (c *Call) Attempts(ctx context.Context, replayable bool, send func(n *node.
 			c.node, c.began, c.status, c.grpc = n, began, res.Status, res.GRPC
 			return nil
 		}
+		c.up.metrics.Retries.Add(1)
+		c.up.metrics.RetriesBy[cause].Add(1)
 		if err == nil {
 			drop()
 		}
@@ -257,6 +272,13 @@ func GRPCOutcome(code int) int {
 	return 200
 }
 
+// Reason is why the call got no answer from a node (ReasonNone when it
+// did); a client that went away is the caller's to tell.
+func (c *Call) Reason() Reason { return ReasonOf(c.err) }
+
+// Began is when the kept attempt began (zero without one).
+func (c *Call) Began() time.Time { return c.began }
+
 // RetryAfter is how long until a call refused with ErrRateLimited would be
 // allowed.
 func (c *Call) RetryAfter() time.Duration { return c.retryAfter }
@@ -285,10 +307,14 @@ func (c *Call) End(clientGone bool) time.Duration {
 	switch {
 	case clientGone:
 		u.metrics.ClientClosed.Add(1)
+		u.metrics.Local[ReasonClientClosed].Add(1)
 	case c.chosen:
 		u.Record(c.pool, status, took)
+		if c.err != nil {
+			u.metrics.Local[ReasonOf(c.err)].Add(1)
+		}
 	default:
-		u.RecordLocal(c.local)
+		u.RecordLocal(c.local, ReasonOf(c.err))
 	}
 	for ; c.retries > 0; c.retries-- {
 		u.EndRetry()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/pkg/balancer"
@@ -199,5 +200,51 @@ func TestCallCounts(t *testing.T) {
 	m := u.Metrics()
 	if m.Requests[canary.Stable][2].Load() != 1 || m.Requests[canary.Stable][4].Load() != 1 || m.ClientClosed.Load() != 1 {
 		t.Fatalf("2xx %d, 4xx %d, client closed %d; want 1 each", m.Requests[canary.Stable][2].Load(), m.Requests[canary.Stable][4].Load(), m.ClientClosed.Load())
+	}
+}
+
+// Every retry is counted with its cause, connect failures included.
+func TestCallCountsRetriesByCause(t *testing.T) {
+	u, _, set := run(t, upstream.Config{Name: "svc"})
+	set(inst("a", 1), inst("b", 2), inst("c", 3))
+	for _, outcomes := range [][]upstream.Attempt{
+		{{Err: errDial}, {Status: 200}},
+		{{Status: 503}, {Status: 200}},
+		{{Err: errReset}, {Status: 200}},
+		{{Status: 200, GRPC: 14 + 1}, {Status: 200}},
+	} {
+		var c upstream.Call
+		if err := c.Begin(context.Background(), u, balancer.Info{}); err != nil {
+			t.Fatal(err)
+		}
+		i := 0
+		_ = c.Attempts(context.Background(), true, func(*node.Node, int) upstream.Attempt { i++; return outcomes[i-1] }, func() {})
+		c.End(false)
+	}
+	m := u.Metrics()
+	for _, cause := range upstream.RetryCauses() {
+		if m.RetriesBy[cause].Load() != 1 {
+			t.Errorf("%s retries: %d; want 1", cause, m.RetriesBy[cause].Load())
+		}
+	}
+	if m.Retries.Load() != 4 {
+		t.Errorf("retries: %d; want 4", m.Retries.Load())
+	}
+}
+
+// A sidecar's requests take from a fraction of a millisecond: the
+// histogram tells 300 µs from 3 ms.
+func TestHistogramResolvesSubMillisecond(t *testing.T) {
+	var h upstream.Histogram
+	h.Observe(300 * time.Microsecond)
+	h.Observe(3 * time.Millisecond)
+	var filled []int
+	for i := range h.Counts {
+		if h.Counts[i].Load() > 0 {
+			filled = append(filled, i)
+		}
+	}
+	if len(filled) != 2 {
+		t.Fatalf("300 µs and 3 ms fill buckets %v; want two different ones", filled)
 	}
 }

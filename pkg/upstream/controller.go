@@ -117,6 +117,9 @@ type controller struct {
 	stablePick, canaryPick built
 
 	restoring   bool          // apply is serving the on-disk snapshot
+	// The current registry outage: errors seen, when one was last logged.
+	outageErrors int
+	errLoggedAt  time.Time
 	judge       *canary.Judge // nil without automatic rollback
 	canaryPrint string        // fingerprint of the canary nodes last published
 }
@@ -190,6 +193,10 @@ func (c *controller) apply(set []discovery.Instance) {
 	if added+removed+moved > 0 {
 		c.prober.Update(nodes)
 	}
+	if c.outageErrors > 0 {
+		u.cfg.Log.WithField("errors", c.outageErrors).Info("the registry answered again")
+		c.outageErrors = 0
+	}
 	next := &Snapshot{
 		Name: u.cfg.Name, Nodes: nodes, Synced: true,
 		Version: old.Version + 1, UpdatedAt: now,
@@ -237,15 +244,38 @@ func (c *controller) restore() {
 }
 
 // fail marks the current snapshot stale, keeping its nodes.
+//
+// It logs the first error of an outage, then at most one line per
+// errorLogEvery with the count of errors since (a registry that is down
+// errs every second or so, per upstream); apply logs the recovery.
 func (c *controller) fail(err error) {
 	u := c.u
 	old := u.snap.Load()
 	next := *old
-	next.Err, next.ErrAt = err, u.cfg.Now()
+	now := u.cfg.Now()
+	next.Err, next.ErrAt = err, now
 	u.snap.Store(&next)
 	u.metrics.RegistryErrors.Add(1)
-	u.cfg.Log.WithError(err).Warn("registry error; keeping the last known nodes")
+	c.outageErrors++
+	if c.outageErrors > 1 && now.Sub(c.errLoggedAt) < errorLogEvery {
+		return
+	}
+	log := u.cfg.Log.WithError(err)
+	if c.outageErrors > 1 {
+		log = log.WithField("errors_since_first", c.outageErrors-1)
+	}
+	c.errLoggedAt = now
+	switch n := len(next.Nodes); {
+	case next.Synced || next.Restored:
+		log.WithField("nodes", n).Warnf("registry error; keeping the %d nodes it last gave", n)
+	default:
+		log.Warn("registry error; no nodes yet (it has not answered since start)")
+	}
 }
+
+// errorLogEvery bounds how often one upstream logs an ongoing registry
+// outage.
+const errorLogEvery = time.Minute
 
 // rebuild republishes the current nodes with a fresh picker.
 func (c *controller) rebuild() {

@@ -8,8 +8,10 @@ import (
 )
 
 // DurationBuckets are the upper bounds, in seconds, of the request duration
-// histogram (Prometheus' defaults).
-var DurationBuckets = [...]float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+// histogram: from 100 µs, where a sidecar's requests to a nearby node
+// fall, to 10 s (Prometheus' defaults start at 5 ms, where every such
+// request would land in the first bucket).
+var DurationBuckets = [...]float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 
 // Status classes counted per pool: 1xx..5xx, and "error" for requests that
 // got no response from any node.
@@ -30,8 +32,12 @@ type Metrics struct {
 	// Durations by pool: counts per bucket of DurationBuckets (+Inf last)
 	// and the sum in nanoseconds.
 	Durations [2]Histogram
-	// Retries counts retried attempts.
+	// Retries counts retried attempts, by cause (RetryCause).
 	Retries atomic.Uint64
+	RetriesBy [retryCauses]atomic.Uint64
+	// Local counts the calls that got no answer from a node, by Reason
+	// (Remora's own answers, and failures).
+	Local [reasonCount]atomic.Uint64
 	// Ejections counts ejections by node.EjectReason.
 	Ejections [5]atomic.Uint64
 	// RegistryErrors counts registry read failures.
@@ -77,8 +83,9 @@ func (u *Upstream) Record(p canary.Pool, status int, d time.Duration) {
 // Metrics returns the upstream's counters.
 func (u *Upstream) Metrics() *Metrics { return u.metrics }
 
-// RecordLocal counts a request Remora answered itself (no node, circuit
-// breaker open) with status.
-func (u *Upstream) RecordLocal(status int) {
+// RecordLocal counts a request Remora answered itself with status, for
+// reason (no node, a circuit breaker, a rate limit).
+func (u *Upstream) RecordLocal(status int, reason Reason) {
 	u.metrics.Requests[canary.Stable][status/100%classesCount].Add(1)
+	u.metrics.Local[reason].Add(1)
 }

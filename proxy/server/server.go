@@ -852,6 +852,9 @@ func (w *response) BeginRaw(status int, length int64) (string, io.Writer) {
 	return "", w.c.bw
 }
 
+// BytesWritten is how many body bytes the answer has had so far.
+func (w *response) BytesWritten() int64 { return w.written }
+
 // OnAbandon implements client.Abandoner for the request (see
 // srvConn.onAbandon): the handler's context is cancelled only by the
 // client watch.

@@ -257,25 +257,37 @@ func (s *Server) handle(c net.Conn) {
 		if err != nil {
 			status = Status(err)
 		}
-		LogAccess(s.AccessLog, &call, status, took).WithFields(logrus.Fields{
+		LogAccess(s.AccessLog, &call, status, took, false).WithFields(logrus.Fields{
 			"protocol": "tcp", "client": remote, "bytes_in": in, "bytes_out": out,
 		}).Info("connection")
 	}
 }
 
 // LogAccess returns entry with the fields an access log entry of call
-// has whatever its protocol: upstream, node, pool, status, duration and
+// has whatever its protocol: upstream, node and its address, pool, status,
+// the reason and its flag when no node answered (gone: the client went
+// away), the total duration and the kept attempt's (upstream_ms), and
 // attempts.
-func LogAccess(entry *logrus.Entry, call *upstream.Call, status int, took time.Duration) *logrus.Entry {
-	nodeID := ""
-	if n := call.Node(); n != nil {
-		nodeID = n.ID
+func LogAccess(entry *logrus.Entry, call *upstream.Call, status int, took time.Duration, gone bool) *logrus.Entry {
+	f := logrus.Fields{
+		"upstream": call.Upstream().Name(), "pool": call.Pool().String(), "status": status,
+		"duration_ms": ms(took), "attempts": call.Tries(),
 	}
-	return entry.WithFields(logrus.Fields{
-		"upstream": call.Upstream().Name(), "node": nodeID, "pool": call.Pool().String(), "status": status,
-		"duration_ms": float64(took.Microseconds()) / 1000, "attempts": call.Tries(),
-	})
+	if n := call.Node(); n != nil {
+		f["node"], f["upstream_addr"], f["upstream_ms"] = n.ID, n.HostPort, ms(time.Since(call.Began()))
+	}
+	reason := call.Reason()
+	if gone {
+		reason = upstream.ReasonClientClosed
+	}
+	if reason != upstream.ReasonNone {
+		f["reason"], f["flag"] = reason.String(), reason.Flag()
+	}
+	return entry.WithFields(f)
 }
+
+// ms is d in milliseconds, to the microsecond.
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // Shutdown closes the listener and waits for open connections to end until
 // ctx is done, then closes them.
