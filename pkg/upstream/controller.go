@@ -116,12 +116,12 @@ type controller struct {
 	// reuses it.
 	stablePick, canaryPick built
 
-	restoring   bool          // apply is serving the on-disk snapshot
+	restoring bool // apply is serving the on-disk snapshot
 	// The current registry outage: errors seen, when one was last logged.
 	outageErrors int
 	errLoggedAt  time.Time
-	judge       *canary.Judge // nil without automatic rollback
-	canaryPrint string        // fingerprint of the canary nodes last published
+	judge        *canary.Judge // nil without automatic rollback
+	canaryPrint  string        // fingerprint of the canary nodes last published
 }
 
 // newController returns the state Run's goroutine owns for u.

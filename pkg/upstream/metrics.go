@@ -33,7 +33,7 @@ type Metrics struct {
 	// and the sum in nanoseconds.
 	Durations [2]Histogram
 	// Retries counts retried attempts, by cause (RetryCause).
-	Retries atomic.Uint64
+	Retries   atomic.Uint64
 	RetriesBy [retryCauses]atomic.Uint64
 	// Local counts the calls that got no answer from a node, by Reason
 	// (Remora's own answers, and failures).

@@ -16,7 +16,9 @@ import (
 )
 
 // scriptWatcher delivers the sets and errors its test sends, one per Next.
-type scriptWatcher struct{ next chan func() ([]discovery.Instance, error) }
+type scriptWatcher struct {
+	next chan func() ([]discovery.Instance, error)
+}
 
 func (w *scriptWatcher) Next(ctx context.Context) ([]discovery.Instance, error) {
 	select {

@@ -14,16 +14,16 @@ type Reason uint8
 
 // Reasons.
 const (
-	ReasonNone          Reason = iota
-	ReasonNoRoute              // NR: no upstream for the request (404)
-	ReasonNotSynced            // NS: the registry has not delivered the upstream's nodes (503)
-	ReasonNoHealthyNode        // UH: no node may take traffic (503)
-	ReasonOverflow             // UO: a circuit breaker is open (503)
-	ReasonRateLimited          // RL: rate_limit (429)
-	ReasonConnectFailure       // UF: no node could be connected to (502)
-	ReasonTimeout              // UT: a timeout (504)
-	ReasonUpstreamReset        // UC: the node broke off the exchange (502)
-	ReasonClientClosed         // DC: the client went away (499)
+	ReasonNone           Reason = iota
+	ReasonNoRoute               // NR: no upstream for the request (404)
+	ReasonNotSynced             // NS: the registry has not delivered the upstream's nodes (503)
+	ReasonNoHealthyNode         // UH: no node may take traffic (503)
+	ReasonOverflow              // UO: a circuit breaker is open (503)
+	ReasonRateLimited           // RL: rate_limit (429)
+	ReasonConnectFailure        // UF: no node could be connected to (502)
+	ReasonTimeout               // UT: a timeout (504)
+	ReasonUpstreamReset         // UC: the node broke off the exchange (502)
+	ReasonClientClosed          // DC: the client went away (499)
 	reasonCount
 )
 
@@ -87,4 +87,6 @@ var retryCauseNames = [retryCauses]string{"connect_failure", "status", "reset", 
 func (c RetryCause) String() string { return retryCauseNames[c] }
 
 // RetryCauses lists every cause, for metrics.
-func RetryCauses() []RetryCause { return []RetryCause{RetryConnect, RetryStatus, RetryReset, RetryGRPC} }
+func RetryCauses() []RetryCause {
+	return []RetryCause{RetryConnect, RetryStatus, RetryReset, RetryGRPC}
+}

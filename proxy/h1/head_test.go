@@ -16,7 +16,9 @@ import (
 // reverseProxyHead is what httputil.ReverseProxy, set up as package proxy
 // sets it up (a Rewrite that keeps the client's Host), and
 // http.Request.Write send a node for r.
-func reverseProxyHead(t testing.TB, r *http.Request) []byte { return reverseProxyHeadKeeping(t, r, false) }
+func reverseProxyHead(t testing.TB, r *http.Request) []byte {
+	return reverseProxyHeadKeeping(t, r, false)
+}
 
 // reverseProxyHeadKeeping is reverseProxyHead with a Rewrite that copies
 // the client's forwarding headers back when keep is set (package proxy's
