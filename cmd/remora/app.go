@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -22,7 +21,6 @@ import (
 	"github.com/remora-mesh/remora/pkg/admin"
 	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/health"
-	"github.com/remora-mesh/remora/pkg/register"
 	"github.com/remora-mesh/remora/pkg/upstream"
 	"github.com/remora-mesh/remora/proxy"
 	"github.com/remora-mesh/remora/proxy/client"
@@ -35,7 +33,7 @@ import (
 //
 // Concurrency: the request path sees only the proxy's routing table, swapped
 // atomically. mu serialises reload and shutdown, which own every other
-// field.
+// field; agent is also read without it.
 type app struct {
 	limits config.Proxy // header limits of the listeners, fixed at start
 	log    *logrus.Logger
@@ -63,7 +61,6 @@ type app struct {
 // liveRegistry is an open registry and the config it was opened from.
 type liveRegistry struct {
 	cfg config.Registry
-	dir string
 	reg discovery.Registry
 }
 
@@ -100,9 +97,11 @@ type serving interface {
 	Close() error
 }
 
-// startApp opens the registries, starts one controller per upstream, binds
-// every listener (failing before serving anything if one cannot be bound)
-// and serves.
+// startApp binds the admin and outbound listeners, then applies cfg as a
+// reload does (opens the registries, starts one controller per upstream,
+// binds the dedicated ports, starts registering), then serves. It fails
+// before serving anything if a listener cannot be bound or a registry
+// cannot be opened.
 func startApp(cfg *config.Config, log *logrus.Logger) (_ *app, err error) {
 	a := &app{
 		limits:     cfg.Proxy,
@@ -125,9 +124,6 @@ func startApp(cfg *config.Config, log *logrus.Logger) (_ *app, err error) {
 	}()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if err := a.apply(cfg); err != nil {
-		return nil, err
-	}
 	adminAPI := admin.Handler(a, admin.Options{Metrics: admin.MetricsOptions{NodeLabels: *cfg.Admin.Metrics.NodeLabels}, Config: a.effectiveConfig, Token: cfg.Admin.Token})
 	s, err := a.bind("admin", cfg.Admin.Address, a.httpServer("admin", adminAPI))
 	if err != nil {
@@ -141,62 +137,13 @@ func startApp(cfg *config.Config, log *logrus.Logger) (_ *app, err error) {
 		}
 		a.servers = append(a.servers, s)
 	}
+	if _, err := a.apply(cfg); err != nil {
+		return nil, err
+	}
 	for _, s := range a.servers {
 		a.serve(s)
 	}
-	if rc := cfg.Register; rc != nil {
-		reg, err := registrar(a.registries, rc)
-		if err != nil {
-			return nil, err
-		}
-		a.startAgent(*rc, reg)
-	}
 	return a, nil
-}
-
-// registrar returns the registry that rc registers in.
-func registrar(regs map[string]*liveRegistry, rc *register.Config) (discovery.Registrar, error) {
-	lr := regs[rc.Registry]
-	if lr == nil {
-		return nil, fmt.Errorf("register.registry: unknown registry %q", rc.Registry)
-	}
-	reg, ok := lr.reg.(discovery.Registrar)
-	if !ok {
-		return nil, fmt.Errorf("register.registry: registry %q of type %s cannot register instances", rc.Registry, lr.cfg.Type)
-	}
-	return reg, nil
-}
-
-// startAgent starts registering the local application in reg, the
-// registry rc names. a.mu is held.
-func (a *app) startAgent(rc register.Config, reg discovery.Registrar) {
-	key := rc.Registry + "\x00" + rc.Service
-	c := a.rereg[key]
-	if c == nil {
-		c = newReregCounter()
-		a.rereg[key] = c
-	}
-	ag := register.NewAgent(rc, c.counting(reg), a.log.WithField("component", "register"))
-	a.agent.Store(&liveAgent{Agent: ag, registry: rc.Registry, rereg: c})
-	go ag.Run(context.Background())
-}
-
-// replaceTimeout bounds the withdrawal of a registration that a reload
-// replaces or removes (the registry may be unreachable: the registration
-// then lapses with its lease or TTL).
-const replaceTimeout = 5 * time.Second
-
-// stopAgent withdraws the local application's registration, if any, and
-// forgets the agent (which GET /register shows until then). a.mu is held.
-func (a *app) stopAgent(timeout time.Duration) {
-	la := a.agent.Load()
-	if la == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	la.Deregister(ctx)
-	a.agent.Store(nil)
 }
 
 // deregister withdraws the local application, if registered, and waits the
@@ -211,9 +158,10 @@ func (a *app) deregister(ctx context.Context, delay time.Duration) {
 	}
 }
 
-// reload switches to cfg without dropping requests: registries and
-// upstreams whose config is unchanged keep running; a changed upstream is
-// rebuilt from its predecessor, keeping its nodes' stats and health. On
+// reload switches to cfg without dropping requests (see apply):
+// registries and upstreams whose config is unchanged keep running; a
+// changed upstream is rebuilt from its predecessor, keeping its nodes'
+// stats and health; the registration takes a changed register: block. On
 // error nothing changes. Admin and outbound listener addresses need a
 // restart to change.
 func (a *app) reload(cfg *config.Config) error {
@@ -225,194 +173,12 @@ func (a *app) reload(cfg *config.Config) error {
 	if cfg.Admin.Address != a.cfg.Admin.Address || !slices.EqualFunc(cfg.Listeners, a.cfg.Listeners, sameAddress) {
 		a.log.Warn("admin and listener addresses change only on restart; keeping the current ones")
 	}
-	if err := a.apply(cfg); err != nil {
+	p, err := a.apply(cfg)
+	if err != nil {
 		return err
 	}
-	a.log.WithField("upstreams", len(cfg.Upstreams)).Info("configuration reloaded")
+	a.log.WithFields(logrus.Fields{"upstreams": len(cfg.Upstreams), "changes": p.String()}).Info("configuration reloaded")
 	return nil
-}
-
-// apply moves the registries, upstreams and dedicated listeners to cfg.
-// Everything that can fail is done before anything running is touched.
-func (a *app) apply(cfg *config.Config) (err error) {
-	var opened []*liveRegistry
-	var bound []*server
-	defer func() {
-		if err != nil {
-			for _, s := range bound {
-				s.ln.Close()
-			}
-			for _, r := range opened {
-				r.reg.Close()
-			}
-		}
-	}()
-
-	// 1. Registries: reuse unchanged ones, open new or changed ones.
-	regs := make(map[string]*liveRegistry, len(cfg.Registries))
-	for _, rc := range cfg.Registries {
-		if old := a.registries[rc.Name]; old != nil && old.dir == cfg.Dir && sameRegistry(old.cfg, rc) {
-			regs[rc.Name] = old
-			continue
-		}
-		reg, err := rc.Options.Open(discovery.Env{
-			Name: rc.Name, BaseDir: cfg.Dir, DataDir: cfg.DataDir,
-			Log: a.log.WithField("registry", rc.Name),
-		})
-		if err != nil {
-			return fmt.Errorf("registry %q: %w", rc.Name, err)
-		}
-		r := &liveRegistry{cfg: rc, dir: cfg.Dir, reg: reg}
-		opened = append(opened, r)
-		regs[rc.Name] = r
-	}
-
-	// 2. Upstreams: keep unchanged ones, prepare watchers for the others.
-	type pending struct {
-		cfg  config.Upstream
-		prev *liveUpstream
-		w    discovery.Watcher
-	}
-	var todo []pending
-	ups := make(map[string]*liveUpstream, len(cfg.Upstreams))
-	for _, uc := range cfg.Upstreams {
-		prev := a.upstreams[uc.Name]
-		if prev != nil && regs[uc.Registry] == a.registries[uc.Registry] && sameUpstream(prev.cfg, uc) {
-			ups[uc.Name] = prev
-			continue
-		}
-		reg := regs[uc.Registry]
-		if reg == nil {
-			err = fmt.Errorf("upstream %q: unknown registry %q", uc.Name, uc.Registry)
-		}
-		var w discovery.Watcher
-		if err == nil {
-			w, err = watchUpstream(reg.reg, uc)
-		}
-		if err != nil {
-			for _, p := range todo {
-				p.w.Stop()
-			}
-			return fmt.Errorf("upstream %q: watching %q in registry %q: %w", uc.Name, uc.Service, uc.Registry, err)
-		}
-		todo = append(todo, pending{cfg: uc, prev: prev, w: w})
-	}
-
-	// 3. The registry the registration is to be made in (on a reload;
-	// startApp registers last).
-	var newReg discovery.Registrar
-	if a.cfg != nil && cfg.Register != nil {
-		if newReg, err = registrar(regs, cfg.Register); err != nil {
-			for _, p := range todo {
-				p.w.Stop()
-			}
-			return err
-		}
-	}
-
-	// 4. Dedicated listeners for new or moved listen addresses.
-	dedicated := map[string]*server{}
-	for _, uc := range cfg.Upstreams {
-		if uc.Listen == "" {
-			continue
-		}
-		if old := a.dedicated[uc.Name]; old != nil && a.upstreams[uc.Name].cfg.Listen == uc.Listen && a.upstreams[uc.Name].cfg.Protocol == uc.Protocol {
-			dedicated[uc.Name] = old
-			continue
-		}
-		name := "upstream " + uc.Name
-		var srv serving = a.proxyServer(name, a.proxy.ForUpstream(uc.Name))
-		if uc.Protocol == "tcp" {
-			srv = a.tcpServer(cfg, uc.Name)
-		}
-		s, err := a.bind(name, uc.Listen, srv)
-		if err != nil {
-			for _, p := range todo {
-				p.w.Stop()
-			}
-			return err
-		}
-		bound = append(bound, s)
-		dedicated[uc.Name] = s
-	}
-
-	// Nothing fails from here on. 5. Start the new controllers, each
-	// taking over its predecessor's nodes.
-	for _, p := range todo {
-		var prevU *upstream.Upstream
-		if p.prev != nil {
-			p.prev.stop()
-			if p.prev.cfg.Service == p.cfg.Service && p.prev.cfg.Registry == p.cfg.Registry {
-				prevU = p.prev.u
-			}
-		}
-		ups[p.cfg.Name] = a.startUpstream(cfg, p.cfg, p.w, prevU)
-	}
-	routes := make([]proxy.Route, 0, len(ups))
-	for _, l := range ups {
-		routes = append(routes, proxy.Route{Upstream: l.u, Client: l.client})
-	}
-	a.proxy.SetRoutes(routes...) // closes the idle connections of transports it drops
-
-	// 6. The registration, before any registry it lives in is closed.
-	if a.cfg != nil {
-		a.applyRegister(cfg, regs, newReg)
-	}
-
-	// 7. Retire what the new config no longer has.
-	for name, l := range a.upstreams {
-		if ups[name] != l {
-			if ups[name] == nil {
-				l.stop()
-			}
-		}
-	}
-	for name, s := range a.dedicated {
-		if dedicated[name] != s {
-			go func() {
-				ctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
-				defer cancel()
-				_ = s.srv.Shutdown(ctx)
-			}()
-		}
-	}
-	for name, r := range a.registries {
-		if regs[name] != r {
-			if err := r.reg.Close(); err != nil {
-				a.log.WithError(err).WithField("registry", name).Warn("closing registry")
-			}
-		}
-	}
-	for _, s := range bound {
-		a.serve(s)
-	}
-	a.cfg, a.registries, a.upstreams, a.dedicated = cfg, regs, ups, dedicated
-	return nil
-}
-
-// applyRegister moves the registration from a.cfg's register: block to
-// cfg's: a change the live registration can take (labels, weight, warm-up,
-// deregister_delay, in the same registry, kept open) is applied in place;
-// any other change (service, id, address, port, health, or another or
-// reopened registry) withdraws the registration and registers anew in reg;
-// a removed block withdraws it; an added one registers. regs are the
-// registries of cfg; a.registries are still the previous ones, none closed
-// yet. a.mu is held.
-func (a *app) applyRegister(cfg *config.Config, regs map[string]*liveRegistry, reg discovery.Registrar) {
-	old, want := a.cfg.Register, cfg.Register
-	if ag := a.agent.Load(); ag != nil {
-		if want != nil && want.Registry == old.Registry && regs[want.Registry] == a.registries[old.Registry] {
-			err := ag.Reconfigure(*want)
-			if err == nil {
-				return
-			}
-			a.log.WithError(err).Info("register: registering the application anew")
-		}
-		a.stopAgent(replaceTimeout)
-	}
-	if want != nil {
-		a.startAgent(*want, reg)
-	}
 }
 
 // startUpstream builds an upstream (from prev's nodes when not nil) and runs
@@ -469,22 +235,6 @@ func watchUpstream(reg discovery.Registry, uc config.Upstream) (discovery.Watche
 		return nil, err
 	}
 	return discovery.Union(discovery.Part{Watcher: w}, discovery.Part{Watcher: cw, Relabel: uc.CanaryRule.Relabel}), nil
-}
-
-// sameRegistry reports whether two registry configs open the same registry.
-func sameRegistry(a, b config.Registry) bool {
-	return a.Name == b.Name && a.Type == b.Type && reflect.DeepEqual(a.Options, b.Options)
-}
-
-// sameUpstream reports whether an upstream's config is unchanged.
-// The balancer is compared by meaning (its options are YAML nodes that
-// carry their position in the file); the rest is plain values.
-func sameUpstream(a, b config.Upstream) bool {
-	if !a.Balancer.SameAs(b.Balancer) {
-		return false
-	}
-	a.Balancer, b.Balancer = config.Balancer{}, config.Balancer{}
-	return reflect.DeepEqual(a, b)
 }
 
 // bind listens on addr for srv.
@@ -669,6 +419,7 @@ func (a *app) close() {
 	a.stopAgent(2 * time.Second) // before the registries close
 	for _, s := range a.allServers() {
 		_ = s.srv.Close()
+		_ = s.ln.Close() // if it never served
 	}
 	a.serving.Wait()
 	for _, l := range a.upstreams {

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"sync"
+	"time"
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/pkg/admin"
@@ -15,6 +17,51 @@ type liveAgent struct {
 	*register.Agent
 	registry string        // the registry's name
 	rereg    *reregCounter // of the registry and service registered in
+}
+
+// registrar returns the registry that rc registers in.
+func registrar(regs map[string]*liveRegistry, rc *register.Config) (discovery.Registrar, error) {
+	lr := regs[rc.Registry]
+	if lr == nil {
+		return nil, fmt.Errorf("register.registry: unknown registry %q", rc.Registry)
+	}
+	reg, ok := lr.reg.(discovery.Registrar)
+	if !ok {
+		return nil, fmt.Errorf("register.registry: registry %q of type %s cannot register instances", rc.Registry, lr.cfg.Type)
+	}
+	return reg, nil
+}
+
+// startAgent starts registering the local application in reg, the
+// registry rc names. a.mu is held.
+func (a *app) startAgent(rc register.Config, reg discovery.Registrar) {
+	key := rc.Registry + "\x00" + rc.Service
+	c := a.rereg[key]
+	if c == nil {
+		c = newReregCounter()
+		a.rereg[key] = c
+	}
+	ag := register.NewAgent(rc, c.counting(reg), a.log.WithField("component", "register"))
+	a.agent.Store(&liveAgent{Agent: ag, registry: rc.Registry, rereg: c})
+	go ag.Run(context.Background())
+}
+
+// replaceTimeout bounds the withdrawal of a registration that a reload
+// replaces or removes (the registry may be unreachable: the registration
+// then lapses with its lease or TTL).
+const replaceTimeout = 5 * time.Second
+
+// stopAgent withdraws the local application's registration, if any, and
+// forgets the agent (which GET /register shows until then). a.mu is held.
+func (a *app) stopAgent(timeout time.Duration) {
+	la := a.agent.Load()
+	if la == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	la.Deregister(ctx)
+	a.agent.Store(nil)
 }
 
 // Registration implements admin.RegistrationSource. It does not take a.mu,
