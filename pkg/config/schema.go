@@ -41,6 +41,9 @@ type Config struct {
 	AccessLog AccessLog `yaml:"access_log"`
 	// DataDir is where registries may keep state (caches); optional.
 	DataDir string `yaml:"data_dir"`
+	// Zone is Remora's own zone, for upstreams with a locality block;
+	// default $REMORA_ZONE.
+	Zone string `yaml:"zone"`
 
 	// Dir is the directory of the config file; relative paths in the
 	// config are resolved against it. Not part of the YAML.
@@ -144,6 +147,9 @@ type Upstream struct {
 	// TLS speaks TLS to the nodes (mTLS with cert_file and key_file).
 	// server_name defaults to the service name.
 	TLS *tlsfiles.Options `yaml:"tls"`
+	// Locality keeps traffic in Remora's own zone while enough of it is
+	// healthy (zone-aware routing); off unless set.
+	Locality *upstream.Locality `yaml:"locality"`
 	// Canary overrides the canary rule every upstream has (instances
 	// tagged canary=true get the share their canary-weight label gives,
 	// none without one); `canary: {disabled: true}` turns it off.

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -177,6 +178,17 @@ func (c *Config) Validate() error {
 		}
 		for _, err := range unjoin(u.Policy.Validate()) {
 			add("%s.%v", path, err)
+		}
+		if l := u.Locality; l != nil {
+			if l.Zone == "" {
+				l.Zone = cmp.Or(c.Zone, os.Getenv(ZoneEnv))
+			}
+			for _, err := range unjoin(l.Validate()) {
+				add("%s.locality.%v", path, err)
+			}
+			if l.Zone == "" {
+				c.Warnings = append(c.Warnings, fmt.Sprintf("%s.locality: Remora's own zone is not known (set zone: at the top, locality.zone, or $%s), so zones are ignored", path, ZoneEnv))
+			}
 		}
 		switch u.Protocol {
 		case "", "http":
@@ -382,6 +394,9 @@ func checkHostPort(addr string) error {
 	}
 	return nil
 }
+
+// ZoneEnv names Remora's own zone when the configuration does not.
+const ZoneEnv = "REMORA_ZONE"
 
 // warnSourceIP warns about an upstream that hashes the client's address
 // when every listener that reaches it is on loopback: in a sidecar every

@@ -57,6 +57,7 @@ type Call struct {
 	pool     canary.Pool
 	picker   balancer.Picker
 	avail    int
+	first    balancer.Picker // the first pick's, with a locality split: the local zone's or the others'
 
 	tried   []*node.Node
 	triedA  [4]*node.Node // backing store for tried
@@ -67,7 +68,7 @@ type Call struct {
 	status int        // its status
 	grpc   int        // its gRPC code + 1; 0 when it is no gRPC answer
 
-	local      int           // the status a refused call stands for (503, 429)
+	localCode  int           // the status a refused call stands for (503, 429)
 	retryAfter time.Duration // when a rate-limited call may come again
 	err        error         // what ended the call without an answer
 }
@@ -95,7 +96,7 @@ type Attempt struct {
 // call under circuit_breaker.max_requests and chooses its pool. On an
 // error c holds nothing, but End must still be called to count it.
 func (c *Call) Begin(client context.Context, u *Upstream, info balancer.Info) error {
-	*c = Call{up: u, snap: u.Snapshot(), info: info, client: client, start: time.Now(), local: 503}
+	*c = Call{up: u, snap: u.Snapshot(), info: info, client: client, start: time.Now(), localCode: 503}
 	c.tried = c.triedA[:0]
 	c.err = c.admit()
 	return c.err
@@ -106,7 +107,7 @@ func (c *Call) admit() error {
 	u := c.up
 	if l := u.limiter; l != nil {
 		if ok, wait := l.Allow(c.start.UnixNano()); !ok {
-			c.local, c.retryAfter = 429, wait
+			c.localCode, c.retryAfter = 429, wait
 			return ErrRateLimited
 		}
 	}
@@ -120,7 +121,11 @@ func (c *Call) admit() error {
 		return ErrBreakerOpen
 	}
 	c.admitted = true
-	return c.choosePool()
+	if err := c.choosePool(); err != nil {
+		return err
+	}
+	c.chooseZone()
+	return nil
 }
 
 // choosePool decides between stable and canary (see package canary). A
@@ -148,6 +153,26 @@ func (c *Call) choosePool() error {
 	}
 	c.chosen = true
 	return nil
+}
+
+// chooseZone decides whether the first pick stays in the local zone (see
+// Locality); retries pick from the whole pool.
+func (c *Call) chooseZone() {
+	z := c.snap.StableZone
+	if c.pool == canary.Canary {
+		z = c.snap.CanaryZone
+	}
+	if z == nil {
+		return
+	}
+	m := c.up.metrics
+	if z.local() {
+		c.first = z.Local
+		m.Zone[ZoneLocal].Add(1)
+		return
+	}
+	c.first = z.Other
+	m.Zone[ZoneOther].Add(1)
 }
 
 // Attempts runs send on a picked node for each attempt, until one is kept.
@@ -231,6 +256,15 @@ func (c *Call) attempts(ctx context.Context, replayable bool, send func(n *node.
 // within a few tries, skipping nodes at their in-flight limit.
 func (c *Call) pick() (*node.Node, error) {
 	perNode := int64(c.up.cfg.Policy.CircuitBreaker.MaxRequestsPerNode)
+	if c.first != nil && len(c.tried) == 0 {
+		// The first pick goes where the locality split said, unless those
+		// nodes are all at their in-flight limit.
+		for range 4 {
+			if n := c.first.Pick(c.info); n != nil && (perNode == 0 || n.Stats.InFlight.Load() < perNode) {
+				return n, nil
+			}
+		}
+	}
 	var n *node.Node
 	for range 8 {
 		n = c.picker.Pick(c.info)
@@ -314,7 +348,7 @@ func (c *Call) End(clientGone bool) time.Duration {
 			u.metrics.Local[ReasonOf(c.err)].Add(1)
 		}
 	default:
-		u.RecordLocal(c.local, ReasonOf(c.err))
+		u.RecordLocal(c.localCode, ReasonOf(c.err))
 	}
 	for ; c.retries > 0; c.retries-- {
 		u.EndRetry()

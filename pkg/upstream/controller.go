@@ -115,6 +115,9 @@ type controller struct {
 	// built from: a rebuild over the same pool with the same builder
 	// reuses it.
 	stablePick, canaryPick built
+	// The same for each pool's local zone and the other zones (see
+	// zoneSplit).
+	stableLocalPick, canaryLocalPick, stableOtherPick, canaryOtherPick built
 
 	restoring bool // apply is serving the on-disk snapshot
 	// The current registry outage: errors seen, when one was last logged.
@@ -419,6 +422,7 @@ func (c *controller) publish(next *Snapshot) {
 	next.Picker, next.StableAvailable = build(&c.stablePick, b, pool), len(pool)
 	next.Available = len(pool)
 	next.Panic = stablePanic
+	next.StableZone = zoneSplit(u.cfg.Locality, pool, stable, &c.stableLocalPick, &c.stableOtherPick, b)
 	if rule != nil {
 		cpool, canaryPanic := c.pool(canaries)
 		w, from := rule.WeightOf(canaries)
@@ -433,6 +437,7 @@ func (c *controller) publish(next *Snapshot) {
 		}
 		c.canaryPrint = fp
 		next.Canary = canary.NewSplit(rule, build(&c.canaryPick, b, cpool), len(cpool), w, from)
+		next.CanaryZone = zoneSplit(u.cfg.Locality, cpool, canaries, &c.canaryLocalPick, &c.canaryOtherPick, b)
 		next.Available += len(cpool)
 		next.Panic = next.Panic || canaryPanic
 		if prev := u.snap.Load().Canary; prev == nil && len(cpool) > 0 || prev != nil && (prev.Weight != w || prev.WeightFrom != from) {

@@ -46,7 +46,16 @@ type Metrics struct {
 	ClientClosed atomic.Uint64
 	// GRPC counts gRPC answers by their grpc-status code (0..16).
 	GRPC [17]atomic.Uint64
+	// Zone counts the calls of an upstream with a locality split by
+	// where their first pick went: ZoneLocal or ZoneOther.
+	Zone [2]atomic.Uint64
 }
+
+// Where a call's first pick went (Metrics.Zone).
+const (
+	ZoneLocal = iota
+	ZoneOther
+)
 
 // Histogram is a lock-free fixed-bucket histogram.
 type Histogram struct {

@@ -40,6 +40,9 @@ type Snapshot struct {
 	// Canary is the canary split, nil without a canary rule. Picker then
 	// serves the stable pool only.
 	Canary *canary.Split
+	// StableZone and CanaryZone are each pool's locality split, nil when
+	// zones do not apply (see Locality).
+	StableZone, CanaryZone *ZoneSplit
 	// Err is the registry error seen since the last good set, if any: the
 	// nodes are then stale but kept.
 	Err error

@@ -43,6 +43,9 @@ type Config struct {
 	SnapshotFile string
 	// Canary splits traffic to canary nodes; nil means none.
 	Canary *canary.Rule
+	// Locality routes to Remora's own zone first (validated); nil means
+	// zones are ignored.
+	Locality *Locality
 	// Previous is the upstream this one replaces on a config reload: its
 	// nodes, with their stats and health, are carried over. Its controller
 	// must have stopped.

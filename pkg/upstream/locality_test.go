@@ -1,0 +1,90 @@
+package upstream_test
+
+import (
+	"context"
+	"math"
+	"testing"
+
+	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/pkg/balancer"
+	"github.com/remora-mesh/remora/pkg/node"
+	"github.com/remora-mesh/remora/pkg/upstream"
+)
+
+func zoned(id string, port int, zone string) discovery.Instance {
+	in := inst(id, port)
+	in.Metadata = map[string]string{"zone": zone}
+	return in
+}
+
+// firstPicks counts, over n calls, the zones of the nodes first picked.
+func firstPicks(t *testing.T, u *upstream.Upstream, n int) map[string]int {
+	t.Helper()
+	zones := map[string]int{}
+	for range n {
+		var c upstream.Call
+		if err := c.Begin(context.Background(), u, balancer.Info{}); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.Attempts(context.Background(), true, func(n *node.Node, _ int) upstream.Attempt {
+			zones[n.Metadata["zone"]]++
+			return upstream.Attempt{Status: 200}
+		}, func() {})
+		c.End(false)
+	}
+	return zones
+}
+
+// Two zones of two nodes, Remora in zone a: everything stays in a while
+// its nodes are healthy; with half of them ejected (below the 70%
+// threshold) a takes half; with none, b takes all; smaller upstreams than
+// min_cluster_size ignore zones.
+func TestLocality(t *testing.T) {
+	one := 1
+	loc := &upstream.Locality{Zone: "a", MinClusterSize: &one}
+	if err := loc.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	u, _, set := run(t, upstream.Config{Name: "svc", Locality: loc})
+	s := set(zoned("a1", 1, "a"), zoned("a2", 2, "a"), zoned("b1", 3, "b"), zoned("b2", 4, "b"))
+	if z := firstPicks(t, u, 1000); z["a"] != 1000 {
+		t.Fatalf("all healthy: %v; want every first pick in zone a", z)
+	}
+	if s.StableZone == nil || s.StableZone.Share != 1 || s.StableZone.LocalAvailable != 2 {
+		t.Fatalf("zone split %+v", s.StableZone)
+	}
+
+	eject := func(id string) {
+		byID(s, id).Stats.Health.Eject(node.ConsecutiveGatewayFailure, s.UpdatedAt.Add(1<<40))
+	}
+	eject("a1")
+	u.Rebuild()
+	s = waitSnapshot(t, u, "a1 out", func(s *upstream.Snapshot) bool { return s.StableZone != nil && s.StableZone.LocalAvailable == 1 })
+	z := firstPicks(t, u, 4000)
+	if got := float64(z["a"]) / 4000; math.Abs(got-0.5) > 4*math.Sqrt(0.25/4000) {
+		t.Fatalf("half of zone a healthy: %v; want about half in a", z)
+	}
+	eject("a2")
+	u.Rebuild()
+	waitSnapshot(t, u, "zone a out", func(s *upstream.Snapshot) bool { return s.StableZone == nil && s.Available == 2 })
+	if z := firstPicks(t, u, 100); z["b"] != 100 {
+		t.Fatalf("zone a ejected: %v; want every pick in b", z)
+	}
+	m := u.Metrics()
+	if m.Zone[upstream.ZoneLocal].Load() == 0 || m.Zone[upstream.ZoneOther].Load() == 0 {
+		t.Fatalf("zone counters %d local, %d other", m.Zone[upstream.ZoneLocal].Load(), m.Zone[upstream.ZoneOther].Load())
+	}
+
+	four := 5
+	big := &upstream.Locality{Zone: "a", MinClusterSize: &four}
+	if err := big.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	u2, _, set2 := run(t, upstream.Config{Name: "small", Locality: big})
+	if s := set2(zoned("a1", 1, "a"), zoned("a2", 2, "a"), zoned("b1", 3, "b"), zoned("b2", 4, "b")); s.StableZone != nil {
+		t.Fatalf("4 nodes under min_cluster_size 5 still split by zone")
+	}
+	if z := firstPicks(t, u2, 400); z["a"] == 400 {
+		t.Fatalf("zones ignored, yet %v", z)
+	}
+}
