@@ -249,6 +249,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, route *route, re
 		p.finish(r, st)
 		return
 	}
+	if route.mirror != nil {
+		p.maybeMirror(r, route)
+	}
 	ctx := r.Context()
 	if total := up.Policy().Timeouts.Total; total > 0 {
 		var cancel context.CancelFunc

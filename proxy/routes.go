@@ -16,6 +16,9 @@ type Route struct {
 	// RequestHeaders and ResponseHeaders change headers (after a listener
 	// route's own rules).
 	RequestHeaders, ResponseHeaders *HeaderRules
+	// Mirror copies a share of the upstream's requests elsewhere
+	// (validated); nil for none.
+	Mirror *upstream.Mirror
 }
 
 // route is a Route with its transport. It is immutable once published.
@@ -24,6 +27,7 @@ type route struct {
 	tr                  *client.Transport
 	opts                client.Options
 	reqRules, respRules *HeaderRules
+	mirror              *mirror
 }
 
 // routing is the table the request path reads: one atomic load, one map
@@ -56,7 +60,7 @@ func (p *Proxy) SetRoutes(routes ...Route) {
 	for i, r := range routes {
 		ups[i] = r.Upstream
 		name := r.Upstream.Name()
-		rt := &route{up: r.Upstream, opts: r.Client, reqRules: r.RequestHeaders, respRules: r.ResponseHeaders}
+		rt := &route{up: r.Upstream, opts: r.Client, reqRules: r.RequestHeaders, respRules: r.ResponseHeaders, mirror: newMirror(r.Mirror)}
 		if prev := old.byName[name]; prev != nil && reflect.DeepEqual(prev.opts, r.Client) {
 			rt.tr = prev.tr
 		} else {

@@ -155,6 +155,18 @@ func (c *Call) choosePool() error {
 	return nil
 }
 
+// UseCanary sends the call to its upstream's canary pool, whatever Begin
+// chose (a mirror of the stable traffic); it reports false when the pool
+// has no node.
+func (c *Call) UseCanary() bool {
+	split := c.snap.Canary
+	if split == nil || split.Available == 0 {
+		return false
+	}
+	c.pool, c.picker, c.avail, c.first = canary.Canary, split.Picker, split.Available, nil
+	return true
+}
+
 // chooseZone decides whether the first pick stays in the local zone (see
 // Locality); retries pick from the whole pool.
 func (c *Call) chooseZone() {

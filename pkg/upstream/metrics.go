@@ -49,6 +49,9 @@ type Metrics struct {
 	// Zone counts the calls of an upstream with a locality split by
 	// where their first pick went: ZoneLocal or ZoneOther.
 	Zone [2]atomic.Uint64
+	// Mirrored counts the copies of this upstream's requests sent by its
+	// mirror; MirrorDropped those dropped over max_in_flight.
+	Mirrored, MirrorDropped atomic.Uint64
 }
 
 // Where a call's first pick went (Metrics.Zone).
