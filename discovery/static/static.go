@@ -29,7 +29,7 @@ import (
 	"sync"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/internal/tlsfiles"

@@ -41,7 +41,7 @@ import (
 	"time"
 
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/remora-mesh/remora/internal/testproc"
 )
