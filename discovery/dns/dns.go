@@ -1,0 +1,351 @@
+// Package dns is the registry adapter for nodes named in DNS: SRV records,
+// or the A and AAAA records of a name.
+//
+//	registries:
+//	  - name: dns
+//	    type: dns
+//	    dns: {resolver: 127.0.0.1:53, min_refresh: 1s, max_refresh: 5m}
+//	upstreams:
+//	  - name: api
+//	    service: _http._tcp.api.internal    # SRV
+//	  - name: web
+//	    service: web.internal:8080          # A/AAAA, one node per address
+//
+// A service that starts with an underscore is an SRV name: the records of
+// the lowest priority are the nodes (the others are backups, RFC 2782),
+// each target's A/AAAA addresses with the record's port and weight (0
+// counts as 1), and metadata from the TXT records of the target name,
+// "key=value" strings as in DNS-SD (RFC 6763; a bare "key" is "true"). Any
+// other service is "name:port": one node per address. A node's ID is its
+// target (or address) and port.
+//
+// A name is asked again when its records' TTL runs out, within min_refresh
+// and max_refresh. A failed lookup keeps the last set, marked stale, as
+// every adapter does; an authoritative "no such name" is an empty set.
+package dns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/duration"
+	"github.com/remora-mesh/remora/internal/retry"
+)
+
+// Type is the adapter's type name in config.
+const Type = "dns"
+
+func init() { discovery.Register(factory{}) }
+
+type factory struct{}
+
+func (factory) Type() string { return Type }
+
+func (factory) Parse(decode func(any) error) (discovery.Options, error) {
+	var o Options
+	if err := decode(&o); err != nil {
+		return nil, err
+	}
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	return &o, nil
+}
+
+// Options configure a DNS registry.
+type Options struct {
+	// Resolver is the DNS server to ask, host:port; default the first
+	// nameserver of /etc/resolv.conf, port 53.
+	Resolver string `yaml:"resolver"`
+	// Timeout bounds one lookup; default 2s.
+	Timeout duration.Duration `yaml:"timeout"`
+	// MinRefresh and MaxRefresh bound how often a name is asked again
+	// (its records' TTL otherwise); defaults 1s and 5m.
+	MinRefresh duration.Duration `yaml:"min_refresh"`
+	MaxRefresh duration.Duration `yaml:"max_refresh"`
+}
+
+func (o *Options) validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if o.Resolver != "" {
+		if _, port, err := net.SplitHostPort(o.Resolver); err != nil || port == "" {
+			add("resolver: %q; want host:port, e.g. 127.0.0.1:53", o.Resolver)
+		}
+	}
+	def := func(d *duration.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = duration.Duration(v)
+		}
+	}
+	def(&o.Timeout, 2*time.Second)
+	def(&o.MinRefresh, time.Second)
+	def(&o.MaxRefresh, 5*time.Minute)
+	for _, d := range []struct {
+		name string
+		v    duration.Duration
+	}{{"timeout", o.Timeout}, {"min_refresh", o.MinRefresh}, {"max_refresh", o.MaxRefresh}} {
+		if d.v <= 0 {
+			add("%s: %v; want a positive duration", d.name, d.v)
+		}
+	}
+	if o.MinRefresh > o.MaxRefresh {
+		add("min_refresh: %v is above max_refresh %v", o.MinRefresh, o.MaxRefresh)
+	}
+	return errors.Join(errs...)
+}
+
+// Open implements discovery.Options. It reads /etc/resolv.conf when no
+// resolver is set; it does not touch the network.
+func (o *Options) Open(env discovery.Env) (discovery.Registry, error) {
+	server := o.Resolver
+	if server == "" {
+		ns, err := systemResolver("/etc/resolv.conf")
+		if err != nil {
+			return nil, fmt.Errorf("dns: no resolver set and %v", err)
+		}
+		server = ns
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Registry{c: &client{server: server, timeout: time.Duration(o.Timeout)}, opts: *o, log: env.Logger(), ctx: ctx, cancel: cancel}, nil
+}
+
+// systemResolver is the first nameserver of a resolv.conf file.
+func systemResolver(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	for line := range strings.Lines(string(data)) {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "nameserver" {
+			return net.JoinHostPort(f[1], "53"), nil
+		}
+	}
+	return "", fmt.Errorf("%s names no nameserver", path)
+}
+
+// Registry asks one DNS server. Watch and Close may be called from any
+// goroutine.
+type Registry struct {
+	c      *client
+	opts   Options
+	log    *logrus.Entry
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+var _ discovery.Registry = (*Registry)(nil)
+
+// Watch implements discovery.Registry: a goroutine asks for service's
+// records as their TTL says and publishes the set.
+func (r *Registry) Watch(ctx context.Context, service string) (discovery.Watcher, error) {
+	q, err := parseService(service)
+	if err != nil {
+		return nil, fmt.Errorf("dns: service %q: %v", service, err)
+	}
+	l := discovery.NewLatest()
+	wctx, cancel := context.WithCancel(r.ctx)
+	go func() {
+		<-l.Done()
+		cancel()
+	}()
+	go r.follow(wctx, q, l)
+	return l, nil
+}
+
+// Close implements discovery.Registry: every watch ends.
+func (r *Registry) Close() error {
+	r.cancel()
+	return nil
+}
+
+// question is what a service asks for: an SRV name, or a name and port.
+type question struct {
+	name string
+	srv  bool
+	port int
+}
+
+func parseService(s string) (question, error) {
+	if strings.HasPrefix(s, "_") {
+		return question{name: s, srv: true}, nil
+	}
+	host, port, err := net.SplitHostPort(s)
+	p, perr := strconv.Atoi(port)
+	if err != nil || perr != nil || p < 1 || p > 65535 || host == "" {
+		return question{}, errors.New("want an SRV name (_service._proto.name) or name:port")
+	}
+	return question{name: host, port: p}, nil
+}
+
+// follow asks for q until ctx ends: again when the answer's TTL runs out
+// (within the refresh bounds), sooner with backoff after a failure.
+func (r *Registry) follow(ctx context.Context, q question, l *discovery.Latest) {
+	failures := 0
+	for {
+		set, ttl, err := r.lookup(ctx, q)
+		if ctx.Err() != nil {
+			return
+		}
+		wait := min(max(ttl, time.Duration(r.opts.MinRefresh)), time.Duration(r.opts.MaxRefresh))
+		if err != nil {
+			failures++
+			l.Fail(fmt.Errorf("dns: %v", err))
+			wait = retry.Backoff(failures, 250*time.Millisecond, time.Duration(r.opts.MinRefresh)+time.Second, rand.Float64)
+		} else {
+			failures = 0
+			l.Publish(set)
+		}
+		if !retry.Sleep(ctx, wait) {
+			return
+		}
+	}
+}
+
+// lookup resolves q into a set, and the smallest TTL of the records it
+// took.
+func (r *Registry) lookup(ctx context.Context, q question) ([]discovery.Instance, time.Duration, error) {
+	if !q.srv {
+		addrs, ttl, err := r.addresses(ctx, q.name)
+		if err != nil {
+			return nil, 0, err
+		}
+		set := make([]discovery.Instance, 0, len(addrs))
+		for _, a := range addrs {
+			set = append(set, discovery.Instance{ID: net.JoinHostPort(a, strconv.Itoa(q.port)), Address: a, Port: q.port, Weight: 1, Healthy: true})
+		}
+		return set, ttl, nil
+	}
+	ans, err := r.c.query(ctx, q.name, dnsmessage.TypeSRV)
+	if errors.Is(err, errNoSuchName) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	ttl := ans.ttl
+	var srvs []*dnsmessage.SRVResource
+	for _, rr := range ans.rrs {
+		if s, ok := rr.Body.(*dnsmessage.SRVResource); ok {
+			srvs = append(srvs, s)
+		}
+	}
+	if len(srvs) > 0 { // RFC 2782: the lowest priority; the rest are backups
+		lowest := slices.MinFunc(srvs, func(a, b *dnsmessage.SRVResource) int { return int(a.Priority) - int(b.Priority) }).Priority
+		srvs = slices.DeleteFunc(srvs, func(s *dnsmessage.SRVResource) bool { return s.Priority != lowest })
+	}
+	var set []discovery.Instance
+	for _, s := range srvs {
+		target := strings.TrimSuffix(s.Target.String(), ".")
+		if target == "" { // "." : the service is decidedly not available
+			continue
+		}
+		addrs, attl, err := r.addresses(ctx, target)
+		if err != nil {
+			return nil, 0, err
+		}
+		meta, mttl, err := r.metadata(ctx, target)
+		if err != nil {
+			return nil, 0, err
+		}
+		ttl = minTTL(minTTL(ttl, attl), mttl)
+		w := uint32(max(s.Weight, 1))
+		for i, a := range addrs {
+			id := net.JoinHostPort(target, strconv.Itoa(int(s.Port)))
+			if len(addrs) > 1 {
+				id = fmt.Sprintf("%s#%d", id, i)
+			}
+			set = append(set, discovery.Instance{ID: id, Address: a, Port: int(s.Port), Weight: w, Healthy: true, Metadata: meta})
+		}
+	}
+	return set, ttl, nil
+}
+
+// addresses are name's IPv4 and IPv6 addresses, sorted; a name that is an
+// address is itself.
+func (r *Registry) addresses(ctx context.Context, name string) ([]string, time.Duration, error) {
+	if ip, err := netip.ParseAddr(name); err == nil {
+		return []string{ip.String()}, 0, nil
+	}
+	var out []string
+	var ttl time.Duration
+	for _, qt := range []dnsmessage.Type{dnsmessage.TypeA, dnsmessage.TypeAAAA} {
+		ans, err := r.c.query(ctx, name, qt)
+		if errors.Is(err, errNoSuchName) {
+			return nil, 0, nil
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		for _, rr := range ans.rrs {
+			switch b := rr.Body.(type) {
+			case *dnsmessage.AResource:
+				out = append(out, netip.AddrFrom4(b.A).String())
+			case *dnsmessage.AAAAResource:
+				out = append(out, netip.AddrFrom16(b.AAAA).String())
+			}
+		}
+		if len(ans.rrs) > 0 {
+			ttl = minTTL(ttl, ans.ttl)
+		}
+	}
+	slices.Sort(out)
+	return out, ttl, nil
+}
+
+// metadata is the key=value strings of name's TXT records (DNS-SD's form),
+// or nil.
+func (r *Registry) metadata(ctx context.Context, name string) (map[string]string, time.Duration, error) {
+	ans, err := r.c.query(ctx, name, dnsmessage.TypeTXT)
+	if errors.Is(err, errNoSuchName) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	var meta map[string]string
+	for _, rr := range ans.rrs {
+		t, ok := rr.Body.(*dnsmessage.TXTResource)
+		if !ok {
+			continue
+		}
+		for _, kv := range t.TXT {
+			k, v, found := strings.Cut(kv, "=")
+			if k == "" {
+				continue
+			}
+			if !found {
+				v = "true"
+			}
+			if meta == nil {
+				meta = map[string]string{}
+			}
+			meta[k] = v
+		}
+	}
+	return meta, ans.ttl, nil
+}
+
+// minTTL is the smaller of two TTLs, a zero meaning "no records".
+func minTTL(a, b time.Duration) time.Duration {
+	switch {
+	case a == 0:
+		return b
+	case b == 0:
+		return a
+	}
+	return min(a, b)
+}

@@ -1,0 +1,162 @@
+package dns_test
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/discovery/discoverytest"
+	"github.com/remora-mesh/remora/discovery/dns"
+	"github.com/remora-mesh/remora/discovery/dns/dnstest"
+)
+
+func open(t testing.TB, opts string) discovery.Registry {
+	t.Helper()
+	o, err := discoverytest.Parse(t, dns.Type, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := o.Open(discovery.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close() })
+	return reg
+}
+
+// srvName is the SRV name of a conformance service.
+func srvName(svc string) string { return "_" + svc + "._tcp." + dnstest.Zone }
+
+// srvRegistry watches a conformance service by its SRV name.
+type srvRegistry struct{ discovery.Registry }
+
+func (r srvRegistry) Watch(ctx context.Context, svc string) (discovery.Watcher, error) {
+	return r.Registry.Watch(ctx, srvName(svc))
+}
+
+// TestConformance runs the suite against dnsmasq: an instance is an SRV
+// record of the service (weight), an address record of its target, and
+// a TXT record of the target with its metadata.
+func TestConformance(t *testing.T) {
+	srv := dnstest.Start(t)
+	var mu sync.Mutex
+	services := map[string]map[string]discovery.Instance{}
+	publish := func(svc string) {
+		mu.Lock()
+		insts := maps.Clone(services[svc])
+		mu.Unlock()
+		srv.Change(func(r *dnstest.Records) {
+			var records []dnstest.SRV
+			for _, id := range slices.Sorted(maps.Keys(insts)) {
+				in := insts[id]
+				target := id + "." + svc + "." + dnstest.Zone
+				records = append(records, dnstest.SRV{Target: target, Port: in.Port, Weight: int(in.Weight)})
+				r.Hosts[target] = []string{in.Address}
+				var txt []string
+				for _, k := range slices.Sorted(maps.Keys(in.Metadata)) {
+					txt = append(txt, k+"="+in.Metadata[k])
+				}
+				r.TXT[target] = txt
+			}
+			r.SRV[srvName(svc)] = records
+		})
+	}
+	discoverytest.Conformance(t, discoverytest.Harness{
+		Open: func(t *testing.T) discovery.Registry {
+			return srvRegistry{open(t, fmt.Sprintf("resolver: %s\nmin_refresh: 100ms\n", srv.Addr()))}
+		},
+		Register: func(t *testing.T, svc string, in discovery.Instance) {
+			mu.Lock()
+			if services[svc] == nil {
+				services[svc] = map[string]discovery.Instance{}
+			}
+			services[svc][strings.ToLower(in.ID)] = in
+			mu.Unlock()
+			publish(svc)
+		},
+		Deregister: func(t *testing.T, svc, id string) {
+			mu.Lock()
+			delete(services[svc], strings.ToLower(id))
+			mu.Unlock()
+			publish(svc)
+		},
+		Restart: func(t *testing.T) { srv.Restart() },
+	})
+}
+
+// A name's A and AAAA records, one node per address; the lowest SRV
+// priority only; a change reaches the watcher within the records' TTL and
+// a second; a failed lookup keeps the last set, marked stale.
+func TestRecords(t *testing.T) {
+	srv := dnstest.Start(t)
+	web := "web." + dnstest.Zone
+	srv.Change(func(r *dnstest.Records) {
+		r.TTL = 2
+		r.Hosts[web] = []string{"127.0.0.1", "::1"}
+		r.SRV["_api._tcp."+dnstest.Zone] = []dnstest.SRV{
+			{Target: "a." + dnstest.Zone, Port: 8080, Priority: 1, Weight: 5},
+			{Target: "backup." + dnstest.Zone, Port: 8080, Priority: 2, Weight: 1},
+		}
+		r.Hosts["a."+dnstest.Zone] = []string{"127.0.0.2"}
+		r.Hosts["backup."+dnstest.Zone] = []string{"127.0.0.3"}
+	})
+	reg := open(t, fmt.Sprintf("resolver: %s\nmin_refresh: 100ms\nmax_refresh: 10s\n", srv.Addr()))
+	next := func(w discovery.Watcher, what string, cond func([]discovery.Instance) bool) {
+		t.Helper()
+		discoverytest.WaitFor(t, w, 5*time.Second, what, cond)
+	}
+	w, err := reg.Watch(context.Background(), net.JoinHostPort(web, "9090"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	next(w, "both addresses", func(set []discovery.Instance) bool {
+		return discoverytest.Describe(set) == "[127.0.0.1:9090@127.0.0.1:9090 w=1 healthy=true meta=map[], [::1]:9090@[::1]:9090 w=1 healthy=true meta=map[]]"
+	})
+	api, err := reg.Watch(context.Background(), "_api._tcp."+dnstest.Zone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer api.Stop()
+	next(api, "the lowest priority only", func(set []discovery.Instance) bool {
+		return len(set) == 1 && set[0].Address == "127.0.0.2" && set[0].Weight == 5
+	})
+
+	changed := time.Now()
+	srv.Change(func(r *dnstest.Records) { r.Hosts[web] = []string{"127.0.0.1"} })
+	next(w, "one address left", func(set []discovery.Instance) bool { return len(set) == 1 })
+	if took := time.Since(changed); took > 3*time.Second+500*time.Millisecond {
+		t.Fatalf("the change took %v; want within the TTL (2 s) and a second", took)
+	}
+
+	srv.Close() // the server is gone: the watcher says so, and the set stays
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if set, err := w.Next(ctx); err == nil {
+		t.Fatalf("with the server down: a set %s; want an error", discoverytest.Describe(set))
+	}
+}
+
+// Options are checked with errors that name the field.
+func TestOptions(t *testing.T) {
+	for _, tc := range []struct{ opts, want string }{
+		{"resolver: 127.0.0.1", `resolver: "127.0.0.1"; want host:port`},
+		{"min_refresh: 10s\nmax_refresh: 1s", "min_refresh: 10s is above max_refresh 1s"},
+		{"timeout: -1s", "timeout: -1s; want a positive duration"},
+	} {
+		if _, err := discoverytest.Parse(t, dns.Type, tc.opts); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v; want %q", tc.opts, err, tc.want)
+		}
+	}
+	reg := open(t, "resolver: 127.0.0.1:53")
+	if _, err := reg.Watch(context.Background(), "web"); err == nil || !strings.Contains(err.Error(), "name:port") {
+		t.Errorf("a service without a port: %v", err)
+	}
+}
