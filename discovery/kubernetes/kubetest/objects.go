@@ -16,11 +16,13 @@ import (
 	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	discoveryv1client "k8s.io/client-go/kubernetes/typed/discovery/v1"
+	rbacv1client "k8s.io/client-go/kubernetes/typed/rbac/v1"
 )
 
 // ServiceNameLabel is the label that ties an EndpointSlice to its Service.
@@ -266,3 +268,46 @@ func (s *Server) DeletePod(t testing.TB, ns, name string) {
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+// Grant creates a Role named name in namespace ns with rules and binds it
+// to service account ns/sa (creating the account if needed), failing t on
+// error.
+func (s *Server) Grant(t testing.TB, ns, sa, name string, rules ...rbacv1.PolicyRule) {
+	t.Helper()
+	s.ServiceAccount(t, ns, sa)
+	c, cancel := ctx()
+	defer cancel()
+	rc, err := rbacv1client.NewForConfig(s.RESTConfig())
+	if err != nil {
+		t.Fatalf("kubetest: rbac/v1 client: %v", err)
+	}
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Rules: rules}
+	if _, err := rc.Roles(ns).Create(c, role, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("kubetest: creating role %s/%s: %v", ns, name, err)
+	}
+	rb := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: ns}},
+	}
+	if _, err := rc.RoleBindings(ns).Create(c, rb, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("kubetest: creating role binding %s/%s: %v", ns, name, err)
+	}
+}
+
+// Compact compacts the server's etcd up to its current revision, as the
+// API server does every five minutes: a watch from an older
+// resourceVersion then fails with 410 Gone (where the watch cache is off).
+func (s *Server) Compact(t testing.TB) {
+	t.Helper()
+	c, cancel := ctx()
+	defer cancel()
+	cli := s.etcdClient(t)
+	resp, err := cli.Get(c, "compact-probe")
+	if err == nil {
+		_, err = cli.Compact(c, resp.Header.Revision, clientv3.WithCompactPhysical())
+	}
+	if err != nil {
+		t.Fatalf("kubetest: compacting etcd: %v", err)
+	}
+}

@@ -1,0 +1,343 @@
+// Package kubernetes is the registry adapter for Kubernetes: it follows a
+// Service's EndpointSlices (discovery.k8s.io/v1) through client-go
+// informers and reports their endpoints as instances.
+//
+// An upstream's `service:` is [NAMESPACE/]NAME[:PORT] (ParseService). Each
+// watcher runs one EndpointSlice informer, filtered by the label
+// kubernetes.io/service-name=NAME in the namespace, so a sidecar lists and
+// watches only the Services it calls; a Role with get, list and watch on
+// endpointslices in those namespaces is all it needs.
+//
+// # Instances
+//
+// Every endpoint with an address on the selected port is an instance:
+//
+//   - ID: the name of its target pod (targetRef), so a node keeps its
+//     statistics while its pod lives, whatever its port; KIND/NAME for
+//     another kind of target; address:port without a target. A pod that
+//     appears in two slices (dual stack, or moved between slices) is one
+//     instance: the ready one, else the IPv4 one.
+//   - Address: the endpoint's first address (the API calls them fungible);
+//     Port: the slice's port of that name or number.
+//   - Weight 1 (EndpointSlices have no weights), or the pod's
+//     remora.io/weight annotation with pods: true.
+//   - Healthy and Weight from the conditions: ready is healthy; terminating
+//     but serving is healthy with weight 0, so it drains (kept, its
+//     requests in flight finish, it gets no new ones); not ready is kept,
+//     not healthy; terminating and not serving is kept with weight 0, not
+//     healthy. MetaState names the state.
+//   - Metadata: MetaZone, MetaNode, MetaPod, MetaState, the topology hints
+//     (MetaHintZones, MetaHintNodes) and, with pods: true, the target pod's
+//     labels (canary, version, ...).
+//
+// # Pods
+//
+// With pods: true, the registry runs one metadata-only pods informer per
+// namespace (PartialObjectMetadata: labels and annotations, never specs),
+// shared by the watchers of that namespace; it needs get, list and watch on
+// pods. An endpoint whose pod the informer has not seen yet is left out
+// until it has, so that a canary pod never joins without its canary label.
+// A watcher delivers its first set once both informers have synced.
+//
+// # Outages
+//
+// The informers keep their caches through any error, so an API server that
+// cannot be reached never empties a set: each failed list or watch call
+// makes Next return an error ("stale", the last set stays), and the first
+// call that succeeds again makes Next return the current set, even if
+// unchanged. client-go's reflector retries with its backoff (0.8 s
+// doubling to 30 s, with jitter), resumes a watch from the last
+// resourceVersion it saw, starts a new one when the server ends a watch
+// (its timeout, 5 to 10 minutes), and lists again when the server answers
+// that the resourceVersion is too old (410 Gone, after etcd compacted it);
+// a list replaces the cache, so what changed meanwhile is delivered then.
+// A silent network partition is noticed by client-go's HTTP/2 health
+// check (a ping after 30 s without a frame, 15 s to answer).
+//
+// # Connecting
+//
+// In-cluster configuration by default (the pod's service account), or a
+// kubeconfig file. Opening the registry reads those files but never waits
+// for the API server: watchers report it when it cannot be reached.
+//
+// The configuration is described on Options.
+package kubernetes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/tlsfiles"
+)
+
+// Type is the adapter's type name in config.
+const Type = "kubernetes"
+
+func init() { discovery.Register(factory{}) }
+
+var (
+	_ discovery.Factory  = factory{}
+	_ discovery.Options  = (*Options)(nil)
+	_ discovery.Registry = (*Registry)(nil)
+	_ discovery.Watcher  = (*watcher)(nil)
+)
+
+type factory struct{}
+
+func (factory) Type() string { return Type }
+
+func (factory) Parse(decode func(any) error) (discovery.Options, error) {
+	var o Options
+	if err := decode(&o); err != nil {
+		return nil, err
+	}
+	if err := o.normalize(); err != nil {
+		return nil, err
+	}
+	return &o, nil
+}
+
+// serviceAccountNamespace is where the kubelet mounts the pod's namespace.
+const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+// Open implements discovery.Options. It reads the kubeconfig file, or the
+// in-cluster service account files, and returns at once: nothing is asked
+// of the API server until a watcher starts.
+func (o *Options) Open(env discovery.Env) (discovery.Registry, error) {
+	cfg, ns, err := o.restConfig(env.BaseDir)
+	if err != nil {
+		return nil, err
+	}
+	if o.Namespace != "" {
+		ns = o.Namespace
+	}
+	log := env.Logger()
+	cfg = rest.CopyConfig(cfg)
+	cfg.UserAgent = "remora"
+	cfg.WarningHandler = warningLogger{log}
+	// A Proxy function makes client-go build a transport of this registry's
+	// own instead of sharing a cached one, so Close can close its
+	// connections. ProxyFromEnvironment is client-go's default anyway.
+	cfg.Proxy = http.ProxyFromEnvironment
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	client, err := newRESTClient(cfg, hc)
+	if err != nil {
+		return nil, err
+	}
+	r := NewRegistry(client, Config{Namespace: ns, Port: o.Port, Pods: o.Pods, AddressType: o.AddressType}, env)
+	r.closeIdle = func() { utilnet.CloseIdleConnectionsFor(hc.Transport) }
+	return r, nil
+}
+
+// restConfig loads the client configuration and the default namespace
+// that comes with it (the pod's, or the kubeconfig context's).
+func (o *Options) restConfig(baseDir string) (*rest.Config, string, error) {
+	if o.Kubeconfig == "" {
+		cfg, err := rest.InClusterConfig()
+		if errors.Is(err, rest.ErrNotInCluster) {
+			return nil, "", errors.New("kubernetes: not running in a pod ($KUBERNETES_SERVICE_HOST and _PORT are not set): " +
+				"set kubeconfig: to run outside a cluster")
+		}
+		if err != nil {
+			return nil, "", fmt.Errorf("kubernetes: in-cluster configuration: %w", err)
+		}
+		ns := "default"
+		if b, err := os.ReadFile(serviceAccountNamespace); err == nil && strings.TrimSpace(string(b)) != "" {
+			ns = strings.TrimSpace(string(b))
+		}
+		return cfg, ns, nil
+	}
+	path := o.Kubeconfig
+	if rest, ok := strings.CutPrefix(path, "~/"); ok {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return nil, "", fmt.Errorf("kubeconfig: %q: %w", path, err)
+		}
+		path = filepath.Join(home, rest)
+	}
+	path = tlsfiles.Resolve(baseDir, path)
+	if _, err := os.Stat(path); err != nil {
+		return nil, "", fmt.Errorf("kubeconfig: %w", err)
+	}
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+		&clientcmd.ClientConfigLoadingRules{ExplicitPath: path},
+		&clientcmd.ConfigOverrides{CurrentContext: o.Context})
+	cfg, err := cc.ClientConfig()
+	if err != nil {
+		return nil, "", fmt.Errorf("kubeconfig: %s: %w", path, err)
+	}
+	ns, _, err := cc.Namespace()
+	if err != nil || ns == "" {
+		ns = "default"
+	}
+	return cfg, ns, nil
+}
+
+// Config are a Registry's settings, as NewRegistry takes them.
+type Config struct {
+	// Namespace is the namespace of services named without one; empty
+	// means "default".
+	Namespace string
+	// Port is the port (name or number) of services named without one.
+	Port string
+	// Pods turns on the pods informers (see the package doc).
+	Pods bool
+	// AddressType is AddressTypeIPv4, AddressTypeIPv6 or "" (both).
+	AddressType string
+}
+
+// Registry follows Services of one API server.
+//
+// Its fields are set before the first Watch and read-only after. mu guards
+// closed, watchers and pods; each pods informer is shared by the watchers
+// of its namespace and stops with the last of them.
+type Registry struct {
+	// WatchTimeout, when set, asks the API server to end every watch after
+	// this long (whole seconds), as it does after its own timeout; client-go
+	// then watches again from the last resourceVersion. 0 leaves it to
+	// client-go (5 to 10 minutes). Tests set it to prove that expiry loses
+	// nothing.
+	WatchTimeout time.Duration
+
+	client    Client
+	cfg       Config
+	env       discovery.Env
+	log       *logrus.Entry
+	closeIdle func() // closes the client's idle connections; may be nil
+	wg        sync.WaitGroup
+
+	mu       sync.Mutex
+	closed   bool
+	watchers map[*watcher]struct{}
+	pods     map[string]*podCache // by namespace
+}
+
+// NewRegistry returns a registry over client (Open uses the client of the
+// configured API server; tests may pass a fake).
+func NewRegistry(client Client, cfg Config, env discovery.Env) *Registry {
+	if cfg.Namespace == "" {
+		cfg.Namespace = "default"
+	}
+	bridgeKlog(env.Logger())
+	return &Registry{
+		client: client, cfg: cfg, env: env,
+		log:      env.Logger().WithField("registry", env.Name),
+		watchers: map[*watcher]struct{}{},
+		pods:     map[string]*podCache{},
+	}
+}
+
+// Watch starts following service, [NAMESPACE/]NAME[:PORT]. It does not wait
+// for the first set.
+func (r *Registry) Watch(_ context.Context, service string) (discovery.Watcher, error) {
+	svc, err := ParseService(service)
+	if err != nil {
+		return nil, err
+	}
+	if svc.Namespace == "" {
+		svc.Namespace = r.cfg.Namespace
+	}
+	port := svc.Port
+	if port == "" {
+		port = r.cfg.Port
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, errors.New("kubernetes: registry closed")
+	}
+	var pc *podCache
+	if r.cfg.Pods {
+		pc = r.podsLocked(svc.Namespace)
+	}
+	w := newWatcher(r, svc, selectPort(port), pc)
+	r.watchers[w] = struct{}{}
+	w.start()
+	return w, nil
+}
+
+// podsLocked returns the namespace's pods informer, starting it on first
+// use, with one more reference. r.mu is held.
+func (r *Registry) podsLocked(ns string) *podCache {
+	pc := r.pods[ns]
+	if pc == nil {
+		pc = newPodCache(r, ns)
+		r.pods[ns] = pc
+		pc.start()
+	}
+	pc.refs++
+	return pc
+}
+
+// forget removes a stopped watcher and drops its pods informer reference,
+// stopping the informer with its last watcher.
+func (r *Registry) forget(w *watcher) {
+	r.mu.Lock()
+	delete(r.watchers, w)
+	var stop *podCache
+	if pc := w.pods; pc != nil {
+		pc.unsubscribe(w)
+		if pc.refs--; pc.refs == 0 {
+			delete(r.pods, pc.ns)
+			stop = pc
+		}
+	}
+	r.mu.Unlock()
+	if stop != nil {
+		stop.stop()
+	}
+}
+
+// Close stops every watcher and informer, waits for their goroutines and
+// closes the client's idle connections.
+func (r *Registry) Close() error {
+	r.mu.Lock()
+	r.closed = true
+	ws := make([]*watcher, 0, len(r.watchers))
+	for w := range r.watchers {
+		ws = append(ws, w)
+	}
+	r.mu.Unlock()
+	for _, w := range ws {
+		_ = w.Stop()
+	}
+	r.wg.Wait()
+	if r.closeIdle != nil {
+		r.closeIdle()
+	}
+	return nil
+}
+
+// go runs f on a goroutine that Close waits for.
+func (r *Registry) goFunc(f func()) {
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		f()
+	}()
+}
+
+// warningLogger logs the API server's warnings (deprecations, ...).
+type warningLogger struct{ log *logrus.Entry }
+
+func (w warningLogger) HandleWarningHeader(code int, agent, text string) {
+	if code == 299 && text != "" {
+		w.log.WithField("warning", text).Warn("kubernetes API server warning")
+	}
+}
