@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,8 +20,12 @@ import (
 func TestEtcdClusterMemberKilledUnderLoad(t *testing.T) {
 	c := etcdtest.StartCluster(t, 3)
 	leader := c.Leader()
-	endpoints := c.Endpoints()
-	endpoints = append([]string{endpoints[leader]}, slices.Delete(endpoints, leader, leader+1)...)
+	endpoints := []string{c.Endpoint(leader)}
+	for i, ep := range c.Endpoints() {
+		if i != leader {
+			endpoints = append(endpoints, ep)
+		}
+	}
 	survivor := (leader + 1) % 3
 
 	b1, b2, b3 := startBackend(t, "b1"), startBackend(t, "b2"), startBackend(t, "b3")
