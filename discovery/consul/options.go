@@ -118,10 +118,12 @@ func (o Options) String() string {
 // GoString covers %#v, which would otherwise print the struct's fields.
 func (o Options) GoString() string { return o.String() }
 
-// normalize applies defaults and validates; errors name the field at fault.
+// normalize applies defaults and validates; each error starts with the
+// field at fault ("address: ..."), and they are joined (errors.Join) so
+// that the config loader places each at its line.
 func (o *Options) normalize() error {
-	var errs []string
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
 	o.Scheme = strings.ToLower(strings.TrimSpace(o.Scheme))
 	switch o.Scheme {
@@ -161,12 +163,15 @@ func (o *Options) normalize() error {
 	if o.Scheme == "" {
 		o.Scheme = "http"
 	}
-	if (o.TLS.CertFile == "") != (o.TLS.KeyFile == "") {
-		bad("tls.cert_file, tls.key_file: set both (a client certificate and its key) or neither")
+	switch {
+	case o.TLS.CertFile != "" && o.TLS.KeyFile == "":
+		bad("tls.key_file: missing; cert_file and key_file go together; set both (a client certificate and its key) or neither")
+	case o.TLS.CertFile == "" && o.TLS.KeyFile != "":
+		bad("tls.cert_file: missing; cert_file and key_file go together; set both (a client certificate and its key) or neither")
 	}
 
 	if o.Token != "" && o.TokenFile != "" {
-		bad("token, token_file: both set; set only one")
+		bad("token_file: set, and so is token; set only one")
 	}
 	if strings.TrimSpace(string(o.Token)) != string(o.Token) {
 		bad("token: has leading or trailing white space")
@@ -178,9 +183,5 @@ func (o *Options) normalize() error {
 	case wt < minWaitTime || wt > maxWaitTime:
 		bad("wait_time: %s is out of range; want %s..%s", wt, minWaitTime, maxWaitTime)
 	}
-	if len(errs) > 0 {
-		// One line, so that the config loader can prefix it with the path.
-		return errors.New(strings.Join(errs, "; "))
-	}
-	return nil
+	return errors.Join(errs...)
 }

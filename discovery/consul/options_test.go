@@ -81,13 +81,14 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"address: https://localhost:8500\nscheme: http", []string{"address:", "scheme says http"}},
 		{"scheme: gopher", []string{"scheme:", `"gopher"`}},
 		{"scheme: http\ntls: {ca_file: ca.pem}", []string{"tls:", "scheme is http"}},
-		{"tls: {cert_file: c.pem}", []string{"tls.cert_file, tls.key_file"}},
-		{"token: a\ntoken_file: b", []string{"token, token_file"}},
+		{"tls: {cert_file: c.pem}", []string{"tls.key_file: missing; cert_file and key_file go together"}},
+		{"token: a\ntoken_file: b", []string{"token_file: set, and so is token; set only one"}},
 		{"token: ' a'", []string{"token:", "white space"}},
 		{"wait_time: 100ms", []string{"wait_time:", "100ms", "1s..10m"}},
 		{"wait_time: 11m", []string{"wait_time:"}},
-		{"wait_time: 30", []string{"30", "unit"}},
-		{"tag_filter: x", []string{"tag_filter"}},
+		{"wait_time: 30", []string{"line 1, column 12: wait_time: 30 is not a duration; write it with a unit, such as 5s or 250ms"}},
+		{"tag_filter: x", []string{"line 1, column 1: tag_filter: unknown field; known fields: address, scheme, token, token_file, datacenter, namespace, partition, tag, include_warning, wait_time, tls"}},
+		{"include_warning: maybe\ntls: {key_file: k}", []string{`line 1, column 18: include_warning: "maybe" is not true or false`, "tls.cert_file: missing"}},
 		// Several mistakes are reported together.
 		{"scheme: gopher\nwait_time: 1h", []string{"scheme:", "wait_time:"}},
 	}

@@ -91,12 +91,12 @@ func (o Options) String() string {
 // GoString covers %#v, which would otherwise print the struct's fields.
 func (o Options) GoString() string { return o.String() }
 
-// normalize applies defaults and validates; errors name the field at fault
-// and are joined into one line, so that the config loader can prefix it
-// with the path.
+// normalize applies defaults and validates; each error starts with the
+// field at fault ("endpoints[0]: ..."), and they are joined (errors.Join)
+// so that the config loader places each at its line.
 func (o *Options) normalize() error {
-	var errs []string
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
 	if len(o.Endpoints) == 0 {
 		bad("endpoints: at least one etcd endpoint is required (e.g. [127.0.0.1:2379])")
@@ -116,7 +116,7 @@ func (o *Options) normalize() error {
 	}
 
 	if o.Password != "" && o.PasswordFile != "" {
-		bad("password, password_file: both set; set only one")
+		bad("password_file: set, and so is password; set only one")
 	}
 
 	switch d := time.Duration(o.DialTimeout); {
@@ -126,11 +126,23 @@ func (o *Options) normalize() error {
 		bad("dial_timeout: %s is out of range; want 0 (default %s) up to %s", d, DefaultDialTimeout, maxDialTimeout)
 	}
 
-	if t := o.TLS; t != nil && (t.CertFile == "") != (t.KeyFile == "") {
-		bad("tls.cert_file, tls.key_file: cert_file and key_file go together; set both (a client certificate and its key) or neither")
+	if t := o.TLS; t != nil {
+		if err := tlsPair(t.CertFile, t.KeyFile); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	if len(errs) > 0 {
-		return errors.New(strings.Join(errs, "; "))
+	return errors.Join(errs...)
+}
+
+// tlsPair checks that a client certificate comes with its key, naming the
+// one that is missing.
+func tlsPair(cert, key string) error {
+	const both = "cert_file and key_file go together; set both (a client certificate and its key) or neither"
+	switch {
+	case cert != "" && key == "":
+		return errors.New("tls.key_file: missing; " + both)
+	case cert == "" && key != "":
+		return errors.New("tls.cert_file: missing; " + both)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -50,6 +51,10 @@ func TestParseOptions(t *testing.T) {
 	}
 }
 
+// fieldFirst matches an error that starts with its field (after the
+// position, when it has one), as the config loader needs to place it.
+var fieldFirst = regexp.MustCompile(`^(line \d+, column \d+: )?[a-z_]+(\[\d+\]|\.[a-z_]+)*: `)
+
 func TestParseErrorsNameFields(t *testing.T) {
 	for _, tc := range []struct{ block, want string }{
 		{"prefix: /x", "endpoints: at least one"},
@@ -57,17 +62,23 @@ func TestParseErrorsNameFields(t *testing.T) {
 		{"endpoints: [h:1, 'h:x']", `endpoints[1]: "h:x" has port "x"`},
 		{"endpoints: [unix://h:1]", `endpoints[0]: "unix://h:1": scheme "unix" is not supported`},
 		{"endpoints: [h:1]\nprefix: services", `prefix: "services" must start with /`},
-		{"endpoints: [h:1]\nusername: u\npassword: a\npassword_file: b", "password, password_file: both set"},
+		{"endpoints: [h:1]\nusername: u\npassword: a\npassword_file: b", "password_file: set, and so is password; set only one"},
 		{"endpoints: [h:1]\ndial_timeout: -1s", "dial_timeout: -1s is out of range"},
-		{"endpoints: [h:1]\ndial_timeout: 5", "invalid duration"},
-		{"endpoints: [h:1]\ntls: {cert_file: c}", "tls.cert_file, tls.key_file"},
+		{"endpoints: [h:1]\ndial_timeout: 5", "line 2, column 15: dial_timeout: 5 is not a duration; write it with a unit, such as 5s or 250ms"},
+		{"endpoints: [h:1]\ntls: {cert_file: c}", "tls.key_file: missing; cert_file and key_file go together"},
+		{"endpoint: [h:1]", "line 1, column 1: endpoint: unknown field; did you mean endpoints?"},
+		{"endpoints: h:1", `line 1, column 12: endpoints: "h:1" is not a list; write [h:1] for a list of one`},
+		// Several mistakes, one a line.
+		{"endpoints: [h:1]\nprefix: x\ndial_timeout: 1h", "(e.g. /services)\nline 3, column 15: dial_timeout: 1h0m0s is out of range"},
 	} {
 		_, err := parse(t, tc.block)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Parse(%q) error = %v; want %q", tc.block, err, tc.want)
 		}
-		if err != nil && strings.Contains(err.Error(), "\n") {
-			t.Errorf("Parse(%q) error spans lines: %q", tc.block, err)
+		for _, line := range strings.Split(fmt.Sprint(err), "\n") {
+			if err != nil && !fieldFirst.MatchString(line) {
+				t.Errorf("Parse(%q) error line %q does not start with the field", tc.block, line)
+			}
 		}
 	}
 }

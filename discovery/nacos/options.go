@@ -191,11 +191,12 @@ func (o Options) String() string {
 // GoString covers %#v, which would otherwise print the struct's fields.
 func (o Options) GoString() string { return o.String() }
 
-// normalize applies defaults and validates; errors name the field at fault
-// and are joined into one line.
+// normalize applies defaults and validates; each error starts with the
+// field at fault ("servers[0]: ..."), and they are joined (errors.Join) so
+// that the config loader places each at its line.
 func (o *Options) normalize() error {
-	var errs []string
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
 	if len(o.Servers) == 0 {
 		o.Servers = []string{DefaultServer}
@@ -255,7 +256,7 @@ func (o *Options) normalize() error {
 	o.Clusters = clusters
 
 	if o.Password != "" && o.PasswordFile != "" {
-		bad("password, password_file: both set; set only one")
+		bad("password_file: set, and so is password; set only one")
 	}
 	hasPassword := o.Password != "" || o.PasswordFile != ""
 	if o.Username == "" && hasPassword {
@@ -265,7 +266,7 @@ func (o *Options) normalize() error {
 		bad("password: missing; username %q is set, so set password or password_file", o.Username)
 	}
 	if o.SecretKey != "" && o.SecretKeyFile != "" {
-		bad("secret_key, secret_key_file: both set; set only one")
+		bad("secret_key_file: set, and so is secret_key; set only one")
 	}
 	hasSecretKey := o.SecretKey != "" || o.SecretKeyFile != ""
 	if o.AccessKey == "" && hasSecretKey {
@@ -293,11 +294,7 @@ func (o *Options) normalize() error {
 	case o.WeightScale < 1 || o.WeightScale > maxWeightScale:
 		bad("weight_scale: %d is out of range; want 1..%d", o.WeightScale, maxWeightScale)
 	}
-	if len(errs) > 0 {
-		// One line, so that the config loader can prefix it with the path.
-		return errors.New(strings.Join(errs, "; "))
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // checkName rejects names that cannot be a Nacos namespace, group or

@@ -22,16 +22,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"maps"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/strictyaml"
 	"github.com/remora-mesh/remora/internal/tlsfiles"
 )
 
@@ -88,42 +88,43 @@ type InstanceSpec struct {
 }
 
 func (o *Options) validate() error {
-	switch {
-	case o.File != "" && len(o.Services) > 0:
-		return errors.New("set either services or file, not both")
-	case o.PollInterval < 0:
-		return fmt.Errorf("poll_interval: %v is negative", o.PollInterval)
+	var errs []error
+	if o.File != "" && len(o.Services) > 0 {
+		errs = append(errs, errors.New("file: set either services or file, not both"))
 	}
-	if o.PollInterval == 0 {
+	if o.PollInterval < 0 {
+		errs = append(errs, fmt.Errorf("poll_interval: %v is negative", o.PollInterval))
+	}
+	if o.PollInterval <= 0 {
 		o.PollInterval = DefaultPollInterval
 	}
 	parsed, err := parseServices(o.Services, "services")
-	if err != nil {
-		return err
-	}
 	o.parsed = parsed
-	return nil
+	return errors.Join(append(errs, err)...)
 }
 
 // parseServices validates specs and turns them into instance sets; path
-// prefixes error messages.
+// prefixes error messages, which name the field at fault
+// ("services.a[0].port: ...").
 func parseServices(specs map[string][]InstanceSpec, path string) (map[string][]discovery.Instance, error) {
 	out := make(map[string][]discovery.Instance, len(specs))
 	var errs []error
-	for svc, list := range specs {
+	for _, svc := range slices.Sorted(maps.Keys(specs)) {
+		list := specs[svc]
 		if svc == "" {
 			errs = append(errs, fmt.Errorf("%s: empty service name", path))
 			continue
 		}
 		ids := map[string]int{}
 		for i, spec := range list {
+			at := fmt.Sprintf("%s.%s[%d]", path, svc, i)
 			in, err := spec.instance()
 			if err != nil {
-				errs = append(errs, fmt.Errorf("%s.%s[%d]: %w", path, svc, i, err))
+				errs = append(errs, fmt.Errorf("%s.%w", at, err))
 				continue
 			}
 			if prev, dup := ids[in.ID]; dup {
-				errs = append(errs, fmt.Errorf("%s.%s[%d]: duplicate id %q (also at [%d])", path, svc, i, in.ID, prev))
+				errs = append(errs, fmt.Errorf("%s: duplicate id %q (also at [%d])", at, in.ID, prev))
 				continue
 			}
 			ids[in.ID] = i
@@ -133,22 +134,27 @@ func parseServices(specs map[string][]InstanceSpec, path string) (map[string][]d
 	return out, errors.Join(errs...)
 }
 
+// instance checks the spec and returns its instance; an error starts with
+// the field at fault.
 func (s InstanceSpec) instance() (discovery.Instance, error) {
 	in := discovery.Instance{ID: s.ID, Address: s.Address, Port: s.Port, Weight: discovery.DefaultWeight, Healthy: true, Metadata: s.Metadata}
 	if host, port, err := net.SplitHostPort(s.Address); err == nil {
 		p, perr := strconv.Atoi(port)
 		if perr != nil {
-			return in, fmt.Errorf("address %q: bad port %q", s.Address, port)
+			return in, fmt.Errorf("address: %q has a bad port %q", s.Address, port)
 		}
 		if s.Port != 0 && s.Port != p {
-			return in, fmt.Errorf("address %q carries port %d but port is %d", s.Address, p, s.Port)
+			return in, fmt.Errorf("port: %d, but address %q carries port %d; drop one of them", s.Port, s.Address, p)
 		}
 		in.Address, in.Port = host, p
 	}
 	if in.Address == "" {
 		return in, errors.New("address: missing")
 	}
-	if in.Port < 1 || in.Port > 65535 {
+	switch {
+	case in.Port == 0:
+		return in, errors.New("port: missing; set port, or write the address as host:port")
+	case in.Port < 1 || in.Port > 65535:
 		return in, fmt.Errorf("port: %d; want 1..65535", in.Port)
 	}
 	if s.Weight != nil {
@@ -168,17 +174,20 @@ type fileContent struct {
 	Services map[string][]InstanceSpec `yaml:"services"`
 }
 
-// ParseFile decodes a static file's content; name prefixes errors.
+// ParseFile decodes a static file's content; name prefixes errors, which
+// carry the line of the value at fault.
 func ParseFile(name string, data []byte) (map[string][]discovery.Instance, error) {
-	var fc fileContent
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&fc); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	m, err := parseServices(fc.Services, "services")
+	root, err := strictyaml.Parse(data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil, strictyaml.InFile(name, err)
+	}
+	var fc fileContent
+	d := strictyaml.NewDecoder()
+	d.Decode(root, &fc, "")
+	m, err := parseServices(fc.Services, "services")
+	d.Add("", err)
+	if err := d.Err(); err != nil {
+		return nil, strictyaml.InFile(name, err)
 	}
 	return m, nil
 }

@@ -133,15 +133,17 @@ func TestParseErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name, doc, want string
 	}{
-		{"missing port", "services: {a: [{address: 10.0.0.1}]}", "services.a[0]: port: 0; want 1..65535"},
+		{"missing port", "services: {a: [{address: 10.0.0.1}]}", "services.a[0].port: missing; set port, or write the address as host:port"},
 		{"port out of range", "services: {a: [{address: 10.0.0.1, port: 70000}]}", "port: 70000"},
-		{"missing address", "services: {a: [{port: 80}]}", "services.a[0]: address: missing"},
+		{"missing address", "services: {a: [{port: 80}]}", "services.a[0].address: missing"},
 		{"bad port in address", "services: {a: [{address: 'h:x'}]}", `bad port "x"`},
-		{"conflicting ports", "services: {a: [{address: 'h:80', port: 81}]}", "carries port 80 but port is 81"},
+		{"conflicting ports", "services: {a: [{address: 'h:80', port: 81}]}", `services.a[0].port: 81, but address "h:80" carries port 80; drop one of them`},
 		{"duplicate id", "services: {a: [{address: h, port: 1}, {address: h, port: 1}]}", `services.a[1]: duplicate id "h:1"`},
 		{"both sources", "{file: x.yaml, services: {a: [{address: h, port: 1}]}}", "either services or file"},
 		{"negative poll", "{file: x.yaml, poll_interval: -1s}", "poll_interval"},
-		{"unknown field", "{servises: {}}", "servises"},
+		{"unknown field", "{servises: {}}", "line 1, column 2: servises: unknown field; did you mean services?"},
+		{"wrong types", "services: {a: [{address: h, port: x, weight: -1}]}", `line 1, column 35: services.a[0].port: "x" is not a number` + "\n" +
+			"line 1, column 46: services.a[0].weight: -1 is out of range; want 0 to 4294967295"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := discoverytest.Parse(t, static.Type, tc.doc)
@@ -169,7 +171,7 @@ func TestBadFileKeepsLastGoodSet(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := w.Next(ctx)
-	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "port: 0") {
+	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "services.a[0].port: missing") {
 		t.Fatalf("Next after a bad edit = %v; want an error naming the file and the field", err)
 	}
 	// Fixing the file brings a new set; nothing in between emptied it.

@@ -9,15 +9,12 @@
 package config
 
 import (
-	"bytes"
-	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"time"
 
-	"go.yaml.in/yaml/v3"
+	"github.com/remora-mesh/remora/internal/strictyaml"
 )
 
 // Defaults.
@@ -33,7 +30,7 @@ const (
 )
 
 // Load reads, defaults and validates the file at path. The error lists
-// every problem found, each prefixed with the file name.
+// every problem found (as Errors), each prefixed with the file's name.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -42,23 +39,33 @@ func Load(path string) (*Config, error) {
 	dir := filepath.Dir(path)
 	cfg, err := Parse(data, dir)
 	if err != nil {
-		return nil, prefixLines(filepath.Base(path), err)
+		return nil, strictyaml.InFile(filepath.Base(path), err)
 	}
 	return cfg, nil
 }
 
 // Parse decodes, defaults and validates a configuration; dir resolves
-// relative paths.
+// relative paths. The error is Errors: every problem of the file, each
+// with the field path, the line and column of the bad value, and what is
+// wrong. A value of the wrong type does not hide the rest: what decoded is
+// validated too, and only errors about the bad value itself are left out.
+// Warnings carry the line of the value they are about.
 func Parse(data []byte, dir string) (*Config, error) {
-	cfg := &Config{Dir: dir}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
-		return nil, withPaths(data, cleanYAMLError(err))
-	}
-	cfg.applyDefaults()
-	if err := cfg.Validate(); err != nil {
+	root, err := strictyaml.Parse(data)
+	if err != nil {
 		return nil, err
+	}
+	cfg := &Config{Dir: dir}
+	d := strictyaml.NewDecoder()
+	d.Decode(root, cfg, "")
+	cfg.applyDefaults()
+	cfg.validate(d)
+	if err := d.Err(); err != nil {
+		return nil, err
+	}
+	for i, w := range cfg.Warnings {
+		path, msg := strictyaml.SplitPath(w)
+		cfg.Warnings[i] = (&Error{Pos: d.Locate(path), Path: path, Msg: msg}).Error()
 	}
 	return cfg, nil
 }
@@ -69,6 +76,7 @@ func Parse(data []byte, dir string) (*Config, error) {
 func (c *Config) applyDefaults() {
 	if c.Admin.Address == "" {
 		c.Admin.Address = DefaultAdminAddress
+		c.defaultAdmin = true
 	}
 	if c.Admin.Metrics.NodeLabels == nil {
 		on := true
@@ -80,6 +88,7 @@ func (c *Config) applyDefaults() {
 	}
 	if len(c.Listeners) == 0 {
 		c.Listeners = []Listener{{Name: "outbound", Address: DefaultOutboundAddress}}
+		c.defaultListener = true
 	}
 	for i := range c.Listeners {
 		if c.Listeners[i].Name == "" {

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -89,12 +90,12 @@ listeners: [{name: out, address: "127.0.0.1:99999"}]`, []string{`admin.address: 
 		{"address clash", `
 listeners: [{name: out, address: "127.0.0.1:15000"}]`, []string{`listeners[0].address: address "127.0.0.1:15000" is already used by admin.address`}},
 		{"adapter option error", `
-registries: [{name: main, type: static, static: {services: {a: [{address: h}]}}}]`, []string{"registries[0].static: services.a[0]: port: 0"}},
+registries: [{name: main, type: static, static: {services: {a: [{address: h}]}}}]`, []string{"line 2, column 65: registries[0].static.services.a[0].port: missing; set port, or write the address as host:port"}},
 		{"adapter unknown option", `
-registries: [{name: main, type: static, static: {servics: {}}}]`, []string{"registries[0].static: (line 2)", "servics"}},
+registries: [{name: main, type: static, static: {servics: {}}}]`, []string{"line 2, column 50: registries[0].static.servics: unknown field; did you mean services?"}},
 		{"options under the wrong key", `
-registries: [{name: main, type: static, etcd: {endpoints: [x]}}]`, []string{`registries[0]: unknown field "etcd" (options go under the type's own key, "static")`}},
-		{"unknown top-level field", `upstream: []`, []string{`line 1: upstream: unknown field "upstream"`}},
+registries: [{name: main, type: static, etcd: {endpoints: [x]}}]`, []string{`line 2, column 41: registries[0].etcd: a static registry takes its options under static:, not etcd:`}},
+		{"unknown top-level field", `upstream: []`, []string{`line 1, column 1: upstream: unknown field; did you mean upstreams?`}},
 		{"bad duration", `drain_timeout: soon`, []string{"drain_timeout", "soon"}},
 		{"negative duration", `drain_timeout: -1s`, []string{"drain_timeout: -1s is negative"}},
 		{"health and policy errors", `
@@ -107,7 +108,7 @@ upstreams:
 			`upstreams[0].health.active.type: unknown probe type "icmp"`, "upstreams[0].retry.max_attempts: 20", "upstreams[0].retry.statuses[0]: 99", "upstreams[0].timeouts.per_try: -1s is negative"}},
 		{"unknown health field", `
 registries: [{name: main, type: static}]
-upstreams: [{name: a, health: {pasive: {}}}]`, []string{`unknown field "pasive"`}},
+upstreams: [{name: a, health: {pasive: {}}}]`, []string{`line 3, column 32: upstreams[0].health.pasive: unknown field; did you mean passive?`}},
 		{"route errors", `
 registries: [{name: main, type: static}]
 listeners:
@@ -167,7 +168,7 @@ upstreams: [{name: a, canary: {disabled: true, weight: 10, match: [{header: x, v
 			"upstreams[0].canary.disabled: the canary rule is off, so weight and match cannot apply; remove them or disabled"}},
 		{"balancer option error", `
 registries: [{name: main, type: static}]
-upstreams: [{name: a, balancer: {policy: round_robin, bogus: 1}}]`, []string{"upstreams[0].balancer: (line 3)", "bogus"}},
+upstreams: [{name: a, balancer: {policy: round_robin, bogus: 1}}]`, []string{"line 3, column 55: upstreams[0].balancer.bogus: unknown field; no fields are allowed here"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := config.Parse([]byte(tc.yaml), ".")
@@ -178,6 +179,61 @@ upstreams: [{name: a, balancer: {policy: round_robin, bogus: 1}}]`, []string{"up
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q\ndoes not contain %q", err, w)
 				}
+			}
+		})
+	}
+}
+
+// Addresses that would clash when bound are refused however they are
+// written: the same address spelled two ways, or a wildcard and any other
+// address on its port, across admin, listeners and dedicated ports.
+func TestAddressClashes(t *testing.T) {
+	for _, tc := range []struct {
+		name, admin, listener, listen string
+		want                          string // "" means accepted
+	}{
+		{"distinct ports", "127.0.0.1:15000", "127.0.0.1:15001", "127.0.0.1:18080", ""},
+		{"same address", "127.0.0.1:15000", "127.0.0.1:15000", "", `listeners[0].address: address "127.0.0.1:15000" is already used by admin.address`},
+		{"wildcard then specific", "127.0.0.1:15000", "0.0.0.0:15001", "127.0.0.1:15001",
+			`upstreams[0].listen: "127.0.0.1:15001" clashes with listeners[0].address, "0.0.0.0:15001", which takes port 15001 on every address`},
+		{"specific then wildcard", "127.0.0.1:15000", "127.0.0.1:15001", "0.0.0.0:15001",
+			`upstreams[0].listen: "0.0.0.0:15001" takes port 15001 on every address, so it clashes with listeners[0].address, "127.0.0.1:15001"`},
+		{"no host is a wildcard", "127.0.0.1:15000", ":15001", "10.1.2.3:15001", `clashes with listeners[0].address, ":15001"`},
+		{"IPv6 wildcard and IPv4 wildcard", "127.0.0.1:15000", "[::]:15001", "0.0.0.0:15001", `"0.0.0.0:15001" takes port 15001 on every address`},
+		{"IPv6 wildcard and loopback", "127.0.0.1:15000", "[::]:15001", "[::1]:15001", `"[::1]:15001" clashes with listeners[0].address, "[::]:15001"`},
+		{"localhost is 127.0.0.1", "localhost:15000", "127.0.0.1:15000", "", `listeners[0].address: "127.0.0.1:15000" is the same address as admin.address, "localhost:15000"`},
+		{"mapped IPv4", "127.0.0.1:15000", "[::ffff:127.0.0.1]:15000", "", `is the same address as admin.address`},
+		{"host names by name", "127.0.0.1:15000", "proxy.local:15001", "proxy.local:015001", `"proxy.local:015001" is the same address as listeners[0].address`},
+		{"IPv4 and IPv6 loopback differ", "127.0.0.1:15000", "127.0.0.1:15001", "[::1]:15001", ""},
+		{"port 0 never clashes", "127.0.0.1:15000", "0.0.0.0:0", "127.0.0.1:0", ""},
+		{"the default listener", "127.0.0.1:15000", "", "0.0.0.0:15001",
+			`upstreams[0].listen: "0.0.0.0:15001" takes port 15001 on every address, so it clashes with listeners[0].address (the default), "127.0.0.1:15001"`},
+		{"the default admin address, reported where written", "", "", "127.0.0.1:15000",
+			`upstreams[0].listen: address "127.0.0.1:15000" is already used by admin.address (the default)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			yml := "registries: [{name: main, type: static}]\n"
+			if tc.admin != "" {
+				yml += fmt.Sprintf("admin: {address: %q, token: t}\n", tc.admin)
+			}
+			if tc.listener != "" {
+				yml += fmt.Sprintf("listeners: [{name: out, address: %q}]\n", tc.listener)
+			}
+			yml += "upstreams: [{name: a}]\n"
+			if tc.listen != "" {
+				yml = strings.Replace(yml, "{name: a}", fmt.Sprintf("{name: a, listen: %q}", tc.listen), 1)
+			}
+			_, err := config.Parse([]byte(yml), ".")
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.want == "":
+			case err == nil:
+				t.Fatal("accepted")
+			case !strings.Contains(err.Error(), tc.want):
+				t.Fatalf("error %q\ndoes not contain %q", err, tc.want)
+			case strings.Count(err.Error(), "\n") != 0:
+				t.Fatalf("more than one error: %v", err)
 			}
 		})
 	}
@@ -354,8 +410,8 @@ func TestLoadPrefixesFileName(t *testing.T) {
 		t.Fatal("accepted")
 	}
 	for _, line := range strings.Split(err.Error(), "\n") {
-		if !strings.HasPrefix(line, "remora.yaml: upstreams[") {
-			t.Errorf("line %q does not start with the file and field", line)
+		if !regexp.MustCompile(`^remora\.yaml: line 2, column \d+: upstreams\[`).MatchString(line) {
+			t.Errorf("line %q does not start with the file, the line and the field", line)
 		}
 	}
 	if _, err := config.Load(filepath.Join(t.TempDir(), "missing.yaml")); err == nil || !strings.Contains(err.Error(), "missing.yaml") {

@@ -52,6 +52,10 @@ type Config struct {
 	// Warnings are what Validate found questionable but not wrong; the
 	// commands print them.
 	Warnings []string `yaml:"-" json:"-"`
+
+	// defaultAdmin and defaultListener tell that admin.address and the
+	// listeners are the defaults, not written in the file.
+	defaultAdmin, defaultListener bool
 }
 
 // Admin is the admin listener.
@@ -113,7 +117,8 @@ type Registry struct {
 	// Options are the adapter's parsed options, set by Validate.
 	Options discovery.Options `yaml:"-" json:"-"`
 
-	blocks map[string]*yaml.Node // type-named option blocks, by key
+	blocks map[string]*yaml.Node // option blocks by key: the type's own and misplaced ones
+	keys   map[string]*yaml.Node // the blocks' key nodes, for their positions
 }
 
 // Upstream is one named group of backend nodes.
@@ -174,7 +179,8 @@ type Balancer struct {
 	// Builder is the parsed policy, set by Validate.
 	Builder balancer.Builder `yaml:"-" json:"-"`
 
-	options *yaml.Node
+	options   *yaml.Node // the mapping's keys but policy; nil without options
+	policyKey bool       // policy was written as a key of a mapping
 }
 
 // SameAs reports whether b and o configure the same policy with the same

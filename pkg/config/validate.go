@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"regexp"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/strictyaml"
 	"github.com/remora-mesh/remora/internal/tlsfiles"
 	"github.com/remora-mesh/remora/pkg/balancer"
 	"github.com/remora-mesh/remora/pkg/balancer/hashkey"
@@ -22,27 +24,21 @@ import (
 var upstreamName = regexp.MustCompile(`^[a-z0-9]([a-z0-9_.-]{0,251}[a-z0-9])?$`)
 
 // Validate checks the whole configuration and parses registry and balancer
-// options. It reports every problem, not just the first.
+// options. It reports every problem, not just the first, as Errors (without
+// positions: Parse adds them).
 func (c *Config) Validate() error {
-	var errs []error
-	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	d := strictyaml.NewDecoder()
+	c.validate(d)
+	return d.Err()
+}
 
-	addrs := map[string]string{} // address -> field path that binds it
-	bind := func(path, addr string) {
-		if err := checkHostPort(addr); err != nil {
-			add("%s: %q: %v", path, addr, err)
-			return
-		}
-		if strings.HasSuffix(addr, ":0") {
-			return // an ephemeral port never clashes
-		}
-		if prev, dup := addrs[addr]; dup {
-			add("%s: address %q is already used by %s", path, addr, prev)
-			return
-		}
-		addrs[addr] = path
-	}
-	bind("admin.address", c.Admin.Address)
+// validate checks the configuration, decoding the option blocks with d,
+// and records every problem in d.
+func (c *Config) validate(d *strictyaml.Decoder) {
+	add := func(format string, args ...any) { d.Add("", fmt.Errorf(format, args...)) }
+
+	binds := &binder{add: add}
+	binds.bind("admin.address", c.Admin.Address, c.defaultAdmin)
 	if c.Admin.TokenFile != "" {
 		if c.Admin.Token != "" {
 			add("admin.token_file: set either token or token_file")
@@ -70,7 +66,7 @@ func (c *Config) Validate() error {
 			add("%s.name: duplicate listener name %q", path, l.Name)
 		}
 		names[l.Name] = true
-		bind(path+".address", l.Address)
+		binds.bind(path+".address", l.Address, c.defaultListener)
 		switch l.Forwarded {
 		case "":
 			l.Forwarded = ForwardedKeep
@@ -110,22 +106,20 @@ func (c *Config) Validate() error {
 		}
 		registries[r.Name] = true
 		f, ok := discovery.Lookup(r.Type)
-		if !ok {
+		switch {
+		case !ok && r.Type == "":
+			add("%s.type: missing; known: %s", path, strings.Join(discovery.Types(), ", "))
+			continue
+		case !ok:
 			add("%s.type: unknown registry type %q; known: %s", path, r.Type, strings.Join(discovery.Types(), ", "))
 			continue
 		}
-		for key := range r.blocks {
-			if key != r.Type {
-				add("%s: unknown field %q (options go under the type's own key, %q)", path, key, r.Type)
-			}
+		bpath := path + "." + r.Type
+		opts, err := strictyaml.ParseBlock(d, r.keys[r.Type], r.blocks[r.Type], bpath, f.Parse)
+		d.Add(bpath, err)
+		if err == nil {
+			r.Options = opts
 		}
-		block := r.blocks[r.Type]
-		opts, err := f.Parse(strictDecoder(block))
-		if err != nil {
-			add("%s.%s: %v", path, r.Type, err)
-			continue
-		}
-		r.Options = opts
 	}
 
 	if r := c.Register; r != nil {
@@ -137,9 +131,7 @@ func (c *Config) Validate() error {
 		} else if reg := c.Registry(r.Registry); !canRegister(reg.Type) {
 			add("register.registry: registry %q is of type %s, which cannot register instances%s", r.Registry, reg.Type, registrarHint())
 		}
-		for _, err := range unjoin(r.Validate()) {
-			add("register.%v", err)
-		}
+		d.Add("register", r.Validate())
 	}
 	upstreams := map[string]bool{}
 	for i := range c.Upstreams {
@@ -163,29 +155,21 @@ func (c *Config) Validate() error {
 			add("%s.registry: unknown registry %q; known: %s", path, u.Registry, strings.Join(registryNames(c.Registries), ", "))
 		}
 		if u.Listen != "" {
-			bind(path+".listen", u.Listen)
+			binds.bind(path+".listen", u.Listen, false)
 		}
 		if u.InitialSyncTimeout < 0 {
 			add("%s.initial_sync_timeout: %v is negative", path, u.InitialSyncTimeout)
 		}
 		if u.Protocol == "tcp" {
-			for _, err := range tcpRefuses(u) {
-				add("%s.%v", path, err)
-			}
+			d.Add(path, errors.Join(tcpRefuses(u)...))
 		}
-		for _, err := range unjoin(u.Health.Validate()) {
-			add("%s.health.%v", path, err)
-		}
-		for _, err := range unjoin(u.Policy.Validate()) {
-			add("%s.%v", path, err)
-		}
+		d.Add(path+".health", u.Health.Validate())
+		d.Add(path, u.Policy.Validate())
 		if l := u.Locality; l != nil {
 			if l.Zone == "" {
 				l.Zone = cmp.Or(c.Zone, os.Getenv(ZoneEnv))
 			}
-			for _, err := range unjoin(l.Validate()) {
-				add("%s.locality.%v", path, err)
-			}
+			d.Add(path+".locality", l.Validate())
 			if l.Zone == "" {
 				c.Warnings = append(c.Warnings, fmt.Sprintf("%s.locality: Remora's own zone is not known (set zone: at the top, locality.zone, or $%s), so zones are ignored", path, ZoneEnv))
 			}
@@ -213,9 +197,7 @@ func (c *Config) Validate() error {
 				opts.ServerName = u.Service
 			}
 			tc, err := opts.Config(c.Dir)
-			if err != nil {
-				add("%s.tls.%v", path, err)
-			}
+			d.Add(path+".tls", err)
 			if tc != nil && u.Protocol == "h2" {
 				tc.NextProtos = []string{"h2"}
 			}
@@ -223,21 +205,23 @@ func (c *Config) Validate() error {
 		}
 		if u.Canary != nil {
 			rule, err := u.Canary.Validate()
-			for _, err := range unjoin(err) {
-				add("%s.canary.%v", path, err)
-			}
+			d.Add(path+".canary", err)
 			u.CanaryRule = rule // nil when disabled
 		} else {
 			u.CanaryRule = canary.DefaultRule()
 		}
 		f, ok := balancer.Lookup(u.Balancer.Policy)
 		if !ok {
-			add("%s.balancer: unknown policy %q; known: %s", path, u.Balancer.Policy, strings.Join(balancer.Names(), ", "))
+			at := path + ".balancer"
+			if u.Balancer.policyKey {
+				at += ".policy"
+			}
+			add("%s: unknown policy %q; known: %s", at, u.Balancer.Policy, strings.Join(balancer.Names(), ", "))
 			continue
 		}
-		b, err := f.Parse(strictDecoder(u.Balancer.options))
+		b, err := strictyaml.ParseBlock(d, nil, u.Balancer.options, path+".balancer", f.Parse)
 		if err != nil {
-			add("%s.balancer: %v", path, err)
+			d.Add(path+".balancer", err)
 			continue
 		}
 		u.Balancer.Builder = b
@@ -259,7 +243,6 @@ func (c *Config) Validate() error {
 		validateHeaderRules(path+".request_headers", u.RequestHeaders, add)
 		validateHeaderRules(path+".response_headers", u.ResponseHeaders, add)
 	}
-	return errors.Join(errs...)
 }
 
 // tcpRefuses returns the errors for the settings of a tcp upstream that
@@ -376,6 +359,83 @@ func isLoopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// binder checks the addresses Remora listens on (admin, listeners,
+// dedicated ports) and that no two of them would clash: the same address
+// however written (localhost is 127.0.0.1, [::ffff:127.0.0.1] too), or a
+// wildcard (0.0.0.0, [::], or no host, all of which take the port on every
+// address) and any other address on the same port. Port 0 never clashes.
+type binder struct {
+	add   func(format string, args ...any)
+	bound []binding
+}
+
+// binding is one address bound, parsed.
+type binding struct {
+	path, addr string
+	defaulted  bool       // not written in the file
+	wildcard   bool       // every address
+	ip         netip.Addr // a specific IP, when the host is one
+	host       string     // a host name, lower case, when it is not
+	port       int
+}
+
+// bind checks addr, at path (defaulted: a default, not in the file), and
+// reports a clash with an address bound before.
+func (b *binder) bind(path, addr string, defaulted bool) {
+	if err := checkHostPort(addr); err != nil {
+		b.add("%s: %q: %v", path, addr, err)
+		return
+	}
+	host, port, _ := net.SplitHostPort(addr)
+	nb := binding{path: path, addr: addr, defaulted: defaulted}
+	nb.port, _ = strconv.Atoi(port)
+	if nb.port == 0 {
+		return // an ephemeral port never clashes
+	}
+	switch ip, err := netip.ParseAddr(host); {
+	case host == "":
+		nb.wildcard = true
+	case strings.EqualFold(host, "localhost"):
+		nb.ip = netip.AddrFrom4([4]byte{127, 0, 0, 1}) // Go listens on its IPv4 address
+	case err == nil:
+		nb.ip = ip.Unmap().WithZone(ip.Zone())
+		nb.wildcard = nb.ip.IsUnspecified()
+	default:
+		nb.host = strings.ToLower(strings.TrimSuffix(host, "."))
+	}
+	for _, ob := range b.bound {
+		if ob.port != nb.port {
+			continue
+		}
+		// Report at the address written in the file, the later one if
+		// both are.
+		at, other := nb, ob
+		if nb.defaulted && !ob.defaulted {
+			at, other = ob, nb
+		}
+		otherName := other.path
+		if other.defaulted {
+			otherName += " (the default)"
+		}
+		switch {
+		case nb.addr == ob.addr:
+			b.add("%s: address %q is already used by %s", at.path, at.addr, otherName)
+		case at.wildcard || other.wildcard:
+			if at.wildcard {
+				b.add("%s: %q takes port %d on every address, so it clashes with %s, %q", at.path, at.addr, at.port, otherName, other.addr)
+			} else {
+				b.add("%s: %q clashes with %s, %q, which takes port %d on every address", at.path, at.addr, otherName, other.addr, at.port)
+			}
+		case nb.ip.IsValid() && nb.ip == ob.ip, nb.host != "" && nb.host == ob.host:
+			b.add("%s: %q is the same address as %s, %q", at.path, at.addr, otherName, other.addr)
+		default:
+			continue
+		}
+		return
+	}
+	b.bound = append(b.bound, nb)
 }
 
 // checkHostPort checks a listen address: host:port with an IP, a host

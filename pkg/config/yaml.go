@@ -1,176 +1,104 @@
 package config
 
 import (
-	"bytes"
-	"errors"
-	"fmt"
-	"io"
-	"regexp"
-	"strings"
-
 	"go.yaml.in/yaml/v3"
+
+	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/strictyaml"
 )
 
-// UnmarshalYAML takes name and type, and keeps the other keys as option
-// blocks for the adapter.
-func (r *Registry) UnmarshalYAML(n *yaml.Node) error {
+// Error is one problem in a configuration: the field path of the bad
+// value, where it is written (line and column; zero for a value that is
+// not in the file, such as a default) and what is wrong with it.
+type Error = strictyaml.Error
+
+// Errors are every problem of a configuration, in the order of the file,
+// one per line. Parse and Load return them.
+type Errors = strictyaml.Errors
+
+var (
+	_ strictyaml.Unmarshaler = (*Registry)(nil)
+	_ strictyaml.Unmarshaler = (*Balancer)(nil)
+	_ yaml.Unmarshaler       = (*Registry)(nil)
+	_ yaml.Unmarshaler       = (*Balancer)(nil)
+)
+
+// UnmarshalStrict takes name and type, and keeps the other keys as option
+// blocks for the adapter, which Validate decodes. A block under a key
+// other than the type's own is an error.
+func (r *Registry) UnmarshalStrict(d *strictyaml.Decoder, n *yaml.Node, path string) {
 	if n.Kind != yaml.MappingNode {
-		return fmt.Errorf("line %d: a registry must be a mapping with name and type", n.Line)
+		d.Errorf(n, path, "a registry is a mapping with name, type and the type's options, such as {name: main, type: static, static: {...}}")
+		return
 	}
 	r.blocks = map[string]*yaml.Node{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		switch k.Value {
+	r.keys = map[string]*yaml.Node{}
+	var others []strictyaml.Pair
+	for _, p := range d.Pairs(n, path) {
+		switch p.Name {
 		case "name":
-			if err := v.Decode(&r.Name); err != nil {
-				return err
-			}
+			d.Decode(p.Value, &r.Name, path+".name")
 		case "type":
-			if err := v.Decode(&r.Type); err != nil {
-				return err
-			}
+			d.Decode(p.Value, &r.Type, path+".type")
 		default:
-			r.blocks[k.Value] = v
+			r.blocks[p.Name], r.keys[p.Name] = p.Value, p.Key
+			others = append(others, p)
 		}
 	}
-	return nil
+	if _, ok := discovery.Lookup(r.Type); !ok {
+		return // Validate reports the type; its options cannot be judged
+	}
+	for _, p := range others {
+		switch _, isType := discovery.Lookup(p.Name); {
+		case p.Name == r.Type:
+		case isType:
+			d.Errorf(p.Key, path+"."+p.Name, "a %s registry takes its options under %s:, not %s:", r.Type, r.Type, p.Name)
+		default:
+			d.Unknown(p.Key, path+"."+p.Name, []string{"name", "type", r.Type})
+		}
+	}
 }
 
-// UnmarshalYAML accepts a policy name or a mapping with policy and options.
-func (b *Balancer) UnmarshalYAML(n *yaml.Node) error {
+// UnmarshalYAML decodes a registry as UnmarshalStrict does, for callers
+// of yaml.Unmarshal.
+func (r *Registry) UnmarshalYAML(n *yaml.Node) error {
+	d := strictyaml.NewDecoder()
+	r.UnmarshalStrict(d, n, "")
+	return d.Err()
+}
+
+// UnmarshalStrict accepts a policy name or a mapping with policy and the
+// policy's options, which Validate decodes.
+func (b *Balancer) UnmarshalStrict(d *strictyaml.Decoder, n *yaml.Node, path string) {
 	switch n.Kind {
 	case yaml.ScalarNode:
-		return n.Decode(&b.Policy)
+		d.Decode(n, &b.Policy, path)
+		return
 	case yaml.MappingNode:
 		opts := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: n.Line, Column: n.Column}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			if n.Content[i].Value == "policy" {
-				if err := n.Content[i+1].Decode(&b.Policy); err != nil {
-					return err
-				}
+		for _, p := range d.Pairs(n, path) {
+			if p.Name == "policy" {
+				d.Decode(p.Value, &b.Policy, path+".policy")
+				b.policyKey = true
 				continue
 			}
-			opts.Content = append(opts.Content, n.Content[i], n.Content[i+1])
+			opts.Content = append(opts.Content, p.Key, p.Value)
 		}
 		if len(opts.Content) > 0 {
 			b.options = opts
 		}
-		return nil
+		return
 	}
-	return fmt.Errorf("line %d: balancer must be a policy name or a mapping with policy", n.Line)
+	d.Errorf(n, path, "a balancer is a policy name, such as round_robin, or a mapping with policy and the policy's options")
+}
+
+// UnmarshalYAML decodes a balancer as UnmarshalStrict does, for callers of
+// yaml.Unmarshal.
+func (b *Balancer) UnmarshalYAML(n *yaml.Node) error {
+	d := strictyaml.NewDecoder()
+	b.UnmarshalStrict(d, n, "")
+	return d.Err()
 }
 
 // MarshalYAML writes the policy name (options are not echoed).
 func (b Balancer) MarshalYAML() (any, error) { return b.Policy, nil }
-
-// strictDecoder decodes an options block into a struct, rejecting unknown
-// fields. A missing block decodes to nothing.
-func strictDecoder(n *yaml.Node) func(any) error {
-	return func(v any) error {
-		if n == nil {
-			return nil
-		}
-		data, err := yaml.Marshal(n)
-		if err != nil {
-			return err
-		}
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		dec.KnownFields(true)
-		if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
-			return fmt.Errorf("(line %d) %s", n.Line, strings.ReplaceAll(cleanYAMLError(err).Error(), "\n", "; "))
-		}
-		return nil
-	}
-}
-
-// withPaths adds the field path to yaml.v3's "line N: ..." messages, which
-// name only the line.
-func withPaths(data []byte, err error) error {
-	var root yaml.Node
-	if yaml.Unmarshal(data, &root) != nil {
-		return err
-	}
-	paths := map[int][]string{}
-	var walk func(n *yaml.Node, path string)
-	walk = func(n *yaml.Node, path string) {
-		switch n.Kind {
-		case yaml.DocumentNode:
-			for _, c := range n.Content {
-				walk(c, path)
-			}
-		case yaml.MappingNode:
-			if n.Style&yaml.FlowStyle != 0 {
-				paths[n.Line] = append(paths[n.Line], path)
-			}
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				p := n.Content[i].Value
-				if path != "" {
-					p = path + "." + p
-				}
-				walk(n.Content[i+1], p)
-			}
-		case yaml.SequenceNode:
-			if n.Style&yaml.FlowStyle != 0 {
-				paths[n.Line] = append(paths[n.Line], path)
-			}
-			for i, c := range n.Content {
-				walk(c, fmt.Sprintf("%s[%d]", path, i))
-			}
-		default:
-			paths[n.Line] = append(paths[n.Line], path)
-		}
-	}
-	walk(&root, "")
-	parts := strings.Split(err.Error(), "\n")
-	for i, part := range parts {
-		var line int
-		if _, scanErr := fmt.Sscanf(part, "line %d:", &line); scanErr != nil || len(paths[line]) == 0 {
-			continue
-		}
-		prefix := commonPrefix(paths[line])
-		if m := unknownField.FindStringSubmatch(part); m != nil {
-			part = fmt.Sprintf("line %d: unknown field %q (check its spelling and indentation)", line, m[1])
-		}
-		if strings.HasSuffix(part, "into time.Duration") {
-			part += " (want a duration such as 5s or 250ms)"
-		}
-		rest := strings.TrimPrefix(part, fmt.Sprintf("line %d:", line))
-		parts[i] = fmt.Sprintf("line %d: %s:%s", line, prefix, rest)
-	}
-	return errors.New(strings.Join(parts, "\n"))
-}
-
-var unknownField = regexp.MustCompile(`field (\S+) not found in type`)
-
-// commonPrefix returns the longest path that prefixes every path.
-func commonPrefix(paths []string) string {
-	p := paths[0]
-	for _, q := range paths[1:] {
-		for !strings.HasPrefix(q, p) {
-			i := strings.LastIndexAny(p, ".[")
-			if i < 0 {
-				return "(document)"
-			}
-			p = p[:i]
-		}
-	}
-	return p
-}
-
-// cleanYAMLError flattens yaml.v3's multi-line TypeError.
-func cleanYAMLError(err error) error {
-	var te *yaml.TypeError
-	if errors.As(err, &te) {
-		return errors.New(strings.Join(te.Errors, "\n"))
-	}
-	return errors.New(strings.TrimPrefix(err.Error(), "yaml: "))
-}
-
-// prefixLines prefixes every line of err's message with prefix.
-func prefixLines(prefix string, err error) error {
-	lines := strings.Split(err.Error(), "\n")
-	for i, l := range lines {
-		lines[i] = prefix + ": " + l
-	}
-	return errors.New(strings.Join(lines, "\n"))
-}

@@ -1,31 +1,24 @@
 package balancertest
 
 import (
-	"bytes"
-	"errors"
-	"io"
 	"strings"
 	"testing"
 
-	"go.yaml.in/yaml/v3"
-
+	"github.com/remora-mesh/remora/internal/strictyaml"
 	"github.com/remora-mesh/remora/pkg/balancer"
 )
 
 // YAML returns a decode function for Factory.Parse that reads the options
-// block src as the config loader does: strict (unknown fields rejected), and
-// filling nothing when src is empty.
+// block src as the config loader does (strictyaml): strict (unknown fields
+// rejected), with errors that name the field path and line within src,
+// and filling nothing when src is empty.
 func YAML(src string) func(any) error {
 	return func(v any) error {
-		if strings.TrimSpace(src) == "" {
-			return nil
-		}
-		dec := yaml.NewDecoder(bytes.NewReader([]byte(src)))
-		dec.KnownFields(true)
-		if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		n, err := strictyaml.Parse([]byte(src))
+		if err != nil {
 			return err
 		}
-		return nil
+		return strictyaml.NewDecoder().Func(nil, n, "")(v)
 	}
 }
 
