@@ -4,6 +4,7 @@ package main
 // package plus one line here.
 import (
 	_ "github.com/remora-mesh/remora/discovery/consul"
+	_ "github.com/remora-mesh/remora/discovery/dns"
 	_ "github.com/remora-mesh/remora/discovery/etcd"
 	_ "github.com/remora-mesh/remora/discovery/nacos"
 	_ "github.com/remora-mesh/remora/discovery/static"

@@ -131,7 +131,7 @@ func startApp(cfg *config.Config, log *logrus.Logger) (_ *app, err error) {
 	}
 	a.servers = append(a.servers, s)
 	for _, lc := range cfg.Listeners {
-		s, err := a.bind(lc.Name, lc.Address, a.proxyServer(lc.Name, a.proxy))
+		s, err := a.bind(lc.Name, lc.Address, a.proxyServer(lc.Name, a.proxy.Listener(lc.Name, listenerOptions(lc))))
 		if err != nil {
 			return nil, err
 		}
@@ -195,7 +195,7 @@ func (a *app) startUpstream(cfg *config.Config, uc config.Upstream, w discovery.
 	}}
 	l.u = upstream.New(upstream.Config{
 		Name: uc.Name, Service: uc.Service, Balancer: uc.Balancer.Builder,
-		Policy: &l.cfg.Policy, Health: &l.cfg.Health, Canary: uc.CanaryRule,
+		Policy: &l.cfg.Policy, Health: &l.cfg.Health, Canary: uc.CanaryRule, Locality: uc.Locality,
 		Probe:              health.Transport{TLS: uc.TLSConfig, H2C: uc.Protocol == "h2c"},
 		InitialSyncTimeout: uc.InitialSyncTimeout, Previous: prev, SnapshotFile: snapshotFile(cfg, uc.Name),
 		Log: a.log.WithField("registry", uc.Registry),

@@ -123,7 +123,7 @@ func (a *app) execute(cfg *config.Config, p reconcile.Plan) (err error) {
 		case reconcile.Bind:
 			uc := upstreamConfig(cfg, st.Name)
 			name := "upstream " + uc.Name
-			var srv serving = a.proxyServer(name, a.proxy.ForUpstream(uc.Name))
+			var srv serving = a.proxyServer(name, a.proxy.Listener(name, dedicatedOptions(uc)))
 			if uc.Protocol == "tcp" {
 				srv = a.tcpServer(cfg, uc.Name)
 			}
@@ -152,9 +152,20 @@ func (a *app) execute(cfg *config.Config, p reconcile.Plan) (err error) {
 	pending = nil
 	routes := make([]proxy.Route, 0, len(ups))
 	for _, l := range ups {
-		routes = append(routes, proxy.Route{Upstream: l.u, Client: l.client})
+		routes = append(routes, proxy.Route{Upstream: l.u, Client: l.client,
+			RequestHeaders: headerRules(l.cfg.RequestHeaders), ResponseHeaders: headerRules(l.cfg.ResponseHeaders)})
 	}
 	a.proxy.SetRoutes(routes...) // closes the idle connections of transports it drops
+	// The listeners' routes, and the dedicated ports': they name upstreams
+	// the table now has.
+	for _, lc := range cfg.Listeners {
+		a.proxy.Listener(lc.Name, listenerOptions(lc))
+	}
+	for _, uc := range cfg.Upstreams {
+		if uc.Listen != "" && uc.Protocol != "tcp" {
+			a.proxy.Listener("upstream "+uc.Name, dedicatedOptions(uc))
+		}
+	}
 
 	// 6. The registration, while every registry it may live in is open.
 	a.moveRegistration(p.Register, cfg.Register, registerIn)

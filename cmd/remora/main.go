@@ -64,9 +64,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "remora validate: -c FILE is required")
 			return 2
 		}
-		if _, err := config.Load(*cfgPath); err != nil {
+		cfg, err := config.Load(*cfgPath)
+		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1
+		}
+		for _, w := range cfg.Warnings {
+			fmt.Fprintf(stderr, "%s: warning: %s\n", *cfgPath, w)
 		}
 		fmt.Fprintf(stdout, "%s: ok\n", *cfgPath)
 		return 0
@@ -85,6 +89,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
+		logWarnings(log, cfg)
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		defer gctune.Start(0).Stop() // unless GOGC is set
@@ -175,6 +180,13 @@ func serveUntil(ctx context.Context, path string, cfg *config.Config, log *logru
 	return nil
 }
 
+// logWarnings logs what the config's validation found questionable.
+func logWarnings(log *logrus.Logger, cfg *config.Config) {
+	for _, w := range cfg.Warnings {
+		log.Warn("config: " + w)
+	}
+}
+
 // configPollInterval is how often the config file is checked for changes.
 const configPollInterval = time.Second
 
@@ -182,6 +194,7 @@ const configPollInterval = time.Second
 func reloadFile(a *app, path string, log *logrus.Logger) {
 	cfg, err := config.Load(path)
 	if err == nil {
+		logWarnings(log, cfg)
 		err = a.reload(cfg)
 	}
 	if err != nil {

@@ -57,15 +57,22 @@ upstreams: [{name: user-service, registry: s}]
 	}
 
 	lines := strings.Split(strings.TrimSpace(access.String()), "\n")
-	if len(lines) != 10 {
-		t.Fatalf("%d access log lines; want 10 (unknown hosts are not proxied):\n%s", len(lines), access.String())
+	if len(lines) != 11 {
+		t.Fatalf("%d access log lines; want 11 (10 proxied, 1 unknown host):\n%s", len(lines), access.String())
 	}
-	var entry map[string]any
+	var entry, notFound map[string]any
 	if err := json.Unmarshal([]byte(lines[0]), &entry); err != nil {
 		t.Fatal(err)
 	}
-	if entry["upstream"] != "user-service" || entry["status"] != 200.0 || entry["pool"] != "stable" || entry["attempts"] != 1.0 || entry["node"] == "" {
+	if entry["upstream"] != "user-service" || entry["status"] != 200.0 || entry["pool"] != "stable" || entry["attempts"] != 1.0 || entry["node"] == "" ||
+		entry["request_id"] == nil || entry["upstream_addr"] == nil {
 		t.Fatalf("access log entry %v", entry)
+	}
+	if err := json.Unmarshal([]byte(lines[10]), &notFound); err != nil {
+		t.Fatal(err)
+	}
+	if notFound["status"] != 404.0 || notFound["reason"] != "no_route" || notFound["flag"] != "NR" || notFound["host"] != "nowhere" {
+		t.Fatalf("the unknown host's access log entry %v", notFound)
 	}
 
 	resp, err = http.Get("http://" + a.addr("admin") + "/config")
