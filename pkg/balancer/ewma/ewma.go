@@ -22,6 +22,7 @@
 package ewma
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -56,11 +57,14 @@ type Options struct {
 	ChoiceCount int `yaml:"choice_count" json:"choice_count,omitempty"`
 }
 
+// parse validates the options, reporting every field at fault.
 func parse(o Options) (balancer.Builder, error) {
+	var errs []error
 	if o.Decay != 0 && (o.Decay < MinDecay || o.Decay > MaxDecay) {
-		return nil, fmt.Errorf("decay: %v is out of range; want %v to %v (default %v)", o.Decay, MinDecay, MaxDecay, DefaultDecay)
+		errs = append(errs, fmt.Errorf("decay: %v is out of range; want %v to %v (default %v)", o.Decay, MinDecay, MaxDecay, DefaultDecay))
 	}
-	if err := p2c.ValidateChoices(o.ChoiceCount); err != nil {
+	errs = append(errs, p2c.ValidateChoices(o.ChoiceCount))
+	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	return Builder{Decay: o.Decay, ChoiceCount: o.ChoiceCount}, nil

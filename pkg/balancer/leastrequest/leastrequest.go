@@ -12,6 +12,7 @@
 package leastrequest
 
 import (
+	"errors"
 	"time"
 
 	"github.com/remora-mesh/remora/pkg/balancer"
@@ -35,11 +36,9 @@ type Options struct {
 	SlowStart *slowstart.Config `yaml:"slow_start" json:"slow_start,omitempty"`
 }
 
+// parse validates the options, reporting every field at fault.
 func parse(o Options) (balancer.Builder, error) {
-	if err := p2c.ValidateChoices(o.ChoiceCount); err != nil {
-		return nil, err
-	}
-	if err := o.SlowStart.Validate(); err != nil {
+	if err := errors.Join(p2c.ValidateChoices(o.ChoiceCount), o.SlowStart.Validate()); err != nil {
 		return nil, err
 	}
 	return Builder{ChoiceCount: o.ChoiceCount, SlowStart: o.SlowStart}, nil

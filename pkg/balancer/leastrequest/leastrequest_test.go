@@ -18,8 +18,10 @@ func TestParse(t *testing.T) {
 		{Name: "slow start", Options: "{choice_count: 2, slow_start: {window: 10s}}"},
 		{Name: "one choice", Options: "choice_count: 1", WantErr: "choice_count: 1 is out of range"},
 		{Name: "too many choices", Options: "choice_count: 100", WantErr: "choice_count"},
-		{Name: "not a number", Options: "choice_count: two", WantErr: "two"},
-		{Name: "unknown option", Options: "choices: 2", WantErr: "choices"},
+		{Name: "not a number", Options: "choice_count: two", WantErr: `line 1, column 15: choice_count: "two" is not a number`},
+		{Name: "unknown option", Options: "choices: 2", WantErr: "line 1, column 1: choices: unknown field; did you mean choice_count?"},
+		{Name: "every error at once", Options: "{choice_count: 1, slow_start: {window: -1s, aggression: 0}}", WantErr: "choice_count: 1 is out of range; want 2 to 16 (default 2)\n" +
+			"slow_start.window: -1s is out of range; want 0 (off) to 1h0m0s\nslow_start.aggression: 0 must be a positive number (1 is linear)"},
 	})
 }
 

@@ -20,6 +20,7 @@
 package maglev
 
 import (
+	"errors"
 	"fmt"
 	"math/big"
 
@@ -49,15 +50,14 @@ type Options struct {
 	TableSize int `yaml:"table_size" json:"table_size,omitempty"`
 }
 
+// parse validates the options, reporting every field at fault.
 func parse(o Options) (balancer.Builder, error) {
 	key, err := policy.HashOn(Name, o.HashOn)
+	if o.TableSize != 0 {
+		err = errors.Join(err, ValidateTableSize(o.TableSize))
+	}
 	if err != nil {
 		return nil, err
-	}
-	if o.TableSize != 0 {
-		if err := ValidateTableSize(o.TableSize); err != nil {
-			return nil, err
-		}
 	}
 	return Builder{Key: key, TableSize: o.TableSize}, nil
 }

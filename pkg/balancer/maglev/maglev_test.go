@@ -17,7 +17,7 @@ func TestParse(t *testing.T) {
 		{Name: "header", Options: "hash_on: {header: x-user-id}"},
 		{Name: "table size", Options: "{hash_on: {source_ip: true}, table_size: 131071}"},
 		{Name: "small table", Options: "{hash_on: {source_ip: true}, table_size: 3}"},
-		{Name: "no options", Options: "", WantErr: "hash_on is required"},
+		{Name: "no options", Options: "", WantErr: "hash_on: required"},
 		{Name: "bad header", Options: "hash_on: {header: 'a b'}", WantErr: "not a valid header name"},
 		{Name: "not prime", Options: "{hash_on: {path: true}, table_size: 65536}", WantErr: "table_size: 65536 must be a prime"},
 		{Name: "too large", Options: "{hash_on: {path: true}, table_size: 10000019}", WantErr: "table_size"},

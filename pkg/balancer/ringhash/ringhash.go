@@ -41,6 +41,7 @@ package ringhash
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -81,22 +82,28 @@ type Options struct {
 	MaxRingSize int `yaml:"max_ring_size" json:"max_ring_size,omitempty"`
 }
 
+// parse validates the options, reporting every field at fault.
 func parse(o Options) (balancer.Builder, error) {
 	key, err := policy.HashOn(Name, o.HashOn)
-	if err != nil {
-		return nil, err
-	}
+	errs := []error{err}
 	b := Builder{Key: key, PointsPerWeight: o.PointsPerWeight, MinRingSize: o.MinRingSize, MaxRingSize: o.MaxRingSize}
 	minSize, maxSize := b.sizes()
-	switch {
-	case o.PointsPerWeight < 0 || o.PointsPerWeight > MaxPointsPerWeight:
-		return nil, fmt.Errorf("points_per_weight: %d is out of range; want 1 to %d (default %d)", o.PointsPerWeight, MaxPointsPerWeight, DefaultPointsPerWeight)
-	case minSize < 0 || minSize > MaxRingSize:
-		return nil, fmt.Errorf("min_ring_size: %d is out of range; want 0 to %d", o.MinRingSize, MaxRingSize)
-	case maxSize < 1 || maxSize > MaxRingSize:
-		return nil, fmt.Errorf("max_ring_size: %d is out of range; want 1 to %d", o.MaxRingSize, MaxRingSize)
-	case minSize > maxSize:
-		return nil, fmt.Errorf("min_ring_size: %d is above max_ring_size %d", minSize, maxSize)
+	if o.PointsPerWeight < 0 || o.PointsPerWeight > MaxPointsPerWeight {
+		errs = append(errs, fmt.Errorf("points_per_weight: %d is out of range; want 1 to %d (default %d)", o.PointsPerWeight, MaxPointsPerWeight, DefaultPointsPerWeight))
+	}
+	minOK := minSize >= 0 && minSize <= MaxRingSize
+	if !minOK {
+		errs = append(errs, fmt.Errorf("min_ring_size: %d is out of range; want 0 to %d", o.MinRingSize, MaxRingSize))
+	}
+	maxOK := maxSize >= 1 && maxSize <= MaxRingSize
+	if !maxOK {
+		errs = append(errs, fmt.Errorf("max_ring_size: %d is out of range; want 1 to %d", o.MaxRingSize, MaxRingSize))
+	}
+	if minOK && maxOK && minSize > maxSize {
+		errs = append(errs, fmt.Errorf("min_ring_size: %d is above max_ring_size %d", minSize, maxSize))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	return b, nil
 }

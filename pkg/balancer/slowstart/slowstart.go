@@ -21,6 +21,7 @@
 package slowstart
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -50,21 +51,23 @@ type Config struct {
 	MinWeightPercent *float64 `yaml:"min_weight_percent" json:"min_weight_percent,omitempty"`
 }
 
-// Validate checks the options; errors name the field under slow_start.
+// Validate checks the options; each error names its field under
+// slow_start, and they are joined (errors.Join).
 func (c *Config) Validate() error {
 	if c == nil {
 		return nil
 	}
+	var errs []error
 	if c.Window < 0 || c.Window > MaxWindow {
-		return fmt.Errorf("slow_start.window: %v is out of range; want 0 (off) to %v", c.Window, MaxWindow)
+		errs = append(errs, fmt.Errorf("slow_start.window: %v is out of range; want 0 (off) to %v", c.Window, MaxWindow))
 	}
 	if a := c.Aggression; a != nil && (!(*a > 0) || math.IsInf(*a, 0)) {
-		return fmt.Errorf("slow_start.aggression: %v must be a positive number (1 is linear)", *a)
+		errs = append(errs, fmt.Errorf("slow_start.aggression: %v must be a positive number (1 is linear)", *a))
 	}
 	if m := c.MinWeightPercent; m != nil && !(*m >= 0 && *m <= 100) {
-		return fmt.Errorf("slow_start.min_weight_percent: %v is out of range; want 0 to 100", *m)
+		errs = append(errs, fmt.Errorf("slow_start.min_weight_percent: %v is out of range; want 0 to 100", *m))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Ramp is the slow-start state of one picker: which of its nodes were

@@ -13,7 +13,7 @@ import (
 func HashOn(name string, spec hashkey.Spec) (hashkey.Key, error) {
 	key, err := spec.Compile()
 	if err == hashkey.ErrNoKey {
-		return key, fmt.Errorf("hash_on is required: say what to hash, e.g. {policy: %s, hash_on: {header: x-user-id}} (or cookie, source_ip, path, query_parameter)", name)
+		return key, fmt.Errorf("hash_on: required; say what to hash, e.g. {policy: %s, hash_on: {header: x-user-id}} (or cookie, source_ip, path, query_parameter)", name)
 	}
 	return key, err
 }

@@ -49,7 +49,7 @@ func TestWeightsAndRandom(t *testing.T) {
 }
 
 func TestHashOn(t *testing.T) {
-	if _, err := HashOn("maglev", hashkey.Spec{}); err == nil || !strings.Contains(err.Error(), "hash_on is required") || !strings.Contains(err.Error(), "policy: maglev") {
+	if _, err := HashOn("maglev", hashkey.Spec{}); err == nil || !strings.Contains(err.Error(), "hash_on: required") || !strings.Contains(err.Error(), "policy: maglev") {
 		t.Fatalf("empty hash_on: %v", err)
 	}
 	if k, err := HashOn("maglev", hashkey.Spec{Path: true}); err != nil || k.String() != "path" {
