@@ -528,6 +528,17 @@ func suggest(name string, known []string, fs *fields) string {
 	if best != "" && bestDist <= max(1, min(3, len(name)/3)) {
 		return "; did you mean " + best + "?"
 	}
+	// Else a known name that starts as this one does (choices,
+	// choice_count).
+	best, bestLen := "", max(4, (2*len(name)+2)/3)-1
+	for _, k := range known {
+		if l := commonPrefixLen(strings.ToLower(name), k); l > bestLen {
+			best, bestLen = k, l
+		}
+	}
+	if best != "" {
+		return "; did you mean " + best + "?"
+	}
 	if fs != nil {
 		for _, parent := range fs.names {
 			if sub := fs.byName[parent].sub(); sub != nil && sub.byName[name] != nil {
@@ -539,6 +550,15 @@ func suggest(name string, known []string, fs *fields) string {
 		return "; no fields are allowed here"
 	}
 	return "; known fields: " + strings.Join(known, ", ")
+}
+
+// commonPrefixLen is the length of the longest common prefix of a and b.
+func commonPrefixLen(a, b string) int {
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	return n
 }
 
 // knownHint is " (fields: a, b)" for a struct's error about its shape.
