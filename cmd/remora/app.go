@@ -36,8 +36,12 @@ import (
 // field; agent is also read without it.
 type app struct {
 	limits config.Proxy // header limits of the listeners, fixed at start
-	log    *logrus.Logger
-	proxy  *proxy.Proxy
+	// The last reload's outcome, for /metrics: whether it succeeded, and
+	// when a configuration was last applied (Unix ns).
+	reloadOK atomic.Bool
+	reloadAt atomic.Int64
+	log      *logrus.Logger
+	proxy    *proxy.Proxy
 	// The access log (nil when off) and its sample, for the tcp servers.
 	access       *logrus.Entry
 	accessSample float64
@@ -124,7 +128,8 @@ func startApp(cfg *config.Config, log *logrus.Logger) (_ *app, err error) {
 	}()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	adminAPI := admin.Handler(a, admin.Options{Metrics: admin.MetricsOptions{NodeLabels: *cfg.Admin.Metrics.NodeLabels}, Config: a.effectiveConfig, Token: cfg.Admin.Token})
+	adminAPI := admin.Handler(a, admin.Options{Metrics: admin.MetricsOptions{NodeLabels: *cfg.Admin.Metrics.NodeLabels, Build: buildInfo()},
+		Config: a.effectiveConfig, Token: cfg.Admin.Token})
 	s, err := a.bind("admin", cfg.Admin.Address, a.httpServer("admin", adminAPI))
 	if err != nil {
 		return nil, err
@@ -140,10 +145,38 @@ func startApp(cfg *config.Config, log *logrus.Logger) (_ *app, err error) {
 	if _, err := a.apply(cfg); err != nil {
 		return nil, err
 	}
+	a.reloaded(true)
 	for _, s := range a.servers {
 		a.serve(s)
 	}
 	return a, nil
+}
+
+// reloaded records a reload's (or the start's) outcome.
+func (a *app) reloaded(ok bool) {
+	a.reloadOK.Store(ok)
+	if ok {
+		a.reloadAt.Store(time.Now().UnixNano())
+	}
+}
+
+// LastReload implements admin.ReloadSource.
+func (a *app) LastReload() (bool, time.Time) {
+	at := a.reloadAt.Load()
+	if at == 0 {
+		return a.reloadOK.Load(), time.Time{}
+	}
+	return a.reloadOK.Load(), time.Unix(0, at)
+}
+
+// Routes implements admin.RouteSource.
+func (a *app) Routes() []admin.RouteStatus {
+	stats := a.proxy.RouteStats()
+	out := make([]admin.RouteStatus, len(stats))
+	for i, r := range stats {
+		out[i] = admin.RouteStatus{Listener: r.Listener, Name: r.Name, Upstream: r.Upstream, Requests: r.Requests, RateLimited: r.RateLimited}
+	}
+	return out
 }
 
 // deregister withdraws the local application, if registered, and waits the
@@ -174,6 +207,7 @@ func (a *app) reload(cfg *config.Config) error {
 		a.log.Warn("admin and listener addresses change only on restart; keeping the current ones")
 	}
 	p, err := a.apply(cfg)
+	a.reloaded(err == nil)
 	if err != nil {
 		return err
 	}

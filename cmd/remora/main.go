@@ -14,17 +14,34 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/remora-mesh/remora/internal/gctune"
+	"github.com/remora-mesh/remora/pkg/admin"
 	"github.com/remora-mesh/remora/pkg/config"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
+
+// buildInfo is the running binary's version, the VCS revision it was
+// built from (when the build recorded one) and its Go version.
+func buildInfo() admin.Build {
+	b := admin.Build{Version: version, Revision: "unknown", GoVersion: runtime.Version()}
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" {
+				b.Revision = s.Value
+			}
+		}
+	}
+	return b
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -196,6 +213,8 @@ func reloadFile(a *app, path string, log *logrus.Logger) {
 	if err == nil {
 		logWarnings(log, cfg)
 		err = a.reload(cfg)
+	} else {
+		a.reloaded(false)
 	}
 	if err != nil {
 		log.WithError(err).Error("configuration rejected; the previous one keeps running")

@@ -7,6 +7,7 @@
 //	GET /upstreams        every upstream with its nodes
 //	GET /upstreams/NAME   one upstream
 //	GET /register         the local application's registration (register:)
+//	GET /routes           the listeners' routes with their counters
 package admin
 
 import (
@@ -31,9 +32,31 @@ type Options struct {
 	Config func() any
 }
 
+// RouteSource is a Source with listener routes.
+type RouteSource interface {
+	// Routes returns every listener's routes with their counters.
+	Routes() []RouteStatus
+}
+
+// RouteStatus is the JSON form of a listener route.
+type RouteStatus struct {
+	Listener    string `json:"listener"`
+	Name        string `json:"name"`
+	Upstream    string `json:"upstream"`
+	Requests    uint64 `json:"requests"`
+	RateLimited uint64 `json:"rate_limited"`
+}
+
+// ReloadSource is a Source that reloads its configuration.
+type ReloadSource interface {
+	// LastReload reports whether the last reload (or the start)
+	// succeeded, and when the configuration was last applied.
+	LastReload() (ok bool, at time.Time)
+}
+
 // Source is what the admin API reports on. Its methods are called
 // concurrently from request goroutines. A Source may also be a
-// RegistrationSource.
+// RegistrationSource, a RouteSource and a ReloadSource.
 type Source interface {
 	// Table returns the current upstreams.
 	Table() *upstream.Table
@@ -53,6 +76,13 @@ func Handler(src Source, opts Options) http.Handler {
 			writeJSON(w, http.StatusOK, opts.Config())
 		})
 	}
+	mux.HandleFunc("GET /routes", func(w http.ResponseWriter, _ *http.Request) {
+		routes := []RouteStatus{}
+		if rs, ok := src.(RouteSource); ok {
+			routes = append(routes, rs.Routes()...)
+		}
+		writeJSON(w, http.StatusOK, routes)
+	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -137,11 +167,25 @@ type UpstreamStatus struct {
 	// balanced over every available node (panic_threshold).
 	Panic  bool          `json:"panic"`
 	Canary *CanaryStatus `json:"canary,omitempty"`
+	// Locality is the stable pool's zone split, when zones apply.
+	Locality *LocalityStatus `json:"locality,omitempty"`
 	Nodes  []NodeStatus  `json:"nodes"`
+}
+
+// LocalityStatus is the JSON form of a pool's zone split.
+type LocalityStatus struct {
+	Zone string `json:"zone"`
+	// Share is the share of first picks kept in the zone, 0..1.
+	Share          float64 `json:"share"`
+	LocalAvailable int     `json:"local_available"`
+	ZoneAvailable  int     `json:"zone_available"`
 }
 
 // CanaryStatus is the JSON form of an upstream's canary split.
 type CanaryStatus struct {
+	// Default: the rule every upstream has (no canary: block); tagging
+	// instances canary=true with a canary-weight label is all it takes.
+	Default bool `json:"default"`
 	Selector map[string]string `json:"selector"`
 	// Weight is the effective percentage; WeightFrom is "config",
 	// "registry" or "rollback".
@@ -198,6 +242,7 @@ func Status(u *upstream.Upstream) UpstreamStatus {
 	}
 	if sp := s.Canary; sp != nil {
 		cs := &CanaryStatus{
+			Default:  sp.Rule.IsDefault(),
 			Selector: sp.Rule.Config().Selector, Weight: sp.Weight, WeightFrom: sp.WeightFrom, Available: sp.Available,
 			Requests: map[string]uint64{}, Errors: map[string]uint64{},
 		}
@@ -209,6 +254,9 @@ func Status(u *upstream.Upstream) UpstreamStatus {
 			cs.Requests[p.String()], cs.Errors[p.String()] = ps.Requests.Load(), ps.Errors.Load()
 		}
 		out.Canary = cs
+	}
+	if z := s.StableZone; z != nil {
+		out.Locality = &LocalityStatus{Zone: z.Zone, Share: z.Share, LocalAvailable: z.LocalAvailable, ZoneAvailable: z.ZoneAvailable}
 	}
 	for i, n := range s.Nodes {
 		meta := n.Metadata

@@ -17,6 +17,14 @@ type MetricsOptions struct {
 	// NodeLabels adds per-node series (label node); off bounds cardinality
 	// to the number of upstreams.
 	NodeLabels bool
+	// Build is the binary's build, for remora_build_info (left out when
+	// its Version is empty).
+	Build Build
+}
+
+// Build says which binary runs.
+type Build struct {
+	Version, Revision, GoVersion string
 }
 
 // MetricsHandler serves Prometheus metrics for src. Every value is read at
@@ -37,7 +45,17 @@ var (
 	descRequests       = desc("requests_total", "Requests by upstream, pool and status class (error: no node answered).", "upstream", "pool", "code")
 	descDuration       = desc("request_duration_seconds", "Request duration, retries included.", "upstream", "pool")
 	descActive         = desc("active_requests", "Requests in flight.", "upstream")
-	descRetries        = desc("retries_total", "Attempts retried on another node.", "upstream")
+	descRetries        = desc("retries_total", "Attempts retried on another node, by cause (connect_failure, status, reset, grpc_status).", "upstream", "cause")
+	descLocal          = desc("local_answers_total", "Requests (and tcp connections) no node answered, by reason: Remora's own answers and failures.", "upstream", "reason")
+	descGRPC           = desc("grpc_responses_total", "gRPC calls by the grpc-status they ended with.", "upstream", "code")
+	descZone           = desc("zone_requests_total", "Requests of an upstream with locality by where their first pick went (local, other).", "upstream", "zone")
+	descMirrored       = desc("mirrored_requests_total", "Copies of the upstream's requests its mirror sent.", "upstream")
+	descMirrorDropped  = desc("mirror_dropped_total", "Copies the mirror dropped over max_in_flight.", "upstream")
+	descRouteRequests  = desc("route_requests_total", "Requests a listener route took.", "listener", "route", "upstream")
+	descRouteLimited   = desc("route_rate_limited_total", "Requests a route's rate_limit refused (429).", "listener", "route", "upstream")
+	descBuildInfo      = desc("build_info", "1, with the version and revision of the running binary and the Go it was built with.", "version", "revision", "go_version")
+	descReloadOK       = desc("config_last_reload_successful", "1 if the last configuration reload (or the start) succeeded.")
+	descReloadAt       = desc("config_last_reload_success_timestamp_seconds", "When the configuration was last applied successfully.")
 	descClientClosed   = desc("client_closed_requests_total", "Requests whose client went away (logged as 499).", "upstream")
 	descNodes          = desc("nodes", "Nodes by state.", "upstream", "state")
 	descEjections      = desc("ejections_total", "Outlier ejections by detector.", "upstream", "reason")
@@ -67,6 +85,26 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	if b := c.opts.Build; b.Version != "" {
+		gauge(descBuildInfo, 1, b.Version, b.Revision, b.GoVersion)
+	}
+	if rl, ok := c.src.(ReloadSource); ok {
+		okv, at := rl.LastReload()
+		v := 0.0
+		if okv {
+			v = 1
+		}
+		gauge(descReloadOK, v)
+		if !at.IsZero() {
+			gauge(descReloadAt, float64(at.UnixNano())/1e9)
+		}
+	}
+	if rs, ok := c.src.(RouteSource); ok {
+		for _, r := range rs.Routes() {
+			counter(descRouteRequests, r.Requests, r.Listener, r.Name, r.Upstream)
+			counter(descRouteLimited, r.RateLimited, r.Listener, r.Name, r.Upstream)
+		}
 	}
 	if rs, ok := c.src.(RegistrationSource); ok {
 		if r, ok := rs.Registration(); ok {
@@ -99,7 +137,25 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 		gauge(descActive, float64(u.Active()), name)
-		counter(descRetries, m.Retries.Load(), name)
+		for _, cause := range upstream.RetryCauses() {
+			counter(descRetries, m.RetriesBy[cause].Load(), name, cause.String())
+		}
+		for _, r := range upstream.Reasons() {
+			counter(descLocal, m.Local[r].Load(), name, r.String())
+		}
+		for code := range m.GRPC {
+			if v := m.GRPC[code].Load(); v > 0 {
+				counter(descGRPC, v, name, upstream.GRPCCodeName(code))
+			}
+		}
+		if s.StableZone != nil || m.Zone[upstream.ZoneLocal].Load()+m.Zone[upstream.ZoneOther].Load() > 0 {
+			counter(descZone, m.Zone[upstream.ZoneLocal].Load(), name, "local")
+			counter(descZone, m.Zone[upstream.ZoneOther].Load(), name, "other")
+		}
+		if v, d := m.Mirrored.Load(), m.MirrorDropped.Load(); v+d > 0 {
+			counter(descMirrored, v, name)
+			counter(descMirrorDropped, d, name)
+		}
 		counter(descClientClosed, m.ClientClosed.Load(), name)
 		for r := node.Consecutive5xx; r <= node.FailurePercentage; r++ {
 			counter(descEjections, m.Ejections[r].Load(), name, r.String())
