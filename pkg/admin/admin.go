@@ -169,7 +169,7 @@ type UpstreamStatus struct {
 	Canary *CanaryStatus `json:"canary,omitempty"`
 	// Locality is the stable pool's zone split, when zones apply.
 	Locality *LocalityStatus `json:"locality,omitempty"`
-	Nodes  []NodeStatus  `json:"nodes"`
+	Nodes    []NodeStatus    `json:"nodes"`
 }
 
 // LocalityStatus is the JSON form of a pool's zone split.
@@ -185,7 +185,7 @@ type LocalityStatus struct {
 type CanaryStatus struct {
 	// Default: the rule every upstream has (no canary: block); tagging
 	// instances canary=true with a canary-weight label is all it takes.
-	Default bool `json:"default"`
+	Default  bool              `json:"default"`
 	Selector map[string]string `json:"selector"`
 	// Weight is the effective percentage; WeightFrom is "config",
 	// "registry" or "rollback".
