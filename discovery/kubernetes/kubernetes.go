@@ -45,9 +45,12 @@
 // cannot be reached never empties a set: each failed list or watch call
 // makes Next return an error ("stale", the last set stays), and the first
 // call that succeeds again makes Next return the current set, even if
-// unchanged. client-go's reflector retries with its backoff (0.8 s
-// doubling to 30 s, with jitter), resumes a watch from the last
-// resourceVersion it saw, starts a new one when the server ends a watch
+// unchanged. A call refused at connect (the server is down or
+// restarting) is retried after 200 ms doubling to 4 s, with jitter, so a
+// server that is back is seen within seconds; other errors are retried by
+// client-go's reflector with its backoff (0.8 s doubling to 30 s, with
+// jitter). The reflector resumes a watch from the last resourceVersion it
+// saw, starts a new one when the server ends a watch
 // (its timeout, 5 to 10 minutes), and lists again when the server answers
 // that the resourceVersion is too old (410 Gone, after etcd compacted it);
 // a list replaces the cache, so what changed meanwhile is delivered then.
@@ -214,6 +217,9 @@ type Registry struct {
 	// client-go (5 to 10 minutes). Tests set it to prove that expiry loses
 	// nothing.
 	WatchTimeout time.Duration
+	// ReconnectMax caps the backoff between connections refused by an
+	// API server that is down; 0 means DefaultReconnectMax.
+	ReconnectMax time.Duration
 
 	client    Client
 	cfg       Config
@@ -324,7 +330,14 @@ func (r *Registry) Close() error {
 	return nil
 }
 
-// go runs f on a goroutine that Close waits for.
+func (r *Registry) reconnectMax() time.Duration {
+	if r.ReconnectMax > 0 {
+		return r.ReconnectMax
+	}
+	return DefaultReconnectMax
+}
+
+// goFunc runs f on a goroutine that Close waits for.
 func (r *Registry) goFunc(f func()) {
 	r.wg.Add(1)
 	go func() {

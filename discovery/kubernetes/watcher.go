@@ -5,19 +5,23 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/watchlist"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/retry"
 )
 
 // Sources of a watcher's data, for its error bookkeeping.
@@ -195,7 +199,7 @@ func (w *watcher) result(source string, err error) {
 		return // stopping; or the reflector lists again at once
 	}
 	w.mu.Lock()
-	prev, was := w.failing[source]
+	_, was := w.failing[source]
 	if err != nil {
 		w.failing[source] = err
 	} else {
@@ -205,8 +209,10 @@ func (w *watcher) result(source string, err error) {
 	w.mu.Unlock()
 	switch {
 	case err != nil:
+		// Warn once per outage: the errors of retries differ only in
+		// their URLs' timeouts.
 		entry := w.log.WithError(err).WithField("source", source)
-		if !was || prev.Error() != err.Error() {
+		if !was {
 			entry.Warn("kubernetes: cannot read from the API server; keeping the last set")
 		} else {
 			entry.Debug("kubernetes: cannot read from the API server; keeping the last set")
@@ -238,6 +244,14 @@ func watchEnded(log *logrus.Entry, source string, err error) {
 // listWatch is the informers' ListerWatcher: list and watch through the
 // registry's Client, with the registry's watch timeout, reporting each
 // call's outcome to result.
+//
+// A call refused at connect (nothing listens: the API server is down or
+// restarting) is retried here, after 200 ms doubling to ReconnectMax with
+// jitter, until it goes through or the informer stops; each failure is
+// reported. The reflector would otherwise back off up to 30 s (60 s with
+// its jitter) and keep the watcher stale that long after the server is
+// back. Every other error goes to the reflector, which backs off as
+// client-go does.
 type listWatch struct {
 	reg         *Registry
 	list        func(context.Context, metav1.ListOptions) (runtime.Object, error)
@@ -256,9 +270,7 @@ func (l *listWatch) List(o metav1.ListOptions) (runtime.Object, error) {
 }
 
 func (l *listWatch) ListWithContext(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-	obj, err := l.list(ctx, o)
-	l.result(err)
-	return obj, err
+	return retryRefused(ctx, l, func() (runtime.Object, error) { return l.list(ctx, o) })
 }
 
 func (l *listWatch) Watch(o metav1.ListOptions) (watch.Interface, error) {
@@ -270,10 +282,31 @@ func (l *listWatch) WatchWithContext(ctx context.Context, o metav1.ListOptions) 
 		secs := int64(math.Ceil(d.Seconds()))
 		o.TimeoutSeconds = &secs
 	}
-	wi, err := l.watch(ctx, o)
-	l.result(err)
-	return wi, err
+	return retryRefused(ctx, l, func() (watch.Interface, error) { return l.watch(ctx, o) })
 }
+
+// retryRefused calls call until it is not refused at connect or ctx ends,
+// reporting every outcome.
+func retryRefused[T any](ctx context.Context, l *listWatch, call func() (T, error)) (T, error) {
+	for attempt := 1; ; attempt++ {
+		v, err := call()
+		l.result(err)
+		if err == nil || !utilnet.IsConnectionRefused(err) {
+			return v, err
+		}
+		if !retry.Sleep(ctx, retry.Backoff(attempt, reconnectBase, l.reg.reconnectMax(), rand.Float64)) {
+			return v, err
+		}
+	}
+}
+
+// Reconnect backoff after a refused connection.
+const (
+	reconnectBase = 200 * time.Millisecond
+	// DefaultReconnectMax caps it: a restarted API server is seen within
+	// a few seconds, and the watchers of many sidecars spread out.
+	DefaultReconnectMax = 4 * time.Second
+)
 
 // IsWatchListSemanticsUnSupported tells the reflector whether the client
 // can stream the initial list as watch events (a real API server can; the
