@@ -215,6 +215,15 @@ func (d *Decoder) Add(prefix string, err error) {
 	}
 }
 
+// AddAt records the validation error msg about the value at path, which
+// may hold any character (a map key with a space): placed and left out as
+// Add does.
+func (d *Decoder) AddAt(path, msg string) {
+	if !d.isBad(path) {
+		d.add(&Error{Pos: d.Locate(path), Path: path, Msg: msg})
+	}
+}
+
 // Locate returns the position of the value at path, or of the nearest
 // value that holds it and was decoded; the zero Pos when there is none.
 func (d *Decoder) Locate(path string) Pos {
@@ -519,6 +528,13 @@ func (d *Decoder) unknown(key *yaml.Node, path, name string, fs *fields) {
 // suggest returns "; did you mean X?", or where the field belongs in a
 // nested block, or the known fields.
 func suggest(name string, known []string, fs *fields) string {
+	// The plural or the singular first (registry, registries).
+	lower := strings.ToLower(name)
+	for _, alt := range []string{lower + "s", strings.TrimSuffix(lower, "s"), strings.TrimSuffix(lower, "y") + "ies", strings.TrimSuffix(lower, "ies") + "y"} {
+		if alt != lower && slices.Contains(known, alt) {
+			return "; did you mean " + alt + "?"
+		}
+	}
 	best, bestDist := "", math.MaxInt
 	for _, k := range known {
 		if dist := editDistance(strings.ToLower(name), k); dist < bestDist {
@@ -627,8 +643,11 @@ func (d *Decoder) mapping(n *yaml.Node, out reflect.Value, path string) {
 func (d *Decoder) sequence(n *yaml.Node, out reflect.Value, path string) {
 	if n.Kind != yaml.SequenceNode {
 		msg := describe(n) + " is not a list"
-		if n.Kind == yaml.ScalarNode {
+		switch n.Kind {
+		case yaml.ScalarNode:
 			msg += fmt.Sprintf("; write [%s] for a list of one", n.Value)
+		case yaml.MappingNode:
+			msg += `; start each item with "- "`
 		}
 		d.fail(n, path, msg)
 		return
@@ -701,7 +720,15 @@ func scalarMessage(n *yaml.Node, t reflect.Type, want string) string {
 	tag := n.ShortTag()
 	if isInt(t.Kind()) && (tag == "!!int" || tag == "!!float") {
 		lo, hi := intRange(t)
-		return fmt.Sprintf("%s is out of range; want %s to %s", what, lo, hi)
+		switch {
+		case t.Bits() < 64:
+			return fmt.Sprintf("%s is out of range; want %s to %s", what, lo, hi)
+		case strings.HasPrefix(n.Value, "-") && lo == "0":
+			return what + " is negative"
+		case strings.HasPrefix(n.Value, "-"):
+			return what + " is too small"
+		}
+		return what + " is too large"
 	}
 	if tag == "!!str" && want == "a number" {
 		if _, err := strconv.ParseFloat(n.Value, 64); err == nil {

@@ -254,7 +254,7 @@ register: {service: a, address: 127.0.0.1, port: 8080}`,
 		{"a static registry named", `
 registries: [{name: main, type: etcd, etcd: {endpoints: ["127.0.0.1:2379"]}}, {name: files, type: static}]
 register: {registry: files, service: a, address: 127.0.0.1, port: 8080}`,
-			`register.registry: registry "files" is of type static, which cannot register instances; use etcd`},
+			`register.registry: registry "files" is of type static, which cannot register instances; use consul, etcd or nacos`},
 		{"etcd", `
 registries: [{name: main, type: etcd, etcd: {endpoints: ["127.0.0.1:2379"]}}, {name: files, type: static}]
 register: {registry: main, service: a, address: 127.0.0.1, port: 8080}`, ""},
@@ -289,7 +289,8 @@ func TestRegisterRefusalMatchesTheCapability(t *testing.T) {
 	}
 	closed := ln.Addr().String() // nothing answers here: an etcd client only retries
 	ln.Close()
-	options := map[string]string{"static": "{}", "etcd": fmt.Sprintf("{endpoints: [%q]}", closed)}
+	options := map[string]string{"static": "{}", "etcd": fmt.Sprintf("{endpoints: [%q]}", closed),
+		"consul": fmt.Sprintf("{address: %q}", closed), "nacos": fmt.Sprintf("{servers: [%q]}", closed)}
 	for _, typ := range discovery.Types() {
 		t.Run(typ, func(t *testing.T) {
 			opts, ok := options[typ]

@@ -94,7 +94,7 @@ const (
 
 // validateRoutes checks a listener's (or a dedicated port's) routes
 // against the upstream names; path is where they are ("listeners[0]").
-func validateRoutes(path string, routes []Route, upstreams map[string]bool, add func(string, ...any)) {
+func validateRoutes(path string, routes []Route, upstreams map[string]bool, add func(string, ...any), at func(path, format string, args ...any)) {
 	for i := range routes {
 		r := &routes[i]
 		rp := fmt.Sprintf("%s.routes[%d]", path, i)
@@ -169,8 +169,8 @@ func validateRoutes(path string, routes []Route, upstreams map[string]bool, add 
 				rw.StripPrefix = true
 			}
 		}
-		validateHeaderRules(rp+".request_headers", r.RequestHeaders, add)
-		validateHeaderRules(rp+".response_headers", r.ResponseHeaders, add)
+		validateHeaderRules(rp+".request_headers", r.RequestHeaders, at)
+		validateHeaderRules(rp+".response_headers", r.ResponseHeaders, at)
 		if rl := r.RateLimit; rl != nil {
 			pol := upstream.Policy{RateLimit: rl}
 			for _, err := range unjoin(pol.Validate()) {
@@ -194,28 +194,31 @@ func isDefault(m *RouteMatch) bool {
 // not the request's.
 var hopByHop = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Host", "Content-Length"}
 
-func validateHeaderRules(path string, hr *HeaderRules, add func(string, ...any)) {
+// validateHeaderRules checks header rules at path; at reports a problem
+// at a field path, which holds the header names as written (any
+// character).
+func validateHeaderRules(path string, hr *HeaderRules, at func(path, format string, args ...any)) {
 	if hr == nil {
 		return
 	}
 	check := func(field, name string) {
 		switch {
 		case !httpguts.ValidHeaderFieldName(name):
-			add("%s.%s: %q is not a header name", path, field, name)
+			at(path+"."+field, "%q is not a header name", name)
 		case slices.Contains(hopByHop, http.CanonicalHeaderKey(name)):
-			add("%s.%s: %s belongs to the connection, not the request; it cannot be changed", path, field, http.CanonicalHeaderKey(name))
+			at(path+"."+field, "%s belongs to the connection, not the request; it cannot be changed", http.CanonicalHeaderKey(name))
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(hr.Add)) {
 		check("add."+k, k)
 		if !httpguts.ValidHeaderFieldValue(hr.Add[k]) {
-			add("%s.add.%s: the value has a control character", path, k)
+			at(path+".add."+k, "the value has a control character")
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(hr.Set)) {
 		check("set."+k, k)
 		if !httpguts.ValidHeaderFieldValue(hr.Set[k]) {
-			add("%s.set.%s: the value has a control character", path, k)
+			at(path+".set."+k, "the value has a control character")
 		}
 	}
 	for i, k := range hr.Remove {

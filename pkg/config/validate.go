@@ -36,6 +36,7 @@ func (c *Config) Validate() error {
 // and records every problem in d.
 func (c *Config) validate(d *strictyaml.Decoder) {
 	add := func(format string, args ...any) { d.Add("", fmt.Errorf(format, args...)) }
+	at := func(path, format string, args ...any) { d.AddAt(path, fmt.Sprintf(format, args...)) }
 
 	binds := &binder{add: add}
 	binds.bind("admin.address", c.Admin.Address, c.defaultAdmin)
@@ -49,7 +50,7 @@ func (c *Config) validate(d *strictyaml.Decoder) {
 		}
 		c.Admin.Token = strings.TrimSpace(string(data))
 	}
-	if c.Admin.Token == "" && !isLoopback(c.Admin.Address) {
+	if c.Admin.Token == "" && !isLoopback(c.Admin.Address) && checkHostPort(c.Admin.Address) == nil {
 		add("admin.token: required because admin.address %q is not loopback (set token or token_file; /healthz and /readyz stay open for probes)", c.Admin.Address)
 	}
 	if c.Proxy.MaxHeaderBytes < 0 {
@@ -230,7 +231,7 @@ func (c *Config) validate(d *strictyaml.Decoder) {
 		}
 	}
 	for i := range c.Listeners {
-		validateRoutes(fmt.Sprintf("listeners[%d]", i), c.Listeners[i].Routes, upstreams, add)
+		validateRoutes(fmt.Sprintf("listeners[%d]", i), c.Listeners[i].Routes, upstreams, add, at)
 	}
 	c.warnSourceIP()
 	for i := range c.Upstreams {
@@ -239,9 +240,9 @@ func (c *Config) validate(d *strictyaml.Decoder) {
 		if len(u.Routes) > 0 && (u.Listen == "" || u.Protocol == "tcp") {
 			add("%s.routes: routes need the upstream's own http listen port", path)
 		}
-		validateRoutes(path, u.Routes, upstreams, add)
-		validateHeaderRules(path+".request_headers", u.RequestHeaders, add)
-		validateHeaderRules(path+".response_headers", u.ResponseHeaders, add)
+		validateRoutes(path, u.Routes, upstreams, add, at)
+		validateHeaderRules(path+".request_headers", u.RequestHeaders, at)
+		validateHeaderRules(path+".response_headers", u.ResponseHeaders, at)
 	}
 }
 
@@ -273,8 +274,11 @@ func tcpRefuses(u *Upstream) []error {
 	if u.TLS != nil {
 		add("tls", "a tcp upstream relays bytes as they are; TLS to its nodes is not supported (the client's own TLS passes through)")
 	}
-	if u.RequestHeaders != nil || u.ResponseHeaders != nil {
-		add("request_headers/response_headers", "a tcp connection has no headers")
+	if u.RequestHeaders != nil {
+		add("request_headers", "a tcp connection has no headers")
+	}
+	if u.ResponseHeaders != nil {
+		add("response_headers", "a tcp connection has no headers")
 	}
 	p := u.Health.Passive
 	if p.Consecutive5xx != 0 {
