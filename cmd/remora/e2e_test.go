@@ -305,7 +305,7 @@ func TestValidateCommand(t *testing.T) {
 		t.Fatalf("validate good: exit %d: %s", code, errOut.String())
 	}
 	errOut.Reset()
-	if code := run([]string{"validate", "-c", bad}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), `bad.yaml: upstreams[0].balancer: unknown policy "rr"`) {
+	if code := run([]string{"validate", "-c", bad}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), `upstreams[0].balancer: unknown policy "rr"`) || !strings.HasPrefix(errOut.String(), "bad.yaml: line ") {
 		t.Fatalf("validate bad: exit %d: %s", code, errOut.String())
 	}
 	if code := run([]string{"frobnicate"}, &out, &errOut); code != 2 {

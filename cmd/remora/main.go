@@ -1,11 +1,12 @@
+package main
+
 // Command remora is the Remora sidecar proxy.
 //
 //	remora run -c remora.yaml       run (also: remora -c remora.yaml)
-//	remora validate -c remora.yaml  check a config file; exit 1 with its errors
+//	remora validate remora.yaml     check a config file; exit 1 with its errors
 //	remora demo [--serve]           run on an embedded registry with demo backends
 //	remora version
-package main
-
+//	remora help [COMMAND]
 import (
 	"bytes"
 	"context"
@@ -16,6 +17,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -47,100 +49,238 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-const usage = `Usage:
-  remora run -c FILE [--log-level info] [--log-format auto|text|json]
-  remora -c FILE                 (same as run)
-  remora validate -c FILE
-  remora demo [--serve]
-  remora version
-`
-
-// run executes one command and returns the exit code.
-func run(args []string, stdout, stderr io.Writer) int {
-	cmd := "run"
-	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
-		cmd, args = args[0], args[1:]
-	}
-	fs := flag.NewFlagSet("remora "+cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage) }
-	cfgPath := fs.String("c", "", "config file")
-	fs.StringVar(cfgPath, "config", "", "config file")
-	level := fs.String("log-level", "info", "log level")
-	format := fs.String("log-format", "auto", "log format: auto (text on a terminal, JSON otherwise), text, json")
-	serve := fs.Bool("serve", false, "demo: keep serving until interrupted")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	switch cmd {
-	case "version":
-		fmt.Fprintln(stdout, "remora", version)
-		return 0
-	case "validate":
-		if *cfgPath == "" {
-			fmt.Fprintln(stderr, "remora validate: -c FILE is required")
-			return 2
-		}
-		cfg, err := config.Load(*cfgPath)
-		if err != nil {
-			fmt.Fprintln(stderr, err)
-			return 1
-		}
-		for _, w := range cfg.Warnings {
-			fmt.Fprintf(stderr, "%s: warning: %s\n", *cfgPath, w)
-		}
-		fmt.Fprintf(stdout, "%s: ok\n", *cfgPath)
-		return 0
-	case "run":
-		if *cfgPath == "" {
-			fmt.Fprint(stderr, "remora run: -c FILE is required\n"+usage)
-			return 2
-		}
-		log, err := newLogger(stderr, *level, *format)
-		if err != nil {
-			fmt.Fprintln(stderr, err)
-			return 2
-		}
-		cfg, err := config.Load(*cfgPath)
-		if err != nil {
-			fmt.Fprintln(stderr, err)
-			return 1
-		}
-		logWarnings(log, cfg)
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		defer gctune.Start(0).Stop() // unless GOGC is set
-		if err := serveUntil(ctx, *cfgPath, cfg, log); err != nil {
-			log.WithError(err).Error("remora stopped with an error")
-			return 1
-		}
-		return 0
-	case "demo":
-		lvl := *level
-		if !isFlagSet(fs, "log-level") {
-			lvl = "warn"
-		}
-		log, err := newLogger(stderr, lvl, *format)
-		if err != nil {
-			fmt.Fprintln(stderr, err)
-			return 2
-		}
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		if err := runDemo(ctx, stdout, log, *serve); err != nil {
-			fmt.Fprintln(stderr, "demo:", err)
-			return 1
-		}
-		return 0
-	}
-	fmt.Fprintf(stderr, "remora: unknown command %q\n%s", cmd, usage)
-	return 2
+// command is one of remora's commands: its flags, and what it does with
+// them and its arguments. run returns the exit code.
+type command struct {
+	name, args, summary, help string
+	flags                     func(fs *flag.FlagSet, o *cmdOpts)
+	run                       func(o *cmdOpts, args []string, stdout, stderr io.Writer) int
 }
 
-func isFlagSet(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	return set
+// cmdOpts are the flags the commands share.
+type cmdOpts struct {
+	config, level, format string
+	serve                 bool
+	fs                    *flag.FlagSet
+}
+
+func configFlag(fs *flag.FlagSet, o *cmdOpts) {
+	fs.StringVar(&o.config, "c", "", "the config file")
+	fs.StringVar(&o.config, "config", "", "the config file (same as -c)")
+}
+
+func logFlags(fs *flag.FlagSet, o *cmdOpts, level string) {
+	fs.StringVar(&o.level, "log-level", level, "log level: debug, info, warn, error")
+	fs.StringVar(&o.format, "log-format", "auto", "log format: auto (text on a terminal, JSON otherwise), text, json")
+}
+
+// commands are remora's commands, in the order help lists them.
+var commands = []*command{
+	{name: "run", args: "-c FILE", summary: "run the sidecar proxy on a config file",
+		help: "Runs until SIGTERM or SIGINT, then drains (drain_delay, drain_timeout). The config is reloaded\n" +
+			"on SIGHUP and whenever the file changes; a file that does not validate is logged and ignored.",
+		flags: func(fs *flag.FlagSet, o *cmdOpts) { configFlag(fs, o); logFlags(fs, o, "info") },
+		run:   cmdRun},
+	{name: "validate", args: "FILE | -c FILE", summary: "check a config file: exit 0, or 1 with every error",
+		help:  "Prints every error with its field path and line, and the warnings; nothing is opened or bound.",
+		flags: configFlag,
+		run:   cmdValidate},
+	{name: "demo", args: "[--serve]", summary: "run on an embedded registry with demo backends and show it working",
+		flags: func(fs *flag.FlagSet, o *cmdOpts) {
+			fs.BoolVar(&o.serve, "serve", false, "keep serving until interrupted, to try it with curl")
+			logFlags(fs, o, "warn")
+		},
+		run: cmdDemo},
+	{name: "version", summary: "print the version", run: func(_ *cmdOpts, _ []string, stdout, _ io.Writer) int {
+		fmt.Fprintln(stdout, "remora", version)
+		return 0
+	}},
+	{name: "help", args: "[COMMAND]", summary: "show this help, or a command's", run: nil},
+}
+
+// environment lists the variables remora reads, for help and the README.
+const environment = `Environment:
+  REMORA_LABELS            labels for the local application's registration ("canary=true,version=v2")
+  POD_IP                   the address registered for the local application (default: the first non-loopback IP)
+  REMORA_ZONE              Remora's own zone, for upstreams with locality: (unless zone: is set)
+  GOGC                     the Go garbage collector's target; unset, Remora tunes it (lets the heap grow 16 MiB)
+  CONSUL_HTTP_TOKEN_FILE, CONSUL_HTTP_TOKEN
+                           the Consul ACL token, when a consul registry sets neither token nor token_file
+`
+
+func lookup(name string) *command {
+	for _, c := range commands {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, "remora, a sidecar proxy: service discovery, load balancing, health and canary releases beside one application.\n\nUsage:\n")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  remora %-9s %-18s %s\n", c.name, c.args, c.summary)
+	}
+	fmt.Fprintf(w, "  remora -c FILE                       the same as remora run -c FILE\n\n"+
+		"Flags: -h, --help (this help; after a command, its help), --version.\n"+
+		"Run remora help COMMAND for a command's flags.\n\n%s", environment)
+}
+
+func commandUsage(w io.Writer, c *command, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "Usage: remora %s %s\n\n%s.\n", c.name, c.args, strings.ToUpper(c.summary[:1])+c.summary[1:])
+	if c.help != "" {
+		fmt.Fprintf(w, "%s\n", c.help)
+	}
+	if fs != nil {
+		fmt.Fprintln(w, "\nFlags:")
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+	}
+}
+
+// run executes one command and returns the exit code: 0, 1 when the
+// command failed, 2 for a usage error.
+func run(args []string, stdout, stderr io.Writer) int {
+	name := "run"
+	switch {
+	case len(args) == 0:
+		usage(stderr)
+		return 2
+	case args[0] == "-h" || args[0] == "--help" || args[0] == "-help":
+		usage(stdout)
+		return 0
+	case args[0] == "--version" || args[0] == "-version":
+		fmt.Fprintln(stdout, "remora", version)
+		return 0
+	case args[0] != "" && args[0][0] != '-':
+		name, args = args[0], args[1:]
+	}
+	c := lookup(name)
+	if c == nil {
+		fmt.Fprintf(stderr, "remora: unknown command %q\n\n", name)
+		usage(stderr)
+		return 2
+	}
+	if c.name == "help" {
+		switch len(args) {
+		case 0:
+			usage(stdout)
+			return 0
+		case 1:
+			if h := lookup(args[0]); h != nil {
+				commandUsage(stdout, h, newFlags(h, &cmdOpts{}, io.Discard))
+				return 0
+			}
+			fmt.Fprintf(stderr, "remora help: unknown command %q\n", args[0])
+		default:
+			fmt.Fprintln(stderr, "remora help: one command at most")
+		}
+		return 2
+	}
+	o := &cmdOpts{}
+	fs := newFlags(c, o, stderr)
+	fs.Usage = func() { commandUsage(stderr, c, fs) }
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			commandUsage(stdout, c, fs)
+			return 0
+		}
+		return 2
+	}
+	o.fs = fs
+	return c.run(o, fs.Args(), stdout, stderr)
+}
+
+func newFlags(c *command, o *cmdOpts, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("remora "+c.name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	if c.flags != nil {
+		c.flags(fs, o)
+	}
+	return fs
+}
+
+// noArgs refuses arguments a command does not take.
+func noArgs(name string, args []string, stderr io.Writer) bool {
+	if len(args) > 0 {
+		fmt.Fprintf(stderr, "remora %s: unexpected argument %q (see remora help %s)\n", name, args[0], name)
+		return false
+	}
+	return true
+}
+
+func cmdValidate(o *cmdOpts, args []string, stdout, stderr io.Writer) int {
+	path := o.config
+	switch {
+	case path == "" && len(args) == 1:
+		path = args[0]
+	case path != "" && !noArgs("validate", args, stderr):
+		return 2
+	case len(args) > 1:
+		fmt.Fprintf(stderr, "remora validate: one file at a time (got %d)\n", len(args))
+		return 2
+	case path == "":
+		fmt.Fprintln(stderr, "remora validate: which file? remora validate FILE")
+		return 2
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintf(stderr, "%s: warning: %s\n", path, w)
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", path)
+	return 0
+}
+
+func cmdRun(o *cmdOpts, args []string, _, stderr io.Writer) int {
+	if !noArgs("run", args, stderr) {
+		return 2
+	}
+	if o.config == "" {
+		fmt.Fprintln(stderr, "remora run: -c FILE is required (see remora help run)")
+		return 2
+	}
+	log, err := newLogger(stderr, o.level, o.format)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	cfg, err := config.Load(o.config)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	logWarnings(log, cfg)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	defer gctune.Start(0).Stop() // unless GOGC is set
+	if err := serveUntil(ctx, o.config, cfg, log); err != nil {
+		log.WithError(err).Error("remora stopped with an error")
+		return 1
+	}
+	return 0
+}
+
+func cmdDemo(o *cmdOpts, args []string, stdout, stderr io.Writer) int {
+	if !noArgs("demo", args, stderr) {
+		return 2
+	}
+	log, err := newLogger(stderr, o.level, o.format)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := runDemo(ctx, stdout, log, o.serve); err != nil {
+		fmt.Fprintln(stderr, "demo:", err)
+		return 1
+	}
+	return 0
 }
 
 // serveUntil runs Remora until ctx ends, then drains in-flight requests
