@@ -15,51 +15,52 @@ import (
 	"github.com/remora-mesh/remora/pkg/config"
 )
 
-const drainUsage = `Usage:
-  remora drain -c FILE [--wait DURATION]
-  remora drain [--admin HOST:PORT] [--token-file FILE] [--wait DURATION]
+// drainCommand is "remora drain", the preStop hook of the native sidecar
+// (the distroless image has no shell or curl): an entry of commands.
+var drainCommand = &command{
+	name: "drain", args: "[-c FILE] [--wait D]",
+	summary: "tell a running Remora to drain (a preStop hook)",
+	help: "POST /drain on the admin API of the Remora running beside: /readyz turns off for good while it\n" +
+		"keeps serving. With -c, the admin address and token come from that config file (an address\n" +
+		"that binds every interface is reached on 127.0.0.1); --admin and --token-file override them.\n" +
+		"Exit status 0 once Remora drains, 1 when it could not be told.",
+	flags: func(fs *flag.FlagSet, o *cmdOpts) {
+		configFlag(fs, o)
+		fs.String("admin", "", "the admin address, host:port (default: the config's, else 127.0.0.1:15000)")
+		fs.String("token-file", "", "a file with the admin token (default: the config's token)")
+		fs.Duration("wait", 0, "wait this long after draining before returning (holds back the SIGTERM)")
+		fs.Duration("timeout", 5*time.Second, "how long to wait for the admin API's answer")
+	},
+	run: cmdDrain,
+}
 
-Tells a running Remora to drain: POST /drain on its admin API turns /readyz
-off for good while it keeps serving. With -c, the admin address and token
-come from that config file (an address that binds every interface is
-reached on 127.0.0.1). --wait then waits that long before returning, so a
-preStop hook holds back the SIGTERM. Exit status 0 when Remora drains, 1
-when it could not be told.
-`
-
-// runDrain is "remora drain": the preStop hook of the native sidecar (the
-// distroless image has no shell or curl). It returns the exit code.
-func runDrain(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("remora drain", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, drainUsage) }
-	cfgPath := fs.String("c", "", "config file of the running Remora (admin address and token)")
-	fs.StringVar(cfgPath, "config", "", "config file of the running Remora")
-	adminAddr := fs.String("admin", "", "admin address, host:port (default 127.0.0.1:15000, or the config's)")
-	tokenFile := fs.String("token-file", "", "file with the admin token (default: the config's)")
-	wait := fs.Duration("wait", 0, "wait this long after draining before returning")
-	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the admin API's answer")
-	if err := fs.Parse(args); err != nil {
+func cmdDrain(o *cmdOpts, args []string, stdout, stderr io.Writer) int {
+	if !noArgs("drain", args, stderr) {
 		return 2
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "remora drain: unexpected argument %q\n%s", fs.Arg(0), drainUsage)
-		return 2
-	}
+	flagValue := func(name string) string { return o.fs.Lookup(name).Value.String() }
+	wait, _ := time.ParseDuration(flagValue("wait"))
+	timeout, _ := time.ParseDuration(flagValue("timeout"))
+	return drain(o.config, flagValue("admin"), flagValue("token-file"), wait, timeout, stdout, stderr)
+}
+
+// drain posts /drain to the admin API found through cfgPath, adminAddr and
+// tokenFile, and returns the exit code.
+func drain(cfgPath, adminAddr, tokenFile string, wait, timeout time.Duration, stdout, stderr io.Writer) int {
 	addr, token := "127.0.0.1:15000", ""
-	if *cfgPath != "" {
-		cfg, err := config.Load(*cfgPath)
+	if cfgPath != "" {
+		cfg, err := config.Load(cfgPath)
 		if err != nil {
 			fmt.Fprintln(stderr, "remora drain:", err)
 			return 1
 		}
 		addr, token = cfg.Admin.Address, cfg.Admin.Token
 	}
-	if *adminAddr != "" {
-		addr = *adminAddr
+	if adminAddr != "" {
+		addr = adminAddr
 	}
-	if *tokenFile != "" {
-		b, err := os.ReadFile(*tokenFile)
+	if tokenFile != "" {
+		b, err := os.ReadFile(tokenFile)
 		if err != nil {
 			fmt.Fprintln(stderr, "remora drain: --token-file:", err)
 			return 1
@@ -71,7 +72,7 @@ func runDrain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "remora drain:", err)
 		return 2
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/drain", nil)
 	if token != "" {
@@ -100,8 +101,8 @@ func runDrain(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "remora drain: %s is draining (readiness off, still serving)\n", addr)
-	if *wait > 0 {
-		time.Sleep(*wait)
+	if wait > 0 {
+		time.Sleep(wait)
 	}
 	return 0
 }

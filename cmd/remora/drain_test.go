@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,18 @@ import (
 func readyzCode(t *testing.T, a *app) int {
 	code, _ := readyz(t, a)
 	return code
+}
+
+// runDrain runs "remora drain ARGS" as run does for a command of the
+// table (main.go's commands lists drainCommand).
+func runDrain(args []string, stdout, stderr io.Writer) int {
+	o := &cmdOpts{}
+	fs := newFlags(drainCommand, o, stderr)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	o.fs = fs
+	return drainCommand.run(o, fs.Args(), stdout, stderr)
 }
 
 // remora drain turns a running Remora's readiness off through its admin
