@@ -13,10 +13,12 @@
 // did not decode: that value's own error says what is wrong.
 //
 // Scalars are read as go.yaml.in/yaml/v3 reads them (its Node.Decode does
-// the conversion); structs, maps, slices, pointers, durations and the
-// encoding.TextUnmarshaler and yaml.Unmarshaler interfaces are walked here.
-// A type can decode itself with the Decoder's help by implementing
-// Unmarshaler.
+// the conversion), except that a number with a fraction is not truncated
+// into an integer; structs (by yaml tags, with ",inline" structs but not
+// inline maps), maps, slices, pointers, durations (a Go duration string,
+// or 0) and the encoding.TextUnmarshaler and yaml.Unmarshaler interfaces
+// are handled here, as are anchors, aliases and merge keys. A type can
+// decode itself with the Decoder's help by implementing Unmarshaler.
 package strictyaml
 
 import (
@@ -659,10 +661,15 @@ func (d *Decoder) sequence(n *yaml.Node, out reflect.Value, path string) {
 	out.Set(s)
 }
 
-// duration decodes a Go duration string ("5s").
+// duration decodes a Go duration string ("5s"), or a bare 0, which is
+// zero in every unit.
 func (d *Decoder) duration(n *yaml.Node, out reflect.Value, path string) {
 	if n.Kind != yaml.ScalarNode {
 		d.fail(n, path, describe(n)+" is not a duration")
+		return
+	}
+	if n.ShortTag() == "!!int" && n.Value == "0" {
+		out.SetInt(0)
 		return
 	}
 	if n.ShortTag() != "!!str" {

@@ -79,14 +79,20 @@ upstreams:
     hosts: [h1, h2]
   - name: b
     weight: 0x10
+  - name: zero
+    per_try: 0
+    timeout: 0
 count: 7
 `), &d); err != nil {
 		t.Fatal(err)
 	}
 	a, b := d.Upstreams[0], d.Upstreams[1]
+	if len(d.Upstreams) != 3 {
+		t.Fatalf("%+v", d)
+	}
 	if a.Name != "a" || !a.Enabled || a.Password != "hunter2" || a.Retry.MaxAttempts != 2 || len(a.Retry.Statuses) != 2 || *a.Retry.Budget != 0.5 ||
 		a.PerTry != 250*time.Millisecond || time.Duration(a.Timeout) != time.Minute || a.Labels["zone"] != "a" || len(a.Hosts) != 2 ||
-		b.Weight != 16 || *d.Count != 7 {
+		b.Weight != 16 || *d.Count != 7 || d.Upstreams[2].PerTry != 0 || d.Upstreams[2].Timeout != 0 {
 		t.Fatalf("%+v", d)
 	}
 }
