@@ -1,6 +1,7 @@
 // Package config defines Remora's YAML configuration: the schema, its
-// defaults, and validation whose errors name the file, the field path and the
-// bad value.
+// defaults, and validation whose errors name the file, the field path, the
+// line and column of the bad value, and what is wrong, every error of a
+// file at once (see Parse and internal/strictyaml).
 //
 // Registry and balancer options are parsed by the adapter or policy that owns
 // them (discovery.Factory, balancer.Factory), so this package imports no
