@@ -26,16 +26,19 @@ test: tools vet
 fuzz:
 	GO=$(GO) bash scripts/fuzz.sh
 
+## vet: gofmt, go vet and staticcheck (installed into $(TOOLS_DIR) on first use).
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	@sc=$$(GO=$(GO) bash scripts/staticcheck.sh) && $$sc ./...
 
 ## tools: registry servers the tests run against (built into $(TOOLS_DIR)).
 tools:
 	@bin=$$(bash scripts/consul-agent.sh) && echo "consul agent: $$bin"
 	@bin=$$(bash scripts/polaris-server.sh) && echo "polaris server (Nacos API): $$bin"
 	@bin=$$(bash scripts/kube-apiserver.sh) && echo "kube-apiserver: $$bin"
+	@bin=$$(bash scripts/dnsmasq.sh) && echo "dnsmasq: $$bin"
 
 ## bench: whole-process benchmark against HAProxy and nginx (bench/README.md);
 ## installs haproxy, nginx and wrk from Debian packages if missing. Not part of `make test`.

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"fmt"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -20,7 +20,7 @@ import (
 // (BENCH_PROXIES=haproxy,nginx,remora,httputil).
 func runHTTPUtil(args []string) error {
 	if len(args) != 2 {
-		return fmt.Errorf("usage: bench httputil LISTEN BACKEND,BACKEND,...")
+		return errors.New("usage: bench httputil LISTEN BACKEND,BACKEND,…")
 	}
 	nodes := strings.Split(args[1], ",")
 	var next atomic.Uint64

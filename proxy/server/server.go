@@ -30,7 +30,7 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/h2c"
+	"golang.org/x/net/http2/h2c" //lint:ignore SA1019 net/http's own unencrypted HTTP/2 takes prior knowledge only; h2c also takes Upgrade: h2c, which applications use
 
 	"github.com/remora-mesh/remora/proxy/h1"
 	"github.com/remora-mesh/remora/proxy/tcp"
@@ -105,7 +105,7 @@ const maxBodyDrain = 256 << 10
 // server (HTTP/1.x and h2c) for the rest, both with opts.
 func New(opts Options, h http.Handler) *Server {
 	hs := &http.Server{
-		Handler:           h2c.NewHandler(h, &http2.Server{}),
+		Handler:           h2c.NewHandler(h, &http2.Server{}), //lint:ignore SA1019 see the import
 		ReadHeaderTimeout: opts.ReadHeaderTimeout,
 		IdleTimeout:       opts.IdleTimeout,
 		MaxHeaderBytes:    opts.MaxHeaderBytes,
