@@ -135,6 +135,15 @@ upstreams:
 			"listeners[0].routes[3].request_headers.set.Host: Host belongs to the connection",
 			"listeners[0].routes[3].request_headers.remove[0]: Connection belongs to the connection",
 			"upstreams[0].routes: routes need the upstream's own http listen port"}},
+		{"mirror errors", `
+registries: [{name: main, type: static}]
+upstreams:
+  - {name: a, mirror: {upstream: a, percent: 10}}
+  - {name: b, mirror: {upstream: nope, percent: 0}}
+  - {name: c, mirror: {percent: 10}}`, []string{
+			`upstreams[0].mirror.upstream: "a" is this upstream`,
+			`upstreams[1].mirror.upstream: unknown upstream "nope"`, "upstreams[1].mirror.percent: 0; want a share above 0",
+			"upstreams[2].mirror.upstream: set either upstream"}},
 		{"rate limit and gRPC retry errors", `
 registries: [{name: main, type: static}]
 upstreams:

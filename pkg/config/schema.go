@@ -155,6 +155,9 @@ type Upstream struct {
 	// Locality keeps traffic in Remora's own zone while enough of it is
 	// healthy (zone-aware routing); off unless set.
 	Locality *upstream.Locality `yaml:"locality"`
+	// Mirror copies a share of the upstream's requests to another upstream
+	// or to its canary pool, and drops the answers; off unless set.
+	Mirror *upstream.Mirror `yaml:"mirror"`
 	// Canary overrides the canary rule every upstream has (instances
 	// tagged canary=true get the share their canary-weight label gives,
 	// none without one); `canary: {disabled: true}` turns it off.

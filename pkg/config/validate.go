@@ -243,6 +243,17 @@ func (c *Config) validate(d *strictyaml.Decoder) {
 		validateRoutes(path, u.Routes, upstreams, add, at)
 		validateHeaderRules(path+".request_headers", u.RequestHeaders, at)
 		validateHeaderRules(path+".response_headers", u.ResponseHeaders, at)
+		if m := u.Mirror; m != nil {
+			d.Add(path+".mirror", m.Validate())
+			switch {
+			case u.Protocol == "tcp":
+				add("%s.mirror: a tcp upstream relays one connection; nothing can be copied", path)
+			case m.Upstream == u.Name:
+				add("%s.mirror.upstream: %q is this upstream; mirror to another, or to its canary pool (canary: true)", path, m.Upstream)
+			case m.Upstream != "" && !upstreams[m.Upstream]:
+				add("%s.mirror.upstream: unknown upstream %q", path, m.Upstream)
+			}
+		}
 	}
 }
 
