@@ -3,13 +3,16 @@
 GO        ?= go
 TOOLS_DIR ?= $(HOME)/.cache/remora/tools
 export TOOLS_DIR
+# VERSION is what `remora version` and remora_build_info report (the commit
+# comes from the build's VCS stamp); docker builds pass it as --build-arg.
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 .PHONY: all build demo test vet race unit fuzz bench tools clean
 
 all: build
 
 build:
-	$(GO) build -o bin/remora ./cmd/remora
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/remora ./cmd/remora
 
 ## demo: run Remora on an embedded registry with three demo backends.
 demo:
@@ -38,6 +41,7 @@ tools:
 	@bin=$$(bash scripts/consul-agent.sh) && echo "consul agent: $$bin"
 	@bin=$$(bash scripts/polaris-server.sh) && echo "polaris server (Nacos API): $$bin"
 	@bin=$$(bash scripts/kube-apiserver.sh) && echo "kube-apiserver: $$bin"
+	@bin=$$(bash scripts/helm.sh) && echo "helm: $$bin"
 	@bin=$$(bash scripts/dnsmasq.sh) && echo "dnsmasq: $$bin"
 
 ## bench: whole-process benchmark against HAProxy and nginx (bench/README.md);
