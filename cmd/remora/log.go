@@ -11,8 +11,14 @@ import (
 	"github.com/remora-mesh/remora/internal/stdlog"
 )
 
+// TimestampFormat is the time of every line of both logs: RFC 3339 with
+// milliseconds, always three digits, so lines sort and align
+// (2006-01-02T15:04:05.000+02:00).
+const TimestampFormat = "2006-01-02T15:04:05.000Z07:00"
+
 // newLogger returns a logrus logger writing to w: text when format is
-// "text" (or "auto" on a terminal), JSON otherwise.
+// "text" (or "auto" on a terminal), JSON otherwise; times to the
+// millisecond (TimestampFormat).
 func newLogger(w io.Writer, level, format string) (*logrus.Logger, error) {
 	l := logrus.New()
 	l.SetOutput(w)
@@ -23,19 +29,27 @@ func newLogger(w io.Writer, level, format string) (*logrus.Logger, error) {
 	l.SetLevel(lvl)
 	switch format {
 	case "json":
-		l.SetFormatter(&logrus.JSONFormatter{})
+		l.SetFormatter(jsonFormatter())
 	case "text":
-		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+		l.SetFormatter(textFormatter())
 	case "auto", "":
 		if isTerminal(w) {
-			l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+			l.SetFormatter(textFormatter())
 		} else {
-			l.SetFormatter(&logrus.JSONFormatter{})
+			l.SetFormatter(jsonFormatter())
 		}
 	default:
 		return nil, fmt.Errorf("--log-format: %q; want auto, text or json", format)
 	}
 	return l, nil
+}
+
+func jsonFormatter() *logrus.JSONFormatter {
+	return &logrus.JSONFormatter{TimestampFormat: TimestampFormat}
+}
+
+func textFormatter() *logrus.TextFormatter {
+	return &logrus.TextFormatter{FullTimestamp: true, TimestampFormat: TimestampFormat}
 }
 
 func isTerminal(w io.Writer) bool {
@@ -57,10 +71,10 @@ func newStdLogger(e *logrus.Entry) *log.Logger {
 var accessLogOutput io.Writer = os.Stdout
 
 // newAccessLogger returns the access logger: JSON lines with a "log":
-// "access" field.
+// "access" field, times to the millisecond (TimestampFormat).
 func newAccessLogger(w io.Writer) *logrus.Entry {
 	l := logrus.New()
 	l.SetOutput(w)
-	l.SetFormatter(&logrus.JSONFormatter{})
+	l.SetFormatter(jsonFormatter())
 	return l.WithField("log", "access")
 }
