@@ -115,11 +115,19 @@ func decode(t *testing.T, name, stream string) []*unstructured.Unstructured {
 	}
 }
 
+// manifests returns the files under kubernetes/ and the Kubernetes
+// manifests among the examples, by path.
 func manifests(t *testing.T) map[string]string {
 	t.Helper()
 	files, _ := filepath.Glob("kubernetes/*.yaml")
 	if len(files) < 3 {
 		t.Fatalf("kubernetes/*.yaml: %v", files)
+	}
+	examples, _ := filepath.Glob("../examples/kubernetes/*.yaml")
+	for _, f := range examples {
+		if filepath.Base(f) != "remora.yaml" {
+			files = append(files, f)
+		}
 	}
 	out := map[string]string{}
 	for _, f := range files {
