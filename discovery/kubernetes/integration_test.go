@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -366,12 +367,54 @@ func (c *partition) WatchEndpointSlices(ctx context.Context, ns string, o metav1
 		}
 		return nil, err
 	}
-	return watch.Filter(wi, func(ev watch.Event) (watch.Event, bool) {
+	return newTapWatch(wi, func(ev watch.Event) {
 		if ev.Type == watch.Error && expired(apierrors.FromObject(ev.Object)) {
 			c.expired.Add(1)
 		}
-		return ev, true
 	}), nil
+}
+
+// tapWatch passes a watch's events on, showing each to tap first. Unlike
+// watch.Filter's, its goroutine ends when Stop is called while an event
+// waits to be read.
+type tapWatch struct {
+	in   watch.Interface
+	out  chan watch.Event
+	stop chan struct{}
+	once sync.Once
+}
+
+func newTapWatch(in watch.Interface, tap func(watch.Event)) *tapWatch {
+	w := &tapWatch{in: in, out: make(chan watch.Event), stop: make(chan struct{})}
+	go func() {
+		defer close(w.out)
+		for {
+			select {
+			case ev, ok := <-in.ResultChan():
+				if !ok {
+					return
+				}
+				tap(ev)
+				select {
+				case w.out <- ev:
+				case <-w.stop:
+					return
+				}
+			case <-w.stop:
+				return
+			}
+		}
+	}()
+	return w
+}
+
+func (w *tapWatch) ResultChan() <-chan watch.Event { return w.out }
+
+func (w *tapWatch) Stop() {
+	w.once.Do(func() {
+		close(w.stop)
+		w.in.Stop()
+	})
 }
 
 // A client cut off while its resourceVersion is compacted away is
