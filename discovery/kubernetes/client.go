@@ -7,9 +7,11 @@ import (
 
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/watch"
-	discoveryv1client "k8s.io/client-go/kubernetes/typed/discovery/v1"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 )
@@ -30,11 +32,20 @@ type Client interface {
 
 var podsResource = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
 
-// restClient is the Client of a real API server: the typed discovery/v1
-// client (not the whole clientset, which would add every API group to the
-// binary) and the metadata client for pods.
+// sliceCodecs decode EndpointSlices and nothing else: the typed client of
+// client-go would register every API group of Kubernetes (its
+// kubernetes/scheme package), which doubled Remora's binary.
+var sliceCodecs = func() serializer.CodecFactory {
+	s := runtime.NewScheme()
+	utilruntime.Must(discoveryv1.AddToScheme(s))
+	return serializer.NewCodecFactory(s)
+}()
+
+// restClient is the Client of a real API server: a REST client of
+// discovery.k8s.io/v1 (protobuf, falling back to JSON) and the metadata
+// client for pods.
 type restClient struct {
-	slices discoveryv1client.DiscoveryV1Interface
+	slices rest.Interface
 	meta   metadata.Interface
 }
 
@@ -43,7 +54,16 @@ var _ Client = (*restClient)(nil)
 // newRESTClient returns the Client of the API server cfg points at, over
 // the HTTP client hc.
 func newRESTClient(cfg *rest.Config, hc *http.Client) (Client, error) {
-	sl, err := discoveryv1client.NewForConfigAndClient(cfg, hc)
+	c := rest.CopyConfig(cfg)
+	c.APIPath = "/apis"
+	c.GroupVersion = &discoveryv1.SchemeGroupVersion
+	c.NegotiatedSerializer = sliceCodecs.WithoutConversion()
+	c.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+	c.ContentType = runtime.ContentTypeProtobuf
+	if c.UserAgent == "" {
+		c.UserAgent = rest.DefaultKubernetesUserAgent()
+	}
+	sl, err := rest.RESTClientForConfigAndClient(c, hc)
 	if err != nil {
 		return nil, fmt.Errorf("discovery.k8s.io/v1 client: %w", err)
 	}
@@ -55,11 +75,19 @@ func newRESTClient(cfg *rest.Config, hc *http.Client) (Client, error) {
 }
 
 func (c *restClient) ListEndpointSlices(ctx context.Context, ns string, opts metav1.ListOptions) (*discoveryv1.EndpointSliceList, error) {
-	return c.slices.EndpointSlices(ns).List(ctx, opts)
+	var l discoveryv1.EndpointSliceList
+	err := c.slices.Get().Namespace(ns).Resource("endpointslices").
+		VersionedParams(&opts, metav1.ParameterCodec).Do(ctx).Into(&l)
+	if err != nil {
+		return nil, err
+	}
+	return &l, nil
 }
 
 func (c *restClient) WatchEndpointSlices(ctx context.Context, ns string, opts metav1.ListOptions) (watch.Interface, error) {
-	return c.slices.EndpointSlices(ns).Watch(ctx, opts)
+	opts.Watch = true
+	return c.slices.Get().Namespace(ns).Resource("endpointslices").
+		VersionedParams(&opts, metav1.ParameterCodec).Watch(ctx)
 }
 
 func (c *restClient) ListPods(ctx context.Context, ns string, opts metav1.ListOptions) (*metav1.PartialObjectMetadataList, error) {
