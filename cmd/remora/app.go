@@ -3,14 +3,12 @@ package main
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -328,55 +326,6 @@ func (a *app) serve(s *server) {
 		}
 	}()
 	a.log.WithFields(logrus.Fields{"listener": s.name, "address": s.ln.Addr().String()}).Info("listening")
-}
-
-// effectiveConfig is the running configuration for GET /config, with
-// secrets (passwords, tokens, keys) redacted.
-func (a *app) effectiveConfig() any {
-	a.mu.Lock()
-	cfg := a.cfg
-	a.mu.Unlock()
-	type registry struct {
-		Name    string `json:"name"`
-		Type    string `json:"type"`
-		Options any    `json:"options"`
-	}
-	regs := make([]registry, len(cfg.Registries))
-	for i, r := range cfg.Registries {
-		regs[i] = registry{Name: r.Name, Type: r.Type, Options: r.Options}
-	}
-	view := map[string]any{
-		"admin": cfg.Admin, "listeners": cfg.Listeners, "registries": regs, "upstreams": cfg.Upstreams,
-		"proxy": cfg.Proxy, "drain_timeout": cfg.DrainTimeout.String(), "access_log": cfg.AccessLog, "data_dir": cfg.DataDir,
-	}
-	data, err := json.Marshal(view)
-	if err != nil {
-		return map[string]string{"error": err.Error()}
-	}
-	var generic any
-	_ = json.Unmarshal(data, &generic)
-	return redact(generic)
-}
-
-// redact replaces the values of secret-looking keys, at any depth.
-func redact(v any) any {
-	switch t := v.(type) {
-	case map[string]any:
-		for k, val := range t {
-			lk := strings.ToLower(k)
-			if val != "" && (strings.Contains(lk, "password") || strings.Contains(lk, "token") && !strings.Contains(lk, "file") ||
-				strings.Contains(lk, "secret") || strings.Contains(lk, "accesskey") || strings.Contains(lk, "access_key")) {
-				t[k] = "[redacted]"
-				continue
-			}
-			t[k] = redact(val)
-		}
-	case []any:
-		for i := range t {
-			t[i] = redact(t[i])
-		}
-	}
-	return v
 }
 
 // config returns the configuration applied last.

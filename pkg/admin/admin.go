@@ -8,6 +8,7 @@
 //	GET /upstreams/NAME   one upstream
 //	GET /register         the local application's registration (register:)
 //	GET /routes           the listeners' routes with their counters
+//	GET /config           the effective configuration (Options.Config)
 package admin
 
 import (
@@ -27,9 +28,10 @@ type Options struct {
 	// Token, when set, must come as "Authorization: Bearer TOKEN" on every
 	// endpoint but /healthz and /readyz.
 	Token string
-	// Config returns the effective configuration with secrets redacted,
-	// for GET /config; nil leaves the endpoint out.
-	Config func() any
+	// Config renders the effective configuration with secrets redacted
+	// in format ("yaml" or "json"), for GET /config (?format=json; YAML
+	// by default); nil leaves the endpoint out.
+	Config func(format string) ([]byte, error)
 }
 
 // RouteSource is a Source with listener routes.
@@ -72,8 +74,8 @@ func Handler(src Source, opts Options) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", MetricsHandler(src, opts.Metrics))
 	if opts.Config != nil {
-		mux.HandleFunc("GET /config", func(w http.ResponseWriter, _ *http.Request) {
-			writeJSON(w, http.StatusOK, opts.Config())
+		mux.HandleFunc("GET /config", func(w http.ResponseWriter, r *http.Request) {
+			serveConfig(w, r, opts.Config)
 		})
 	}
 	mux.HandleFunc("GET /routes", func(w http.ResponseWriter, _ *http.Request) {

@@ -4,7 +4,9 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/secret"
 	"github.com/remora-mesh/remora/internal/strictyaml"
+	"github.com/remora-mesh/remora/pkg/upstream"
 )
 
 // Error is one problem in a configuration: the field path of the bad
@@ -21,6 +23,9 @@ var (
 	_ strictyaml.Unmarshaler = (*Balancer)(nil)
 	_ yaml.Unmarshaler       = (*Registry)(nil)
 	_ yaml.Unmarshaler       = (*Balancer)(nil)
+	_ yaml.Marshaler         = Balancer{}
+	_ yaml.Marshaler         = Admin{}
+	_ yaml.Marshaler         = Upstream{}
 )
 
 // UnmarshalStrict takes name and type, and keeps the other keys as option
@@ -100,5 +105,55 @@ func (b *Balancer) UnmarshalYAML(n *yaml.Node) error {
 	return d.Err()
 }
 
-// MarshalYAML writes the policy name (options are not echoed).
-func (b Balancer) MarshalYAML() (any, error) { return b.Policy, nil }
+// MarshalYAML writes the balancer as it was written: the policy's name
+// alone, or a mapping with policy and the policy's options.
+func (b Balancer) MarshalYAML() (any, error) {
+	if b.options == nil {
+		return b.Policy, nil
+	}
+	n := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+	n.Content = append(n.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: "policy"},
+		&yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: b.Policy})
+	n.Content = append(n.Content, b.options.Content...)
+	return n, nil
+}
+
+// MarshalYAML writes the upstream so that it reads back the same: without
+// the defaults Validate fills in that it would refuse if written (a tcp
+// upstream's retry policy, error statuses and canary header; the canary
+// selector a canary service implies).
+func (u Upstream) MarshalYAML() (any, error) {
+	type plain Upstream // without this method
+	p := plain(u)
+	if c := p.Canary; c != nil && (c.Service != "" || u.Protocol == "tcp") {
+		cc := *c
+		if cc.Service != "" {
+			cc.Selector = nil
+		}
+		if u.Protocol == "tcp" {
+			cc.Header = ""
+		}
+		p.Canary = &cc
+	}
+	if u.Protocol == "tcp" {
+		p.Retry = upstream.Retry{}
+		p.Health.Passive.ErrorStatuses = nil
+	}
+	return p, nil
+}
+
+// MarshalYAML writes the admin block with its token as a secret.Secret,
+// which every encoder redacts, and leaves the token out when it was read
+// from token_file (the file is written instead).
+func (a Admin) MarshalYAML() (any, error) {
+	v := struct {
+		Address   string        `yaml:"address"`
+		Metrics   AdminMetrics  `yaml:"metrics"`
+		Token     secret.Secret `yaml:"token,omitempty"`
+		TokenFile string        `yaml:"token_file,omitempty"`
+	}{a.Address, a.Metrics, secret.Secret(a.Token), a.TokenFile}
+	if a.TokenFile != "" {
+		v.Token = ""
+	}
+	return v, nil
+}
