@@ -4,16 +4,25 @@
 //	GET /healthz          200 while the process runs
 //	GET /readyz           200 once every upstream has its first node set (or
 //	                      gave up waiting) and the process is not draining
-//	GET /upstreams        every upstream with its nodes
-//	GET /upstreams/NAME   one upstream
+//	GET /upstreams        every upstream with its nodes (?format=text: one
+//	                      line per node, for terminals)
+//	GET /upstreams/NAME   one upstream (?format=text as well)
 //	GET /register         the local application's registration (register:)
 //	GET /routes           the listeners' routes with their counters
 //	GET /config           the effective configuration (Options.Config)
+//	GET /metrics          Prometheus metrics
+//	POST /drain           readiness off, serving on
+//	POST /undrain         readiness back on after POST /drain
+//	POST /upstreams/NAME/canary/resume  lift an automatic canary rollback
+//
+// With a token (Options.Token) every endpoint but /healthz and /readyz
+// needs "Authorization: Bearer TOKEN".
 package admin
 
 import (
 	"crypto/subtle"
 	"encoding/json"
+	"math"
 	"net/http"
 	"time"
 
@@ -64,9 +73,16 @@ type Source interface {
 	Table() *upstream.Table
 	// Draining reports whether the process is shutting down.
 	Draining() bool
-	// Drain turns readiness off for good while Remora keeps serving (a
-	// pre-stop hook, or an operator taking the pod out of rotation).
+	// Drain turns readiness off while Remora keeps serving (a pre-stop
+	// hook, or an operator taking the pod out of rotation).
 	Drain()
+}
+
+// Undrainer is a Source that can take back a Drain (POST /undrain).
+type Undrainer interface {
+	// Undrain turns readiness back on after Drain. It fails when the
+	// process is shutting down, which no undrain reverses.
+	Undrain() error
 }
 
 // Handler returns the admin API over src.
@@ -100,16 +116,28 @@ func Handler(src Source, opts Options) http.Handler {
 		src.Drain()
 		writeJSON(w, http.StatusOK, map[string]any{"draining": true})
 	})
+	mux.HandleFunc("POST /undrain", func(w http.ResponseWriter, _ *http.Request) {
+		u, ok := src.(Undrainer)
+		if !ok {
+			writeJSON(w, http.StatusNotImplemented, map[string]any{"error": "this process cannot undrain"})
+			return
+		}
+		if err := u.Undrain(); err != nil {
+			writeJSON(w, http.StatusConflict, map[string]any{"error": err.Error(), "draining": src.Draining()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"draining": src.Draining()})
+	})
 	mux.HandleFunc("GET /register", func(w http.ResponseWriter, _ *http.Request) {
 		serveRegister(src, w)
 	})
-	mux.HandleFunc("GET /upstreams", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /upstreams", func(w http.ResponseWriter, r *http.Request) {
 		ups := src.Table().All()
 		out := make([]UpstreamStatus, len(ups))
 		for i, u := range ups {
 			out[i] = Status(u)
 		}
-		writeJSON(w, http.StatusOK, out)
+		writeUpstreams(w, r, out, out)
 	})
 	mux.HandleFunc("POST /upstreams/{name}/canary/resume", func(w http.ResponseWriter, r *http.Request) {
 		u := src.Table().Lookup(r.PathValue("name"))
@@ -127,14 +155,15 @@ func Handler(src Source, opts Options) http.Handler {
 			})
 			return
 		}
-		writeJSON(w, http.StatusOK, Status(u))
+		st := Status(u)
+		writeUpstreams(w, r, st, []UpstreamStatus{st})
 	})
 	if opts.Token == "" {
 		return mux
 	}
 	want := []byte("Bearer " + opts.Token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" &&
+		if !open(r) &&
 			subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="remora admin"`)
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "admin token required: Authorization: Bearer <admin.token>"})
@@ -142,6 +171,13 @@ func Handler(src Source, opts Options) http.Handler {
 		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// open reports whether r may come without the token: liveness and
+// readiness.
+func open(r *http.Request) bool {
+	p := r.URL.Path
+	return p == "/healthz" || p == "/readyz"
 }
 
 func readiness(src Source) (bool, []string) {
@@ -216,6 +252,9 @@ type NodeStatus struct {
 	InFlight int64  `json:"in_flight"`
 	Requests uint64 `json:"requests"`
 	Failures uint64 `json:"failures"`
+	// LatencyMs is the node's peak-EWMA latency in milliseconds (0
+	// before its first answer).
+	LatencyMs float64 `json:"latency_ms"`
 	// Ejection: the detector that acted, until when, and the back-off
 	// multiplier.
 	EjectReason  string     `json:"eject_reason,omitempty"`
@@ -260,6 +299,7 @@ func Status(u *upstream.Upstream) UpstreamStatus {
 	if z := s.StableZone; z != nil {
 		out.Locality = &LocalityStatus{Zone: z.Zone, Share: z.Share, LocalAvailable: z.LocalAvailable, ZoneAvailable: z.ZoneAvailable}
 	}
+	now := time.Now()
 	for i, n := range s.Nodes {
 		meta := n.Metadata
 		if meta == nil {
@@ -270,7 +310,8 @@ func Status(u *upstream.Upstream) UpstreamStatus {
 			ID: n.ID, Address: n.Address, Port: n.Port, Weight: n.Weight, Metadata: meta,
 			State: state(n), InFlight: n.Stats.InFlight.Load(), Requests: n.Stats.Requests.Load(), Failures: n.Stats.Failures.Load(),
 			Ejections: h.Ejections(), ActiveHealthy: h.ActiveHealthy(), LastProbeError: h.LastProbeError(),
-			Pool: canary.Stable.String(),
+			Pool:      canary.Stable.String(),
+			LatencyMs: math.Round(float64(n.Stats.Latency(now))/1e3) / 1e3,
 		}
 		if s.Canary != nil && s.Canary.Rule.IsCanary(n) {
 			ns.Pool = canary.Canary.String()
