@@ -26,7 +26,8 @@
 //     requests in flight finish, it gets no new ones); not ready is kept,
 //     not healthy; terminating and not serving is kept with weight 0, not
 //     healthy. MetaState names the state.
-//   - Metadata: MetaZone, MetaNode, MetaPod, MetaState, the topology hints
+//   - Metadata: MetaZone and MetaZoneShort ("zone", which locality: reads
+//     by default), MetaNode, MetaPod, MetaState, the topology hints
 //     (MetaHintZones, MetaHintNodes) and, with pods: true, the target pod's
 //     labels (canary, version, ...).
 //

@@ -15,8 +15,12 @@ import (
 // Metadata keys the adapter sets on every instance (pod labels, with pods:
 // true, come first and are overridden by these).
 const (
-	// MetaZone is the endpoint's zone (EndpointSlice endpoints[].zone).
-	MetaZone = "topology.kubernetes.io/zone"
+	// MetaZone is the endpoint's zone (EndpointSlice endpoints[].zone),
+	// under the well-known label's name; MetaZoneShort carries it too,
+	// under the key that locality: reads by default and that the other
+	// registries' instances use.
+	MetaZone      = "topology.kubernetes.io/zone"
+	MetaZoneShort = "zone"
 	// MetaNode is the name of the node the endpoint runs on.
 	MetaNode = "kubernetes.io/hostname"
 	// MetaPod is the name of the endpoint's target pod.
@@ -293,7 +297,7 @@ func instance(ep *discoveryv1.Endpoint, port int, pods podLookup) (in discovery.
 		meta[MetaPod] = podName
 	}
 	if ep.Zone != nil && *ep.Zone != "" {
-		meta[MetaZone] = *ep.Zone
+		meta[MetaZone], meta[MetaZoneShort] = *ep.Zone, *ep.Zone
 	}
 	if ep.NodeName != nil && *ep.NodeName != "" {
 		meta[MetaNode] = *ep.NodeName

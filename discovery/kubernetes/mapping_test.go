@@ -114,7 +114,7 @@ func TestInstances(t *testing.T) {
 			name:   "ready endpoints with zone, node and hints",
 			slices: []*discoveryv1.EndpointSlice{slice("s1", v4, httpPort, ep{pod: "a", addr: "10.0.0.1", ready: yes, zone: "z1", node: "n1", hintZones: []string{"z1", "z2"}, hintNodes: []string{"n1"}})},
 			want: []discovery.Instance{inst("a", "10.0.0.1", 8080, 1, true,
-				MetaState, StateReady, MetaPod, "a", MetaZone, "z1", MetaNode, "n1", MetaHintZones, "z1,z2", MetaHintNodes, "n1")},
+				MetaState, StateReady, MetaPod, "a", MetaZone, "z1", MetaZoneShort, "z1", MetaNode, "n1", MetaHintZones, "z1,z2", MetaHintNodes, "n1")},
 		},
 		{
 			name: "conditions: absent means ready; terminating serving drains; not ready and terminating are kept",
