@@ -275,17 +275,19 @@ func TestKubernetesAPIServerOutageUnderLoad(t *testing.T) {
 }
 
 // A canary that is a Service of its own (canary: {service: ...}) gets the
-// configured share.
+// configured share, and none once it has no endpoints.
 func TestKubernetesCanaryAsSeparateService(t *testing.T) {
 	k := startKube(t, "canary-svc")
 	stable, sport := kubeBackends(t, "stable", 1)
 	canary, cport := kubeBackends(t, "canary", 1)
 	k.slice(t, "user-service", "user-service-abc", sport, stable, nil)
 	k.slice(t, "user-service-canary", "user-service-canary-abc", cport, canary, nil)
-	a := startRemora(t, k.config(false, fmt.Sprintf("    canary: {service: %s/user-service-canary:http, weight: 100}\n", k.ns)))
+	a := startRemora(t, k.config(false, fmt.Sprintf("    canary: {service: %s/user-service-canary:http, weight: 25}\n", k.ns)))
 	eventually(t, 10*time.Second, "both services", func() bool { return available(a) == 2 })
-	if counts := send(t, a, 20); counts["canary1"] != 20 {
-		t.Fatalf("weight 100 to the canary Service: %v", counts)
+	// 25% of 400 is 100, with a standard deviation of 8.7: 60..140 is
+	// beyond four and a half of them.
+	if counts := send(t, a, 400); counts["canary1"] < 60 || counts["canary1"] > 140 || counts["stable1"]+counts["canary1"] != 400 {
+		t.Fatalf("weight 25 to the canary Service: %v", counts)
 	}
 	// The canary Service scaled to zero: everything to stable.
 	k.slice(t, "user-service-canary", "user-service-canary-abc", cport, nil, nil)
