@@ -49,6 +49,17 @@ const chart = "helm/remora"
 // output, failing t with its standard error.
 func helm(t *testing.T, args ...string) string {
 	t.Helper()
+	out, err := helmRun(t, args...)
+	if err != nil {
+		t.Fatalf("helm %s: %v", strings.Join(args, " "), err)
+	}
+	return out
+}
+
+// helmRun runs helm with args in a home of its own and returns its
+// standard output, or an error with its standard error.
+func helmRun(t *testing.T, args ...string) (string, error) {
+	t.Helper()
 	bin, err := helmBinary.Path()
 	if err != nil {
 		t.Fatal(err)
@@ -61,9 +72,32 @@ func helm(t *testing.T, args ...string) string {
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("helm %s: %v\n%s%s", strings.Join(args, " "), err, out, stderr.String())
+		return string(out), fmt.Errorf("%v\n%s%s", err, out, stderr.String())
 	}
-	return string(out)
+	return string(out), nil
+}
+
+// The chart's values schema refuses mistakes, naming the value.
+func TestChartRejectsBadValues(t *testing.T) {
+	tests := []struct {
+		set  []string
+		want string
+	}{
+		{[]string{"--set", "admin.port=0"}, "'/admin/port': minimum"},
+		{[]string{"--set", "rbac.pods=maybe"}, "'/rbac/pods': got string, want boolean"},
+		{[]string{"--set", "image.pullPolicy=Sometimes"}, "'/image/pullPolicy': value must be one of"},
+		{[]string{"--set", "imag.tag=1"}, "imag"},
+		{[]string{"--set", "config.admin.address=0.0.0.0:1"}, "'/config'"},
+		{[]string{"--set-string", "sidecar.drainWait=5"}, "'/sidecar/drainWait'"},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.set, " "), func(t *testing.T) {
+			out, err := helmRun(t, append([]string{"template", "rel", chart}, tc.set...)...)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("helm template %v: %v\n%s; want an error naming %q", tc.set, err, out, tc.want)
+			}
+		})
+	}
 }
 
 // valueSets are the chart's renderings under test: the defaults, and every
