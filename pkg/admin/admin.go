@@ -1,6 +1,7 @@
 // Package admin serves Remora's admin API: liveness, readiness and the live
-// state of every upstream as JSON.
+// state of every upstream as JSON, and a page that shows it.
 //
+//	GET /                 the admin UI (static files embedded in the binary)
 //	GET /healthz          200 while the process runs
 //	GET /readyz           200 once every upstream has its first node set (or
 //	                      gave up waiting) and the process is not draining
@@ -15,8 +16,9 @@
 //	POST /undrain         readiness back on after POST /drain
 //	POST /upstreams/NAME/canary/resume  lift an automatic canary rollback
 //
-// With a token (Options.Token) every endpoint but /healthz and /readyz
-// needs "Authorization: Bearer TOKEN".
+// With a token (Options.Token) every endpoint but /healthz, /readyz and
+// the UI's static files needs "Authorization: Bearer TOKEN"; the page asks
+// for the token and sends it with each of its calls.
 package admin
 
 import (
@@ -24,6 +26,7 @@ import (
 	"encoding/json"
 	"math"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/remora-mesh/remora/pkg/canary"
@@ -89,6 +92,8 @@ type Undrainer interface {
 func Handler(src Source, opts Options) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", MetricsHandler(src, opts.Metrics))
+	mux.Handle("GET /{$}", uiHandler())
+	mux.Handle("GET /ui/", uiHandler())
 	if opts.Config != nil {
 		mux.HandleFunc("GET /config", func(w http.ResponseWriter, r *http.Request) {
 			serveConfig(w, r, opts.Config)
@@ -173,11 +178,13 @@ func Handler(src Source, opts Options) http.Handler {
 	})
 }
 
-// open reports whether r may come without the token: liveness and
-// readiness.
+// open reports whether r may come without the token: liveness,
+// readiness, and the UI's static files (they hold no data; the page asks
+// for the token before it calls the API).
 func open(r *http.Request) bool {
 	p := r.URL.Path
-	return p == "/healthz" || p == "/readyz"
+	return p == "/healthz" || p == "/readyz" ||
+		(r.Method == http.MethodGet || r.Method == http.MethodHead) && (p == "/" || strings.HasPrefix(p, "/ui/"))
 }
 
 func readiness(src Source) (bool, []string) {
