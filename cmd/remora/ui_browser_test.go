@@ -15,6 +15,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/remora-mesh/remora/discovery/etcd/etcdtest"
 	"github.com/remora-mesh/remora/internal/testproc"
 	"github.com/remora-mesh/remora/pkg/admin"
 )
@@ -75,7 +76,7 @@ func (b *switchable) addr() string { return b.srv.Listener.Addr().String() }
 
 // The admin UI in a real headless Chromium against a running Remora with
 // its admin token: the page asks for the token, renders every upstream
-// and its nodes, shows a node ejected by passive health within 2 s of the
+// and its nodes and the registration of the local application, shows a node ejected by passive health within 2 s of the
 // failure that ejected it, lifts an automatic canary rollback with its
 // Resume button, and drains and undrains.
 func TestAdminUIInBrowser(t *testing.T) {
@@ -83,6 +84,8 @@ func TestAdminUIInBrowser(t *testing.T) {
 
 	u1, u2 := startSwitchable(t, "u1", 503), startSwitchable(t, "u2", 503)
 	stable, canaryNode := startSwitchable(t, "s1", 500), startSwitchable(t, "c1", 500)
+	etcd := etcdtest.Start(t)
+	local := startLocalApp(t, "app")
 	const token = "ui-t0ken"
 	a := startRemora(t, fmt.Sprintf(`
 admin: {address: 127.0.0.1:0, token: %s}
@@ -94,12 +97,24 @@ registries:
       services:
         users: [{id: u1, address: %q}, {id: u2, address: %q}]
         shop: [{id: s1, address: %q}, {id: c1, address: %q, metadata: {canary: "true", canary-weight: "50"}}]
+  - name: etcd
+    type: etcd
+    etcd: {endpoints: [%q], prefix: /services}
 upstreams:
   - name: users
+    registry: main
     health: {passive: {base_ejection_time: 60s}}
   - name: shop
+    registry: main
     canary: {rollback: {window: 200ms, min_requests: 5}}
-`, token, u1.addr(), u2.addr(), stable.addr(), canaryNode.addr()))
+register:
+  registry: etcd
+  service: app
+  id: app-1
+  address: 127.0.0.1
+  port: %d
+  health: {path: /health, interval: 100ms, healthy_threshold: 1}
+`, token, u1.addr(), u2.addr(), stable.addr(), canaryNode.addr(), etcd.Endpoint(), local.port))
 	adminURL := "http://" + a.addr("admin")
 	client := &http.Client{Timeout: 5 * time.Second}
 	send := func(host string) {
@@ -160,16 +175,14 @@ upstreams:
 	}()
 
 	// waitFor polls the page until the JavaScript expression js is true.
-	waitFor := func(what, js string, within time.Duration) time.Duration {
+	waitFor := func(what, js string, within time.Duration) {
 		t.Helper()
-		start := time.Now()
 		wctx, wcancel := context.WithTimeout(bctx, within)
 		defer wcancel()
 		ok, err := chromedp.Run(wctx, chromedp.Poll[bool](js, chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(within)))
 		if err != nil || !ok {
-			t.Fatalf("the page did not show %s within %v: %v", what, within, err)
+			t.Fatalf("the page did not show %s within %v: %v", what, within.Round(time.Millisecond), err)
 		}
-		return time.Since(start)
 	}
 	exists := func(selector string) string {
 		return fmt.Sprintf("document.querySelector(%q) !== null", selector)
@@ -206,7 +219,7 @@ upstreams:
 		waitFor(sel, exists(sel), 5*time.Second)
 	}
 	waitFor("the form hidden", `document.getElementById("token-form").hidden`, time.Second)
-	waitFor("that nothing is registered", `document.getElementById("registration-body").textContent.includes("no register: block")`, time.Second)
+	waitFor("the registration held by etcd", `document.querySelector('#registration-body [data-up="true"]') !== null && document.getElementById("registration-body").textContent.includes("app-1")`, 5*time.Second)
 	waitFor("readiness", `document.getElementById("readiness").dataset.state === "ready"`, 5*time.Second)
 
 	// u2 fails: passive health ejects it after 5 gateway failures in a
@@ -224,8 +237,8 @@ upstreams:
 	if ejectedAt.IsZero() {
 		t.Fatalf("u2 was not ejected after 200 requests: %+v", status("users").Nodes)
 	}
-	took := waitFor("u2 ejected", exists(`article[data-upstream="users"] tr[data-node="u2"][data-state="ejected"]`), 2*time.Second)
-	t.Logf("the page showed u2 ejected %v after it was", took.Round(time.Millisecond))
+	waitFor("u2 ejected", exists(`article[data-upstream="users"] tr[data-node="u2"][data-state="ejected"]`), time.Until(ejectedAt.Add(2*time.Second)))
+	t.Logf("the page showed u2 ejected %v after it was", time.Since(ejectedAt).Round(time.Millisecond))
 	waitFor("the eject reason", fmt.Sprintf(`document.querySelector(%q).textContent.includes("consecutive_gateway_failure")`,
 		`article[data-upstream="users"] tr[data-node="u2"]`), time.Second)
 
@@ -252,6 +265,13 @@ upstreams:
 	if c := status("shop").Canary; c.RolledBack {
 		t.Fatalf("the API still reports the rollback: %+v", c)
 	}
+
+	// The raw answers, fetched with the token.
+	click(`a[href="/upstreams?format=text"]`)
+	waitFor("/upstreams as text", `!document.getElementById("raw").hidden && /^UPSTREAM +NODE/.test(document.getElementById("raw-body").textContent)`, 3*time.Second)
+	click(`a[href="/config"]`)
+	waitFor("/config", `document.getElementById("raw-body").textContent.includes("connect_timeout: 2s") && document.getElementById("raw-body").textContent.includes("token: '[redacted]'")`, 3*time.Second)
+	click("#raw-close")
 
 	// Drain and undrain.
 	click("#drain")

@@ -272,10 +272,8 @@ async function poll() {
   if (polling) return;
   polling = true;
   try {
-    const ready = await api("GET", "/readyz");
+    const [ready, ups, reg] = await Promise.all([api("GET", "/readyz"), api("GET", "/upstreams"), api("GET", "/register")]);
     renderReadiness(ready);
-    const ups = await api("GET", "/upstreams");
-    const reg = await api("GET", "/register");
     const now = Date.now();
     document.getElementById("token-form").hidden = true;
     document.getElementById("forget-token").hidden = !token();
@@ -305,7 +303,35 @@ async function act(method, path, describe) {
   poll();
 }
 
+// showRaw fetches one of the API's text answers with the token and shows
+// it in the page (a plain link would be refused without the token).
+async function showRaw(path) {
+  const raw = document.getElementById("raw");
+  const headers = {};
+  if (token()) headers.Authorization = "Bearer " + token();
+  let text;
+  try {
+    const res = await fetch(path, { headers, cache: "no-store" });
+    text = res.status === 401 ? "The admin API wants the admin token." : await res.text();
+  } catch (e) {
+    text = "Cannot read " + path + ": " + e.message;
+  }
+  document.getElementById("raw-title").textContent = path;
+  document.getElementById("raw-body").textContent = text;
+  raw.hidden = false;
+  document.getElementById("raw-body").focus();
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  for (const a of document.querySelectorAll("a[data-raw]")) {
+    a.addEventListener("click", (ev) => {
+      ev.preventDefault();
+      showRaw(a.getAttribute("href"));
+    });
+  }
+  document.getElementById("raw-close").addEventListener("click", () => {
+    document.getElementById("raw").hidden = true;
+  });
   document.getElementById("token-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     const input = document.getElementById("token");
