@@ -14,6 +14,7 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 )
 
 // DefaultWeight is the weight of an instance whose registry entry does not
@@ -81,16 +82,13 @@ func metadataEqual(a, b map[string]string) bool {
 
 // SortByID sorts a set in place by ID, the canonical order of a set.
 func SortByID(set []Instance) {
-	slices.SortFunc(set, func(a, b Instance) int {
-		switch {
-		case a.ID < b.ID:
-			return -1
-		case a.ID > b.ID:
-			return 1
-		}
-		return 0
-	})
+	if slices.IsSortedFunc(set, byID) {
+		return // and writes nothing: a set shared read-only stays so
+	}
+	slices.SortFunc(set, byID)
 }
+
+func byID(a, b Instance) int { return strings.Compare(a.ID, b.ID) }
 
 // EqualSets reports whether a and b hold the same instances. Both must be
 // sorted by ID.
@@ -109,7 +107,9 @@ type Watcher interface {
 	// and returns the complete set sorted by ID. An error means the registry
 	// could not be read: the caller keeps its last good set and calls Next
 	// again. After Stop, or when ctx ends, Next returns an error wrapping
-	// ErrStopped or ctx.Err().
+	// ErrStopped or ctx.Err(). The set and its metadata maps are
+	// read-only: a registry may hand the same set to every watcher of a
+	// service.
 	Next(ctx context.Context) ([]Instance, error)
 	// Stop releases the watcher and unblocks a pending Next.
 	Stop() error

@@ -33,11 +33,15 @@ func NewLatest() *Latest {
 }
 
 // Publish records set as the current instance set. Latest takes ownership of
-// set and sorts it by ID; the caller must not modify it afterwards.
+// set, sorts it by ID and makes its equal metadata maps share one
+// (ShareMetadata); the caller must not modify it afterwards. A set already
+// sorted, with its equal maps shared, is not written to: one such set may
+// be published to many Latests (the static registry does).
 func (l *Latest) Publish(set []Instance) {
 	if set == nil {
 		set = []Instance{}
 	}
+	ShareMetadata(set)
 	SortByID(set)
 	l.mu.Lock()
 	l.set, l.fresh, l.pending = set, true, nil
@@ -80,22 +84,8 @@ func (l *Latest) Next(ctx context.Context) ([]Instance, error) {
 			return nil, ErrStopped
 		default:
 		}
-		l.mu.Lock()
-		set, fresh, err := l.set, l.fresh, l.pending
-		l.fresh = false
-		if fresh && (!l.hasReturned || l.failed || !EqualSets(set, l.returned)) {
-			// A set is returned before an error that came after it; the
-			// error is reported by the following call. After an error, a
-			// set is returned even if unchanged: it says "fresh again".
-			l.mu.Unlock()
-			l.returned, l.hasReturned, l.failed = set, true, false
-			return set, nil
-		}
-		l.pending = nil
-		l.mu.Unlock()
-		if err != nil {
-			l.failed = true
-			return nil, err
+		if set, ok, err := l.Poll(); ok {
+			return set, err
 		}
 		select {
 		case <-l.wake:
@@ -106,3 +96,45 @@ func (l *Latest) Next(ctx context.Context) ([]Instance, error) {
 		}
 	}
 }
+
+// Poll implements Poller: Next's answer when there is one (ok), without
+// waiting. Poll and Next are called by one goroutine at a time.
+func (l *Latest) Poll() (set []Instance, ok bool, err error) {
+	l.mu.Lock()
+	set, fresh, err := l.set, l.fresh, l.pending
+	l.fresh = false
+	if fresh && (!l.hasReturned || l.failed || !EqualSets(set, l.returned)) {
+		// A set is returned before an error that came after it; the
+		// error is reported by the following call. After an error, a
+		// set is returned even if unchanged: it says "fresh again".
+		l.mu.Unlock()
+		l.returned, l.hasReturned, l.failed = set, true, false
+		return set, true, nil
+	}
+	l.pending = nil
+	l.mu.Unlock()
+	if err != nil {
+		l.failed = true
+		return nil, true, err
+	}
+	return nil, false, nil
+}
+
+// Ready implements Poller: it receives (coalesced) after a Publish or a
+// Fail.
+func (l *Latest) Ready() <-chan struct{} { return l.wake }
+
+// Poller is a Watcher that can be followed without a goroutine blocked in
+// Next: Ready receives when Poll may have something; Poll never blocks;
+// Done is closed when the watcher stops. Every watcher built on Latest is
+// one; the upstream controller uses it to follow its registry with no
+// goroutine but its own (ten thousand upstreams, ten thousand stacks
+// fewer).
+type Poller interface {
+	Watcher
+	Ready() <-chan struct{}
+	Poll() (set []Instance, ok bool, err error)
+	Done() <-chan struct{}
+}
+
+var _ Poller = (*Latest)(nil)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"reflect"
+	"slices"
 	"sync"
 )
 
@@ -91,12 +93,66 @@ func (u *union) Stop() error {
 // CloneSet returns a copy of set whose instances have metadata maps of
 // their own (a nil map stays nil).
 func CloneSet(set []Instance) []Instance {
-	out := make([]Instance, len(set))
-	for i, in := range set {
-		in.Metadata = maps.Clone(in.Metadata)
-		out[i] = in
+	out := slices.Clone(set)
+	ShareMetadata(out)
+	var done []map[string]string // the shared maps cloned so far, and their clones
+	for i := range out {
+		m := out[i].Metadata
+		if m == nil {
+			continue
+		}
+		j := 0
+		for j < len(done) && !sameMap(done[j], m) {
+			j += 2
+		}
+		if j == len(done) {
+			done = append(done, m, maps.Clone(m))
+		}
+		out[i].Metadata = done[j+1]
 	}
 	return out
+}
+
+// maxShared bounds the distinct maps ShareMetadata compares each instance's
+// with: a set of instances that each carry labels of their own (a pod
+// name) costs at most this many comparisons per instance.
+const maxShared = 16
+
+// ShareMetadata makes the instances of set whose metadata are equal share
+// one map, the first of them. It writes nothing to a set whose equal maps
+// are shared already, so such a set may itself be shared read-only.
+//
+// An adapter decodes a map per instance, and an upstream's instances
+// mostly carry the same few labels: with 100 instances, one map instead
+// of 100 (a map of two labels takes about 300 bytes). Metadata are
+// read-only once published, so sharing is safe.
+func ShareMetadata(set []Instance) {
+	var seen []map[string]string
+	for i := range set {
+		m := set[i].Metadata
+		if len(m) == 0 {
+			continue
+		}
+		shared := false
+		for _, s := range seen {
+			if sameMap(s, m) {
+				shared = true // already: nothing to write
+				break
+			}
+			if maps.Equal(s, m) {
+				set[i].Metadata, shared = s, true
+				break
+			}
+		}
+		if !shared && len(seen) < maxShared {
+			seen = append(seen, m)
+		}
+	}
+}
+
+// sameMap reports whether a and b are the same map (not only equal).
+func sameMap(a, b map[string]string) bool {
+	return len(a) == len(b) && reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
 }
 
 // CloneMetadata returns a copy of m that may be modified, never nil.

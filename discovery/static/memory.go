@@ -55,11 +55,13 @@ func (r *Registry) FailAll(err error) {
 }
 
 // Set replaces the instances of service. The registry keeps a copy of set,
-// metadata included, and publishes it to every watcher: each gets a slice
-// of its own (Latest sorts it) but the same metadata maps, which are
-// read-only once published.
+// metadata included, sorted by ID with its equal metadata maps shared, and
+// publishes that one copy to every watcher: it is read-only once published
+// (Latest writes nothing to such a set), so a million instances are held
+// once, not once per watcher.
 func (r *Registry) Set(service string, set ...discovery.Instance) {
 	own := discovery.CloneSet(set)
+	discovery.SortByID(own)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(own) == 0 {
@@ -68,7 +70,7 @@ func (r *Registry) Set(service string, set ...discovery.Instance) {
 		r.services[service] = own
 	}
 	for _, l := range r.watchers[service] {
-		l.Publish(slices.Clone(own))
+		l.Publish(own)
 	}
 }
 
@@ -115,7 +117,7 @@ func (r *Registry) watch(service string, failed error) *watcher {
 	if failed != nil {
 		l.Fail(failed)
 	} else {
-		l.Publish(slices.Clone(r.services[service]))
+		l.Publish(r.services[service])
 	}
 	r.watchers[service] = append(r.watchers[service], l)
 	return &watcher{Latest: l, stop: func() { r.forget(service, l) }}

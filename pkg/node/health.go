@@ -34,24 +34,28 @@ func (r EjectReason) String() string {
 // pending; the upstream controller (the single writer of verdicts) reads
 // pending and sets or clears the ejection; the active prober of the node is
 // the only writer of the probe fields. Every field is an atomic.
+//
+// The fields are ordered by size, 8-byte ones first, so that Health packs
+// into 64 bytes (and Stats into a 128-byte size class): a million nodes
+// carry one each.
 type Health struct {
+	// Errors counts attempts that count as failures for the
+	// failure-percentage detector; Attempts counts every judged attempt.
+	Errors       atomic.Uint64
+	Attempts     atomic.Uint64
+	ejectedUntil atomic.Int64 // Unix ns; 0 when not ejected
+	lastProbeErr atomic.Pointer[string]
+
 	// Consecutive failure counters, reset by a success of their kind.
 	Consecutive5xx         atomic.Uint32
 	ConsecutiveGateway     atomic.Uint32
 	ConsecutiveLocalOrigin atomic.Uint32
-	// Errors counts attempts that count as failures for the
-	// failure-percentage detector; Attempts counts every judged attempt.
-	Errors   atomic.Uint64
-	Attempts atomic.Uint64
 
-	pending      atomic.Uint32 // EjectReason a detector asks for, 0 none
-	ejectedUntil atomic.Int64  // Unix ns; 0 when not ejected
-	ejectReason  atomic.Uint32
-	ejections    atomic.Uint32 // ejection multiplier
-
-	activeDown   atomic.Bool  // failed active health checks
-	probeStreak  atomic.Int32 // >0 successes in a row, <0 failures in a row
-	lastProbeErr atomic.Pointer[string]
+	pending     atomic.Uint32 // EjectReason a detector asks for, 0 none
+	ejectReason atomic.Uint32
+	ejections   atomic.Uint32 // ejection multiplier
+	probeStreak atomic.Int32  // >0 successes in a row, <0 failures in a row
+	activeDown  atomic.Bool   // failed active health checks
 }
 
 // RequestEjection records that a detector wants the node ejected; the
