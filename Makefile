@@ -12,7 +12,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 all: build
 
 build:
-	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/remora ./cmd/remora
+	$(GO) build -buildvcs=auto -ldflags "-X main.version=$(VERSION)" -o bin/remora ./cmd/remora
 
 ## demo: run Remora on an embedded registry with three demo backends.
 demo:
