@@ -103,7 +103,7 @@ func TestUpstreamsText(t *testing.T) {
 	}
 	users.Snapshot().Nodes[0].Stats.Requests.Add(12)
 	users.Snapshot().Nodes[0].Stats.Failures.Add(3)
-	users.Snapshot().Nodes[0].Stats.Health.Eject(node.Consecutive5xx, time.Now().Add(time.Hour))
+	users.Snapshot().Nodes[0].Stats.Health.Eject(node.Consecutive5xx, time.Now().Add(90*time.Minute))
 	h := admin.Handler(&source{table: upstream.NewTable(users, empty, waiting)}, admin.Options{})
 
 	for _, tc := range []struct {
@@ -113,12 +113,12 @@ func TestUpstreamsText(t *testing.T) {
 	}{
 		{"/upstreams?format=text", 200, [][]string{
 			{"empty", "-", "-", "-", "no_nodes", "0", "0", "0", "-", "-", "synced"},
-			{"users", "a", "10.0.0.1:80", "stable", "ejected", "0", "12", "3", "0.000", "~consecutive_5xx,59m", "synced"},
+			{"users", "a", "10.0.0.1:80", "stable", "ejected", "0", "12", "3", "0.000", "~consecutive_5xx,1h", "synced"},
 			{"users", "b_b", "[fd00::2]:8080", "stable", "draining", "0", "0", "0", "0.000", "-", "synced"},
 			{"waiting", "-", "-", "-", "not_synced", "0", "0", "0", "-", "-", "waiting"},
 		}},
 		{"/upstreams/users?format=text", 200, [][]string{
-			{"users", "a", "10.0.0.1:80", "stable", "ejected", "0", "12", "3", "0.000", "~consecutive_5xx,59m", "synced"},
+			{"users", "a", "10.0.0.1:80", "stable", "ejected", "0", "12", "3", "0.000", "~consecutive_5xx,1h", "synced"},
 			{"users", "b_b", "[fd00::2]:8080", "stable", "draining", "0", "0", "0", "0.000", "-", "synced"},
 		}},
 		{"/upstreams?format=xml", 400, nil},

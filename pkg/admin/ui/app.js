@@ -88,10 +88,19 @@ function delta(now, before, dt) {
   return (now - before) / dt;
 }
 
+// setStatus says what is wrong in the live status line, which screen
+// readers announce, or clears it; the time of the last update goes to a
+// line that is not announced every second.
 function setStatus(text, bad) {
   const s = document.getElementById("status");
-  s.textContent = text;
-  s.classList.toggle("bad", !!bad);
+  if (bad) {
+    if (s.textContent !== text) s.textContent = text;
+    s.classList.add("bad");
+    return;
+  }
+  s.textContent = "";
+  s.classList.remove("bad");
+  document.getElementById("updated").textContent = text;
 }
 
 function say(text, bad) {
