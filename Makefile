@@ -41,8 +41,9 @@ tools:
 	@bin=$$(bash scripts/consul-agent.sh) && echo "consul agent: $$bin"
 	@bin=$$(bash scripts/polaris-server.sh) && echo "polaris server (Nacos API): $$bin"
 	@bin=$$(bash scripts/kube-apiserver.sh) && echo "kube-apiserver: $$bin"
-	@bin=$$(bash scripts/helm.sh) && echo "helm: $$bin"
 	@bin=$$(bash scripts/dnsmasq.sh) && echo "dnsmasq: $$bin"
+	@bin=$$(bash scripts/helm.sh) && echo "helm: $$bin"
+	@bin=$$(bash scripts/chromium.sh) && echo "chromium: $$bin"
 
 ## bench: whole-process benchmark against HAProxy and nginx (bench/README.md);
 ## installs haproxy, nginx and wrk from Debian packages if missing. Not part of `make test`.

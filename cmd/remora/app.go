@@ -44,6 +44,8 @@ type app struct {
 	access       *logrus.Entry
 	accessSample float64
 	draining     atomic.Bool
+	drainMu      sync.Mutex // orders stop and Undrain
+	stopping     bool       // set by stop, under drainMu; never cleared
 
 	mu         sync.Mutex
 	cfg        *config.Config
@@ -372,7 +374,7 @@ func (a *app) allServers() []*server {
 // shutdown turns readiness off, stops accepting, waits for in-flight
 // requests until ctx ends, then stops the controllers and registries.
 func (a *app) shutdown(ctx context.Context) error {
-	a.draining.Store(true)
+	a.markStopping()
 	a.log.Info("draining: no new connections; waiting for in-flight requests")
 	a.mu.Lock()
 	servers := a.allServers()
@@ -396,7 +398,7 @@ func (a *app) shutdown(ctx context.Context) error {
 
 // close stops everything without waiting for requests.
 func (a *app) close() {
-	a.draining.Store(true)
+	a.markStopping()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.stopAgent(2 * time.Second) // before the registries close

@@ -27,6 +27,7 @@ type process struct {
 	path   string
 	logs   *syncBuffer
 	exited chan struct{} // closed when the process has exited
+	proc   *os.Process
 }
 
 // startProcess writes yml (whose admin address must be admin) to a file,
@@ -51,6 +52,7 @@ func launchProcess(t *testing.T, admin, yml string) *process {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	p.proc = cmd.Process
 	go func() {
 		cmd.Wait()
 		close(p.exited)

@@ -45,6 +45,12 @@ func buildInfo() admin.Build {
 	return b
 }
 
+// printVersion prints "remora VERSION REVISION GOVERSION".
+func printVersion(w io.Writer) {
+	b := buildInfo()
+	fmt.Fprintln(w, "remora", b.Version, b.Revision, b.GoVersion)
+}
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -91,8 +97,9 @@ var commands = []*command{
 			logFlags(fs, o, "warn")
 		},
 		run: cmdDemo},
-	{name: "version", summary: "print the version", run: func(_ *cmdOpts, _ []string, stdout, _ io.Writer) int {
-		fmt.Fprintln(stdout, "remora", version)
+	drainCommand,
+	{name: "version", summary: "print the version, the commit and the Go version", run: func(_ *cmdOpts, _ []string, stdout, _ io.Writer) int {
+		printVersion(stdout)
 		return 0
 	}},
 	{name: "help", args: "[COMMAND]", summary: "show this help, or a command's", run: nil},
@@ -120,11 +127,12 @@ func lookup(name string) *command {
 func usage(w io.Writer) {
 	fmt.Fprint(w, "remora, a sidecar proxy: service discovery, load balancing, health and canary releases beside one application.\n\nUsage:\n")
 	for _, c := range commands {
-		fmt.Fprintf(w, "  remora %-9s %-18s %s\n", c.name, c.args, c.summary)
+		fmt.Fprintf(w, "  remora %-9s %-20s %s\n", c.name, c.args, c.summary)
 	}
-	fmt.Fprintf(w, "  remora -c FILE                       the same as remora run -c FILE\n\n"+
+	fmt.Fprintf(w, "  remora %-30s %s\n\n", "-c FILE", "the same as remora run -c FILE")
+	fmt.Fprintf(w,
 		"Flags: -h, --help (this help; after a command, its help), --version.\n"+
-		"Run remora help COMMAND for a command's flags.\n\n%s", environment)
+			"Run remora help COMMAND for a command's flags.\n\n%s", environment)
 }
 
 func commandUsage(w io.Writer, c *command, fs *flag.FlagSet) {
@@ -151,7 +159,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		usage(stdout)
 		return 0
 	case args[0] == "--version" || args[0] == "-version":
-		fmt.Fprintln(stdout, "remora", version)
+		printVersion(stdout)
 		return 0
 	case args[0] != "" && args[0][0] != '-':
 		name, args = args[0], args[1:]
@@ -315,8 +323,8 @@ func serveUntil(ctx context.Context, path string, cfg *config.Config, log *logru
 		}
 	}
 	log.Info("signal received; shutting down")
-	cfg = a.config()       // the last one applied
-	a.draining.Store(true) // /readyz answers 503 from now on
+	cfg = a.config() // the last one applied
+	a.markStopping() // /readyz answers 503 from now on, whatever /undrain says
 	if cfg.Register != nil {
 		rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second+*cfg.Register.DeregisterDelay)
 		a.deregister(rctx, *cfg.Register.DeregisterDelay) // first: consumers stop sending before we drain

@@ -1,15 +1,27 @@
 package main
 
+import "errors"
+
 // Undrain implements admin.Undrainer: readiness back on after POST /drain,
-// for an operator who took the pod out of rotation and brings it back.
-//
-// It cannot yet tell a drain asked for on the admin API from the one a
-// SIGTERM starts (serveUntil sets the same flag): an undrain during a
-// shutdown's drain_delay turns /readyz back to 200 until the listeners
-// close. The shutdown itself goes on regardless.
+// for an operator who took the pod out of rotation and brings it back. It
+// fails once the process is stopping (markStopping: a signal, or
+// shutdown): no undrain turns a shutdown's /readyz back on.
 func (a *app) Undrain() error {
+	a.drainMu.Lock()
+	defer a.drainMu.Unlock()
+	if a.stopping {
+		return errors.New("remora is shutting down")
+	}
 	if a.draining.Swap(false) {
 		a.log.Info("undrain requested on the admin API: ready again")
 	}
 	return nil
+}
+
+// markStopping marks the process as stopping: not ready, for good.
+func (a *app) markStopping() {
+	a.drainMu.Lock()
+	defer a.drainMu.Unlock()
+	a.stopping = true
+	a.draining.Store(true)
 }
