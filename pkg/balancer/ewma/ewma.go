@@ -104,8 +104,13 @@ func (b Builder) Build(nodes []*node.Node) balancer.Picker {
 			n.Stats.SetLatencyDecay(decay)
 		}
 	}
+	stats := make([]*node.Stats, len(nodes))
+	for i, n := range nodes {
+		stats[i] = n.Stats
+	}
 	return &picker{
 		nodes:   nodes,
+		stats:   stats,
 		sampler: p2c.New(nodes, nil, b.Rand),
 		choices: p2c.Choices(b.ChoiceCount),
 		inv:     1 / float64(decay),
@@ -116,6 +121,7 @@ func (b Builder) Build(nodes []*node.Node) balancer.Picker {
 // compares are atomics on the nodes.
 type picker struct {
 	nodes   []*node.Node
+	stats   []*node.Stats // nodes[i].Stats: a pick reads a candidate's stats without its node
 	sampler p2c.Sampler
 	choices int
 	inv     float64 // 1/decay in 1/ns
@@ -144,14 +150,43 @@ func candidateOf(s *node.Stats) candidate {
 // decay, which only matters for estimates of hours.
 func (a candidate) less(b candidate, inv float64) bool {
 	ca, cb := a.cost, b.cost
-	if a.decays && b.decays {
-		if d := a.at - b.at; d > 0 {
-			cb *= node.ExpNeg(float64(d) * inv)
-		} else if d < 0 {
-			ca *= node.ExpNeg(float64(-d) * inv)
-		}
+	if !a.decays || !b.decays {
+		return ca < cb
+	}
+	switch d := a.at - b.at; {
+	case d > 0:
+		return decayedLess(ca, cb, float64(d)*inv)
+	case d < 0:
+		return decayedGreater(cb, ca, float64(-d)*inv)
 	}
 	return ca < cb
+}
+
+// decayedLess reports whether c < older·exp(-x), x >= 0, computing the
+// exponential only when its bounds 1-x <= exp(-x) <= 1-x+x²/2 do not
+// decide: candidates' estimates are rarely that close, and exp is most of
+// a pick's arithmetic.
+func decayedLess(c, older, x float64) bool {
+	lo := 1 - x
+	if c < older*lo {
+		return true
+	}
+	if c >= older*(lo+x*x/2) {
+		return false
+	}
+	return c < older*node.ExpNeg(x)
+}
+
+// decayedGreater reports whether c > older·exp(-x), x >= 0, the same way.
+func decayedGreater(c, older, x float64) bool {
+	lo := 1 - x
+	if c <= older*lo {
+		return false
+	}
+	if c > older*(lo+x*x/2) {
+		return true
+	}
+	return c > older*node.ExpNeg(x)
 }
 
 func (p *picker) Pick(balancer.Info) *node.Node {
@@ -162,11 +197,11 @@ func (p *picker) Pick(balancer.Info) *node.Node {
 	d := p.sampler.Start()
 	best := d.Draw(nil)
 	drawn[0] = int32(best)
-	bc := candidateOf(p.nodes[best].Stats)
+	bc := candidateOf(p.stats[best])
 	for c := 1; c < p.choices; c++ {
 		i := d.Draw(drawn[:c])
 		drawn[c] = int32(i)
-		if ic := candidateOf(p.nodes[i].Stats); ic.less(bc, p.inv) {
+		if ic := candidateOf(p.stats[i]); ic.less(bc, p.inv) {
 			best, bc = i, ic
 		}
 	}
