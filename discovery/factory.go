@@ -19,11 +19,32 @@ type Factory interface {
 	Parse(decode func(v any) error) (Options, error)
 }
 
+// RegistrarFactory is implemented by the Factory of a registry type whose
+// registries are Registrars (they can announce the local application).
+// `remora validate` refuses register: on a registry of any other type: a
+// capability known from an opened registry only would stop `remora run`,
+// which opens it, after validation passed.
+type RegistrarFactory interface {
+	Factory
+	// Registers is a marker: registries of this type are Registrars.
+	Registers()
+}
+
 // Options are a registry's parsed, validated settings.
 type Options interface {
 	// Open creates the registry. It must not block on the network: a
 	// registry that cannot be reached yet is reported by its watchers.
 	Open(env Env) (Registry, error)
+}
+
+// ServiceValidator is implemented by Options whose service names have a
+// syntax of their own (a Kubernetes [NAMESPACE/]NAME[:PORT], a DNS name
+// with its port): `remora validate` checks every upstream's service, and
+// its canary's, with it rather than leaving a bad name to Watch.
+type ServiceValidator interface {
+	// ValidateService reports what is wrong with service, or nil; the
+	// error quotes service.
+	ValidateService(service string) error
 }
 
 // Env is what a registry gets from the process that opens it.

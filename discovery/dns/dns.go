@@ -173,6 +173,14 @@ func (r *Registry) Close() error {
 }
 
 // question is what a service asks for: an SRV name, or a name and port.
+// ValidateService implements discovery.ServiceValidator.
+func (o *Options) ValidateService(service string) error {
+	if _, err := parseService(service); err != nil {
+		return fmt.Errorf("service %q: %v", service, err)
+	}
+	return nil
+}
+
 type question struct {
 	name string
 	srv  bool

@@ -84,11 +84,12 @@ func (o Options) String() string {
 // GoString covers %#v, which would otherwise print the struct's fields.
 func (o Options) GoString() string { return o.String() }
 
-// normalize validates; errors name the field at fault and are joined into
-// one line, so that the config loader can prefix it with the path.
+// normalize validates; each error names the field at fault, and they are
+// joined (errors.Join) so that the config loader reports each with its
+// path and line.
 func (o *Options) normalize() error {
-	var errs []string
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
 	if o.Context != "" && o.Kubeconfig == "" {
 		bad("context: %q needs kubeconfig: (in-cluster configuration has no contexts)", o.Context)
@@ -112,14 +113,12 @@ func (o *Options) normalize() error {
 	default:
 		bad("address_type: %q is not supported; want IPv4 or IPv6 (or leave it out for both)", o.AddressType)
 	}
-	if len(errs) > 0 {
-		return errors.New(strings.Join(errs, "; "))
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
-// ValidateService reports whether service is a valid service name for this
-// registry ([NAMESPACE/]NAME[:PORT]), naming what is wrong.
+// ValidateService implements discovery.ServiceValidator: whether service
+// is a valid service name for this registry ([NAMESPACE/]NAME[:PORT]),
+// naming what is wrong.
 func (o *Options) ValidateService(service string) error {
 	_, err := ParseService(service)
 	return err

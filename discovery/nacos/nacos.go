@@ -132,6 +132,9 @@ type factory struct{}
 
 func (factory) Type() string { return Type }
 
+// Registers implements discovery.RegistrarFactory.
+func (factory) Registers() {}
+
 func (factory) Parse(decode func(v any) error) (discovery.Options, error) {
 	var o Options
 	if err := decode(&o); err != nil {

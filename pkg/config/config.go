@@ -120,7 +120,7 @@ func (c *Config) applyDefaults() {
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
 		if u.Service == "" {
-			u.Service = u.Name
+			u.Service, u.serviceFromName = u.Name, true
 		}
 		if u.Registry == "" && len(c.Registries) == 1 {
 			u.Registry = c.Registries[0].Name

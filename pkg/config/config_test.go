@@ -288,6 +288,22 @@ register: {registry: nope, service: a, address: 127.0.0.1, port: 8080}`, `regist
 	}
 }
 
+// kubeconfig writes a kubeconfig file for an API server at server.
+func kubeconfig(t *testing.T, server string) string {
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	kc := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: %q}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`, server)
+	if err := os.WriteFile(path, []byte(kc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 // validate refuses register: on exactly the registry types whose opened
 // registries are not a discovery.Registrar (which run refuses), for every
 // type this test binary imports.
@@ -299,7 +315,8 @@ func TestRegisterRefusalMatchesTheCapability(t *testing.T) {
 	closed := ln.Addr().String() // nothing answers here: an etcd client only retries
 	ln.Close()
 	options := map[string]string{"static": "{}", "etcd": fmt.Sprintf("{endpoints: [%q]}", closed),
-		"consul": fmt.Sprintf("{address: %q}", closed), "nacos": fmt.Sprintf("{servers: [%q]}", closed)}
+		"consul": fmt.Sprintf("{address: %q}", closed), "nacos": fmt.Sprintf("{servers: [%q]}", closed),
+		"dns": fmt.Sprintf("{resolver: %q}", closed), "kubernetes": fmt.Sprintf("{kubeconfig: %q}", kubeconfig(t, "http://"+closed))}
 	for _, typ := range discovery.Types() {
 		t.Run(typ, func(t *testing.T) {
 			opts, ok := options[typ]

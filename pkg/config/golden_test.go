@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	_ "github.com/remora-mesh/remora/discovery/consul"
+	_ "github.com/remora-mesh/remora/discovery/dns"
+	_ "github.com/remora-mesh/remora/discovery/kubernetes"
 	_ "github.com/remora-mesh/remora/discovery/nacos"
 	"github.com/remora-mesh/remora/pkg/config"
 )
@@ -22,6 +24,18 @@ var update = flag.Bool("update", false, "rewrite the golden files of TestErrorGo
 // to any message shows in review. Every error must name the field path,
 // and the line of the bad value when the file writes it.
 var badConfigs = []struct{ name, yaml string }{
+	{"service-names", `
+registries:
+  - {name: k8s, type: kubernetes, kubernetes: {namespace: shop}}
+  - {name: dns, type: dns, dns: {}}
+upstreams:
+  - {name: web, registry: k8s, service: "shop/web:http"}
+  - {name: api, registry: k8s, service: "Shop/api"}
+  - {name: pay, registry: k8s, service: "shop/pay", canary: {service: "shop/pay canary"}}
+  - {name: users, registry: dns}
+  - {name: orders, registry: dns, service: "orders.svc:99999"}
+  - {name: srv, registry: dns, service: "_http._tcp.srv.example"}
+`},
 	{"wrong-types-hide-nothing", `
 registries:
   - name: main

@@ -129,6 +129,8 @@ type Upstream struct {
 	Registry string `yaml:"registry"`
 	// Service is the name in the registry; defaults to Name.
 	Service string `yaml:"service"`
+	// serviceFromName: Service was not set and is Name.
+	serviceFromName bool
 	// Listen is an optional dedicated host:port for this upstream only.
 	Listen string `yaml:"listen"`
 	// Routes on the dedicated port send some of its requests to other

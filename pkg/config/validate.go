@@ -211,6 +211,7 @@ func (c *Config) validate(d *strictyaml.Decoder) {
 		} else {
 			u.CanaryRule = canary.DefaultRule()
 		}
+		validateServices(d, c, u, path)
 		f, ok := balancer.Lookup(u.Balancer.Policy)
 		if !ok {
 			at := path + ".balancer"
@@ -314,16 +315,13 @@ func tcpRefuses(u *Upstream) []error {
 	return errs
 }
 
-// cannotRegister lists the registry types whose registries are not a
-// discovery.Registrar. That capability is found by a type assertion on an
-// opened registry, and opening one starts its work (a static file's poller,
-// an etcd client), which validation must not do; so the types are named
-// here, beside the adapters they describe.
-var cannotRegister = map[string]bool{"static": true}
-
 // canRegister reports whether a registry of type typ can announce the
-// local application (register:).
-func canRegister(typ string) bool { return !cannotRegister[typ] }
+// local application (register:): its factory says so.
+func canRegister(typ string) bool {
+	f, ok := discovery.Lookup(typ)
+	_, registers := f.(discovery.RegistrarFactory)
+	return ok && registers
+}
 
 // registrarHint names the known registry types that can register, as
 // "; use a, b or c", or "" when there are none.
@@ -500,6 +498,31 @@ func (c *Config) warnSourceIP() {
 			for _, f := range fields {
 				c.Warnings = append(c.Warnings, fmt.Sprintf("upstreams[%d].%s: every listener that reaches %q is on loopback, so every request comes from the application's own address and hashes to one node; hash on a header (e.g. x-user-id) instead", i, f, u.Name))
 			}
+		}
+	}
+}
+
+// validateServices checks u's service names, and its canary's, with its
+// registry's syntax for them (discovery.ServiceValidator), when it has one.
+func validateServices(d *strictyaml.Decoder, c *Config, u *Upstream, path string) {
+	reg := c.Registry(u.Registry)
+	if reg == nil {
+		return
+	}
+	sv, ok := reg.Options.(discovery.ServiceValidator)
+	if !ok {
+		return
+	}
+	if err := sv.ValidateService(u.Service); err != nil {
+		if u.serviceFromName {
+			d.Add(path+".name", fmt.Errorf("the upstream's name is also its service (service: is not set), and registry %q does not take it: %w", reg.Name, err))
+		} else {
+			d.Add(path+".service", err)
+		}
+	}
+	if u.Canary != nil && u.Canary.Service != "" {
+		if err := sv.ValidateService(u.Canary.Service); err != nil {
+			d.Add(path+".canary.service", err)
 		}
 	}
 }
