@@ -6,6 +6,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -13,7 +14,10 @@ import (
 	"testing"
 	"time"
 
+	_ "github.com/remora-mesh/remora/discovery/static" // the registry type the configs use
 	"github.com/remora-mesh/remora/internal/testnet"
+	_ "github.com/remora-mesh/remora/pkg/balancer/all"
+	"github.com/remora-mesh/remora/pkg/config"
 )
 
 const wrkOutput = `Running 10s test @ http://127.0.0.1:40000/64
@@ -199,10 +203,181 @@ func TestParseOptions(t *testing.T) {
 	if o.duration != 5*time.Second || strings.Join(o.proxies, ",") != "remora,haproxy" || len(o.scenarios) != 1 || o.scenarios[0].Body != largeBody {
 		t.Fatalf("got %+v", o)
 	}
+	if o.footprint != "on" || o.footprintStarts != 10 {
+		t.Fatalf("footprint default: %q × %d", o.footprint, o.footprintStarts)
+	}
+	t.Setenv("BENCH_PROXIES", "")
+	t.Setenv("BENCH_SCENARIOS", "")
+	o, err = parseOptions(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range o.scenarios {
+		names = append(names, s.Name)
+	}
+	if got := strings.Join(o.proxies, ",") + " " + strings.Join(names, ","); got != "haproxy,nginx,caddy,remora 64b-64c,16k-64c,64b-256c,16k-256c" {
+		t.Fatalf("defaults: %s", got)
+	}
+	t.Setenv("BENCH_FOOTPRINT", "only")
+	if o, err := parseOptions([]string{"-footprint-starts", "3"}); err != nil || o.footprint != "only" || o.footprintStarts != 3 {
+		t.Fatalf("footprint only: %+v, %v", o, err)
+	}
+	if o, err := parseOptions([]string{"-footprint", "0"}); err != nil || o.footprint != "off" {
+		t.Fatalf("footprint 0: %+v, %v", o, err)
+	}
+	if _, err := parseOptions([]string{"-footprint", "sometimes"}); err == nil {
+		t.Fatal("bad footprint mode accepted")
+	}
 	if _, err := parseOptions([]string{"-proxies", "envoy"}); err == nil {
 		t.Fatal("unknown proxy accepted")
 	}
 	if _, err := parseOptions([]string{"-scenarios", "1m-1c"}); err == nil {
 		t.Fatal("unknown scenario accepted")
+	}
+}
+
+// The Remora configs are valid for Remora itself.
+func TestRemoraConfigsParse(t *testing.T) {
+	backends := []string{"127.0.0.1:1001", "127.0.0.1:1002", "127.0.0.1:1003"}
+	for name, c := range map[string]string{
+		"bench":     remoraConfig("127.0.0.1:2002", "127.0.0.1:2003", backends),
+		"footprint": footprintConfig("127.0.0.1:2004", "127.0.0.1:2005", backends),
+	} {
+		cfg, err := config.Parse([]byte(c), t.TempDir())
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", name, err, c)
+		}
+		if name == "footprint" {
+			if len(cfg.Upstreams) != footprintUpstreams {
+				t.Fatalf("footprint: %d upstreams, want %d", len(cfg.Upstreams), footprintUpstreams)
+			}
+			for _, w := range []string{"svc-9: [{id: n9, address: \"127.0.0.1\", port: 1001}]", "  - name: svc-0\n"} {
+				if !strings.Contains(c, w) {
+					t.Errorf("footprint config lacks %q:\n%s", w, c)
+				}
+			}
+		}
+	}
+}
+
+func TestCaddyConfig(t *testing.T) {
+	c := caddyConfig("127.0.0.1:2006", []string{"127.0.0.1:1001", "127.0.0.1:1002", "127.0.0.1:1003"})
+	var cfg struct {
+		Admin struct {
+			Disabled bool
+			Config   struct{ Persist *bool }
+		}
+		Apps struct {
+			HTTP struct {
+				Servers map[string]struct {
+					Listen         []string
+					Protocols      []string
+					AutomaticHTTPS struct{ Disable bool } `json:"automatic_https"`
+					Routes         []struct {
+						Handle []struct {
+							Handler       string
+							Upstreams     []struct{ Dial string }
+							LoadBalancing struct {
+								SelectionPolicy struct{ Policy string } `json:"selection_policy"`
+							} `json:"load_balancing"`
+							Headers struct {
+								Request struct{ Delete []string }
+							}
+							Transport struct {
+								Compression *bool
+								KeepAlive   struct {
+									Enabled             bool
+									MaxIdleConnsPerHost int `json:"max_idle_conns_per_host"`
+								} `json:"keep_alive"`
+							}
+						}
+					}
+				}
+			}
+		}
+		Logging struct {
+			Logs map[string]struct{ Level string }
+		}
+	}
+	if err := json.Unmarshal([]byte(c), &cfg); err != nil {
+		t.Fatalf("%v\n%s", err, c)
+	}
+	srv := cfg.Apps.HTTP.Servers["bench"]
+	if len(srv.Routes) != 1 || len(srv.Routes[0].Handle) != 1 {
+		t.Fatalf("want one route with one handler:\n%s", c)
+	}
+	h := srv.Routes[0].Handle[0]
+	switch {
+	case !cfg.Admin.Disabled || cfg.Admin.Config.Persist == nil || *cfg.Admin.Config.Persist:
+		t.Error("admin endpoint on or config persisted")
+	case strings.Join(srv.Listen, ",") != "127.0.0.1:2006" || strings.Join(srv.Protocols, ",") != "h1" || !srv.AutomaticHTTPS.Disable:
+		t.Error("not plain HTTP/1.1 on the listen address")
+	case h.Handler != "reverse_proxy" || len(h.Upstreams) != 3 || h.Upstreams[2].Dial != "127.0.0.1:1003":
+		t.Error("not a reverse_proxy to the three backends")
+	case h.LoadBalancing.SelectionPolicy.Policy != "round_robin":
+		t.Error("not round robin")
+	case !h.Transport.KeepAlive.Enabled || h.Transport.KeepAlive.MaxIdleConnsPerHost < 256:
+		t.Error("upstream keep-alive pool off or too small for 256 connections")
+	case h.Transport.Compression == nil || *h.Transport.Compression:
+		t.Error("transport adds Accept-Encoding")
+	case strings.Join(h.Headers.Request.Delete, ",") != "X-Forwarded-For,X-Forwarded-Proto,X-Forwarded-Host":
+		t.Error("X-Forwarded-* added")
+	case cfg.Logging.Logs["default"].Level != "WARN":
+		t.Error("log level not WARN")
+	}
+	if t.Failed() {
+		t.Log(c)
+	}
+}
+
+func TestParseMemStatus(t *testing.T) {
+	status := "Name:\tremora\nVmPeak:\t 1253000 kB\nVmRSS:\t   29286 kB\nRssAnon:\t    4196 kB\nRssFile:\t   25090 kB\nRssShmem:\t       0 kB\nThreads:\t5\n"
+	m, err := parseMemStatus(status)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (memStatus{VmRSS: 29286, RssAnon: 4196, RssFile: 25090}); m != want {
+		t.Fatalf("got %+v, want %+v", m, want)
+	}
+	if _, err := parseMemStatus("Name:\tx\nVmRSS:\t 100 kB\n"); err == nil {
+		t.Error("status without RssAnon accepted")
+	}
+	if _, err := parseMemStatus(strings.Replace(status, "4196 kB", "4x96 kB", 1)); err == nil {
+		t.Error("bad number accepted")
+	}
+}
+
+func TestPrintFootprint(t *testing.T) {
+	fp := footprint{size: 48 << 20}
+	for i, ms := range []int{14, 9, 60} {
+		fp.ready = append(fp.ready, time.Duration(ms)*time.Millisecond)
+		fp.mem = append(fp.mem, memStatus{VmRSS: int64(28+i) << 10, RssAnon: 4 << 10, RssFile: int64(24+i) << 10})
+	}
+	var b bytes.Buffer
+	printFootprint(&b, fp)
+	out := b.String()
+	for _, w := range []string{"3 starts", "10 upstreams", "14.0 (9.0–60.0) ms", "(goal ≤50 ms ok)", "29.0 (28.0–30.0) MiB VmRSS", "(goal ≤20 MiB MISSED)",
+		"4.0 (4.0–4.0) MiB RssAnon", "25.0 (24.0–26.0) MiB RssFile", "48.0 MiB on disk"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("lacks %q:\n%s", w, out)
+		}
+	}
+}
+
+func TestRatioLine(t *testing.T) {
+	r := summary{cpu: 30, p99: 1100, rps: 20000, rssMiB: 40}
+	h := summary{cpu: 25, p99: 1000, rps: 21000, rssMiB: 15}
+	got := ratioLine(scenario{"64b-64c", smallBody, 64}, "haproxy", r, h)
+	for _, w := range []string{"CPU/req 1.20x (goal ≤1 MISSED)", "p99 1.10x (goal ≤1.1 ok)", "throughput 0.95x (goal ≥1 MISSED)", "RSS +25.0 MiB (goal ≤+10 MISSED)"} {
+		if !strings.Contains(got, w) {
+			t.Errorf("lacks %q: %s", w, got)
+		}
+	}
+	if got := ratioLine(scenario{"64b-256c", smallBody, 256}, "haproxy", r, h); strings.Contains(got, "≤+10") {
+		t.Errorf("RSS goal at 256 connections: %s", got)
+	}
+	if got := ratioLine(scenario{"64b-64c", smallBody, 64}, "caddy", r, h); strings.Contains(got, "goal") || !strings.HasPrefix(got, "remora/caddy:    CPU/req 1.20x") {
+		t.Errorf("caddy: %s", got)
 	}
 }

@@ -1,19 +1,20 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"strings"
 )
 
-// The three proxies get the same conditions: one worker (one thread, one
-// process doing the work; GOMAXPROCS=1 for Remora), HTTP/1.1 keep-alive to
+// The proxies get the same conditions: one worker (one thread, one
+// process doing the work; GOMAXPROCS=1 for Remora and Caddy), HTTP/1.1 keep-alive to
 // the client and to the backends with a reused connection pool, round robin
 // over the same three backends, no access log, no limit on requests per
 // connection.
 
-// upstreamHost is the Host header wrk sends: Remora routes by it; HAProxy
-// and nginx ignore it.
+// upstreamHost is the Host header wrk sends: Remora routes by it; HAProxy,
+// nginx and Caddy ignore it.
 const upstreamHost = "bench"
 
 func haproxyConfig(listen string, backends []string) string {
@@ -125,4 +126,53 @@ registries:
     balancer: round_robin
 `, upstreamHost)
 	return b.String()
+}
+
+// caddyConfig is Caddy's JSON config (`caddy run --config FILE`): one HTTP
+// server on listen (HTTP/1.1 only, no automatic HTTPS), reverse_proxy to
+// the backends round robin over a keep-alive pool big enough for every
+// connection (1024 idle per node, no limit on connections per node), the
+// admin endpoint off, nothing persisted, no access log (Caddy logs none
+// unless told to) and its own log at WARN, as Remora's. reverse_proxy
+// would add X-Forwarded-For, -Proto and -Host, and Go's transport
+// Accept-Encoding: gzip; the others send the request on without them, so
+// Caddy does too (the deletions are three map lookups).
+func caddyConfig(listen string, backends []string) string {
+	type obj = map[string]any
+	var upstreams []obj
+	for _, a := range backends {
+		upstreams = append(upstreams, obj{"dial": a})
+	}
+	cfg := obj{
+		"admin":   obj{"disabled": true, "config": obj{"persist": false}},
+		"logging": obj{"logs": obj{"default": obj{"level": "WARN"}}},
+		"apps": obj{"http": obj{"servers": obj{"bench": obj{
+			"listen":          []string{listen},
+			"protocols":       []string{"h1"},
+			"automatic_https": obj{"disable": true},
+			"routes": []obj{{"handle": []obj{{
+				"handler":        "reverse_proxy",
+				"upstreams":      upstreams,
+				"load_balancing": obj{"selection_policy": obj{"policy": "round_robin"}},
+				"headers": obj{"request": obj{"delete": []string{
+					"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"}}},
+				"transport": obj{
+					"protocol":    "http",
+					"compression": false,
+					"keep_alive": obj{
+						"enabled":                 true,
+						"idle_timeout":            "75s",
+						"max_idle_conns":          1024,
+						"max_idle_conns_per_host": 1024,
+					},
+					"max_conns_per_host": 0, // no limit
+				},
+			}}}},
+		}}}},
+	}
+	b, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		panic(err) // only maps, slices, strings, numbers and booleans
+	}
+	return string(b) + "\n"
 }

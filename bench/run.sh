@@ -12,8 +12,10 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin
 missing=()
 have haproxy || missing+=(haproxy)
 have nginx || missing+=(nginx-light)
+have caddy || missing+=(caddy)
 have wrk || missing+=(wrk)
 have taskset || missing+=(util-linux)
+have pgrep || missing+=(procps)
 
 if ((${#missing[@]})); then
 	echo "bench: installing ${missing[*]} from Debian packages" >&2
@@ -31,6 +33,10 @@ if ((${#missing[@]})); then
 	pidfile_pid() { [ -r "$1" ] && tr -dc 0-9 <"$1" || true; }
 	before_nginx=$(pidfile_pid /run/nginx.pid)
 	before_haproxy=$(pidfile_pid /run/haproxy.pid)
+	# Caddy's service (where systemd runs it) writes no pid file; it runs
+	# as the user caddy, which the package creates.
+	caddy_pids() { pgrep -x -u caddy caddy 2>/dev/null || true; }
+	before_caddy=" $(caddy_pids | tr '\n' ' ') "
 	apt=("${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300)
 	"${apt[@]}" update
 	if ! "${apt[@]}" install -y --no-install-recommends "${missing[@]}"; then
@@ -47,11 +53,19 @@ if ((${#missing[@]})); then
 			"${SUDO[@]}" kill "$pid" || true
 		fi
 	done
+	for pid in $(caddy_pids); do
+		if [[ $before_caddy != *" $pid "* ]]; then
+			echo "bench: stopping the caddy service the package started (pid $pid)" >&2
+			"${SUDO[@]}" kill "$pid" || true
+		fi
+	done
 fi
 
 mkdir -p bin
 echo "bench: building bin/remora and bin/remora-bench" >&2
-"$GO" build -o bin/remora ./cmd/remora
+# Stamped as make build does, so the header names the commit measured.
+"$GO" build -buildvcs=auto -ldflags "-X main.version=$(git describe --tags --always --dirty 2>/dev/null || echo dev)" \
+	-o bin/remora ./cmd/remora
 "$GO" build -o bin/remora-bench ./bench
 
 # 256 client connections plus the upstream pools need more than 1024 fds.
