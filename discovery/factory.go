@@ -34,7 +34,27 @@ type RegistrarFactory interface {
 type Options interface {
 	// Open creates the registry. It must not block on the network: a
 	// registry that cannot be reached yet is reported by its watchers.
+	// An error stops `remora run`, so Open fails only for what validation
+	// refuses (see Checker): a file that was readable then and vanished
+	// since. What depends on the environment rather than on the config
+	// file (in-cluster credentials, /etc/resolv.conf, a variable naming a
+	// file) does not fail Open: the registry's watchers report it.
 	Open(env Env) (Registry, error)
+}
+
+// Checker is implemented by Options that name files (secrets, TLS
+// certificates, a kubeconfig) or directories. `remora validate`, and the
+// loading of a config at start and on reload, call Check after Parse so
+// that a file that Open would fail on is refused with the config rather
+// than stopping `remora run`.
+type Checker interface {
+	// Check reads and parses the files as Open would, resolving relative
+	// names against baseDir (the config file's directory). It does not
+	// touch the network and does not depend on the environment. Errors
+	// name the field relative to the block ("token_file: open ...: no
+	// such file or directory"), never a secret's content, one per line or
+	// joined (errors.Join).
+	Check(baseDir string) error
 }
 
 // ServiceValidator is implemented by Options whose service names have a

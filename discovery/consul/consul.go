@@ -53,6 +53,7 @@ package consul
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"maps"
@@ -122,22 +123,44 @@ func (factory) Parse(decode func(v any) error) (discovery.Options, error) {
 // getenv is os.Getenv; tests replace it.
 var getenv = os.Getenv
 
+// Check implements discovery.Checker: token_file and the TLS files are
+// read and parsed as Open reads them, relative to baseDir.
+// $CONSUL_HTTP_TOKEN_FILE is the environment's, not the config's: it is
+// read by Open only.
+func (o *Options) Check(baseDir string) error {
+	var errs []error
+	if o.TokenFile != "" {
+		if _, err := o.token(baseDir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if _, err := o.tlsConfig(baseDir); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
 // Open implements discovery.Options: it reads the token and TLS files and
-// builds the HTTP client, without contacting Consul.
+// builds the HTTP client, without contacting Consul. It fails only when a
+// file that Check accepted cannot be read any more. A token file named by
+// $CONSUL_HTTP_TOKEN_FILE that cannot be read does not fail it: every
+// watch and registration of the registry reports that error instead (the
+// registry never queries without the token it was told to use).
 func (o *Options) Open(env discovery.Env) (discovery.Registry, error) {
-	token, err := o.token(env.BaseDir)
+	log := env.Logger().WithField("registry", env.Name)
+	token, tokenErr := o.token(env.BaseDir)
+	if tokenErr != nil && o.TokenFile != "" {
+		return nil, tokenErr
+	}
+	tlsConf, err := o.tlsConfig(env.BaseDir)
 	if err != nil {
 		return nil, err
 	}
-	tlsConf, err := api.SetupTLSConfig(&api.TLSConfig{
-		Address:            o.TLS.ServerName,
-		CAFile:             tlsfiles.Resolve(env.BaseDir, o.TLS.CAFile),
-		CertFile:           tlsfiles.Resolve(env.BaseDir, o.TLS.CertFile),
-		KeyFile:            tlsfiles.Resolve(env.BaseDir, o.TLS.KeyFile),
-		InsecureSkipVerify: o.TLS.InsecureSkipVerify,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("tls: %w", err)
+	if tokenErr != nil {
+		log.WithError(tokenErr).Error("consul: cannot read the ACL token; every watch and registration fails until Remora restarts with it readable")
+		r := newRegistry(failing{tokenErr}, o, log)
+		r.agent = failing{tokenErr}
+		return r, nil
 	}
 	transport := &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
@@ -162,12 +185,43 @@ func (o *Options) Open(env discovery.Env) (discovery.Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("address: %w", err)
 	}
-	r := newRegistry(client.Health(), o, env.Logger().WithField("registry", env.Name))
+	r := newRegistry(client.Health(), o, log)
 	r.anonymous = token == ""
 	r.closeIdle = transport.CloseIdleConnections
 	r.agent = client.Agent()
 	return r, nil
 }
+
+// tlsConfig loads the TLS files, relative to baseDir. Errors name the
+// field ("tls.ca_file: ..."). A server_name with a port is used without it,
+// as Consul's own client does.
+func (o *Options) tlsConfig(baseDir string) (*tls.Config, error) {
+	t := o.TLS
+	if host, _, err := net.SplitHostPort(t.ServerName); err == nil {
+		t.ServerName = host
+	}
+	tc, err := t.Config(baseDir)
+	if err != nil {
+		return nil, fmt.Errorf("tls.%w", err)
+	}
+	return tc, nil
+}
+
+// failing is the healthClient and agentClient of a registry that cannot
+// talk to Consul at all: every call returns err.
+type failing struct{ err error }
+
+func (f failing) Service(string, string, bool, *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error) {
+	return nil, nil, f.err
+}
+
+func (f failing) ServiceRegisterOpts(*api.AgentServiceRegistration, api.ServiceRegisterOpts) error {
+	return f.err
+}
+
+func (f failing) ServiceDeregisterOpts(string, *api.QueryOptions) error { return f.err }
+
+func (f failing) UpdateTTLOpts(string, string, string, *api.QueryOptions) error { return f.err }
 
 // token resolves the ACL token: token, else token_file, else the consul
 // CLI's variables $CONSUL_HTTP_TOKEN_FILE then $CONSUL_HTTP_TOKEN (the order

@@ -57,7 +57,8 @@ type Options struct {
 	// used. "anonymous" names Consul's anonymous token explicitly (see
 	// ErrPermissionDenied).
 	Token Secret `yaml:"token"`
-	// TokenFile holds the ACL token; it is read when the registry opens.
+	// TokenFile holds the ACL token; it is checked with the config (Check)
+	// and read when the registry opens.
 	TokenFile string `yaml:"token_file"`
 	// Datacenter to query; empty means the agent's own.
 	Datacenter string `yaml:"datacenter"`

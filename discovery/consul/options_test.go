@@ -206,6 +206,8 @@ func TestTokenResolution(t *testing.T) {
 	check(tests[3])
 }
 
+// Open fails for a file that Check accepted and that vanished since (a
+// race), naming its field.
 func TestOpenErrorsNameTheField(t *testing.T) {
 	dir := t.TempDir()
 	for _, tc := range []struct {
@@ -213,7 +215,7 @@ func TestOpenErrorsNameTheField(t *testing.T) {
 		want string
 	}{
 		{Options{TokenFile: "nope"}, "token_file:"},
-		{Options{Scheme: "https", TLS: TLS{CAFile: "missing-ca.pem"}}, "tls:"},
+		{Options{Scheme: "https", TLS: TLS{CAFile: "missing-ca.pem"}}, "tls.ca_file:"},
 	} {
 		o := tc.o
 		if err := o.normalize(); err != nil {

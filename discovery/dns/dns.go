@@ -35,6 +35,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -68,7 +69,8 @@ func (factory) Parse(decode func(any) error) (discovery.Options, error) {
 // Options configure a DNS registry.
 type Options struct {
 	// Resolver is the DNS server to ask, host:port; default the first
-	// nameserver of /etc/resolv.conf, port 53.
+	// nameserver of /etc/resolv.conf, port 53 (read again as it changes;
+	// see Open).
 	Resolver string `yaml:"resolver"`
 	// Timeout bounds one lookup; default 2s.
 	Timeout duration.Duration `yaml:"timeout"`
@@ -82,8 +84,9 @@ func (o *Options) validate() error {
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if o.Resolver != "" {
-		if _, port, err := net.SplitHostPort(o.Resolver); err != nil || port == "" {
-			add("resolver: %q; want host:port, e.g. 127.0.0.1:53", o.Resolver)
+		_, port, err := net.SplitHostPort(o.Resolver)
+		if p, perr := strconv.Atoi(port); err != nil || perr != nil || p < 1 || p > 65535 {
+			add("resolver: %q; want host:port with a port 1..65535, e.g. 127.0.0.1:53", o.Resolver)
 		}
 	}
 	def := func(d *duration.Duration, v time.Duration) {
@@ -108,30 +111,72 @@ func (o *Options) validate() error {
 	return errors.Join(errs...)
 }
 
-// Open implements discovery.Options. It reads /etc/resolv.conf when no
-// resolver is set; it does not touch the network.
+// resolvConf is the file that names the system's nameserver, asked on
+// resolvPort; tests change them.
+var resolvConf, resolvPort = "/etc/resolv.conf", "53"
+
+// Open implements discovery.Options; it does not touch the network and
+// does not fail. Without a resolver, the first nameserver of
+// /etc/resolv.conf is asked: a file that cannot be read or names no
+// nameserver is logged here and is every lookup's error (each watcher's
+// Next returns it) until a later lookup finds one; the file is read again
+// at most every few seconds, as the Go resolver does, so a change is seen.
 func (o *Options) Open(env discovery.Env) (discovery.Registry, error) {
-	server := o.Resolver
-	if server == "" {
-		ns, err := systemResolver("/etc/resolv.conf")
-		if err != nil {
-			return nil, fmt.Errorf("dns: no resolver set and %v", err)
+	log := env.Logger()
+	server := func() (string, error) { return o.Resolver, nil }
+	if o.Resolver == "" {
+		sys := &systemServer{path: resolvConf, port: resolvPort, now: time.Now}
+		if _, err := sys.get(); err != nil {
+			log.WithError(err).Warn("dns: lookups fail until the system's resolver can be read; set resolver: host:port to name one")
 		}
-		server = ns
+		server = sys.get
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Registry{c: &client{server: server, timeout: time.Duration(o.Timeout)}, opts: *o, log: env.Logger(), ctx: ctx, cancel: cancel}, nil
+	return &Registry{server: server, opts: *o, log: log, ctx: ctx, cancel: cancel}, nil
 }
 
-// systemResolver is the first nameserver of a resolv.conf file.
-func systemResolver(path string) (string, error) {
+// systemServer is the nameserver that a resolv.conf file names, read again
+// when the last good reading is older than resolvConfMaxAge. A reading that
+// fails is not kept: the next lookup tries again, and a failure after a
+// good reading keeps the good one (the file may be being rewritten).
+type systemServer struct {
+	path string
+	port string
+	now  func() time.Time
+
+	mu     sync.Mutex
+	server string // "" until a reading succeeds
+	at     time.Time
+}
+
+// resolvConfMaxAge is how long a good reading of resolv.conf is used.
+const resolvConfMaxAge = 5 * time.Second
+
+func (s *systemServer) get() (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.server != "" && s.now().Sub(s.at) < resolvConfMaxAge {
+		return s.server, nil
+	}
+	server, err := systemResolver(s.path, s.port)
+	switch {
+	case err == nil:
+		s.server, s.at = server, s.now()
+	case s.server == "":
+		return "", fmt.Errorf("no resolver set, and %w", err)
+	}
+	return s.server, nil
+}
+
+// systemResolver is the first nameserver of a resolv.conf file, with port.
+func systemResolver(path, port string) (string, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return "", err
 	}
 	for line := range strings.Lines(string(data)) {
 		if f := strings.Fields(line); len(f) >= 2 && f[0] == "nameserver" {
-			return net.JoinHostPort(f[1], "53"), nil
+			return net.JoinHostPort(f[1], port), nil
 		}
 	}
 	return "", fmt.Errorf("%s names no nameserver", path)
@@ -140,7 +185,7 @@ func systemResolver(path string) (string, error) {
 // Registry asks one DNS server. Watch and Close may be called from any
 // goroutine.
 type Registry struct {
-	c      *client
+	server func() (string, error) // host:port of the DNS server to ask
 	opts   Options
 	log    *logrus.Entry
 	ctx    context.Context
@@ -226,8 +271,13 @@ func (r *Registry) follow(ctx context.Context, q question, l *discovery.Latest) 
 // lookup resolves q into a set, and the smallest TTL of the records it
 // took.
 func (r *Registry) lookup(ctx context.Context, q question) ([]discovery.Instance, time.Duration, error) {
+	server, err := r.server()
+	if err != nil {
+		return nil, 0, err
+	}
+	c := &client{server: server, timeout: time.Duration(r.opts.Timeout)}
 	if !q.srv {
-		addrs, ttl, err := r.addresses(ctx, q.name)
+		addrs, ttl, err := addresses(ctx, c, q.name)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -237,7 +287,7 @@ func (r *Registry) lookup(ctx context.Context, q question) ([]discovery.Instance
 		}
 		return set, ttl, nil
 	}
-	ans, err := r.c.query(ctx, q.name, dnsmessage.TypeSRV)
+	ans, err := c.query(ctx, q.name, dnsmessage.TypeSRV)
 	if errors.Is(err, errNoSuchName) {
 		return nil, 0, nil
 	}
@@ -261,11 +311,11 @@ func (r *Registry) lookup(ctx context.Context, q question) ([]discovery.Instance
 		if target == "" { // "." : the service is decidedly not available
 			continue
 		}
-		addrs, attl, err := r.addresses(ctx, target)
+		addrs, attl, err := addresses(ctx, c, target)
 		if err != nil {
 			return nil, 0, err
 		}
-		meta, mttl, err := r.metadata(ctx, target)
+		meta, mttl, err := metadata(ctx, c, target)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -284,14 +334,14 @@ func (r *Registry) lookup(ctx context.Context, q question) ([]discovery.Instance
 
 // addresses are name's IPv4 and IPv6 addresses, sorted; a name that is an
 // address is itself.
-func (r *Registry) addresses(ctx context.Context, name string) ([]string, time.Duration, error) {
+func addresses(ctx context.Context, c *client, name string) ([]string, time.Duration, error) {
 	if ip, err := netip.ParseAddr(name); err == nil {
 		return []string{ip.String()}, 0, nil
 	}
 	var out []string
 	var ttl time.Duration
 	for _, qt := range []dnsmessage.Type{dnsmessage.TypeA, dnsmessage.TypeAAAA} {
-		ans, err := r.c.query(ctx, name, qt)
+		ans, err := c.query(ctx, name, qt)
 		if errors.Is(err, errNoSuchName) {
 			return nil, 0, nil
 		}
@@ -316,8 +366,8 @@ func (r *Registry) addresses(ctx context.Context, name string) ([]string, time.D
 
 // metadata is the key=value strings of name's TXT records (DNS-SD's form),
 // or nil.
-func (r *Registry) metadata(ctx context.Context, name string) (map[string]string, time.Duration, error) {
-	ans, err := r.c.query(ctx, name, dnsmessage.TypeTXT)
+func metadata(ctx context.Context, c *client, name string) (map[string]string, time.Duration, error) {
+	ans, err := c.query(ctx, name, dnsmessage.TypeTXT)
 	if errors.Is(err, errNoSuchName) {
 		return nil, 0, nil
 	}

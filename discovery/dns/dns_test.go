@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -148,6 +150,8 @@ func TestRecords(t *testing.T) {
 func TestOptions(t *testing.T) {
 	for _, tc := range []struct{ opts, want string }{
 		{"resolver: 127.0.0.1", `resolver: "127.0.0.1"; want host:port`},
+		{"resolver: 127.0.0.1:domain", `resolver: "127.0.0.1:domain"; want host:port with a port 1..65535`},
+		{"resolver: 127.0.0.1:0", `resolver: "127.0.0.1:0"; want host:port`},
 		{"min_refresh: 10s\nmax_refresh: 1s", "min_refresh: 10s is above max_refresh 1s"},
 		{"timeout: -1s", "timeout: -1s; want a positive duration"},
 	} {
@@ -159,4 +163,55 @@ func TestOptions(t *testing.T) {
 	if _, err := reg.Watch(context.Background(), "web"); err == nil || !strings.Contains(err.Error(), "name:port") {
 		t.Errorf("a service without a port: %v", err)
 	}
+}
+
+// Without resolver:, a resolv.conf that cannot be read, or names no
+// nameserver, does not fail Open: every lookup fails (Next returns why)
+// until a later one finds a nameserver, and then the set arrives.
+func TestOpenWithoutSystemResolver(t *testing.T) {
+	srv := dnstest.Start(t)
+	web := "web." + dnstest.Zone
+	srv.Change(func(r *dnstest.Records) { r.Hosts[web] = []string{"127.0.0.1"} })
+	_, port, err := net.SplitHostPort(srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(t.TempDir(), "resolv.conf")
+	dns.SetResolvConf(t, conf, port)
+
+	reg := open(t, "min_refresh: 100ms") // Open fails the test if it fails
+	w, err := reg.Watch(context.Background(), net.JoinHostPort(web, "80"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	waitErr := func(want string) {
+		t.Helper()
+		for {
+			set, err := w.Next(ctx)
+			switch {
+			case ctx.Err() != nil:
+				t.Fatalf("waiting for an error containing %q: last %v", want, err)
+			case err == nil:
+				t.Fatalf("a set %s; want an error containing %q", discoverytest.Describe(set), want)
+			case strings.Contains(err.Error(), want):
+				return
+			}
+		}
+	}
+	waitErr("no resolver set, and open " + conf)
+
+	if err := os.WriteFile(conf, []byte("search "+dnstest.Zone+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitErr(conf + " names no nameserver")
+
+	if err := os.WriteFile(conf, []byte("# a nameserver at last\nnameserver 127.0.0.1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	discoverytest.WaitFor(t, w, 10*time.Second, "the set once resolv.conf names a nameserver", func(set []discovery.Instance) bool {
+		return len(set) == 1 && set[0].Address == "127.0.0.1" && set[0].Port == 80
+	})
 }

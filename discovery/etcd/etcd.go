@@ -38,6 +38,7 @@ package etcd
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -93,10 +94,36 @@ func (factory) Parse(decode func(any) error) (discovery.Options, error) {
 	return &o, nil
 }
 
+// Check implements discovery.Checker: password_file and the TLS files are
+// read and parsed as Open reads them, relative to baseDir.
+func (o *Options) Check(baseDir string) error {
+	_, _, err := o.files(baseDir)
+	return err
+}
+
+// files reads the password file and the TLS files, relative to baseDir:
+// the password ("" without password_file) and the TLS config (nil without
+// tls). A missing, unreadable, empty or malformed file is an error naming
+// its field; every file is tried and the errors are joined.
+func (o *Options) files(baseDir string) (password string, tc *tls.Config, err error) {
+	var errs []error
+	if o.PasswordFile != "" {
+		password, err = secret.ReadFile("password_file", tlsfiles.Resolve(baseDir, o.PasswordFile), "the etcd password")
+		errs = append(errs, err)
+	}
+	if o.TLS != nil {
+		tc, err = o.TLS.Config(baseDir)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("tls.%w", err))
+		}
+	}
+	return password, tc, errors.Join(errs...)
+}
+
 // Open implements discovery.Options. It reads the password and TLS files
-// (a missing or empty file is an error) and returns at once: the client is
-// created in the background and retried until etcd answers and accepts the
-// credentials (see the package doc).
+// (it fails only when a file that Check accepted cannot be read any more)
+// and returns at once: the client is created in the background and retried
+// until etcd answers and accepts the credentials (see the package doc).
 func (o *Options) Open(env discovery.Env) (discovery.Registry, error) {
 	cfg := clientv3.Config{
 		Endpoints:            o.Endpoints,
@@ -114,20 +141,14 @@ func (o *Options) Open(env discovery.Env) (discovery.Registry, error) {
 			MinConnectTimeout: 2 * time.Second,
 		})},
 	}
+	pw, tc, err := o.files(env.BaseDir)
+	if err != nil {
+		return nil, err
+	}
 	if o.PasswordFile != "" {
-		pw, err := secret.ReadFile("password_file", tlsfiles.Resolve(env.BaseDir, o.PasswordFile), "the etcd password")
-		if err != nil {
-			return nil, err
-		}
 		cfg.Password = pw
 	}
-	if o.TLS != nil {
-		tc, err := o.TLS.Config(env.BaseDir)
-		if err != nil {
-			return nil, fmt.Errorf("tls.%w", err)
-		}
-		cfg.TLS = tc
-	}
+	cfg.TLS = tc
 	connect := func(ctx context.Context) (Client, error) {
 		c := cfg
 		c.Context = ctx

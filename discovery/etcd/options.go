@@ -49,7 +49,8 @@ type Options struct {
 	// auth enabled; the client authenticates only when both are set.
 	Username string `yaml:"username"`
 	Password Secret `yaml:"password"`
-	// PasswordFile holds the password; it is read when the registry opens.
+	// PasswordFile holds the password; it is checked with the config
+	// (Check) and read when the registry opens.
 	PasswordFile string `yaml:"password_file"`
 	// DialTimeout bounds one attempt to connect and authenticate; the
 	// registry keeps trying after it. Default 5s.

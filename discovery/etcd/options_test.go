@@ -95,8 +95,9 @@ func TestPasswordNeverPrinted(t *testing.T) {
 	}
 }
 
-// Open fails only for a config error: a missing or empty password file.
-// An unreachable etcd is not one.
+// Open fails only for a config error: a missing or empty password file
+// (which Check refuses first; at Open it vanished since). An unreachable
+// etcd is not one.
 func TestOpenErrors(t *testing.T) {
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "empty"), []byte("\n"), 0o600); err != nil {
@@ -105,7 +106,7 @@ func TestOpenErrors(t *testing.T) {
 	for _, tc := range []struct{ block, want string }{
 		{"endpoints: [127.0.0.1:1]\nusername: u\npassword_file: missing", "password_file:"},
 		{"endpoints: [127.0.0.1:1]\nusername: u\npassword_file: empty", "empty is empty; write the etcd password into it"},
-		{"endpoints: [127.0.0.1:1]\ntls: {ca_file: missing.pem}", "tls."},
+		{"endpoints: [127.0.0.1:1]\ntls: {ca_file: missing.pem}", "tls.ca_file:"},
 		{"endpoints: [127.0.0.1:1]\nusername: u\npassword: p", ""},
 	} {
 		o, err := parse(t, tc.block)

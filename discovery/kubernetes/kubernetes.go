@@ -62,24 +62,34 @@
 //
 // In-cluster configuration by default (the pod's service account), or a
 // kubeconfig file. Opening the registry reads those files but never waits
-// for the API server: watchers report it when it cannot be reached.
+// for the API server: watchers report it when it cannot be reached. A
+// kubeconfig is checked with the config (Options.Check); in-cluster
+// configuration that is missing (not running in a pod) does not stop
+// Remora: the registry's watchers report it.
 //
 // The configuration is described on Options.
 package kubernetes
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -117,40 +127,88 @@ func (factory) Parse(decode func(any) error) (discovery.Options, error) {
 // serviceAccountNamespace is where the kubelet mounts the pod's namespace.
 const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
+// Check implements discovery.Checker: the kubeconfig file, relative to
+// baseDir, is loaded as Open loads it: its context, cluster and user, and
+// the certificate authority, client certificate and key it names or holds
+// are read and parsed. In-cluster configuration is the environment's, not
+// the config file's: it is not checked.
+func (o *Options) Check(baseDir string) error {
+	if o.Kubeconfig == "" {
+		return nil
+	}
+	cfg, _, err := o.restConfig(baseDir)
+	if err != nil {
+		return err
+	}
+	path, _ := o.kubeconfigPath(baseDir)
+	// Not rest.HTTPClientFor: a transport with certificate files starts a
+	// goroutine that client-go never stops. TLSConfigFor reads the files
+	// and parses the CA; a client certificate and key given as files it
+	// only reads (client-go loads them on use, and merely logs a bad
+	// pair), so they are parsed here.
+	if _, err := rest.TLSConfigFor(cfg); err != nil {
+		return fmt.Errorf("kubeconfig: %s: %w", path, err)
+	}
+	if cfg.CertFile != "" && cfg.KeyFile != "" && len(cfg.CertData) == 0 && len(cfg.KeyData) == 0 {
+		if _, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile); err != nil {
+			return fmt.Errorf("kubeconfig: %s: client-certificate %s, client-key %s: %w", path, cfg.CertFile, cfg.KeyFile, err)
+		}
+	}
+	return nil
+}
+
 // Open implements discovery.Options. It reads the kubeconfig file, or the
 // in-cluster service account files, and returns at once: nothing is asked
-// of the API server until a watcher starts.
+// of the API server until a watcher starts. A kubeconfig that Check
+// accepted and that cannot be read any more is an error. In-cluster
+// configuration that is missing (Remora is not running in a pod) or
+// unreadable is not: it is logged, and every watcher of the registry
+// reports it (Next returns it, retried with client-go's backoff).
 func (o *Options) Open(env discovery.Env) (discovery.Registry, error) {
+	log := env.Logger()
 	cfg, ns, err := o.restConfig(env.BaseDir)
-	if err != nil {
+	var hc *http.Client
+	if err == nil {
+		cfg = rest.CopyConfig(cfg)
+		cfg.UserAgent = "remora"
+		cfg.WarningHandler = warningLogger{log}
+		hc, err = httpClient(cfg)
+		if err != nil {
+			err = fmt.Errorf("kubernetes client: %w", err)
+		}
+	}
+	var client Client
+	if err == nil {
+		client, err = newRESTClient(cfg, hc)
+	}
+	if err != nil && o.Kubeconfig != "" {
 		return nil, err
 	}
 	if o.Namespace != "" {
 		ns = o.Namespace
 	}
-	log := env.Logger()
-	cfg = rest.CopyConfig(cfg)
-	cfg.UserAgent = "remora"
-	cfg.WarningHandler = warningLogger{log}
-	// A Proxy function makes client-go build a transport of this registry's
-	// own instead of sharing a cached one, so Close can close its
-	// connections. ProxyFromEnvironment is client-go's default anyway.
-	cfg.Proxy = http.ProxyFromEnvironment
-	hc, err := rest.HTTPClientFor(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
-	}
-	client, err := newRESTClient(cfg, hc)
-	if err != nil {
-		return nil, err
+		log.WithField("registry", env.Name).WithError(err).Error("kubernetes: no API server to ask; every watch fails")
+		return NewRegistry(failingClient{err}, Config{Namespace: ns, Port: o.Port, Pods: o.Pods, AddressType: o.AddressType}, env), nil
 	}
 	r := NewRegistry(client, Config{Namespace: ns, Port: o.Port, Pods: o.Pods, AddressType: o.AddressType}, env)
 	r.closeIdle = func() { utilnet.CloseIdleConnectionsFor(hc.Transport) }
 	return r, nil
 }
 
+// httpClient builds cfg's HTTP client (it loads the TLS files that cfg
+// names) without sending anything. It sets cfg.Proxy.
+func httpClient(cfg *rest.Config) (*http.Client, error) {
+	// A Proxy function makes client-go build a transport of this registry's
+	// own instead of sharing a cached one, so Close can close its
+	// connections. ProxyFromEnvironment is client-go's default anyway.
+	cfg.Proxy = http.ProxyFromEnvironment
+	return rest.HTTPClientFor(cfg)
+}
+
 // restConfig loads the client configuration and the default namespace
-// that comes with it (the pod's, or the kubeconfig context's).
+// that comes with it (the pod's, or the kubeconfig context's). Errors
+// about the kubeconfig name the field at fault (kubeconfig:, context:).
 func (o *Options) restConfig(baseDir string) (*rest.Config, string, error) {
 	if o.Kubeconfig == "" {
 		cfg, err := rest.InClusterConfig()
@@ -167,21 +225,26 @@ func (o *Options) restConfig(baseDir string) (*rest.Config, string, error) {
 		}
 		return cfg, ns, nil
 	}
-	path := o.Kubeconfig
-	if rest, ok := strings.CutPrefix(path, "~/"); ok {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return nil, "", fmt.Errorf("kubeconfig: %q: %w", path, err)
-		}
-		path = filepath.Join(home, rest)
+	path, err := o.kubeconfigPath(baseDir)
+	if err != nil {
+		return nil, "", err
 	}
-	path = tlsfiles.Resolve(baseDir, path)
 	if _, err := os.Stat(path); err != nil {
 		return nil, "", fmt.Errorf("kubeconfig: %w", err)
 	}
 	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
 		&clientcmd.ClientConfigLoadingRules{ExplicitPath: path},
 		&clientcmd.ConfigOverrides{CurrentContext: o.Context})
+	raw, err := cc.RawConfig()
+	if err != nil {
+		return nil, "", fmt.Errorf("kubeconfig: %s: %w", path, err)
+	}
+	switch {
+	case o.Context != "" && raw.Contexts[o.Context] == nil:
+		return nil, "", fmt.Errorf("context: %q is not a context of %s; it has %s", o.Context, path, contextNames(raw.Contexts))
+	case o.Context == "" && raw.CurrentContext == "":
+		return nil, "", fmt.Errorf("kubeconfig: %s has no current-context; set context: to one of its contexts (%s)", path, contextNames(raw.Contexts))
+	}
 	cfg, err := cc.ClientConfig()
 	if err != nil {
 		return nil, "", fmt.Errorf("kubeconfig: %s: %w", path, err)
@@ -191,6 +254,53 @@ func (o *Options) restConfig(baseDir string) (*rest.Config, string, error) {
 		ns = "default"
 	}
 	return cfg, ns, nil
+}
+
+// kubeconfigPath is the kubeconfig's file name: a leading ~/ resolved
+// against $HOME, a relative name against baseDir.
+func (o *Options) kubeconfigPath(baseDir string) (string, error) {
+	path := o.Kubeconfig
+	if rest, ok := strings.CutPrefix(path, "~/"); ok {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("kubeconfig: %q: %w", path, err)
+		}
+		path = filepath.Join(home, rest)
+	}
+	return tlsfiles.Resolve(baseDir, path), nil
+}
+
+// contextNames lists the names of a kubeconfig's contexts, sorted, for an
+// error message.
+func contextNames[V any](contexts map[string]V) string {
+	if len(contexts) == 0 {
+		return "none"
+	}
+	names := slices.Sorted(maps.Keys(contexts))
+	for i, n := range names {
+		names[i] = strconv.Quote(n)
+	}
+	return strings.Join(names, ", ")
+}
+
+// failingClient is the Client of a registry without an API server to ask:
+// every call returns err, which the watchers report.
+type failingClient struct{ err error }
+
+func (f failingClient) ListEndpointSlices(context.Context, string, metav1.ListOptions) (*discoveryv1.EndpointSliceList, error) {
+	return nil, f.err
+}
+
+func (f failingClient) WatchEndpointSlices(context.Context, string, metav1.ListOptions) (watch.Interface, error) {
+	return nil, f.err
+}
+
+func (f failingClient) ListPods(context.Context, string, metav1.ListOptions) (*metav1.PartialObjectMetadataList, error) {
+	return nil, f.err
+}
+
+func (f failingClient) WatchPods(context.Context, string, metav1.ListOptions) (watch.Interface, error) {
+	return nil, f.err
 }
 
 // Config are a Registry's settings, as NewRegistry takes them.

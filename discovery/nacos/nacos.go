@@ -146,20 +146,48 @@ func (factory) Parse(decode func(v any) error) (discovery.Options, error) {
 	return &o, nil
 }
 
-// Open implements discovery.Options: it reads the secret files, prepares
-// the cache directory and starts connecting in the background; it does not
-// wait for the server.
+// Check implements discovery.Checker: password_file and secret_key_file
+// are read as Open reads them, and cache_dir, relative to baseDir, must be
+// a directory or a path where one can be made (not under a file). Whether
+// it can be written depends on who runs Remora: Open copes with that.
+func (o *Options) Check(baseDir string) error {
+	_, _, err := o.credentials(baseDir)
+	if o.CacheDir != "" {
+		err = errors.Join(err, checkDir("cache_dir", tlsfiles.Resolve(baseDir, o.CacheDir)))
+	}
+	return err
+}
+
+// checkDir refuses dir when it, or the nearest of its parents that exists,
+// is not a directory.
+func checkDir(field, dir string) error {
+	for p := filepath.Clean(dir); ; {
+		if fi, err := os.Stat(p); err == nil {
+			if !fi.IsDir() {
+				return fmt.Errorf("%s: %s is not a directory", field, p)
+			}
+			return nil
+		}
+		parent := filepath.Dir(p)
+		if parent == p {
+			return nil
+		}
+		p = parent
+	}
+}
+
+// Open implements discovery.Options: it reads the secret files (it fails
+// only when a file that Check accepted cannot be read any more), prepares
+// the cache directory and starts connecting in the background; it does
+// not wait for the server.
 func (o *Options) Open(env discovery.Env) (discovery.Registry, error) {
 	password, secretKey, err := o.credentials(env.BaseDir)
 	if err != nil {
 		return nil, err
 	}
 	log := env.Logger().WithField("registry", env.Name)
-	cacheDir, persistent, cleanup, err := o.cacheDir(env)
-	if err != nil {
-		return nil, err
-	}
-	if !persistent {
+	cacheDir, persistent, cleanup := o.cacheDir(env, log)
+	if !persistent && o.CacheDir == "" && env.DataDir == "" {
 		log.Debug("nacos: no cache_dir and no data_dir: the instance lists are not kept on disk, so a start while the server is down has no nodes")
 	}
 	release := installSDKLogger(env.Logger().Logger, password, secretKey, o.AccessKey)
@@ -181,8 +209,13 @@ func (o *Options) Open(env discovery.Env) (discovery.Registry, error) {
 
 // cacheDir decides where the SDK keeps its files: cache_dir, else
 // <data_dir>/nacos/<registry name>, else a temporary directory removed on
-// Close (persistent is then false).
-func (o *Options) cacheDir(env discovery.Env) (dir string, persistent bool, cleanup func(), err error) {
+// Close (persistent is then false). A cache_dir or data_dir that cannot be
+// created (a read-only file system, no permission) is logged and replaced
+// by a temporary directory: the cache only helps a start while the server
+// is down, and never stops Remora from serving. If no temporary directory
+// can be made either, the SDK is given one that does not exist: its cache
+// writes fail (and are logged).
+func (o *Options) cacheDir(env discovery.Env, log *logrus.Entry) (dir string, persistent bool, cleanup func()) {
 	field := "cache_dir"
 	switch {
 	case o.CacheDir != "":
@@ -190,17 +223,20 @@ func (o *Options) cacheDir(env discovery.Env) (dir string, persistent bool, clea
 	case env.DataDir != "":
 		field = "data_dir"
 		dir = filepath.Join(tlsfiles.Resolve(env.BaseDir, env.DataDir), "nacos", safeName(env.Name))
-	default:
-		tmp, err := os.MkdirTemp("", "remora-nacos-")
-		if err != nil {
-			return "", false, nil, fmt.Errorf("nacos: a temporary cache directory: %w", err)
+	}
+	if dir != "" {
+		err := os.MkdirAll(dir, 0o750)
+		if err == nil {
+			return dir, true, func() {}
 		}
-		return tmp, false, func() { _ = os.RemoveAll(tmp) }, nil
+		log.WithError(fmt.Errorf("%s: %w", field, err)).Warn("nacos: cannot create the cache directory; using a temporary one, so the instance lists are not kept for a start while the server is down")
 	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return "", false, nil, fmt.Errorf("%s: %w", field, err)
+	tmp, err := os.MkdirTemp("", "remora-nacos-")
+	if err != nil {
+		log.WithError(err).Warn("nacos: cannot create a temporary cache directory either; the SDK's cache writes will fail")
+		return filepath.Join(os.TempDir(), "remora-nacos-unavailable"), false, func() {}
 	}
-	return dir, true, func() {}, nil
+	return tmp, false, func() { _ = os.RemoveAll(tmp) }
 }
 
 // safeName makes a registry name usable as one path element.

@@ -81,7 +81,9 @@ type Options struct {
 	// CacheDir is where the SDK keeps its on-disk copy of the instance
 	// lists, used when Remora starts while the server is down. Default:
 	// <data_dir>/nacos/<registry name>; without either, there is no disk
-	// cache.
+	// cache. A path under a file is refused with the config; one that
+	// cannot be created when the registry opens is logged and replaced by
+	// a temporary directory.
 	CacheDir string `yaml:"cache_dir"`
 	// WeightScale multiplies Nacos' float weights before rounding them to
 	// Remora's integer weights (see the package doc).
@@ -313,21 +315,22 @@ func checkName(s string) error {
 }
 
 // credentials resolves the password and secret key, reading the files (the
-// content is trimmed; an empty file is an error).
+// content is trimmed; an empty file is an error). Both files are tried; the
+// errors, each naming its field, are joined.
 func (o *Options) credentials(baseDir string) (password, secretKey string, err error) {
 	read := func(field, path string) (string, error) {
 		return secret.ReadFile(field, tlsfiles.Resolve(baseDir, path), "the secret")
 	}
 	password, secretKey = string(o.Password), string(o.SecretKey)
+	var perr, serr error
 	if o.PasswordFile != "" {
-		if password, err = read("password_file", o.PasswordFile); err != nil {
-			return "", "", err
-		}
+		password, perr = read("password_file", o.PasswordFile)
 	}
 	if o.SecretKeyFile != "" {
-		if secretKey, err = read("secret_key_file", o.SecretKeyFile); err != nil {
-			return "", "", err
-		}
+		secretKey, serr = read("secret_key_file", o.SecretKeyFile)
+	}
+	if err := errors.Join(perr, serr); err != nil {
+		return "", "", err
 	}
 	return password, secretKey, nil
 }

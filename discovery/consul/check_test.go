@@ -1,0 +1,166 @@
+package consul
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/strictyaml"
+)
+
+// Every file the block names is read at validation (Check), so that
+// `remora validate` refuses what would stop `remora run`; each error is
+// placed at its field and never shows a secret.
+func TestCheckRefusesBadFiles(t *testing.T) {
+	dir := t.TempDir()
+	writeCert(t, dir)
+	const token = "8d3f0c1e-secret-token"
+	for name, content := range map[string]string{"tok": token + "\n", "empty": "\n", "garbage.pem": "not PEM\n"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	missing := filepath.Join(dir, "missing")
+	for _, tc := range []struct {
+		block string
+		want  [][2]string // field, text
+	}{
+		{"token_file: tok", nil},
+		{"token_file: " + filepath.Join(dir, "tok"), nil},
+		{"tls: {ca_file: cert.pem, cert_file: cert.pem, key_file: key.pem, server_name: consul:8501}", nil},
+		{"token: inline", nil},
+		{"", nil},
+		{"token_file: missing", [][2]string{{"token_file", "open " + missing + ": no such file or directory"}}},
+		{"token_file: empty", [][2]string{{"token_file", "is empty"}}},
+		{"token_file: .", [][2]string{{"token_file", "is a directory"}}},
+		{"tls: {ca_file: missing}", [][2]string{{"tls.ca_file", "open " + missing}}},
+		{"tls: {ca_file: garbage.pem}", [][2]string{{"tls.ca_file", "holds no PEM certificate"}}},
+		{"tls: {cert_file: cert.pem, key_file: missing}", [][2]string{{"tls.cert_file/key_file", "open " + missing}}},
+		{"tls: {cert_file: garbage.pem, key_file: key.pem}", [][2]string{{"tls.cert_file/key_file", "PEM"}}},
+		{"token_file: missing\ntls: {ca_file: missing}", [][2]string{{"token_file", "open"}, {"tls.ca_file", "open"}}},
+		{"token_file: tok\ntls: {ca_file: garbage.pem}", [][2]string{{"tls.ca_file", "PEM"}}},
+	} {
+		o, err := parseYAML(t, tc.block)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.block, err)
+		}
+		var c discovery.Checker = o
+		err = c.Check(dir)
+		wantLines(t, tc.block, err, tc.want)
+		if err != nil && strings.Contains(err.Error(), token) {
+			t.Errorf("%q: the token is in the error: %v", tc.block, err)
+		}
+	}
+}
+
+// A token file named by $CONSUL_HTTP_TOKEN_FILE is the environment's, not
+// the config's: when it cannot be read, Open still returns a registry, and
+// its watchers and registrations report the error (and never query without
+// the token).
+func TestOpenWithUnreadableEnvTokenFile(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing")
+	defer func(g func(string) string) { getenv = g }(getenv)
+	getenv = func(k string) string {
+		if k == TokenFileEnv {
+			return missing
+		}
+		return ""
+	}
+	o, err := parseYAML(t, "address: 192.0.2.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Check(t.TempDir()); err != nil {
+		t.Fatalf("Check reads the environment: %v", err)
+	}
+	reg, err := o.Open(discovery.Env{Name: "c"})
+	if err != nil {
+		t.Fatalf("Open: %v; want a registry whose watchers report the error", err)
+	}
+	defer reg.Close()
+	w, err := reg.Watch(context.Background(), "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	set, err := w.Next(ctx)
+	if err == nil || !strings.Contains(err.Error(), "$"+TokenFileEnv) || !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Next: %v, %v; want the token file's error", set, err)
+	}
+	g, err := reg.(discovery.Registrar).Register(ctx, "web", discovery.Instance{ID: "i1", Address: "127.0.0.1", Port: 80})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := g.(discovery.StatusReporter).Status(); st.Up || !strings.Contains(st.LastError, "$"+TokenFileEnv) {
+		t.Errorf("registration status: %+v; want the token file's error", st)
+	}
+}
+
+// writeCert writes a self-signed certificate and its key, as PEM, to
+// cert.pem and key.pem in dir.
+func writeCert(t *testing.T, dir string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "remora-test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string]*pem.Block{"cert.pem": {Type: "CERTIFICATE", Bytes: der}, "key.pem": {Type: "PRIVATE KEY", Bytes: kder}} {
+		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(b), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// wantLines checks that err has one line per entry of want, each placed at
+// the field want names (as the config loader places it: strictyaml.SplitPath)
+// and containing its text; want == nil means no error.
+func wantLines(t *testing.T, what string, err error, want [][2]string) {
+	t.Helper()
+	if err == nil {
+		if len(want) > 0 {
+			t.Errorf("%s: no error; want %q", what, want)
+		}
+		return
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != len(want) {
+		t.Errorf("%s: %d errors, want %d:\n%v", what, len(lines), len(want), err)
+	}
+	for _, w := range want {
+		found := false
+		for _, l := range lines {
+			path, msg := strictyaml.SplitPath(l)
+			found = found || path == w[0] && strings.Contains(msg, w[1])
+		}
+		if !found {
+			t.Errorf("%s: no error at %s containing %q in:\n%v", what, w[0], w[1], err)
+		}
+	}
+}

@@ -1,0 +1,169 @@
+package kubernetes
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/strictyaml"
+)
+
+// kubeconfigWith is a kubeconfig of one cluster and two contexts, with
+// cluster and user fields added.
+func kubeconfigWith(cluster, user string) string {
+	return `apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"` + cluster + `}}]
+users: [{name: u, user: {token: t` + user + `}}]
+contexts:
+- {name: a, context: {cluster: c, user: u, namespace: team-a}}
+- {name: b, context: {cluster: c, user: u}}
+current-context: a
+`
+}
+
+// The kubeconfig, its context and the files it names are read at
+// validation (Check), so that `remora validate` refuses what would stop
+// `remora run`; each error is placed at its field. In-cluster
+// configuration is the environment's and is not checked.
+func TestCheckRefusesBadFiles(t *testing.T) {
+	dir := t.TempDir()
+	writeCert(t, dir)
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	t.Setenv("KUBERNETES_SERVICE_PORT", "")
+	for name, content := range map[string]string{
+		"kc":          kubeconfigWith("", ""),
+		"kc-tls":      kubeconfigWith(", certificate-authority: cert.pem", ", client-certificate: cert.pem, client-key: key.pem"),
+		"no-current":  strings.Replace(kubeconfigWith("", ""), "current-context: a\n", "", 1),
+		"bad.yaml":    "this: is: not a kubeconfig",
+		"ca-missing":  kubeconfigWith(", certificate-authority: missing.pem", ""),
+		"ca-garbage":  kubeconfigWith(", certificate-authority: garbage.pem", ""),
+		"ca-data":     kubeconfigWith(", certificate-authority-data: bm90IFBFTQ==", ""),
+		"key-missing": kubeconfigWith("", ", client-certificate: cert.pem, client-key: missing.pem"),
+		"key-garbage": kubeconfigWith("", ", client-certificate: cert.pem, client-key: garbage.pem"),
+		"garbage.pem": "not PEM",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		block string
+		want  [][2]string // field, text
+	}{
+		{"", nil}, // in-cluster: Open's business, not the config's
+		{"kubeconfig: kc", nil},
+		{"kubeconfig: kc\ncontext: b", nil},
+		{"kubeconfig: kc-tls", nil},
+		{"kubeconfig: missing", [][2]string{{"kubeconfig", "stat " + filepath.Join(dir, "missing") + ": no such file or directory"}}},
+		{"kubeconfig: bad.yaml", [][2]string{{"kubeconfig", filepath.Join(dir, "bad.yaml")}}},
+		{"kubeconfig: kc\ncontext: dev", [][2]string{{"context", `"dev" is not a context of ` + filepath.Join(dir, "kc") + `; it has "a", "b"`}}},
+		{"kubeconfig: no-current", [][2]string{{"kubeconfig", `no-current has no current-context; set context: to one of its contexts ("a", "b")`}}},
+		{"kubeconfig: ca-missing", [][2]string{{"kubeconfig", "missing.pem"}}},
+		{"kubeconfig: ca-garbage", [][2]string{{"kubeconfig", "unable to load root certificates"}}},
+		{"kubeconfig: ca-data", [][2]string{{"kubeconfig", "unable to load root certificates"}}},
+		{"kubeconfig: key-missing", [][2]string{{"kubeconfig", "missing.pem"}}},
+		{"kubeconfig: key-garbage", [][2]string{{"kubeconfig", "key-garbage"}}},
+	} {
+		o, err := parseYAML(t, tc.block)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.block, err)
+		}
+		var c discovery.Checker = o
+		err = c.Check(dir)
+		wantLines(t, tc.block, err, tc.want)
+	}
+}
+
+// Outside a pod, without kubeconfig:, Open does not fail: the registry's
+// watchers report that there is no API server to ask.
+func TestOpenOutsideAPod(t *testing.T) {
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	t.Setenv("KUBERNETES_SERVICE_PORT", "")
+	o, err := parseYAML(t, "pods: true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := o.Open(discovery.Env{Name: "k8s"})
+	if err != nil {
+		t.Fatalf("Open: %v; want a registry whose watchers report the error", err)
+	}
+	defer reg.Close()
+	w, err := reg.Watch(context.Background(), "shop/web:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	set, err := w.Next(ctx)
+	if err == nil || !strings.Contains(err.Error(), "not running in a pod") {
+		t.Fatalf("Next: %v, %v; want an error saying Remora is not running in a pod", set, err)
+	}
+}
+
+// writeCert writes a self-signed certificate and its key, as PEM, to
+// cert.pem and key.pem in dir.
+func writeCert(t *testing.T, dir string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "remora-test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string]*pem.Block{"cert.pem": {Type: "CERTIFICATE", Bytes: der}, "key.pem": {Type: "PRIVATE KEY", Bytes: kder}} {
+		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(b), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// wantLines checks that err has one line per entry of want, each placed at
+// the field want names (as the config loader places it: strictyaml.SplitPath)
+// and containing its text; want == nil means no error.
+func wantLines(t *testing.T, what string, err error, want [][2]string) {
+	t.Helper()
+	if err == nil {
+		if len(want) > 0 {
+			t.Errorf("%s: no error; want %q", what, want)
+		}
+		return
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != len(want) {
+		t.Errorf("%s: %d errors, want %d:\n%v", what, len(lines), len(want), err)
+	}
+	for _, w := range want {
+		found := false
+		for _, l := range lines {
+			path, msg := strictyaml.SplitPath(l)
+			found = found || path == w[0] && strings.Contains(msg, w[1])
+		}
+		if !found {
+			t.Errorf("%s: no error at %s containing %q in:\n%v", what, w[0], w[1], err)
+		}
+	}
+}
