@@ -332,3 +332,41 @@ func TestDirectExchangeHeaderTimeoutEndsWithTheHead(t *testing.T) {
 		})
 	}
 }
+
+// TestDirectExchangeSlowAnswerOutlivesTheWaitBound: without a header
+// timeout, an answer whose head and body come in pieces further apart
+// than the bound of the wait for the answer (waitCheck, 250 ms) comes
+// through whole, on a fresh node connection and on a reused one, whose
+// read deadline was left from an earlier wait.
+func TestDirectExchangeSlowAnswerOutlivesTheWaitBound(t *testing.T) {
+	addr := testnet.Serve(t, func(c net.Conn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if line != "\r\n" {
+				continue
+			}
+			for _, part := range []string{"HTTP/1.1 200 OK\r\nContent-", "Length: 4\r\n\r\nok", "ok"} {
+				if _, err := io.WriteString(c, part); err != nil {
+					return
+				}
+				time.Sleep(350 * time.Millisecond)
+			}
+		}
+	}).Addr().String()
+	host, port, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(port)
+	f := newFixtureCfg(t, upstream.Config{Name: "users", Policy: validPolicy(t, &upstream.Policy{})})
+	f.set(t, "users", discovery.Instance{ID: "n", Address: host, Port: p, Weight: 1, Healthy: true})
+	c := testnet.Dial(t, f.front.Listener.Addr().String())
+	for i := range 2 {
+		c.Send("GET / HTTP/1.1\r\nHost: users\r\n\r\n")
+		if resp, body := c.Read("GET"); resp.StatusCode != 200 || body != "okok" {
+			t.Fatalf("request %d: %d %q, want 200 \"okok\"", i, resp.StatusCode, body)
+		}
+	}
+}

@@ -405,6 +405,13 @@ type Conn struct {
 	interrupt   func() // interrupts reads and writes, for context.AfterFunc
 	interrupted atomic.Bool
 	raw         syscall.RawConn // for writeAndWait; nil for other than a socket
+	// The read deadline: the one set on conn (zero: none), and the one
+	// reads that may wait are to have. A deadline costs a timer
+	// operation in the runtime, about as much as a small system call, so
+	// readConn sets want only before a read that may wait: not the read
+	// right after writeAndWait saw the answer arrive (readable).
+	deadline, want time.Time
+	readable       bool
 	// writeAndWait's state, for writeThenWait.
 	pending []byte
 	waited  bool
@@ -443,6 +450,11 @@ func (r connReader) Read(p []byte) (int, error) { return r.c.readConn(p) }
 // one is read (headLeft ≥ 0) no more than maxHead bytes are read for it,
 // as net/http's Transport does.
 func (c *Conn) readConn(p []byte) (int, error) {
+	if c.readable {
+		c.readable = false
+	} else if !c.want.Equal(c.deadline) {
+		c.setReadDeadline(c.want)
+	}
 	if c.headLeft >= 0 {
 		if c.headLeft == 0 {
 			return 0, errRespHeadTooLarge{c.maxHead}
@@ -457,6 +469,19 @@ func (c *Conn) readConn(p []byte) (int, error) {
 		c.headLeft -= int64(n)
 	}
 	return n, err
+}
+
+// setReadDeadline sets the read deadline to t, unless it is t already. An
+// interrupt stays in force: it is set again if it came meanwhile.
+func (c *Conn) setReadDeadline(t time.Time) {
+	if t.Equal(c.deadline) {
+		return
+	}
+	_ = c.conn.SetReadDeadline(t)
+	c.deadline = t
+	if c.interrupted.Load() {
+		c.interrupt()
+	}
 }
 
 // errRespHeadTooLarge is a node's answer head larger than the limit.
@@ -537,12 +562,14 @@ func (c *Conn) send(ctx context.Context, aw Abandoner, msg []byte, headerTimeout
 	} else {
 		c.watch(ctx)
 	}
+	now := time.Now()
 	var deadline time.Time
 	if headerTimeout > 0 {
-		deadline = time.Now().Add(headerTimeout)
+		deadline = now.Add(headerTimeout)
 	}
+	c.want, c.readable = deadline, false
 	if c.raw != nil && c.br.Buffered() == 0 {
-		if err := c.writeAndWait(msg, deadline); err != nil {
+		if err := c.writeAndWait(msg, now, deadline); err != nil {
 			c.stop()
 			return 0, err
 		}
@@ -552,9 +579,6 @@ func (c *Conn) send(ctx context.Context, aw Abandoner, msg []byte, headerTimeout
 			c.stop()
 			return 0, err
 		}
-		if headerTimeout > 0 {
-			_ = c.conn.SetReadDeadline(deadline)
-		}
 	}
 	for {
 		b, _ := c.br.Peek(c.br.Buffered())
@@ -562,9 +586,7 @@ func (c *Conn) send(ctx context.Context, aw Abandoner, msg []byte, headerTimeout
 			if bareLF {
 				return 0, nil // http.ReadResponse reads it, under the same limits
 			}
-			if headerTimeout > 0 {
-				_ = c.conn.SetReadDeadline(time.Time{}) // the head is here
-			}
+			c.want, c.readable = time.Time{}, false // the head is here
 			c.headLeft = -1
 			return n, nil
 		}
@@ -584,8 +606,8 @@ func (c *Conn) send(ctx context.Context, aw Abandoner, msg []byte, headerTimeout
 // waitCheck bounds writeAndWait's wait: after it, a read looks.
 const waitCheck = 250 * time.Millisecond
 
-// writeAndWait writes msg, then waits until the connection is readable,
-// and sets the read deadline to deadline (zero: none).
+// writeAndWait writes msg, then waits until the connection is readable;
+// deadline (zero: none) bounds the wait, and the reads after it.
 //
 // It saves a system call per request: Go's reads try the socket before
 // they wait for it, and right after the request is written the answer is
@@ -595,12 +617,17 @@ const waitCheck = 250 * time.Millisecond
 // comes. Only an end that arrived while the connection was idle (a node's
 // half close, whose readiness the clearing drops) would go unseen: the
 // wait is bounded by waitCheck, after which the caller's read finds it.
-func (c *Conn) writeAndWait(msg []byte, deadline time.Time) error {
-	wait, bounded := time.Now().Add(waitCheck), true
+// The bound set for an earlier wait is kept while it falls no more than
+// waitCheck/16 short of now+waitCheck: a busy connection moves it about
+// once in 15 ms, not twice a request.
+func (c *Conn) writeAndWait(msg []byte, now, deadline time.Time) error {
+	wait, bounded := now.Add(waitCheck), true
 	if !deadline.IsZero() && deadline.Before(wait) {
 		wait, bounded = deadline, false
 	}
-	_ = c.conn.SetReadDeadline(wait)
+	if d := wait.Sub(c.deadline); !bounded || d < 0 || d > waitCheck/16 {
+		c.setReadDeadline(wait)
+	}
 	c.pending, c.waited, c.werr = msg, false, nil
 	err := c.raw.Read(c.waitFn)
 	written, werr := len(msg)-len(c.pending), c.werr
@@ -614,8 +641,9 @@ func (c *Conn) writeAndWait(msg []byte, deadline time.Time) error {
 		}
 	case err != nil && !(bounded && isTimeout(err) && !c.interrupted.Load()):
 		return err // interrupted, the header timeout, or the socket failed
+	case err == nil:
+		c.readable = true // the first read finds the answer: no deadline for it
 	}
-	_ = c.conn.SetReadDeadline(deadline)
 	if c.interrupted.Load() {
 		c.interrupt() // it may have come after the check: keep it in force
 	}
@@ -658,8 +686,9 @@ func (c *Conn) roundTrip(ctx context.Context, req *http.Request, headerTimeout t
 		c.stop()
 		return nil, err
 	}
+	c.want, c.readable = time.Time{}, false
 	if headerTimeout > 0 {
-		_ = c.conn.SetReadDeadline(time.Now().Add(headerTimeout))
+		c.want = time.Now().Add(headerTimeout)
 	}
 	var got1xx func(int, textproto.MIMEHeader) error
 	if trace := httptrace.ContextClientTrace(ctx); trace != nil {
@@ -709,9 +738,7 @@ func (c *Conn) readResponse(req *http.Request, headerTimeout time.Duration, got1
 		}
 	}
 	c.headLeft = -1
-	if headerTimeout > 0 {
-		_ = c.conn.SetReadDeadline(time.Time{})
-	}
+	c.want = time.Time{}
 	keep := !resp.Close && !req.Close && resp.StatusCode != http.StatusSwitchingProtocols
 	if resp.Body == http.NoBody {
 		c.release(keep && c.stop())

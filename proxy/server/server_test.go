@@ -273,3 +273,88 @@ func TestServerShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The deadlines of a keep-alive connection, which the server sets only
+// when a read may wait on them: the idle timeout still ends a connection
+// that served requests, a later request's slow head is still cut at the
+// header timeout, and neither bounds a request's body or the client
+// watch of a request that runs longer than both.
+func TestServerDeadlinesAcrossRequests(t *testing.T) {
+	const idle, head = 300 * time.Millisecond, 200 * time.Millisecond
+	cancelled := make(chan error, 1)
+	addr, _ := directServer(t, server.Options{IdleTimeout: idle, ReadHeaderTimeout: head}, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/body":
+			b, err := io.ReadAll(r.Body)
+			if err != nil {
+				http.Error(w, err.Error(), 500)
+				return
+			}
+			_, _ = w.Write(b)
+		case "/wait":
+			select {
+			case <-r.Context().Done():
+				cancelled <- context.Cause(r.Context())
+			case <-time.After(5 * time.Second):
+				cancelled <- nil
+			}
+		default:
+			_, _ = io.WriteString(w, "ok")
+		}
+	})
+	warm := func(c *testnet.Raw) {
+		for range 5 {
+			c.Send("GET / HTTP/1.1\r\nHost: u\r\n\r\n")
+			if _, body := c.Read("GET"); body != "ok" {
+				t.Fatalf("answer %q", body)
+			}
+		}
+	}
+	closedWithin := func(c *testnet.Raw, from time.Time, lo, hi time.Duration, what string) {
+		t.Helper()
+		_ = c.Conn().SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Reader().ReadByte(); err == nil {
+			t.Fatalf("%s: the server sent something", what)
+		}
+		if took := time.Since(from); took < lo || took > hi {
+			t.Errorf("%s: closed after %v; want %v to %v", what, took, lo, hi)
+		}
+	}
+
+	t.Run("idle after requests", func(t *testing.T) {
+		c := testnet.Dial(t, addr)
+		warm(c)
+		closedWithin(c, time.Now(), idle*9/10, idle+time.Second, "an idle connection")
+	})
+	t.Run("slow later head", func(t *testing.T) {
+		c := testnet.Dial(t, addr)
+		warm(c)
+		c.Send("GET / HTTP/1.1\r\nHost: u\r\n")
+		closedWithin(c, time.Now(), head*9/10, head+time.Second, "a head that stalls")
+	})
+	t.Run("slow body", func(t *testing.T) {
+		c := testnet.Dial(t, addr)
+		warm(c)
+		c.Send("POST /body HTTP/1.1\r\nHost: u\r\nContent-Length: 10\r\n\r\n01234")
+		time.Sleep(idle + head) // longer than both timeouts
+		c.Send("56789")
+		if _, body := c.Read("POST"); body != "0123456789" {
+			t.Fatalf("body %q", body)
+		}
+	})
+	t.Run("client watch outlives the wait's deadline", func(t *testing.T) {
+		c := testnet.Dial(t, addr)
+		warm(c)
+		c.Send("GET /wait HTTP/1.1\r\nHost: u\r\n\r\n")
+		time.Sleep(idle + head) // past the deadline the wait for this request had
+		c.Conn().Close()
+		select {
+		case err := <-cancelled:
+			if err == nil {
+				t.Fatal("the request ran on after its client left")
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatal("the request was not cancelled within 3s of its client leaving")
+		}
+	})
+}
