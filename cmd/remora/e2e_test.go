@@ -337,6 +337,7 @@ func TestExamplesValidate(t *testing.T) {
 	if len(files) == 0 {
 		t.Fatal("no examples found")
 	}
+	fakeKubeHome(t)
 	for _, f := range files {
 		var out, errOut bytes.Buffer
 		if code := run([]string{"validate", "-c", f}, &out, &errOut); code != 0 {

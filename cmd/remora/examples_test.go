@@ -17,6 +17,7 @@ import (
 // example has a README and a config that validates (TestExamplesValidate
 // checks the configs through remora validate).
 func TestExamplesCoverEveryRegistryType(t *testing.T) {
+	fakeKubeHome(t)
 	dirs, _ := filepath.Glob("../../examples/*")
 	used := map[string][]string{}
 	for _, dir := range dirs {
@@ -50,4 +51,26 @@ func TestExamplesCoverEveryRegistryType(t *testing.T) {
 			t.Errorf("no example under examples/ uses a registry of type %q (they use %v)", typ, have)
 		}
 	}
+}
+
+// fakeKubeHome points $HOME at a directory holding a minimal
+// ~/.kube/config: examples/kubernetes names that file, and validation
+// reads it.
+func fakeKubeHome(t *testing.T) {
+	t.Helper()
+	home := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(home, ".kube"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	const kc = `apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`
+	if err := os.WriteFile(filepath.Join(home, ".kube", "config"), []byte(kc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("HOME", home)
 }

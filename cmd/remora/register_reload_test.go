@@ -214,6 +214,10 @@ type trackedFactory struct{}
 
 func (trackedFactory) Type() string { return trackedType }
 
+// Registers implements discovery.RegistrarFactory: tracked registries can
+// register.
+func (trackedFactory) Registers() {}
+
 func (trackedFactory) Parse(decode func(any) error) (discovery.Options, error) {
 	var o trackedOptions
 	if err := decode(&o); err != nil {

@@ -24,6 +24,13 @@ var update = flag.Bool("update", false, "rewrite the golden files of TestErrorGo
 // to any message shows in review. Every error must name the field path,
 // and the line of the bad value when the file writes it.
 var badConfigs = []struct{ name, yaml string }{
+	{"registry-files", `
+registries:
+  - {name: c, type: consul, consul: {token_file: no-such.token}}
+  - {name: e, type: etcd, etcd: {endpoints: [127.0.0.1:2379], username: u, password_file: no-such.pw}}
+  - {name: k, type: kubernetes, kubernetes: {kubeconfig: no-such.kubeconfig}}
+upstreams: [{name: a, registry: c}, {name: b, registry: e}, {name: d, registry: k, service: "shop/d"}]
+`},
 	{"service-names", `
 registries:
   - {name: k8s, type: kubernetes, kubernetes: {namespace: shop}}

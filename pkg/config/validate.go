@@ -120,6 +120,9 @@ func (c *Config) validate(d *strictyaml.Decoder) {
 		d.Add(bpath, err)
 		if err == nil {
 			r.Options = opts
+			if fc, ok := opts.(discovery.Checker); ok {
+				d.Add(bpath, fc.Check(c.Dir)) // the files it names, as Open reads them
+			}
 		}
 	}
 
