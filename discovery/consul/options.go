@@ -137,6 +137,10 @@ func (o *Options) normalize() error {
 	if addr == "" {
 		addr = DefaultAddress
 	}
+	if _, creds := secret.Userinfo(addr); creds {
+		bad("address: %v", secret.UserinfoError(addr, "token: or token_file:"))
+		addr = DefaultAddress
+	}
 	if scheme, rest, ok := strings.Cut(addr, "://"); ok {
 		switch scheme = strings.ToLower(scheme); {
 		case scheme != "http" && scheme != "https":

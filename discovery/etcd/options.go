@@ -150,6 +150,9 @@ func tlsPair(cert, key string) error {
 
 // checkEndpoint accepts host:port, http://host:port and https://host:port.
 func checkEndpoint(ep string) error {
+	if _, creds := secret.Userinfo(ep); creds {
+		return secret.UserinfoError(ep, "username: with password: or password_file:")
+	}
 	hostport := ep
 	if scheme, rest, ok := strings.Cut(ep, "://"); ok {
 		if s := strings.ToLower(scheme); s != "http" && s != "https" {

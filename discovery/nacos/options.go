@@ -113,6 +113,9 @@ func parseServer(s string) (server, error) {
 	if in == "" {
 		return server{}, errors.New("empty; write host:port, for example " + DefaultServer)
 	}
+	if _, creds := secret.Userinfo(in); creds {
+		return server{}, secret.UserinfoError(in, "username: with password: or password_file:")
+	}
 	srv := server{Scheme: "http", ContextPath: DefaultContextPath}
 	if scheme, rest, ok := strings.Cut(in, "://"); ok {
 		switch strings.ToLower(scheme) {

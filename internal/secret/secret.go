@@ -51,3 +51,30 @@ func ReadFile(field, path, what string) (string, error) {
 	}
 	return v, nil
 }
+
+// Userinfo reports whether addr, a registry address (host:port, or a URL
+// such as http://user:pass@host:port/path), carries a user name or
+// password before its host, and returns addr with that part replaced by
+// Redacted, fit to quote in an error.
+func Userinfo(addr string) (redacted string, ok bool) {
+	rest, prefix := addr, ""
+	if i := strings.Index(addr, "://"); i >= 0 {
+		prefix, rest = addr[:i+3], addr[i+3:]
+	}
+	authority := rest
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		authority = rest[:i]
+	}
+	at := strings.LastIndex(authority, "@")
+	if at < 0 {
+		return addr, false
+	}
+	return prefix + Redacted + rest[at:], true
+}
+
+// UserinfoError is the error of an address that carries credentials: it
+// names the field that takes them instead, and never shows them.
+func UserinfoError(addr, instead string) error {
+	redacted, _ := Userinfo(addr)
+	return fmt.Errorf("%q: credentials in the address are not supported (they would be logged); use %s", redacted, instead)
+}

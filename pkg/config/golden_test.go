@@ -24,6 +24,13 @@ var update = flag.Bool("update", false, "rewrite the golden files of TestErrorGo
 // to any message shows in review. Every error must name the field path,
 // and the line of the bad value when the file writes it.
 var badConfigs = []struct{ name, yaml string }{
+	{"registry-credentials", `
+registries:
+  - {name: e, type: etcd, etcd: {endpoints: ["http://root:s3cret@127.0.0.1:2379"]}}
+  - {name: c, type: consul, consul: {address: "http://bob:s3cret@127.0.0.1:8500"}}
+  - {name: n, type: nacos, nacos: {servers: ["nacos:s3cret@127.0.0.1:8848"]}}
+upstreams: [{name: a, registry: e}, {name: b, registry: c}, {name: d, registry: n}]
+`},
 	{"registry-files", `
 registries:
   - {name: c, type: consul, consul: {token_file: no-such.token}}
