@@ -26,6 +26,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -219,6 +220,10 @@ func (s *Server) newConn(nc net.Conn) *srvConn {
 	c.watch = time.AfterFunc(time.Hour, c.watchClient)
 	c.watch.Stop()
 	c.unwatchFn = c.unwatch
+	if sc, ok := nc.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
+		c.waitFn, c.peekFn = c.waitThenGo, c.peekArrived
+	}
 	c.header = make(http.Header, 8)
 	c.reqHeader = make(http.Header, 8)
 	s.mu.Lock()
@@ -269,6 +274,18 @@ type srvConn struct {
 	// watch changes it while it runs (see setReadDeadline).
 	deadline time.Time
 
+	// Waiting for the next request before reading it (see waitRequest).
+	raw       syscall.RawConn // nil when nc is not a socket
+	waitFn    func(uintptr) bool
+	peekFn    func(uintptr) bool
+	waited    bool
+	peeked    bool
+	readable  bool // waitRequest saw the request arrive: the read finds it
+	readFirst bool // an arrival went unseen once: read first, as Go does
+	idle      time.Duration
+	unflushed bool // the last answer waits in bw for waitRequest to write it
+	quit      bool // waitRequest's callback ended the connection
+
 	// The client watch: watch starts watchClient after ClientWatchDelay;
 	// watchClient reports on watchDone when it ends. pending holds a byte it
 	// read ahead, served to br before the connection.
@@ -317,7 +334,10 @@ func (c *srvConn) Read(p []byte) (int, error) {
 			p = p[:c.limit-len(c.rec)] // net/http's limit, to the byte
 		}
 	}
-	if !c.recording && !c.deadline.IsZero() {
+	switch {
+	case c.readable:
+		c.readable = false // the request is there: no deadline to set
+	case !c.recording && !c.deadline.IsZero():
 		c.setReadDeadline(time.Time{}) // the wait's, or the head's: not a body's
 	}
 	n, err := c.nc.Read(p)
@@ -337,6 +357,88 @@ func (c *srvConn) setReadDeadline(t time.Time) {
 	}
 	_ = c.nc.SetReadDeadline(t)
 	c.deadline = t
+}
+
+// requestWait bounds waitRequest's wait; after it, a read looks.
+const requestWait = 25 * time.Millisecond
+
+// waitRequest waits until the next request arrives, without reading: the
+// read that follows finds it. It saves a system call per request: Go's
+// reads try the socket before they wait for it, and right after an
+// answer the next request is never there yet (a read that finds nothing
+// costs 1.1–1.7 µs on a virtual machine).
+//
+// Waiting first is safe when the request arrives after the wait began.
+// The poller's memory of an arrival is cleared as the wait begins, so a
+// request that came between the last read and now (a client that
+// pipelines: it cannot have answered this connection's last answer yet)
+// goes unseen; the wait is bounded by requestWait, after which a peek
+// tells, and such a connection reads first from then on. An idle
+// connection's wait goes on under the idle timeout, read first.
+func (c *srvConn) waitRequest(idle time.Duration) bool {
+	want := time.Now().Add(requestWait)
+	if d := want.Sub(c.deadline); d < 0 || d > requestWait/16 {
+		c.setReadDeadline(want)
+	}
+	c.waited, c.quit = false, false
+	err := c.raw.Read(c.waitFn)
+	if c.unflushed && !c.goIdle() { // the wait never began: the connection failed
+		return false
+	}
+	if c.quit {
+		return false
+	}
+	if err == nil {
+		c.readable = true
+		return true
+	}
+	// The bound ran out (or the connection failed: the read says so). A
+	// deadline in the past fails a RawConn's Read before its callback:
+	// the idle one goes first.
+	if idle > 0 {
+		c.armIdle(idle)
+	} else {
+		c.setReadDeadline(time.Time{})
+	}
+	c.peeked = false
+	_ = c.raw.Read(c.peekFn)
+	if c.peeked {
+		c.readFirst = true
+	}
+	return true
+}
+
+// waitThenGo is waitRequest's callback, made once per connection: wait,
+// then done.
+//
+// The last answer, when finish left it in bw, is written here: once the
+// wait has begun, so that a client that sends its next request only on
+// this answer (any client that does not pipeline) cannot send it before
+// the wait can see it arrive.
+func (c *srvConn) waitThenGo(uintptr) bool {
+	if c.waited {
+		return true
+	}
+	c.waited = true
+	if c.unflushed && !c.goIdle() {
+		c.quit = true
+		return true
+	}
+	return false
+}
+
+// peekArrived is waitRequest's check after its bound: did a request
+// arrive unseen?
+func (c *srvConn) peekArrived(fd uintptr) bool {
+	var b [1]byte
+	for {
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		if err == syscall.EINTR {
+			continue
+		}
+		c.peeked = err == nil && n > 0
+		return true
+	}
 }
 
 // armIdle bounds the wait for the next request by the idle timeout. A
@@ -359,6 +461,9 @@ func (c *srvConn) serve() {
 			c.srv.logf("proxy: panic serving %s: %v", c.remote, v)
 		}
 		c.watch.Stop()
+		if c.unflushed {
+			_ = c.bw.Flush()
+		}
 		if !handedOff {
 			c.nc.Close()
 		}
@@ -369,6 +474,7 @@ func (c *srvConn) serve() {
 	if idle <= 0 {
 		idle = hs.ReadTimeout
 	}
+	c.idle = idle
 	headTimeout := hs.ReadHeaderTimeout
 	if headTimeout <= 0 {
 		headTimeout = hs.ReadTimeout
@@ -378,6 +484,9 @@ func (c *srvConn) serve() {
 		// connection's start, as net/http's does: a client that connects
 		// and sends nothing is held for the header timeout, not the idle
 		// one. A later request's head counts from its first byte.
+		if c.unflushed && !c.canWaitFirst() && !c.goIdle() {
+			return // never: finish leaves an answer only for waitRequest
+		}
 		c.rec = append(c.rec[:0], c.buffered()...)
 		c.recording = true
 		c.headDeadline = time.Time{}
@@ -385,6 +494,10 @@ func (c *srvConn) serve() {
 		case first && headTimeout > 0:
 			c.headDeadline = time.Now().Add(headTimeout)
 			c.setReadDeadline(c.headDeadline)
+		case !first && c.canWaitFirst():
+			if !c.waitRequest(idle) {
+				return
+			}
 		case idle > 0:
 			c.armIdle(idle)
 		default:
@@ -423,10 +536,32 @@ func (c *srvConn) serve() {
 		if !c.serveRequest(req) {
 			return
 		}
+		if c.unflushed {
+			continue // waitRequest writes the answer, then goes idle
+		}
 		if !c.state.CompareAndSwap(connActive, connIdle) || c.srv.shuttingDown.Load() {
 			return
 		}
 	}
+}
+
+// canWaitFirst reports whether the wait for the next request may begin
+// before a read (waitRequest): on a socket, unless an arrival went unseen
+// before, when nothing of the next request is here yet.
+func (c *srvConn) canWaitFirst() bool {
+	return c.raw != nil && !c.readFirst && (c.idle <= 0 || c.idle > requestWait) &&
+		c.br.Buffered() == 0 && len(c.pending) == 0
+}
+
+// goIdle writes the answer finish left in bw and marks the connection
+// idle; it reports false when the connection is to close (the write
+// failed, or Shutdown began).
+func (c *srvConn) goIdle() bool {
+	c.unflushed = false
+	if err := c.bw.Flush(); err != nil {
+		return false
+	}
+	return c.state.CompareAndSwap(connActive, connIdle) && !c.srv.shuttingDown.Load()
 }
 
 // readPlainRequest parses the request whose head is whole in br, when
@@ -927,13 +1062,16 @@ func (w *response) finish() bool {
 		w.writeTrailers()
 		bw.WriteString("\r\n")
 	}
+	// Cut short, the client must see the connection end.
+	keep := !(w.contentLength >= 0 && w.written < w.contentLength && !w.noBody) && !w.closeAfter
+	if keep && bw.Buffered() > 0 && w.c.canWaitFirst() {
+		w.c.unflushed = true // waitRequest writes it once its wait began
+		return true
+	}
 	if err := bw.Flush(); err != nil {
 		return false
 	}
-	if w.contentLength >= 0 && w.written < w.contentLength && !w.noBody {
-		return false // cut short: the client must see the connection end
-	}
-	return !w.closeAfter
+	return keep
 }
 
 // writeTrailers writes the declared trailers and those set with

@@ -358,3 +358,29 @@ func TestServerDeadlinesAcrossRequests(t *testing.T) {
 		}
 	})
 }
+
+// A client that pipelines — its next request arrives while the last one
+// runs, before the server waits for it — is answered in order, each
+// request once: the server's wait for a request, which cannot see such an
+// arrival, gives way to a read.
+func TestServerPipelinedArrivalDuringARequest(t *testing.T) {
+	addr, _ := directServer(t, server.Options{IdleTimeout: time.Minute}, func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(20 * time.Millisecond)
+		_, _ = io.WriteString(w, r.URL.Path)
+	})
+	c := testnet.Dial(t, addr)
+	c.Send("GET /0 HTTP/1.1\r\nHost: u\r\n\r\n")
+	if _, body := c.Read("GET"); body != "/0" {
+		t.Fatalf("answer %q", body)
+	}
+	for i := 1; i <= 4; i++ {
+		c.Send(fmt.Sprintf("GET /%d HTTP/1.1\r\nHost: u\r\n\r\n", i))
+		time.Sleep(5 * time.Millisecond) // the next arrives while this one runs
+		c.Send(fmt.Sprintf("GET /%d.next HTTP/1.1\r\nHost: u\r\n\r\n", i))
+		for _, want := range []string{fmt.Sprintf("/%d", i), fmt.Sprintf("/%d.next", i)} {
+			if _, body := c.Read("GET"); body != want {
+				t.Fatalf("answer %q; want %q", body, want)
+			}
+		}
+	}
+}
