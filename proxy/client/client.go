@@ -450,7 +450,8 @@ func (r connReader) Read(p []byte) (int, error) { return r.c.readConn(p) }
 // one is read (headLeft ≥ 0) no more than maxHead bytes are read for it,
 // as net/http's Transport does.
 func (c *Conn) readConn(p []byte) (int, error) {
-	if c.readable {
+	readable := c.readable
+	if readable {
 		c.readable = false
 	} else if !c.want.Equal(c.deadline) {
 		c.setReadDeadline(c.want)
@@ -464,6 +465,14 @@ func (c *Conn) readConn(p []byte) (int, error) {
 		}
 	}
 	n, err := c.conn.Read(p)
+	if readable && n == 0 && errors.Is(err, os.ErrDeadlineExceeded) && !c.interrupted.Load() {
+		// The wait saw the answer arrive, but this goroutine ran again
+		// only after the wait's bound had passed (a busy process), and a
+		// read whose deadline passed fails before it looks. The answer is
+		// there: read it under the deadline the read is to have.
+		c.setReadDeadline(c.want)
+		n, err = c.conn.Read(p)
+	}
 	c.nread += n
 	if c.headLeft > 0 {
 		c.headLeft -= int64(n)
@@ -606,6 +615,10 @@ func (c *Conn) send(ctx context.Context, aw Abandoner, msg []byte, headerTimeout
 // waitCheck bounds writeAndWait's wait: after it, a read looks.
 const waitCheck = 250 * time.Millisecond
 
+// testHookAfterWait, when set by a test, runs when writeAndWait saw the
+// answer arrive, before it is read.
+var testHookAfterWait func()
+
 // writeAndWait writes msg, then waits until the connection is readable;
 // deadline (zero: none) bounds the wait, and the reads after it.
 //
@@ -643,6 +656,9 @@ func (c *Conn) writeAndWait(msg []byte, now, deadline time.Time) error {
 		return err // interrupted, the header timeout, or the socket failed
 	case err == nil:
 		c.readable = true // the first read finds the answer: no deadline for it
+		if testHookAfterWait != nil {
+			testHookAfterWait()
+		}
 	}
 	if c.interrupted.Load() {
 		c.interrupt() // it may have come after the check: keep it in force

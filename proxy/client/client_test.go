@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/remora-mesh/remora/internal/testnet"
 	"github.com/remora-mesh/remora/proxy/client"
+	"github.com/remora-mesh/remora/proxy/h1"
 )
 
 // countingServer is an HTTP server that counts the connections it accepted.
@@ -272,5 +274,46 @@ func TestTransportStreamedBody(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodPost, srv.URL, pr)
 	if _, got := roundTrip(t, tr, req); got != "chunkchunkchunk" {
 		t.Fatalf("echo %q", got)
+	}
+}
+
+// An answer the wait saw arrive is read even when the goroutine runs again
+// only after the wait's bound (a busy process): a read whose deadline
+// passed fails before it looks, and that must not fail the exchange.
+func TestSendReadsAnAnswerSeenArrivingAfterTheWaitBound(t *testing.T) {
+	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.URL.Path)
+	})
+	var waits atomic.Int32
+	client.SetAfterWaitHook(func() {
+		waits.Add(1)
+		time.Sleep(300 * time.Millisecond) // longer than the wait's bound
+	})
+	t.Cleanup(func() { client.SetAfterWaitHook(nil) })
+	tr := client.New(client.Options{})
+	defer tr.CloseIdleConnections()
+	hostport := strings.TrimPrefix(srv.URL, "http://")
+	for i := range 2 {
+		path := fmt.Sprintf("/%d", i)
+		c, err := tr.Send(context.Background(), nil, hostport, []byte("GET "+path+" HTTP/1.1\r\nHost: n\r\n\r\n"), true)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		var h h1.Response
+		if !c.Head(&h) {
+			t.Fatalf("request %d: no simple head", i)
+		}
+		c.Discard(h.Size)
+		body := make([]byte, h.BodyLength())
+		if _, err := io.ReadFull(c, body); err != nil || string(body) != path {
+			t.Fatalf("request %d: body %q, %v; want %q", i, body, err, path)
+		}
+		c.Done(h.KeepAlive)
+	}
+	if waits.Load() == 0 {
+		t.Fatal("no answer was seen arriving by a wait: the test tests nothing")
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("%d node connections for 2 sequential requests; want 1", n)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -363,6 +364,32 @@ func TestServerDeadlinesAcrossRequests(t *testing.T) {
 // runs, before the server waits for it — is answered in order, each
 // request once: the server's wait for a request, which cannot see such an
 // arrival, gives way to a read.
+// A request whose arrival the wait saw is read even when the connection's
+// goroutine runs again only after the wait's bound (a busy process): a
+// read whose deadline passed fails before it looks, and that must not end
+// the connection.
+func TestServerReadsARequestSeenArrivingAfterTheWaitBound(t *testing.T) {
+	addr, _ := directServer(t, server.Options{IdleTimeout: time.Minute}, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.URL.Path)
+	})
+	var waits atomic.Int32
+	server.SetAfterWaitHook(func() {
+		waits.Add(1)
+		time.Sleep(40 * time.Millisecond) // longer than the wait's bound
+	})
+	t.Cleanup(func() { server.SetAfterWaitHook(nil) })
+	c := testnet.Dial(t, addr)
+	for i := range 4 {
+		c.Send(fmt.Sprintf("GET /%d HTTP/1.1\r\nHost: u\r\n\r\n", i))
+		if _, body := c.Read("GET"); body != fmt.Sprintf("/%d", i) {
+			t.Fatalf("request %d: answer %q", i, body)
+		}
+	}
+	if waits.Load() == 0 {
+		t.Fatal("no request was seen arriving by a wait: the test tests nothing")
+	}
+}
+
 func TestServerPipelinedArrivalDuringARequest(t *testing.T) {
 	addr, _ := directServer(t, server.Options{IdleTimeout: time.Minute}, func(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(20 * time.Millisecond)

@@ -1,0 +1,6 @@
+package server
+
+// SetAfterWaitHook sets a function that runs when a connection's wait for
+// its next request saw the request arrive, before the request is read;
+// nil removes it. Not for parallel tests.
+func SetAfterWaitHook(f func()) { testHookAfterWait = f }
