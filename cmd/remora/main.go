@@ -24,6 +24,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/remora-mesh/remora/internal/gctune"
+	"github.com/remora-mesh/remora/internal/pageout"
 	"github.com/remora-mesh/remora/pkg/admin"
 	"github.com/remora-mesh/remora/pkg/config"
 )
@@ -111,6 +112,7 @@ const environment = `Environment:
   POD_IP                   the address registered for the local application (default: the first non-loopback IP)
   REMORA_ZONE              Remora's own zone, for upstreams with locality: (unless zone: is set)
   GOGC                     the Go garbage collector's target; unset, Remora tunes it (lets the heap grow 16 MiB)
+  REMORA_PAGEOUT           "off" keeps the binary's start-up pages resident (default: given back to the kernel once started)
   CONSUL_HTTP_TOKEN_FILE, CONSUL_HTTP_TOKEN
                            the Consul ACL token, when a consul registry sets neither token nor token_file
 `
@@ -301,6 +303,7 @@ func serveUntil(ctx context.Context, path string, cfg *config.Config, log *logru
 		return err
 	}
 	log.WithField("version", version).Info("remora started")
+	go pageOut(log)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -390,4 +393,18 @@ func (w *fileWatch) changed() bool {
 	}
 	w.last = data
 	return true
+}
+
+// pageOut gives the kernel back the pages of the binary that start-up
+// touched (see package pageout), unless $REMORA_PAGEOUT is "off".
+func pageOut(log *logrus.Logger) {
+	if os.Getenv("REMORA_PAGEOUT") == "off" {
+		return
+	}
+	n, err := pageout.Binary()
+	if err != nil {
+		log.WithError(err).Debug("the binary's start-up pages stay resident")
+		return
+	}
+	log.WithField("mapped_bytes", n).Debug("the binary's start-up pages given back to the kernel")
 }
