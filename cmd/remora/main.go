@@ -27,6 +27,7 @@ import (
 	"github.com/remora-mesh/remora/internal/pageout"
 	"github.com/remora-mesh/remora/pkg/admin"
 	"github.com/remora-mesh/remora/pkg/config"
+	"github.com/remora-mesh/remora/pkg/upstream"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -303,7 +304,7 @@ func serveUntil(ctx context.Context, path string, cfg *config.Config, log *logru
 		return err
 	}
 	log.WithField("version", version).Info("remora started")
-	go pageOut(log)
+	go pageOutOnceReady(ctx, a, log)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -395,11 +396,27 @@ func (w *fileWatch) changed() bool {
 	return true
 }
 
-// pageOut gives the kernel back the pages of the binary that start-up
-// touched (see package pageout), unless $REMORA_PAGEOUT is "off".
-func pageOut(log *logrus.Logger) {
+// pageOutWait bounds the wait for every upstream's first node set before
+// pageOutOnceReady gives the start-up pages back anyway.
+const pageOutWait = 10 * time.Second
+
+// pageOutOnceReady gives the kernel back the pages of the binary that
+// start-up touched (see package pageout), unless $REMORA_PAGEOUT is
+// "off". It waits until every upstream has its first node set (or
+// pageOutWait has passed) so that start-up itself never reads a page
+// back; it runs once, on its own goroutine, and gives up when ctx ends.
+func pageOutOnceReady(ctx context.Context, a *app, log *logrus.Logger) {
 	if os.Getenv("REMORA_PAGEOUT") == "off" {
 		return
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for giveUp := time.Now().Add(pageOutWait); !allReady(a.Table()) && time.Now().Before(giveUp); {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
 	}
 	n, err := pageout.Binary()
 	if err != nil {
@@ -407,4 +424,14 @@ func pageOut(log *logrus.Logger) {
 		return
 	}
 	log.WithField("mapped_bytes", n).Debug("the binary's start-up pages given back to the kernel")
+}
+
+// allReady reports whether every upstream of t has its first node set.
+func allReady(t *upstream.Table) bool {
+	for _, u := range t.All() {
+		if !u.Ready() {
+			return false
+		}
+	}
+	return true
 }
