@@ -4,3 +4,8 @@ package server
 // its next request saw the request arrive, before the request is read;
 // nil removes it. Not for parallel tests.
 func SetAfterWaitHook(f func()) { testHookAfterWait = f }
+
+// SetWaitBoundHook sets a function that runs when a connection's wait for
+// its next request ran out its bound (an arrival it may not have seen);
+// nil removes it. Not for parallel tests.
+func SetWaitBoundHook(f func()) { testHookWaitBound = f }

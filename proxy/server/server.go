@@ -372,9 +372,9 @@ func (c *srvConn) setReadDeadline(t time.Time) {
 // requestWait bounds waitRequest's wait; after it, a read looks.
 const requestWait = 25 * time.Millisecond
 
-// testHookAfterWait, when set by a test, runs when waitRequest saw a
-// request arrive, before it is read.
-var testHookAfterWait func()
+// Set by tests: testHookAfterWait runs when waitRequest saw a request
+// arrive, before it is read; testHookWaitBound when its bound ran out.
+var testHookAfterWait, testHookWaitBound func()
 
 // waitRequest waits until the next request arrives, without reading: the
 // read that follows finds it. It saves a system call per request: Go's
@@ -412,6 +412,9 @@ func (c *srvConn) waitRequest(idle time.Duration) bool {
 	// The bound ran out (or the connection failed: the read says so). A
 	// deadline in the past fails a RawConn's Read before its callback:
 	// the idle one goes first.
+	if testHookWaitBound != nil {
+		testHookWaitBound()
+	}
 	if idle > 0 {
 		c.armIdle(idle)
 	} else {
@@ -511,7 +514,10 @@ func (c *srvConn) serve() {
 		case first && headTimeout > 0:
 			c.headDeadline = time.Now().Add(headTimeout)
 			c.setReadDeadline(c.headDeadline)
-		case !first && c.canWaitFirst():
+		case !first && c.unflushed:
+			// Only an answer held back for the wait makes waiting first
+			// safe: one written whole already (a large one) may have been
+			// answered by the next request before the wait begins.
 			if !c.waitRequest(idle) {
 				return
 			}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -364,6 +365,33 @@ func TestServerDeadlinesAcrossRequests(t *testing.T) {
 // runs, before the server waits for it — is answered in order, each
 // request once: the server's wait for a request, which cannot see such an
 // arrival, gives way to a read.
+// An answer written whole before the wait for the next request could
+// begin (a large one, which goes out as it is written) may be answered by
+// the client's next request before the wait begins, which would then not
+// see it arrive: the server reads first after such an answer, and never
+// runs out the wait's bound for a client that does not pipeline.
+func TestServerReadsFirstAfterAnAnswerWrittenWhole(t *testing.T) {
+	body := strings.Repeat("x", 16<<10)
+	addr, _ := directServer(t, server.Options{IdleTimeout: time.Minute}, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		_, _ = io.WriteString(w, body)
+		time.Sleep(20 * time.Millisecond) // the client has its answer, and asks again
+	})
+	var bounds atomic.Int32
+	server.SetWaitBoundHook(func() { bounds.Add(1) })
+	t.Cleanup(func() { server.SetWaitBoundHook(nil) })
+	c := testnet.Dial(t, addr)
+	for i := range 4 {
+		c.Send(fmt.Sprintf("GET /%d HTTP/1.1\r\nHost: u\r\n\r\n", i))
+		if _, got := c.Read("GET"); got != body {
+			t.Fatalf("request %d: %d bytes of answer; want %d", i, len(got), len(body))
+		}
+	}
+	if n := bounds.Load(); n != 0 {
+		t.Fatalf("the wait for a request ran out its bound %d times; want 0", n)
+	}
+}
+
 // A request whose arrival the wait saw is read even when the connection's
 // goroutine runs again only after the wait's bound (a busy process): a
 // read whose deadline passed fails before it looks, and that must not end
