@@ -397,14 +397,20 @@ func (w *fileWatch) changed() bool {
 }
 
 // pageOutWait bounds the wait for every upstream's first node set before
-// pageOutOnceReady gives the start-up pages back anyway.
-const pageOutWait = 10 * time.Second
+// pageOutOnceReady gives the start-up pages back anyway; pageOutSettle is
+// how long after that it waits, so that answering the first readiness
+// checks and requests never reads a page back.
+const (
+	pageOutWait   = 10 * time.Second
+	pageOutSettle = time.Second
+)
 
 // pageOutOnceReady gives the kernel back the pages of the binary that
 // start-up touched (see package pageout), unless $REMORA_PAGEOUT is
 // "off". It waits until every upstream has its first node set (or
-// pageOutWait has passed) so that start-up itself never reads a page
-// back; it runs once, on its own goroutine, and gives up when ctx ends.
+// pageOutWait has passed), then pageOutSettle, so that neither start-up
+// nor the readiness it reports waits for a page read back; it runs once,
+// on its own goroutine, and gives up when ctx ends.
 func pageOutOnceReady(ctx context.Context, a *app, log *logrus.Logger) {
 	if os.Getenv("REMORA_PAGEOUT") == "off" {
 		return
@@ -417,6 +423,11 @@ func pageOutOnceReady(ctx context.Context, a *app, log *logrus.Logger) {
 			return
 		case <-tick.C:
 		}
+	}
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(pageOutSettle):
 	}
 	n, err := pageout.Binary()
 	if err != nil {
