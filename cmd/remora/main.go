@@ -113,7 +113,7 @@ const environment = `Environment:
   POD_IP                   the address registered for the local application (default: the first non-loopback IP)
   REMORA_ZONE              Remora's own zone, for upstreams with locality: (unless zone: is set)
   GOGC                     the Go garbage collector's target; unset, Remora tunes it (lets the heap grow 16 MiB)
-  REMORA_PAGEOUT           "off" keeps the binary's start-up pages resident (default: given back to the kernel once started)
+  REMORA_PAGEOUT           "off" keeps the binary's start-up pages mapped (default: unmapped a second after ready)
   CONSUL_HTTP_TOKEN_FILE, CONSUL_HTTP_TOKEN
                            the Consul ACL token, when a consul registry sets neither token nor token_file
 `
@@ -397,20 +397,18 @@ func (w *fileWatch) changed() bool {
 }
 
 // pageOutWait bounds the wait for every upstream's first node set before
-// pageOutOnceReady gives the start-up pages back anyway; pageOutSettle is
-// how long after that it waits, so that answering the first readiness
-// checks and requests never reads a page back.
+// pageOutOnceReady unmaps the start-up pages anyway; pageOutSettle is how
+// long after that it waits, so that start-up has finished touching them.
 const (
 	pageOutWait   = 10 * time.Second
 	pageOutSettle = time.Second
 )
 
-// pageOutOnceReady gives the kernel back the pages of the binary that
-// start-up touched (see package pageout), unless $REMORA_PAGEOUT is
-// "off". It waits until every upstream has its first node set (or
-// pageOutWait has passed), then pageOutSettle, so that neither start-up
-// nor the readiness it reports waits for a page read back; it runs once,
-// on its own goroutine, and gives up when ctx ends.
+// pageOutOnceReady unmaps the pages of the binary that start-up touched
+// (see package pageout), unless $REMORA_PAGEOUT is "off". It waits until
+// every upstream has its first node set (or pageOutWait has passed), then
+// pageOutSettle; it runs once, on its own goroutine, and gives up when
+// ctx ends.
 func pageOutOnceReady(ctx context.Context, a *app, log *logrus.Logger) {
 	if os.Getenv("REMORA_PAGEOUT") == "off" {
 		return
@@ -431,10 +429,10 @@ func pageOutOnceReady(ctx context.Context, a *app, log *logrus.Logger) {
 	}
 	n, err := pageout.Binary()
 	if err != nil {
-		log.WithError(err).Debug("the binary's start-up pages stay resident")
+		log.WithError(err).Debug("the binary's start-up pages stay mapped")
 		return
 	}
-	log.WithField("mapped_bytes", n).Debug("the binary's start-up pages given back to the kernel")
+	log.WithField("bytes", n).Debug("the binary's start-up pages unmapped")
 }
 
 // allReady reports whether every upstream of t has its first node set.
