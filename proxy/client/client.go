@@ -616,8 +616,9 @@ func (c *Conn) send(ctx context.Context, aw Abandoner, msg []byte, headerTimeout
 const waitCheck = 250 * time.Millisecond
 
 // testHookAfterWait, when set by a test, runs when writeAndWait saw the
-// answer arrive, before it is read.
-var testHookAfterWait func()
+// answer arrive, before it is read. Atomic: a test sets it while
+// connections of earlier tests may still be in use.
+var testHookAfterWait atomic.Pointer[func()]
 
 // writeAndWait writes msg, then waits until the connection is readable;
 // deadline (zero: none) bounds the wait, and the reads after it.
@@ -656,8 +657,8 @@ func (c *Conn) writeAndWait(msg []byte, now, deadline time.Time) error {
 		return err // interrupted, the header timeout, or the socket failed
 	case err == nil:
 		c.readable = true // the first read finds the answer: no deadline for it
-		if testHookAfterWait != nil {
-			testHookAfterWait()
+		if h := testHookAfterWait.Load(); h != nil {
+			(*h)()
 		}
 	}
 	if c.interrupted.Load() {

@@ -3,9 +3,16 @@ package server
 // SetAfterWaitHook sets a function that runs when a connection's wait for
 // its next request saw the request arrive, before the request is read;
 // nil removes it. Not for parallel tests.
-func SetAfterWaitHook(f func()) { testHookAfterWait = f }
+func SetAfterWaitHook(f func()) { testHookAfterWait.Store(hook(f)) }
 
 // SetWaitBoundHook sets a function that runs when a connection's wait for
 // its next request ran out its bound (an arrival it may not have seen);
 // nil removes it. Not for parallel tests.
-func SetWaitBoundHook(f func()) { testHookWaitBound = f }
+func SetWaitBoundHook(f func()) { testHookWaitBound.Store(hook(f)) }
+
+func hook(f func()) *func() {
+	if f == nil {
+		return nil
+	}
+	return &f
+}

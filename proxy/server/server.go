@@ -374,7 +374,9 @@ const requestWait = 25 * time.Millisecond
 
 // Set by tests: testHookAfterWait runs when waitRequest saw a request
 // arrive, before it is read; testHookWaitBound when its bound ran out.
-var testHookAfterWait, testHookWaitBound func()
+// Atomic: a test sets them while connections of earlier tests may still
+// be ending.
+var testHookAfterWait, testHookWaitBound atomic.Pointer[func()]
 
 // waitRequest waits until the next request arrives, without reading: the
 // read that follows finds it. It saves a system call per request: Go's
@@ -404,16 +406,16 @@ func (c *srvConn) waitRequest(idle time.Duration) bool {
 	}
 	if err == nil {
 		c.readable = true
-		if testHookAfterWait != nil {
-			testHookAfterWait()
+		if h := testHookAfterWait.Load(); h != nil {
+			(*h)()
 		}
 		return true
 	}
 	// The bound ran out (or the connection failed: the read says so). A
 	// deadline in the past fails a RawConn's Read before its callback:
 	// the idle one goes first.
-	if testHookWaitBound != nil {
-		testHookWaitBound()
+	if h := testHookWaitBound.Load(); h != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		(*h)()
 	}
 	if idle > 0 {
 		c.armIdle(idle)
