@@ -2,14 +2,7 @@ package consul
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,7 +10,7 @@ import (
 	"time"
 
 	"github.com/remora-mesh/remora/discovery"
-	"github.com/remora-mesh/remora/internal/strictyaml"
+	"github.com/remora-mesh/remora/discovery/discoverytest"
 )
 
 // Every file the block names is read at validation (Check), so that
@@ -25,7 +18,7 @@ import (
 // placed at its field and never shows a secret.
 func TestCheckRefusesBadFiles(t *testing.T) {
 	dir := t.TempDir()
-	writeCert(t, dir)
+	discoverytest.WriteCert(t, dir)
 	const token = "8d3f0c1e-secret-token"
 	for name, content := range map[string]string{"tok": token + "\n", "empty": "\n", "garbage.pem": "not PEM\n"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
@@ -58,7 +51,7 @@ func TestCheckRefusesBadFiles(t *testing.T) {
 		}
 		var c discovery.Checker = o
 		err = c.Check(dir)
-		wantLines(t, tc.block, err, tc.want)
+		discoverytest.WantFieldErrors(t, tc.block, err, tc.want)
 		if err != nil && strings.Contains(err.Error(), token) {
 			t.Errorf("%q: the token is in the error: %v", tc.block, err)
 		}
@@ -107,60 +100,5 @@ func TestOpenWithUnreadableEnvTokenFile(t *testing.T) {
 	}
 	if st := g.(discovery.StatusReporter).Status(); st.Up || !strings.Contains(st.LastError, "$"+TokenFileEnv) {
 		t.Errorf("registration status: %+v; want the token file's error", st)
-	}
-}
-
-// writeCert writes a self-signed certificate and its key, as PEM, to
-// cert.pem and key.pem in dir.
-func writeCert(t *testing.T, dir string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "remora-test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, b := range map[string]*pem.Block{"cert.pem": {Type: "CERTIFICATE", Bytes: der}, "key.pem": {Type: "PRIVATE KEY", Bytes: kder}} {
-		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(b), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// wantLines checks that err has one line per entry of want, each placed at
-// the field want names (as the config loader places it: strictyaml.SplitPath)
-// and containing its text; want == nil means no error.
-func wantLines(t *testing.T, what string, err error, want [][2]string) {
-	t.Helper()
-	if err == nil {
-		if len(want) > 0 {
-			t.Errorf("%s: no error; want %q", what, want)
-		}
-		return
-	}
-	lines := strings.Split(err.Error(), "\n")
-	if len(lines) != len(want) {
-		t.Errorf("%s: %d errors, want %d:\n%v", what, len(lines), len(want), err)
-	}
-	for _, w := range want {
-		found := false
-		for _, l := range lines {
-			path, msg := strictyaml.SplitPath(l)
-			found = found || path == w[0] && strings.Contains(msg, w[1])
-		}
-		if !found {
-			t.Errorf("%s: no error at %s containing %q in:\n%v", what, w[0], w[1], err)
-		}
 	}
 }

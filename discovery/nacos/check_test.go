@@ -10,7 +10,7 @@ import (
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/remora-mesh/remora/discovery"
-	"github.com/remora-mesh/remora/internal/strictyaml"
+	"github.com/remora-mesh/remora/discovery/discoverytest"
 )
 
 // Every file the block names is read at validation (Check), so that
@@ -49,7 +49,7 @@ func TestCheckRefusesBadFiles(t *testing.T) {
 		}
 		var c discovery.Checker = o
 		err = c.Check(dir)
-		wantLines(t, tc.block, err, tc.want)
+		discoverytest.WantFieldErrors(t, tc.block, err, tc.want)
 		if err != nil && (strings.Contains(err.Error(), pw) || strings.Contains(err.Error(), sk)) {
 			t.Errorf("%q: a secret is in the error: %v", tc.block, err)
 		}
@@ -102,32 +102,5 @@ func TestOpenWithUnusableCacheDir(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
-	}
-}
-
-// wantLines checks that err has one line per entry of want, each placed at
-// the field want names (as the config loader places it: strictyaml.SplitPath)
-// and containing its text; want == nil means no error.
-func wantLines(t *testing.T, what string, err error, want [][2]string) {
-	t.Helper()
-	if err == nil {
-		if len(want) > 0 {
-			t.Errorf("%s: no error; want %q", what, want)
-		}
-		return
-	}
-	lines := strings.Split(err.Error(), "\n")
-	if len(lines) != len(want) {
-		t.Errorf("%s: %d errors, want %d:\n%v", what, len(lines), len(want), err)
-	}
-	for _, w := range want {
-		found := false
-		for _, l := range lines {
-			path, msg := strictyaml.SplitPath(l)
-			found = found || path == w[0] && strings.Contains(msg, w[1])
-		}
-		if !found {
-			t.Errorf("%s: no error at %s containing %q in:\n%v", what, w[0], w[1], err)
-		}
 	}
 }
