@@ -107,16 +107,8 @@ http {
 // the command line; Remora writes no access log).
 func remoraConfig(admin, listen string, backends []string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, `admin: {address: %q}
-listeners:
-  - {name: outbound, address: %q}
-registries:
-  - name: bench
-    type: static
-    static:
-      services:
-        %s:
-`, admin, listen, upstreamHost)
+	writeRemoraHead(&b, admin, listen)
+	fmt.Fprintf(&b, "        %s:\n", upstreamHost)
 	for i, a := range backends {
 		host, port, _ := net.SplitHostPort(a)
 		fmt.Fprintf(&b, "          - {id: n%d, address: %q, port: %s}\n", i+1, host, port)
@@ -175,4 +167,19 @@ func caddyConfig(listen string, backends []string) string {
 		panic(err) // only maps, slices, strings, numbers and booleans
 	}
 	return string(b) + "\n"
+}
+
+// writeRemoraHead writes what every Remora config of the bench begins
+// with: the admin API and one listener, and a static registry named bench
+// up to its services, which the caller lists.
+func writeRemoraHead(b *strings.Builder, admin, listen string) {
+	fmt.Fprintf(b, `admin: {address: %q}
+listeners:
+  - {name: outbound, address: %q}
+registries:
+  - name: bench
+    type: static
+    static:
+      services:
+`, admin, listen)
 }

@@ -33,15 +33,7 @@ const (
 // setting at its default.
 func footprintConfig(admin, listen string, backends []string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, `admin: {address: %q}
-listeners:
-  - {name: outbound, address: %q}
-registries:
-  - name: bench
-    type: static
-    static:
-      services:
-`, admin, listen)
+	writeRemoraHead(&b, admin, listen)
 	for i := range footprintUpstreams {
 		host, port, _ := net.SplitHostPort(backends[i%len(backends)])
 		fmt.Fprintf(&b, "        svc-%d: [{id: n%d, address: %q, port: %s}]\n", i, i, host, port)
