@@ -1,6 +1,7 @@
 package discoverytest
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/internal/strictyaml"
 )
 
@@ -71,4 +73,24 @@ func WantFieldErrors(t testing.TB, what string, err error, want [][2]string) {
 			t.Errorf("%s: no error at %s containing %q in:\n%v", what, w[0], w[1], err)
 		}
 	}
+}
+
+// WatchError watches service on reg and returns the error its first Next
+// reports within the given time: how an adapter reports what the
+// environment lacks (its Open must not fail for it). It fails t when
+// Watch fails or Next returns a set.
+func WatchError(t testing.TB, reg discovery.Registry, service string, within time.Duration) error {
+	t.Helper()
+	w, err := reg.Watch(context.Background(), service)
+	if err != nil {
+		t.Fatalf("Watch %q: %v", service, err)
+	}
+	defer w.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	set, err := w.Next(ctx)
+	if err == nil {
+		t.Fatalf("Next: %v; want an error", set)
+	}
+	return err
 }

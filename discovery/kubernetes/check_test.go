@@ -1,7 +1,6 @@
 package kubernetes
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -93,15 +92,8 @@ func TestOpenOutsideAPod(t *testing.T) {
 		t.Fatalf("Open: %v; want a registry whose watchers report the error", err)
 	}
 	defer reg.Close()
-	w, err := reg.Watch(context.Background(), "shop/web:80")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	set, err := w.Next(ctx)
-	if err == nil || !strings.Contains(err.Error(), "not running in a pod") {
-		t.Fatalf("Next: %v, %v; want an error saying Remora is not running in a pod", set, err)
+	err = discoverytest.WatchError(t, reg, "shop/web:80", 10*time.Second)
+	if !strings.Contains(err.Error(), "not running in a pod") {
+		t.Fatalf("Next: %v; want an error saying Remora is not running in a pod", err)
 	}
 }
