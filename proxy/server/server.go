@@ -506,9 +506,6 @@ func (c *srvConn) serve() {
 		// connection's start, as net/http's does: a client that connects
 		// and sends nothing is held for the header timeout, not the idle
 		// one. A later request's head counts from its first byte.
-		if c.unflushed && !c.canWaitFirst() && !c.goIdle() {
-			return // never: finish leaves an answer only for waitRequest
-		}
 		c.rec = append(c.rec[:0], c.buffered()...)
 		c.recording = true
 		c.headDeadline = time.Time{}
