@@ -18,8 +18,10 @@ import (
 // the header, as the server's handlers get it) and reports false for
 // anything else, which http.ReadRequest then reads. One string is
 // allocated for the head; the names and values are slices of it, and the
-// header's values share vals (grown as needed and returned).
-func ParseRequest(s string, r *http.Request, h http.Header, vals []string) ([]string, bool) {
+// header's values share vals (grown as needed and returned). The URL is
+// parsed into u when its target needs no unescaping (see originForm), and
+// into a URL of its own otherwise.
+func ParseRequest(s string, r *http.Request, u *url.URL, h http.Header, vals []string) ([]string, bool) {
 	line, rest, _ := strings.Cut(s, "\r\n")
 	method, line, ok1 := strings.Cut(line, " ")
 	target, proto, ok2 := strings.Cut(line, " ")
@@ -27,9 +29,12 @@ func ParseRequest(s string, r *http.Request, h http.Header, vals []string) ([]st
 		!Plain(method, nil) || !httpguts.ValidHeaderFieldName(method) {
 		return vals, false
 	}
-	u, err := url.ParseRequestURI(target)
-	if err != nil {
-		return vals, false
+	if !originForm(target, u) {
+		parsed, err := url.ParseRequestURI(target)
+		if err != nil {
+			return vals, false
+		}
+		u = parsed
 	}
 	vals = vals[:0]
 	host, hosts, length, lengths := "", 0, int64(0), 0
@@ -87,6 +92,45 @@ func ParseRequest(s string, r *http.Request, h http.Header, vals []string) ([]st
 	}
 	return vals, true
 }
+
+// originForm sets *u to url.ParseRequestURI(target) when target is a
+// path of bytes that need no escaping (RFC 3986's unreserved characters and
+// the sub-delimiters Go's net/url leaves as they are in a path, ':' and '@')
+// and an optional query without control characters; it reports false,
+// leaving u alone, for anything else. It allocates nothing.
+func originForm(target string, u *url.URL) bool {
+	if len(target) == 0 || target[0] != '/' {
+		return false
+	}
+	path, query, hasQuery := strings.Cut(target, "?")
+	for i := 0; i < len(path); i++ {
+		if !pathByte[path[i]] {
+			return false
+		}
+	}
+	for i := 0; i < len(query); i++ {
+		if c := query[i]; c < ' ' || c == 0x7f {
+			return false
+		}
+	}
+	// "/p?" keeps its bare '?' (ForceQuery); "/p??" has the query "?".
+	*u = url.URL{Path: path, RawQuery: query, ForceQuery: hasQuery && query == ""}
+	return true
+}
+
+// pathByte is the bytes net/url's escape leaves as they are in a path:
+// letters, digits, "-_.~" and "$&+,/:;=@".
+var pathByte = func() (t [256]bool) {
+	for c := range 256 {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+			t[c] = true
+		case strings.IndexByte("-_.~$&+,/:;=@", byte(c)) >= 0:
+			t[c] = true
+		}
+	}
+	return t
+}()
 
 // fixPragmaCacheControl is net/http's: Pragma: no-cache without
 // Cache-Control means Cache-Control: no-cache (RFC 7234, section 5.4).

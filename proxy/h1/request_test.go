@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"reflect"
 	"strings"
 	"testing"
@@ -21,7 +22,8 @@ func checkRequestHead(t *testing.T, raw string) bool {
 		return false
 	}
 	var got http.Request
-	if _, ok := ParseRequest(raw[:n], &got, http.Header{}, nil); !ok {
+	var u url.URL
+	if _, ok := ParseRequest(raw[:n], &got, &u, http.Header{}, nil); !ok {
 		return false
 	}
 	want, err := http.ReadRequest(bufio.NewReader(strings.NewReader(raw)))
@@ -32,7 +34,7 @@ func checkRequestHead(t *testing.T, raw string) bool {
 		t.Fatalf("%q: parsed, but ServerTakes refuses it", raw)
 	}
 	delete(want.Header, "Host")
-	if got.Method != want.Method || got.RequestURI != want.RequestURI || got.URL.String() != want.URL.String() ||
+	if got.Method != want.Method || got.RequestURI != want.RequestURI || *got.URL != *want.URL ||
 		got.Host != want.Host || got.Proto != want.Proto || got.ProtoMajor != 1 || got.ProtoMinor != 1 ||
 		got.ContentLength != want.ContentLength || got.Close != want.Close || !reflect.DeepEqual(got.Header, want.Header) {
 		t.Fatalf("%q:\nparsed  %s %s %s host=%q len=%d close=%v %v\nnet/http %s %s %s host=%q len=%d close=%v %v", raw,
@@ -93,6 +95,66 @@ func TestParseRequestHead(t *testing.T) {
 	}
 }
 
+// checkOriginForm checks originForm against url.ParseRequestURI: when it
+// takes a target, the URL must be net/url's, field for field.
+func checkOriginForm(t *testing.T, target string) bool {
+	t.Helper()
+	u := url.URL{Host: "left over"}
+	if !originForm(target, &u) {
+		if u.Host != "left over" {
+			t.Fatalf("%q: refused, but u was written", target)
+		}
+		return false
+	}
+	want, err := url.ParseRequestURI(target)
+	if err != nil {
+		t.Fatalf("%q: taken, but url.ParseRequestURI fails: %v", target, err)
+	}
+	if u != *want {
+		t.Fatalf("%q: %#v\nnet/url: %#v", target, u, *want)
+	}
+	return true
+}
+
+func TestOriginForm(t *testing.T) {
+	for target, taken := range map[string]bool{
+		"/":                true,
+		"/a/b-c_d.e~f":     true,
+		"/$&+,;=:@/x":      true,
+		"/p?":              true,
+		"/p??":             true,
+		"/p?a=1&b=%41?c":   true,
+		"/p?q?":            true,
+		"//double/slash":   true,
+		"/p?caf\xc3\xa9 x": true,
+		"/p?a\x7f":         false,
+		"/p?a\tb":          false,
+		"/%41":             false,
+		"/caf\xc3\xa9":     false,
+		"/a b":             false,
+		"/a!b":             false,
+		"/a'(b)*":          false,
+		"/a#frag":          false,
+		"/a\"b":            false,
+		"*":                false,
+		"":                 false,
+		"http://h/":        false,
+		"a/b":              false,
+	} {
+		if got := checkOriginForm(t, target); got != taken {
+			t.Errorf("%q: taken %v, want %v", target, got, taken)
+		}
+	}
+}
+
+// FuzzOriginForm checks originForm against url.ParseRequestURI.
+func FuzzOriginForm(f *testing.F) {
+	for _, s := range []string{"/", "/a?b", "/p?", "/p??", "/%41", "/a b", "/x?\x01"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, target string) { checkOriginForm(t, target) })
+}
+
 // FuzzRequestParse checks ParseRequest against http.ReadRequest on
 // every head it takes.
 func FuzzRequestParse(f *testing.F) {
@@ -100,4 +162,27 @@ func FuzzRequestParse(f *testing.F) {
 	f.Add("PUT /x HTTP/1.1\r\nHost: users:80\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
 	f.Add("DELETE /%7e HTTP/1.1\r\nhost: [::1]:8080\r\nPragma: no-cache\r\n\r\n")
 	f.Fuzz(func(t *testing.T, raw string) { checkRequestHead(t, raw) })
+}
+
+// TestParseRequestAllocatesNothing: with the head already a string, a
+// plain request in origin form is parsed into the caller's request, URL,
+// header map and values without an allocation.
+func TestParseRequestAllocatesNothing(t *testing.T) {
+	head := "GET /users/42?fields=name HTTP/1.1\r\nHost: users\r\nUser-Agent: curl/8\r\nAccept: */*\r\n\r\n"
+	var (
+		r    http.Request
+		u    url.URL
+		h    = http.Header{}
+		vals []string
+		ok   bool
+	)
+	allocs := testing.AllocsPerRun(100, func() {
+		clear(h)
+		if vals, ok = ParseRequest(head, &r, &u, h, vals); !ok || r.URL != &u {
+			t.Fatal("not parsed into u")
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations a request, want 0", allocs)
+	}
 }

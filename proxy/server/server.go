@@ -21,6 +21,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -306,9 +307,11 @@ type srvConn struct {
 	resp   response    // the current request's, reused
 	header http.Header // its header map, cleared for each request
 
-	// The parts of a request readPlainRequest parses, reused: each
-	// request the handler gets is a copy of reqBase with its context.
+	// The parts of a request readPlainRequest parses, reused: the handler
+	// gets reqBase itself, with the request's context, and must not keep
+	// it (or its URL, header or body) past ServeHTTP.
 	reqBase   http.Request
+	reqURL    url.URL
 	reqHeader http.Header
 	reqVals   []string
 	reqBody   fixedBody
@@ -599,7 +602,7 @@ func (c *srvConn) readPlainRequest() (*http.Request, bool) {
 	clear(c.reqHeader)
 	var ok bool
 	r := &c.reqBase
-	if c.reqVals, ok = h1.ParseRequest(string(b[:n]), r, c.reqHeader, c.reqVals); !ok {
+	if c.reqVals, ok = h1.ParseRequest(string(b[:n]), r, &c.reqURL, c.reqHeader, c.reqVals); !ok {
 		return nil, false
 	}
 	_, _ = c.br.Discard(n)
@@ -641,12 +644,12 @@ func (c *srvConn) serveRequest(req *http.Request) bool {
 	req.RemoteAddr = c.remote
 	ctx, cancel := context.WithCancelCause(c.ctx)
 	defer cancel(nil)
-	req = req.WithContext(ctx)
+	*req = *req.WithContext(ctx) // in place: the copy stays on the stack
 	c.cancel = cancel
 	c.abandoned = false // the watch is not running: no lock needed
 	clear(c.header)
 	w := &c.resp
-	*w = response{c: c, req: req, header: c.header, contentLength: -1, held: w.held[:0]}
+	*w = response{c: c, head: req.Method == http.MethodHead, wantsClose: req.Close, header: c.header, contentLength: -1, held: w.held[:0]}
 	var body *directBody
 	if req.Body != http.NoBody {
 		body = &directBody{rc: req.Body}
@@ -866,8 +869,11 @@ func (l *handoffListener) Addr() net.Addr { return l.addr }
 // handler's Content-Length, else chunked — or, when the handler ended
 // without flushing a small body, with the length it wrote.
 type response struct {
-	c             *srvConn
-	req           *http.Request
+	c *srvConn
+	// What the answer needs of its request, taken before the handler runs
+	// (which may change the request, as net/http's server assumes too).
+	head          bool // a HEAD request
+	wantsClose    bool // Connection: close
 	header        http.Header
 	status        int
 	wroteHeader   bool // the handler called WriteHeader (or Write)
@@ -900,7 +906,7 @@ func (w *response) WriteHeader(code int) {
 		return
 	}
 	w.wroteHeader, w.status = true, code
-	w.noBody = w.req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
+	w.noBody = w.head || code == http.StatusNoContent || code == http.StatusNotModified
 	if cl := w.header.Get("Content-Length"); cl != "" {
 		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
 			w.contentLength = n
@@ -927,7 +933,7 @@ func (w *response) Write(p []byte) (int, error) {
 		return 0, nil
 	}
 	if w.noBody {
-		if w.req.Method == http.MethodHead {
+		if w.head {
 			return len(p), nil
 		}
 		return 0, http.ErrBodyNotAllowed
@@ -1046,7 +1052,7 @@ func (w *response) closes(ended bool) bool {
 	if w.body != nil && !w.body.eof && (!ended || !w.body.drain()) {
 		w.closeAfter = true
 	}
-	if w.req.Close || w.c.srv.shuttingDown.Load() || httpguts.HeaderValuesContainsToken(w.header["Connection"], "close") {
+	if w.wantsClose || w.c.srv.shuttingDown.Load() || httpguts.HeaderValuesContainsToken(w.header["Connection"], "close") {
 		w.closeAfter = true
 	}
 	return w.closeAfter

@@ -1,11 +1,13 @@
 package server_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -92,6 +94,52 @@ func TestServerKeepAliveAndPipelining(t *testing.T) {
 		resp, body := c.Read("GET")
 		if body != want || resp.Header.Get("X-Via") != "direct" || resp.ContentLength != int64(len(want)) {
 			t.Fatalf("%q via %s (length %d); want %q direct", body, resp.Header.Get("X-Via"), resp.ContentLength, want)
+		}
+	}
+}
+
+// TestServerReusedRequestStartsClean: the direct path parses each request
+// into the connection's one http.Request and URL. A handler that changes
+// every part of the request it got must not leave anything in the next
+// one, which must match what http.ReadRequest reads.
+func TestServerReusedRequestStartsClean(t *testing.T) {
+	type ctxKey struct{}
+	heads := []string{
+		"POST /first/path?a=1 HTTP/1.1\r\nHost: one\r\nX-Old: 1\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nhi",
+		"GET /second?b=2 HTTP/1.1\r\nHost: two\r\nX-New: 2\r\n\r\n",
+		"GET /third%20escaped?? HTTP/1.1\r\nHost: three\r\n\r\n",
+		"GET /fourth HTTP/1.1\r\nHost: four\r\n\r\n",
+	}
+	got := make(chan string, len(heads))
+	addr, _ := directServer(t, server.Options{}, func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		got <- fmt.Sprintf("%s %#v %q %q %v %v %d %v %v %v %v body=%q", r.Method, *r.URL, r.Host, r.RequestURI, r.Header,
+			r.Close, r.ContentLength, r.Form, r.Trailer, r.TLS != nil, r.Context().Value(ctxKey{}), body)
+		// Scribble over everything the handler can reach.
+		r.Method, r.Host, r.RequestURI, r.Close, r.ContentLength = "PATCH", "scribbled", "/scribbled", true, 99
+		r.URL.Path, r.URL.RawQuery, r.URL.Host, r.URL.Scheme, r.URL.Fragment = "/scribbled", "s=1", "h", "https", "f"
+		r.Header.Set("X-Scribbled", "1")
+		r.Form = map[string][]string{"f": {"1"}}
+		r.Trailer = http.Header{"T": {"1"}}
+		*r = *r.WithContext(context.WithValue(r.Context(), ctxKey{}, "scribbled"))
+		r.URL = &url.URL{Path: "/replaced"}
+	})
+	c := testnet.Dial(t, addr)
+	for _, head := range heads {
+		c.Send(head)
+		if resp, body := c.Read("GET"); resp.Header.Get("X-Via") != "direct" {
+			t.Fatalf("%q answered via %q: %q", head, resp.Header.Get("X-Via"), body)
+		}
+		want, err := http.ReadRequest(bufio.NewReader(strings.NewReader(head)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		delete(want.Header, "Host")
+		body, _ := io.ReadAll(want.Body)
+		wantLine := fmt.Sprintf("%s %#v %q %q %v %v %d %v %v %v %v body=%q", want.Method, *want.URL, want.Host, want.RequestURI, want.Header,
+			want.Close, want.ContentLength, want.Form, want.Trailer, want.TLS != nil, nil, body)
+		if line := <-got; line != wantLine {
+			t.Errorf("handler got\n%s\nnet/http reads\n%s", line, wantLine)
 		}
 	}
 }
