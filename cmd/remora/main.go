@@ -112,7 +112,7 @@ const environment = `Environment:
   REMORA_LABELS            labels for the local application's registration ("canary=true,version=v2")
   POD_IP                   the address registered for the local application (default: the first non-loopback IP)
   REMORA_ZONE              Remora's own zone, for upstreams with locality: (unless zone: is set)
-  GOGC                     the Go garbage collector's target; unset, Remora tunes it (lets the heap grow 16 MiB)
+  GOGC                     the Go garbage collector's target; unset, Remora tunes it (lets the heap grow 4 MiB)
   REMORA_PAGEOUT           "off" keeps the binary's start-up pages mapped (default: unmapped a second after ready)
   CONSUL_HTTP_TOKEN_FILE, CONSUL_HTTP_TOKEN
                            the Consul ACL token, when a consul registry sets neither token nor token_file

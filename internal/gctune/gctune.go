@@ -29,7 +29,7 @@ const defaultGOGC = 100
 
 // DefaultHeadroom is the heap growth that Start allows before a
 // collection when the live heap is small.
-const DefaultHeadroom = 16 << 20
+const DefaultHeadroom = 4 << 20
 
 // heapMinimum is the runtime's least heap goal at GOGC=100; it scales
 // with GOGC.
