@@ -20,7 +20,11 @@ func TestBuckets(t *testing.T) {
 			hashes[0], hashes[1], hashes[2] = 0, ^uint64(0), hashes[3] // the ends, and a tie
 		}
 		slices.Sort(hashes)
-		shift, idx := buckets(hashes)
+		points := make([]point, n)
+		for i, h := range hashes {
+			points[i].hash = h
+		}
+		shift, idx := buckets(points)
 		if len(idx) != 1<<(64-shift)+1 || len(idx) > 2*n+2 && n > 1 {
 			t.Fatalf("%d hashes: shift %d, %d buckets", n, shift, len(idx))
 		}
@@ -29,8 +33,8 @@ func TestBuckets(t *testing.T) {
 			for want < n && hashes[want]>>shift < uint64(b) {
 				want++
 			}
-			if idx[b] != uint32(want) {
-				t.Fatalf("%d hashes: bucket %d starts at %d, want %d", n, b, idx[b], want)
+			if idx[b].start != uint32(want) {
+				t.Fatalf("%d hashes: bucket %d starts at %d, want %d", n, b, idx[b].start, want)
 			}
 		}
 	}
@@ -46,23 +50,24 @@ func TestLookup(t *testing.T) {
 			for _, info := range balancertest.Requests(500) {
 				h, _ := k.Hash(info)
 				want := 0
-				for want < len(p.hashes) && p.hashes[want] < h {
+				for want < len(p.points) && p.points[want].hash < h {
 					want++
 				}
-				if want == len(p.hashes) {
+				if want == len(p.points) {
 					want = 0
 				}
-				if got := p.Pick(info); got != p.Nodes[p.owners[want]] {
-					t.Fatalf("n=%d ppw=%d: hash %x picked %s, linear scan says %s", n, ppw, h, got.ID, p.Nodes[p.owners[want]].ID)
+				if got := p.Pick(info); got != p.Nodes[p.points[want].owner] {
+					t.Fatalf("n=%d ppw=%d: hash %x picked %s, linear scan says %s", n, ppw, h, got.ID, p.Nodes[p.points[want].owner].ID)
 				}
 			}
 			// Hashes at the edges of buckets and of the ring.
-			for _, h := range []uint64{0, ^uint64(0), p.hashes[0], p.hashes[len(p.hashes)-1], p.hashes[0] + 1, r.Uint64()} {
-				lo, hi := int(p.buckets[h>>p.shift]), int(p.buckets[h>>p.shift+1])
-				if lo > hi || hi > len(p.hashes) {
+			first, last := p.points[0].hash, p.points[len(p.points)-1].hash
+			for _, h := range []uint64{0, ^uint64(0), first, last, first + 1, r.Uint64()} {
+				lo, hi := int(p.buckets[h>>p.shift].start), int(p.buckets[h>>p.shift+1].start)
+				if lo > hi || hi > len(p.points) {
 					t.Fatalf("bucket of %x is [%d, %d)", h, lo, hi)
 				}
-				if lo < len(p.hashes) && lo > 0 && p.hashes[lo-1] >= h {
+				if lo < len(p.points) && lo > 0 && p.points[lo-1].hash >= h {
 					t.Fatalf("bucket of %x starts past an earlier point", h)
 				}
 			}

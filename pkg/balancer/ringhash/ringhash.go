@@ -30,7 +30,8 @@
 // under 5 ms (the new ring is a copy of the old with the change merged
 // in; at 1M points that copy alone takes 7 ms or more): raise
 // max_ring_size for an evener spread over very many nodes at the price of
-// slower updates and 16 bytes of memory per point.
+// slower updates and 24 to 32 bytes of memory per point (the point, its
+// owner and one or two buckets).
 //
 //	balancer:
 //	  policy: ring_hash
@@ -63,7 +64,7 @@ const (
 	DefaultPointsPerWeight = 160
 	MaxPointsPerWeight     = 10000
 	DefaultMaxRingSize     = 1 << 18
-	// MaxRingSize bounds max_ring_size (8M points, about 100 MB).
+	// MaxRingSize bounds max_ring_size (8M points, about 200 MB).
 	MaxRingSize = 8 << 20
 )
 
@@ -161,8 +162,8 @@ func (b Builder) Build(nodes []*node.Node) balancer.Picker {
 	h, ws := policy.NewHashed(nodes, b.Key, b.Rand)
 	p := &picker{Hashed: h, ppw: ppw, minSize: minSize, maxSize: maxSize}
 	p.scale = scaleOf(ws, ppw, minSize, maxSize)
-	p.hashes, p.owners = ring(nodes, ws, ppw, p.scale, maxSize)
-	p.shift, p.buckets = buckets(p.hashes)
+	p.points = ring(nodes, ws, ppw, p.scale, maxSize)
+	p.shift, p.buckets = buckets(p.points)
 	return p
 }
 
@@ -224,7 +225,7 @@ func (b Builder) update(old *picker, nodes []*node.Node) *picker {
 	for ; i < len(nodes); i++ {
 		fresh, placed = append(fresh, int32(i)), placed+count(ws[i], ppw, scale)
 	}
-	if 4*(dropped+placed) >= len(old.hashes) {
+	if 4*(dropped+placed) >= len(old.points) {
 		return nil
 	}
 	add := make([]point, 0, placed)
@@ -242,8 +243,8 @@ func (b Builder) update(old *picker, nodes []*node.Node) *picker {
 		}
 		gone, buf = appendPoints(gone[:0], buf, on.ID, count(max(on.Weight, 1), ppw, scale), int32(j))
 		for _, pt := range gone {
-			x, _ := slices.BinarySearch(old.hashes, pt.hash)
-			for old.owners[x] != pt.owner { // ties of hashes
+			x, _ := slices.BinarySearchFunc(old.points, pt.hash, point.compareHash)
+			for old.points[x].owner != pt.owner { // ties of hashes
 				x++
 			}
 			drop = append(drop, x)
@@ -258,12 +259,12 @@ func (b Builder) update(old *picker, nodes []*node.Node) *picker {
 	// The new ring is the old one cut at the dropped points and at the
 	// places of the new ones: runs of old points are copied, and their
 	// owners renumbered.
-	n := len(old.hashes) - dropped + len(add)
+	n := len(old.points) - dropped + len(add)
 	p := &picker{Hashed: h, ppw: ppw, minSize: minSize, maxSize: maxSize, scale: scale}
-	p.hashes, p.owners = make([]uint64, n), make([]int32, n)
+	p.points = make([]point, n)
 	k, x, a, d := 0, 0, 0, 0
 	for {
-		end, dropping, adding := len(old.hashes), false, false
+		end, dropping, adding := len(old.points), false, false
 		if d < len(drop) {
 			end, dropping = drop[d], true
 		}
@@ -272,15 +273,14 @@ func (b Builder) update(old *picker, nodes []*node.Node) *picker {
 				end, dropping, adding = at, false, true
 			}
 		}
-		copy(p.hashes[k:], old.hashes[x:end])
-		for _, o := range old.owners[x:end] {
-			p.owners[k] = remap[o]
+		for _, pt := range old.points[x:end] {
+			p.points[k] = point{pt.hash, remap[pt.owner]}
 			k++
 		}
 		x = end
 		switch {
 		case adding:
-			p.hashes[k], p.owners[k] = add[a].hash, add[a].owner
+			p.points[k] = add[a]
 			k, a = k+1, a+1
 			continue
 		case dropping:
@@ -292,7 +292,7 @@ func (b Builder) update(old *picker, nodes []*node.Node) *picker {
 	if k != n {
 		return nil // cannot happen: the test checks every merge against Build
 	}
-	p.shift, p.buckets = rebucket(old, p.hashes, add, drop)
+	p.shift, p.buckets = rebucket(old, p.points, add, drop)
 	return p
 }
 
@@ -300,22 +300,22 @@ func (b Builder) update(old *picker, nodes []*node.Node) *picker {
 // after pt, the old owners being renumbered by remap (dropped ones, -1,
 // sort first among equal hashes: they go anyway).
 func (p *picker) insertAt(pt point, remap []int32, x int) int {
-	i, _ := slices.BinarySearch(p.hashes[x:], pt.hash)
+	i, _ := slices.BinarySearchFunc(p.points[x:], pt.hash, point.compareHash)
 	i += x
-	for i < len(p.hashes) && p.hashes[i] == pt.hash && remap[p.owners[i]] < pt.owner {
+	for i < len(p.points) && p.points[i].hash == pt.hash && remap[p.points[i].owner] < pt.owner {
 		i++
 	}
 	return i
 }
 
-// rebucket returns the buckets of hashes, the old ring's with the added
+// rebucket returns the buckets of points, the old ring's with the added
 // points placed and the dropped ones removed: the old buckets shifted by
 // the count of points added and dropped before each when the number of
 // buckets is the same, counted afresh otherwise.
-func rebucket(old *picker, hashes []uint64, add []point, drop []int) (uint, []uint32) {
-	shift := bucketShift(len(hashes))
+func rebucket(old *picker, points []point, add []point, drop []int) (uint, []bucket) {
+	shift := bucketShift(len(points))
 	if shift != old.shift {
-		return buckets(hashes)
+		return buckets(points)
 	}
 	// events: the first bucket past each added (+1) and dropped (-1)
 	// point, in order.
@@ -328,7 +328,7 @@ func rebucket(old *picker, hashes []uint64, add []point, drop []int) (uint, []ui
 		events = append(events, event{pt.hash>>shift + 1, 1})
 	}
 	for _, x := range drop {
-		events = append(events, event{old.hashes[x]>>shift + 1, -1})
+		events = append(events, event{old.points[x].hash>>shift + 1, -1})
 	}
 	slices.SortFunc(events, func(a, b event) int { return cmp.Compare(a.b, b.b) })
 	idx := slices.Clone(old.buckets)
@@ -340,9 +340,10 @@ func rebucket(old *picker, hashes []uint64, add []point, drop []int) (uint, []ui
 			end = events[e+1].b
 		}
 		for b := ev.b; b < end; b++ {
-			idx[b] += delta
+			idx[b].start += delta
 		}
 	}
+	ownBuckets(idx, points)
 	return shift, idx
 }
 
@@ -355,24 +356,47 @@ func sortedByID(nodes []*node.Node) bool {
 	return true
 }
 
-// buckets indexes sorted hashes by their top bits: about one bucket per
-// point, buckets[b] being the index of the first hash at or above b<<shift
-// (and buckets[last] = len(hashes)), so a lookup searches a bucket of about
-// one point instead of the whole ring.
-func buckets(hashes []uint64) (shift uint, idx []uint32) {
-	shift = bucketShift(len(hashes))
+// buckets indexes sorted points by the top bits of their hashes: about one
+// bucket per point, buckets[b].start being the index of the first point at or
+// above b<<shift (and buckets[last] = len(points)), so a lookup searches a
+// bucket of about one point instead of the whole ring.
+func buckets(points []point) (shift uint, idx []bucket) {
+	shift = bucketShift(len(points))
 	bits := 64 - shift
 	// Count the hashes of each bucket into the entry after it, then sum:
 	// no branch depends on the hashes, which a search per bucket
 	// mispredicts at about every bucket.
-	idx = make([]uint32, 1<<bits+1)
-	for _, h := range hashes {
-		idx[h>>shift+1]++
+	idx = make([]bucket, 1<<bits+1)
+	for _, pt := range points {
+		idx[pt.hash>>shift+1].start++
 	}
 	for b := 1; b < len(idx); b++ {
-		idx[b] += idx[b-1]
+		idx[b].start += idx[b-1].start
 	}
+	ownBuckets(idx, points)
 	return shift, idx
+}
+
+// bucket is where a bucket's points start, and the owner of the first
+// point at or after them (wrapping around): the answer for every hash of
+// a bucket without points, found without reading the points.
+type bucket struct {
+	start uint32
+	owner int32
+}
+
+// ownBuckets sets the owner of each bucket from its start.
+func ownBuckets(idx []bucket, points []point) {
+	if len(points) == 0 {
+		return
+	}
+	for b := range idx {
+		i := idx[b].start
+		if int(i) == len(points) {
+			i = 0
+		}
+		idx[b].owner = points[i].owner
+	}
 }
 
 // bucketShift returns the shift of the buckets of n points.
@@ -407,11 +431,15 @@ func count(w uint32, ppw int, scale float64) int {
 	return max(1, int(float64(w)*float64(ppw)*scale))
 }
 
-// point is a point of the ring and its owner, an index into the nodes.
+// point is a point of the ring and its owner, an index into the nodes:
+// together, so that a lookup finds both in one cache line.
 type point struct {
 	hash  uint64
 	owner int32
 }
+
+// compareHash orders a point and a hash, for a binary search.
+func (a point) compareHash(h uint64) int { return cmp.Compare(a.hash, h) }
 
 // compare orders points by hash, then owner (a tie of two nodes' hashes
 // goes to the first by ID).
@@ -436,9 +464,8 @@ func appendPoints(points []point, buf []byte, id string, count int, owner int32)
 }
 
 // ring places the points: weight × ppw for each node, times scale, at
-// least one each (see appendPoints). It returns the points' hashes, sorted,
-// and their owners.
-func ring(nodes []*node.Node, ws []uint32, ppw int, scale float64, maxSize int) ([]uint64, []int32) {
+// least one each (see appendPoints). It returns them sorted.
+func ring(nodes []*node.Node, ws []uint32, ppw int, scale float64, maxSize int) []point {
 	var total uint64
 	for _, w := range ws {
 		total += uint64(w) * uint64(ppw)
@@ -449,20 +476,14 @@ func ring(nodes []*node.Node, ws []uint32, ppw int, scale float64, maxSize int) 
 		points, buf = appendPoints(points, buf, n.ID, count(ws[i], ppw, scale), int32(i))
 	}
 	slices.SortFunc(points, point.compare)
-	hashes := make([]uint64, len(points))
-	owners := make([]int32, len(points))
-	for i, pt := range points {
-		hashes[i], owners[i] = pt.hash, pt.owner
-	}
-	return hashes, owners
+	return points
 }
 
 // picker is immutable.
 type picker struct {
 	policy.Hashed
-	hashes  []uint64 // the points, sorted
-	owners  []int32  // the node of each point
-	buckets []uint32 // see buckets
+	points  []point  // sorted by hash, then owner
+	buckets []bucket // see buckets
 	shift   uint
 
 	// What the ring was built with, for Update.
@@ -477,17 +498,20 @@ func (p *picker) Pick(info balancer.Info) *node.Node {
 	}
 	// The first point at or after h, wrapping around.
 	b := h >> p.shift
-	lo, hi := int(p.buckets[b]), int(p.buckets[b+1])
+	lo, hi := int(p.buckets[b].start), int(p.buckets[b+1].start)
+	if lo == hi {
+		return p.Nodes[p.buckets[b].owner]
+	}
 	for lo < hi {
 		mid := int(uint(lo+hi) >> 1)
-		if p.hashes[mid] < h {
+		if p.points[mid].hash < h {
 			lo = mid + 1
 		} else {
 			hi = mid
 		}
 	}
-	if lo == len(p.hashes) {
+	if lo == len(p.points) {
 		lo = 0
 	}
-	return p.Nodes[p.owners[lo]]
+	return p.Nodes[p.points[lo].owner]
 }

@@ -73,7 +73,7 @@ func TestUpdateIsBuild(t *testing.T) {
 			} else {
 				got = c.b.Update(p, nodes).(*picker)
 			}
-			if !slices.Equal(got.Nodes, nodes) || !slices.Equal(got.hashes, want.hashes) || !slices.Equal(got.owners, want.owners) ||
+			if !slices.Equal(got.Nodes, nodes) || !slices.Equal(got.points, want.points) ||
 				!slices.Equal(got.buckets, want.buckets) || got.shift != want.shift || got.scale != want.scale {
 				t.Fatalf("%+v, step %d: Update's ring differs from Build's", c.b, step)
 			}
@@ -93,7 +93,7 @@ func TestUpdateBuildsAfresh(t *testing.T) {
 	b := Builder{Key: k}
 	want := b.Build(nodes).(*picker)
 	for _, prev := range []balancer.Picker{Builder{Key: k, PointsPerWeight: 3}.Build(nodes), b.Build(nil)} {
-		if got := b.Update(prev, nodes).(*picker); !slices.Equal(got.hashes, want.hashes) || !slices.Equal(got.owners, want.owners) {
+		if got := b.Update(prev, nodes).(*picker); !slices.Equal(got.points, want.points) {
 			t.Fatalf("Update from %T differs from Build", prev)
 		}
 	}
@@ -117,7 +117,7 @@ func BenchmarkUpdate(b *testing.B) {
 		for _, name := range []string{"Update", "Build"} {
 			b.Run(fmt.Sprintf("max_ring_size=%d/%s", size, name), func(b *testing.B) {
 				p := bl.Build(nodes)
-				b.ReportMetric(float64(len(p.(*picker).hashes)), "points")
+				b.ReportMetric(float64(len(p.(*picker).points)), "points")
 				b.ReportAllocs()
 				for i := range b.N {
 					if name == "Build" {
