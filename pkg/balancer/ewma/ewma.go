@@ -148,54 +148,54 @@ func candidateOf(s *node.Stats) candidate {
 // older one needs decaying to the newer one's instant: the comparison
 // needs one exponential and no clock. A penalised node is compared without
 // decay, which only matters for estimates of hours.
+//
+// The exponential is computed only when its bounds 1-x <= exp(-x) <=
+// 1-x+x²/2 do not decide: candidates' estimates are rarely that close, and
+// exp is most of a pick's arithmetic.
 func (a candidate) less(b candidate, inv float64) bool {
-	ca, cb := a.cost, b.cost
-	if !a.decays || !b.decays {
-		return ca < cb
+	if !a.decays || !b.decays || a.at == b.at {
+		return a.cost < b.cost
 	}
-	switch d := a.at - b.at; {
-	case d > 0:
-		return decayedLess(ca, cb, float64(d)*inv)
-	case d < 0:
-		return decayedGreater(cb, ca, float64(-d)*inv)
+	// Is the newer cost below the older one decayed by x?
+	newer, older, d, aNewer := a.cost, b.cost, a.at-b.at, true
+	if d < 0 {
+		newer, older, d, aNewer = b.cost, a.cost, -d, false
 	}
-	return ca < cb
+	x := float64(d) * inv
+	lo := 1 - x
+	switch {
+	case newer < older*lo:
+		return aNewer
+	case newer > older*(lo+x*x/2):
+		return !aNewer
+	}
+	return decayedLess(newer, older, x, aNewer)
 }
 
-// decayedLess reports whether c < older·exp(-x), x >= 0, computing the
-// exponential only when its bounds 1-x <= exp(-x) <= 1-x+x²/2 do not
-// decide: candidates' estimates are rarely that close, and exp is most of
-// a pick's arithmetic.
-func decayedLess(c, older, x float64) bool {
-	lo := 1 - x
-	if c < older*lo {
-		return true
+// decayedLess is less's exact comparison of newer with older·exp(-x):
+// whether newer is below it when aNewer, above it otherwise.
+func decayedLess(newer, older, x float64, aNewer bool) bool {
+	decayed := older * node.ExpNeg(x)
+	if aNewer {
+		return newer < decayed
 	}
-	if c >= older*(lo+x*x/2) {
-		return false
-	}
-	return c < older*node.ExpNeg(x)
-}
-
-// decayedGreater reports whether c > older·exp(-x), x >= 0, the same way.
-func decayedGreater(c, older, x float64) bool {
-	lo := 1 - x
-	if c <= older*lo {
-		return false
-	}
-	if c > older*(lo+x*x/2) {
-		return true
-	}
-	return c > older*node.ExpNeg(x)
+	return newer > decayed
 }
 
 func (p *picker) Pick(balancer.Info) *node.Node {
 	if len(p.nodes) == 1 {
 		return p.nodes[0]
 	}
-	var drawn [p2c.MaxChoices]int32
 	d := p.sampler.Start()
 	best := d.Draw(nil)
+	if p.choices == 2 { // the default
+		i := d.Draw([]int32{int32(best)})
+		if candidateOf(p.stats[i]).less(candidateOf(p.stats[best]), p.inv) {
+			return p.nodes[i]
+		}
+		return p.nodes[best]
+	}
+	var drawn [p2c.MaxChoices]int32
 	drawn[0] = int32(best)
 	bc := candidateOf(p.stats[best])
 	for c := 1; c < p.choices; c++ {
