@@ -16,3 +16,12 @@ func hook(f func()) *func() {
 	}
 	return &f
 }
+
+// SetReadFirstSpan sets how many requests a connection reads first after
+// its wait missed an arrival, and returns a function that puts it back.
+// Call it before the server starts and restore after it stopped.
+func SetReadFirstSpan(n int) (restore func()) {
+	old := readFirstSpan
+	readFirstSpan = n
+	return func() { readFirstSpan = old }
+}

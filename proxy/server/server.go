@@ -283,7 +283,7 @@ type srvConn struct {
 	waited    bool
 	peeked    bool
 	readable  bool // waitRequest saw the request arrive: the read finds it
-	readFirst bool // an arrival went unseen once: read first, as Go does
+	readFirst int  // requests left to read first, as Go does: an arrival went unseen (see readFirstSpan)
 	idle      time.Duration
 	unflushed bool // the last answer waits in bw for waitRequest to write it
 	quit      bool // waitRequest's callback ended the connection
@@ -375,6 +375,18 @@ func (c *srvConn) setReadDeadline(t time.Time) {
 // requestWait bounds waitRequest's wait; after it, a read looks.
 const requestWait = 25 * time.Millisecond
 
+// readFirstSpan is how many requests a connection reads first, without
+// waiting, after a wait ran out its bound and a request was there all the
+// same. A pipelining client sends its next request before the answer, so
+// the wait cannot see it arrive (a read-ahead is not an arrival it waits
+// for), and each wait would cost it requestWait; but a goroutine that
+// merely ran late (a stall of the process, CPU throttling) ends the same
+// way, and its connection would otherwise make a read that finds nothing
+// for every request of its life. After the span, the connection waits
+// first again: a pipelining client then pays requestWait once per span.
+// A variable for tests.
+var readFirstSpan = 1024
+
 // Set by tests: testHookAfterWait runs when waitRequest saw a request
 // arrive, before it is read; testHookWaitBound when its bound ran out.
 // Atomic: a test sets them while connections of earlier tests may still
@@ -428,7 +440,7 @@ func (c *srvConn) waitRequest(idle time.Duration) bool {
 	c.peeked = false
 	_ = c.raw.Read(c.peekFn)
 	if c.peeked {
-		c.readFirst = true
+		c.readFirst = readFirstSpan
 	}
 	return true
 }
@@ -558,6 +570,9 @@ func (c *srvConn) serve() {
 			handedOff = c.handOff()
 			return
 		}
+		if c.readFirst > 0 {
+			c.readFirst--
+		}
 		if !c.serveRequest(req) {
 			return
 		}
@@ -572,9 +587,10 @@ func (c *srvConn) serve() {
 
 // canWaitFirst reports whether the wait for the next request may begin
 // before a read (waitRequest): on a socket, unless an arrival went unseen
-// before, when nothing of the next request is here yet.
+// in the last readFirstSpan requests, when nothing of the next request is
+// here yet.
 func (c *srvConn) canWaitFirst() bool {
-	return c.raw != nil && !c.readFirst && (c.idle <= 0 || c.idle > requestWait) &&
+	return c.raw != nil && c.readFirst == 0 && (c.idle <= 0 || c.idle > requestWait) &&
 		c.br.Buffered() == 0 && len(c.pending) == 0
 }
 

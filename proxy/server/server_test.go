@@ -466,6 +466,53 @@ func TestServerReadsARequestSeenArrivingAfterTheWaitBound(t *testing.T) {
 	}
 }
 
+// TestServerWaitsFirstAgainAfterReadingFirstForAWhile: a request that
+// arrives while the one before it runs cannot be seen arriving by the wait
+// for it; the wait runs out its bound, finds it, and the connection reads
+// first, but only for readFirstSpan requests: then it waits first again.
+func TestServerWaitsFirstAgainAfterReadingFirstForAWhile(t *testing.T) {
+	t.Cleanup(server.SetReadFirstSpan(2)) // runs after the server is closed
+	var waits, bounds atomic.Int32
+	server.SetAfterWaitHook(func() { waits.Add(1) })
+	server.SetWaitBoundHook(func() { bounds.Add(1) })
+	t.Cleanup(func() { server.SetAfterWaitHook(nil); server.SetWaitBoundHook(nil) })
+	addr, _ := directServer(t, server.Options{IdleTimeout: time.Minute}, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/2" {
+			time.Sleep(20 * time.Millisecond)
+		}
+		_, _ = io.WriteString(w, r.URL.Path)
+	})
+	c := testnet.Dial(t, addr)
+	get := func(path string) {
+		t.Helper()
+		if _, body := c.Read("GET"); body != path {
+			t.Fatalf("answer %q; want %q", body, path)
+		}
+	}
+	send := func(path string) { c.Send("GET " + path + " HTTP/1.1\r\nHost: u\r\n\r\n") }
+	send("/0")
+	get("/0")
+	send("/2")
+	time.Sleep(5 * time.Millisecond) // /2.next arrives while /2 runs
+	send("/2.next")
+	get("/2")
+	get("/2.next")
+	if bounds.Load() == 0 {
+		t.Fatal("the wait for /2.next did not run out its bound")
+	}
+	before := waits.Load()
+	send("/3") // read first: the second of the span, /2.next the first
+	get("/3")
+	if n := waits.Load() - before; n != 0 {
+		t.Fatalf("%d waits saw /3 arrive; want it read first", n)
+	}
+	send("/4")
+	get("/4")
+	if n := waits.Load() - before; n != 1 {
+		t.Fatalf("%d waits saw /4 arrive; want 1: the span of two is over", n)
+	}
+}
+
 func TestServerPipelinedArrivalDuringARequest(t *testing.T) {
 	addr, _ := directServer(t, server.Options{IdleTimeout: time.Minute}, func(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(20 * time.Millisecond)
