@@ -19,9 +19,7 @@ func hook(f func()) *func() {
 
 // SetReadFirstSpan sets how many requests a connection reads first after
 // its wait missed an arrival, and returns a function that puts it back.
-// Call it before the server starts and restore after it stopped.
-func SetReadFirstSpan(n int) (restore func()) {
-	old := readFirstSpan
-	readFirstSpan = n
-	return func() { readFirstSpan = old }
+func SetReadFirstSpan(n int32) (restore func()) {
+	old := readFirstSpan.Swap(n)
+	return func() { readFirstSpan.Store(old) }
 }

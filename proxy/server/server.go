@@ -384,8 +384,11 @@ const requestWait = 25 * time.Millisecond
 // way, and its connection would otherwise make a read that finds nothing
 // for every request of its life. After the span, the connection waits
 // first again: a pipelining client then pays requestWait once per span.
-// A variable for tests.
-var readFirstSpan = 1024
+// Atomic, for tests: one sets it while connections of earlier tests may
+// still run.
+var readFirstSpan atomic.Int32
+
+func init() { readFirstSpan.Store(1024) }
 
 // Set by tests: testHookAfterWait runs when waitRequest saw a request
 // arrive, before it is read; testHookWaitBound when its bound ran out.
@@ -440,7 +443,7 @@ func (c *srvConn) waitRequest(idle time.Duration) bool {
 	c.peeked = false
 	_ = c.raw.Read(c.peekFn)
 	if c.peeked {
-		c.readFirst = readFirstSpan
+		c.readFirst = int(readFirstSpan.Load())
 	}
 	return true
 }
