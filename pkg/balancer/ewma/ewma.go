@@ -188,13 +188,6 @@ func (p *picker) Pick(balancer.Info) *node.Node {
 	}
 	d := p.sampler.Start()
 	best := d.Draw(nil)
-	if p.choices == 2 { // the default
-		i := d.Draw([]int32{int32(best)})
-		if candidateOf(p.stats[i]).less(candidateOf(p.stats[best]), p.inv) {
-			return p.nodes[i]
-		}
-		return p.nodes[best]
-	}
 	var drawn [p2c.MaxChoices]int32
 	drawn[0] = int32(best)
 	bc := candidateOf(p.stats[best])
