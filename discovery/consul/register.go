@@ -226,10 +226,12 @@ func (g *registration) run() {
 				g.finish(version, fmt.Errorf("consul: %s: registration stopped", g.id))
 				return
 			}
-			g.finish(version, err)
+			// Status first: Register returns once finish is called, and
+			// its caller may read Status at once.
 			if err != nil {
 				failures++
 				g.status.Down(err)
+				g.finish(version, err)
 				if msg := err.Error(); msg != lastMsg {
 					lastMsg = msg
 					g.log.WithError(err).Warn("consul: service not registered; retrying")
@@ -242,6 +244,7 @@ func (g *registration) run() {
 			if g.status.Up(lost) && (lost || failures > 0) {
 				g.log.WithFields(logrus.Fields{"id": g.id, "reregistered": lost}).Info("consul: service registered")
 			}
+			g.finish(version, nil)
 			applied, failures, lost, lastMsg = version, 0, false, ""
 			continue
 		}

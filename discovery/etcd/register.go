@@ -267,10 +267,12 @@ func (g *registration) run() {
 				g.finish(version, fmt.Errorf("etcd: %s: registration stopped", g.key))
 				return
 			}
-			g.finish(version, err)
+			// Status first: Register returns once finish is called, and
+			// its caller may read Status at once.
 			if err != nil {
 				failures++
 				g.status.Down(err)
+				g.finish(version, err)
 				if msg := err.Error(); msg != lastMsg {
 					lastMsg = msg
 					g.log.WithError(err).Warn("etcd: registration not written; retrying")
@@ -283,6 +285,7 @@ func (g *registration) run() {
 			if g.status.Up(lost) && (lost || failures > 0) {
 				g.log.WithFields(logrus.Fields{"key": g.key, "reregistered": lost}).Info("etcd: registration written")
 			}
+			g.finish(version, nil)
 			failures, lost, lastMsg = 0, false, ""
 			continue
 		}
