@@ -266,21 +266,56 @@ var FuzzAnswers = []Answer{
 // and fails t where remora differs (Compare, with no leeway).
 func Check(t *testing.T, c Case, lim Limits, remora Proxy) {
 	t.Helper()
-	ref, err := Run(c, Reference(lim))
-	if err != nil {
-		t.Fatal(err)
-	}
 	got, err := Run(c, remora)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diffs := Compare(ref, got, Rules{}); len(diffs) > 0 {
+	ref, diffs, err := CompareWithReference(c, lim, got, Rules{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(diffs) > 0 {
 		t.Errorf("Remora differs from net/http:\n  %s", strings.Join(diffs, "\n  "))
 		for i := range got.Clients {
 			t.Logf("conn %d: reference %q\n          Remora    %q", i+1, ref.Clients[i].Raw, got.Clients[i].Raw)
 		}
 		t.Logf("node: reference %v\n      Remora    %v", ref.Node, got.Node)
 	}
+}
+
+// ReferenceRuns is how many times CompareWithReference runs the
+// reference before a difference counts.
+const ReferenceRuns = 3
+
+// CompareWithReference runs c through the reference (with lim) and
+// compares got with its outcome; where they differ, it runs the reference
+// again, up to ReferenceRuns times in all, and reports no difference if
+// any run matches got. It returns the first run and its differences.
+//
+// The reference's outcome is a set, not one value: net/http's Transport
+// races with a node's unsolicited bytes. Its idle connection's readLoop
+// closes the connection when they arrive; a request that took that
+// connection a moment before gets a 502 (a POST is not retried), and one
+// that came a moment later gets a fresh connection and its answer. got
+// must be one of the outcomes the reference can give; a difference that
+// every run shows is Remora's.
+func CompareWithReference(c Case, lim Limits, got Result, rules Rules) (Result, []string, error) {
+	var first Result
+	var firstDiffs []string
+	for i := range ReferenceRuns {
+		ref, err := Run(c, Reference(lim))
+		if err != nil {
+			return Result{}, nil, err
+		}
+		diffs := Compare(ref, got, rules)
+		if len(diffs) == 0 {
+			return ref, nil, nil
+		}
+		if i == 0 {
+			first, firstDiffs = ref, diffs
+		}
+	}
+	return first, firstDiffs, nil
 }
 
 // Seed adds the cases of Cases(lim) that are one client connection
@@ -320,15 +355,15 @@ func Fuzz(t *testing.T, lim Limits, remora Proxy, data []byte, split uint16, mod
 		Answer: FuzzAnswers[int(mode)%len(FuzzAnswers)],
 		Wait:   Wait{Quiet: 300 * time.Millisecond, Max: time.Second, Answered: true, Settle: 30 * time.Millisecond},
 	}
-	ref, err := Run(c, Reference(lim))
-	if err != nil {
-		t.Fatal(err)
-	}
 	got, err := Run(c, remora)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diffs := Compare(ref, got, Rules{AllowStricter: true, IgnoreAnswers: true}); len(diffs) > 0 {
+	ref, diffs, err := CompareWithReference(c, lim, got, Rules{AllowStricter: true, IgnoreAnswers: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(diffs) > 0 {
 		t.Errorf("Remora is more lenient than net/http for %q (split %d, answer %d):\n  %s", data, k, int(mode)%len(FuzzAnswers), strings.Join(diffs, "\n  "))
 		for i := range got.Clients {
 			t.Logf("conn %d: reference %q\n          Remora    %q", i+1, ref.Clients[i].Raw, got.Clients[i].Raw)
