@@ -23,11 +23,12 @@ type loadGen struct {
 	ok, failed atomic.Int64
 	first      atomic.Value
 	stop       chan struct{}
+	start      time.Time
 	wg         sync.WaitGroup
 }
 
 func startLoad(t *testing.T, a *app, workers int) *loadGen {
-	g := &loadGen{stop: make(chan struct{})}
+	g := &loadGen{stop: make(chan struct{}), start: time.Now()}
 	outbound := a.addr("outbound")
 	client := &http.Client{Timeout: 5 * time.Second}
 	for w := 0; w < workers; w++ {
@@ -44,13 +45,15 @@ func startLoad(t *testing.T, a *app, workers int) *loadGen {
 				req.Host = "user-service"
 				resp, err := client.Do(req)
 				if err == nil {
+					body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 					io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
 					if resp.StatusCode != 200 {
-						err = fmt.Errorf("status %d", resp.StatusCode)
+						err = fmt.Errorf("status %d: %q", resp.StatusCode, body)
 					}
 				}
 				if err != nil {
+					err = fmt.Errorf("%s after the load started: %w", time.Since(g.start).Round(time.Millisecond), err)
 					g.failed.Add(1)
 					g.first.CompareAndSwap(nil, err)
 				} else {

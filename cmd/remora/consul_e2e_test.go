@@ -273,7 +273,9 @@ func TestChaosConsulOutage(t *testing.T) {
 	if st := upstreamStatus(t, a); !st.Stale || st.Available != 2 {
 		t.Fatalf("during the outage: stale=%v available=%d", st.Stale, st.Available)
 	}
+	t.Logf("restarting the agent %v after the load started", time.Since(load.start).Round(time.Millisecond))
 	agent.Restart(t)
+	t.Logf("the agent is ready again %v after the load started", time.Since(load.start).Round(time.Millisecond))
 	eventually(t, 10*time.Second, "staleness cleared", func() bool { return !upstreamStatus(t, a).Stale })
 	registerPlain(t, agent, b3)
 	took := eventually(t, time.Second, "a change after the outage", func() bool { return available(a) == 3 })

@@ -265,3 +265,87 @@ func expectNoSet(t *testing.T, w discovery.Watcher, d time.Duration) {
 		}
 	}
 }
+
+// A Consul server that has just become leader answers default-mode reads
+// from a state it is still replaying from its raft log: a restarted agent
+// with a few thousand entries was seen answering 0 instances for 200 ms.
+// A watcher that reads throughout a restart of such an agent must publish
+// no set but complete ones (fresh reads are consistent; an answer whose
+// index went backwards is not believed).
+func TestWatchAcrossRestartPublishesNoPartialSet(t *testing.T) {
+	a := consultest.Start(t, consultest.Config{Name: "replay"})
+	kv := a.Client(t).KV()
+	// A long log to replay: 2,000 entries from 32 writers (Consul batches
+	// their syncs).
+	const entries, writers = 2000, 32
+	errs := make(chan error, writers)
+	for w := range writers {
+		go func() {
+			var err error
+			for i := w; i < entries && err == nil; i += writers {
+				_, err = kv.Put(&api.KVPair{Key: fmt.Sprintf("replay/%d", i), Value: []byte("x")}, nil)
+			}
+			errs <- err
+		}()
+	}
+	for range writers {
+		if err := <-errs; err != nil {
+			t.Fatalf("writing the log: %v", err)
+		}
+	}
+	const service = "replay-web"
+	b1, b2 := discoverytest.Instance("b1", 21021, nil), discoverytest.Instance("b2", 21022, nil)
+	a.Register(t, service, b1, nil, nil)
+	a.Register(t, service, b2, nil, nil)
+
+	reg := open(t, a, "")
+	t.Cleanup(func() { _ = reg.Close() })
+	// Read every 20 ms, through the outage too: often enough to land in
+	// the replay, and a partial set stays long enough to be seen.
+	r := reg.(*registry)
+	r.minInterval, r.backoffBase, r.backoffMax = 20*time.Millisecond, time.Millisecond, time.Millisecond
+	w, err := reg.Watch(context.Background(), service)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Stop() })
+	discoverytest.WaitFor(t, w, 5*time.Second, "both instances", has(b1, b2))
+
+	// The consumer records the first incomplete set, and the last set.
+	ctx, cancel := context.WithCancel(context.Background())
+	type seen struct {
+		partial  string
+		complete bool // the last set
+	}
+	result := make(chan seen, 1)
+	go func() {
+		var s seen
+		for {
+			set, err := w.Next(ctx)
+			if ctx.Err() != nil {
+				result <- s
+				return
+			}
+			if err != nil {
+				continue
+			}
+			s.complete = discoverytest.Has(set, b1, b2)
+			if !s.complete && s.partial == "" {
+				s.partial = discoverytest.Describe(set)
+			}
+		}
+	}()
+	if err := a.Stop(); err != nil {
+		t.Logf("stopping the agent: %v", err)
+	}
+	a.Restart(t)
+	time.Sleep(2 * time.Second) // past the replay, and a few reads more
+	cancel()
+	s := <-result
+	if s.partial != "" {
+		t.Errorf("across the restart the watcher published %s; want only sets with both instances", s.partial)
+	}
+	if !s.complete {
+		t.Error("the last set published was not complete")
+	}
+}

@@ -143,6 +143,9 @@ func (f *fixture) call() *fakeCall {
 	f.t.Helper()
 	select {
 	case c := <-f.fake.calls:
+		if c.q.RequireConsistent != (c.q.WaitIndex == 0) {
+			f.t.Errorf("query at index %d: consistent %v; want a fresh read consistent, a blocking one not", c.q.WaitIndex, c.q.RequireConsistent)
+		}
 		return c
 	case <-time.After(5 * time.Second):
 		f.t.Fatal("the watcher sent no query")
@@ -206,10 +209,10 @@ func TestWatcherQueriesAndIndexRules(t *testing.T) {
 	}{
 		{"blocks on the returned index", 10, ok(12, a, b), "n1/a,n1/b"},
 		{"wait timed out, same index", 12, ok(12, a, b), ""},
-		{"index went backwards: publish, then reset", 12, ok(5, a), "n1/a"},
-		{"after a reset: fresh read", 0, ok(6, a), ""},
-		{"blocks again after the reset", 6, ok(0, b), "n1/b"},
-		{"index 0 resets too", 0, ok(8, b), ""},
+		{"index went backwards: not published, reset", 12, ok(5, a), ""},
+		{"after a reset: fresh read, published", 0, ok(6, a), "n1/a"},
+		{"index 0 after a value is backwards too", 6, ok(0, b), ""},
+		{"fresh read", 0, ok(8, b), "n1/b"},
 		{"and then blocks", 8, ok(9), "<empty>"},
 	}
 	c = f.call()
