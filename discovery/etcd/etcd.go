@@ -407,8 +407,10 @@ type watcher struct {
 	cancel context.CancelFunc
 	nodes  map[string]discovery.Instance // by key
 	rev    int64                         // last revision applied
-	probe  time.Duration                 // liveness check interval, 0 off
-	stale  bool                          // the last check failed
+	// cluster is the ID of the cluster the last list read (0: unknown).
+	cluster uint64
+	probe   time.Duration // liveness check interval, 0 off
+	stale   bool          // the last check failed
 	// progressed: follow applied a response since run last looked.
 	progressed bool
 }
@@ -420,6 +422,9 @@ func (w *watcher) Stop() error {
 }
 
 var errCompacted = errors.New("etcd: watch revision compacted")
+
+// errBehind ends a watch whose etcd is behind the revision it follows.
+var errBehind = errors.New("etcd: the cluster is behind the watched revision")
 
 func (w *watcher) run(ctx context.Context) {
 	go func() {
@@ -477,6 +482,11 @@ func (w *watcher) run(ctx context.Context) {
 			listed = false
 			continue
 		}
+		if errors.Is(err, errBehind) {
+			w.log.Warnf("etcd: the cluster behind %s is not the one whose revision %d was followed (restored or started without its data); listing again", w.prefix, w.rev)
+			listed = false
+			continue
+		}
 		w.Fail(fmt.Errorf("etcd: watching %s: %w", w.prefix, err))
 		pause()
 	}
@@ -494,13 +504,15 @@ func (w *watcher) list(ctx context.Context) error {
 	for _, kv := range resp.Kvs {
 		w.put(string(kv.Key), kv.Value)
 	}
-	w.rev = resp.Header.GetRevision()
+	w.rev, w.cluster = resp.Header.GetRevision(), resp.Header.GetClusterId()
+	w.stale = false // what is published now is fresh
 	w.publish()
 	return nil
 }
 
 // follow watches from the revision after the last one applied until the
-// watch ends. It returns errCompacted when etcd no longer has that revision.
+// watch ends. It returns errCompacted when etcd no longer has that revision,
+// and errBehind when check finds etcd behind it.
 func (w *watcher) follow(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
@@ -518,7 +530,9 @@ func (w *watcher) follow(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick:
-			w.check(ctx)
+			if w.check(ctx) {
+				return errBehind
+			}
 			continue
 		case resp, ok = <-wch:
 		}
@@ -555,10 +569,22 @@ func (w *watcher) follow(ctx context.Context) error {
 // an outage without a word, so this is how a watcher notices one (and
 // reports it: the upstream is marked stale, its nodes kept) and its end (the
 // current set is published again).
-func (w *watcher) check(ctx context.Context) {
+//
+// It also reports (behind) an etcd that is no longer the one followed: a
+// cluster with another ID, or a revision below the one applied (the Get is
+// linearizable, so a member that merely lags cannot answer one). That is an
+// etcd started without its data or restored from an older backup; a watch
+// on it waits, without a word, for a revision it may not reach for days.
+func (w *watcher) check(ctx context.Context) (behind bool) {
 	ctx, cancel := context.WithTimeout(ctx, w.probe)
 	defer cancel()
-	_, err := w.cli.Get(ctx, w.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	resp, err := w.cli.Get(ctx, w.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err == nil {
+		h := resp.Header
+		if h.GetRevision() < w.rev || w.cluster != 0 && h.GetClusterId() != 0 && h.GetClusterId() != w.cluster {
+			return true
+		}
+	}
 	switch {
 	case err != nil && ctx.Err() != nil && errors.Is(ctx.Err(), context.Canceled):
 	case err != nil:
@@ -572,6 +598,7 @@ func (w *watcher) check(ctx context.Context) {
 		w.log.Info("etcd: answering again")
 		w.publish()
 	}
+	return false
 }
 
 // put records the instance under key, or drops the key with a warning when

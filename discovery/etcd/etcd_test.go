@@ -239,3 +239,29 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// An etcd that comes back without its data (a new cluster: revisions
+// start from 1 again) is followed: the watcher lists it afresh instead of
+// waiting for a revision the new cluster has not reached.
+func TestWatchFollowsEtcdRestartedWithoutData(t *testing.T) {
+	srv := etcdtest.Start(t)
+	a := discoverytest.Instance("a", 22001, nil)
+	b := discoverytest.Instance("b", 22002, nil)
+	key := func(in discovery.Instance) string { return etcd.DefaultPrefix + "/fresh/" + in.ID }
+	srv.Put(key(a), value(a))
+	for i := range 50 { // revisions the new cluster will not reach soon
+		srv.Put(etcd.DefaultPrefix+"/other/x", strings.Repeat("x", i))
+	}
+	reg := open(t, srv.Endpoint())
+	t.Cleanup(func() { _ = reg.Close() })
+	w := watch(t, reg, "fresh")
+	discoverytest.WaitFor(t, w, 5*time.Second, "a", func(s []discovery.Instance) bool { return discoverytest.Has(s, a) && len(s) == 1 })
+
+	srv.RestartFresh()
+	srv.Put(key(b), value(b))
+	start := time.Now()
+	discoverytest.WaitFor(t, w, 10*time.Second, "only b, from the new cluster", func(s []discovery.Instance) bool {
+		return discoverytest.Has(s, b) && len(s) == 1
+	})
+	t.Logf("the new cluster's set followed %v after it served", time.Since(start).Round(time.Millisecond))
+}

@@ -352,3 +352,23 @@ func TestWrongCredentialsAreWatchErrors(t *testing.T) {
 		})
 	}
 }
+
+// An etcd that comes back without its data has neither the key nor the
+// lease: the registration is written again under a new lease.
+func TestRegistrationSurvivesEtcdWithoutData(t *testing.T) {
+	t.Parallel() // each has its own etcd; most of the time is spent waiting
+	srv := etcdtest.Start(t)
+	const key = "/services/users/app-1"
+	_, g := register(t, srv.Endpoint(), "users", app(nil))
+	within(t, 2*time.Second, "registered", func() bool { v, _ := stored(t, srv, key); return v != nil })
+
+	srv.RestartFresh()
+	took := within(t, 3*testTTL+5*time.Second, "key written again in the new cluster", func() bool {
+		v, lease := stored(t, srv, key)
+		return v != nil && lease != 0
+	})
+	t.Logf("written again %v after etcd came back empty", took)
+	if st := status(t, g); !st.Up {
+		t.Fatalf("status after recovery: %+v; want up", st)
+	}
+}

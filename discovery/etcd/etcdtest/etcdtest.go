@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"os"
 	"testing"
 	"time"
 
@@ -190,6 +191,21 @@ func (s *Server) Stop() {
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.Stop()
+	s.start()
+}
+
+// RestartFresh stops the server and starts a new cluster on the same
+// ports without any data, as an etcd without a persistent volume comes
+// back: a new cluster ID, revisions from 1 again, no leases.
+func (s *Server) RestartFresh() {
+	s.t.Helper()
+	s.Stop()
+	if err := os.RemoveAll(s.dir); err != nil {
+		s.t.Fatalf("etcdtest: removing the data of etcd on %s: %v", s.clientURL.Host, err)
+	}
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		s.t.Fatalf("etcdtest: %v", err)
+	}
 	s.start()
 }
 
