@@ -1,6 +1,7 @@
 package balancer_test
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 
@@ -13,15 +14,21 @@ func (f fakeFactory) Name() string { return f.name }
 
 func (fakeFactory) Parse(func(any) error) (balancer.Builder, error) { return nil, nil }
 
+// registryRuns makes TestRegistry's policy name unique per run, so that
+// -count=N runs it N times against the one process-wide registry.
+var registryRuns int
+
 func TestRegistry(t *testing.T) {
-	balancer.Register(fakeFactory{"test_policy"})
-	if f, ok := balancer.Lookup("test_policy"); !ok || f.Name() != "test_policy" {
+	registryRuns++
+	name := fmt.Sprintf("test_policy_%d", registryRuns)
+	balancer.Register(fakeFactory{name})
+	if f, ok := balancer.Lookup(name); !ok || f.Name() != name {
 		t.Fatalf("Lookup = %v, %v", f, ok)
 	}
 	if _, ok := balancer.Lookup("nope"); ok {
 		t.Fatal("Lookup of an unknown policy succeeded")
 	}
-	if !slices.Contains(balancer.Names(), "test_policy") {
+	if !slices.Contains(balancer.Names(), name) {
 		t.Fatalf("Names() = %v", balancer.Names())
 	}
 	defer func() {
@@ -29,7 +36,7 @@ func TestRegistry(t *testing.T) {
 			t.Fatal("a duplicate Register did not panic")
 		}
 	}()
-	balancer.Register(fakeFactory{"test_policy"})
+	balancer.Register(fakeFactory{name})
 }
 
 func TestEmpty(t *testing.T) {
