@@ -2,7 +2,11 @@ package proxy_test
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,7 +41,9 @@ func TestAccessLogForEveryAnswer(t *testing.T) {
 	b := newBackend(t, "b", nil)
 	reg.Set("users", b.instance())
 	reg.Set("empty", discovery.Instance{ID: "drained", Address: "127.0.0.1", Port: 1, Weight: 0, Healthy: true})
-	front := serveFront(t, p.Listener("out", proxy.ListenerOptions{RequestID: true}))
+	front := serveFront(t, p.Listener("out", proxy.ListenerOptions{RequestID: true, Routes: []proxy.Rule{
+		{Name: "limited", PathPrefix: "/limited", Upstream: "users", RateLimit: &upstream.RateLimit{RequestsPerSecond: 1, Burst: 1}},
+	}}))
 	for _, u := range ups {
 		for u.Snapshot().Version == 0 {
 			time.Sleep(time.Millisecond)
@@ -45,33 +51,65 @@ func TestAccessLogForEveryAnswer(t *testing.T) {
 	}
 	proc.Reset()
 	for _, tc := range []struct {
-		host         string
+		host, path   string
 		status       int
 		reason, flag string
+		route        string
 	}{
-		{"users", 200, "", ""},
-		{"nobody", 404, "no_route", "NR"},
-		{"empty", 503, "no_healthy_node", "UH"},
+		{"users", "/x", 200, "", "", ""},
+		{"nobody", "/x", 404, "no_route", "NR", ""},
+		{"empty", "/x", 503, "no_healthy_node", "UH", ""},
+		{"users", "/limited", 200, "", "", "limited"},
+		{"users", "/limited", 429, "rate_limited", "RL", "limited"}, // the route's limit
 	} {
 		access.Reset()
-		req, _ := http.NewRequest(http.MethodGet, "http://"+front.Listener.Addr().String()+"/x", nil)
+		req, _ := http.NewRequest(http.MethodGet, "http://"+front.Listener.Addr().String()+tc.path, nil)
 		req.Host = tc.host
 		resp, _ := do(t, req)
 		if resp.StatusCode != tc.status {
-			t.Fatalf("%s: %d; want %d", tc.host, resp.StatusCode, tc.status)
+			t.Fatalf("%s%s: %d; want %d", tc.host, tc.path, resp.StatusCode, tc.status)
 		}
 		entries := access.AllEntries()
 		if len(entries) != 1 {
-			t.Fatalf("%s: %d access log lines; want 1", tc.host, len(entries))
+			t.Fatalf("%s%s: %d access log lines; want 1", tc.host, tc.path, len(entries))
 		}
 		f := entries[0].Data
 		if f["status"] != tc.status || (tc.reason != "" && (f["reason"] != tc.reason || f["flag"] != tc.flag)) || tc.reason == "" && f["reason"] != nil ||
-			f["client"] == nil || f["path"] != "/x" {
-			t.Fatalf("%s: access log fields %v", tc.host, f)
+			f["client"] == nil || f["path"] != tc.path || tc.route != "" && f["route"] != tc.route {
+			t.Fatalf("%s%s: access log fields %v", tc.host, tc.path, f)
 		}
 		if tc.status == 200 && (f["request_id"] == nil || f["upstream_addr"] == nil || f["bytes_out"] == nil || f["upstream_ms"] == nil) {
-			t.Fatalf("%s: access log fields %v", tc.host, f)
+			t.Fatalf("%s%s: access log fields %v", tc.host, tc.path, f)
 		}
+		if tc.host != "nobody" && f["upstream"] != tc.host {
+			t.Fatalf("%s%s: access log fields %v; want upstream %s", tc.host, tc.path, f, tc.host)
+		}
+	}
+
+	// A CONNECT tunnel's line counts the bytes relayed each way.
+	access.Reset()
+	conn, err := net.Dial("tcp", front.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner := "GET /tunnelled HTTP/1.1\r\nHost: users\r\nConnection: close\r\n\r\n"
+	fmt.Fprintf(conn, "CONNECT users:80 HTTP/1.1\r\nHost: users:80\r\n\r\n%s", inner)
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	reply, _ := io.ReadAll(conn)
+	conn.Close()
+	const established = "HTTP/1.1 200 Connection Established\r\n\r\n"
+	if !strings.HasPrefix(string(reply), established) {
+		t.Fatalf("CONNECT: %q", reply)
+	}
+	var f logrus.Fields
+	for deadline := time.Now().Add(5 * time.Second); f == nil && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if e := access.LastEntry(); e != nil {
+			f = e.Data
+		}
+	}
+	if f["method"] != "CONNECT" || f["status"] != 200 || f["upstream"] != "users" ||
+		f["bytes_in"] != int64(len(inner)) || f["bytes_out"] != int64(len(reply)-len(established)) {
+		t.Fatalf("CONNECT: access log fields %v; want bytes_in %d, bytes_out %d", f, len(inner), len(reply)-len(established))
 	}
 	if n := len(proc.AllEntries()); n != 0 {
 		t.Fatalf("%d process log lines for three requests: %v", n, proc.AllEntries()[0].Message)

@@ -247,20 +247,28 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rule != nil {
 		rule.requests.Add(1)
 		if l := rule.limiter; l != nil {
-			if ok, wait := l.Allow(time.Now().UnixNano()); !ok {
+			now := time.Now()
+			if ok, wait := l.Allow(now.UnixNano()); !ok {
 				rule.limited.Add(1)
 				route.up.RecordLocal(http.StatusTooManyRequests, upstream.ReasonRateLimited)
 				w.Header().Set("Retry-After", retryAfter(wait))
 				writeError(w, http.StatusTooManyRequests, "remora: route "+rule.Name+": rate limit exceeded (rate_limit)")
+				p.logLocal(r, now, localAnswer{status: http.StatusTooManyRequests, reason: upstream.ReasonRateLimited, upstream: route.up.Name(), rule: rule})
 				return
 			}
 		}
+	}
+	if r.Method == http.MethodConnect {
+		// A tunnel to the route's upstream, whoever chose it: a CONNECT
+		// sent on as an HTTP request would leave the client's tunnelled
+		// bytes to be read as requests. Path and header rules have
+		// nothing to act on.
+		p.tunnel(w, r, route, rule)
+		return
+	}
+	if rule != nil {
 		rule.rewrite(r)
 		rule.RequestHeaders.apply(r.Header)
-	}
-	if r.Method == http.MethodConnect && rule == nil {
-		p.tunnel(w, r, route)
-		return
 	}
 	p.forward(w, r, route, request{listener: &st.opts, rule: rule})
 }

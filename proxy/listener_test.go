@@ -1,11 +1,16 @@
 package proxy_test
 
 import (
+	"bufio"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/remora-mesh/remora/pkg/upstream"
 	"github.com/remora-mesh/remora/proxy"
@@ -180,5 +185,47 @@ func TestListenerRouteRateLimit(t *testing.T) {
 	stats := f.proxy.RouteStats()
 	if len(stats) != 1 || stats[0].Name != "limited" || stats[0].Requests != 5 || stats[0].RateLimited != 3 {
 		t.Fatalf("route stats %+v", stats)
+	}
+}
+
+// A CONNECT that a route matches is tunnelled to the route's upstream, as
+// one without routes is to its Host's: never sent on as an HTTP request.
+func TestListenerRouteTunnelsCONNECT(t *testing.T) {
+	f, url := listenerFixture(t, proxy.ListenerOptions{Routes: []proxy.Rule{
+		{Name: "by-host", Host: "users", Upstream: "users"},
+		{Name: "paths", PathPrefix: "/", Upstream: "v2"}, // a CONNECT has no path: never matches
+		{Name: "default", Upstream: "api"},
+	}})
+	for _, tc := range []struct{ target, wantNode string }{
+		{"users:80", "/users-tunnelled"},
+		{"elsewhere:443", "/api-tunnelled"},
+	} {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := tc.wantNode
+		fmt.Fprintf(conn, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\nGET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", tc.target, tc.target, path)
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		reply, _ := io.ReadAll(conn)
+		conn.Close()
+		head, rest, _ := strings.Cut(string(reply), "\r\n\r\n")
+		if head != "HTTP/1.1 200 Connection Established" {
+			t.Fatalf("CONNECT %s: %q; want a tunnel", tc.target, reply)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(strings.NewReader(rest)), nil)
+		if err != nil {
+			t.Fatalf("CONNECT %s: the tunnelled answer: %v in %q", tc.target, err, rest)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		var e echoed
+		if err := json.Unmarshal(body, &e); err != nil || e.URI != path {
+			t.Fatalf("CONNECT %s: the node answered %q; want the echo of %s", tc.target, body, path)
+		}
+	}
+	for _, s := range f.proxy.RouteStats() {
+		if want := map[string]uint64{"by-host": 1, "paths": 0, "default": 1}[s.Name]; s.Requests != want {
+			t.Errorf("route %s: %d requests, want %d", s.Name, s.Requests, want)
+		}
 	}
 }

@@ -115,7 +115,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method == http.MethodConnect {
-		p.tunnel(w, r, route)
+		p.tunnel(w, r, route, nil)
 		return
 	}
 	p.forward(w, r, route, request{})
@@ -124,14 +124,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // tunnel answers CONNECT to a known upstream with a TCP tunnel to one of
 // its nodes, through the upstream's attempt path (canary split, circuit
 // breakers, connect retries) and within its timeouts (connect; idle and
-// total for the tunnel's life). It is counted and logged like a request.
-func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, route *route) {
+// total for the tunnel's life). It is counted and logged like a request,
+// under rule (the listener route that chose it, or nil), with the bytes
+// relayed each way.
+func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, route *route, rule *compiledRule) {
 	hj, ok := w.(http.Hijacker)
 	if !ok {
+		start := time.Now()
 		writeError(w, http.StatusNotImplemented, "remora: CONNECT needs HTTP/1.1")
+		p.logLocal(r, start, localAnswer{status: http.StatusNotImplemented, upstream: route.up.Name(), rule: rule})
 		return
 	}
-	st := &exchange{client: r.Context()}
+	st := &exchange{client: r.Context(), rule: rule}
 	pol := route.up.Policy()
 	err := st.call.Begin(r.Context(), route.up, balancer.Info{Request: r})
 	var backend net.Conn
@@ -150,13 +154,21 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, route *route) {
 		return
 	}
 	_, _ = conn.Write([]byte("HTTP/1.1 200 Connection Established\r\n\r\n"))
+	var early int64
 	if k := buf.Reader.Buffered(); k > 0 {
 		pending, _ := buf.Reader.Peek(k)
-		_, _ = backend.Write(pending)
+		n, _ := backend.Write(pending)
+		early = int64(n)
 	}
-	tcp.Relay(conn, backend, pol.Timeouts.Idle, pol.Timeouts.Total)
+	in, out := tcp.Relay(conn, backend, pol.Timeouts.Idle, pol.Timeouts.Total)
+	st.tunnelIn, st.out = early+in, relayed(out)
 	p.finish(r, st)
 }
+
+// relayed is the byte count a tunnel sent the client, for the access log.
+type relayed int64
+
+func (n relayed) BytesWritten() int64 { return int64(n) }
 
 // ForUpstream returns a handler that sends every request to the named
 // upstream whatever its Host header (a dedicated listener). The name is
@@ -177,12 +189,37 @@ func (p *Proxy) notFound(w http.ResponseWriter, r *http.Request, t *upstream.Tab
 	start := time.Now()
 	writeError(w, http.StatusNotFound, fmt.Sprintf("remora: no upstream named %q (Host %q); known upstreams: %s",
 		host, r.Host, strings.Join(t.Names(), ", ")))
-	if p.access != nil && (p.sample >= 1 || rand.Float64() < p.sample) {
-		f := requestFields(r)
-		f["status"], f["reason"], f["flag"] = http.StatusNotFound, upstream.ReasonNoRoute.String(), upstream.ReasonNoRoute.Flag()
-		f["duration_ms"] = float64(time.Since(start).Microseconds()) / 1000
-		p.access.WithFields(f).Info("request")
+	p.logLocal(r, start, localAnswer{status: http.StatusNotFound, reason: upstream.ReasonNoRoute})
+}
+
+// localAnswer is an answer Remora gave before any call to an upstream:
+// its status, why (ReasonNone: no reason flag), and what it was for.
+type localAnswer struct {
+	status   int
+	reason   upstream.Reason
+	upstream string        // "" for none
+	rule     *compiledRule // the listener route that took the request, or nil
+}
+
+// logLocal writes a's access log line (if the access log is on and the
+// line is sampled), for the request r that arrived at start.
+func (p *Proxy) logLocal(r *http.Request, start time.Time, a localAnswer) {
+	if p.access == nil || p.sample < 1 && rand.Float64() >= p.sample {
+		return
 	}
+	f := requestFields(r)
+	f["status"] = a.status
+	f["duration_ms"] = float64(time.Since(start).Microseconds()) / 1000
+	if a.reason != upstream.ReasonNone {
+		f["reason"], f["flag"] = a.reason.String(), a.reason.Flag()
+	}
+	if a.upstream != "" {
+		f["upstream"] = a.upstream
+	}
+	if a.rule != nil {
+		f["route"] = a.rule.Name
+	}
+	p.access.WithFields(f).Info("request")
 }
 
 // requestFields are the access log fields that describe the request.
@@ -331,6 +368,9 @@ type exchange struct {
 	out bytesWritten
 	// errStatus is the status fail answered with.
 	errStatus int
+	// tunnelIn is what a CONNECT tunnel relayed from the client (its
+	// request has no body to count).
+	tunnelIn int64
 	// grpc is a gRPC response whose outcome is judged by its grpc-status
 	// once the body (and trailers) went through.
 	grpc *http.Response
@@ -440,6 +480,9 @@ func (b *peekedBody) Close() error { return b.rc.Close() }
 // logAccess writes the access log entry of a finished request.
 func (p *Proxy) logAccess(r *http.Request, st *exchange, status int, took time.Duration, gone bool) {
 	e := tcp.LogAccess(p.access, &st.call, status, took, gone).WithFields(requestFields(r))
+	if r.Method == http.MethodConnect {
+		e = e.WithField("bytes_in", st.tunnelIn)
+	}
 	if st.out != nil {
 		e = e.WithField("bytes_out", st.out.BytesWritten())
 	}
