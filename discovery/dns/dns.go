@@ -333,7 +333,9 @@ func (r *Registry) lookup(ctx context.Context, q question) ([]discovery.Instance
 }
 
 // addresses are name's IPv4 and IPv6 addresses, sorted; a name that is an
-// address is itself.
+// address is itself. A name error for one type means no records of that
+// type: some servers answer AAAA with NXDOMAIN for a name that has only A
+// records (RFC 4074, section 4.2), and that must not hide the A records.
 func addresses(ctx context.Context, c *client, name string) ([]string, time.Duration, error) {
 	if ip, err := netip.ParseAddr(name); err == nil {
 		return []string{ip.String()}, 0, nil
@@ -343,7 +345,7 @@ func addresses(ctx context.Context, c *client, name string) ([]string, time.Dura
 	for _, qt := range []dnsmessage.Type{dnsmessage.TypeA, dnsmessage.TypeAAAA} {
 		ans, err := c.query(ctx, name, qt)
 		if errors.Is(err, errNoSuchName) {
-			return nil, 0, nil
+			continue
 		}
 		if err != nil {
 			return nil, 0, err

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/dns/dnsmessage"
+
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/discovery/discoverytest"
 	"github.com/remora-mesh/remora/discovery/dns"
@@ -213,5 +215,66 @@ func TestOpenWithoutSystemResolver(t *testing.T) {
 	}
 	discoverytest.WaitFor(t, w, 10*time.Second, "the set once resolv.conf names a nameserver", func(set []discovery.Instance) bool {
 		return len(set) == 1 && set[0].Address == "127.0.0.1" && set[0].Port == 80
+	})
+}
+
+// brokenAAAA is a resolver that answers A queries for any name with
+// 127.0.0.7 and AAAA queries with NXDOMAIN, as some servers do for names
+// that have only A records (RFC 4074, section 4.2).
+func brokenAAAA(t *testing.T) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, addr, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			var p dnsmessage.Parser
+			h, err := p.Start(buf[:n])
+			if err != nil {
+				continue
+			}
+			q, err := p.Question()
+			if err != nil {
+				continue
+			}
+			rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true}
+			if q.Type == dnsmessage.TypeAAAA {
+				rh.RCode = dnsmessage.RCodeNameError
+			}
+			b := dnsmessage.NewBuilder(nil, rh)
+			b.EnableCompression()
+			_ = b.StartQuestions()
+			_ = b.Question(q)
+			if q.Type == dnsmessage.TypeA {
+				_ = b.StartAnswers()
+				_ = b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 5}, dnsmessage.AResource{A: [4]byte{127, 0, 0, 7}})
+			}
+			msg, err := b.Finish()
+			if err == nil {
+				_, _ = pc.WriteTo(msg, addr)
+			}
+		}
+	}()
+	return pc.LocalAddr().String()
+}
+
+// A name error for one address type is no records of that type: the
+// other type's records stay.
+func TestNameErrorForOneTypeKeepsTheOther(t *testing.T) {
+	reg := open(t, fmt.Sprintf("resolver: %s\nmin_refresh: 100ms\n", brokenAAAA(t)))
+	w, err := reg.Watch(context.Background(), "web.example.:9090")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	discoverytest.WaitFor(t, w, 5*time.Second, "the A record", func(set []discovery.Instance) bool {
+		return len(set) == 1 && set[0].Address == "127.0.0.7" && set[0].Port == 9090
 	})
 }
