@@ -164,13 +164,18 @@ upstreams:
     timeouts: {per_try: 1s}
     tls: {insecure_skip_verify: true}
     health: {passive: {consecutive_5xx: 3, error_statuses: ["500-599"]}}
-    canary: {header: x-c, match: [{header: x-beta, value: "1"}], hash_on: {cookie: s}}
+    canary: {header: x-c, match: [{header: x-beta, value: "1"}], hash_on: {cookie: s}, rollback: {latency_p99_margin: 0.5}}
     balancer: {policy: maglev, hash_on: {header: x-user}}`, []string{
+			"upstreams[0].canary.rollback.latency_p99_margin: a tcp connection's time is its whole life, not a latency",
 			"upstreams[0].retry.max_attempts: has no meaning for a tcp upstream", "upstreams[0].retry.statuses: has no meaning",
 			"upstreams[0].timeouts.per_try: a tcp connection has no response", "upstreams[0].tls: a tcp upstream relays bytes",
 			"upstreams[0].health.passive.consecutive_5xx:", "upstreams[0].health.passive.error_statuses:",
 			"upstreams[0].canary.header:", "upstreams[0].canary.match:", "upstreams[0].canary.hash_on:",
 			"upstreams[0].balancer.hash_on: a tcp connection has no request to hash; use source_ip"}},
+		{"an access log sample of 0", `
+registries: [{name: main, type: static}]
+access_log: {enabled: true, sample: 0}
+upstreams: [{name: a}]`, []string{"access_log.sample: 0 would log nothing; set access_log.enabled: false for that, or a share above 0 up to 1"}},
 		{"canary disabled with other fields", `
 registries: [{name: main, type: static}]
 upstreams: [{name: a, canary: {disabled: true, weight: 10, match: [{header: x, value: y}]}}]`, []string{

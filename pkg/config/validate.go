@@ -88,8 +88,11 @@ func (c *Config) validate(d *strictyaml.Decoder) {
 			add("%s: %v is negative", d.path, d.v)
 		}
 	}
-	if v := *c.AccessLog.Sample; v < 0 || v > 1 || v != v {
-		add("access_log.sample: %v; want a share 0..1", v)
+	switch v := *c.AccessLog.Sample; {
+	case v == 0:
+		add("access_log.sample: 0 would log nothing; set access_log.enabled: false for that, or a share above 0 up to 1")
+	case v < 0 || v > 1 || v != v:
+		add("access_log.sample: %v; want a share above 0 up to 1", v)
 	}
 	if c.Proxy.MaxIdleConnsPerHost < 0 {
 		add("proxy.max_idle_conns_per_host: %d is negative", c.Proxy.MaxIdleConnsPerHost)
@@ -313,6 +316,9 @@ func tcpRefuses(u *Upstream) []error {
 			if k, err := c.HashOn.Compile(); err == nil && k.FromRequest() {
 				add("canary.hash_on", "a tcp connection has no request to hash; use source_ip")
 			}
+		}
+		if c.Rollback != nil && c.Rollback.LatencyP99Margin != 0 {
+			add("canary.rollback.latency_p99_margin", "a tcp connection's time is its whole life, not a latency; roll back on error_rate_margin (connect failures)")
 		}
 	}
 	return errs
