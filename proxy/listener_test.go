@@ -229,3 +229,20 @@ func TestListenerRouteTunnelsCONNECT(t *testing.T) {
 		}
 	}
 }
+
+// An upstream header rule that sets X-Request-Id gives the request its ID
+// on every path: the listener then gives it none of its own.
+func TestUpstreamRuleSetsRequestID(t *testing.T) {
+	f := newFixture(t, "users")
+	f.set(t, "users", newBackend(t, "users", echo).instance())
+	f.proxy.SetRoutes(proxy.Route{Upstream: f.ups["users"],
+		RequestHeaders: &proxy.HeaderRules{Set: map[string]string{"X-Request-Id": "from-rule"}},
+	})
+	url := serveFront(t, f.proxy.Listener("out", proxy.ListenerOptions{RequestID: true})).URL
+	for _, method := range []string{"GET", "OPTIONS"} { // the direct exchange, and ReverseProxy
+		_, e := call(t, url, method, "users", "/", nil)
+		if got := strings.Join(e.Header["X-Request-Id"], ","); got != "from-rule" {
+			t.Errorf("%s: the node got X-Request-Id %q; want the rule's", method, got)
+		}
+	}
+}

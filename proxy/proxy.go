@@ -269,6 +269,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, route *route, re
 	defer exchanges.Put(st)
 	*st = exchange{client: r.Context(), tr: route.tr, rule: req.rule, respRules: route.respRules}
 	st.out, _ = w.(bytesWritten)
+	// The upstream's rules first: one that sets X-Request-Id gives the
+	// request its ID, and the listener then gives it none.
+	route.reqRules.apply(r.Header)
 	if l := req.listener; l != nil {
 		st.forwarded = l.Forwarded
 		if l.RequestID && r.Header["X-Request-Id"] == nil {
@@ -279,7 +282,6 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, route *route, re
 	if req.rule != nil && req.rule.ResponseHeaders != nil {
 		st.ruleResp = req.rule.ResponseHeaders
 	}
-	route.reqRules.apply(r.Header)
 	up := route.up
 	if err := st.call.Begin(r.Context(), up, balancer.Info{Request: r}); err != nil {
 		p.fail(w, r, st, err)
