@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +35,9 @@ import (
 // field; agent is also read without it.
 type app struct {
 	limits config.Proxy // header limits of the listeners, fixed at start
+	// adminToken is the admin API's token ("" for none), read on every
+	// admin request and replaced by a reload.
+	adminToken atomic.Pointer[string]
 	// The last reload's outcome, for /metrics: whether it succeeded, and
 	// when a configuration was last applied (Unix ns).
 	reloadOK atomic.Bool
@@ -128,8 +132,9 @@ func startApp(cfg *config.Config, log *logrus.Logger) (_ *app, err error) {
 	}()
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.adminToken.Store(&cfg.Admin.Token)
 	adminAPI := admin.Handler(a, admin.Options{Metrics: admin.MetricsOptions{NodeLabels: *cfg.Admin.Metrics.NodeLabels, Build: buildInfo()},
-		Config: a.effectiveConfig, Token: cfg.Admin.Token})
+		Config: a.effectiveConfig, Token: func() string { return *a.adminToken.Load() }})
 	s, err := a.bind("admin", cfg.Admin.Address, a.httpServer("admin", adminAPI))
 	if err != nil {
 		return nil, err
@@ -206,13 +211,45 @@ func (a *app) reload(cfg *config.Config) error {
 	if cfg.Admin.Address != a.cfg.Admin.Address || !slices.EqualFunc(cfg.Listeners, a.cfg.Listeners, sameAddress) {
 		a.log.Warn("admin and listener addresses change only on restart; keeping the current ones")
 	}
+	if fixed := restartOnly(a.cfg, cfg); len(fixed) > 0 {
+		a.log.WithField("settings", strings.Join(fixed, ", ")).Warn("these settings change only on restart; keeping the current ones")
+	}
 	p, err := a.apply(cfg)
 	a.reloaded(err == nil)
 	if err != nil {
 		return err
 	}
+	a.adminToken.Store(&cfg.Admin.Token)
 	a.log.WithFields(logrus.Fields{"upstreams": len(cfg.Upstreams), "changes": p.String()}).Info("configuration reloaded")
 	return nil
+}
+
+// restartOnly names the settings that differ between old and cfg and
+// that a reload does not apply: the listeners' header limits, the access
+// log, the shape of the metrics, and the connect timeout of tcp ports
+// already bound. (Addresses are reported apart.)
+func restartOnly(old, cfg *config.Config) []string {
+	var out []string
+	for _, s := range []struct {
+		name    string
+		changed bool
+	}{
+		{"proxy.read_header_timeout", old.Proxy.ReadHeaderTimeout != cfg.Proxy.ReadHeaderTimeout},
+		{"proxy.max_header_bytes", old.Proxy.MaxHeaderBytes != cfg.Proxy.MaxHeaderBytes},
+		{"proxy.connect_timeout (for tcp ports already bound)", old.Proxy.ConnectTimeout != cfg.Proxy.ConnectTimeout && hasTCP(cfg)},
+		{"access_log", old.AccessLog.Enabled != cfg.AccessLog.Enabled || *old.AccessLog.Sample != *cfg.AccessLog.Sample},
+		{"admin.metrics", *old.Admin.Metrics.NodeLabels != *cfg.Admin.Metrics.NodeLabels},
+	} {
+		if s.changed {
+			out = append(out, s.name)
+		}
+	}
+	return out
+}
+
+// hasTCP reports whether cfg has a tcp upstream.
+func hasTCP(cfg *config.Config) bool {
+	return slices.ContainsFunc(cfg.Upstreams, func(u config.Upstream) bool { return u.Protocol == "tcp" })
 }
 
 // startUpstream builds an upstream (from prev's nodes when not nil) and runs

@@ -59,7 +59,8 @@ func TestAdminToken(t *testing.T) {
 	if _, err := config.Parse([]byte("admin: {address: \"0.0.0.0:0\"}\n"), "."); err == nil || !strings.Contains(err.Error(), "admin.token: required") {
 		t.Fatalf("an off-loopback admin without a token: %v", err)
 	}
-	a := startRemora(t, "admin: {address: \"127.0.0.1:0\", token: s3cret}\nlisteners: [{name: outbound, address: \"127.0.0.1:0\"}]\n")
+	const yml = "admin: {address: \"127.0.0.1:0\", token: s3cret}\nlisteners: [{name: outbound, address: \"127.0.0.1:0\"}]\n"
+	a := startRemora(t, yml)
 	get := func(path, auth string) int {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+a.addr("admin")+path, nil)
 		if auth != "" {
@@ -85,5 +86,37 @@ func TestAdminToken(t *testing.T) {
 	}
 	if code := get("/healthz", ""); code != 200 {
 		t.Errorf("/healthz must stay open for probes: %d", code)
+	}
+
+	// A reload rotates the token: the old one is refused from then on.
+	rotated := strings.Replace(yml, "token: s3cret", "token: n3w", 1)
+	if err := a.reload(mustParse(t, rotated)); err != nil {
+		t.Fatal(err)
+	}
+	if code := get("/upstreams", "Bearer s3cret"); code != 401 {
+		t.Errorf("the old token after a reload that rotated it: %d; want 401", code)
+	}
+	if code := get("/upstreams", "Bearer n3w"); code != 200 {
+		t.Errorf("the new token after the reload: %d; want 200", code)
+	}
+}
+
+// A reload names the settings it does not apply.
+func TestRestartOnlySettings(t *testing.T) {
+	const base = "upstreams: [{name: a, protocol: tcp, listen: \"127.0.0.1:0\"}]\nregistries: [{name: s, type: static}]\n"
+	old := mustParse(t, base)
+	for _, tc := range []struct{ prefix, want string }{
+		{"", ""},
+		{"proxy: {read_header_timeout: 3s}\n", "proxy.read_header_timeout"},
+		{"proxy: {max_header_bytes: 4096}\n", "proxy.max_header_bytes"},
+		{"proxy: {connect_timeout: 1s}\n", "proxy.connect_timeout (for tcp ports already bound)"},
+		{"proxy: {max_response_header_bytes: 4096}\n", ""}, // applied: the upstreams restart
+		{"access_log: {enabled: true}\n", "access_log"},
+		{"admin: {metrics: {node_labels: false}}\n", "admin.metrics"},
+		{"admin: {token: x}\n", ""}, // applied
+	} {
+		if got := strings.Join(restartOnly(old, mustParse(t, tc.prefix+base)), ", "); got != tc.want {
+			t.Errorf("%q: restartOnly = %q, want %q", tc.prefix, got, tc.want)
+		}
 	}
 }

@@ -37,9 +37,11 @@ import (
 // Options configure the admin API.
 type Options struct {
 	Metrics MetricsOptions
-	// Token, when set, must come as "Authorization: Bearer TOKEN" on every
-	// endpoint but /healthz and /readyz.
-	Token string
+	// Token returns the token that must come as "Authorization: Bearer
+	// TOKEN" on every endpoint but /healthz and /readyz; "" (or a nil
+	// Token) leaves them open. It is called on every request, from any
+	// goroutine, so a reload can change the token.
+	Token func() string
 	// Config renders the effective configuration with secrets redacted
 	// in format ("yaml" or "json"), for GET /config (?format=json; YAML
 	// by default); nil leaves the endpoint out.
@@ -163,13 +165,12 @@ func Handler(src Source, opts Options) http.Handler {
 		st := Status(u)
 		writeUpstreams(w, r, st, []UpstreamStatus{st})
 	})
-	if opts.Token == "" {
+	if opts.Token == nil {
 		return mux
 	}
-	want := []byte("Bearer " + opts.Token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !open(r) &&
-			subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+		if token := opts.Token(); token != "" && !open(r) &&
+			subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+token)) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="remora admin"`)
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "admin token required: Authorization: Bearer <admin.token>"})
 			return

@@ -158,7 +158,7 @@ func TestRegister(t *testing.T) {
 // GET /register needs the admin token like the other views.
 func TestRegisterNeedsTheToken(t *testing.T) {
 	src := &registeringSource{source: source{table: upstream.NewTable()}, ok: true, reg: admin.Registration{Registry: "main", Status: register.Status{Service: "s"}}}
-	h := admin.Handler(src, admin.Options{Token: "t0ken"})
+	h := admin.Handler(src, admin.Options{Token: func() string { return "t0ken" }})
 	if code, _ := get(t, h, "/register"); code != http.StatusUnauthorized {
 		t.Fatalf("without the token: %d", code)
 	}

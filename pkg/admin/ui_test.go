@@ -12,7 +12,7 @@ import (
 // they call needs it.
 func TestUIFilesAndToken(t *testing.T) {
 	src := &source{table: upstream.NewTable()}
-	h := admin.Handler(src, admin.Options{Token: "s3cret"})
+	h := admin.Handler(src, admin.Options{Token: func() string { return "s3cret" }})
 	for _, tc := range []struct {
 		method, path, token string
 		code                int

@@ -176,13 +176,14 @@ func Diff(old, cfg *config.Config) Plan {
 		oldUps[u.Name] = u
 	}
 	newUps := map[string]config.Upstream{}
+	sameClient := SameClientSettings(old.Proxy, cfg.Proxy)
 	for _, u := range cfg.Upstreams {
 		newUps[u.Name] = u
 		o, had := oldUps[u.Name]
 		switch {
 		case !had:
 			p.Upstreams = append(p.Upstreams, Step{Name: u.Name, Action: Start})
-		case kept[u.Registry] && SameUpstream(o, u):
+		case kept[u.Registry] && sameClient && SameUpstream(o, u):
 			p.Upstreams = append(p.Upstreams, Step{Name: u.Name, Action: Keep})
 		default:
 			p.Upstreams = append(p.Upstreams, Step{Name: u.Name, Action: Restart,
@@ -247,6 +248,15 @@ func InPlace(old, want register.Config) bool {
 // registry.
 func SameRegistry(a, b config.Registry) bool {
 	return a.Name == b.Name && a.Type == b.Type && reflect.DeepEqual(a.Options, b.Options)
+}
+
+// SameClientSettings reports whether the proxy settings every upstream's
+// connections are made with (connect and idle timeouts, pool size, answer
+// head limit) are unchanged; when they are not, every upstream restarts
+// (taking over its nodes) to use them.
+func SameClientSettings(a, b config.Proxy) bool {
+	return a.ConnectTimeout == b.ConnectTimeout && a.IdleConnTimeout == b.IdleConnTimeout &&
+		a.MaxIdleConnsPerHost == b.MaxIdleConnsPerHost && a.MaxResponseHeaderBytes == b.MaxResponseHeaderBytes
 }
 
 // SameUpstream reports whether an upstream's config is unchanged. The

@@ -124,6 +124,19 @@ func TestDiff(t *testing.T) {
 			}),
 		},
 		{
+			name: "a proxy setting of upstream connections changed: every upstream restarted with its nodes",
+			old:  base, new: "proxy: {max_response_header_bytes: 4096}\n" + base,
+			want: with(func(p *Plan) {
+				for i := range p.Upstreams {
+					p.Upstreams[i].Action, p.Upstreams[i].CarryNodes = Restart, true
+				}
+			}),
+		},
+		{
+			name: "a proxy setting of client connections changed: upstreams kept",
+			old:  base, new: "proxy: {read_header_timeout: 3s}\n" + base, want: keepAll(),
+		},
+		{
 			name: "an upstream's balancer changed: restarted with its nodes, its port kept",
 			old:  base, new: edit(t, "choice_count: 3", "choice_count: 4"),
 			want: with(func(p *Plan) { p.Upstreams[0] = Step{Name: "users", Action: Restart, CarryNodes: true} }),
