@@ -6,11 +6,17 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httputil"
+	"net/textproto"
+	"strings"
 	"sync/atomic"
+
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/remora-mesh/remora/pkg/balancer"
 	"github.com/remora-mesh/remora/pkg/node"
 	"github.com/remora-mesh/remora/pkg/upstream"
+	"github.com/remora-mesh/remora/proxy/h1"
 )
 
 // mirror is a route's mirror: its configuration and the copies in flight.
@@ -32,16 +38,18 @@ func newMirror(m *upstream.Mirror) *mirror {
 // from, so its target can tell it from live traffic.
 const MirrorHeader = "X-Remora-Mirror"
 
-// maybeMirror decides whether r, a request to route's upstream, is copied,
-// and if so starts the copy on its own goroutine: it never waits for it.
-// A body is copied only when its length is known and within
-// max_body_bytes: it is read ahead and r.Body replaced by the same bytes.
-// Over max_in_flight the copy is dropped and counted.
-func (p *Proxy) maybeMirror(r *http.Request, route *route) {
+// sampled decides whether a request is copied (Percent of them).
+func (m *mirror) sampled() bool { return rand.Uint64()>>32 < m.threshold }
+
+// startMirror copies r, a request to route's upstream that sampled chose,
+// and starts the copy on its own goroutine: it never waits for it. header
+// is r's header as the listener made it, before the upstream's own rules:
+// the copy takes its target's (sendMirror). A body is copied only when its
+// length is known and within max_body_bytes: it is read ahead and r.Body
+// replaced by the same bytes. Over max_in_flight the copy is dropped and
+// counted.
+func (p *Proxy) startMirror(r *http.Request, header http.Header, route *route, st *exchange) {
 	m := route.mirror
-	if rand.Uint64()>>32 >= m.threshold {
-		return
-	}
 	var body []byte
 	if r.Body != nil && r.Body != http.NoBody {
 		if r.ContentLength < 0 || r.ContentLength > m.cfg.MaxBodyBytes {
@@ -67,6 +75,8 @@ func (p *Proxy) maybeMirror(r *http.Request, route *route) {
 	out := r.Clone(context.Background())
 	out.Body, out.GetBody = http.NoBody, nil
 	out.RequestURI = ""
+	out.Header = header
+	copyHeaders(out, r, st)
 	out.Header.Set(MirrorHeader, route.up.Name())
 	go func() {
 		defer m.inFlight.Add(-1)
@@ -74,8 +84,45 @@ func (p *Proxy) maybeMirror(r *http.Request, route *route) {
 	}()
 }
 
-// sendMirror sends a copy to the mirror's target, through the target's
-// attempt path (one attempt: a copy is not retried), and drops the answer.
+// copyHeaders makes out's header what the primary request's is on its way
+// to a node, but for the upstream's rules: without hop-by-hop headers
+// (RFC 9110's and those Connection names), with the forwarding headers as
+// the listener says (st.forwarded), and with the request ID the listener
+// gave r, if any.
+func copyHeaders(out, r *http.Request, st *exchange) {
+	h := out.Header
+	trailers := httpguts.HeaderValuesContainsToken(h["Te"], "trailers") // kept, as ReverseProxy keeps it (gRPC)
+	for _, v := range h["Connection"] {
+		for _, k := range strings.Split(v, ",") {
+			if k = textproto.TrimString(k); k != "" {
+				h.Del(k)
+			}
+		}
+	}
+	for _, k := range h1.HopHeaders {
+		delete(h, k)
+	}
+	if trailers {
+		h["Te"] = []string{"trailers"}
+	}
+	switch st.forwarded {
+	case ForwardedDrop:
+		for _, k := range forwardingHeaders {
+			delete(h, k)
+		}
+	case ForwardedAppend: // as rewrite does for the primary request
+		delete(h, "X-Forwarded-Host")
+		delete(h, "X-Forwarded-Proto")
+		(&httputil.ProxyRequest{In: r, Out: out}).SetXForwarded()
+	}
+	if st.newID {
+		h["X-Request-Id"] = []string{string(st.reqID[:])}
+	}
+}
+
+// sendMirror sends a copy to the mirror's target, with the target's
+// request header rules, through the target's attempt path (one attempt: a
+// copy is not retried), and drops the answer.
 func (p *Proxy) sendMirror(out *http.Request, body []byte, from *route) {
 	m := from.mirror
 	target := from
@@ -84,6 +131,7 @@ func (p *Proxy) sendMirror(out *http.Request, body []byte, from *route) {
 			return
 		}
 	}
+	target.reqRules.apply(out.Header)
 	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.Timeout)
 	defer cancel()
 	out = out.WithContext(ctx)

@@ -132,3 +132,54 @@ func benchMirror(b *testing.B, on bool) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 }
+
+// A copy carries what the primary request carries, as its own upstream's
+// rules make it: the listener's handling of forwarding headers, the
+// request ID the listener gave, the target upstream's header rules (not
+// the source's), and no hop-by-hop headers.
+func TestMirrorCopyHeaders(t *testing.T) {
+	for _, method := range []string{"GET", "OPTIONS"} { // the direct exchange, and ReverseProxy
+		t.Run(method, func(t *testing.T) {
+			f := newFixture(t, "users", "shadow")
+			primary, copies := make(chan http.Header, 1), make(chan http.Header, 1)
+			f.set(t, "users", newBackend(t, "users", func(w http.ResponseWriter, r *http.Request) { primary <- r.Header.Clone() }).instance())
+			f.set(t, "shadow", newBackend(t, "shadow", func(w http.ResponseWriter, r *http.Request) { copies <- r.Header.Clone() }).instance())
+			f.proxy.SetRoutes(
+				proxy.Route{Upstream: f.ups["users"], Mirror: validMirror(t, upstream.Mirror{Upstream: "shadow", Percent: 100}),
+					RequestHeaders: &proxy.HeaderRules{Set: map[string]string{"X-Users-Rule": "1"}}},
+				proxy.Route{Upstream: f.ups["shadow"], RequestHeaders: &proxy.HeaderRules{Set: map[string]string{"X-Shadow-Rule": "1"}}})
+			url := serveFront(t, f.proxy.Listener("out", proxy.ListenerOptions{Forwarded: proxy.ForwardedDrop, RequestID: true})).URL
+			req, _ := http.NewRequest(method, url+"/", nil)
+			req.Host = "users"
+			req.Header.Set("X-Forwarded-For", "203.0.113.9")
+			req.Header.Set("Connection", "X-Hop")
+			req.Header.Set("X-Hop", "1")
+			if resp, _ := do(t, req); resp.StatusCode != 200 {
+				t.Fatalf("%d", resp.StatusCode)
+			}
+			var p, c http.Header
+			for _, ch := range []struct {
+				h  *http.Header
+				ch chan http.Header
+			}{{&p, primary}, {&c, copies}} {
+				select {
+				case *ch.h = <-ch.ch:
+				case <-time.After(5 * time.Second):
+					t.Fatal("no request")
+				}
+			}
+			if p.Get("X-Forwarded-For") != "" || p.Get("X-Hop") != "" || p.Get("X-Users-Rule") != "1" || len(p["X-Request-Id"]) != 1 {
+				t.Fatalf("the primary request: %v", p)
+			}
+			want := map[string]string{
+				"X-Forwarded-For": "", "X-Hop": "", "Connection": "", "X-Users-Rule": "", "X-Shadow-Rule": "1",
+				"X-Request-Id": p.Get("X-Request-Id"), proxy.MirrorHeader: "users",
+			}
+			for k, v := range want {
+				if got := strings.Join(c[k], ","); got != v {
+					t.Errorf("the copy's %s: %q, want %q (copy %v)", k, got, v, c)
+				}
+			}
+		})
+	}
+}

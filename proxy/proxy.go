@@ -269,6 +269,10 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, route *route, re
 	defer exchanges.Put(st)
 	*st = exchange{client: r.Context(), tr: route.tr, rule: req.rule, respRules: route.respRules}
 	st.out, _ = w.(bytesWritten)
+	var mirrorHeader http.Header // r's header for a copy, before the upstream's rules
+	if route.mirror != nil && route.mirror.sampled() {
+		mirrorHeader = r.Header.Clone()
+	}
 	// The upstream's rules first: one that sets X-Request-Id gives the
 	// request its ID, and the listener then gives it none.
 	route.reqRules.apply(r.Header)
@@ -288,8 +292,8 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, route *route, re
 		p.finish(r, st)
 		return
 	}
-	if route.mirror != nil {
-		p.maybeMirror(r, route)
+	if mirrorHeader != nil {
+		p.startMirror(r, mirrorHeader, route, st)
 	}
 	ctx := r.Context()
 	if total := up.Policy().Timeouts.Total; total > 0 {
