@@ -20,10 +20,11 @@ type Part struct {
 
 // Union watches several services as one: Next returns the instances of
 // every part, relabelled. The first set is returned once every part
-// delivered its own; an error of any part is returned as "stale". Stop
-// stops every part.
+// delivered its own; an error of any part is returned as "stale", and
+// again after each set until that part delivers again. Stop stops every
+// part.
 func Union(parts ...Part) Watcher {
-	u := &union{Latest: NewLatest(), parts: parts, sets: make([][]Instance, len(parts)), got: make([]bool, len(parts))}
+	u := &union{Latest: NewLatest(), parts: parts, sets: make([][]Instance, len(parts)), got: make([]bool, len(parts)), fails: make([]error, len(parts))}
 	ctx, cancel := context.WithCancel(context.Background())
 	u.cancel = cancel
 	for i := range parts {
@@ -39,9 +40,10 @@ type union struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu   sync.Mutex
-	sets [][]Instance
-	got  []bool
+	mu    sync.Mutex
+	sets  [][]Instance
+	got   []bool
+	fails []error // by part: its last Next failed
 }
 
 func (u *union) follow(ctx context.Context, i int) {
@@ -53,6 +55,9 @@ func (u *union) follow(ctx context.Context, i int) {
 			if ctx.Err() != nil || errors.Is(err, ErrStopped) {
 				return
 			}
+			u.mu.Lock()
+			u.fails[i] = err
+			u.mu.Unlock()
 			u.Fail(err)
 			continue
 		}
@@ -64,17 +69,27 @@ func (u *union) follow(ctx context.Context, i int) {
 			set = out
 		}
 		u.mu.Lock()
-		u.sets[i], u.got[i] = set, true
+		u.sets[i], u.got[i], u.fails[i] = set, true, nil
 		ready := true
 		var all []Instance
+		var failing error
 		for j, s := range u.sets {
 			ready = ready && u.got[j]
 			all = append(all, s...)
+			if failing == nil {
+				failing = u.fails[j]
+			}
+		}
+		if ready {
+			// Under mu, so that a part's error cannot come between.
+			u.Publish(all)
+			if failing != nil {
+				// Publishing clears a reported error; a part that still
+				// fails keeps the union stale.
+				u.Fail(failing)
+			}
 		}
 		u.mu.Unlock()
-		if ready {
-			u.Publish(all)
-		}
 	}
 }
 

@@ -476,3 +476,82 @@ func TestCloseStopsWatchers(t *testing.T) {
 		t.Fatal("Watch after Close succeeded")
 	}
 }
+
+// podsPartition refuses the pods calls while cut, and passes the rest.
+type podsPartition struct {
+	Client
+	cut atomic.Bool
+}
+
+func (c *podsPartition) IsWatchListSemanticsUnSupported() bool { return true }
+
+func (c *podsPartition) ListPods(ctx context.Context, ns string, o metav1.ListOptions) (*metav1.PartialObjectMetadataList, error) {
+	if c.cut.Load() {
+		return nil, errRefused
+	}
+	return c.Client.ListPods(ctx, ns, o)
+}
+
+func (c *podsPartition) WatchPods(ctx context.Context, ns string, o metav1.ListOptions) (watch.Interface, error) {
+	if c.cut.Load() {
+		return nil, errRefused
+	}
+	return c.Client.WatchPods(ctx, ns, o)
+}
+
+// With pods: true, while the pods cannot be read, a slice change whose
+// pods are not known is no set to publish: the last set stays, stale;
+// once the pods can be read, the new set comes, labels and all.
+func TestPodsOutageKeepsTheLastSet(t *testing.T) {
+	srv := kubetest.Shared(t, kubetest.Config{})
+	ns := srv.Namespace(t, "podsout")
+	cfg := srv.RESTConfig()
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.CloseIdleConnections()
+	rc, err := newRESTClient(cfg, hc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &podsPartition{Client: rc}
+	reg := NewRegistry(client, Config{Namespace: ns, Pods: true}, discovery.Env{Name: "k8s"})
+	defer reg.Close()
+	reg.WatchTimeout = time.Second
+	const svc = "web"
+	srv.ApplyPod(t, ns, "a", map[string]string{"version": "v1"}, nil)
+	srv.ApplySlice(t, kubetest.Slice(ns, svc, "web-1", "http", 8080, kubetest.Endpoint("a", "127.0.0.1")))
+	w := watchSvc(t, reg, svc)
+	discoverytest.WaitFor(t, w, 10*time.Second, "a", func(s []discovery.Instance) bool { return len(s) == 1 && s[0].ID == "a" })
+
+	client.cut.Store(true)
+	time.Sleep(2 * time.Second) // the open pods watch times out; watching again is refused
+	srv.ApplyPod(t, ns, "b", map[string]string{"version": "v2"}, nil)
+	srv.ApplySlice(t, kubetest.Slice(ns, svc, "web-1", "http", 8080, kubetest.Endpoint("b", "127.0.0.2")))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	stale := false
+	for {
+		set, err := w.Next(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		if err != nil {
+			stale = true
+			continue
+		}
+		if len(set) != 1 || set[0].ID != "a" {
+			cancel()
+			t.Fatalf("while the pods cannot be read: %s; want a alone, kept", discoverytest.Describe(set))
+		}
+	}
+	cancel()
+	if !stale {
+		t.Error("while the pods cannot be read: no error; want the watcher stale")
+	}
+
+	client.cut.Store(false)
+	discoverytest.WaitFor(t, w, 15*time.Second, "b with its labels", func(s []discovery.Instance) bool {
+		return len(s) == 1 && s[0].ID == "b" && s[0].Metadata["version"] == "v2"
+	})
+}

@@ -162,8 +162,15 @@ func (w *watcher) recompute() {
 	}
 	w.refs.Store(&refs)
 	var lookup podLookup
+	unknown := 0 // endpoints left out because their pod is not known
 	if w.pods != nil {
-		lookup = w.pods.lookup
+		lookup = func(name string) (podMeta, bool) {
+			pm, ok := w.pods.lookup(name)
+			if !ok {
+				unknown++
+			}
+			return pm, ok
+		}
 	}
 	set, err := instances(ss, w.port, w.reg.cfg.AddressType, lookup)
 	if err != nil {
@@ -178,7 +185,22 @@ func (w *watcher) recompute() {
 		w.lastMapErr = ""
 		w.log.Info("kubernetes: the service's endpoints map again")
 	}
+	if err := w.failing[sourcePods]; err != nil && unknown > 0 {
+		// The pods cannot be read, so endpoints whose pods are not known
+		// yet are missing for that alone: a partial set. The last set
+		// stays until the pods can be read (result recomputes then).
+		w.Latest.Fail(fmt.Errorf("kubernetes: service %s: %d endpoints' pods are not known while the pods cannot be read: %w", w.svc, unknown, err))
+		return
+	}
 	w.Latest.Publish(set)
+	// Publishing clears a reported failure; while a source still fails,
+	// the set is followed by its error again, so the upstream stays stale.
+	for _, source := range [...]string{sourceSlices, sourcePods} {
+		if err := w.failing[source]; err != nil {
+			w.Latest.Fail(fmt.Errorf("kubernetes: reading %s of %s: %w", source, w.svc, err))
+			break
+		}
+	}
 }
 
 // references reports whether the service's slices target pod name.
