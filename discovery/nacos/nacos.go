@@ -43,12 +43,12 @@
 // adapter wakes it on close so that it ends.
 //
 // A server that restarted lists no ephemeral instances until their
-// applications have reconnected and registered them again. So an empty
-// list in the first 10 seconds after a service is subscribed again, while
-// Remora has instances of it, is held (see subscription.deliver): the
-// nodes stay, marked stale, until the server lists instances or the 10
-// seconds have passed. Any other empty list is applied at once: the
-// server states that every instance is gone.
+// applications have reconnected and registered them again. So in the
+// first 10 seconds after a service is subscribed again, a list in which a
+// cluster Remora had instances of has none is held for that cluster (see
+// subscription.deliver): its nodes stay, marked stale, until the server
+// lists instances of it or the 10 seconds have passed. Any other list is
+// applied at once: an empty one states that every instance is gone.
 //
 // # Cold start
 //

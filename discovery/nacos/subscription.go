@@ -12,6 +12,7 @@ import (
 
 	"github.com/nacos-group/nacos-sdk-go/v2/model"
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
+	"github.com/sirupsen/logrus"
 
 	"github.com/remora-mesh/remora/discovery"
 )
@@ -25,8 +26,8 @@ import (
 // and given to both Subscribe and Unsubscribe (nacos-sdk-go#845). hosts,
 // have, err and watchers are guarded by mu, which is never held during an
 // SDK call; a watcher's Latest is only fed under mu, so a watcher added
-// later sees the same sequence of states as the others. holdUntil, held
-// and holdC are owned by run.
+// later sees the same sequence of states as the others. holdUntil, base,
+// latest, held and holdC are owned by run.
 type subscription struct {
 	reg     *registry
 	key     string // group@@service
@@ -54,8 +55,10 @@ type subscription struct {
 	err      error            // the error since hosts, if any
 	skipped  string           // the unusable hosts last logged
 
-	holdUntil time.Time        // an empty list before then is suspicious (see deliver)
-	held      bool             // an empty list is being held
+	holdUntil time.Time        // a list without every instance of base before then is suspicious (see deliver)
+	base      []model.Instance // the instances when the subscription was made again
+	latest    []model.Instance // the server's last list while held
+	held      bool             // the server's list is being held
 	holdC     <-chan time.Time // fires at holdUntil while held
 }
 
@@ -258,7 +261,7 @@ func (s *subscription) run() {
 			s.cbMu.Lock()
 			s.pending, s.hasPending = nil, false // from the old client
 			s.cbMu.Unlock()
-			s.held, s.holdC, s.holdUntil = false, nil, time.Time{}
+			s.held, s.holdC, s.holdUntil, s.base, s.latest = false, nil, time.Time{}, nil, nil
 		}
 		if !subscribed && retry == nil {
 			if attempts > 0 {
@@ -282,10 +285,10 @@ func (s *subscription) run() {
 					log.WithField("attempts", failures+1).Info("nacos: subscribed")
 				}
 				subscribed, failures = true, 0
-				if s.hasInstances() && r.emptyGrace > 0 {
+				if base := s.currentHosts(); len(base) > 0 && r.emptyGrace > 0 {
 					// Subscribed again (a new client, or the disk cache
 					// served first): see deliver.
-					s.holdUntil = time.Now().Add(r.emptyGrace)
+					s.holdUntil, s.base = time.Now().Add(r.emptyGrace), base
 				}
 				if !s.publishPending() {
 					// The SDK calls back with the answer to a first
@@ -311,9 +314,14 @@ func (s *subscription) run() {
 		case <-s.holdC:
 			s.holdC = nil
 			if s.held {
-				log.WithField("held", r.emptyGrace).Warn("nacos: the server still lists no instances; applying the empty list")
-				s.held, s.holdUntil = false, time.Time{}
-				s.publish([]model.Instance{})
+				log.WithFields(logrus.Fields{"held": r.emptyGrace, "instances": len(s.latest)}).
+					Warn("nacos: the server still does not list every instance again; applying its list")
+				latest := s.latest
+				if latest == nil {
+					latest = []model.Instance{}
+				}
+				s.held, s.holdUntil, s.base, s.latest = false, time.Time{}, nil, nil
+				s.publish(latest)
 			}
 		}
 	}
@@ -342,44 +350,73 @@ func (s *subscription) refresh(c namingClient) {
 	s.deliver(svc.Hosts)
 }
 
-// errEmptyAfterReconnect is wrapped by the error watchers get while an
-// empty list is held.
-var errEmptyAfterReconnect = errors.New("the server lists no instances right after the subscription was made again")
+// errNotListedAgain is wrapped by the error watchers get while the
+// server's list is held.
+var errNotListedAgain = errors.New("the server lists no instances of a cluster right after the subscription was made again")
 
-// deliver publishes a list read from the server, except a suspicious empty
-// one. A server that restarted lists no ephemeral instances until their
-// applications' clients have reconnected and registered them again (Polaris
-// and Nacos keep ephemeral instances only with their connections), so an
-// empty list in the first emptyGrace after subscribing again (on a new
-// client, or after the disk cache was served) while the subscription has
-// instances is held: the watchers keep their nodes, marked stale with
-// errEmptyAfterReconnect, until a non-empty list comes or emptyGrace has
-// passed, when the empty list is applied. Outside that window, and once a
-// non-empty list has come, an empty list is applied at once: the server
-// states that every instance is gone. Only run calls it.
+// deliver publishes a list read from the server, except a suspicious one.
+// A server that restarted lists no ephemeral instances until their
+// applications' clients have reconnected and registered them again
+// (Polaris and Nacos keep ephemeral instances only with their
+// connections). So in the first emptyGrace after subscribing again (on a
+// new client, or after the disk cache was served), a list in which a
+// cluster the subscription had instances of then (base) has none is held
+// for that cluster: the watchers get the list plus that cluster's last
+// known instances, marked stale with errNotListedAgain, until the server
+// lists instances of every such cluster or emptyGrace has passed, when
+// the server's list is applied as it is. That is the whole list when the
+// server lists nothing at all; per cluster, an upstream limited to some
+// clusters keeps its nodes while another cluster's instances come back
+// first. Outside that window an empty list is applied at once: the
+// server states that the instances are gone. Only run calls it.
 func (s *subscription) deliver(hosts []model.Instance) {
-	if len(hosts) == 0 && time.Now().Before(s.holdUntil) && s.hasInstances() {
-		if !s.held {
-			s.held = true
-			s.holdC = time.After(time.Until(s.holdUntil))
-			s.reg.log.WithField("service", s.key).WithField("hold", s.reg.emptyGrace).
-				Warn("nacos: the server lists no instances right after reconnecting; keeping the last known ones while their applications register again")
+	if time.Now().Before(s.holdUntil) {
+		if merged, missing := withEmptyClusters(hosts, s.base); missing > 0 {
+			if !s.held {
+				s.held = true
+				s.holdC = time.After(time.Until(s.holdUntil))
+				s.reg.log.WithFields(logrus.Fields{"service": s.key, "hold": s.reg.emptyGrace, "kept": missing}).
+					Warn("nacos: the server lists no instances of a cluster right after reconnecting; keeping its last known ones while their applications register again")
+			}
+			s.latest = hosts
+			if len(hosts) > 0 {
+				s.publish(merged) // the rest of the list is news
+			}
+			s.fail(fmt.Errorf("nacos: service %q: %w; keeping its %d last known instances for up to %v", s.key, errNotListedAgain, missing, s.reg.emptyGrace))
+			return
 		}
-		s.fail(fmt.Errorf("nacos: service %q: %w; keeping the last known instances for up to %v", s.key, errEmptyAfterReconnect, s.reg.emptyGrace))
-		return
+		s.holdUntil, s.base = time.Time{}, nil // every cluster is back: no more holding
 	}
-	if len(hosts) > 0 {
-		s.holdUntil = time.Time{} // the server has data again: no more holding
-	}
-	s.held, s.holdC = false, nil
+	s.held, s.holdC, s.latest = false, nil, nil
 	s.publish(hosts)
 }
 
-// hasInstances reports whether the last list published is not empty.
-func (s *subscription) hasInstances() bool {
+// withEmptyClusters returns hosts with the instances of base whose cluster
+// has none in hosts appended, and how many those are.
+func withEmptyClusters(hosts, base []model.Instance) ([]model.Instance, int) {
+	listed := make(map[string]bool)
+	for i := range hosts {
+		listed[clusterOf(&hosts[i])] = true
+	}
+	out := hosts
+	kept := 0
+	for i := range base {
+		if !listed[clusterOf(&base[i])] {
+			if kept == 0 {
+				out = slices.Clone(hosts)
+			}
+			out = append(out, base[i])
+			kept++
+		}
+	}
+	return out, kept
+}
+
+// currentHosts returns the last list published.
+func (s *subscription) currentHosts() []model.Instance {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.hosts) > 0
+	return s.hosts
 }
 
 // describe wraps an SDK error with the service and, when the client has no

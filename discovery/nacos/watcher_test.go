@@ -495,8 +495,8 @@ func TestEmptyListAfterReconnectHeld(t *testing.T) {
 		if errors.Is(err, ErrUnreachable) {
 			continue // reported again while still down
 		}
-		if !errors.Is(err, errEmptyAfterReconnect) {
-			t.Fatalf("Next after reconnecting to an empty server: %s, %v; want errEmptyAfterReconnect and no set", discoverytest.Describe(set), err)
+		if !errors.Is(err, errNotListedAgain) {
+			t.Fatalf("Next after reconnecting to an empty server: %s, %v; want errNotListedAgain and no set", discoverytest.Describe(set), err)
 		}
 		break
 	}
@@ -512,6 +512,41 @@ func TestEmptyListAfterReconnectHeld(t *testing.T) {
 	// From then on an empty list is the server's word: applied at once.
 	f.push(DefaultGroup, "s")
 	waitPorts(t, w)
+}
+
+// After a reconnect, a cluster whose instances have not registered again
+// yet keeps its nodes while another cluster's come back first: an
+// upstream limited to that cluster is not emptied. Once its instances are
+// listed again, the server's list is applied.
+func TestEmptyClusterAfterReconnectHeld(t *testing.T) {
+	f := newFake()
+	r := fakeRegistry(t, f)
+	r.emptyGrace = time.Minute // before any Watch
+	f.push(DefaultGroup, "s", host("10.0.0.1", 1, "A", 1, nil), host("10.0.0.2", 2, "B", 1, nil))
+	wa := watch(t, r, "DEFAULT_GROUP@@s@@A")
+	wb := watch(t, r, "DEFAULT_GROUP@@s@@B")
+	waitPorts(t, wa, 1)
+	waitPorts(t, wb, 2)
+
+	f.setHealthy(false)
+	waitCond(t, "the client closed", func() bool { return f.registered(DefaultGroup, "s") == 0 })
+	f.push(DefaultGroup, "s", host("10.0.0.2", 2, "B", 1, nil), host("10.0.0.3", 3, "B", 1, nil)) // B came back first
+	f.setHealthy(true)
+	waitPorts(t, wb, 2, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for {
+		set, err := wa.Next(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		if err == nil && !slices.Equal(ports(set), []int{1}) {
+			t.Fatalf("cluster A while its instance has not registered again: %s; want it kept", discoverytest.Describe(set))
+		}
+	}
+	f.push(DefaultGroup, "s", host("10.0.0.4", 4, "A", 1, nil), host("10.0.0.2", 2, "B", 1, nil))
+	waitPorts(t, wa, 4)
+	waitPorts(t, wb, 2)
 }
 
 // A held empty list is applied once the grace period has passed without
@@ -555,7 +590,7 @@ func TestEmptyListAfterColdStartHeld(t *testing.T) {
 	defer cancel()
 	for {
 		set, err := w.Next(ctx)
-		if errors.Is(err, errEmptyAfterReconnect) {
+		if errors.Is(err, errNotListedAgain) {
 			break
 		}
 		if err == nil || !errors.Is(err, ErrUnreachable) {
