@@ -475,7 +475,11 @@ func (r *registry) setDown(err error) {
 	same := !first && r.downErr.Error() == err.Error()
 	r.downErr = err
 	subs := slices.Collect(maps.Values(r.subs))
+	regs := slices.Collect(maps.Values(r.regs))
 	r.mu.Unlock()
+	for _, g := range regs {
+		g.status.Down(err) // the server drops an ephemeral instance with its connection
+	}
 	if first {
 		r.log.WithError(err).Warn("nacos: no connection to the server; keeping the last known instances and retrying")
 	} else {

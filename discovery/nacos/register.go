@@ -39,8 +39,9 @@ const (
 )
 
 var (
-	_ discovery.Registrar    = (*registry)(nil)
-	_ discovery.Registration = (*registration)(nil)
+	_ discovery.Registrar      = (*registry)(nil)
+	_ discovery.Registration   = (*registration)(nil)
+	_ discovery.StatusReporter = (*registration)(nil)
 )
 
 // registration is one instance announced through Register.
@@ -52,18 +53,26 @@ var (
 // is read under callMu (and the registry's mu), so that supervise, once it
 // has cleared the client, can wait for the calls on the old one to end
 // (fenceRegistrations) before closing it. Lock order: callMu, then the
-// registry's mu; no SDK call is made while holding mu. reg, key and
-// cluster are immutable.
+// registry's mu; no SDK call is made while holding mu. reg, key, cluster
+// and status are immutable (status records its own changes).
 type registration struct {
 	reg     *registry
 	key     serviceKey // Clusters unused: see cluster
 	cluster string     // "" registers without a cluster (Nacos' DEFAULT)
+	// status is Up while the server holds the instance: from an
+	// announcement until the connection is lost (the server drops an
+	// ephemeral instance with it) or an announcement fails.
+	status *discovery.StatusRecorder
 
-	callMu sync.Mutex
-	param  vo.RegisterInstanceParam // what is announced
-	gen    int                      // generation of the client it is announced on; 0: none
-	gone   bool                     // deregistered, or the registry closed
+	callMu    sync.Mutex
+	param     vo.RegisterInstanceParam // what is announced
+	gen       int                      // generation of the client it is announced on; 0: none
+	announced bool                     // announced once: announcing again is a re-registration
+	gone      bool                     // deregistered, or the registry closed
 }
+
+// Status implements discovery.StatusReporter.
+func (g *registration) Status() discovery.RegistrationStatus { return g.status.Status() }
 
 // Register implements discovery.Registrar: inst becomes an ephemeral
 // instance of service (a plain name, group@@name or group@@name@@cluster)
@@ -84,7 +93,7 @@ func (r *registry) Register(ctx context.Context, service string, inst discovery.
 	if err != nil {
 		return nil, fmt.Errorf("nacos: register: %w", err)
 	}
-	g := &registration{reg: r, key: key}
+	g := &registration{reg: r, key: key, status: discovery.NewStatusRecorder()}
 	switch {
 	case len(key.Clusters) > 1:
 		return nil, fmt.Errorf("nacos: register %q: an instance is in one cluster; name one", service)
@@ -126,7 +135,8 @@ func (r *registry) Register(ctx context.Context, service string, inst discovery.
 		r.forget(g)
 		return nil, err
 	}
-	g.gen = gen
+	g.gen, g.announced = gen, true
+	g.status.Up(false)
 	return g, nil
 }
 
@@ -223,10 +233,12 @@ func (g *registration) Update(ctx context.Context, inst discovery.Instance) erro
 	}
 	if err := g.announce(ctx, c); err != nil {
 		g.gen = 0
+		g.status.Down(err)
 		signal(g.reg.regWake) // keepRegistered tries again
 		return err
 	}
 	g.gen = gen
+	g.status.Up(false)
 	return nil
 }
 
@@ -286,9 +298,11 @@ func (g *registration) restore() bool {
 	log := r.log.WithField("service", g.key.subKey())
 	if err := g.announce(ctx, c); err != nil {
 		log.WithError(err).Warn("nacos: registering the local instance on the new connection failed; retrying")
+		g.status.Down(err)
 		return false
 	}
-	g.gen = gen
+	g.status.Up(g.announced)
+	g.gen, g.announced = gen, true
 	log.WithField("address", fmt.Sprintf("%s:%d", g.param.Ip, g.param.Port)).Info("nacos: local instance registered")
 	return true
 }

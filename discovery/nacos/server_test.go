@@ -439,8 +439,16 @@ func TestServerRegistrationSurvivesRestart(t *testing.T) {
 	// A graceful stop (SIGTERM, ~5 s): Polaris drops the connection's
 	// ephemeral instances (SIGKILL would leave them in its store).
 	before := registered()
+	if st := g.(discovery.StatusReporter).Status(); !st.Up || st.Reregistrations != 0 {
+		t.Fatalf("status once registered: %+v; want up", st)
+	}
 	if err := srv.Stop(); err != nil {
 		t.Logf("stopping the server: %v", err)
+	}
+	for start := time.Now(); g.(discovery.StatusReporter).Status().Up && time.Since(start) < serverWait; time.Sleep(20 * time.Millisecond) {
+	}
+	if st := g.(discovery.StatusReporter).Status(); st.Up || st.LastError == "" {
+		t.Fatalf("status while the server is down: %+v; want down with an error", st)
 	}
 	if err := srv.Resume(); err != nil {
 		t.Fatal(err)
@@ -449,6 +457,12 @@ func TestServerRegistrationSurvivesRestart(t *testing.T) {
 	t.Logf("listed again %v after the server was back", took)
 	if registered() == before {
 		t.Fatal("listed, but the adapter did not register the instance again on its new client")
+	}
+	status := func() discovery.RegistrationStatus { return g.(discovery.StatusReporter).Status() }
+	for start := time.Now(); !status().Up && time.Since(start) < serverWait; time.Sleep(20 * time.Millisecond) {
+	}
+	if st := status(); !st.Up || st.Reregistrations < 1 || st.LastError == "" {
+		t.Fatalf("status after the restart: %+v; want up, a re-registration, and the outage's error", st)
 	}
 
 	if err := g.Update(context.Background(), discovery.Instance{Address: in.Address, Port: in.Port, Weight: 9, Healthy: true}); err != nil {
