@@ -68,9 +68,9 @@ func (factory) Parse(decode func(any) error) (discovery.Options, error) {
 
 // Options configure a DNS registry.
 type Options struct {
-	// Resolver is the DNS server to ask, host:port; default the first
-	// nameserver of /etc/resolv.conf, port 53 (read again as it changes;
-	// see Open).
+	// Resolver is the DNS server to ask, host:port; default the
+	// nameservers of /etc/resolv.conf, port 53, in order (read again as
+	// it changes; see Open).
 	Resolver string `yaml:"resolver"`
 	// Timeout bounds one lookup; default 2s.
 	Timeout duration.Duration `yaml:"timeout"`
@@ -116,14 +116,15 @@ func (o *Options) validate() error {
 var resolvConf, resolvPort = "/etc/resolv.conf", "53"
 
 // Open implements discovery.Options; it does not touch the network and
-// does not fail. Without a resolver, the first nameserver of
-// /etc/resolv.conf is asked: a file that cannot be read or names no
-// nameserver is logged here and is every lookup's error (each watcher's
-// Next returns it) until a later lookup finds one; the file is read again
-// at most every few seconds, as the Go resolver does, so a change is seen.
+// does not fail. Without a resolver, the nameservers of /etc/resolv.conf
+// are asked, in order, as the system's resolver does: a file that cannot
+// be read or names no nameserver is logged here and is every lookup's
+// error (each watcher's Next returns it) until a later lookup finds one;
+// the file is read again at most every few seconds, as the Go resolver
+// does, so a change is seen.
 func (o *Options) Open(env discovery.Env) (discovery.Registry, error) {
 	log := env.Logger()
-	server := func() (string, error) { return o.Resolver, nil }
+	server := func() ([]string, error) { return []string{o.Resolver}, nil }
 	if o.Resolver == "" {
 		sys := &systemServer{path: resolvConf, port: resolvPort, now: time.Now}
 		if _, err := sys.get(); err != nil {
@@ -135,7 +136,7 @@ func (o *Options) Open(env discovery.Env) (discovery.Registry, error) {
 	return &Registry{server: server, opts: *o, log: log, ctx: ctx, cancel: cancel}, nil
 }
 
-// systemServer is the nameserver that a resolv.conf file names, read again
+// systemServer is the nameservers that a resolv.conf file names, read again
 // when the last good reading is older than resolvConfMaxAge. A reading that
 // fails is not kept: the next lookup tries again, and a failure after a
 // good reading keeps the good one (the file may be being rewritten).
@@ -144,48 +145,57 @@ type systemServer struct {
 	port string
 	now  func() time.Time
 
-	mu     sync.Mutex
-	server string // "" until a reading succeeds
-	at     time.Time
+	mu      sync.Mutex
+	servers []string // nil until a reading succeeds
+	at      time.Time
 }
 
 // resolvConfMaxAge is how long a good reading of resolv.conf is used.
 const resolvConfMaxAge = 5 * time.Second
 
-func (s *systemServer) get() (string, error) {
+func (s *systemServer) get() ([]string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.server != "" && s.now().Sub(s.at) < resolvConfMaxAge {
-		return s.server, nil
+	if s.servers != nil && s.now().Sub(s.at) < resolvConfMaxAge {
+		return s.servers, nil
 	}
-	server, err := systemResolver(s.path, s.port)
+	servers, err := systemResolvers(s.path, s.port)
 	switch {
 	case err == nil:
-		s.server, s.at = server, s.now()
-	case s.server == "":
-		return "", fmt.Errorf("no resolver set, and %w", err)
+		s.servers, s.at = servers, s.now()
+	case s.servers == nil:
+		return nil, fmt.Errorf("no resolver set, and %w", err)
 	}
-	return s.server, nil
+	return s.servers, nil
 }
 
-// systemResolver is the first nameserver of a resolv.conf file, with port.
-func systemResolver(path, port string) (string, error) {
+// maxNameservers is how many nameservers of resolv.conf are asked, as
+// glibc's MAXNS.
+const maxNameservers = 3
+
+// systemResolvers are the nameservers of a resolv.conf file (the first
+// maxNameservers), with port.
+func systemResolvers(path, port string) ([]string, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
+	var out []string
 	for line := range strings.Lines(string(data)) {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "nameserver" {
-			return net.JoinHostPort(f[1], port), nil
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "nameserver" && len(out) < maxNameservers {
+			out = append(out, net.JoinHostPort(f[1], port))
 		}
 	}
-	return "", fmt.Errorf("%s names no nameserver", path)
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s names no nameserver", path)
+	}
+	return out, nil
 }
 
 // Registry asks one DNS server. Watch and Close may be called from any
 // goroutine.
 type Registry struct {
-	server func() (string, error) // host:port of the DNS server to ask
+	server func() ([]string, error) // host:port of the DNS servers to ask, in order
 	opts   Options
 	log    *logrus.Entry
 	ctx    context.Context
@@ -271,11 +281,11 @@ func (r *Registry) follow(ctx context.Context, q question, l *discovery.Latest) 
 // lookup resolves q into a set, and the smallest TTL of the records it
 // took.
 func (r *Registry) lookup(ctx context.Context, q question) ([]discovery.Instance, time.Duration, error) {
-	server, err := r.server()
+	servers, err := r.server()
 	if err != nil {
 		return nil, 0, err
 	}
-	c := &client{server: server, timeout: time.Duration(r.opts.Timeout)}
+	c := &client{servers: servers, timeout: time.Duration(r.opts.Timeout)}
 	if !q.srv {
 		addrs, ttl, err := addresses(ctx, c, q.name)
 		if err != nil {

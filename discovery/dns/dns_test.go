@@ -169,7 +169,8 @@ func TestOptions(t *testing.T) {
 
 // Without resolver:, a resolv.conf that cannot be read, or names no
 // nameserver, does not fail Open: every lookup fails (Next returns why)
-// until a later one finds a nameserver, and then the set arrives.
+// until a later one finds a nameserver, and then the set arrives; its
+// nameservers are asked in order until one answers.
 func TestOpenWithoutSystemResolver(t *testing.T) {
 	srv := dnstest.Start(t)
 	web := "web." + dnstest.Zone
@@ -210,10 +211,12 @@ func TestOpenWithoutSystemResolver(t *testing.T) {
 	}
 	waitErr(conf + " names no nameserver")
 
-	if err := os.WriteFile(conf, []byte("# a nameserver at last\nnameserver 127.0.0.1\n"), 0o600); err != nil {
+	// The first nameserver does not answer (nothing listens there); the
+	// second is asked next, as the system's resolver does.
+	if err := os.WriteFile(conf, []byte("# nameservers at last\nnameserver 127.0.0.2\nnameserver 127.0.0.1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	discoverytest.WaitFor(t, w, 10*time.Second, "the set once resolv.conf names a nameserver", func(set []discovery.Instance) bool {
+	discoverytest.WaitFor(t, w, 10*time.Second, "the set once resolv.conf names a nameserver that answers", func(set []discovery.Instance) bool {
 		return len(set) == 1 && set[0].Address == "127.0.0.1" && set[0].Port == 80
 	})
 }

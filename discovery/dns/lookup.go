@@ -21,7 +21,7 @@ var errNoSuchName = errors.New("no such name")
 // datagram, over TCP (golang.org/x/net/dns/dnsmessage builds and parses the
 // messages). It is safe for concurrent use.
 type client struct {
-	server  string // host:port
+	servers []string // host:port, asked in order
 	timeout time.Duration
 }
 
@@ -32,10 +32,27 @@ type answer struct {
 	ttl time.Duration
 }
 
-// query asks for name's records of type qt. An NXDOMAIN answer is
-// errNoSuchName; any other failure (no answer, SERVFAIL, REFUSED, a bad
-// message) is an error.
+// query asks for name's records of type qt, of each server in turn until
+// one answers (as the system's resolver does, each within the timeout).
+// An NXDOMAIN answer is errNoSuchName; when no server answers (no answer,
+// SERVFAIL, REFUSED, a bad message), the error names each one's failure.
 func (c *client) query(ctx context.Context, name string, qt dnsmessage.Type) (answer, error) {
+	var errs []error
+	for _, server := range c.servers {
+		a, err := c.queryServer(ctx, server, name, qt)
+		if err == nil || errors.Is(err, errNoSuchName) || ctx.Err() != nil {
+			return a, err
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		return answer{}, errors.New("no DNS server to ask")
+	}
+	return answer{}, errors.Join(errs...)
+}
+
+// queryServer is query of one server.
+func (c *client) queryServer(ctx context.Context, server, name string, qt dnsmessage.Type) (answer, error) {
 	fqdn, err := dnsmessage.NewName(dnsName(name))
 	if err != nil {
 		return answer{}, fmt.Errorf("%q is not a DNS name: %v", name, err)
@@ -51,19 +68,19 @@ func (c *client) query(ctx context.Context, name string, qt dnsmessage.Type) (an
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	resp, err := c.exchange(ctx, "udp", q, id)
+	resp, err := exchange(ctx, server, "udp", q, id)
 	if err == nil && resp.Header.Truncated {
-		resp, err = c.exchange(ctx, "tcp", q, id)
+		resp, err = exchange(ctx, server, "tcp", q, id)
 	}
 	if err != nil {
-		return answer{}, fmt.Errorf("asking %s for %s %s: %w", c.server, name, qt, err)
+		return answer{}, fmt.Errorf("asking %s for %s %s: %w", server, name, qt, err)
 	}
 	switch resp.Header.RCode {
 	case dnsmessage.RCodeSuccess:
 	case dnsmessage.RCodeNameError:
 		return answer{}, errNoSuchName
 	default:
-		return answer{}, fmt.Errorf("asking %s for %s %s: %s", c.server, name, qt, resp.Header.RCode)
+		return answer{}, fmt.Errorf("asking %s for %s %s: %s", server, name, qt, resp.Header.RCode)
 	}
 	var a answer
 	for _, rr := range resp.Answers {
@@ -78,10 +95,10 @@ func (c *client) query(ctx context.Context, name string, qt dnsmessage.Type) (an
 	return a, nil
 }
 
-// exchange sends q over network and returns the answer to id.
-func (c *client) exchange(ctx context.Context, network string, q []byte, id uint16) (*dnsmessage.Message, error) {
+// exchange sends q to server over network and returns the answer to id.
+func exchange(ctx context.Context, server, network string, q []byte, id uint16) (*dnsmessage.Message, error) {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, network, c.server)
+	conn, err := d.DialContext(ctx, network, server)
 	if err != nil {
 		return nil, err
 	}
