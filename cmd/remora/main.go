@@ -260,6 +260,9 @@ func cmdRun(o *cmdOpts, args []string, _, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 2
 	}
+	// The file as it is before it is loaded: a change made from then on,
+	// while Remora starts too, is a change to reload.
+	watch := newFileWatch(o.config)
 	cfg, err := config.Load(o.config)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -269,7 +272,7 @@ func cmdRun(o *cmdOpts, args []string, _, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	defer gctune.Start(0).Stop() // unless GOGC is set
-	if err := serveUntil(ctx, o.config, cfg, log); err != nil {
+	if err := serveUntil(ctx, o.config, watch, cfg, log); err != nil {
 		log.WithError(err).Error("remora stopped with an error")
 		return 1
 	}
@@ -296,9 +299,10 @@ func cmdDemo(o *cmdOpts, args []string, stdout, stderr io.Writer) int {
 
 // serveUntil runs Remora until ctx ends, then drains in-flight requests
 // within the configured drain timeout. It reloads the config file on SIGHUP
-// and when the file changes; an invalid file is logged and ignored. Only a
-// failure to start is an error.
-func serveUntil(ctx context.Context, path string, cfg *config.Config, log *logrus.Logger) error {
+// and when the file changes from what watch last saw (taken before cfg was
+// loaded from it); an invalid file is logged and ignored. Only a failure
+// to start is an error.
+func serveUntil(ctx context.Context, path string, watch *fileWatch, cfg *config.Config, log *logrus.Logger) error {
 	a, err := startApp(cfg, log)
 	if err != nil {
 		return err
@@ -308,7 +312,6 @@ func serveUntil(ctx context.Context, path string, cfg *config.Config, log *logru
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	watch := newFileWatch(path)
 	tick := time.NewTicker(configPollInterval)
 	defer tick.Stop()
 	for done := false; !done; {
@@ -317,8 +320,8 @@ func serveUntil(ctx context.Context, path string, cfg *config.Config, log *logru
 			done = true
 		case <-hup:
 			log.Info("SIGHUP: reloading the configuration")
+			watch.changed() // the file's current state (or a later one) is applied now
 			reloadFile(a, path, log)
-			watch.changed() // the file's current state is now applied
 		case <-tick.C:
 			if watch.changed() {
 				log.WithField("file", path).Info("configuration file changed: reloading")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -283,4 +284,53 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// A change to the config file made while Remora starts (after the file
+// was loaded, before the first poll) is reloaded: the poll compares with
+// the file as it was loaded, not as it is once serving.
+func TestConfigChangeDuringStartIsReloaded(t *testing.T) {
+	b := startBackend(t, "b1")
+	path := filepath.Join(t.TempDir(), "remora.yaml")
+	outAddr := freeAddr(t)
+	write := func(extra string) {
+		t.Helper()
+		cfg := fmt.Sprintf(`
+admin: {address: "127.0.0.1:0"}
+listeners: [{name: outbound, address: %q}]
+drain_timeout: 1s
+registries: [{name: s, type: static, static: {services: {users: [{address: %q}]}}}]
+upstreams:
+  - name: users
+%s`, outAddr, b.srv.Listener.Addr().String(), extra)
+		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("")
+	watch := newFileWatch(path)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("  - {name: orders, service: users}\n") // while Remora starts
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serveUntil(ctx, path, watch, cfg, testLogger()) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	eventually(t, 5*time.Second, "orders routable", func() bool {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+outAddr+"/", nil)
+		req.Host = "orders"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
 }
