@@ -205,8 +205,13 @@ func (a *app) deregister(ctx context.Context, delay time.Duration) {
 func (a *app) reload(cfg *config.Config) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.draining.Load() {
-		return errors.New("draining")
+	a.drainMu.Lock()
+	stopping := a.stopping
+	a.drainMu.Unlock()
+	if stopping {
+		// (A drain asked for on the admin API is no shutdown: a reload
+		// then applies, so that an undrain serves the current config.)
+		return errors.New("shutting down")
 	}
 	if cfg.Admin.Address != a.cfg.Admin.Address || !slices.EqualFunc(cfg.Listeners, a.cfg.Listeners, sameAddress) {
 		a.log.Warn("admin and listener addresses change only on restart; keeping the current ones")

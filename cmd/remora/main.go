@@ -260,6 +260,11 @@ func cmdRun(o *cmdOpts, args []string, _, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 2
 	}
+	// SIGHUP from now on asks for a reload once serving: its default
+	// action would end the process while it starts.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	// The file as it is before it is loaded: a change made from then on,
 	// while Remora starts too, is a change to reload.
 	watch := newFileWatch(o.config)
@@ -272,7 +277,7 @@ func cmdRun(o *cmdOpts, args []string, _, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	defer gctune.Start(0).Stop() // unless GOGC is set
-	if err := serveUntil(ctx, o.config, watch, cfg, log); err != nil {
+	if err := serveUntil(ctx, o.config, watch, hup, cfg, log); err != nil {
 		log.WithError(err).Error("remora stopped with an error")
 		return 1
 	}
@@ -298,20 +303,17 @@ func cmdDemo(o *cmdOpts, args []string, stdout, stderr io.Writer) int {
 }
 
 // serveUntil runs Remora until ctx ends, then drains in-flight requests
-// within the configured drain timeout. It reloads the config file on SIGHUP
-// and when the file changes from what watch last saw (taken before cfg was
-// loaded from it); an invalid file is logged and ignored. Only a failure
-// to start is an error.
-func serveUntil(ctx context.Context, path string, watch *fileWatch, cfg *config.Config, log *logrus.Logger) error {
+// within the configured drain timeout. It reloads the config file on hup
+// (SIGHUP) and when the file changes from what watch last saw (taken
+// before cfg was loaded from it); an invalid file is logged and ignored.
+// Only a failure to start is an error.
+func serveUntil(ctx context.Context, path string, watch *fileWatch, hup <-chan os.Signal, cfg *config.Config, log *logrus.Logger) error {
 	a, err := startApp(cfg, log)
 	if err != nil {
 		return err
 	}
 	log.WithField("version", version).Info("remora started")
 	go pageOutOnceReady(ctx, a, log)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	tick := time.NewTicker(configPollInterval)
 	defer tick.Stop()
 	for done := false; !done; {

@@ -316,7 +316,7 @@ upstreams:
 	write("  - {name: orders, service: users}\n") // while Remora starts
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serveUntil(ctx, path, watch, cfg, testLogger()) }()
+	go func() { done <- serveUntil(ctx, path, watch, nil, cfg, testLogger()) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -333,4 +333,23 @@ upstreams:
 		resp.Body.Close()
 		return resp.StatusCode == 200
 	})
+}
+
+// A drain asked for on the admin API is no shutdown: a reload meanwhile
+// applies (an undrain then serves the current config); once shutting
+// down, a reload is refused.
+func TestReloadWhileDrained(t *testing.T) {
+	const base = "admin: {address: \"127.0.0.1:0\"}\nlisteners: [{name: outbound, address: \"127.0.0.1:0\"}]\nregistries: [{name: s, type: static, static: {services: {users: [{address: \"127.0.0.1:1\"}]}}}]\nupstreams:\n  - name: users\n"
+	a := startRemora(t, base)
+	a.Drain()
+	if err := a.reload(mustParse(t, base+"  - {name: orders, service: users}\n")); err != nil {
+		t.Fatalf("a reload while drained: %v", err)
+	}
+	if a.Table().Lookup("orders") == nil {
+		t.Fatal("the reload while drained did not apply")
+	}
+	a.markStopping()
+	if err := a.reload(mustParse(t, base)); err == nil || !strings.Contains(err.Error(), "shutting down") {
+		t.Fatalf("a reload while shutting down: %v; want it refused", err)
+	}
 }
