@@ -205,6 +205,22 @@ func (p *Proxy) Listener(name string, opts ListenerOptions) http.Handler {
 	return h
 }
 
+// ListenerHandler returns the handler of the listener named name without
+// changing the options of one that exists; one that does not is made with
+// opts (made reports that). A reload binds ports with it before the point
+// where it may still fail, and gives every listener its new options with
+// Listener after; ForgetListener undoes a made one.
+func (p *Proxy) ListenerHandler(name string, opts ListenerOptions) (h http.Handler, made bool) {
+	if v, ok := p.listeners.Load(name); ok {
+		return v.(*listenerHandler), false
+	}
+	return p.Listener(name, opts), true
+}
+
+// ForgetListener drops the listener named name (its routes leave
+// RouteStats); a handler already serving goes on with its last options.
+func (p *Proxy) ForgetListener(name string) { p.listeners.Delete(name) }
+
 // RouteStats returns every listener's routes with their counters (since
 // the listener's configuration last changed), by listener then in order.
 func (p *Proxy) RouteStats() []RouteStats {

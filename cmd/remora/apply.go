@@ -43,6 +43,7 @@ func (a *app) execute(cfg *config.Config, p reconcile.Plan) (err error) {
 	var (
 		opened  []*liveRegistry
 		bound   []*server
+		made    []string // listener handlers made for ports bound here
 		pending []pendingUpstream
 	)
 	defer func() {
@@ -51,6 +52,9 @@ func (a *app) execute(cfg *config.Config, p reconcile.Plan) (err error) {
 		}
 		for _, s := range bound {
 			s.ln.Close()
+		}
+		for _, name := range made {
+			a.proxy.ForgetListener(name)
 		}
 		for _, u := range pending {
 			u.w.Stop()
@@ -123,9 +127,17 @@ func (a *app) execute(cfg *config.Config, p reconcile.Plan) (err error) {
 		case reconcile.Bind:
 			uc := upstreamConfig(cfg, st.Name)
 			name := "upstream " + uc.Name
-			var srv serving = a.proxyServer(name, a.proxy.Listener(name, dedicatedOptions(uc)))
+			var srv serving
 			if uc.Protocol == "tcp" {
 				srv = a.tcpServer(cfg, uc.Name)
+			} else {
+				// The handler only: the options of a listener that
+				// serves already change in step 5, once nothing can fail.
+				h, isNew := a.proxy.ListenerHandler(name, dedicatedOptions(uc))
+				if isNew {
+					made = append(made, name)
+				}
+				srv = a.proxyServer(name, h)
 			}
 			s, err := a.bind(name, uc.Listen, srv)
 			if err != nil {

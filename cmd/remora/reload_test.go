@@ -353,3 +353,48 @@ func TestReloadWhileDrained(t *testing.T) {
 		t.Fatalf("a reload while shutting down: %v; want it refused", err)
 	}
 }
+
+// A reload that fails (a port it binds is taken) changes nothing, not
+// even the routes of a dedicated port it would have moved.
+func TestRejectedReloadKeepsDedicatedPortRoutes(t *testing.T) {
+	users, orders := startBackend(t, "users"), startBackend(t, "orders")
+	p1, p2 := freeAddr(t), freeAddr(t)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cfg := func(extra string) string {
+		return fmt.Sprintf(`
+admin: {address: "127.0.0.1:0"}
+listeners: [{name: outbound, address: "127.0.0.1:0"}]
+registries: [{name: s, type: static, static: {services: {users: [{address: %q}], orders: [{address: %q}]}}}]
+upstreams:
+%s`, users.srv.Listener.Addr().String(), orders.srv.Listener.Addr().String(), extra)
+	}
+	a := startRemora(t, cfg(fmt.Sprintf("  - {name: users, listen: %q}\n", p1)))
+	get := func() string {
+		t.Helper()
+		resp, err := http.Get("http://" + p1 + "/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return fmt.Sprintf("%d %s", resp.StatusCode, body)
+	}
+	if got := get(); got != "200 users" {
+		t.Fatalf("before the reload: %s", got)
+	}
+	bad := mustParse(t, cfg(fmt.Sprintf(`  - name: users
+    listen: %q
+    routes: [{match: {path_prefix: /x}, upstream: orders}]
+  - {name: orders, listen: %q}
+`, p2, taken.Addr().String())))
+	if err := a.reload(bad); err == nil {
+		t.Fatal("a reload binding a taken port succeeded")
+	}
+	if got := get(); got != "200 users" {
+		t.Fatalf("after the rejected reload, the old port answers %s; want users, as before", got)
+	}
+}
