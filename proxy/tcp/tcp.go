@@ -176,7 +176,7 @@ type Server struct {
 
 	mu     sync.Mutex
 	ln     net.Listener
-	conns  map[net.Conn]struct{}
+	conns  map[net.Conn]struct{} // clients' and nodes': Shutdown's deadline closes both
 	closed bool
 	wg     sync.WaitGroup
 }
@@ -243,6 +243,16 @@ func (s *Server) handle(c net.Conn) {
 	var backend net.Conn
 	if err == nil {
 		backend, err = Dial(context.Background(), &call, cmp.Or(pol.Timeouts.Connect, s.ConnectTimeout))
+	}
+	if err == nil {
+		// Tracked too: a relay half-closed by its client waits on the
+		// node, and Shutdown's deadline must end that wait.
+		if !s.track(backend, true) {
+			backend.Close()
+			err = errors.New("tcp: shutting down")
+		} else {
+			defer s.track(backend, false)
+		}
 	}
 	var in, out int64
 	if err != nil {

@@ -1,0 +1,98 @@
+package tcp_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/discovery/discoverytest"
+	"github.com/remora-mesh/remora/pkg/upstream"
+	"github.com/remora-mesh/remora/proxy/tcp"
+)
+
+// Shutdown's deadline bounds it whatever the node does: a node that
+// neither reads nor closes (a half-closed relay waits on it) is cut off
+// with the client.
+func TestShutdownBoundedByItsDeadline(t *testing.T) {
+	node, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var held []net.Conn
+	accepted := make(chan struct{}, 1)
+	go func() {
+		for {
+			c, err := node.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c) // never read, never closed until the end
+			mu.Unlock()
+			accepted <- struct{}{}
+		}
+	}()
+	defer func() {
+		node.Close()
+		mu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		mu.Unlock()
+	}()
+
+	reg := discoverytest.NewRegistry()
+	host, port, _ := net.SplitHostPort(node.Addr().String())
+	p, _ := strconv.Atoi(port)
+	reg.Set("svc", discovery.Instance{ID: "n1", Address: host, Port: p, Weight: 1, Healthy: true})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	u := upstream.New(upstream.Config{Name: "svc"})
+	w, _ := reg.Watch(ctx, "svc")
+	go u.Run(ctx, w)
+	for u.Snapshot().Available == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	s := &tcp.Server{Lookup: func() *upstream.Upstream { return u }, Log: logrus.NewEntry(log)}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(ln)
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	if _, err := client.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-accepted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the node got no connection")
+	}
+
+	sctx, scancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer scancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Shutdown(sctx) }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("Shutdown with a connection still open at its deadline returned nil; want the deadline's error")
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("Shutdown did not return within 3 s of its 100 ms deadline")
+	}
+}
