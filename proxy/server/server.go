@@ -94,6 +94,10 @@ type Server struct {
 	mu    sync.Mutex
 	ln    net.Listener
 	conns map[*srvConn]struct{}
+	// hijacked are the handed-off connections net/http gave up (h2c,
+	// upgrades, CONNECT): Shutdown waits for them too, and closes them at
+	// its deadline.
+	hijacked map[*prefixConn]struct{}
 }
 
 // ClientWatchDelay is how long a request runs before its connection is
@@ -107,14 +111,47 @@ const maxBodyDrain = 256 << 10
 // New returns a server for h: on its direct path, and through net/http's
 // server (HTTP/1.x and h2c) for the rest, both with opts.
 func New(opts Options, h http.Handler) *Server {
+	h2s := &http2.Server{}
 	hs := &http.Server{
-		Handler:           h2c.NewHandler(h, &http2.Server{}), //lint:ignore SA1019 see the import
+		Handler:           h2c.NewHandler(h, h2s), //lint:ignore SA1019 see the import
 		ReadHeaderTimeout: opts.ReadHeaderTimeout,
 		IdleTimeout:       opts.IdleTimeout,
 		MaxHeaderBytes:    opts.MaxHeaderBytes,
 		ErrorLog:          opts.ErrorLog,
 	}
-	return &Server{hs: hs, handler: h, conns: map[*srvConn]struct{}{}}
+	s := &Server{hs: hs, handler: h, conns: map[*srvConn]struct{}{}, hijacked: map[*prefixConn]struct{}{}}
+	hs.ConnState = s.connState
+	// Shutdown then sends h2c connections GOAWAY: their streams in flight
+	// finish, and they close. (It fails only for a TLS config: none here.)
+	_ = http2.ConfigureServer(hs, h2s)
+	return s
+}
+
+// connState tracks the handed-off connections net/http hijacks: they
+// leave its Shutdown's care.
+func (s *Server) connState(c net.Conn, st http.ConnState) {
+	pc, ok := c.(*prefixConn)
+	if !ok || st != http.StateHijacked {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !pc.closed {
+		s.hijacked[pc] = struct{}{}
+	}
+}
+
+// hijackedLeft closes the hijacked connections when closeThem, and
+// reports how many are open.
+func (s *Server) hijackedLeft(closeThem bool) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if closeThem {
+		for pc := range s.hijacked {
+			pc.Conn.Close()
+		}
+	}
+	return len(s.hijacked)
 }
 
 // Serve accepts connections on ln until Shutdown or Close; it then returns
@@ -165,11 +202,26 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			<-hsDone
+			s.hijackedLeft(true)
 			return ctx.Err()
 		case <-tick.C:
 		}
 	}
-	return <-hsDone
+	if err := <-hsDone; err != nil {
+		s.hijackedLeft(true)
+		return err
+	}
+	// net/http does not wait for what it handed over (h2c connections,
+	// which got GOAWAY; upgraded connections; CONNECT tunnels).
+	for s.hijackedLeft(false) > 0 {
+		select {
+		case <-ctx.Done():
+			s.hijackedLeft(true)
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return nil
 }
 
 // Close closes the listener and every connection at once.
@@ -180,7 +232,9 @@ func (s *Server) Close() error {
 		c.nc.Close()
 	}
 	s.mu.Unlock()
-	return s.hs.Close()
+	err := s.hs.Close()
+	s.hijackedLeft(true)
+	return err
 }
 
 func (s *Server) stopAccepting() {
@@ -653,7 +707,7 @@ func isCommonNetReadError(err error) bool {
 func (c *srvConn) handOff() bool {
 	c.setReadDeadline(time.Time{})
 	prefix := append([]byte(nil), c.rec...)
-	return c.srv.handoff.give(&prefixConn{Conn: c.nc, prefix: prefix, headDeadline: c.headDeadline})
+	return c.srv.handoff.give(&prefixConn{Conn: c.nc, prefix: prefix, headDeadline: c.headDeadline, srv: c.srv})
 }
 
 // serveRequest runs the handler for req and finishes its response. It
@@ -813,6 +867,19 @@ type prefixConn struct {
 	net.Conn
 	prefix       []byte
 	headDeadline time.Time
+	// srv is the server that handed it over (immutable); closed is set,
+	// under srv.mu, once it is closed.
+	srv    *Server
+	closed bool
+}
+
+// Close closes the connection and, if it was hijacked, forgets it.
+func (p *prefixConn) Close() error {
+	p.srv.mu.Lock()
+	p.closed = true
+	delete(p.srv.hijacked, p)
+	p.srv.mu.Unlock()
+	return p.Conn.Close()
 }
 
 // SetReadDeadline sets the read deadline; the first one (net/http's for

@@ -1,0 +1,143 @@
+package server_test
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/remora-mesh/remora/proxy/server"
+)
+
+// upgradeRequest goes to net/http (an upgrade), whose handler may hijack.
+const upgradeRequest = "GET /up HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n"
+
+// hijacker answers an upgrade by hijacking its connection, writing "up",
+// and keeping it until release is closed.
+func hijacker(release <-chan struct{}) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		fmt.Fprint(c, "up")
+		go func() {
+			<-release
+			c.Close()
+		}()
+	}
+}
+
+func dialUpgraded(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	fmt.Fprint(c, upgradeRequest)
+	buf := make([]byte, 2)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "up" {
+		t.Fatalf("the upgrade: %q, %v", buf, err)
+	}
+	return c
+}
+
+// Shutdown waits for the connections net/http handed over (upgrades,
+// CONNECT, h2c) until they close, as it does for requests in flight.
+func TestShutdownWaitsForHijackedConnections(t *testing.T) {
+	release := make(chan struct{})
+	addr, srv := directServer(t, server.Options{}, hijacker(release))
+	dialUpgraded(t, addr)
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		done <- srv.Shutdown(ctx)
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("Shutdown returned %v while an upgraded connection was open", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Shutdown did not return once the upgraded connection closed")
+	}
+}
+
+// At its deadline, Shutdown closes the connections handed over.
+func TestShutdownClosesHijackedConnectionsAtItsDeadline(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	addr, srv := directServer(t, server.Options{}, hijacker(release))
+	c := dialUpgraded(t, addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := srv.Shutdown(ctx); err == nil {
+		t.Fatal("Shutdown with an upgraded connection open at its deadline: nil; want the deadline's error")
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("Shutdown took %v with a 200 ms deadline", took)
+	}
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("the upgraded connection after the deadline: %v; want it closed", err)
+	}
+}
+
+// An h2c request in flight when Shutdown starts is answered; Shutdown
+// returns after it.
+func TestShutdownLetsH2CStreamsFinish(t *testing.T) {
+	entered := make(chan struct{}, 1)
+	addr, srv := directServer(t, server.Options{}, func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		time.Sleep(500 * time.Millisecond)
+		fmt.Fprint(w, "done")
+	})
+	tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, a string, _ *tls.Config) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, a)
+	}}
+	defer tr.CloseIdleConnections()
+	got := make(chan string, 1)
+	go func() {
+		resp, err := (&http.Client{Transport: tr}).Get("http://" + addr + "/slow")
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got <- fmt.Sprintf("%d %s", resp.StatusCode, body)
+	}()
+	<-entered
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(ctx) }()
+	if g := <-got; g != "200 done" {
+		t.Fatalf("the h2c request in flight: %s", g)
+	}
+	select {
+	case err := <-shut:
+		if err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("Shutdown did not return after the h2c stream finished")
+	}
+}
