@@ -743,16 +743,35 @@ func (c *srvConn) serveRequest(req *http.Request) bool {
 // directBody is a request body on the direct path. Its Close does not read
 // the rest without bound (http.ReadRequest's bodies do); the response
 // drops what the handler left, up to maxBodyDrain.
+//
+// As net/http's, it may be read by another goroutine than the handler's
+// (a transport sending it on), even after the handler returned: mu
+// serialises reads, Close and drain, and once closed (by Close, or by the
+// drain that ends the request) a read gets http.ErrBodyReadAfterClose, so
+// that nothing but the server reads the connection from then on.
 type directBody struct {
-	rc     io.ReadCloser
+	rc io.ReadCloser
+
+	mu     sync.Mutex
 	eof    bool // read to its end: the connection is at the next request
 	broken bool // a read failed (a corrupt chunk, a short body, a timeout)
+	closed bool
 }
 
 // Read reads the body. Only its end (io.EOF) leaves the connection at a
 // request boundary: after any other error, what remains on the wire is
 // not a request and must never be read as one (net/http's rule).
 func (b *directBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	return b.read(p)
+}
+
+// read is Read with mu held.
+func (b *directBody) read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	switch {
 	case err == io.EOF:
@@ -763,17 +782,44 @@ func (b *directBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (b *directBody) Close() error { return nil }
+// Close ends reading: a later Read gets http.ErrBodyReadAfterClose. What
+// is left is the server's to drop (drain).
+func (b *directBody) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	return nil
+}
 
-// drain reads and drops what is left of the body, and reports whether it
-// all went (the connection can carry the next request).
+// atEnd reports whether the body was read to its end.
+func (b *directBody) atEnd() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.eof
+}
+
+// drain closes the body, reads and drops what is left of it, and reports
+// whether it all went (the connection can carry the next request). A read
+// in progress on another goroutine ends first.
 func (b *directBody) drain() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
 	if b.eof || b.broken {
 		return b.eof
 	}
-	n, err := io.CopyN(io.Discard, b, maxBodyDrain+1)
-	return n <= maxBodyDrain && err != nil && b.eof && errors.Is(err, io.EOF)
+	n, err := io.CopyN(io.Discard, readFunc(b.read), maxBodyDrain+1)
+	ok := n <= maxBodyDrain && err != nil && b.eof && errors.Is(err, io.EOF)
+	if !ok {
+		b.broken = true // the connection closes: never drain again
+	}
+	return ok
 }
+
+// readFunc is a func as an io.Reader.
+type readFunc func([]byte) (int, error)
+
+func (f readFunc) Read(p []byte) (int, error) { return f(p) }
 
 // endWatch stops the armed client watch, and waits for it if it started.
 func (c *srvConn) endWatch() {
@@ -1135,7 +1181,7 @@ func (w *response) commit(ended bool, next []byte) {
 // (dropped instead when small and the handler has ended), when the client
 // or the handler asked for it, or when the server is shutting down.
 func (w *response) closes(ended bool) bool {
-	if w.body != nil && !w.body.eof && (!ended || !w.body.drain()) {
+	if w.body != nil && (ended && !w.body.drain() || !ended && !w.body.atEnd()) {
 		w.closeAfter = true
 	}
 	if w.wantsClose || w.c.srv.shuttingDown.Load() || httpguts.HeaderValuesContainsToken(w.header["Connection"], "close") {

@@ -1,12 +1,16 @@
 package server_test
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -140,4 +144,74 @@ func TestShutdownLetsH2CStreamsFinish(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Fatal("Shutdown did not return after the h2c stream finished")
 	}
+}
+
+// A handler may hand the request body to a goroutine that goes on
+// reading it after the handler returned (a transport still sending it
+// when the node answered early), while the server drops the rest of the
+// body to reach the next request. The two must not read the connection
+// at once (run with -race): the server waits for the read in progress,
+// and later reads get an error; the next request is answered.
+func TestBodyReadAfterTheHandlerReturned(t *testing.T) {
+	var got bytes.Buffer
+	readerDone := make(chan error, 1)
+	addr, _ := directServer(t, server.Options{}, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/1" {
+			go func() {
+				buf := make([]byte, 4)
+				for {
+					n, err := r.Body.Read(buf)
+					got.Write(buf[:n])
+					if err != nil {
+						readerDone <- err
+						return
+					}
+				}
+			}()
+			time.Sleep(20 * time.Millisecond) // the reader is blocked on the client
+		}
+		fmt.Fprint(w, r.URL.Path)
+	})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprint(c, "POST /1 HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234")
+	time.Sleep(100 * time.Millisecond) // the handler has returned
+	fmt.Fprint(c, "56789GET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufioReader(c)
+	if a := readAnswer(t, br); a != "/1" {
+		t.Fatalf("first answer %q", a)
+	}
+	if a := readAnswer(t, br); a != "/2" {
+		t.Fatalf("the next request's answer %q; want /2", a)
+	}
+	select {
+	case err := <-readerDone:
+		if err != io.EOF && !errors.Is(err, http.ErrBodyReadAfterClose) {
+			t.Errorf("the late reader ended with %v; want EOF or ErrBodyReadAfterClose", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the late reader never ended")
+	}
+	if !strings.HasPrefix("0123456789", got.String()) {
+		t.Errorf("the late reader read %q; want a part of the body", got.String())
+	}
+}
+
+func bufioReader(c net.Conn) *bufio.Reader {
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	return bufio.NewReader(c)
+}
+
+// readAnswer reads one answer and returns its body.
+func readAnswer(t *testing.T, br *bufio.Reader) string {
+	t.Helper()
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	return string(body)
 }
