@@ -113,7 +113,7 @@ const maxBodyDrain = 256 << 10
 func New(opts Options, h http.Handler) *Server {
 	h2s := &http2.Server{}
 	hs := &http.Server{
-		Handler:           h2c.NewHandler(h, h2s), //lint:ignore SA1019 see the import
+		Handler:           noUpgradeWithBody(h, h2c.NewHandler(h, h2s)), //lint:ignore SA1019 see the import
 		ReadHeaderTimeout: opts.ReadHeaderTimeout,
 		IdleTimeout:       opts.IdleTimeout,
 		MaxHeaderBytes:    opts.MaxHeaderBytes,
@@ -125,6 +125,23 @@ func New(opts Options, h http.Handler) *Server {
 	// finish, and they close. (It fails only for a TLS config: none here.)
 	_ = http2.ConfigureServer(hs, h2s)
 	return s
+}
+
+// noUpgradeWithBody serves a request that asks to upgrade to h2c and has
+// a body as the HTTP/1.1 request it also is, with h; any other through
+// upgrader. The h2c handler reads such a body whole into memory before it
+// switches (net/http's own server does not upgrade to h2c at all), so a
+// client could make Remora hold any amount.
+func noUpgradeWithBody(h, upgrader http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && r.Body != http.NoBody && httpguts.HeaderValuesContainsToken(r.Header["Upgrade"], "h2c") {
+			r.Header.Del("Upgrade")
+			r.Header.Del("Http2-Settings")
+			h.ServeHTTP(w, r)
+			return
+		}
+		upgrader.ServeHTTP(w, r)
+	})
 }
 
 // connState tracks the handed-off connections net/http hijacks: they

@@ -215,3 +215,40 @@ func readAnswer(t *testing.T, br *bufio.Reader) string {
 	body, _ := io.ReadAll(resp.Body)
 	return string(body)
 }
+
+// An Upgrade: h2c request with a body is served as the HTTP/1.1 request
+// it also is, body streamed to the handler: the h2c upgrade would read
+// the whole body into memory first (net/http's server never upgrades to
+// h2c).
+func TestH2CUpgradeWithABodyIsServedAsHTTP1(t *testing.T) {
+	addr, _ := directServer(t, server.Options{}, func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s upgrade=%q", body, r.Header.Get("Upgrade"))
+	})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprint(c, "POST / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nContent-Length: 5\r\n\r\nhello")
+	resp, err := http.ReadResponse(bufioReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(body) != `hello upgrade=""` {
+		t.Fatalf("an h2c upgrade with a body: %d %q; want it served as HTTP/1.1", resp.StatusCode, body)
+	}
+
+	// Without a body, the upgrade happens.
+	c2, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	fmt.Fprint(c2, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n")
+	line, err := bufioReader(c2).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 101") {
+		t.Fatalf("an h2c upgrade without a body: %q, %v; want 101", line, err)
+	}
+}
