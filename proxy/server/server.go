@@ -111,7 +111,7 @@ const maxBodyDrain = 256 << 10
 // New returns a server for h: on its direct path, and through net/http's
 // server (HTTP/1.x and h2c) for the rest, both with opts.
 func New(opts Options, h http.Handler) *Server {
-	h2s := &http2.Server{}
+	h2s := &http2.Server{} //lint:ignore SA1019 see the h2c import
 	hs := &http.Server{
 		Handler:           noUpgradeWithBody(h, h2c.NewHandler(h, h2s)), //lint:ignore SA1019 see the import
 		ReadHeaderTimeout: opts.ReadHeaderTimeout,
@@ -123,7 +123,7 @@ func New(opts Options, h http.Handler) *Server {
 	hs.ConnState = s.connState
 	// Shutdown then sends h2c connections GOAWAY: their streams in flight
 	// finish, and they close. (It fails only for a TLS config: none here.)
-	_ = http2.ConfigureServer(hs, h2s)
+	_ = http2.ConfigureServer(hs, h2s) //lint:ignore SA1019 see the h2c import
 	return s
 }
 
@@ -635,6 +635,13 @@ func (c *srvConn) serve() {
 				c.setReadDeadline(time.Time{})
 			}
 			req, err = http.ReadRequest(c.br)
+			if err == nil && req.Method == "PRI" && req.RequestURI == "*" && req.Proto == "HTTP/2.0" {
+				// The HTTP/2 preface: net/http reads its rest without a
+				// deadline once it has the head. It comes within the
+				// head's (and is recorded for the hand-over), or the
+				// connection ends.
+				_, err = c.br.Peek(len(prefaceRest))
+			}
 		}
 		c.recording = false
 		if err != nil && !errors.Is(err, errTooLarge) && isCommonNetReadError(err) {
@@ -658,6 +665,10 @@ func (c *srvConn) serve() {
 		}
 	}
 }
+
+// prefaceRest is what follows the head "PRI * HTTP/2.0\r\n\r\n" in the
+// HTTP/2 client preface.
+const prefaceRest = "SM\r\n\r\n"
 
 // canWaitFirst reports whether the wait for the next request may begin
 // before a read (waitRequest): on a socket, unless an arrival went unseen

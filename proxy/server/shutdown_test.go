@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -13,8 +12,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/net/http2"
 
 	"github.com/remora-mesh/remora/proxy/server"
 )
@@ -112,10 +109,7 @@ func TestShutdownLetsH2CStreamsFinish(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 		fmt.Fprint(w, "done")
 	})
-	tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, a string, _ *tls.Config) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, network, a)
-	}}
+	tr := h2cTransport()
 	defer tr.CloseIdleConnections()
 	got := make(chan string, 1)
 	go func() {
@@ -251,4 +245,41 @@ func TestH2CUpgradeWithABodyIsServedAsHTTP1(t *testing.T) {
 	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 101") {
 		t.Fatalf("an h2c upgrade without a body: %q, %v; want 101", line, err)
 	}
+}
+
+// read_header_timeout bounds the whole HTTP/2 preface: a client that
+// sends its first line and stops is cut off, as net/http's server does.
+func TestHalfAnH2CPrefaceIsCutOff(t *testing.T) {
+	addr, _ := directServer(t, server.Options{ReadHeaderTimeout: 300 * time.Millisecond}, func(w http.ResponseWriter, r *http.Request) {})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprint(c, "PRI * HTTP/2.0\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	start := time.Now()
+	_, err = io.ReadAll(c)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("a half preface still held after %v; want it closed at read_header_timeout", time.Since(start).Round(time.Millisecond))
+	}
+
+	// A whole preface is served.
+	tr := h2cTransport()
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+		t.Fatalf("h2c with prior knowledge: %d %s", resp.StatusCode, resp.Proto)
+	}
+}
+
+// h2cTransport speaks HTTP/2 with prior knowledge to http:// addresses.
+func h2cTransport() *http.Transport {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	return &http.Transport{Protocols: &p}
 }
