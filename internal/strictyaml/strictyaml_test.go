@@ -334,7 +334,8 @@ func FuzzDecode(f *testing.F) {
 		if !errors.As(err, &es) {
 			t.Fatalf("%T: %v", err, err)
 		}
-		lines := strings.Count(src, "\n") + 2
+		// YAML breaks lines at CR, LF and CRLF alike (as editors do).
+		lines := strings.Count(strings.ReplaceAll(src, "\r\n", "\n"), "\n") + strings.Count(strings.ReplaceAll(src, "\r\n", ""), "\r") + 2
 		for _, e := range es {
 			if e.Line < 0 || e.Line > lines {
 				t.Fatalf("line %d of %d: %v", e.Line, lines, e)
