@@ -107,3 +107,22 @@ func TestRelayHalfCloses(t *testing.T) {
 		t.Fatal("Relay did not return")
 	}
 }
+
+// A peer that stops reading stalls the relay's write to it: with idle
+// set, that counts as quiet too, and the relay ends. (The other direction
+// may have ended already, so nothing else would notice.)
+func TestRelayIdleTimeoutBoundsAStalledWrite(t *testing.T) {
+	client, node, done := relay(t, 200*time.Millisecond, 0)
+	node.(*net.TCPConn).CloseWrite() // the node is done sending, and reads no more
+	go func() {
+		chunk := make([]byte, 64<<10)
+		for range 256 { // 16 MiB: far more than the socket buffers hold
+			if _, err := client.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	if !ended(t, done, 5*time.Second) {
+		t.Fatal("a relay whose write to a peer that reads no more stalled was not closed")
+	}
+}

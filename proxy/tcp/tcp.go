@@ -116,7 +116,8 @@ var relayBuffers = sync.Pool{New: func() any { return new([32 << 10]byte) }}
 
 // copyUntilIdle copies src to dst, counting in n, until src ends (true)
 // or the relay has been idle — no byte either way since last — for idle
-// (false). Each read waits at most until the relay would be idle.
+// (false). Each read, and each write (a peer that reads no more stalls
+// it), waits at most until the relay would be idle.
 func copyUntilIdle(dst, src net.Conn, n *int64, idle time.Duration, last *atomic.Int64) bool {
 	buf := relayBuffers.Get().(*[32 << 10]byte)
 	defer relayBuffers.Put(buf)
@@ -125,8 +126,8 @@ func copyUntilIdle(dst, src net.Conn, n *int64, idle time.Duration, last *atomic
 		k, err := src.Read(buf[:])
 		if k > 0 {
 			last.Store(time.Now().UnixNano())
-			if _, werr := dst.Write(buf[:k]); werr != nil {
-				return true
+			if ok, idled := writeUntilIdle(dst, buf[:k], idle, last); !ok {
+				return !idled
 			}
 			*n += int64(k)
 		}
@@ -141,6 +142,33 @@ func copyUntilIdle(dst, src net.Conn, n *int64, idle time.Duration, last *atomic
 			return true
 		}
 	}
+}
+
+// writeUntilIdle writes p to dst, each write waiting at most until the
+// relay would be idle; bytes written count as the relay moving. It reports
+// whether all of p went, and when not, whether the relay went idle (a
+// peer that reads no more) rather than the write failing.
+func writeUntilIdle(dst net.Conn, p []byte, idle time.Duration, last *atomic.Int64) (ok, idled bool) {
+	defer dst.SetWriteDeadline(time.Time{})
+	for len(p) > 0 {
+		_ = dst.SetWriteDeadline(time.Unix(0, last.Load()).Add(idle))
+		w, err := dst.Write(p)
+		if w > 0 {
+			p = p[w:]
+			last.Store(time.Now().UnixNano())
+		}
+		var ne net.Error
+		switch {
+		case err == nil:
+		case errors.As(err, &ne) && ne.Timeout():
+			if time.Since(time.Unix(0, last.Load())) >= idle {
+				return false, true
+			}
+		default:
+			return false, false
+		}
+	}
+	return true, false
 }
 
 // Accept returns the next connection on ln. After a temporary error
