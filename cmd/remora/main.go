@@ -276,6 +276,12 @@ func cmdRun(o *cmdOpts, args []string, _, stderr io.Writer) int {
 	logWarnings(log, cfg)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		// After the first signal, a second one ends the process at once
+		// (their default action): the drain is not waited for.
+		<-ctx.Done()
+		stop()
+	}()
 	defer gctune.Start(0).Stop() // unless GOGC is set
 	if err := serveUntil(ctx, o.config, watch, hup, cfg, log); err != nil {
 		log.WithError(err).Error("remora stopped with an error")

@@ -62,3 +62,27 @@ drain_delay: 3s
 		t.Fatal("remora did not exit after drain_delay")
 	}
 }
+
+// A second SIGTERM ends a draining Remora at once.
+func TestSecondSignalEndsTheDrain(t *testing.T) {
+	adminAddr := freeAddr(t)
+	p := startProcess(t, adminAddr, `
+admin: {address: `+adminAddr+`}
+listeners: [{name: outbound, address: 127.0.0.1:0}]
+registries: [{name: s, type: static, static: {services: {a: [{id: a1, address: "127.0.0.1:1"}]}}}]
+upstreams: [{name: a}]
+drain_delay: 30s
+`)
+	if err := p.proc.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "draining", func() bool { return strings.Contains(p.logs.String(), "signal received; shutting down") })
+	if err := p.proc.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a second SIGTERM during the 30 s drain_delay did not end Remora")
+	}
+}
