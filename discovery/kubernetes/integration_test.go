@@ -428,16 +428,7 @@ func TestResourceVersionTooOld(t *testing.T) {
 	// compaction makes an old resourceVersion fail at once.
 	srv := kubetest.Start(t, kubetest.Config{Name: "nocache", Args: []string{"--watch-cache=false"}})
 	ns := srv.Namespace(t, "gone")
-	cfg := srv.RESTConfig()
-	hc, err := rest.HTTPClientFor(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hc.CloseIdleConnections()
-	rc, err := newRESTClient(cfg, hc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rc := restClientOf(t, srv)
 	client := &partition{Client: rc}
 	reg := NewRegistry(client, Config{Namespace: ns}, discovery.Env{Name: "k8s"})
 	defer reg.Close()
@@ -477,6 +468,23 @@ func TestCloseStopsWatchers(t *testing.T) {
 	}
 }
 
+// restClientOf is a Client of srv's API server as its admin, its idle
+// connections closed when t ends.
+func restClientOf(t *testing.T, srv *kubetest.Server) Client {
+	t.Helper()
+	cfg := srv.RESTConfig()
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(hc.CloseIdleConnections)
+	rc, err := newRESTClient(cfg, hc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rc
+}
+
 // podsPartition refuses the pods calls while cut, and passes the rest.
 type podsPartition struct {
 	Client
@@ -505,16 +513,7 @@ func (c *podsPartition) WatchPods(ctx context.Context, ns string, o metav1.ListO
 func TestPodsOutageKeepsTheLastSet(t *testing.T) {
 	srv := kubetest.Shared(t, kubetest.Config{})
 	ns := srv.Namespace(t, "podsout")
-	cfg := srv.RESTConfig()
-	hc, err := rest.HTTPClientFor(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hc.CloseIdleConnections()
-	rc, err := newRESTClient(cfg, hc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rc := restClientOf(t, srv)
 	client := &podsPartition{Client: rc}
 	reg := NewRegistry(client, Config{Namespace: ns, Pods: true}, discovery.Env{Name: "k8s"})
 	defer reg.Close()
