@@ -48,7 +48,7 @@ type app struct {
 	access       *logrus.Entry
 	accessSample float64
 	draining     atomic.Bool
-	drainMu      sync.Mutex // orders stop and Undrain
+	drainMu      sync.Mutex // orders stop, Drain, Undrain and a new agent
 	stopping     bool       // set by stop, under drainMu; never cleared
 
 	mu         sync.Mutex
@@ -385,11 +385,20 @@ func (a *app) Table() *upstream.Table { return a.proxy.Table() }
 // Draining implements admin.Source.
 func (a *app) Draining() bool { return a.draining.Load() }
 
-// Drain implements admin.Source: readiness off, serving on.
+// Drain implements admin.Source: readiness off and the registration
+// withdrawn, serving on.
 func (a *app) Drain() {
-	if !a.draining.Swap(true) {
-		a.log.Info("drain requested on the admin API: not ready; still serving")
+	a.drainMu.Lock()
+	defer a.drainMu.Unlock()
+	if a.draining.Swap(true) {
+		return
 	}
+	if la := a.agent.Load(); la != nil {
+		la.SetWithdrawn(true)
+		a.log.Info("drain requested on the admin API: not ready, registration withdrawn; still serving")
+		return
+	}
+	a.log.Info("drain requested on the admin API: not ready; still serving")
 }
 
 // addr returns the bound address of the named listener ("admin", a

@@ -20,9 +20,10 @@ import (
 var drainCommand = &command{
 	name: "drain", args: "[-c FILE] [--wait D]",
 	summary: "tell a running Remora to drain (a preStop hook)",
-	help: "POST /drain on the admin API of the Remora running beside: /readyz turns off for good while it\n" +
-		"keeps serving. With -c, the admin address and token come from that config file (an address\n" +
-		"that binds every interface is reached on 127.0.0.1); --admin and --token-file override them.\n" +
+	help: "POST /drain on the admin API of the Remora running beside: /readyz turns off for good and the\n" +
+		"register: registration is withdrawn while it keeps serving. With -c, the admin address and token\n" +
+		"come from that config file (an address that binds every interface is reached on 127.0.0.1);\n" +
+		"--admin and --token-file override them.\n" +
 		"Exit status 0 once Remora drains, 1 when it could not be told.",
 	flags: func(fs *flag.FlagSet, o *cmdOpts) {
 		configFlag(fs, o)

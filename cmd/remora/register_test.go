@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +15,7 @@ import (
 	"github.com/remora-mesh/remora/discovery/consul/consultest"
 	"github.com/remora-mesh/remora/discovery/etcd/etcdtest"
 	"github.com/remora-mesh/remora/discovery/nacos/nacostest"
+	"github.com/remora-mesh/remora/pkg/config"
 )
 
 // localApp is the application beside a Remora: it serves requests and a
@@ -195,5 +197,63 @@ registries: [{name: main, type: etcd, etcd: {endpoints: [%q]}}]
 	counts := send(t, client, 200)
 	if counts["canary-app"] < 60 || counts["stable"] < 60 {
 		t.Fatalf("50%% split over 200 requests: %v", counts)
+	}
+}
+
+// TestDrainWithdrawsRegistration: POST /drain takes the application out of
+// the registry while it stays healthy, a reload while drained does not put
+// it back, and POST /undrain does.
+func TestDrainWithdrawsRegistration(t *testing.T) {
+	srv := etcdtest.Start(t)
+	app := startLocalApp(t, "app")
+	yml := etcdConfig(srv.Endpoint()) + registerBlock(app.port)
+	a := startRemora(t, yml)
+	present := func(id string) bool {
+		resp, err := srv.Client().Get(context.Background(), "/services/user-service/"+id)
+		return err == nil && len(resp.Kvs) == 1
+	}
+	admin := func(method, path string) (int, string) {
+		req, _ := http.NewRequest(method, "http://"+a.addr("admin")+path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	eventually(t, 2*time.Second, "registered", func() bool { return present("app-1") })
+
+	if code, body := admin("POST", "/drain"); code != 200 {
+		t.Fatalf("POST /drain: %d %s", code, body)
+	}
+	eventually(t, 2*time.Second, "withdrawn by the drain", func() bool { return !present("app-1") })
+	if _, body := admin("GET", "/register"); !strings.Contains(body, `"withdrawn": true`) || !strings.Contains(body, `"registered": false`) {
+		t.Errorf("GET /register while drained: %s", body)
+	}
+	time.Sleep(300 * time.Millisecond) // three healthy checks
+	if present("app-1") {
+		t.Fatal("registered again while drained")
+	}
+
+	// A reload that replaces the registration (a new id) keeps it out.
+	cfg, err := config.Parse([]byte(strings.Replace(yml, "id: app-1", "id: app-2", 1)), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if present("app-1") || present("app-2") {
+		t.Fatal("a reload while drained registered the application")
+	}
+
+	if code, body := admin("POST", "/undrain"); code != 200 {
+		t.Fatalf("POST /undrain: %d %s", code, body)
+	}
+	eventually(t, 2*time.Second, "registered again after undrain", func() bool { return present("app-2") })
+	if _, body := admin("GET", "/register"); !strings.Contains(body, `"withdrawn": false`) {
+		t.Errorf("GET /register after undrain: %s", body)
 	}
 }

@@ -42,7 +42,12 @@ func (a *app) startAgent(rc register.Config, reg discovery.Registrar) {
 		a.rereg[key] = c
 	}
 	ag := register.NewAgent(rc, c.counting(reg), a.log.WithField("component", "register"))
+	// A drain withdraws the registration (Drain, Undrain): an agent a
+	// reload starts while drained starts withdrawn.
+	a.drainMu.Lock()
+	ag.SetWithdrawn(a.draining.Load())
 	a.agent.Store(&liveAgent{Agent: ag, registry: rc.Registry, rereg: c})
+	a.drainMu.Unlock()
 	go ag.Run(context.Background())
 }
 

@@ -55,6 +55,9 @@ type RegisterStatus struct {
 	// advertised (lower during warm-up, 0 when not registered).
 	Registered bool   `json:"registered"`
 	Weight     uint32 `json:"weight"`
+	// Withdrawn: a drain (POST /drain) took the application out of the
+	// registry; POST /undrain lets it back in.
+	Withdrawn bool `json:"withdrawn"`
 	// Up: the registry holds the registration (see Registration). It is
 	// what remora_registration_up reports.
 	Up bool `json:"up"`
@@ -84,7 +87,7 @@ func RegisterView(r Registration) RegisterStatus {
 	out := RegisterStatus{
 		Registry: r.Registry, Service: st.Service, ID: st.ID, Address: st.Address, Port: st.Port,
 		AppHealthy: st.Healthy, LastCheckError: st.LastCheckError, Registered: st.Registered, Weight: st.Weight,
-		Up: r.up(), Reregistrations: r.Reregistrations,
+		Withdrawn: st.Withdrawn, Up: r.up(), Reregistrations: r.Reregistrations,
 	}
 	if rs := st.Registration; rs != nil && st.Registered {
 		side := &RegistrySide{Up: rs.Up, Since: rs.Since, LastError: rs.LastError}

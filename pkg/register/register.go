@@ -152,7 +152,8 @@ func defaultAddress() string {
 // reg, log, now, stop, done and kick are immutable; active is owned by Run
 // until done is closed, then by Deregister. mu guards cfg (whose metadata,
 // weight, warm-up and deregister delay Reconfigure may change; the rest is
-// fixed), and st and reporter, the copy of the state that Status reads.
+// fixed), withdrawn (SetWithdrawn), and st and reporter, the copy of the
+// state that Status reads.
 type Agent struct {
 	reg    discovery.Registrar
 	log    *logrus.Entry
@@ -163,10 +164,11 @@ type Agent struct {
 	kick   chan struct{}          // capacity 1: Reconfigure changed cfg
 	active discovery.Registration // owned by Run
 
-	mu       sync.Mutex
-	cfg      Config
-	st       Status
-	reporter discovery.StatusReporter // active's, if it reports
+	mu        sync.Mutex
+	cfg       Config
+	withdrawn bool
+	st        Status
+	reporter  discovery.StatusReporter // active's, if it reports
 }
 
 // Status is the state of the local application's registration, for the
@@ -185,6 +187,9 @@ type Status struct {
 	// healthy and has not been withdrawn). Whether the registry holds it
 	// is Registration.Up.
 	Registered bool
+	// Withdrawn: SetWithdrawn took the application out of the registry (a
+	// drain); it stays out, healthy or not, until SetWithdrawn(false).
+	Withdrawn bool
 	// Weight is the weight advertised (lower during warm-up).
 	Weight uint32
 	// Registration is the registry side's status while Registered, if the
@@ -281,6 +286,32 @@ func (a *Agent) config() Config {
 	return a.cfg
 }
 
+// SetWithdrawn takes the application out of the registry and keeps it out
+// whatever its health (true: a drain), or lets it back in (false): Run
+// withdraws or registers at once, not at the next check. Registering again
+// starts a new warm-up. It is safe to call concurrently with Run and
+// Status, before Run too.
+func (a *Agent) SetWithdrawn(w bool) {
+	a.mu.Lock()
+	changed := a.withdrawn != w
+	a.withdrawn, a.st.Withdrawn = w, w
+	a.mu.Unlock()
+	if changed {
+		select {
+		case a.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// state returns the current config and whether the application is
+// withdrawn.
+func (a *Agent) state() (Config, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cfg, a.withdrawn
+}
+
 func instance(cfg Config, weight uint32) discovery.Instance {
 	return discovery.Instance{ID: cfg.ID, Address: cfg.Address, Port: cfg.Port, Weight: weight, Healthy: true, Metadata: cfg.Metadata}
 }
@@ -317,9 +348,10 @@ func (a *Agent) Run(ctx context.Context) {
 	tick := time.NewTicker(cfg.Health.Interval)
 	defer tick.Stop()
 	var err error // of the last check
-	check := true // false when woken by Reconfigure: no extra probe
+	check := true // false when woken by Reconfigure or SetWithdrawn: no extra probe
+	var withdrawn bool
 	for {
-		cfg = a.config()
+		cfg, withdrawn = a.state()
 		if check {
 			err = checker.Check(ctx, hostPort(cfg))
 			if ctx.Err() != nil {
@@ -338,6 +370,14 @@ func (a *Agent) Run(ctx context.Context) {
 		}
 		check = true
 		switch {
+		case withdrawn && a.active != nil:
+			a.log.Info("withdrawn on request (drain): deregistering")
+			if derr := a.active.Deregister(ctx); derr != nil {
+				a.log.WithError(derr).Warn("deregistration failed")
+			}
+			a.setActive(nil, 0)
+		case withdrawn:
+			// Kept out until SetWithdrawn(false).
 		case a.active == nil && streak >= cfg.Health.HealthyThreshold:
 			inst := instance(cfg, a.warmWeight(0))
 			r, rerr := a.reg.Register(ctx, cfg.Service, inst)

@@ -180,3 +180,51 @@ func TestAgentReconfigure(t *testing.T) {
 		t.Fatalf("events %v; want one registration updated twice in place", events)
 	}
 }
+
+// SetWithdrawn (a drain) takes the application out of the registry at
+// once, keeps it out through healthy checks, and lets it back in at once.
+func TestAgentWithdrawn(t *testing.T) {
+	t.Run("at once", func(t *testing.T) {
+		port, _ := healthyApp(t)
+		cfg := Config{Service: "users", ID: "app-1", Port: port, Address: "10.1.2.3",
+			Health: &health.Active{Interval: time.Hour, HealthyThreshold: 1, UnhealthyThreshold: 1}}
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		f := &fakeRegistrar{}
+		a := NewAgent(cfg, f, quietLog())
+		go a.Run(context.Background())
+		defer a.Deregister(context.Background())
+		waitFor(t, "registered", func() bool { cur, _ := f.get(); return cur != nil })
+		a.SetWithdrawn(true)
+		waitFor(t, "withdrawn before the next check, an hour away", func() bool {
+			cur, _ := f.get()
+			st := a.Status()
+			return cur == nil && st.Withdrawn && !st.Registered && st.Weight == 0
+		})
+		a.SetWithdrawn(false)
+		waitFor(t, "registered again before the next check", func() bool {
+			cur, _ := f.get()
+			st := a.Status()
+			return cur != nil && !st.Withdrawn && st.Registered
+		})
+		if _, events := f.get(); strings.Join(events, ",") != "register,deregister,register" {
+			t.Fatalf("events %v", events)
+		}
+	})
+	t.Run("kept out while healthy", func(t *testing.T) {
+		port, _ := healthyApp(t)
+		f := &fakeRegistrar{}
+		a := agentFor(t, port, f) // checks every 10ms
+		a.SetWithdrawn(true)      // before Run: never registered
+		go a.Run(context.Background())
+		waitFor(t, "checked healthy", func() bool { return a.Status().Healthy })
+		time.Sleep(100 * time.Millisecond) // ten healthy checks
+		if cur, events := f.get(); cur != nil || len(events) != 0 {
+			t.Fatalf("withdrawn application registered: %v", events)
+		}
+		if a.Deregister(context.Background()) {
+			t.Fatal("Deregister reports a registration while withdrawn")
+		}
+	})
+}

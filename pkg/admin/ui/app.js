@@ -133,7 +133,7 @@ function renderRegistration(reg) {
     ["Instance", r.id],
     ["Address", r.address + ":" + r.port],
     ["Application health", r.app_healthy ? "healthy" : "failing" + (r.last_check_error ? ": " + r.last_check_error : "")],
-    ["Registered", r.registered ? "yes, weight " + r.weight : "no"],
+    ["Registered", r.registered ? "yes, weight " + r.weight : r.withdrawn ? "no: withdrawn by the drain" : "no"],
     ["Held by the registry", el("span", { "data-up": String(!!r.up) }, r.up ? "yes" : "no")],
     ["Registry side", side ? [side.up ? "up" : "down", " since ", time(side.since),
       side.last_error ? ["; last error ", time(side.last_error_at), ": ", side.last_error] : ""] : ""],
