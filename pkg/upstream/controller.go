@@ -57,13 +57,15 @@ func (c *controller) start() {
 	if c.judge != nil {
 		c.judging = time.NewTicker(c.judge.Window())
 	}
-	if s := u.snap.Load(); s.Synced {
-		// Carried over: keep its nodes' state.
+	if s := u.snap.Load(); s.Synced || s.Restored {
+		// Carried over, from the registry or the on-disk snapshot: keep
+		// its nodes' state.
 		c.nodes = s.Nodes
 		c.prober.Update(s.Nodes)
 		c.rebuild()
 	} else if u.cfg.SnapshotFile != "" {
-		c.restoreAt = time.NewTimer(max(u.cfg.InitialSyncTimeout, time.Millisecond))
+		wait := u.started.Add(u.cfg.InitialSyncTimeout).Sub(u.cfg.Now())
+		c.restoreAt = time.NewTimer(max(wait, time.Millisecond))
 	}
 	c.interval = time.NewTicker(u.cfg.Health.Passive.Interval)
 }

@@ -5,10 +5,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/pkg/balancer"
+	"github.com/remora-mesh/remora/pkg/balancer/roundrobin"
+	"github.com/remora-mesh/remora/pkg/node"
 	"github.com/remora-mesh/remora/pkg/upstream"
 )
 
@@ -95,4 +99,68 @@ func FuzzParseSnapshot(f *testing.F) {
 			}
 		}
 	})
+}
+
+// countingBuilder is round robin that counts the pickers it builds.
+type countingBuilder struct{ builds *atomic.Int32 }
+
+func (countingBuilder) Name() string { return "counting" }
+func (b countingBuilder) Build(nodes []*node.Node) balancer.Picker {
+	b.builds.Add(1)
+	return roundrobin.Builder{}.Build(nodes)
+}
+
+// TestReloadCarriesRestoredSnapshotOver: a reload during a registry outage
+// replaces an upstream serving its on-disk snapshot. The new upstream
+// takes those nodes over at once, with their state and under its own
+// policy, as it takes over a registry's set: it does not wait out a new
+// initial-sync timeout on the old picker and then reload the file as new
+// nodes.
+func TestReloadCarriesRestoredSnapshotOver(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "users.json")
+	_, _, set := run(t, upstream.Config{Name: "users", SnapshotFile: file})
+	set(inst("a", 1), inst("b", 2))
+	prev := upstream.New(upstream.Config{Name: "users", SnapshotFile: file, InitialSyncTimeout: 10 * time.Millisecond})
+	ctx, stopPrev := context.WithCancel(context.Background())
+	prevDone := make(chan struct{})
+	go func() { prev.Run(ctx, silent()); close(prevDone) }()
+	old := waitSnapshot(t, prev, "restored", func(s *upstream.Snapshot) bool { return s.Restored })
+	stopPrev()
+	<-prevDone
+
+	var builds atomic.Int32
+	u := upstream.New(upstream.Config{Name: "users", SnapshotFile: file, InitialSyncTimeout: time.Hour,
+		Previous: prev, Balancer: countingBuilder{&builds}})
+	runOn(t, u, silent())
+	s := waitSnapshot(t, u, "served under the new policy", func(*upstream.Snapshot) bool { return builds.Load() > 0 })
+	if !s.Restored || !u.Ready() || s.Available != 2 || s.Nodes[0] != old.Nodes[0] || s.Nodes[1] != old.Nodes[1] {
+		t.Fatalf("restored=%v ready=%v available=%d; want the restored nodes carried over", s.Restored, u.Ready(), s.Available)
+	}
+}
+
+// TestReloadKeepsTheInitialSyncDeadline: a reload before the registry
+// answered does not start the initial-sync timeout again: the on-disk
+// snapshot is served when the first upstream's timeout ends.
+func TestReloadKeepsTheInitialSyncDeadline(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "users.json")
+	_, _, set := run(t, upstream.Config{Name: "users", SnapshotFile: file})
+	set(inst("a", 1))
+	timeout := 300 * time.Millisecond
+	start := time.Now()
+	prev := upstream.New(upstream.Config{Name: "users", SnapshotFile: file, InitialSyncTimeout: timeout})
+	ctx, stopPrev := context.WithCancel(context.Background())
+	prevDone := make(chan struct{})
+	go func() { prev.Run(ctx, silent()); close(prevDone) }()
+	time.Sleep(timeout / 2)
+	stopPrev()
+	<-prevDone
+	if prev.Ready() {
+		t.Fatal("ready before the initial-sync timeout")
+	}
+	u := upstream.New(upstream.Config{Name: "users", SnapshotFile: file, InitialSyncTimeout: timeout, Previous: prev})
+	runOn(t, u, silent())
+	waitSnapshot(t, u, "restored", func(s *upstream.Snapshot) bool { return s.Restored })
+	if took := time.Since(start); took >= timeout*3/2 {
+		t.Fatalf("snapshot served %v after the first start; the reload restarted the %v timeout", took, timeout)
+	}
 }

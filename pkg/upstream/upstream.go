@@ -35,7 +35,9 @@ type Config struct {
 	// traffic does (its TLS and HTTP/2 settings).
 	Probe health.Transport
 	// InitialSyncTimeout is how long to wait for the registry's first set
-	// before serving the on-disk snapshot, if there is one.
+	// before serving the on-disk snapshot, if there is one; it counts from
+	// the start of the first upstream a chain of Previous reloads began
+	// with.
 	InitialSyncTimeout time.Duration
 	// SnapshotFile, when set, keeps the last good node set on disk: it is
 	// written on every change and served (marked stale) when the registry
@@ -47,8 +49,8 @@ type Config struct {
 	// zones are ignored.
 	Locality *Locality
 	// Previous is the upstream this one replaces on a config reload: its
-	// nodes, with their stats and health, are carried over. Its controller
-	// must have stopped.
+	// nodes (from the registry or the on-disk snapshot), with their stats
+	// and health, are carried over. Its controller must have stopped.
 	Previous *Upstream
 	// Log is the logger; one that discards when nil.
 	Log *logrus.Entry
@@ -75,6 +77,10 @@ type Upstream struct {
 	snap        atomic.Pointer[Snapshot]
 	builder     atomic.Pointer[builderBox]
 	kick        chan struct{} // capacity 1: rebuild pickers
+	// started is when the first upstream of the line this one continues
+	// (Previous) was made: the initial-sync timeout counts from it, so a
+	// reload does not start it again. Immutable.
+	started time.Time
 }
 
 type builderBox struct{ balancer.Builder }
@@ -104,7 +110,7 @@ func New(cfg Config) *Upstream {
 			panic(err) // the zero policy is valid
 		}
 	}
-	u := &Upstream{cfg: cfg, detector: health.NewDetector(cfg.Health), kick: make(chan struct{}, 1)}
+	u := &Upstream{cfg: cfg, detector: health.NewDetector(cfg.Health), kick: make(chan struct{}, 1), started: cfg.Now()}
 	if rl := cfg.Policy.RateLimit; rl != nil {
 		u.limiter = NewLimiter(*rl)
 	}
@@ -118,6 +124,7 @@ func New(cfg Config) *Upstream {
 	if prev := cfg.Previous; prev != nil {
 		u.canaryStats, u.metrics = prev.canaryStats, prev.metrics
 		u.rollback.Store(prev.rollback.Load())
+		u.started = prev.started
 		old := *prev.Snapshot()
 		old.Name = cfg.Name
 		u.snap.Store(&old) // republished with this upstream's picker by Run
