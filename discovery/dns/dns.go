@@ -21,7 +21,8 @@
 //
 // A name is asked again when its records' TTL runs out, within min_refresh
 // and max_refresh. A failed lookup keeps the last set, marked stale, as
-// every adapter does; an authoritative "no such name" is an empty set.
+// every adapter does; an authoritative "no such name" is an empty set,
+// published once a second lookup a second later agrees.
 package dns
 
 import (
@@ -256,20 +257,31 @@ func parseService(s string) (question, error) {
 
 // follow asks for q until ctx ends: again when the answer's TTL runs out
 // (within the refresh bounds), sooner with backoff after a failure.
+//
+// An answer with no records that would empty a set published before is
+// published only when the lookup emptyConfirmDelay later agrees: a server
+// that restarts, or answers from a catalog it is still loading, can say
+// "no such name" for a moment, and one such answer must not empty the
+// upstream.
 func (r *Registry) follow(ctx context.Context, q question, l *discovery.Latest) {
 	failures := 0
+	nonEmpty, confirming := false, false // the last set published had nodes; an empty one awaits confirmation
 	for {
 		set, ttl, err := r.lookup(ctx, q)
 		if ctx.Err() != nil {
 			return
 		}
 		wait := min(max(ttl, time.Duration(r.opts.MinRefresh)), time.Duration(r.opts.MaxRefresh))
-		if err != nil {
+		switch {
+		case err != nil:
 			failures++
 			l.Fail(fmt.Errorf("dns: %v", err))
 			wait = retry.Backoff(failures, 250*time.Millisecond, time.Duration(r.opts.MinRefresh)+time.Second, rand.Float64)
-		} else {
-			failures = 0
+		case len(set) == 0 && nonEmpty && !confirming:
+			failures, confirming, wait = 0, true, emptyConfirmDelay
+			r.log.WithField("name", q.name).Debug("no records: asking again before emptying the set")
+		default:
+			failures, confirming, nonEmpty = 0, false, len(set) > 0
 			l.Publish(set)
 		}
 		if !retry.Sleep(ctx, wait) {
@@ -277,6 +289,10 @@ func (r *Registry) follow(ctx context.Context, q question, l *discovery.Latest) 
 		}
 	}
 }
+
+// emptyConfirmDelay is how long after an answer with no records follow
+// asks again before it publishes the empty set.
+const emptyConfirmDelay = time.Second
 
 // lookup resolves q into a set, and the smallest TTL of the records it
 // took.

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -225,6 +226,13 @@ func TestOpenWithoutSystemResolver(t *testing.T) {
 // 127.0.0.7 and AAAA queries with NXDOMAIN, as some servers do for names
 // that have only A records (RFC 4074, section 4.2).
 func brokenAAAA(t *testing.T) string {
+	return aServer(t, func() bool { return true })
+}
+
+// aServer is a DNS server on loopback that answers A queries with
+// 127.0.0.7 while exists() and with NXDOMAIN otherwise, and AAAA queries
+// with NXDOMAIN.
+func aServer(t *testing.T, exists func() bool) string {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -248,16 +256,17 @@ func brokenAAAA(t *testing.T) string {
 				continue
 			}
 			rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true}
-			if q.Type == dnsmessage.TypeAAAA {
+			found := q.Type == dnsmessage.TypeA && exists()
+			if !found {
 				rh.RCode = dnsmessage.RCodeNameError
 			}
 			b := dnsmessage.NewBuilder(nil, rh)
 			b.EnableCompression()
 			_ = b.StartQuestions()
 			_ = b.Question(q)
-			if q.Type == dnsmessage.TypeA {
+			if found {
 				_ = b.StartAnswers()
-				_ = b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 5}, dnsmessage.AResource{A: [4]byte{127, 0, 0, 7}})
+				_ = b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 1}, dnsmessage.AResource{A: [4]byte{127, 0, 0, 7}})
 			}
 			msg, err := b.Finish()
 			if err == nil {
@@ -280,4 +289,50 @@ func TestNameErrorForOneTypeKeepsTheOther(t *testing.T) {
 	discoverytest.WaitFor(t, w, 5*time.Second, "the A record", func(set []discovery.Instance) bool {
 		return len(set) == 1 && set[0].Address == "127.0.0.7" && set[0].Port == 9090
 	})
+}
+
+// One "no such name" answer does not empty a set: a server that blinks
+// (restarting, or answering from a catalog it is still loading) is asked
+// again before the set is emptied; a name that stays gone is emptied.
+func TestOneEmptyAnswerIsConfirmed(t *testing.T) {
+	var blinks atomic.Int32 // A queries still to answer NXDOMAIN; -1: for good
+	exists := func() bool {
+		for {
+			n := blinks.Load()
+			if n == 0 {
+				return true
+			}
+			if n < 0 || blinks.CompareAndSwap(n, n-1) {
+				return false
+			}
+		}
+	}
+	reg := open(t, fmt.Sprintf("resolver: %s\nmin_refresh: 100ms\n", aServer(t, exists)))
+	w, err := reg.Watch(context.Background(), "web.example.:9090")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	discoverytest.WaitFor(t, w, 5*time.Second, "the A record", func(set []discovery.Instance) bool { return len(set) == 1 })
+
+	blinks.Store(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond) // the record's TTL is 1 s
+	defer cancel()
+	for {
+		set, err := w.Next(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		if err == nil && len(set) == 0 {
+			t.Fatal("one NXDOMAIN answer emptied the set")
+		}
+	}
+	if blinks.Load() != 0 {
+		t.Fatal("the server was not asked during the blink")
+	}
+
+	blinks.Store(-1)
+	start := time.Now()
+	discoverytest.WaitFor(t, w, 5*time.Second, "emptied once confirmed", func(set []discovery.Instance) bool { return len(set) == 0 })
+	t.Logf("emptied %v after the name went", time.Since(start))
 }
