@@ -142,8 +142,9 @@ type Upstream struct {
 	ResponseHeaders *HeaderRules `yaml:"response_headers"`
 	// Balancer is the load-balancing policy, by name or with options.
 	Balancer Balancer `yaml:"balancer"`
-	// InitialSyncTimeout bounds how long /readyz waits for the first node
-	// set; default 10s.
+	// InitialSyncTimeout is how long the registry's first node set is
+	// waited for before the set saved under data_dir is served (and
+	// /readyz counts it); default 10s.
 	InitialSyncTimeout time.Duration `yaml:"initial_sync_timeout"`
 	// Health is outlier detection, active probes and the panic threshold.
 	Health health.Config `yaml:"health"`
