@@ -165,19 +165,42 @@ func Handler(src Source, opts Options) http.Handler {
 		st := Status(u)
 		writeUpstreams(w, r, st, []UpstreamStatus{st})
 	})
-	if opts.Token == nil {
-		return mux
+	var h http.Handler = mux
+	if opts.Token != nil {
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if token := opts.Token(); token != "" && !open(r) &&
+				subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+token)) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="remora admin"`)
+				writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "admin token required: Authorization: Bearer <admin.token>"})
+				return
+			}
+			mux.ServeHTTP(w, r)
+		})
 	}
+	return secured(h)
+}
+
+// secured sets the headers every answer carries: not to be sniffed as
+// another type, framed or followed by a referrer. The API's answers
+// (everything but the UI's files, which set their own policy) are live
+// and may be authenticated: never stored by a cache, and a browser that
+// opens one as a page runs nothing in it.
+func secured(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if token := opts.Token(); token != "" && !open(r) &&
-			subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+token)) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="remora admin"`)
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "admin token required: Authorization: Bearer <admin.token>"})
-			return
-		}
-		mux.ServeHTTP(w, r)
+		hdr := w.Header()
+		hdr.Set("X-Content-Type-Options", "nosniff")
+		hdr.Set("X-Frame-Options", "DENY")
+		hdr.Set("Referrer-Policy", "no-referrer")
+		hdr.Set("Cross-Origin-Resource-Policy", "same-origin")
+		hdr.Set("Content-Security-Policy", apiCSP)
+		hdr.Set("Cache-Control", "no-store")
+		h.ServeHTTP(w, r)
 	})
 }
+
+// apiCSP is the content security policy of the API's answers: nothing
+// runs, loads or frames them.
+const apiCSP = "default-src 'none'; frame-ancestors 'none'; sandbox"
 
 // open reports whether r may come without the token: liveness,
 // readiness, and the UI's static files (they hold no data; the page asks

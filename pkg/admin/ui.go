@@ -15,7 +15,8 @@ var uiFiles embed.FS
 
 // uiHandler serves GET / (the page) and GET /ui/FILE. The content
 // security policy allows only the admin's own script, style and API, so
-// that nothing a registry's metadata holds can run as script.
+// that nothing a registry's metadata holds can run as script (the other
+// security headers are set for every answer, see secured).
 func uiHandler() http.Handler {
 	sub, err := fs.Sub(uiFiles, "ui")
 	if err != nil {
@@ -25,8 +26,6 @@ func uiHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("Cache-Control", "no-cache")
 		if r.URL.Path == "/" {
 			http.ServeFileFS(w, r, sub, "index.html")
