@@ -180,12 +180,28 @@ func Handler(src Source, opts Options) http.Handler {
 	return secured(h)
 }
 
-// secured sets the headers every answer carries: not to be sniffed as
-// another type, framed or followed by a referrer. The API's answers
-// (everything but the UI's files, which set their own policy) are live
-// and may be authenticated: never stored by a cache, and a browser that
-// opens one as a page runs nothing in it.
+// secured sets the headers every answer carries and refuses cross-origin
+// requests that change something.
+//
+// Every answer: not to be sniffed as another type, framed or followed by
+// a referrer. The API's answers (everything but the UI's files, which set
+// their own policy) are live and may be authenticated: never stored by a
+// cache, and a browser that opens one as a page runs nothing in it.
+//
+// POST /drain, /undrain and .../canary/resume are refused (403) when a
+// browser says they come from another origin (Sec-Fetch-Site, or an Origin
+// that is not the admin's host): without a token, on the default
+// 127.0.0.1 address, any page the operator visits could otherwise drain
+// Remora with a form or a no-cors fetch. Clients that are not browsers
+// (curl, a pre-stop hook) send neither header and pass.
 func secured(h http.Handler) http.Handler {
+	csrf := http.NewCrossOriginProtection()
+	csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusForbidden, map[string]string{
+			"error": "cross-origin request refused: " + r.Method + " " + r.URL.Path + " is only accepted from the admin UI's own page or from clients that are not browsers",
+		})
+	}))
+	h = csrf.Handler(h)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hdr := w.Header()
 		hdr.Set("X-Content-Type-Options", "nosniff")

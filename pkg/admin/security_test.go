@@ -1,6 +1,8 @@
 package admin_test
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -69,6 +71,67 @@ func TestSecurityHeaders(t *testing.T) {
 				if strings.Contains(csp, "script-src") {
 					t.Errorf("%s: %d, the API's answers must not allow script: %q", what, code, csp)
 				}
+			}
+		}
+	}
+}
+
+// A page on another origin cannot make the browser drain, undrain or
+// resume a canary: a form POST or a fetch from elsewhere carries
+// Sec-Fetch-Site (or, in older browsers, an Origin that is not the admin
+// address) and is refused, with or without a token, before anything is
+// done. curl and the kubelet's pre-stop hook send neither and pass.
+func TestCrossSiteRequestsRefused(t *testing.T) {
+	for _, token := range []string{"", "s3cret"} {
+		src := &undrainSource{}
+		src.table = upstream.NewTable()
+		opts := admin.Options{}
+		if token != "" {
+			opts.Token = func() string { return token }
+		}
+		h := admin.Handler(src, opts)
+		post := func(path string, header map[string]string) (int, http.Header, string) {
+			req := httptest.NewRequest(http.MethodPost, "http://127.0.0.1:15000"+path, strings.NewReader("x=1"))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			for k, v := range header {
+				req.Header.Set(k, v)
+			}
+			if token != "" {
+				req.Header.Set("Authorization", "Bearer "+token)
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			return rec.Code, rec.Header(), rec.Body.String()
+		}
+		for _, hdr := range []map[string]string{
+			{"Sec-Fetch-Site": "cross-site", "Origin": "http://evil.example"},
+			{"Sec-Fetch-Site": "same-site", "Origin": "http://localhost:8080"},
+			{"Sec-Fetch-Site": "cross-site", "Origin": "null"},
+			{"Origin": "http://evil.example"},
+			{"Origin": "http://127.0.0.1:8080"},
+		} {
+			for _, path := range []string{"/drain", "/undrain", "/upstreams/users/canary/resume"} {
+				code, rh, body := post(path, hdr)
+				if code != http.StatusForbidden || !strings.Contains(body, "cross-origin") {
+					t.Errorf("token %q: POST %s with %v: %d %q; want 403", token, path, hdr, code, body)
+				}
+				if rh.Get("X-Content-Type-Options") != "nosniff" {
+					t.Errorf("POST %s refused without the security headers: %v", path, rh)
+				}
+			}
+			if src.Draining() {
+				t.Fatalf("token %q: a cross-site POST with %v drained", token, hdr)
+			}
+		}
+		// The page itself, and clients that are not browsers.
+		for _, hdr := range []map[string]string{
+			{"Sec-Fetch-Site": "same-origin", "Origin": "http://127.0.0.1:15000"},
+			{"Origin": "http://127.0.0.1:15000"},
+			{},
+		} {
+			src.draining.Store(false)
+			if code, _, body := post("/drain", hdr); code != 200 || !src.Draining() {
+				t.Errorf("token %q: POST /drain with %v: %d %s; want it drained", token, hdr, code, body)
 			}
 		}
 	}
