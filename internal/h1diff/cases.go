@@ -206,6 +206,7 @@ func Cases(lim Limits) []Case {
 		{Name: "client/absolute form", Conns: conns(steps(send("GET http://svc/1 HTTP/1.1\r\nHost: svc\r\n\r\n" + get("/2"))))},
 		{Name: "client/asterisk form", Conns: conns(steps(send("OPTIONS * HTTP/1.1\r\nHost: svc\r\n\r\n" + get("/2"))))},
 		{Name: "client/fragment in the target", Conns: conns(steps(send("GET /1#frag HTTP/1.1\r\nHost: svc\r\n\r\n" + get("/2"))))},
+		{Name: "client/query that cleans to nothing", Conns: conns(steps(send("GET /1?a=%zz HTTP/1.1\r\nHost: svc\r\n\r\n" + "GET /2?a=1;b=2 HTTP/1.1\r\nHost: svc\r\n\r\n" + get("/3"))))},
 		{Name: "client/space in the target", Conns: conns(steps(send("GET /1 x HTTP/1.1\r\nHost: svc\r\n\r\n" + get("/2"))))},
 		{Name: "client/invalid method", Conns: conns(steps(send("G(T /1 HTTP/1.1\r\nHost: svc\r\n\r\n" + get("/2"))))},
 		{Name: "client/Expect 100-continue", Conns: conns(steps(send(withHeader("POST", "/1", "Expect: 100-continue\r\nContent-Length: 3\r\n", "")), then("abc"), then(get("/2"))))},

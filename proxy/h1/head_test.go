@@ -108,6 +108,9 @@ func TestAppendRequestHeadMatchesReverseProxy(t *testing.T) {
 		{"empty query", "GET /a? HTTP/1.1\r\nHost: users\r\n\r\n"},
 		{"semicolon query", "GET /a?x=1;y=2&z=3 HTTP/1.1\r\nHost: users\r\n\r\n"},
 		{"bad escape in query", "GET /a?x=%zz&y=2 HTTP/1.1\r\nHost: users\r\n\r\n"},
+		{"query with only a bad escape", "GET /a?x=%zz HTTP/1.1\r\nHost: users\r\n\r\n"},
+		{"query with only a semicolon pair", "GET /a?x=1;y=2 HTTP/1.1\r\nHost: users\r\n\r\n"},
+		{"query of a semicolon", "GET /a?; HTTP/1.1\r\nHost: users\r\n\r\n"},
 		{"values trimmed", "GET / HTTP/1.1\r\nHost: users\r\nX-A:   spaced \t\r\nX-A: second\r\n\r\n"},
 		{"IPv6 host", "GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n"},
 	}

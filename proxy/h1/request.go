@@ -211,9 +211,12 @@ func AppendRequestHead(dst []byte, r *http.Request, o HeadOptions) []byte {
 	} else {
 		dst = append(dst, '/')
 	}
-	if r.URL.ForceQuery || r.URL.RawQuery != "" {
+	// ReverseProxy cleans the query first: one that cleans to nothing
+	// loses its '?' (url.URL.RequestURI writes it for a non-empty query or
+	// ForceQuery only).
+	if q := cleanQuery(r.URL.RawQuery); r.URL.ForceQuery || q != "" {
 		dst = append(dst, '?')
-		dst = append(dst, cleanQuery(r.URL.RawQuery)...)
+		dst = append(dst, q...)
 	}
 	dst = append(dst, " HTTP/1.1\r\nHost: "...)
 	dst = append(dst, r.Host...)
