@@ -355,6 +355,7 @@ type srvConn struct {
 	peeked    bool
 	readable  bool // waitRequest saw the request arrive: the read finds it
 	readFirst int  // requests left to read first, as Go does: an arrival went unseen (see readFirstSpan)
+	afterPOST bool // the last request was a POST (see skipLineEnds)
 	idle      time.Duration
 	unflushed bool // the last answer waits in bw for waitRequest to write it
 	quit      bool // waitRequest's callback ended the connection
@@ -617,6 +618,9 @@ func (c *srvConn) serve() {
 		if _, err := c.br.Peek(1); err != nil {
 			return
 		}
+		if c.afterPOST {
+			c.skipLineEnds(headTimeout)
+		}
 		if !c.state.CompareAndSwap(connIdle, connActive) {
 			return // Shutdown closed it
 		}
@@ -651,6 +655,7 @@ func (c *srvConn) serve() {
 			handedOff = c.handOff()
 			return
 		}
+		c.afterPOST = req.Method == http.MethodPost
 		if c.readFirst > 0 {
 			c.readFirst--
 		}
@@ -664,6 +669,32 @@ func (c *srvConn) serve() {
 			return
 		}
 	}
+}
+
+// skipLineEnds drops the CR and LF bytes, up to four, that start what
+// follows a POST: net/http's server tolerates them (RFC 9112 section 2.2:
+// old clients end a POST's body with CRLF), and would otherwise answer
+// the next request 400. As net/http's, it waits for four bytes first
+// (under the head's bound), and leaves any error to the head's read.
+func (c *srvConn) skipLineEnds(headTimeout time.Duration) {
+	b := c.buffered()
+	if b[0] != '\r' && b[0] != '\n' {
+		return
+	}
+	if len(b) < 4 {
+		c.headDeadline = time.Time{}
+		if headTimeout > 0 {
+			c.headDeadline = time.Now().Add(headTimeout)
+		}
+		c.setReadDeadline(c.headDeadline)
+		b, _ = c.br.Peek(4)
+	}
+	n := 0
+	for n < min(len(b), 4) && (b[n] == '\r' || b[n] == '\n') {
+		n++
+	}
+	_, _ = c.br.Discard(n)
+	c.rec = append(c.rec[:0], c.rec[n:]...) // they were its first bytes
 }
 
 // prefaceRest is what follows the head "PRI * HTTP/2.0\r\n\r\n" in the

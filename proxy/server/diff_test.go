@@ -1,0 +1,127 @@
+package server_test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/remora-mesh/remora/proxy/server"
+)
+
+// echo answers with the request's method, target and body.
+func echo(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	fmt.Fprintf(w, "%s %s %s", r.Method, r.URL.RequestURI(), body)
+}
+
+// serveWith serves echo with s (a net/http server, or package server's)
+// on loopback until the test ends.
+func serveWith(t *testing.T, serve func(net.Listener) error, stop func() error) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = serve(ln)
+	}()
+	t.Cleanup(func() {
+		stop()
+		<-done
+	})
+	return ln.Addr().String()
+}
+
+// answers sends the writes to addr, a pause between them, and returns
+// the answers that came back (status and body each), and whether the
+// server closed the connection, within quiet of the last byte.
+func answers(t *testing.T, addr string, writes []string, quiet time.Duration) ([]string, bool) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i, w := range writes {
+		if i > 0 {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if _, err := io.WriteString(c, w); err != nil {
+			break
+		}
+	}
+	var out []string
+	br := bufio.NewReader(c)
+	for {
+		_ = c.SetReadDeadline(time.Now().Add(quiet))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			var ne net.Error
+			timedOut := err != io.EOF && (errorAs(err, &ne) && ne.Timeout())
+			return out, !timedOut
+		}
+		body, _ := io.ReadAll(resp.Body)
+		out = append(out, fmt.Sprintf("%d %s", resp.StatusCode, body))
+	}
+}
+
+func errorAs(err error, ne *net.Error) bool {
+	e, ok := err.(net.Error)
+	if ok {
+		*ne = e
+	}
+	return ok
+}
+
+// TestServerMatchesNetHTTP sends raw requests to a net/http server and to
+// package server's, both serving the same handler with the same limits,
+// and requires the same answers, and the connection closed by both or
+// neither.
+func TestServerMatchesNetHTTP(t *testing.T) {
+	opts := server.Options{ReadHeaderTimeout: time.Second, IdleTimeout: 2 * time.Second, MaxHeaderBytes: 4 << 10, ErrorLog: log.New(io.Discard, "", 0)}
+	hs := &http.Server{Handler: http.HandlerFunc(echo), ReadHeaderTimeout: opts.ReadHeaderTimeout, IdleTimeout: opts.IdleTimeout,
+		MaxHeaderBytes: opts.MaxHeaderBytes, ErrorLog: opts.ErrorLog}
+	ref := serveWith(t, hs.Serve, hs.Close)
+	srv := server.New(opts, http.HandlerFunc(echo))
+	got := serveWith(t, srv.Serve, srv.Close)
+
+	get := func(path string) string { return "GET " + path + " HTTP/1.1\r\nHost: u\r\n\r\n" }
+	post := func(path, body string) string {
+		return fmt.Sprintf("POST %s HTTP/1.1\r\nHost: u\r\nContent-Length: %d\r\n\r\n%s", path, len(body), body)
+	}
+	chunked := "POST /1 HTTP/1.1\r\nHost: u\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+	for _, tc := range []struct {
+		name   string
+		writes []string
+	}{
+		// RFC 9112 section 2.2: net/http drops up to four CR or LF bytes
+		// after a POST (old clients end its body with CRLF).
+		{"CRLF after a POST", []string{post("/1", "abc") + "\r\n" + get("/2")}},
+		{"LF after a POST", []string{post("/1", "abc") + "\n" + get("/2")}},
+		{"two CRLF after a POST", []string{post("/1", "abc") + "\r\n\r\n" + get("/2")}},
+		{"three CRLF after a POST", []string{post("/1", "abc") + "\r\n\r\n\r\n" + get("/2")}},
+		{"CRLF after a POST without a body", []string{post("/1", "") + "\r\n" + get("/2")}},
+		{"CRLF after a chunked POST", []string{chunked + "\r\n" + get("/2")}},
+		{"CRLF after a POST, sent later", []string{post("/1", "abc"), "\r\n", get("/2")}},
+		{"CRLF after a POST, then a POST", []string{post("/1", "abc") + "\r\n" + post("/2", "de") + "\r\n" + get("/3")}},
+		{"CRLF after a GET", []string{get("/1") + "\r\n" + get("/2")}},
+		{"CRLF after a PUT", []string{strings.Replace(post("/1", "abc"), "POST", "PUT", 1) + "\r\n" + get("/2")}},
+		{"CRLF before the first request", []string{"\r\n" + get("/1")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want, wantClosed := answers(t, ref, tc.writes, 300*time.Millisecond)
+			have, closed := answers(t, got, tc.writes, 300*time.Millisecond)
+			if strings.Join(have, "|") != strings.Join(want, "|") || closed != wantClosed {
+				t.Errorf("answers %q (closed %v); net/http's %q (closed %v)", have, closed, want, wantClosed)
+			}
+		})
+	}
+}
