@@ -41,6 +41,14 @@ func raw(s string) func(*Request) string { return func(*Request) string { return
 // evil is an answer a node sends that no request asked for.
 const evil = "HTTP/1.1 200 OK\r\nX-Req: /evil\r\nContent-Length: 5\r\n\r\n/evil"
 
+// overLimitBy is a header line that makes a request head (a GET of a
+// short path) n bytes longer than net/http's limit for lim: its
+// MaxHeaderBytes and 4 KiB for the request line.
+func overLimitBy(lim Limits, n int) string {
+	size := lim.MaxHeaderBytes + 4096 + n - len(withHeader("GET", "/2", "X-Pad: \r\n", ""))
+	return "X-Pad: " + strings.Repeat("p", size) + "\r\n"
+}
+
 // Cases are the differential cases, for lim: the class each stands for is
 // in its name.
 func Cases(lim Limits) []Case {
@@ -219,6 +227,8 @@ func Cases(lim Limits) []Case {
 		{Name: "client/Upgrade to websocket", Conns: conns(steps(send(withHeader("GET", "/1", "Connection: Upgrade\r\nUpgrade: websocket\r\n", "")), then(get("/2"))))},
 		{Name: "client/head larger than the limit", Conns: conns(steps(send(withHeader("GET", "/1", longHeader, "") + get("/2"))))},
 		{Name: "client/head just over the limit", Conns: conns(steps(send(withHeader("GET", "/1", justOverLimit, "") + get("/2"))))},
+		{Name: "client/pipelined head over the limit by less than a buffer", Conns: conns(steps(send(get("/1") + withHeader("GET", "/2", overLimitBy(lim, 1000), "") + get("/3"))))},
+		{Name: "client/pipelined head over the limit by more than a buffer", Conns: conns(steps(send(get("/1") + withHeader("GET", "/2", overLimitBy(lim, 5000), "") + get("/3"))))},
 		{Name: "client/many headers", Conns: conns(steps(send(withHeader("GET", "/1", strings.Repeat("X-H: v\r\n", 500), "") + get("/2"))))},
 		{Name: "client/large body, pipelined", Conns: conns(steps(send(post("/1", big) + get("/2"))))},
 		{Name: "client/Connection close with a body", Conns: conns(steps(send(withHeader("POST", "/1", "Connection: close\r\nContent-Length: 3\r\n", "abc") + get("/2"))))},

@@ -81,6 +81,16 @@ func errorAs(err error, ne *net.Error) bool {
 	return ok
 }
 
+// withPad is a GET of path whose head is size bytes long.
+func withPad(path string, size int) string { return padded("GET", path, "", size) }
+
+// padded is the head of a request with header lines extra (each ending
+// in CRLF), padded to size bytes.
+func padded(method, path, extra string, size int) string {
+	head := method + " " + path + " HTTP/1.1\r\nHost: u\r\n" + extra + "X-Pad: \r\n\r\n"
+	return strings.Replace(head, "X-Pad: ", "X-Pad: "+strings.Repeat("p", size-len(head)), 1)
+}
+
 // TestServerMatchesNetHTTP sends raw requests to a net/http server and to
 // package server's, both serving the same handler with the same limits,
 // and requires the same answers, and the connection closed by both or
@@ -115,6 +125,14 @@ func TestServerMatchesNetHTTP(t *testing.T) {
 		{"CRLF after a GET", []string{get("/1") + "\r\n" + get("/2")}},
 		{"CRLF after a PUT", []string{strings.Replace(post("/1", "abc"), "POST", "PUT", 1) + "\r\n" + get("/2")}},
 		{"CRLF before the first request", []string{"\r\n" + get("/1")}},
+		// net/http's header limit counts what it reads for a head, not
+		// the start of a pipelined request its buffer held already.
+		{"pipelined head over the limit by less than a buffer", []string{get("/1") + withPad("/2", 9000) + get("/3")}},
+		{"pipelined head over the limit by more than a buffer", []string{get("/1") + withPad("/2", 13000) + get("/3")}},
+		{"head over the limit", []string{withPad("/1", 8300) + get("/2")}},
+		{"head at the limit", []string{withPad("/1", 8192) + get("/2")}},
+		{"head at the limit, then a body", []string{padded("POST", "/1", "Content-Length: 3\r\n", 8192) + "abc" + get("/2")}},
+		{"head over the limit, then a body", []string{padded("POST", "/1", "Content-Length: 3\r\n", 8193) + "abc" + get("/2")}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			want, wantClosed := answers(t, ref, tc.writes, 300*time.Millisecond)

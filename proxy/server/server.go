@@ -341,7 +341,8 @@ type srvConn struct {
 	// connection over with it.
 	rec          []byte
 	recording    bool
-	limit        int       // bytes a request head may take
+	limit        int       // bytes a request head may read from the connection
+	headRead     int       // bytes read from it for the current head
 	headDeadline time.Time // when the head must be in; zero: no bound
 	// deadline is the read deadline set on nc (zero: none); the client
 	// watch changes it while it runs (see setReadDeadline).
@@ -403,11 +404,14 @@ func (c *srvConn) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	if c.recording {
-		if len(c.rec) >= c.limit {
+		// net/http's limit, to the byte: it counts what is read from the
+		// connection for the head, not what the buffer held already (the
+		// start of a pipelined request).
+		if c.headRead >= c.limit {
 			return 0, errTooLarge
 		}
-		if len(p) > c.limit-len(c.rec) {
-			p = p[:c.limit-len(c.rec)] // net/http's limit, to the byte
+		if len(p) > c.limit-c.headRead {
+			p = p[:c.limit-c.headRead]
 		}
 	}
 	readable := c.readable
@@ -428,6 +432,7 @@ func (c *srvConn) Read(p []byte) (int, error) {
 	}
 	if c.recording {
 		c.rec = append(c.rec, p[:n]...)
+		c.headRead += n
 	}
 	return n, err
 }
@@ -597,7 +602,7 @@ func (c *srvConn) serve() {
 		// and sends nothing is held for the header timeout, not the idle
 		// one. A later request's head counts from its first byte.
 		c.rec = append(c.rec[:0], c.buffered()...)
-		c.recording = true
+		c.recording, c.headRead = true, 0
 		c.headDeadline = time.Time{}
 		switch {
 		case first && headTimeout > 0:
