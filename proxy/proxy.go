@@ -515,10 +515,20 @@ func exchangeOf(ctx context.Context) *exchange {
 
 // rewrite keeps the client's Host header (the transport fills in the
 // node) and does what the listener says with the forwarding headers,
-// which ReverseProxy has taken out of pr.Out.
+// which ReverseProxy has taken out of pr.Out. A path that does not start
+// with '/' (a target in asterisk or authority form: "GET *", a CONNECT
+// that is forwarded) gets one, as ProxyRequest.SetURL joins it to a
+// node's empty base path: the node gets an origin-form target, as from
+// net/http's ReverseProxy.
 func rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Scheme = "http"
 	pr.Out.Host = pr.In.Host
+	if u := pr.Out.URL; !strings.HasPrefix(u.Path, "/") {
+		if u.RawPath != "" {
+			u.RawPath = "/" + u.EscapedPath()
+		}
+		u.Path = "/" + u.Path
+	}
 	st := exchangeOf(pr.In.Context())
 	if st == nil {
 		return
