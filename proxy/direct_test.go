@@ -370,3 +370,42 @@ func TestDirectExchangeSlowAnswerOutlivesTheWaitBound(t *testing.T) {
 		}
 	}
 }
+
+// TestDirectExchangeHeaderTimeoutCoversInformationalAnswers: the wait
+// for the answer's head that timeouts.per_try bounds is the wait for the
+// final one, as net/http's ResponseHeaderTimeout: a node that sends a 1xx
+// answer and then nothing more is given up on at the timeout.
+func TestDirectExchangeHeaderTimeoutCoversInformationalAnswers(t *testing.T) {
+	addr := testnet.Serve(t, func(c net.Conn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if line == "\r\n" {
+				_, _ = io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
+				time.Sleep(time.Second)
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}
+		}
+	}).Addr().String()
+	host, port, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(port)
+	pol := &upstream.Policy{}
+	pol.Timeouts.PerTry = 100 * time.Millisecond
+	pol.Retry.MaxAttempts = 1
+	f := newFixtureCfg(t, upstream.Config{Name: "users", Policy: validPolicy(t, pol)})
+	f.set(t, "users", discovery.Instance{ID: "n", Address: host, Port: p, Weight: 1, Healthy: true})
+	c := testnet.Dial(t, f.front.Listener.Addr().String())
+	start := time.Now()
+	c.Send("GET / HTTP/1.1\r\nHost: users\r\n\r\n")
+	if resp, _ := c.Read("GET"); resp.StatusCode != http.StatusEarlyHints {
+		t.Fatalf("%d, want the 103 first", resp.StatusCode)
+	}
+	resp, body := c.Read("GET")
+	if resp.StatusCode != http.StatusGatewayTimeout || time.Since(start) > 700*time.Millisecond {
+		t.Fatalf("%d %q after %v, want 504 at the per-try timeout", resp.StatusCode, body, time.Since(start))
+	}
+}

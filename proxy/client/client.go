@@ -204,7 +204,11 @@ func (c *Conn) Head(h *h1.Response) bool {
 		return false
 	}
 	b, _ := c.br.Peek(c.headSize)
-	return h1.ParseResponse(b, h)
+	if !h1.ParseResponse(b, h) {
+		return false
+	}
+	c.want, c.headLeft = time.Time{}, -1 // the final head is here
+	return true
 }
 
 // Discard skips n bytes of the answer (a simple head Head parsed).
@@ -558,8 +562,9 @@ type Abandoner interface {
 }
 
 // send writes an encoded request and reads until the answer's head is in
-// c.br (see Transport.send), under the header timeout, which it clears
-// once the head is there. It is interrupted when aw reports the client
+// c.br (see Transport.send), under the header timeout, which Head (for a
+// simple answer) or ReadResponse clears once the final head is there: a
+// 1xx head does not end it. It is interrupted when aw reports the client
 // gone or, when aw is nil, when ctx ends. On an error, c.stop has been
 // called and c must be closed.
 func (c *Conn) send(ctx context.Context, aw Abandoner, msg []byte, headerTimeout time.Duration) (int, error) {
@@ -595,8 +600,10 @@ func (c *Conn) send(ctx context.Context, aw Abandoner, msg []byte, headerTimeout
 			if bareLF {
 				return 0, nil // http.ReadResponse reads it, under the same limits
 			}
-			c.want, c.readable = time.Time{}, false // the head is here
-			c.headLeft = -1
+			// The head is here. Head ends the header timeout and the
+			// head's bound for a simple (final) one; ReadResponse, for
+			// any other, once the final head is read: a 1xx is not it.
+			c.readable = false
 			return n, nil
 		}
 		if len(b) == c.br.Size() {
