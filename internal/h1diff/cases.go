@@ -127,6 +127,10 @@ func Cases(lim Limits) []Case {
 			Answer: answerFor(map[string]func(*Request) string{"/1": func(r *Request) string {
 				return "HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + OK(r)
 			}})},
+		{Name: "node/1xx with framing headers", Conns: conns(steps(send(get("/1")), then(get("/2")))),
+			Answer: answerFor(map[string]func(*Request) string{"/1": func(r *Request) string {
+				return "HTTP/1.1 103 Early Hints\r\nX-Req: /1\r\nLink: </a>\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n" + OK(r)
+			}})},
 		{Name: "node/100 Continue to a GET", Conns: conns(steps(send(get("/1")), then(get("/2")))),
 			Answer: answerFor(map[string]func(*Request) string{"/1": func(r *Request) string { return "HTTP/1.1 100 Continue\r\n\r\n" + OK(r) }})},
 		{Name: "node/status without a reason", Conns: conns(steps(send(get("/1")), then(get("/2")))),

@@ -143,3 +143,44 @@ func TestServerMatchesNetHTTP(t *testing.T) {
 		})
 	}
 }
+
+// TestServerInformationalHeadMatchesNetHTTP: a 1xx answer is written with
+// the header the handler set, as net/http's server writes it: without
+// Content-Length and Transfer-Encoding, which would frame a body no 1xx
+// answer has.
+func TestServerInformationalHeadMatchesNetHTTP(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</a>")
+		w.Header().Set("Content-Length", "5")
+		w.Header().Set("Transfer-Encoding", "chunked")
+		w.WriteHeader(http.StatusEarlyHints)
+		clear(w.Header())
+		_, _ = io.WriteString(w, "ok")
+	})
+	hs := &http.Server{Handler: h, ErrorLog: log.New(io.Discard, "", 0)}
+	ref := serveWith(t, hs.Serve, hs.Close)
+	srv := server.New(server.Options{ErrorLog: log.New(io.Discard, "", 0)}, h)
+	got := serveWith(t, srv.Serve, srv.Close)
+	read1xx := func(addr string) []string {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: u\r\n\r\n")
+		br := bufio.NewReader(c)
+		var lines []string
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil || line == "\r\n" {
+				return lines
+			}
+			lines = append(lines, line)
+		}
+	}
+	want, have := read1xx(ref), read1xx(got)
+	if strings.Join(have, "") != strings.Join(want, "") {
+		t.Errorf("1xx head %q; net/http's %q", have, want)
+	}
+}

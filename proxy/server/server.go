@@ -1112,14 +1112,19 @@ func (w *response) WriteHeader(code int) {
 	}
 }
 
-// writeInformational sends a 1xx answer with the current header at once.
+// writeInformational sends a 1xx answer with the current header at once,
+// without the headers that would frame a body (net/http's
+// excludedHeadersNoBody): a 1xx answer has none.
 func (w *response) writeInformational(code int) {
 	bw := w.c.bw
 	writeStatusLine(bw, code)
-	writeHeaderLines(bw, w.header, nil)
+	writeHeaderLines(bw, w.header, noBodyHeaders[:])
 	bw.WriteString("\r\n")
 	_ = bw.Flush()
 }
+
+// noBodyHeaders are the headers a 1xx answer is written without.
+var noBodyHeaders = [...]string{"Content-Length", "Transfer-Encoding"}
 
 func (w *response) Write(p []byte) (int, error) {
 	if !w.wroteHeader {
@@ -1321,10 +1326,11 @@ func writeStatusLine(bw *bufio.Writer, code int) {
 	_, _ = bw.Write(h1.AppendStatusLine(bw.AvailableBuffer(), code))
 }
 
-// writeHeaderLines writes h except trailers and TrailerPrefix keys.
-func writeHeaderLines(bw *bufio.Writer, h http.Header, trailers []string) {
+// writeHeaderLines writes h except the keys in skip (an answer's
+// trailers, or what a 1xx answer goes without) and TrailerPrefix keys.
+func writeHeaderLines(bw *bufio.Writer, h http.Header, skip []string) {
 	for k, vv := range h {
-		if strings.HasPrefix(k, http.TrailerPrefix) || len(trailers) > 0 && slices.Contains(trailers, k) {
+		if strings.HasPrefix(k, http.TrailerPrefix) || len(skip) > 0 && slices.Contains(skip, k) {
 			continue
 		}
 		for _, v := range vv {
