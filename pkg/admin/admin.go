@@ -9,6 +9,9 @@
 //	                      line per node, for terminals)
 //	GET /upstreams/NAME   one upstream (?format=text as well)
 //	GET /register         the local application's registration (register:)
+//	GET /status           readiness, every upstream and the registration in
+//	                      one answer, 200 whatever the state (the UI's poll)
+//	GET /ui/auth          whether the API needs the token (open, for the UI)
 //	GET /routes           the listeners' routes with their counters
 //	GET /config           the effective configuration (Options.Config)
 //	GET /metrics          Prometheus metrics
@@ -138,6 +141,12 @@ func Handler(src Source, opts Options) http.Handler {
 	mux.HandleFunc("GET /register", func(w http.ResponseWriter, _ *http.Request) {
 		serveRegister(src, w)
 	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		writeCompactJSON(w, http.StatusOK, View(src))
+	})
+	mux.HandleFunc("GET /ui/auth", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]bool{"token_required": opts.Token != nil && opts.Token() != ""})
+	})
 	mux.HandleFunc("GET /upstreams", func(w http.ResponseWriter, r *http.Request) {
 		ups := src.Table().All()
 		out := make([]UpstreamStatus, len(ups))
@@ -219,12 +228,42 @@ func secured(h http.Handler) http.Handler {
 const apiCSP = "default-src 'none'; frame-ancestors 'none'; sandbox"
 
 // open reports whether r may come without the token: liveness,
-// readiness, and the UI's static files (they hold no data; the page asks
-// for the token before it calls the API).
+// readiness, and the UI's static files and /ui/auth (they hold no data;
+// the page asks for the token before it calls the API).
 func open(r *http.Request) bool {
 	p := r.URL.Path
 	return p == "/healthz" || p == "/readyz" ||
 		(r.Method == http.MethodGet || r.Method == http.MethodHead) && (p == "/" || strings.HasPrefix(p, "/ui/"))
+}
+
+// StatusView is GET /status: everything the admin UI shows, read at once,
+// in one answer that is 200 whatever the state (the readiness is in the
+// body, where /readyz answers 503), so that the page's every-second poll
+// is one request that fails only when something is wrong.
+type StatusView struct {
+	Ready      bool             `json:"ready"`
+	Draining   bool             `json:"draining"`
+	WaitingFor []string         `json:"waiting_for"`
+	Upstreams  []UpstreamStatus `json:"upstreams"`
+	// Register is GET /register's answer, null without register:.
+	Register *RegisterStatus `json:"register"`
+}
+
+// View renders src for GET /status.
+func View(src Source) StatusView {
+	ready, waiting := readiness(src)
+	ups := src.Table().All()
+	out := StatusView{Ready: ready, Draining: src.Draining(), WaitingFor: waiting, Upstreams: make([]UpstreamStatus, len(ups))}
+	for i, u := range ups {
+		out.Upstreams[i] = Status(u)
+	}
+	if rs, ok := src.(RegistrationSource); ok {
+		if r, ok := rs.Registration(); ok {
+			v := RegisterView(r)
+			out.Register = &v
+		}
+	}
+	return out
 }
 
 func readiness(src Source) (bool, []string) {
@@ -383,6 +422,14 @@ func state(n *node.Node) string {
 		return "failing_active_check"
 	}
 	return "available"
+}
+
+// writeCompactJSON writes v without indentation: GET /status, which the
+// UI reads every second and which is large with many nodes.
+func writeCompactJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

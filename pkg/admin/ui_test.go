@@ -1,8 +1,10 @@
 package admin_test
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/remora-mesh/remora/pkg/admin"
 	"github.com/remora-mesh/remora/pkg/upstream"
@@ -47,5 +49,52 @@ func TestUIFilesAndToken(t *testing.T) {
 		if strings.Contains(s, "http://") || strings.Contains(s, "https://") || strings.Contains(s, "//cdn") {
 			t.Errorf("the UI refers to another site: %.200s", s)
 		}
+	}
+}
+
+// GET /status, the UI's poll, is 200 whatever the state, with the
+// readiness in the body (where /readyz answers 503) and the registration
+// null without register: (where /register answers 404): the page's
+// every-second poll is one request, and it fails only when something is
+// wrong, so the browser's console stays clean. GET /ui/auth tells the
+// page, without the token, whether it needs one.
+func TestStatusForTheUI(t *testing.T) {
+	waiting := upstream.New(upstream.Config{Name: "waiting", InitialSyncTimeout: time.Hour})
+	src := &source{table: upstream.NewTable(waiting)}
+	src.draining.Store(true)
+	var token string
+	h := admin.Handler(src, admin.Options{Token: func() string { return token }})
+	code, hdr, body := do(t, h, "GET", "/status", "")
+	var st admin.StatusView
+	if err := json.Unmarshal([]byte(body), &st); code != 200 || err != nil || !strings.HasPrefix(hdr.Get("Content-Type"), "application/json") {
+		t.Fatalf("GET /status: %d %v %s", code, err, body)
+	}
+	if st.Ready || !st.Draining || len(st.WaitingFor) != 1 || st.WaitingFor[0] != "waiting" || len(st.Upstreams) != 1 || st.Upstreams[0].Name != "waiting" || st.Register != nil {
+		t.Fatalf("GET /status: %+v", st)
+	}
+	if !strings.Contains(body, `"register":null`) {
+		t.Errorf("no register: should be null: %s", body)
+	}
+	if code, _, body := do(t, h, "GET", "/ui/auth", ""); code != 200 || !strings.Contains(body, `"token_required": false`) {
+		t.Errorf("GET /ui/auth without a token configured: %d %s", code, body)
+	}
+	token = "s3cret"
+	if code, _, body := do(t, h, "GET", "/ui/auth", ""); code != 200 || !strings.Contains(body, `"token_required": true`) {
+		t.Errorf("GET /ui/auth with a token configured: %d %s", code, body)
+	}
+	if code, _, _ := do(t, h, "GET", "/status", ""); code != 401 {
+		t.Errorf("GET /status without the token: %d", code)
+	}
+	if code, _, _ := do(t, h, "GET", "/status", "s3cret"); code != 200 {
+		t.Errorf("GET /status with the token: %d", code)
+	}
+
+	reg := &registeringSource{ok: true}
+	reg.table = upstream.NewTable()
+	reg.reg.Registry = "etcd"
+	reg.reg.Status.Service = "app"
+	_, _, body = do(t, admin.Handler(reg, admin.Options{}), "GET", "/status", "")
+	if err := json.Unmarshal([]byte(body), &st); err != nil || !st.Ready || st.Register == nil || st.Register.Service != "app" || st.Upstreams == nil {
+		t.Fatalf("GET /status with a registration: %v %s", err, body)
 	}
 }
