@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -213,14 +212,8 @@ func TestDrainWithdrawsRegistration(t *testing.T) {
 		return err == nil && len(resp.Kvs) == 1
 	}
 	admin := func(method, path string) (int, string) {
-		req, _ := http.NewRequest(method, "http://"+a.addr("admin")+path, nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatalf("%s %s: %v", method, path, err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		code, _, body := adminCall(t, a, method, path, "")
+		return code, body
 	}
 	eventually(t, 2*time.Second, "registered", func() bool { return present("app-1") })
 

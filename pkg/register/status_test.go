@@ -124,20 +124,28 @@ func TestDeregisterEndsBlockedRegister(t *testing.T) {
 	}
 }
 
-// Reconfigure updates the live registration at once (not at the next
-// check, an hour away here) or refuses a change that needs a new one.
-func TestAgentReconfigure(t *testing.T) {
+// runHourly runs an agent for a healthy application with metadata meta,
+// checked once an hour, and waits for its registration in f.
+func runHourly(t *testing.T, f *fakeRegistrar, meta map[string]string) *Agent {
+	t.Helper()
 	port, _ := healthyApp(t)
-	cfg := Config{Service: "users", ID: "app-1", Port: port, Address: "10.1.2.3", Metadata: map[string]string{"canary": "true"},
+	cfg := Config{Service: "users", ID: "app-1", Port: port, Address: "10.1.2.3", Metadata: meta,
 		Health: &health.Active{Interval: time.Hour, HealthyThreshold: 1, UnhealthyThreshold: 1}}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeRegistrar{}
 	a := NewAgent(cfg, f, quietLog())
 	go a.Run(context.Background())
-	defer a.Deregister(context.Background())
+	t.Cleanup(func() { a.Deregister(context.Background()) })
 	waitFor(t, "registered", func() bool { cur, _ := f.get(); return cur != nil })
+	return a
+}
+
+// Reconfigure updates the live registration at once (not at the next
+// check, an hour away here) or refuses a change that needs a new one.
+func TestAgentReconfigure(t *testing.T) {
+	f := &fakeRegistrar{}
+	a := runHourly(t, f, map[string]string{"canary": "true"})
 
 	for _, tc := range []struct {
 		name    string
@@ -185,17 +193,8 @@ func TestAgentReconfigure(t *testing.T) {
 // once, keeps it out through healthy checks, and lets it back in at once.
 func TestAgentWithdrawn(t *testing.T) {
 	t.Run("at once", func(t *testing.T) {
-		port, _ := healthyApp(t)
-		cfg := Config{Service: "users", ID: "app-1", Port: port, Address: "10.1.2.3",
-			Health: &health.Active{Interval: time.Hour, HealthyThreshold: 1, UnhealthyThreshold: 1}}
-		if err := cfg.Validate(); err != nil {
-			t.Fatal(err)
-		}
 		f := &fakeRegistrar{}
-		a := NewAgent(cfg, f, quietLog())
-		go a.Run(context.Background())
-		defer a.Deregister(context.Background())
-		waitFor(t, "registered", func() bool { cur, _ := f.get(); return cur != nil })
+		a := runHourly(t, f, nil)
 		a.SetWithdrawn(true)
 		waitFor(t, "withdrawn before the next check, an hour away", func() bool {
 			cur, _ := f.get()
