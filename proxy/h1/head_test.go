@@ -196,6 +196,15 @@ func TestParseRespHead(t *testing.T) {
 		{"space before colon", "HTTP/1.1 200 OK\r\nX-A : 1\r\nContent-Length: 0\r\n\r\n", false, 0, 0, false},
 		{"control byte", "HTTP/1.1 200 OK\r\nX-A: 1\x01\r\nContent-Length: 0\r\n\r\n", false, 0, 0, false},
 		{"bad status", "HTTP/1.1 2OO OK\r\nContent-Length: 0\r\n\r\n", false, 0, 0, false},
+		// A header the Connection header lists is dropped as hop by hop,
+		// but the framing, the sniffed type and the Date are the
+		// server's: net/http's decides them, not the node's lines.
+		{"Connection lists the length", "HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 2\r\n\r\n", false, 0, 0, false},
+		{"Connection lists the length after it", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, content-length\r\n\r\n", false, 0, 0, false},
+		{"Connection lists the type", "HTTP/1.1 200 OK\r\nContent-Type: text/x\r\nConnection: Content-Type\r\nContent-Length: 2\r\n\r\n", false, 0, 0, false},
+		{"Connection lists the encoding", "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nConnection: Content-Encoding\r\nContent-Length: 2\r\n\r\n", false, 0, 0, false},
+		{"Connection lists the date", "HTTP/1.1 200 OK\r\nDate: x\r\nConnection: date\r\nContent-Length: 2\r\n\r\n", false, 0, 0, false},
+		{"Connection lists another header", "HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nContent-Length: 2\r\n\r\n", true, 200, 2, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

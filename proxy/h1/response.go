@@ -110,7 +110,7 @@ func ParseResponse(b []byte, h *Response) bool {
 					h.KeepAlive = false
 				}
 				if len(tok) > 0 {
-					if h.nConn == len(h.connTokens) {
+					if h.nConn == len(h.connTokens) || serverDecides(tok) {
 						return false
 					}
 					h.connTokens[h.nConn] = tok
@@ -123,6 +123,17 @@ func ParseResponse(b []byte, h *Response) bool {
 		return false // read until close: net/http handles it
 	}
 	return true
+}
+
+// serverDecides reports whether a header the Connection header lists
+// (and ReverseProxy therefore drops) is one whose absence net/http's
+// server makes up for: Content-Length (it frames the body by what is
+// written), Content-Type and Content-Encoding (whether and what it
+// sniffs), Date. The answer then goes through ReverseProxy: passed on as
+// it is, without the listed header, it would lose its framing.
+func serverDecides(name []byte) bool {
+	return equalFold(name, "Content-Length") || equalFold(name, "Content-Type") ||
+		equalFold(name, "Content-Encoding") || equalFold(name, "Date")
 }
 
 // BodyLength is how many body bytes follow the head.
