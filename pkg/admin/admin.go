@@ -27,8 +27,11 @@ package admin
 import (
 	"crypto/subtle"
 	"encoding/json"
+	"fmt"
 	"math"
+	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -174,19 +177,45 @@ func Handler(src Source, opts Options) http.Handler {
 		st := Status(u)
 		writeUpstreams(w, r, st, []UpstreamStatus{st})
 	})
-	var h http.Handler = mux
-	if opts.Token != nil {
-		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if token := opts.Token(); token != "" && !open(r) &&
-				subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+token)) != 1 {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token := ""
+		if opts.Token != nil {
+			token = opts.Token()
+		}
+		switch {
+		case open(r):
+		case token != "":
+			if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+token)) != 1 {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="remora admin"`)
 				writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "admin token required: Authorization: Bearer <admin.token>"})
 				return
 			}
-			mux.ServeHTTP(w, r)
-		})
-	}
+		case !addressedLocally(r.Host):
+			writeJSON(w, http.StatusForbidden, map[string]string{
+				"error": fmt.Sprintf("Host %q refused: without admin.token the admin API answers only requests addressed to an IP address or localhost (a page of another site could reach it through a name it resolves to 127.0.0.1); set admin.token to call it by name", r.Host),
+			})
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 	return secured(h)
+}
+
+// addressedLocally reports whether host (a request's Host, with or
+// without a port) is an IP address, localhost or a name under .localhost:
+// names a web page cannot make resolve to this machine (DNS rebinding).
+func addressedLocally(host string) bool {
+	if host == "" {
+		return true // HTTP/1.0 without Host: no browser sends that
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+		return true
+	}
+	return host == "localhost" || strings.HasSuffix(host, ".localhost")
 }
 
 // secured sets the headers every answer carries and refuses cross-origin

@@ -28,7 +28,7 @@ func (s *source) Drain()                 { s.draining.Store(true) }
 func get(t *testing.T, h http.Handler, path string) (int, string) {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://127.0.0.1:15000"+path, nil))
 	return rec.Code, rec.Body.String()
 }
 
@@ -69,7 +69,7 @@ func TestAdmin(t *testing.T) {
 		t.Fatalf("readyz after sync: %d", code)
 	}
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/drain", nil))
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "http://127.0.0.1:15000/drain", nil))
 	if rec.Code != 200 {
 		t.Fatalf("POST /drain: %d", rec.Code)
 	}

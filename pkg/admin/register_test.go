@@ -163,7 +163,7 @@ func TestRegisterNeedsTheToken(t *testing.T) {
 		t.Fatalf("without the token: %d", code)
 	}
 	rec := httptest.NewRecorder()
-	req := httptest.NewRequest(http.MethodGet, "/register", nil)
+	req := httptest.NewRequest(http.MethodGet, "http://127.0.0.1:15000/register", nil)
 	req.Header.Set("Authorization", "Bearer t0ken")
 	h.ServeHTTP(rec, req)
 	if rec.Code != 200 {

@@ -136,3 +136,54 @@ func TestCrossSiteRequestsRefused(t *testing.T) {
 		}
 	}
 }
+
+// Without a token, the admin API answers only requests addressed to an IP
+// address or localhost: a page on another site that makes its own name
+// resolve to 127.0.0.1 (DNS rebinding) is same-origin for the browser,
+// and could otherwise read /config and drain Remora. Liveness, readiness
+// and the UI's files stay open; with a token, the token decides.
+func TestRebindingHostRefused(t *testing.T) {
+	src := &undrainSource{}
+	src.table = upstream.NewTable(upstream.New(upstream.Config{Name: "users"}))
+	opts := admin.Options{Config: func(string) ([]byte, error) { return []byte("admin: {}\n"), nil }}
+	call := func(h http.Handler, method, host, path, auth string) int {
+		req := httptest.NewRequest(method, "http://"+host+path, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", "Bearer "+auth)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	open := admin.Handler(src, opts)
+	for _, host := range []string{"127.0.0.1:15000", "[::1]:15000", "localhost:15000", "LOCALHOST.", "app.localhost:15000", "10.0.0.7"} {
+		for _, path := range []string{"/upstreams", "/config", "/status"} {
+			if code := call(open, "GET", host, path, ""); code != 200 {
+				t.Errorf("GET %s with Host %s: %d; want 200", path, host, code)
+			}
+		}
+	}
+	for _, host := range []string{"rebind.example:15000", "rebind.example", "127.0.0.1.nip.io:15000", "localhost.example"} {
+		for _, tc := range []struct{ method, path string }{{"GET", "/upstreams"}, {"GET", "/config"}, {"GET", "/status"}, {"GET", "/metrics"}, {"POST", "/drain"}} {
+			if code := call(open, tc.method, host, tc.path, ""); code != http.StatusForbidden {
+				t.Errorf("%s %s with Host %s: %d; want 403", tc.method, tc.path, host, code)
+			}
+		}
+		for _, path := range []string{"/healthz", "/readyz", "/"} {
+			if code := call(open, "GET", host, path, ""); code == http.StatusForbidden {
+				t.Errorf("GET %s with Host %s: 403; it must stay open", path, host)
+			}
+		}
+	}
+	if src.Draining() {
+		t.Fatal("a request by name drained Remora")
+	}
+	opts.Token = func() string { return "s3cret" }
+	withToken := admin.Handler(src, opts)
+	if code := call(withToken, "GET", "remora.example:15000", "/upstreams", "s3cret"); code != 200 {
+		t.Errorf("with the token, by name: %d; want 200", code)
+	}
+	if code := call(withToken, "GET", "remora.example:15000", "/upstreams", ""); code != http.StatusUnauthorized {
+		t.Errorf("without the token, by name: %d; want 401", code)
+	}
+}

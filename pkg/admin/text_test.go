@@ -32,7 +32,7 @@ func (s *undrainSource) Undrain() error {
 
 func do(t *testing.T, h http.Handler, method, path, token string) (int, http.Header, string) {
 	t.Helper()
-	req := httptest.NewRequest(method, path, nil)
+	req := httptest.NewRequest(method, "http://127.0.0.1:15000"+path, nil)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
