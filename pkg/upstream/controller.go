@@ -128,13 +128,27 @@ func (c *controller) loop(done <-chan struct{}, p discovery.Poller, updates <-ch
 }
 
 // poll applies every answer p has now.
+//
+// A set that an error follows at once (a watcher joining a subscription
+// its adapter shares, while the registry is down, gets the last set and
+// then the outage) is published stale in one snapshot: no reader sees it
+// fresh for an instant.
 func (c *controller) poll(p discovery.Poller) {
-	for {
-		set, ok, err := p.Poll()
-		if !ok {
-			return
+	set, ok, err := p.Poll()
+	for ok {
+		if err != nil {
+			c.fail(err)
+			set, ok, err = p.Poll()
+			continue
 		}
-		c.update(set, err)
+		next, nextOK, nextErr := p.Poll()
+		if nextOK && nextErr != nil {
+			c.applyStale(set, nextErr)
+			set, ok, err = p.Poll()
+			continue
+		}
+		c.apply(set)
+		set, ok, err = next, nextOK, nextErr
 	}
 }
 
@@ -220,7 +234,11 @@ func newController(u *Upstream) *controller {
 // node of its ID, and a node whose instance did not change is carried into
 // the new snapshot as it is. Only added and changed instances allocate;
 // the rest is a walk over the set.
-func (c *controller) apply(set []discovery.Instance) {
+func (c *controller) apply(set []discovery.Instance) { c.applyStale(set, nil) }
+
+// applyStale is apply of a set the registry's error err (if not nil)
+// follows: the snapshot is published with err, then fail records it.
+func (c *controller) applyStale(set []discovery.Instance, err error) {
 	u := c.u
 	old := u.snap.Load()
 	now := u.cfg.Now()
@@ -276,6 +294,9 @@ func (c *controller) apply(set []discovery.Instance) {
 		Name: u.cfg.Name, Nodes: nodes, Synced: true,
 		Version: old.Version + 1, UpdatedAt: now,
 	}
+	if err != nil {
+		next.Err, next.ErrAt = err, now
+	}
 	c.publish(next)
 	u.cfg.Log.WithFields(logrus.Fields{
 		"nodes": len(nodes), "available": next.Available, "added": added, "changed": changed, "removed": removed, "version": next.Version,
@@ -284,6 +305,9 @@ func (c *controller) apply(set []discovery.Instance) {
 		if err := saveSnapshot(u.cfg.SnapshotFile, u.cfg.Name, u.cfg.Service, set, now); err != nil {
 			u.cfg.Log.WithError(err).Warn("could not write the on-disk snapshot")
 		}
+	}
+	if err != nil {
+		c.fail(err) // counts and logs it; the snapshot stays as published
 	}
 }
 

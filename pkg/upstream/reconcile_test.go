@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -164,5 +165,55 @@ func TestReloadCarriesNodesOver(t *testing.T) {
 	}
 	if s := u.Snapshot(); ids(s.Nodes) != "a:1 c:3 " || s.Nodes[0] != old.Nodes[0] {
 		t.Fatalf("nodes %q; a must be the node carried over", ids(s.Nodes))
+	}
+}
+
+// scriptedPoller answers Poll from a script of answers, and records the
+// snapshot the upstream has published at each call.
+type scriptedPoller struct {
+	u       *Upstream
+	answers []update
+	seen    []*Snapshot
+}
+
+func (p *scriptedPoller) Next(context.Context) ([]discovery.Instance, error) { panic("polled only") }
+func (p *scriptedPoller) Stop() error                                        { return nil }
+func (p *scriptedPoller) Ready() <-chan struct{}                             { return nil }
+func (p *scriptedPoller) Done() <-chan struct{}                              { return nil }
+
+func (p *scriptedPoller) Poll() ([]discovery.Instance, bool, error) {
+	p.seen = append(p.seen, p.u.Snapshot())
+	if len(p.answers) == 0 {
+		return nil, false, nil
+	}
+	a := p.answers[0]
+	p.answers = p.answers[1:]
+	return a.set, true, a.err
+}
+
+// TestSetFollowedByAnErrorIsPublishedStale: a set that an error follows at
+// once (a watcher that joins a shared subscription while the registry is
+// down gets the last set, then the outage) is published stale in one
+// snapshot; it is never fresh for an instant.
+func TestSetFollowedByAnErrorIsPublishedStale(t *testing.T) {
+	u := New(Config{Name: "users"})
+	c := newController(u)
+	down := errors.New("registry down")
+	p := &scriptedPoller{u: u, answers: []update{{set: []discovery.Instance{instance("a", 1)}}, {err: down}}}
+	c.poll(p)
+	for i, s := range p.seen {
+		if len(s.Nodes) > 0 && !s.Stale() {
+			t.Fatalf("at the poll %d the set was published fresh before its error", i+1)
+		}
+	}
+	if s := u.Snapshot(); len(s.Nodes) != 1 || !errors.Is(s.Err, down) || !s.Synced {
+		t.Fatalf("final snapshot: %d nodes, err %v, synced %v", len(s.Nodes), s.Err, s.Synced)
+	}
+
+	// A set followed by another set is applied as it is, each in turn.
+	p = &scriptedPoller{u: u, answers: []update{{set: []discovery.Instance{instance("a", 1), instance("b", 2)}}, {set: []discovery.Instance{instance("b", 2)}}}}
+	c.poll(p)
+	if s := u.Snapshot(); ids(s.Nodes) != "b:2 " || s.Stale() {
+		t.Fatalf("after two sets: %q, stale %v", ids(s.Nodes), s.Stale())
 	}
 }
