@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 
 	"github.com/remora-mesh/remora/cmd/remora/internal/reconcile"
 	"github.com/remora-mesh/remora/discovery"
@@ -139,7 +140,12 @@ func (a *app) execute(cfg *config.Config, p reconcile.Plan) (err error) {
 				}
 				srv = a.proxyServer(name, h)
 			}
-			s, err := a.bind(name, uc.Listen, srv)
+			var s *server
+			if held := a.drainedAt(p, uc.Listen); held != nil {
+				s, err = takeOver(name, held, srv)
+			} else {
+				s, err = a.bind(name, uc.Listen, srv)
+			}
 			if err != nil {
 				return err
 			}
@@ -215,6 +221,43 @@ func (a *app) execute(cfg *config.Config, p reconcile.Plan) (err error) {
 }
 
 // upstreamConfig returns the config of the upstream name, which cfg has.
+// drainedAt returns the dedicated port of the running config that listens
+// on addr and that plan p drains (its upstream changed protocol, or is
+// gone and another takes its address), or nil. A port 0 is never shared:
+// each bind picks its own.
+func (a *app) drainedAt(p reconcile.Plan, addr string) *server {
+	if _, port, err := net.SplitHostPort(addr); err != nil || port == "0" {
+		return nil
+	}
+	for _, st := range p.Listeners {
+		if st.Action == reconcile.Drain && upstreamConfig(a.cfg, st.Name).Listen == addr {
+			return a.dedicated[st.Name]
+		}
+	}
+	return nil
+}
+
+// takeOver returns a server for srv on the socket that held listens on,
+// which stays open: held keeps accepting until it is shut down, then the
+// connections that arrive wait in the socket's queue for srv. No client
+// is refused while one listener hands the address to the other.
+func takeOver(name string, held *server, srv serving) (*server, error) {
+	tl, ok := held.ln.(*net.TCPListener)
+	if !ok {
+		return nil, fmt.Errorf("listener %s: cannot take %s over from %s", name, held.ln.Addr(), held.name)
+	}
+	f, err := tl.File() // a duplicate of the socket's descriptor
+	if err != nil {
+		return nil, fmt.Errorf("listener %s: taking %s over from %s: %w", name, held.ln.Addr(), held.name, err)
+	}
+	defer f.Close()
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, fmt.Errorf("listener %s: taking %s over from %s: %w", name, held.ln.Addr(), held.name, err)
+	}
+	return &server{name: name, ln: ln, srv: srv}, nil
+}
+
 func upstreamConfig(cfg *config.Config, name string) config.Upstream {
 	for _, u := range cfg.Upstreams {
 		if u.Name == name {

@@ -398,3 +398,88 @@ upstreams:
 		t.Fatalf("after the rejected reload, the old port answers %s; want users, as before", got)
 	}
 }
+
+// A reload may give a dedicated port's address to another listener: the
+// same upstream with another protocol, or another upstream (a rename).
+// The new listener takes the socket over from the one that drains: the
+// reload succeeds, and no connection is refused meanwhile.
+func TestReloadHandsAPortOver(t *testing.T) {
+	users := startBackend(t, "users")
+	port := freeAddr(t)
+	cfg := func(upstreams string) *config.Config {
+		return mustParse(t, fmt.Sprintf(`
+admin: {address: "127.0.0.1:0"}
+listeners: [{name: outbound, address: "127.0.0.1:0"}]
+registries: [{name: s, type: static, static: {services: {users: [{address: %q}]}}}]
+upstreams:
+%s`, users.srv.Listener.Addr().String(), upstreams))
+	}
+	get := func() string {
+		t.Helper()
+		c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := c.Get("http://" + port + "/x")
+		if err != nil {
+			return err.Error()
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return fmt.Sprintf("%d %s", resp.StatusCode, body)
+	}
+	a := startRemora(t, fmt.Sprintf(`
+admin: {address: "127.0.0.1:0"}
+listeners: [{name: outbound, address: "127.0.0.1:0"}]
+registries: [{name: s, type: static, static: {services: {users: [{address: %q}]}}}]
+upstreams:
+  - {name: users, listen: %q}
+`, users.srv.Listener.Addr().String(), port))
+	if got := get(); got != "200 users" {
+		t.Fatalf("before the reloads: %s", got)
+	}
+
+	// Requests all through the reloads: none may be refused.
+	stop := make(chan struct{})
+	failed := make(chan string, 1)
+	go func() {
+		defer close(failed)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			c, err := net.DialTimeout("tcp", port, time.Second)
+			if err != nil {
+				failed <- err.Error()
+				return
+			}
+			c.Close()
+		}
+	}()
+	for i, step := range []struct{ upstreams, want string }{
+		{fmt.Sprintf("  - {name: users, listen: %q, protocol: tcp}\n", port), "tcp"},
+		{fmt.Sprintf("  - {name: people, service: users, listen: %q, protocol: tcp}\n", port), "tcp"},
+		{fmt.Sprintf("  - {name: users, listen: %q}\n", port), "200 users"},
+	} {
+		if err := a.reload(cfg(step.upstreams)); err != nil {
+			t.Fatalf("reload %d: %v", i+1, err)
+		}
+		got := get()
+		if step.want == "tcp" {
+			// The relay passes the request to the backend as it is.
+			if got != "200 users" {
+				t.Fatalf("after reload %d (tcp): %s", i+1, got)
+			}
+			if s := a.config().Upstreams[0]; s.Protocol != "tcp" {
+				t.Fatalf("reload %d: protocol %q", i+1, s.Protocol)
+			}
+			continue
+		}
+		if got != step.want {
+			t.Fatalf("after reload %d: %s; want %s", i+1, got, step.want)
+		}
+	}
+	close(stop)
+	if err, bad := <-failed; bad {
+		t.Fatalf("a connection was refused during the reloads: %s", err)
+	}
+}
