@@ -144,6 +144,13 @@ func copyHeader(dst, src http.Header) {
 // writeSimple writes a simple answer from c to the client through w and
 // ends c's exchange. It reports whether the body broke off after the head
 // went out.
+//
+// An answer that breaks off reaches the client as far as it would from
+// ReverseProxy and net/http's server: ReverseProxy copies the body in
+// reads of up to 32 KiB, and the server's ResponseWriter keeps the last
+// bytes written in a 2 KiB buffer (bufferBeforeChunkingSize) that is
+// dropped when the answer is aborted, and writes the head only with the
+// first bytes that leave it (see heldBack).
 func writeSimple(w server.RawWriter, c *client.Conn, h *h1.Response) (aborted bool) {
 	outBuf := directBufs.Get().(*[]byte)
 	out := h1.AppendStatusLine((*outBuf)[:0], h.Status)
@@ -163,11 +170,22 @@ func writeSimple(w server.RawWriter, c *client.Conn, h *h1.Response) (aborted bo
 	if length <= client.MaxDirectBody {
 		n := len(out)
 		out = slices.Grow(out, int(length))[:n+int(length)]
-		got, err := io.ReadFull(c, out[n:])
-		if err != nil {
-			c.Close()
-			_, _ = dst.Write(out[:n+got])
-			return true
+		var hb heldBack
+		for got := 0; got < int(length); {
+			k, err := c.Read(out[n+got : n+min(got+copyChunk, int(length))])
+			got += k
+			hb.write(k)
+			if err != nil && got < int(length) {
+				c.Close()
+				if hb.sent > 0 { // what left the buffer, with the head
+					out = out[:n+hb.sent]
+					if sniff {
+						out = slices.Insert(out, n-2, contentTypeLine(out[n:])...)
+					}
+					_, _ = dst.Write(out)
+				}
+				return true
+			}
 		}
 		c.Done(h.KeepAlive)
 		if sniff {
@@ -176,27 +194,100 @@ func writeSimple(w server.RawWriter, c *client.Conn, h *h1.Response) (aborted bo
 		_, _ = dst.Write(out)
 		return false
 	}
-	// Longer: the head with the first read, then the rest as it comes.
+	// Longer: through a buffer as the server's, the head with the first
+	// bytes that leave it, the rest as it comes.
 	buf := copyBuffers.Get().(*[32 << 10]byte)
 	defer copyBuffers.Put(buf)
+	hw := heldWriter{dst: dst, out: out, head: len(out), sniff: sniff}
 	for left := length; left > 0; {
 		got, err := c.Read(buf[:min(left, int64(len(buf)))])
-		if got > 0 && sniff {
-			out = slices.Insert(out, len(out)-2, contentTypeLine(buf[:got])...)
-			sniff = false
-		}
-		if len(out) > 0 {
-			_, _ = dst.Write(out)
-			out = out[:0]
-		}
 		left -= int64(got)
-		if _, werr := dst.Write(buf[:got]); werr != nil || err != nil && left > 0 {
+		if werr := hw.write(buf[:got]); werr != nil || err != nil && left > 0 {
+			out = hw.out
 			c.Close()
 			return true
 		}
 	}
+	hw.flush()
+	out = hw.out
 	c.Done(h.KeepAlive)
 	return false
+}
+
+// copyChunk is the most ReverseProxy reads of a body at once (its copy
+// buffer).
+const copyChunk = 32 << 10
+
+// responseBuffer is the buffer net/http's ResponseWriter keeps in front
+// of the connection (bufferBeforeChunkingSize).
+const responseBuffer = 2048
+
+// heldBack counts what of a body written in pieces has left a buffer of
+// responseBuffer bytes (bufio.Writer's rule) and what it holds.
+type heldBack struct{ held, sent int }
+
+func (h *heldBack) write(n int) {
+	for n > responseBuffer-h.held {
+		if h.held == 0 {
+			h.sent += n // written through
+			return
+		}
+		n -= responseBuffer - h.held
+		h.sent += responseBuffer
+		h.held = 0
+	}
+	h.held += n
+}
+
+// heldWriter writes a body to dst through a buffer of responseBuffer
+// bytes, as the server's ResponseWriter does (see heldBack): out[:head]
+// is the head, written (with a sniffed Content-Type when sniff is set)
+// with the first bytes that leave the buffer; the buffer is out[head:]
+// until then, and out after.
+type heldWriter struct {
+	dst   io.Writer
+	out   []byte
+	head  int
+	sniff bool
+	err   error
+}
+
+func (w *heldWriter) write(p []byte) error {
+	for w.err == nil && len(p) > responseBuffer-(len(w.out)-w.head) {
+		if len(w.out) == w.head {
+			w.send(p) // written through
+			return w.err
+		}
+		k := responseBuffer - (len(w.out) - w.head)
+		w.out = append(w.out, p[:k]...)
+		p = p[k:]
+		w.send(nil)
+	}
+	w.out = append(w.out, p...)
+	return w.err
+}
+
+// send writes the head (if it has not gone yet), the buffer and p.
+func (w *heldWriter) send(p []byte) {
+	if w.head > 0 && w.sniff {
+		first := w.out[w.head:]
+		if len(first) == 0 {
+			first = p
+		}
+		w.out = slices.Insert(w.out, w.head-2, contentTypeLine(first)...)
+	}
+	_, w.err = w.dst.Write(w.out)
+	if w.err == nil && len(p) > 0 {
+		_, w.err = w.dst.Write(p)
+	}
+	w.out, w.head = w.out[:0], 0
+}
+
+// flush writes what the buffer holds.
+func (w *heldWriter) flush() {
+	if len(w.out) > 0 {
+		w.send(nil)
+	}
 }
 
 // contentTypeLine is the Content-Type net/http's server sniffs for a body

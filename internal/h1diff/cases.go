@@ -275,6 +275,20 @@ func Cases(lim Limits) []Case {
 		{Name: "slow/second request stops inside its head", Conns: conns(steps(send(get("/1")), then("GET /2 HTTP/1.1\r\nHo"))), Wait: slow},
 		{Name: "slow/second request after the idle wait starts", Conns: conns(steps(send(get("/1")), Step{Pause: 600 * time.Millisecond, Send: get("/2")}))},
 	}
+	// A node that closes inside a body of known length: the client gets
+	// the head and the body as far as net/http passes them on before it
+	// aborts the answer (all but what its ResponseWriter's buffer held),
+	// on the direct path (a short body, a long one) and through
+	// ReverseProxy (an HTTP/1.0 answer).
+	for _, n := range []int{1500, 3000, 5000, 40000, 100000} {
+		body := strings.Repeat("c", n)
+		cases = append(cases,
+			Case{Name: fmt.Sprintf("node/closes after %d bytes of the body", n), Conns: conns(steps(send(get("/1"))), steps(send(get("/2")))),
+				Answer: answerFor(map[string]func(*Request) string{"/1": raw(fmt.Sprintf("HTTP/1.1 200 OK\r\nX-Req: /1\r\nContent-Length: %d\r\n\r\n%s", n+10, body) + Close)})},
+			Case{Name: fmt.Sprintf("node/HTTP/1.0 answer closes after %d bytes of the body", n), Conns: conns(steps(send(get("/1"))), steps(send(get("/2")))),
+				Answer: answerFor(map[string]func(*Request) string{"/1": raw(fmt.Sprintf("HTTP/1.0 200 OK\r\nX-Req: /1\r\nContent-Length: %d\r\n\r\n%s", n+10, body) + Close)})},
+		)
+	}
 	return cases
 }
 

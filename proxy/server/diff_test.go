@@ -184,3 +184,58 @@ func TestServerInformationalHeadMatchesNetHTTP(t *testing.T) {
 		t.Errorf("1xx head %q; net/http's %q", have, want)
 	}
 }
+
+// TestServerAbortedAnswerMatchesNetHTTP: an answer the handler aborts
+// (http.ErrAbortHandler, as ReverseProxy does when a node's body breaks
+// off) reaches the client as far as net/http's server sends it: what
+// left its 2 KiB buffer, after the head, and nothing when nothing did.
+func TestServerAbortedAnswerMatchesNetHTTP(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		length bool  // the handler sets a Content-Length
+		writes []int // sizes of the writes before the abort
+	}{
+		{"one short write", true, []int{100}},
+		{"one write of the buffer", true, []int{2048}},
+		{"one write over the buffer", true, []int{3000}},
+		{"short writes past the buffer", true, []int{1000, 1000, 1000}},
+		{"a short write, then a long one", true, []int{1000, 5000, 100}},
+		{"many writes", true, []int{700, 700, 700, 700, 700, 700, 700}},
+		{"unknown length, short writes past the buffer", false, []int{1000, 1000, 1000}},
+		{"unknown length, one long write", false, []int{9000}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tc.length {
+					w.Header().Set("Content-Length", "100000")
+				}
+				for i, n := range tc.writes {
+					_, _ = w.Write([]byte(strings.Repeat(string(rune('a'+i)), n)))
+				}
+				panic(http.ErrAbortHandler)
+			})
+			hs := &http.Server{Handler: h, ErrorLog: log.New(io.Discard, "", 0)}
+			ref := serveWith(t, hs.Serve, hs.Close)
+			srv := server.New(server.Options{ErrorLog: log.New(io.Discard, "", 0)}, h)
+			got := serveWith(t, srv.Serve, srv.Close)
+			body := func(addr string) string {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: u\r\n\r\n")
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				if err != nil {
+					return "no answer"
+				}
+				b, _ := io.ReadAll(resp.Body)
+				return fmt.Sprintf("%d %s %q", resp.StatusCode, resp.Header.Get("Content-Type"), b)
+			}
+			if want, have := body(ref), body(got); have != want {
+				t.Errorf("got %.200s\nnet/http's %.200s", have, want)
+			}
+		})
+	}
+}

@@ -578,7 +578,10 @@ func (c *srvConn) serve() {
 			c.srv.logf("proxy: panic serving %s: %v", c.remote, v)
 		}
 		c.watch.Stop()
-		if c.unflushed {
+		// What is buffered goes out before the connection closes, as
+		// net/http's server flushes its buffer: the last answer held for
+		// the wait, or what an aborted answer had written.
+		if c.unflushed || !handedOff && c.bw.Buffered() > 0 {
 			_ = c.bw.Flush()
 		}
 		if !handedOff {
@@ -1078,14 +1081,15 @@ type response struct {
 	chunked       bool
 	contentLength int64 // -1: unknown
 	written       int64
-	held          []byte // body written before the framing was decided
+	held          []byte // body written and not yet out: a buffer of holdLimit bytes
 	trailers      []string
 	closeAfter    bool
 	body          *directBody // nil without a request body
 }
 
-// holdLimit is how much body is held back while the framing is undecided
-// (net/http's choice too).
+// holdLimit is the buffer net/http's ResponseWriter keeps in front of the
+// connection's (bufferBeforeChunkingSize): the framing waits until it
+// fills, and an aborted answer loses what it holds, as net/http's does.
 const holdLimit = 2048
 
 func (w *response) Header() http.Header { return w.header }
@@ -1143,14 +1147,37 @@ func (w *response) Write(p []byte) (int, error) {
 		return 0, http.ErrContentLength
 	}
 	w.written += int64(len(p))
-	if !w.committed {
-		if w.contentLength < 0 && len(w.held)+len(p) <= holdLimit {
-			w.held = append(w.held, p...)
-			return len(p), nil
+	// Through the buffer, as bufio.Writer would: what does not fit goes
+	// out, and what it holds when an answer is aborted never does.
+	n := len(p)
+	for len(p) > holdLimit-len(w.held) {
+		if len(w.held) == 0 {
+			return n, w.emit(p) // written through
 		}
+		k := holdLimit - len(w.held)
+		w.held = append(w.held, p[:k]...)
+		p = p[k:]
+		if err := w.emit(nil); err != nil {
+			return n - len(p), err
+		}
+	}
+	w.held = append(w.held, p...)
+	return n, nil
+}
+
+// emit writes body bytes out of the buffer to the connection's: what it
+// holds, or p (then it holds nothing), after the header if it has not
+// gone out yet.
+func (w *response) emit(p []byte) error {
+	if len(w.held) > 0 {
+		p = w.held
+	}
+	if !w.committed {
 		w.commit(false, p)
 	}
-	return len(p), w.writeBody(p)
+	err := w.writeBody(p)
+	w.held = w.held[:0]
+	return err
 }
 
 func (w *response) writeBody(p []byte) error {
@@ -1171,15 +1198,17 @@ func (w *response) Flush() {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
-	if !w.committed {
+	if len(w.held) > 0 {
+		_ = w.emit(nil)
+	} else if !w.committed {
 		w.commit(false, nil)
 	}
 	_ = w.c.bw.Flush()
 }
 
-// commit decides the framing and writes the status line and header, then
-// any held body. ended says the handler has returned; next is the body
-// about to be written, to sniff its type when none was held.
+// commit decides the framing and writes the status line and header.
+// ended says the handler has returned (the buffer then holds the whole
+// body); next is the body about to be written, to sniff its type.
 func (w *response) commit(ended bool, next []byte) {
 	w.committed = true
 	h := w.header
@@ -1220,7 +1249,7 @@ func (w *response) commit(ended bool, next []byte) {
 		// Nothing to sniff, or an encoded body (net/http's rule).
 	default:
 		if _, ok := h["Content-Type"]; !ok {
-			if len(w.held) > 0 {
+			if len(next) == 0 {
 				next = w.held
 			}
 			if len(next) > 0 {
@@ -1238,11 +1267,6 @@ func (w *response) commit(ended bool, next []byte) {
 		writeHeaderLine(bw, "Date", h1.Date(time.Now()))
 	}
 	bw.WriteString("\r\n")
-	if len(w.held) > 0 {
-		held := w.held
-		w.held = nil
-		_ = w.writeBody(held)
-	}
 }
 
 // closes decides whether the connection ends after this answer, records
@@ -1284,6 +1308,9 @@ func (w *response) finish() bool {
 	}
 	if !w.committed {
 		w.commit(true, nil)
+	}
+	if len(w.held) > 0 {
+		_ = w.emit(nil)
 	}
 	bw := w.c.bw
 	if w.chunked {
