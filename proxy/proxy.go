@@ -313,6 +313,8 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, route *route, re
 	if st.grpc != nil && st.client.Err() == nil {
 		if code, ok := grpcStatus(st.grpc); ok {
 			st.call.SetGRPC(code) // the verdict came with the trailers
+		} else {
+			st.call.SetGRPCBroken(aborted) // reset by the node, or ended without trailers
 		}
 	}
 	p.finish(r, st)

@@ -106,6 +106,7 @@ func TestGRPCThroughRemora(t *testing.T) {
     health: {passive: {consecutive_gateway_failure: 3, base_ejection_time: 1h, max_ejection_percent: 50}}
     retry: {statuses: []}
 `))
+	eventually(t, 5*time.Second, "ready", func() bool { return a.Table().Lookup("svc").Snapshot().Available == 2 })
 	conn, err := grpc.NewClient(a.addr("outbound"), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("svc"))
 	if err != nil {
 		t.Fatal(err)

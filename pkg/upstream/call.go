@@ -67,6 +67,7 @@ type Call struct {
 	began  time.Time  // when that attempt began
 	status int        // its status
 	grpc   int        // its gRPC code + 1; 0 when it is no gRPC answer
+	failed bool       // it broke off on the node's side after its head (SetGRPCBroken)
 
 	localCode  int           // the status a refused call stands for (503, 429)
 	retryAfter time.Duration // when a rate-limited call may come again
@@ -302,6 +303,25 @@ func (c *Call) SetGRPC(code int) {
 	}
 }
 
+// SetGRPCBroken records that a deferred gRPC answer ended without a
+// grpc-status: the node reset the stream after its headers (reset), or
+// closed it without trailers. The client sees the call fail as INTERNAL,
+// which End counts; the node is blamed as for a reset (a gateway failure
+// for outlier detection, a failure in its stats) or, for a stream closed
+// without trailers, as for INTERNAL.
+func (c *Call) SetGRPCBroken(reset bool) {
+	const internal = 13
+	c.grpc, c.failed = internal+1, reset
+	if c.node == nil {
+		return
+	}
+	out := health.Outcome{Status: GRPCOutcome(internal)}
+	if reset {
+		out = health.Outcome{Failure: health.GatewayFailure}
+	}
+	c.up.Observe(c.node, out)
+}
+
 // GRPCOutcome is the HTTP status a gRPC code counts as for outlier
 // detection, metrics and the canary's judge: UNAVAILABLE is a gateway
 // failure (503), DEADLINE_EXCEEDED a timeout (504), INTERNAL, UNKNOWN and
@@ -341,7 +361,7 @@ func (c *Call) End(clientGone bool) time.Duration {
 	took := time.Since(c.start)
 	u := c.up
 	if c.node != nil {
-		c.node.Stats.End(time.Since(c.began), false)
+		c.node.Stats.End(time.Since(c.began), c.failed)
 	}
 	status := c.status
 	if c.grpc > 0 {
