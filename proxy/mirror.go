@@ -122,7 +122,9 @@ func copyHeaders(out, r *http.Request, st *exchange) {
 
 // sendMirror sends a copy to the mirror's target, with the target's
 // request header rules, through the target's attempt path (one attempt: a
-// copy is not retried), and drops the answer.
+// copy is not retried; BeginCopy: no token of its rate limit, no place
+// under its circuit breaker), and drops the answer. A copy that reaches no
+// node is counted as dropped.
 func (p *Proxy) sendMirror(out *http.Request, body []byte, from *route) {
 	m := from.mirror
 	target := from
@@ -137,13 +139,16 @@ func (p *Proxy) sendMirror(out *http.Request, body []byte, from *route) {
 	out = out.WithContext(ctx)
 	var call upstream.Call
 	defer call.End(false)
-	if call.Begin(ctx, target.up, balancer.Info{Request: out}) != nil {
+	dropped := &from.up.Metrics().MirrorDropped
+	if call.BeginCopy(ctx, target.up, balancer.Info{Request: out}) != nil {
+		dropped.Add(1)
 		return
 	}
 	if m.cfg.Canary && !call.UseCanary() {
+		dropped.Add(1)
 		return
 	}
-	_ = call.Attempts(ctx, false, func(n *node.Node, _ int) upstream.Attempt {
+	err := call.Attempts(ctx, false, func(n *node.Node, _ int) upstream.Attempt {
 		out.URL.Scheme, out.URL.Host = target.tr.Scheme(), n.HostPort
 		if body != nil {
 			out.Body, out.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
@@ -156,4 +161,7 @@ func (p *Proxy) sendMirror(out *http.Request, body []byte, from *route) {
 		resp.Body.Close()
 		return upstream.Attempt{Status: resp.StatusCode}
 	}, func() {})
+	if err != nil {
+		dropped.Add(1)
+	}
 }

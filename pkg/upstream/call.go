@@ -54,6 +54,7 @@ type Call struct {
 
 	admitted bool // holds a place under circuit_breaker.max_requests
 	chosen   bool // a pool was chosen: the call counts in its pool's metrics
+	isCopy   bool // a mirrored copy (BeginCopy)
 	pool     canary.Pool
 	picker   balancer.Picker
 	avail    int
@@ -100,6 +101,27 @@ func (c *Call) Begin(client context.Context, u *Upstream, info balancer.Info) er
 	*c = Call{up: u, snap: u.Snapshot(), info: info, client: client, start: time.Now(), localCode: 503}
 	c.tried = c.triedA[:0]
 	c.err = c.admit()
+	return c.err
+}
+
+// BeginCopy is Begin for a mirrored copy of a request: it takes no token
+// of u's rate_limit and no place under its circuit_breaker.max_requests
+// (live traffic never waits or is refused for a copy; the mirror's
+// max_in_flight bounds the copies), and a copy that is refused or gets no
+// answer is not counted by End as a local answer: the mirror counts it as
+// dropped. A copy that gets an answer is counted in its pool's metrics,
+// and its outcome observed, as any request's.
+func (c *Call) BeginCopy(client context.Context, u *Upstream, info balancer.Info) error {
+	*c = Call{up: u, snap: u.Snapshot(), info: info, client: client, start: time.Now(), localCode: 503, isCopy: true}
+	c.tried = c.triedA[:0]
+	switch {
+	case c.snap.Available == 0:
+		c.err = ErrNoNode
+	default:
+		if c.err = c.choosePool(); c.err == nil {
+			c.chooseZone()
+		}
+	}
 	return c.err
 }
 
@@ -374,6 +396,8 @@ func (c *Call) End(clientGone bool) time.Duration {
 	case clientGone:
 		u.metrics.ClientClosed.Add(1)
 		u.metrics.Local[ReasonClientClosed].Add(1)
+	case c.isCopy && (!c.chosen || c.err != nil):
+		// A copy without an answer: the mirror counts it as dropped.
 	case c.chosen:
 		u.Record(c.pool, status, took)
 		if c.err != nil {

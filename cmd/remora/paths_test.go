@@ -1,0 +1,92 @@
+package main
+
+// Settings on every protocol path: each test shows a setting honoured, or
+// refused, on a path where it used to be ignored or applied differently.
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/remora-mesh/remora/pkg/upstream"
+)
+
+// svcConfig is a Remora on ephemeral ports with one static service "svc"
+// whose instances are given as YAML flow mappings, and the upstream block
+// extra.
+func svcConfig(instances []string, upstream string) string {
+	var b strings.Builder
+	b.WriteString("admin: {address: \"127.0.0.1:0\"}\nlisteners: [{name: outbound, address: \"127.0.0.1:0\"}]\n")
+	b.WriteString("registries:\n  - name: s\n    type: static\n    static:\n      services:\n        svc:\n")
+	for _, in := range instances {
+		fmt.Fprintf(&b, "          - %s\n", in)
+	}
+	b.WriteString("upstreams:\n  - name: svc\n" + upstream)
+	return b.String()
+}
+
+// rate_limit × mirrored copies: a copy (here to the upstream's own canary
+// pool) takes no token of the rate limit live requests share; a live
+// request is never refused because of its copies.
+func TestMirrorCopiesSpendNoLiveRateLimit(t *testing.T) {
+	stable, canary := startBackend(t, "stable"), startBackend(t, "canary")
+	a := startRemora(t, svcConfig([]string{
+		fmt.Sprintf("{id: s1, address: %q}", stable.srv.Listener.Addr().String()),
+		fmt.Sprintf("{id: c1, address: %q, metadata: {canary: \"true\"}}", canary.srv.Listener.Addr().String()),
+	}, `    rate_limit: {requests_per_second: 0.001, burst: 2}
+    mirror: {canary: true, percent: 100}
+`))
+	eventually(t, 5*time.Second, "ready", func() bool { return a.Table().Lookup("svc").Snapshot().Available == 2 })
+	get := func() int {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+a.addr("outbound")+"/", nil)
+		req.Host = "svc"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get(); code != 200 {
+		t.Fatalf("first request: %d", code)
+	}
+	eventually(t, 2*time.Second, "the copy reached the canary", func() bool { return canary.hits.Load() == 1 })
+	if code := get(); code != 200 {
+		t.Fatalf("second live request within burst 2: %d; its first request's mirrored copy spent the live rate limit", code)
+	}
+}
+
+// circuit_breaker.max_requests × mirrored copies: a copy takes no place
+// under the breaker, so it is neither refused by it nor counted as an
+// overflow or a 5xx that no client got.
+func TestMirrorCopiesTakeNoLiveCircuitBreakerPlace(t *testing.T) {
+	stable := startBackend(t, "stable")
+	canary := startBackend(t, "canary")
+	a := startRemora(t, svcConfig([]string{
+		fmt.Sprintf("{id: s1, address: %q}", stable.srv.Listener.Addr().String()),
+		fmt.Sprintf("{id: c1, address: %q, metadata: {canary: \"true\"}}", canary.srv.Listener.Addr().String()),
+	}, `    circuit_breaker: {max_requests: 1}
+    mirror: {canary: true, percent: 100}
+`))
+	u := a.Table().Lookup("svc")
+	eventually(t, 5*time.Second, "ready", func() bool { return u.Snapshot().Available == 2 })
+	req, _ := http.NewRequest(http.MethodGet, "http://"+a.addr("outbound")+"/?sleep=200ms", nil)
+	req.Host = "svc"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	time.Sleep(300 * time.Millisecond)
+	m := u.Metrics()
+	if resp.StatusCode != 200 || m.Local[upstream.ReasonOverflow].Load() != 0 || m.Requests[0][5].Load() != 0 {
+		t.Fatalf("one live request (%d), one copy (canary got %d): the upstream counts %d overflow answers and %d 5xx; "+
+			"a copy must not be admitted, refused or counted as live traffic", resp.StatusCode, canary.hits.Load(),
+			m.Local[upstream.ReasonOverflow].Load(), m.Requests[0][5].Load())
+	}
+}
