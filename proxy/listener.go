@@ -255,9 +255,9 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		name = st.opts.Upstream
 	}
 	rt := p.routes.Load()
-	route := rt.lookup(name)
+	route := rt.forRequest(name, r)
 	if route == nil {
-		p.notFound(w, r, rt.table, name)
+		p.notFound(w, r, rt, name)
 		return
 	}
 	if rule != nil {

@@ -129,7 +129,7 @@ func (p *Proxy) sendMirror(out *http.Request, body []byte, from *route) {
 	m := from.mirror
 	target := from
 	if m.cfg.Upstream != "" {
-		if target = p.routes.Load().lookup(m.cfg.Upstream); target == nil {
+		if target = p.routes.Load().lookup(m.cfg.Upstream); target == nil || target.tcp {
 			return
 		}
 	}

@@ -109,9 +109,9 @@ func New(opts Options) *Proxy {
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rt := p.routes.Load()
 	host := hostOnly(r.Host)
-	route := rt.lookup(host)
+	route := rt.forRequest(host, r)
 	if route == nil {
-		p.notFound(w, r, rt.table, host)
+		p.notFound(w, r, rt, host)
 		return
 	}
 	if r.Method == http.MethodConnect {
@@ -176,19 +176,24 @@ func (n relayed) BytesWritten() int64 { return int64(n) }
 func (p *Proxy) ForUpstream(name string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rt := p.routes.Load()
-		route := rt.lookup(name)
+		route := rt.forRequest(name, r)
 		if route == nil {
-			p.notFound(w, r, rt.table, name)
+			p.notFound(w, r, rt, name)
 			return
 		}
 		p.forward(w, r, route, request{})
 	})
 }
 
-func (p *Proxy) notFound(w http.ResponseWriter, r *http.Request, t *upstream.Table, host string) {
+func (p *Proxy) notFound(w http.ResponseWriter, r *http.Request, rt *routing, host string) {
 	start := time.Now()
-	writeError(w, http.StatusNotFound, fmt.Sprintf("remora: no upstream named %q (Host %q); known upstreams: %s",
-		host, r.Host, strings.Join(t.Names(), ", ")))
+	if route := rt.lookup(host); route != nil && route.tcp {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("remora: upstream %q relays raw TCP connections (protocol: tcp) on its own listen port; it takes no HTTP request (Host %q)",
+			host, r.Host))
+	} else {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("remora: no upstream named %q (Host %q); known upstreams: %s",
+			host, r.Host, strings.Join(rt.table.Names(), ", ")))
+	}
 	p.logLocal(r, start, localAnswer{status: http.StatusNotFound, reason: upstream.ReasonNoRoute})
 }
 

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"net/http"
 	"reflect"
 	"strings"
 
@@ -19,6 +20,10 @@ type Route struct {
 	// Mirror copies a share of the upstream's requests elsewhere
 	// (validated); nil for none.
 	Mirror *upstream.Mirror
+	// TCP: the upstream relays raw TCP connections (protocol: tcp). No
+	// HTTP request is sent to it; through a listener only a CONNECT
+	// tunnel reaches it.
+	TCP bool
 }
 
 // route is a Route with its transport. It is immutable once published.
@@ -28,6 +33,7 @@ type route struct {
 	opts                client.Options
 	reqRules, respRules *HeaderRules
 	mirror              *mirror
+	tcp                 bool // Route.TCP
 }
 
 // routing is the table the request path reads: one atomic load, one map
@@ -47,6 +53,16 @@ func (rt *routing) lookup(name string) *route {
 	return rt.byName[strings.ToLower(name)]
 }
 
+// forRequest is lookup for r: nil also for a tcp upstream, unless r is a
+// CONNECT (its tunnel relays raw bytes, as the upstream's own port does).
+func (rt *routing) forRequest(name string, r *http.Request) *route {
+	route := rt.lookup(name)
+	if route != nil && route.tcp && r.Method != http.MethodConnect {
+		return nil
+	}
+	return route
+}
+
 // SetRoutes replaces the routing table with routes (upstream names must be
 // unique). The proxy owns one transport per upstream: a route whose
 // upstream name and client options are unchanged keeps its transport and
@@ -60,7 +76,7 @@ func (p *Proxy) SetRoutes(routes ...Route) {
 	for i, r := range routes {
 		ups[i] = r.Upstream
 		name := r.Upstream.Name()
-		rt := &route{up: r.Upstream, opts: r.Client, reqRules: r.RequestHeaders, respRules: r.ResponseHeaders, mirror: newMirror(r.Mirror)}
+		rt := &route{up: r.Upstream, opts: r.Client, reqRules: r.RequestHeaders, respRules: r.ResponseHeaders, mirror: newMirror(r.Mirror), tcp: r.TCP}
 		if prev := old.byName[name]; prev != nil && reflect.DeepEqual(prev.opts, r.Client) {
 			rt.tr = prev.tr
 		} else {

@@ -170,7 +170,7 @@ func (a *app) execute(cfg *config.Config, p reconcile.Plan) (err error) {
 	pending = nil
 	routes := make([]proxy.Route, 0, len(ups))
 	for _, l := range ups {
-		routes = append(routes, proxy.Route{Upstream: l.u, Client: l.client, Mirror: l.cfg.Mirror,
+		routes = append(routes, proxy.Route{Upstream: l.u, Client: l.client, Mirror: l.cfg.Mirror, TCP: l.cfg.Protocol == "tcp",
 			RequestHeaders: headerRules(l.cfg.RequestHeaders), ResponseHeaders: headerRules(l.cfg.ResponseHeaders)})
 	}
 	a.proxy.SetRoutes(routes...) // closes the idle connections of transports it drops

@@ -4,10 +4,13 @@ package main
 // refused, on a path where it used to be ignored or applied differently.
 
 import (
+	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -88,5 +91,45 @@ func TestMirrorCopiesTakeNoLiveCircuitBreakerPlace(t *testing.T) {
 		t.Fatalf("one live request (%d), one copy (canary got %d): the upstream counts %d overflow answers and %d 5xx; "+
 			"a copy must not be admitted, refused or counted as live traffic", resp.StatusCode, canary.hits.Load(),
 			m.Local[upstream.ReasonOverflow].Load(), m.Requests[0][5].Load())
+	}
+}
+
+// protocol: tcp × the HTTP listener: a tcp upstream relays raw
+// connections on its own port. An HTTP request whose Host names it gets a
+// 404 that says so, and nothing is dialed (validate refuses routes and
+// mirrors to it).
+func TestTCPUpstreamTakesNoHTTPRequest(t *testing.T) {
+	var accepted atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			go func() {
+				defer c.Close()
+				line, _ := bufio.NewReader(c).ReadString('\n')
+				fmt.Fprintf(c, "raw:%s", line)
+			}()
+		}
+	}()
+	a := startRemora(t, staticConfig([]string{ln.Addr().String()}, "    protocol: tcp\n    listen: \""+freeAddr(t)+"\"\n"))
+	eventually(t, 5*time.Second, "ready", func() bool { return a.Table().Lookup("svc").Snapshot().Available == 1 })
+	req, _ := http.NewRequest(http.MethodGet, "http://"+a.addr("outbound")+"/", nil)
+	req.Host = "svc"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if n := accepted.Load(); n != 0 || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("an HTTP request with Host: svc (a tcp upstream) on the outbound listener: %d, %d connections to its node; want 404 and none",
+			resp.StatusCode, n)
 	}
 }

@@ -144,6 +144,16 @@ upstreams:
 			`upstreams[0].mirror.upstream: "a" is this upstream`,
 			`upstreams[1].mirror.upstream: unknown upstream "nope"`, "upstreams[1].mirror.percent: 0; want a share above 0",
 			"upstreams[2].mirror.upstream: set either upstream"}},
+		{"routes and copies to a tcp upstream", `
+registries: [{name: main, type: static}]
+listeners:
+  - {name: out, address: 127.0.0.1:15001, routes: [{match: {path_prefix: /db}, upstream: db}]}
+upstreams:
+  - {name: db, protocol: tcp, listen: 127.0.0.1:15432}
+  - {name: a, listen: 127.0.0.1:15002, routes: [{upstream: db}], mirror: {upstream: db, percent: 10}}`, []string{
+			`listeners[0].routes[0].upstream: "db" is a tcp upstream`,
+			`upstreams[1].routes[0].upstream: "db" is a tcp upstream`,
+			`upstreams[1].mirror.upstream: "db" is a tcp upstream`}},
 		{"rate limit and gRPC retry errors", `
 registries: [{name: main, type: static}]
 upstreams:

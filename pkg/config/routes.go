@@ -94,7 +94,8 @@ const (
 
 // validateRoutes checks a listener's (or a dedicated port's) routes
 // against the upstream names; path is where they are ("listeners[0]").
-func validateRoutes(path string, routes []Route, upstreams map[string]bool, add func(string, ...any), at func(path, format string, args ...any)) {
+// tcp names the tcp upstreams, which no route may send to.
+func validateRoutes(path string, routes []Route, upstreams, tcp map[string]bool, add func(string, ...any), at func(path, format string, args ...any)) {
 	for i := range routes {
 		r := &routes[i]
 		rp := fmt.Sprintf("%s.routes[%d]", path, i)
@@ -106,6 +107,8 @@ func validateRoutes(path string, routes []Route, upstreams map[string]bool, add 
 			add("%s.upstream: missing; every route names the upstream it sends to", rp)
 		case !upstreams[r.Upstream]:
 			add("%s.upstream: unknown upstream %q", rp, r.Upstream)
+		case tcp[r.Upstream]:
+			add("%s.upstream: %q is a tcp upstream, which relays raw connections on its own listen port; a route sends HTTP requests", rp, r.Upstream)
 		}
 		m := &r.Match
 		set := 0

@@ -140,7 +140,7 @@ func (c *Config) validate(d *strictyaml.Decoder) {
 		}
 		d.Add("register", r.Validate())
 	}
-	upstreams := map[string]bool{}
+	upstreams, tcp := map[string]bool{}, map[string]bool{}
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
 		path := fmt.Sprintf("upstreams[%d]", i)
@@ -153,6 +153,9 @@ func (c *Config) validate(d *strictyaml.Decoder) {
 			add("%s.name: duplicate upstream name %q", path, u.Name)
 		}
 		upstreams[u.Name] = true
+		if u.Protocol == "tcp" {
+			tcp[u.Name] = true
+		}
 		switch {
 		case u.Registry == "" && len(c.Registries) == 0:
 			add("%s.registry: missing, and no registries are configured", path)
@@ -238,7 +241,7 @@ func (c *Config) validate(d *strictyaml.Decoder) {
 		}
 	}
 	for i := range c.Listeners {
-		validateRoutes(fmt.Sprintf("listeners[%d]", i), c.Listeners[i].Routes, upstreams, add, at)
+		validateRoutes(fmt.Sprintf("listeners[%d]", i), c.Listeners[i].Routes, upstreams, tcp, add, at)
 	}
 	c.warnSourceIP()
 	for i := range c.Upstreams {
@@ -247,7 +250,7 @@ func (c *Config) validate(d *strictyaml.Decoder) {
 		if len(u.Routes) > 0 && (u.Listen == "" || u.Protocol == "tcp") {
 			add("%s.routes: routes need the upstream's own http listen port", path)
 		}
-		validateRoutes(path, u.Routes, upstreams, add, at)
+		validateRoutes(path, u.Routes, upstreams, tcp, add, at)
 		validateHeaderRules(path+".request_headers", u.RequestHeaders, at)
 		validateHeaderRules(path+".response_headers", u.ResponseHeaders, at)
 		if m := u.Mirror; m != nil {
@@ -259,6 +262,8 @@ func (c *Config) validate(d *strictyaml.Decoder) {
 				add("%s.mirror.upstream: %q is this upstream; mirror to another, or to its canary pool (canary: true)", path, m.Upstream)
 			case m.Upstream != "" && !upstreams[m.Upstream]:
 				add("%s.mirror.upstream: unknown upstream %q", path, m.Upstream)
+			case tcp[m.Upstream]:
+				add("%s.mirror.upstream: %q is a tcp upstream, which relays raw connections; a copy is an HTTP request", path, m.Upstream)
 			}
 		}
 	}
