@@ -265,6 +265,16 @@ func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter 
 // forward proxies r, as its listener decided (req), to a node of route's
 // upstream.
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, route *route, req request) {
+	if route.opts.H2C && r.Header["Upgrade"] != nil {
+		// HTTP/2 has no Upgrade (a WebSocket needs HTTP/1.1): the h2c
+		// transport would refuse the request, and that refusal must not
+		// count against the nodes.
+		start := time.Now()
+		writeError(w, http.StatusNotImplemented, fmt.Sprintf("remora: upstream %q speaks HTTP/2 to its nodes (protocol: h2c), which has no Upgrade (%s)",
+			route.up.Name(), r.Header.Get("Upgrade")))
+		p.logLocal(r, start, localAnswer{status: http.StatusNotImplemented, upstream: route.up.Name(), rule: req.rule})
+		return
+	}
 	if p.access != nil {
 		if _, ok := w.(bytesWritten); !ok {
 			w = &countingWriter{ResponseWriter: w}

@@ -5,6 +5,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/remora-mesh/remora/pkg/upstream"
 )
@@ -131,5 +134,58 @@ func TestTCPUpstreamTakesNoHTTPRequest(t *testing.T) {
 	if n := accepted.Load(); n != 0 || resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("an HTTP request with Host: svc (a tcp upstream) on the outbound listener: %d, %d connections to its node; want 404 and none",
 			resp.StatusCode, n)
+	}
+}
+
+// protocol: h2c × WebSocket (Upgrade): HTTP/2 has no Upgrade, so the
+// request is answered 501 by Remora, and neither node is charged for it
+// (the h2c transport's refusal used to count as a gateway failure on each
+// node tried: one client could eject a whole upstream).
+func TestUpgradeToAnH2CUpstreamIsRefusedLocally(t *testing.T) {
+	var addrs []string
+	for range 2 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		up := websocket.Upgrader{}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if c, err := up.Upgrade(w, r, nil); err == nil {
+				c.Close()
+				return
+			}
+			fmt.Fprint(w, "ok")
+		}), Protocols: new(http.Protocols)}
+		srv.Protocols.SetHTTP1(true)
+		srv.Protocols.SetUnencryptedHTTP2(true)
+		go srv.Serve(ln)
+		t.Cleanup(func() { srv.Close() })
+		addrs = append(addrs, ln.Addr().String())
+	}
+	a := startRemora(t, staticConfig(addrs, `    protocol: h2c
+    health: {passive: {consecutive_gateway_failure: 1, base_ejection_time: 1h, max_ejection_percent: 100}}
+`))
+	eventually(t, 5*time.Second, "ready", func() bool { return a.Table().Lookup("svc").Snapshot().Available == 2 })
+	d := websocket.Dialer{NetDialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "tcp", a.addr("outbound"))
+	}}
+	_, resp, err := d.Dial("ws://svc/ws", nil)
+	status := 0
+	if resp != nil {
+		status = resp.StatusCode
+	}
+	time.Sleep(100 * time.Millisecond)
+	var failed []string
+	for _, n := range a.Table().Lookup("svc").Snapshot().Nodes {
+		if f := n.Stats.Failures.Load(); f > 0 {
+			failed = append(failed, fmt.Sprintf("%s: %d failures", n.ID, f))
+		}
+	}
+	if status != http.StatusNotImplemented {
+		t.Errorf("a WebSocket request to an h2c upstream: %d %v; want 501", status, err)
+	}
+	if avail := a.Table().Lookup("svc").Snapshot().Available; avail != 2 || len(failed) > 0 {
+		t.Fatalf("a WebSocket request to an h2c upstream (answer %d, %v) left %d of 2 nodes available, charged %v; "+
+			"the client's request must not count against healthy nodes", status, err, avail, failed)
 	}
 }
