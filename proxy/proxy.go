@@ -127,12 +127,24 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // total for the tunnel's life). It is counted and logged like a request,
 // under rule (the listener route that chose it, or nil), with the bytes
 // relayed each way.
+//
+// A tunnel relays the client's bytes as they are, so no header rule and no
+// rewrite can act on what passes through it: a CONNECT to an upstream (or
+// through a route) that has some is refused (403, naming them) rather than
+// let requests through the tunnel skip them.
 func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, route *route, rule *compiledRule) {
 	hj, ok := w.(http.Hijacker)
 	if !ok {
 		start := time.Now()
 		writeError(w, http.StatusNotImplemented, "remora: CONNECT needs HTTP/1.1")
 		p.logLocal(r, start, localAnswer{status: http.StatusNotImplemented, upstream: route.up.Name(), rule: rule})
+		return
+	}
+	if rules := tunnelSkips(route, rule); rules != "" {
+		start := time.Now()
+		writeError(w, http.StatusForbidden, fmt.Sprintf("remora: CONNECT to upstream %q refused: a tunnel relays bytes as they are, and %s would not apply inside it",
+			route.up.Name(), rules))
+		p.logLocal(r, start, localAnswer{status: http.StatusForbidden, upstream: route.up.Name(), rule: rule})
 		return
 	}
 	st := &exchange{client: r.Context(), rule: rule}
@@ -163,6 +175,31 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, route *route, rul
 	in, out := tcp.Relay(conn, backend, pol.Timeouts.Idle, pol.Timeouts.Total)
 	st.tunnelIn, st.out = early+in, relayed(out)
 	p.finish(r, st)
+}
+
+// tunnelSkips names the header rules and rewrites of route and rule (the
+// listener route that chose the tunnel, or nil) that a tunnel would skip,
+// or returns "" when there are none.
+func tunnelSkips(route *route, rule *compiledRule) string {
+	var names []string
+	if route.reqRules != nil {
+		names = append(names, "the upstream's request_headers")
+	}
+	if route.respRules != nil {
+		names = append(names, "the upstream's response_headers")
+	}
+	if rule != nil {
+		if rule.RequestHeaders != nil {
+			names = append(names, "route "+rule.Name+"'s request_headers")
+		}
+		if rule.ResponseHeaders != nil {
+			names = append(names, "route "+rule.Name+"'s response_headers")
+		}
+		if rule.RewritePath != "" || rule.StripPrefix {
+			names = append(names, "route "+rule.Name+"'s rewrite")
+		}
+	}
+	return strings.Join(names, ", ")
 }
 
 // relayed is the byte count a tunnel sent the client, for the access log.

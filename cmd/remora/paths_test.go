@@ -189,3 +189,48 @@ func TestUpgradeToAnH2CUpstreamIsRefusedLocally(t *testing.T) {
 			"the client's request must not count against healthy nodes", status, err, avail, failed)
 	}
 }
+
+// request_headers, response_headers and rewrite × CONNECT: a tunnel relays
+// bytes as they are, so a CONNECT to an upstream (or through a route) with
+// such rules is refused with 403 naming them, rather than let requests
+// through the tunnel skip them. Without rules the tunnel opens.
+func TestConnectRefusedWhereHeaderRulesApply(t *testing.T) {
+	plain, ruled := startBackend(t, "plain"), startBackend(t, "ruled")
+	a := startRemora(t, fmt.Sprintf(`
+admin: {address: "127.0.0.1:0"}
+listeners:
+  - name: outbound
+    address: "127.0.0.1:0"
+    routes: [{name: via-route, match: {host: routed}, upstream: plain, rewrite: {path: /x}}]
+registries: [{name: s, type: static, static: {services: {plain: [{address: %q}], ruled: [{address: %q}]}}}]
+upstreams:
+  - {name: plain}
+  - {name: ruled, request_headers: {set: {x-caller: app}, remove: [x-secret]}}
+`, plain.srv.Listener.Addr().String(), ruled.srv.Listener.Addr().String()))
+	connect := func(target string) string {
+		t.Helper()
+		c, err := net.Dial("tcp", a.addr("outbound"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
+		resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: http.MethodConnect})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode == http.StatusOK {
+			return "200" // the tunnel is open: nothing to read
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return fmt.Sprintf("%d %s", resp.StatusCode, body)
+	}
+	if got := connect("plain:80"); !strings.HasPrefix(got, "200") {
+		t.Errorf("CONNECT to an upstream without rules: %s", got)
+	}
+	for target, names := range map[string]string{"ruled:80": "the upstream's request_headers", "routed:80": "route via-route's rewrite"} {
+		if got := connect(target); !strings.HasPrefix(got, "403") || !strings.Contains(got, names) {
+			t.Errorf("CONNECT %s: %s; want 403 naming %s", target, got, names)
+		}
+	}
+}
