@@ -128,10 +128,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // under rule (the listener route that chose it, or nil), with the bytes
 // relayed each way.
 //
-// A tunnel relays the client's bytes as they are, so no header rule and no
-// rewrite can act on what passes through it: a CONNECT to an upstream (or
-// through a route) that has some is refused (403, naming them) rather than
-// let requests through the tunnel skip them.
+// A tunnel relays the client's bytes as they are, so no header rule, no
+// rewrite and no TLS of Remora's can act on what passes through it: a
+// CONNECT to an upstream (or through a route) that has some is refused
+// (403, naming them) rather than let what goes through the tunnel skip
+// them.
 func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, route *route, rule *compiledRule) {
 	hj, ok := w.(http.Hijacker)
 	if !ok {
@@ -182,6 +183,9 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, route *route, rul
 // or returns "" when there are none.
 func tunnelSkips(route *route, rule *compiledRule) string {
 	var names []string
+	if route.opts.TLS != nil {
+		names = append(names, "the upstream's tls (Remora's TLS to its nodes; define an upstream without tls for the client's own TLS to pass through)")
+	}
 	if route.reqRules != nil {
 		names = append(names, "the upstream's request_headers")
 	}

@@ -190,10 +190,11 @@ func TestUpgradeToAnH2CUpstreamIsRefusedLocally(t *testing.T) {
 	}
 }
 
-// request_headers, response_headers and rewrite × CONNECT: a tunnel relays
-// bytes as they are, so a CONNECT to an upstream (or through a route) with
-// such rules is refused with 403 naming them, rather than let requests
-// through the tunnel skip them. Without rules the tunnel opens.
+// request_headers, response_headers, rewrite and tls × CONNECT: a tunnel
+// relays bytes as they are, so a CONNECT to an upstream (or through a
+// route) with such settings is refused with 403 naming them, rather than
+// let what goes through the tunnel skip them. Without them the tunnel
+// opens.
 func TestConnectRefusedWhereHeaderRulesApply(t *testing.T) {
 	plain, ruled := startBackend(t, "plain"), startBackend(t, "ruled")
 	a := startRemora(t, fmt.Sprintf(`
@@ -202,11 +203,12 @@ listeners:
   - name: outbound
     address: "127.0.0.1:0"
     routes: [{name: via-route, match: {host: routed}, upstream: plain, rewrite: {path: /x}}]
-registries: [{name: s, type: static, static: {services: {plain: [{address: %q}], ruled: [{address: %q}]}}}]
+registries: [{name: s, type: static, static: {services: {plain: [{address: %q}], ruled: [{address: %q}], secure: [{address: %q}]}}}]
 upstreams:
   - {name: plain}
   - {name: ruled, request_headers: {set: {x-caller: app}, remove: [x-secret]}}
-`, plain.srv.Listener.Addr().String(), ruled.srv.Listener.Addr().String()))
+  - {name: secure, tls: {}}
+`, plain.srv.Listener.Addr().String(), ruled.srv.Listener.Addr().String(), ruled.srv.Listener.Addr().String()))
 	connect := func(target string) string {
 		t.Helper()
 		c, err := net.Dial("tcp", a.addr("outbound"))
@@ -228,7 +230,9 @@ upstreams:
 	if got := connect("plain:80"); !strings.HasPrefix(got, "200") {
 		t.Errorf("CONNECT to an upstream without rules: %s", got)
 	}
-	for target, names := range map[string]string{"ruled:80": "the upstream's request_headers", "routed:80": "route via-route's rewrite"} {
+	for target, names := range map[string]string{
+		"ruled:80": "the upstream's request_headers", "routed:80": "route via-route's rewrite", "secure:443": "the upstream's tls",
+	} {
 		if got := connect(target); !strings.HasPrefix(got, "403") || !strings.Contains(got, names) {
 			t.Errorf("CONNECT %s: %s; want 403 naming %s", target, got, names)
 		}
