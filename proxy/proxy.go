@@ -668,6 +668,9 @@ func (attemptsTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		st.call.Established() // its latency is the 101's, not the upgraded connection's life
+	}
 	return resp, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -236,5 +237,72 @@ upstreams:
 		if got := connect(target); !strings.HasPrefix(got, "403") || !strings.Contains(got, names) {
 			t.Errorf("CONNECT %s: %s; want 403 naming %s", target, got, names)
 		}
+	}
+}
+
+// A relay's latency is the time until it is established, not its life:
+// a CONNECT tunnel's (the node accepted it) and a WebSocket's (the node
+// answered 101). Held open for 300 ms each, neither shows as a slow
+// request in the latency histogram, the node's latency estimate (what
+// ewma balances on) or the canary's judge (latency_p99_margin).
+func TestRelayLatencyIsUntilEstablished(t *testing.T) {
+	up := websocket.Upgrader{}
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _, _ = c.ReadMessage() // until the client closes
+	}))
+	defer backend.Close()
+	a := startRemora(t, svcConfig([]string{fmt.Sprintf("{id: n1, address: %q}", backend.Listener.Addr().String())}, ""))
+	u := a.Table().Lookup("svc")
+	eventually(t, 5*time.Second, "ready", func() bool { return u.Snapshot().Available == 1 })
+	slow := func() uint64 { // observations above 100 ms
+		var n uint64
+		h := &u.Metrics().Durations[0]
+		for i := range h.Counts {
+			if i >= len(upstream.DurationBuckets) || upstream.DurationBuckets[i] > 0.1 {
+				n += h.Counts[i].Load()
+			}
+		}
+		return n
+	}
+	total := func() (n uint64) {
+		h := &u.Metrics().Durations[0]
+		for i := range h.Counts {
+			n += h.Counts[i].Load()
+		}
+		return n
+	}
+
+	c, err := net.Dial("tcp", a.addr("outbound"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprint(c, "CONNECT svc:80 HTTP/1.1\r\nHost: svc\r\n\r\n")
+	if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
+		t.Fatalf("CONNECT: %q %v", line, err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	c.Close()
+
+	d := websocket.Dialer{NetDialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "tcp", a.addr("outbound"))
+	}}
+	ws, _, err := d.Dial("ws://svc/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	ws.Close()
+
+	eventually(t, 5*time.Second, "both relays counted", func() bool { return total() == 2 })
+	if n := slow(); n != 0 {
+		t.Errorf("%d of 2 relays held 300 ms were recorded above 100 ms: their life was taken for their latency", n)
+	}
+	if est := u.Snapshot().Nodes[0].Stats.Latency(time.Now()); est > 100*time.Millisecond {
+		t.Errorf("the node's latency estimate is %v after two relays held 300 ms", est)
 	}
 }

@@ -176,7 +176,7 @@ upstreams:
     health: {passive: {consecutive_5xx: 3, error_statuses: ["500-599"]}}
     canary: {header: x-c, match: [{header: x-beta, value: "1"}], hash_on: {cookie: s}, rollback: {latency_p99_margin: 0.5}}
     balancer: {policy: maglev, hash_on: {header: x-user}}`, []string{
-			"upstreams[0].canary.rollback.latency_p99_margin: a tcp connection's time is its whole life, not a latency",
+			"upstreams[0].canary.rollback.latency_p99_margin: a tcp connection has no answer to time",
 			"upstreams[0].retry.max_attempts: has no meaning for a tcp upstream", "upstreams[0].retry.statuses: has no meaning",
 			"upstreams[0].timeouts.per_try: a tcp connection has no response", "upstreams[0].tls: a tcp upstream relays bytes",
 			"upstreams[0].health.passive.consecutive_5xx:", "upstreams[0].health.passive.error_statuses:",

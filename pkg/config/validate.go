@@ -323,7 +323,7 @@ func tcpRefuses(u *Upstream) []error {
 			}
 		}
 		if c.Rollback != nil && c.Rollback.LatencyP99Margin != 0 {
-			add("canary.rollback.latency_p99_margin", "a tcp connection's time is its whole life, not a latency; roll back on error_rate_margin (connect failures)")
+			add("canary.rollback.latency_p99_margin", "a tcp connection has no answer to time (its latency is its connect's); roll back on error_rate_margin (connect failures)")
 		}
 	}
 	return errs

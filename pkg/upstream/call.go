@@ -69,6 +69,9 @@ type Call struct {
 	status int        // its status
 	grpc   int        // its gRPC code + 1; 0 when it is no gRPC answer
 	failed bool       // it broke off on the node's side after its head (SetGRPCBroken)
+	// established is when the kept attempt became a relay (Established);
+	// zero for a request.
+	established time.Time
 
 	localCode  int           // the status a refused call stands for (503, 429)
 	retryAfter time.Duration // when a rate-limited call may come again
@@ -325,6 +328,14 @@ func (c *Call) SetGRPC(code int) {
 	}
 }
 
+// Established records that the kept attempt became a relay that lasts as
+// long as its client wants: a tunnel or a tcp connection whose node
+// accepted it, an Upgrade the node answered 101. From then on it is no
+// request waiting for an answer, so its latency (the node's estimate, the
+// latency histogram, the canary judge) is the time until now, not its
+// life; End still returns its life.
+func (c *Call) Established() { c.established = time.Now() }
+
 // SetGRPCBroken records that a deferred gRPC answer ended without a
 // grpc-status: the node reset the stream after its headers (reset), or
 // closed it without trailers. The client sees the call fail as INTERNAL,
@@ -380,10 +391,14 @@ func (c *Call) GRPC() int { return c.grpc - 1 }
 // it held: the kept node's in-flight place, the retry budget, the circuit
 // breaker. It returns how long the call took.
 func (c *Call) End(clientGone bool) time.Duration {
-	took := time.Since(c.start)
+	now := time.Now()
+	took, latency := now.Sub(c.start), now.Sub(c.start)
+	if !c.established.IsZero() {
+		now, latency = c.established, c.established.Sub(c.start)
+	}
 	u := c.up
 	if c.node != nil {
-		c.node.Stats.End(time.Since(c.began), c.failed)
+		c.node.Stats.End(now.Sub(c.began), c.failed)
 	}
 	status := c.status
 	if c.grpc > 0 {
@@ -399,7 +414,7 @@ func (c *Call) End(clientGone bool) time.Duration {
 	case c.isCopy && (!c.chosen || c.err != nil):
 		// A copy without an answer: the mirror counts it as dropped.
 	case c.chosen:
-		u.Record(c.pool, status, took)
+		u.Record(c.pool, status, latency)
 		if c.err != nil {
 			u.metrics.Local[ReasonOf(c.err)].Add(1)
 		}

@@ -44,6 +44,9 @@ func Dial(ctx context.Context, call *upstream.Call, connectTimeout time.Duration
 		conn = c
 		return upstream.Attempt{Status: StatusConnected}
 	}, func() {})
+	if err == nil {
+		call.Established() // its latency is the connect's, not the relay's life
+	}
 	return conn, err
 }
 
