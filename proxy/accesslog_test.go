@@ -65,6 +65,7 @@ func TestAccessLogForEveryAnswer(t *testing.T) {
 		access.Reset()
 		req, _ := http.NewRequest(http.MethodGet, "http://"+front.Listener.Addr().String()+tc.path, nil)
 		req.Host = tc.host
+		req.Header.Set("X-Request-Id", "client-id-"+tc.path)
 		resp, _ := do(t, req)
 		if resp.StatusCode != tc.status {
 			t.Fatalf("%s%s: %d; want %d", tc.host, tc.path, resp.StatusCode, tc.status)
@@ -77,6 +78,9 @@ func TestAccessLogForEveryAnswer(t *testing.T) {
 		if f["status"] != tc.status || (tc.reason != "" && (f["reason"] != tc.reason || f["flag"] != tc.flag)) || tc.reason == "" && f["reason"] != nil ||
 			f["client"] == nil || f["path"] != tc.path || tc.route != "" && f["route"] != tc.route {
 			t.Fatalf("%s%s: access log fields %v", tc.host, tc.path, f)
+		}
+		if f["request_id"] != "client-id-"+tc.path {
+			t.Fatalf("%s%s: request_id %v; want the client's on every line, Remora's own answers' too", tc.host, tc.path, f["request_id"])
 		}
 		if tc.status == 200 && (f["request_id"] == nil || f["upstream_addr"] == nil || f["bytes_out"] == nil || f["upstream_ms"] == nil) {
 			t.Fatalf("%s%s: access log fields %v", tc.host, tc.path, f)

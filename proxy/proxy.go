@@ -265,6 +265,9 @@ func (p *Proxy) logLocal(r *http.Request, start time.Time, a localAnswer) {
 	if a.rule != nil {
 		f["route"] = a.rule.Name
 	}
+	if id := r.Header.Get("X-Request-Id"); id != "" {
+		f["request_id"] = id // the client's: a local answer gets none of its own
+	}
 	p.access.WithFields(f).Info("request")
 }
 
