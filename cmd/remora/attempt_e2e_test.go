@@ -44,8 +44,25 @@ func startProcess(t *testing.T, admin, yml string) *process {
 // /healthz. The process is killed when the test ends.
 func launchProcess(t *testing.T, admin, yml string) *process {
 	t.Helper()
-	p := &process{admin: admin, path: filepath.Join(t.TempDir(), "remora.yaml"), logs: &syncBuffer{}, exited: make(chan struct{})}
-	p.write(t, yml)
+	path := filepath.Join(t.TempDir(), "remora.yaml")
+	(&process{path: path}).write(t, yml)
+	return launchProcessAt(t, admin, path)
+}
+
+// startProcessAt runs `remora run` on the config file at path (whose
+// admin address must be admin) and waits until /readyz answers 200.
+func startProcessAt(t *testing.T, admin, path string) *process {
+	t.Helper()
+	p := launchProcessAt(t, admin, path)
+	p.waitReady(t)
+	return p
+}
+
+// launchProcessAt runs `remora run` on the config file at path, as
+// launchProcess does.
+func launchProcessAt(t *testing.T, admin, path string) *process {
+	t.Helper()
+	p := &process{admin: admin, path: path, logs: &syncBuffer{}, exited: make(chan struct{})}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "REMORA_TEST_MAIN="+strings.Join([]string{"run", "-c", p.path, "--log-format", "json"}, "\n"))
 	cmd.Stdout, cmd.Stderr = p.logs, p.logs

@@ -10,11 +10,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -25,6 +27,7 @@ import (
 
 	"github.com/remora-mesh/remora/internal/gctune"
 	"github.com/remora-mesh/remora/internal/pageout"
+	"github.com/remora-mesh/remora/internal/strictyaml"
 	"github.com/remora-mesh/remora/pkg/admin"
 	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/upstream"
@@ -328,12 +331,16 @@ func serveUntil(ctx context.Context, path string, watch *fileWatch, hup <-chan o
 			done = true
 		case <-hup:
 			log.Info("SIGHUP: reloading the configuration")
-			watch.changed() // the file's current state (or a later one) is applied now
-			reloadFile(a, path, log)
+			// The file's current state (or a later one) is applied now.
+			data, err := watch.read()
+			if err == nil {
+				watch.last = data
+			}
+			reloadFile(a, path, data, err, log)
 		case <-tick.C:
-			if watch.changed() {
+			if data, changed := watch.poll(log); changed {
 				log.WithField("file", path).Info("configuration file changed: reloading")
-				reloadFile(a, path, log)
+				reloadFile(a, path, data, nil, log)
 			}
 		}
 	}
@@ -370,9 +377,16 @@ func logWarnings(log *logrus.Logger, cfg *config.Config) {
 // configPollInterval is how often the config file is checked for changes.
 const configPollInterval = time.Second
 
-// reloadFile loads path and applies it; errors keep the running config.
-func reloadFile(a *app, path string, log *logrus.Logger) {
-	cfg, err := config.Load(path)
+// reloadFile applies data, the content of the config file at path (or
+// readErr, the reason it could not be read); errors keep the running
+// config.
+func reloadFile(a *app, path string, data []byte, readErr error, log *logrus.Logger) {
+	var cfg *config.Config
+	err := readErr
+	if err == nil {
+		cfg, err = config.Parse(data, filepath.Dir(path))
+		err = strictyaml.InFile(filepath.Base(path), err)
+	}
 	if err == nil {
 		logWarnings(log, cfg)
 		err = a.reload(cfg)
@@ -384,27 +398,90 @@ func reloadFile(a *app, path string, log *logrus.Logger) {
 	}
 }
 
+// errEmptyConfig is the error of a config file that holds nothing: one
+// being written (truncated, then written), which is never applied.
+var errEmptyConfig = errors.New("the file is empty (being written?); an empty configuration is not applied on reload")
+
+// configSettle is how long a changed config file must keep its content
+// before it is applied: a writer that truncates the file and then writes
+// it, or writes it in pieces, is not read half-way.
+const configSettle = 100 * time.Millisecond
+
 // fileWatch notices changes to a file's content (including a replaced
-// symlink target, as Kubernetes ConfigMaps do).
+// symlink target, as Kubernetes ConfigMaps do). Only a content that has
+// settled and is not empty counts: a file truncated and then written, or
+// deleted and created again, is applied once it is complete.
 type fileWatch struct {
-	path string
-	last []byte
+	path   string
+	last   []byte // the content last applied (or loaded at start)
+	settle time.Duration
+	state  string // what poll last logged about a file it did not apply
 }
 
 func newFileWatch(path string) *fileWatch {
-	w := &fileWatch{path: path}
-	w.changed()
+	w := &fileWatch{path: path, settle: configSettle}
+	if data, err := os.ReadFile(path); err == nil {
+		w.last = data
+	}
 	return w
 }
 
-// changed reports whether the content differs from the last call's.
-func (w *fileWatch) changed() bool {
+// read returns the file's content once it has settled: the same in two
+// reads settle apart (tried for ten settle periods at most). An empty
+// file is errEmptyConfig.
+func (w *fileWatch) read() ([]byte, error) {
 	data, err := os.ReadFile(w.path)
-	if err != nil || bytes.Equal(data, w.last) {
-		return false
+	for try := 0; err == nil; try++ {
+		if try == 10 {
+			return nil, errors.New("the file kept changing while it was read; not applied")
+		}
+		time.Sleep(w.settle)
+		var again []byte
+		if again, err = os.ReadFile(w.path); err == nil && bytes.Equal(again, data) {
+			break
+		}
+		data = again
 	}
+	if err != nil {
+		return nil, err
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, errEmptyConfig
+	}
+	return data, nil
+}
+
+// poll reports whether the content differs from the one applied last,
+// and returns it; it becomes the last one. A file that cannot be read, is
+// empty or is still being written is no change (a missing or empty one
+// is logged once).
+func (w *fileWatch) poll(log *logrus.Logger) ([]byte, bool) {
+	data, err := os.ReadFile(w.path)
+	if err == nil && bytes.Equal(data, w.last) {
+		w.state = ""
+		return nil, false
+	}
+	if err == nil {
+		// Changed: applied once it has settled.
+		time.Sleep(w.settle)
+		var again []byte
+		if again, err = os.ReadFile(w.path); err == nil && !bytes.Equal(again, data) {
+			return nil, false // still being written: the next poll sees it
+		}
+		if err == nil && len(bytes.TrimSpace(data)) == 0 {
+			err = errEmptyConfig
+		}
+	}
+	if err != nil {
+		if state := err.Error(); state != w.state {
+			w.state = state
+			log.WithError(err).WithField("file", w.path).Warn("configuration file not applied; the running configuration stays until it is written again")
+		}
+		return nil, false
+	}
+	w.state = ""
 	w.last = data
-	return true
+	return data, true
 }
 
 // pageOutWait bounds the wait for every upstream's first node set before
