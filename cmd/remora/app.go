@@ -66,10 +66,12 @@ type app struct {
 	serving   sync.WaitGroup
 }
 
-// liveRegistry is an open registry and the config it was opened from.
+// liveRegistry is an open registry, the config it was opened from and
+// the digest of the files that config names (see registryFiles).
 type liveRegistry struct {
-	cfg config.Registry
-	reg discovery.Registry
+	cfg   config.Registry
+	reg   discovery.Registry
+	files string
 }
 
 // liveUpstream is an upstream whose controller runs.

@@ -19,7 +19,19 @@ import (
 // it, and returns the plan. On error nothing running has changed. a.mu is
 // held.
 func (a *app) apply(cfg *config.Config) (reconcile.Plan, error) {
-	p := reconcile.Diff(a.cfg, cfg)
+	// A registry whose files (a password, a token, certificates) were
+	// rewritten since it opened is reopened to read them again.
+	var reopen map[string]bool
+	for i := range cfg.Registries {
+		rc := &cfg.Registries[i]
+		if r := a.registries[rc.Name]; r != nil && r.files != registryFiles(cfg, rc) {
+			if reopen == nil {
+				reopen = map[string]bool{}
+			}
+			reopen[rc.Name] = true
+		}
+	}
+	p := reconcile.DiffReopening(a.cfg, cfg, reopen)
 	return p, a.execute(cfg, p)
 }
 
@@ -74,6 +86,7 @@ func (a *app) execute(cfg *config.Config, p reconcile.Plan) (err error) {
 			regs[st.Name] = a.registries[st.Name]
 		case reconcile.Open, reconcile.Reopen:
 			rc := cfg.Registry(st.Name)
+			files := registryFiles(cfg, rc) // before Open reads them
 			reg, err := rc.Options.Open(discovery.Env{
 				Name: rc.Name, BaseDir: cfg.Dir, DataDir: cfg.DataDir,
 				Log: a.log.WithField("registry", rc.Name),
@@ -81,7 +94,7 @@ func (a *app) execute(cfg *config.Config, p reconcile.Plan) (err error) {
 			if err != nil {
 				return fmt.Errorf("registry %q: %w", rc.Name, err)
 			}
-			r := &liveRegistry{cfg: *rc, reg: reg}
+			r := &liveRegistry{cfg: *rc, reg: reg, files: files}
 			opened = append(opened, r)
 			regs[rc.Name] = r
 		}

@@ -141,6 +141,13 @@ func (p Plan) String() string {
 // runs yet) to cfg. Both are validated configurations; neither is
 // modified.
 func Diff(old, cfg *config.Config) Plan {
+	return DiffReopening(old, cfg, nil)
+}
+
+// DiffReopening is Diff, with the registries that reopen names reopened
+// even when their options did not change: the files they read (a
+// password, a token, certificates) did.
+func DiffReopening(old, cfg *config.Config, reopen map[string]bool) Plan {
 	if old == nil {
 		old = &config.Config{Dir: cfg.Dir}
 	}
@@ -158,7 +165,7 @@ func Diff(old, cfg *config.Config) Plan {
 		switch {
 		case !had:
 			p.Registries = append(p.Registries, Step{Name: r.Name, Action: Open})
-		case old.Dir == cfg.Dir && SameRegistry(o, r):
+		case old.Dir == cfg.Dir && SameRegistry(o, r) && !reopen[r.Name]:
 			kept[r.Name] = true
 			p.Registries = append(p.Registries, Step{Name: r.Name, Action: Keep})
 		default:
