@@ -98,16 +98,17 @@ func rssKiB(t *testing.T, pid int) int {
 }
 
 // 50 reloads in a row, alternating two configs that differ in a
-// registry's options, an upstream's balancer, an upstream with a
+// registry's options, an upstream's balancer, the proxy's client
+// settings (every upstream gets a new transport), an upstream with a
 // dedicated port and one without, under steady load: no request fails,
 // and file descriptors and memory come back to where they were.
 func TestReloadStormUnderLoad(t *testing.T) {
 	b1, b2 := startBackend(t, "b1"), startBackend(t, "b2")
 	adminAddr, out, port := freeAddr(t), freeAddr(t), freeAddr(t)
 	cfg := func(odd bool) string {
-		balancer, extra, other := "round_robin", "", ""
+		balancer, extra, other, idle := "round_robin", "", "", "90s"
 		if odd {
-			balancer = "random"
+			balancer, idle = "random", "80s"
 			extra = fmt.Sprintf("  - {name: orders, service: users, listen: %q}\n", port)
 			other = ", other: [{address: \"127.0.0.1:1\"}]"
 		}
@@ -115,10 +116,11 @@ func TestReloadStormUnderLoad(t *testing.T) {
 admin: {address: %q}
 listeners: [{name: outbound, address: %q}]
 drain_timeout: 2s
+proxy: {idle_conn_timeout: %s, max_idle_conns_per_host: 1}
 registries: [{name: s, type: static, static: {services: {users: [{id: b1, address: %q}, {id: b2, address: %q}]%s}}}]
 upstreams:
   - {name: users, balancer: %s}
-%s`, adminAddr, out, b1.srv.Listener.Addr(), b2.srv.Listener.Addr(), other, balancer, extra)
+%s`, adminAddr, out, idle, b1.srv.Listener.Addr(), b2.srv.Listener.Addr(), other, balancer, extra)
 	}
 	p := startProcess(t, adminAddr, cfg(false))
 	pid := p.proc.Pid
@@ -135,17 +137,30 @@ upstreams:
 	// Warm up: both configs once, so that every lazily made thing exists.
 	reload(true)
 	reload(false)
+	// At rest: one idle connection to each node.
+	for range 4 {
+		hostCode(out, "users")
+	}
+	fds := openFDs(t, pid)
 	load := startHostLoad(out, "users", 8)
 	time.Sleep(200 * time.Millisecond)
-	fds, rss := openFDs(t, pid), rssKiB(t, pid)
+	rss := rssKiB(t, pid)
 	for i := range 50 {
 		reload(i%2 == 0)
 	}
 	load.finish(t)
 	// The last reload went back to the first config: what the other
-	// added (a port, connections to its nodes) is gone.
+	// added (a port, connections to its nodes) is gone, and so are the
+	// connections of the transports each reload replaced (the proxy
+	// settings changed), those in use at the time included.
 	var after int
-	eventually(t, 5*time.Second, "file descriptors back", func() bool { after = openFDs(t, pid); return after <= fds+2 })
+	deadline := time.Now().Add(5 * time.Second)
+	for after = openFDs(t, pid); after > fds+2 && time.Now().Before(deadline); after = openFDs(t, pid) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if after > fds+2 {
+		t.Fatalf("open file descriptors: %d before the reloads, %d after:\n%s", fds, after, strings.Join(fdTargets(pid), "\n"))
+	}
 	if r := rssKiB(t, pid); r > rss+16<<10 {
 		t.Errorf("resident memory grew from %d KiB to %d KiB over 50 reloads", rss, r)
 	}
@@ -194,4 +209,29 @@ upstreams:
 	var now int
 	eventually(t, 5*time.Second, "goroutines back", func() bool { now = runtime.NumGoroutine(); return now <= before })
 	t.Logf("goroutines %d → %d", before, now)
+}
+
+// fdTargets lists what process pid's file descriptors point at, with
+// each TCP socket's local and remote address, for a failure's message.
+func fdTargets(pid int) []string {
+	byInode := map[string]string{}
+	for _, f := range []string{"tcp", "tcp6"} {
+		b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/net/" + f)
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) > 9 {
+				byInode[f[9]] = f[1] + "->" + f[2] + " st=" + f[3]
+			}
+		}
+	}
+	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
+	ents, _ := os.ReadDir(dir)
+	var out []string
+	for _, e := range ents {
+		target, _ := os.Readlink(dir + "/" + e.Name())
+		if inode, ok := strings.CutPrefix(target, "socket:["); ok {
+			target += " " + byInode[strings.TrimSuffix(inode, "]")]
+		}
+		out = append(out, target)
+	}
+	return out
 }
