@@ -86,3 +86,21 @@ func filesDigest(baseDir string, files []string) string {
 func registryFiles(cfg *config.Config, rc *config.Registry) string {
 	return filesDigest(cfg.Dir, namedFiles(rc.Options))
 }
+
+// configFiles is the digest of every file cfg names and reads when it is
+// loaded or applied: the admin token_file, the registries' secrets and
+// certificates, the upstreams' TLS files. A change to one of them is a
+// change to the configuration, as a change to the file itself is.
+func configFiles(cfg *config.Config) string {
+	var files []string
+	if cfg.Admin.TokenFile != "" {
+		files = append(files, cfg.Admin.TokenFile)
+	}
+	for _, rc := range cfg.Registries {
+		files = append(files, namedFiles(rc.Options)...)
+	}
+	for _, u := range cfg.Upstreams {
+		files = append(files, namedFiles(u.TLS)...)
+	}
+	return filesDigest(cfg.Dir, files)
+}

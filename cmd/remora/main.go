@@ -322,6 +322,7 @@ func serveUntil(ctx context.Context, path string, watch *fileWatch, hup <-chan o
 		return err
 	}
 	log.WithField("version", version).Info("remora started")
+	watch.named = configFiles(a.config())
 	go pageOutOnceReady(ctx, a, log)
 	tick := time.NewTicker(configPollInterval)
 	defer tick.Stop()
@@ -337,11 +338,17 @@ func serveUntil(ctx context.Context, path string, watch *fileWatch, hup <-chan o
 				watch.last = data
 			}
 			reloadFile(a, path, data, err, log)
+			watch.named = configFiles(a.config())
 		case <-tick.C:
 			if data, changed := watch.poll(log); changed {
 				log.WithField("file", path).Info("configuration file changed: reloading")
 				reloadFile(a, path, data, nil, log)
+			} else if watch.namedChanged(a.config()) && watch.last != nil {
+				// A rotated Secret: the same config, new token or certificates.
+				log.WithField("file", path).Info("a file the configuration names changed (a token, a password, a certificate): reloading")
+				reloadFile(a, path, watch.last, nil, log)
 			}
+			watch.named = configFiles(a.config())
 		}
 	}
 	log.Info("signal received; shutting down")
@@ -416,6 +423,15 @@ type fileWatch struct {
 	last   []byte // the content last applied (or loaded at start)
 	settle time.Duration
 	state  string // what poll last logged about a file it did not apply
+	// named is the digest of the files the applied config names (see
+	// configFiles), as they were when it was last taken.
+	named string
+}
+
+// namedChanged reports whether the files that cfg (the applied config)
+// names differ from when named was taken.
+func (w *fileWatch) namedChanged(cfg *config.Config) bool {
+	return configFiles(cfg) != w.named
 }
 
 func newFileWatch(path string) *fileWatch {

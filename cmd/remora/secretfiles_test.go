@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,6 +32,8 @@ func TestProcessRotatedPasswordFileReadOnReload(t *testing.T) {
 	}
 	yml := authEtcdConfig(adminAddr, outAddr, static.srv.Listener.Addr().String(), srv.Endpoint(), "", app.port)
 	yml = strings.Replace(yml, `password: ""`, "password_file: etcd-password", 1)
+	// Registered under another service, so that user-service has b1 only.
+	yml = strings.Replace(yml, "  service: user-service\n", "  service: app-service\n", 1)
 	path := filepath.Join(dir, "remora.yaml")
 	if err := os.WriteFile(path, []byte(yml), 0o644); err != nil {
 		t.Fatal(err)
@@ -90,4 +93,59 @@ registries:
 	if registryFiles(cfg, rc) == before {
 		t.Error("the digest did not change with the password file")
 	}
+}
+
+// adminStatus is the status of GET path on the admin API with token.
+func adminStatus(t *testing.T, adminAddr, path, token string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+adminAddr+path, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := (&http.Client{Timeout: 2 * time.Second}).Do(req)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// The admin token_file replaced as a Kubernetes Secret volume replaces it
+// (its ..data symlink swapped), the config file unchanged and no SIGHUP
+// (the image has no shell to send one): the new token applies within the
+// poll, and the old one no longer does.
+func TestProcessRotatedAdminTokenFileApplies(t *testing.T) {
+	b := startBackend(t, "b1")
+	adminAddr, out := freeAddr(t), freeAddr(t)
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	os.Mkdir(secret, 0o755)
+	swap := func(name, token string) {
+		t.Helper()
+		os.Mkdir(filepath.Join(secret, name), 0o755)
+		if err := os.WriteFile(filepath.Join(secret, name, "token"), []byte(token+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		os.Symlink(name, filepath.Join(secret, "..data_tmp"))
+		if err := os.Rename(filepath.Join(secret, "..data_tmp"), filepath.Join(secret, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	swap("..v1", "old-token")
+	os.Symlink(filepath.Join("..data", "token"), filepath.Join(secret, "token"))
+	yml := strings.Replace(fileTestConfig(adminAddr, out, b.srv.Listener.Addr().String(), false),
+		fmt.Sprintf("admin: {address: %q}", adminAddr), fmt.Sprintf("admin: {address: %q, token_file: secret/token}", adminAddr), 1)
+	path := filepath.Join(dir, "remora.yaml")
+	if err := os.WriteFile(path, []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	startProcessAt(t, adminAddr, path)
+	if code := adminStatus(t, adminAddr, "/upstreams", "old-token"); code != 200 {
+		t.Fatalf("the first token: %d", code)
+	}
+	swap("..v2", "new-token")
+	os.RemoveAll(filepath.Join(secret, "..v1"))
+	eventually(t, 4*time.Second, "the rotated token accepted", func() bool { return adminStatus(t, adminAddr, "/upstreams", "new-token") == 200 })
+	if code := adminStatus(t, adminAddr, "/upstreams", "old-token"); code != 401 {
+		t.Fatalf("the old token after the rotation: %d; want 401", code)
+	}
+	keepServing(t, out, 200*time.Millisecond, "after the rotation")
 }
