@@ -28,6 +28,13 @@ type process struct {
 	logs   *syncBuffer
 	exited chan struct{} // closed when the process has exited
 	proc   *os.Process
+	err    error // how it exited (cmd.Wait's error), once exited is closed
+}
+
+// exitedOK reports whether the process exited with status 0.
+func (p *process) exitedOK() bool {
+	<-p.exited
+	return p.err == nil
 }
 
 // startProcess writes yml (whose admin address must be admin) to a file,
@@ -71,7 +78,7 @@ func launchProcessAt(t *testing.T, admin, path string) *process {
 	}
 	p.proc = cmd.Process
 	go func() {
-		cmd.Wait()
+		p.err = cmd.Wait()
 		close(p.exited)
 	}()
 	t.Cleanup(func() {
