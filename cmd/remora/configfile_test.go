@@ -174,3 +174,27 @@ func TestFileWatchWaitsForAWriteToSettle(t *testing.T) {
 		t.Fatalf("the complete file: changed %v, content:\n%s", changed, data)
 	}
 }
+
+// An invalid config written over the file is rejected with its line and
+// field in the log; the running config keeps serving, the reload metric
+// is 0 until a good config applies.
+func TestInvalidConfigFileRejectedThenFixed(t *testing.T) {
+	b := startBackend(t, "b1")
+	adminAddr, out := freeAddr(t), freeAddr(t)
+	backend := b.srv.Listener.Addr().String()
+	p := startProcess(t, adminAddr, fileTestConfig(adminAddr, out, backend, false))
+	p.write(t, fileTestConfig(adminAddr, out, backend, false)+"  - {name: orders, service: users, balancer: nope}\n")
+	eventually(t, 4*time.Second, "the rejection logged with line and field", func() bool {
+		logs := p.logs.String()
+		return strings.Contains(logs, "configuration rejected") && strings.Contains(logs, "line 8") && strings.Contains(logs, "upstreams[1].balancer")
+	})
+	if m := metricsText(t, adminAddr); !strings.Contains(m, "remora_config_last_reload_successful 0") {
+		t.Fatal("after a rejected reload: want remora_config_last_reload_successful 0")
+	}
+	keepServing(t, out, 200*time.Millisecond, "after the rejected reload")
+	p.write(t, fileTestConfig(adminAddr, out, backend, true))
+	eventually(t, 4*time.Second, "the good config applied", func() bool { return hostCode(out, "orders") == 200 })
+	if m := metricsText(t, adminAddr); !strings.Contains(m, "remora_config_last_reload_successful 1") {
+		t.Fatal("after a good reload: want remora_config_last_reload_successful 1")
+	}
+}
