@@ -238,6 +238,7 @@ func (p *Proxy) RouteStats() []RouteStats {
 
 func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := h.p
+	closeAfterRefusedConnect(w, r)
 	st := h.state.Load()
 	host := hostOnly(r.Host)
 	var rule *compiledRule

@@ -107,6 +107,7 @@ func New(opts Options) *Proxy {
 // so an application can set HTTP_PROXY to Remora's address. CONNECT opens a
 // TCP tunnel to a node, and only for a known upstream.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	closeAfterRefusedConnect(w, r)
 	rt := p.routes.Load()
 	host := hostOnly(r.Host)
 	route := rt.forRequest(host, r)
@@ -216,14 +217,33 @@ func (n relayed) BytesWritten() int64 { return int64(n) }
 // resolved against the current table on each request.
 func (p *Proxy) ForUpstream(name string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		closeAfterRefusedConnect(w, r)
 		rt := p.routes.Load()
 		route := rt.forRequest(name, r)
 		if route == nil {
 			p.notFound(w, r, rt, name)
 			return
 		}
+		if r.Method == http.MethodConnect {
+			p.tunnel(w, r, route, nil)
+			return
+		}
 		p.forward(w, r, route, request{})
 	})
+}
+
+// closeAfterRefusedConnect makes any answer to an HTTP/1 CONNECT but the
+// tunnel's own end the connection. What follows a CONNECT's head is the
+// client's tunnel (it may send it before the answer, and a body it
+// announces is tunnel bytes too): when the CONNECT is refused (404, 403,
+// 429, 502, 503...), net/http's server would read those bytes as the next
+// requests and send them on, bytes meant for another host. Over HTTP/2
+// the tunnel is the stream, which the answer ends: nothing to do (and
+// Connection: close would shut the whole connection down).
+func closeAfterRefusedConnect(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodConnect && r.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close")
+	}
 }
 
 func (p *Proxy) notFound(w http.ResponseWriter, r *http.Request, rt *routing, host string) {
