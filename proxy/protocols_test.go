@@ -102,3 +102,24 @@ func TestRefusedCONNECTEndsTheConnection(t *testing.T) {
 		}
 	}
 }
+
+// An Upgrade header that the Connection header does not list asks for
+// nothing (RFC 9110 section 7.8; ReverseProxy drops it as hop-by-hop):
+// the request goes to an h2c upstream as any other, not answered 501.
+func TestStrayUpgradeHeaderToH2CUpstreamIsForwarded(t *testing.T) {
+	f := newFixtureClient(t, client.Options{H2C: true}, "users")
+	f.set(t, "users", newH2CBackend(t, "u1", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.Proto+" upgrade="+r.Header.Get("Upgrade"))
+	}).instance())
+	req, _ := http.NewRequest(http.MethodGet, f.front.URL+"/", nil)
+	req.Host = "users"
+	req.Header.Set("Upgrade", "websocket")
+	resp, body := do(t, req)
+	if resp.StatusCode != http.StatusOK || body != "HTTP/2.0 upgrade=" {
+		t.Fatalf("%d %q; want the node's answer over HTTP/2, without Upgrade", resp.StatusCode, body)
+	}
+	req.Header.Set("Connection", "Upgrade") // a real one: HTTP/2 cannot carry it
+	if resp, body := do(t, req); resp.StatusCode != http.StatusNotImplemented {
+		t.Fatalf("a real Upgrade: %d %q; want 501", resp.StatusCode, body)
+	}
+}

@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/internal/stdlog"
@@ -329,7 +330,7 @@ func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter 
 // forward proxies r, as its listener decided (req), to a node of route's
 // upstream.
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, route *route, req request) {
-	if route.opts.H2C && r.Header["Upgrade"] != nil {
+	if route.opts.H2C && upgradeType(r.Header) != "" {
 		// HTTP/2 has no Upgrade (a WebSocket needs HTTP/1.1): the h2c
 		// transport would refuse the request, and that refusal must not
 		// count against the nodes.
@@ -400,6 +401,16 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, route *route, re
 	if aborted {
 		panic(http.ErrAbortHandler) // the server drops the connection
 	}
+}
+
+// upgradeType is the protocol a request or answer with header h upgrades
+// to, or "" when it is none: an Upgrade that the Connection header lists
+// (ReverseProxy's rule; any other Upgrade header is hop-by-hop, dropped).
+func upgradeType(h http.Header) string {
+	if !httpguts.HeaderValuesContainsToken(h["Connection"], "Upgrade") {
+		return ""
+	}
+	return h.Get("Upgrade")
 }
 
 // finish ends r's call and writes its access log entry.
