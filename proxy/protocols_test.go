@@ -123,3 +123,71 @@ func TestStrayUpgradeHeaderToH2CUpstreamIsForwarded(t *testing.T) {
 		t.Fatalf("a real Upgrade: %d %q; want 501", resp.StatusCode, body)
 	}
 }
+
+// upgradeNode answers an upgrade to proto with 101 and its own first
+// bytes at once, then echoes what it reads, each read in brackets; it
+// reports on ended how its connection ended.
+func upgradeNode(proto string, ended chan<- error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+proto+"\r\n\r\nnode-first")
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 100)
+		for {
+			n, err := brw.Read(buf)
+			if n > 0 {
+				_, _ = io.WriteString(c, "["+string(buf[:n])+"]")
+			}
+			if err != nil {
+				ended <- err
+				return
+			}
+		}
+	}
+}
+
+// An upgraded connection carries every byte both ways: the node's first
+// bytes right after its 101, and the client's sent right after its
+// request, before the 101 (RFC 9110 section 7.8), which net/http's server
+// has read ahead into its buffer; a half-close passes on.
+func TestUpgradeCarriesTheClientsEarlyBytes(t *testing.T) {
+	f := newFixture(t, "users")
+	ended := make(chan error, 1)
+	f.set(t, "users", newBackend(t, "u1", upgradeNode("echo", ended)).instance())
+	c, err := net.Dial("tcp", strings.TrimPrefix(f.front.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: users\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nearly")
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	want := "HTTP/1.1 101 Switching Protocols\r\n"
+	got := make([]byte, 0, 512)
+	buf := make([]byte, 512)
+	for !strings.Contains(string(got), "[early]") {
+		n, err := c.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			t.Fatalf("%q: %v; want the 101, node-first and [early]", got, err)
+		}
+	}
+	if !strings.HasPrefix(string(got), want) || !strings.Contains(string(got), "\r\n\r\nnode-first") {
+		t.Fatalf("%q; want the 101, then node-first", got)
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	select {
+	case err := <-ended:
+		if err != io.EOF {
+			t.Fatalf("the node's side ended with %v; want the client's half-close (EOF)", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the client's half-close did not reach the node")
+	}
+	if rest, err := io.ReadAll(c); err != nil || len(rest) != 0 {
+		t.Fatalf("after the half-close: %q %v; want the node's end", rest, err)
+	}
+}

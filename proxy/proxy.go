@@ -19,6 +19,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"cmp"
 	"context"
@@ -340,6 +341,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, route *route, re
 		p.logLocal(r, start, localAnswer{status: http.StatusNotImplemented, upstream: route.up.Name(), rule: req.rule})
 		return
 	}
+	if upgradeType(r.Header) != "" {
+		w = upgradeWriter{w}
+	}
 	if p.access != nil {
 		if _, ok := w.(bytesWritten); !ok {
 			w = &countingWriter{ResponseWriter: w}
@@ -411,6 +415,44 @@ func upgradeType(h http.Header) string {
 		return ""
 	}
 	return h.Get("Upgrade")
+}
+
+// upgradeWriter is the ResponseWriter of an upgrade. ReverseProxy relays
+// an upgraded connection from the net.Conn that Hijack returns and drops
+// what the server had read ahead into its buffer: the bytes a client sent
+// right after its request (RFC 9110 section 7.8 lets it use the new
+// protocol once the request is sent) would never reach the node. Its
+// Hijack returns a connection that reads that buffer first.
+type upgradeWriter struct{ http.ResponseWriter }
+
+// Unwrap lets http.ResponseController reach the writer's other
+// capabilities.
+func (u upgradeWriter) Unwrap() http.ResponseWriter { return u.ResponseWriter }
+
+func (u upgradeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(u.ResponseWriter).Hijack()
+	if err != nil || brw.Reader.Buffered() == 0 {
+		return conn, brw, err
+	}
+	return &readAheadConn{Conn: conn, r: brw.Reader}, brw, nil
+}
+
+// readAheadConn is a hijacked connection read through the buffer that
+// holds what was read ahead from it.
+type readAheadConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *readAheadConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// CloseWrite half-closes the connection, as ReverseProxy does when the
+// node ends its side of an upgraded connection.
+func (c *readAheadConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported // ReverseProxy then ends the relay, as without CloseWrite
 }
 
 // finish ends r's call and writes its access log entry.
