@@ -110,6 +110,10 @@ func (p *Proxy) forwardDirect(ctx context.Context, w http.ResponseWriter, raw se
 		if resp, err = c.ReadResponse(r, got1xx); err != nil {
 			return upstream.Attempt{Err: err}
 		}
+		if err = badSwitch(r.Header, resp); err != nil {
+			resp = nil
+			return upstream.Attempt{Err: err}
+		}
 		if isGRPC(resp) && resp.StatusCode == http.StatusOK {
 			return grpcAttempt(st, resp)
 		}

@@ -191,3 +191,33 @@ func TestUpgradeCarriesTheClientsEarlyBytes(t *testing.T) {
 		t.Fatalf("after the half-close: %q %v; want the node's end", rest, err)
 	}
 }
+
+// A node that answers 101 with another protocol than the client asked
+// for, or any to a request that asked for none, broke the protocol: the
+// client gets 502, the node's connection is closed (never left open, as
+// ReverseProxy leaves it) and the failure is the node's.
+func TestSwitchToAnUnaskedProtocolIsTheNodesFailure(t *testing.T) {
+	for _, tc := range []struct{ name, req string }{
+		{"another protocol", "GET /ws HTTP/1.1\r\nHost: users\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"},
+		{"no upgrade asked for", "GET /plain HTTP/1.1\r\nHost: users\r\n\r\n"},
+	} {
+		f := newFixture(t, "users")
+		ended := make(chan error, 1)
+		f.set(t, "users", newBackend(t, "u1", upgradeNode("other", ended)).instance())
+		out := exchangeRaw(t, strings.TrimPrefix(f.front.URL, "http://"), tc.req, time.Second)
+		if !strings.HasPrefix(out, "HTTP/1.1 502 ") {
+			t.Errorf("%s: %q; want 502", tc.name, out)
+		}
+		select {
+		case err := <-ended:
+			if err != io.EOF {
+				t.Errorf("%s: the node's connection ended with %v; want it closed (EOF)", tc.name, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s: the node's connection was left open", tc.name)
+		}
+		if n := f.ups["users"].Snapshot().Nodes[0]; n.Stats.Failures.Load() != 1 || n.Stats.InFlight.Load() != 0 {
+			t.Errorf("%s: the node has %d failures, %d in flight; want 1, 0", tc.name, n.Stats.Failures.Load(), n.Stats.InFlight.Load())
+		}
+	}
+}

@@ -455,6 +455,24 @@ func (c *readAheadConn) CloseWrite() error {
 	return errors.ErrUnsupported // ReverseProxy then ends the relay, as without CloseWrite
 }
 
+// badSwitch returns the error of an answer that switches to a protocol
+// that its request (with header req) did not ask for — another, or any
+// for a request that asked for none — after closing its connection
+// (ReverseProxy would answer 502 and leave the node's connection open);
+// nil for any other answer. The node broke the protocol: it is its
+// failure.
+func badSwitch(req http.Header, resp *http.Response) error {
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		return nil
+	}
+	want, got := upgradeType(req), upgradeType(resp.Header)
+	if want != "" && strings.EqualFold(want, got) {
+		return nil
+	}
+	resp.Body.Close()
+	return fmt.Errorf("the node switched protocols to %q when %q was asked for", got, want)
+}
+
 // finish ends r's call and writes its access log entry.
 func (p *Proxy) finish(r *http.Request, st *exchange) {
 	gone := st.client.Err() != nil
@@ -731,6 +749,9 @@ func (attemptsTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		var err error
 		resp, err = base.RoundTrip(req)
 		spent := body.spent() // a streamed body cannot go again, unless recorded whole
+		if err == nil {
+			err = badSwitch(req.Header, resp)
+		}
 		switch {
 		case err != nil:
 			return upstream.Attempt{Err: err, Spent: spent}
