@@ -113,7 +113,7 @@ const maxBodyDrain = 256 << 10
 func New(opts Options, h http.Handler) *Server {
 	h2s := &http2.Server{} //lint:ignore SA1019 see the h2c import
 	hs := &http.Server{
-		Handler:           noUpgradeWithBody(h, h2c.NewHandler(h, h2s)), //lint:ignore SA1019 see the import
+		Handler:           h2cOrPlain(h, h2c.NewHandler(h, h2s)), //lint:ignore SA1019 see the import
 		ReadHeaderTimeout: opts.ReadHeaderTimeout,
 		IdleTimeout:       opts.IdleTimeout,
 		MaxHeaderBytes:    opts.MaxHeaderBytes,
@@ -127,20 +127,46 @@ func New(opts Options, h http.Handler) *Server {
 	return s
 }
 
-// noUpgradeWithBody serves a request that asks to upgrade to h2c and has
-// a body as the HTTP/1.1 request it also is, with h; any other through
-// upgrader. The h2c handler reads such a body whole into memory before it
-// switches (net/http's own server does not upgrade to h2c at all), so a
-// client could make Remora hold any amount.
-func noUpgradeWithBody(h, upgrader http.Handler) http.Handler {
+// h2cOrPlain hands an HTTP/1.1 request that asks to upgrade to h2c to
+// upgrader (the h2c handler) only when the upgrade can be made: no body,
+// Connection lists HTTP2-Settings and there is one such header (RFC 7540
+// section 3.2). Any other such request is served with h as the HTTP/1.1
+// request it also is, without its h2c Upgrade token and HTTP2-Settings
+// (section 3.2.1: the server does not upgrade); any other request goes to
+// upgrader, which takes h2c with prior knowledge and passes the rest to
+// h. Otherwise the h2c handler would answer 500 to one without
+// HTTP2-Settings, read a body whole into memory before it switches
+// (net/http's own server does not upgrade to h2c at all, so a client
+// could make Remora hold any amount), and pass one whose Connection does
+// not list HTTP2-Settings to h, which would send it on to a node as an
+// upgrade: a node that took it would carry the client's HTTP/2 past
+// Remora. h2c is Remora's own hop, never its nodes'.
+func h2cOrPlain(h, upgrader http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Body != nil && r.Body != http.NoBody && httpguts.HeaderValuesContainsToken(r.Header["Upgrade"], "h2c") {
-			r.Header.Del("Upgrade")
-			r.Header.Del("Http2-Settings")
-			h.ServeHTTP(w, r)
+		if !httpguts.HeaderValuesContainsToken(r.Header["Upgrade"], "h2c") {
+			upgrader.ServeHTTP(w, r) // h2c with prior knowledge; h for the rest
 			return
 		}
-		upgrader.ServeHTTP(w, r)
+		if (r.Body == nil || r.Body == http.NoBody) && len(r.Header["Http2-Settings"]) == 1 &&
+			httpguts.HeaderValuesContainsToken(r.Header["Connection"], "HTTP2-Settings") {
+			upgrader.ServeHTTP(w, r)
+			return
+		}
+		var rest []string
+		for _, v := range r.Header["Upgrade"] {
+			for _, p := range strings.Split(v, ",") {
+				if p = strings.TrimSpace(p); p != "" && !strings.EqualFold(p, "h2c") {
+					rest = append(rest, p)
+				}
+			}
+		}
+		if rest == nil {
+			r.Header.Del("Upgrade")
+		} else {
+			r.Header["Upgrade"] = []string{strings.Join(rest, ", ")}
+		}
+		r.Header.Del("Http2-Settings")
+		h.ServeHTTP(w, r)
 	})
 }
 

@@ -283,3 +283,37 @@ func h2cTransport() *http.Transport {
 	p.SetUnencryptedHTTP2(true)
 	return &http.Transport{Protocols: &p}
 }
+
+// An Upgrade: h2c that cannot be made (RFC 7540 section 3.2.1: no
+// HTTP2-Settings, two of them, or a Connection header that does not list
+// it) is served as the HTTP/1.1 request it also is, without the h2c
+// token and HTTP2-Settings: never answered 500, and never passed on for
+// a node to upgrade to h2c (which would carry the client's HTTP/2 past
+// the proxy).
+func TestH2CUpgradeThatCannotBeMadeIsServedAsHTTP1(t *testing.T) {
+	addr, _ := directServer(t, server.Options{}, func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "upgrade=%q settings=%q", r.Header["Upgrade"], r.Header["Http2-Settings"])
+	})
+	const settings = "HTTP2-Settings: AAMAAABkAAQAAP__\r\n"
+	for _, tc := range []struct{ head, want string }{
+		{"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n", `upgrade=[] settings=[]`},
+		{"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n" + settings + settings, `upgrade=[] settings=[]`},
+		{"Connection: Upgrade\r\nUpgrade: h2c\r\n" + settings, `upgrade=[] settings=[]`},
+		{"Connection: Upgrade\r\nUpgrade: h2c, websocket\r\n", `upgrade=["websocket"] settings=[]`},
+	} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprint(c, "GET / HTTP/1.1\r\nHost: x\r\n"+tc.head+"\r\n")
+		resp, err := http.ReadResponse(bufioReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		c.Close()
+		if resp.StatusCode != 200 || string(body) != tc.want {
+			t.Errorf("%q: %d %q; want 200 %q", tc.head, resp.StatusCode, body, tc.want)
+		}
+	}
+}
