@@ -221,3 +221,42 @@ func TestSwitchToAnUnaskedProtocolIsTheNodesFailure(t *testing.T) {
 		}
 	}
 }
+
+// A request's trailers reach the node with their values, from an
+// HTTP/1.1 or an h2c client, to an HTTP/1.1 or an h2c upstream, and an
+// answer's trailers reach the client.
+func TestRequestTrailersReachTheNode(t *testing.T) {
+	h := func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Trailer", "X-Answer-Sum")
+		_, _ = io.WriteString(w, string(body)+" sum="+r.Trailer.Get("X-Request-Sum"))
+		w.Header().Set("X-Answer-Sum", "a1")
+	}
+	h2c := &http.Transport{Protocols: new(http.Protocols)}
+	h2c.Protocols.SetUnencryptedHTTP2(true)
+	defer h2c.CloseIdleConnections()
+	for _, up := range []string{"http", "h2c"} {
+		f := newFixtureClient(t, client.Options{H2C: up == "h2c"}, "users")
+		f.set(t, "users", newH2CBackend(t, "u1", h).instance())
+		for _, c := range []*http.Client{http.DefaultClient, {Transport: h2c}} {
+			pr, pw := io.Pipe()
+			req, _ := http.NewRequest(http.MethodPost, f.front.URL+"/", pr)
+			req.Host = "users"
+			req.Trailer = http.Header{"X-Request-Sum": nil}
+			go func() {
+				_, _ = io.WriteString(pw, "data")
+				req.Trailer.Set("X-Request-Sum", "r1")
+				pw.Close()
+			}()
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatalf("%s upstream: %v", up, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(body) != "data sum=r1" || resp.Trailer.Get("X-Answer-Sum") != "a1" {
+				t.Errorf("%s upstream, %s client: %q, trailers %v; want \"data sum=r1\" and X-Answer-Sum: a1", up, resp.Proto, body, resp.Trailer)
+			}
+		}
+	}
+}

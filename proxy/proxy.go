@@ -666,7 +666,7 @@ func exchangeOf(ctx context.Context) *exchange {
 }
 
 // rewrite keeps the client's Host header (the transport fills in the
-// node) and does what the listener says with the forwarding headers,
+// node) and the request's trailers, and does what the listener says with the forwarding headers,
 // which ReverseProxy has taken out of pr.Out. A path that does not start
 // with '/' (a target in asterisk or authority form: "GET *", a CONNECT
 // that is forwarded) gets one, as ProxyRequest.SetURL joins it to a
@@ -675,6 +675,11 @@ func exchangeOf(ctx context.Context) *exchange {
 func rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Scheme = "http"
 	pr.Out.Host = pr.In.Host
+	// The server fills in the request's trailers when its body ends; the
+	// transport sends them once it has sent the body. ProxyRequest's Out
+	// has a copy of the map made before: through it the node would get
+	// the trailers announced and none of their values.
+	pr.Out.Trailer = pr.In.Trailer
 	if u := pr.Out.URL; !strings.HasPrefix(u.Path, "/") {
 		if u.RawPath != "" {
 			u.RawPath = "/" + u.EscapedPath()
