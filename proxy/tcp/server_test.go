@@ -96,3 +96,94 @@ func TestShutdownBoundedByItsDeadline(t *testing.T) {
 		t.Fatal("Shutdown did not return within 3 s of its 100 ms deadline")
 	}
 }
+
+// gatedListener hands out the connections its listener accepts only when
+// released, and takes Close as a signal without closing the socket: a
+// test can make Accept return a connection after Shutdown began.
+type gatedListener struct {
+	net.Listener
+	release chan struct{}
+	closed  chan struct{}
+	once    sync.Once
+}
+
+func (l *gatedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	<-l.release
+	return c, nil
+}
+
+func (l *gatedListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+// A connection the listener accepted is relayed, even when Shutdown began
+// between the accept and its hand-over (as net/http serves a connection
+// it accepted): it used to be closed unanswered, which a client sees as a
+// reset, and a reload handing a port over to a new listener hit.
+func TestConnectionAcceptedAsShutdownBeginsIsRelayed(t *testing.T) {
+	node, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close()
+	go func() {
+		for {
+			c, err := node.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); _, _ = io.Copy(c, c) }() // echo
+		}
+	}()
+	reg := discoverytest.NewRegistry()
+	host, port, _ := net.SplitHostPort(node.Addr().String())
+	p, _ := strconv.Atoi(port)
+	reg.Set("svc", discovery.Instance{ID: "n1", Address: host, Port: p, Weight: 1, Healthy: true})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	u := upstream.New(upstream.Config{Name: "svc"})
+	w, _ := reg.Watch(ctx, "svc")
+	go u.Run(ctx, w)
+	for u.Snapshot().Available == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	s := &tcp.Server{Lookup: func() *upstream.Upstream { return u }, Log: logrus.NewEntry(log)}
+	real, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer real.Close()
+	ln := &gatedListener{Listener: real, release: make(chan struct{}), closed: make(chan struct{})}
+	go s.Serve(ln)
+	client, err := net.Dial("tcp", real.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Shutdown(sctx) }()
+	<-ln.closed       // Shutdown began
+	close(ln.release) // the accepted connection reaches Serve only now
+	client.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := client.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(client, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("a connection accepted as Shutdown began: %q %v; want it relayed", buf, err)
+	}
+	client.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+}

@@ -208,8 +208,10 @@ type Server struct {
 	mu     sync.Mutex
 	ln     net.Listener
 	conns  map[net.Conn]struct{} // clients' and nodes': Shutdown's deadline closes both
-	closed bool
-	wg     sync.WaitGroup
+	closed bool                  // Shutdown or Close began: accept no more
+	cut    bool                  // Shutdown's deadline passed: every connection is closed, new ones at once
+	relays int                   // connections being handled
+	idle   chan struct{}         // made by Shutdown, closed when relays falls to 0
 }
 
 // Serve accepts on ln until Shutdown or Close (it then returns nil) or an
@@ -231,32 +233,56 @@ func (s *Server) Serve(ln net.Listener) error {
 			}
 			return err
 		}
-		if !s.track(c, true) {
-			c.Close()
-			continue
-		}
-		s.wg.Add(1)
+		// A connection accepted is relayed, even when Shutdown began
+		// meanwhile, as net/http serves a connection it accepted: closing
+		// it would reset a client whose connect had succeeded.
+		s.begin(c)
 		go func() {
-			defer s.wg.Done()
-			defer s.track(c, false)
+			defer s.end(c)
 			s.handle(c)
 		}()
 	}
 }
 
+// begin counts c as a relay in progress, tracked for Shutdown.
+func (s *Server) begin(c net.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.relays++
+	s.trackLocked(c)
+}
+
+// end counts the relay of c as finished.
+func (s *Server) end(c net.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.conns, c)
+	if s.relays--; s.relays == 0 && s.idle != nil {
+		close(s.idle)
+		s.idle = nil
+	}
+}
+
+// track adds (or removes) c, a connection Shutdown's deadline closes; it
+// reports false when that deadline has passed (c is closed then).
 func (s *Server) track(c net.Conn, add bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !add {
+		delete(s.conns, c)
+		return true
+	}
+	return s.trackLocked(c)
+}
+
+func (s *Server) trackLocked(c net.Conn) bool {
 	if s.conns == nil {
 		s.conns = map[net.Conn]struct{}{}
 	}
-	if add {
-		if s.closed {
-			return false
-		}
-		s.conns[c] = struct{}{}
-	} else {
-		delete(s.conns, c)
+	s.conns[c] = struct{}{}
+	if s.cut {
+		c.Close()
+		return false
 	}
 	return true
 }
@@ -338,14 +364,24 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.ln != nil {
 		s.ln.Close()
 	}
+	if ctx.Err() != nil {
+		s.cut = true // Close: a connection accepted from now on is closed too
+	}
+	if s.relays == 0 {
+		s.mu.Unlock()
+		return nil
+	}
+	if s.idle == nil {
+		s.idle = make(chan struct{})
+	}
+	done := s.idle
 	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
 	select {
 	case <-done:
 		return nil
 	case <-ctx.Done():
 		s.mu.Lock()
+		s.cut = true
 		for c := range s.conns {
 			c.Close()
 		}
