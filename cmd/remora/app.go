@@ -92,8 +92,11 @@ func (l *liveUpstream) stop() {
 // API, proxy.Server for proxy listeners, tcp.Server for a tcp upstream.
 type server struct {
 	name string
-	ln   net.Listener
+	ln   net.Listener // a *notifyingListener
 	srv  serving
+	// after, for a server that took its socket over from another
+	// (takeOver), is closed once that one stopped accepting.
+	after <-chan struct{}
 }
 
 // serving is what *http.Server, *proxy.Server and *tcp.Server have in
@@ -321,7 +324,26 @@ func (a *app) bind(name, addr string, srv serving) (*server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listener %s: %w", name, err)
 	}
-	return &server{name: name, ln: ln, srv: srv}, nil
+	return newServer(name, ln, srv), nil
+}
+
+func newServer(name string, ln net.Listener, srv serving) *server {
+	return &server{name: name, ln: &notifyingListener{Listener: ln, closed: make(chan struct{})}, srv: srv}
+}
+
+// notifyingListener is a listener whose Close is seen on closed: a
+// reload that hands its socket to a new listener waits for it (see
+// takeOver).
+type notifyingListener struct {
+	net.Listener
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (l *notifyingListener) Close() error {
+	err := l.Listener.Close()
+	l.once.Do(func() { close(l.closed) })
+	return err
 }
 
 // httpServer is net/http's server for h (the admin API), with the

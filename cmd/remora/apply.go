@@ -225,8 +225,14 @@ func (a *app) execute(cfg *config.Config, p reconcile.Plan) (err error) {
 		}
 	}
 
-	// 8. The new ports serve.
+	// 8. The new ports serve: one that takes a socket over once its old
+	// listener stopped accepting (its Shutdown closes it first thing), so
+	// that no connection made after the reload goes to the old one, whose
+	// shutdown would drop its request, as net/http's does.
 	for _, s := range bound {
+		if s.after != nil {
+			<-s.after
+		}
 		a.serve(s)
 	}
 	a.cfg, a.registries, a.upstreams, a.dedicated = cfg, regs, ups, dedicated
@@ -255,7 +261,11 @@ func (a *app) drainedAt(p reconcile.Plan, addr string) *server {
 // connections that arrive wait in the socket's queue for srv. No client
 // is refused while one listener hands the address to the other.
 func takeOver(name string, held *server, srv serving) (*server, error) {
-	tl, ok := held.ln.(*net.TCPListener)
+	var inner net.Listener = held.ln
+	if nl, ok := inner.(*notifyingListener); ok {
+		inner = nl.Listener
+	}
+	tl, ok := inner.(*net.TCPListener)
 	if !ok {
 		return nil, fmt.Errorf("listener %s: cannot take %s over from %s", name, held.ln.Addr(), held.name)
 	}
@@ -268,7 +278,9 @@ func takeOver(name string, held *server, srv serving) (*server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listener %s: taking %s over from %s: %w", name, held.ln.Addr(), held.name, err)
 	}
-	return &server{name: name, ln: ln, srv: srv}, nil
+	s := newServer(name, ln, srv)
+	s.after = held.ln.(*notifyingListener).closed
+	return s, nil
 }
 
 func upstreamConfig(cfg *config.Config, name string) config.Upstream {

@@ -221,9 +221,10 @@ func TestDrainWithdrawsRegistration(t *testing.T) {
 		t.Fatalf("POST /drain: %d %s", code, body)
 	}
 	eventually(t, 2*time.Second, "withdrawn by the drain", func() bool { return !present("app-1") })
-	if _, body := admin("GET", "/register"); !strings.Contains(body, `"withdrawn": true`) || !strings.Contains(body, `"registered": false`) {
-		t.Errorf("GET /register while drained: %s", body)
-	}
+	eventually(t, 2*time.Second, "GET /register shows the withdrawal", func() bool {
+		_, body := admin("GET", "/register")
+		return strings.Contains(body, `"withdrawn": true`) && strings.Contains(body, `"registered": false`)
+	}) // the key goes before the agent records it
 	time.Sleep(300 * time.Millisecond) // three healthy checks
 	if present("app-1") {
 		t.Fatal("registered again while drained")
@@ -246,7 +247,8 @@ func TestDrainWithdrawsRegistration(t *testing.T) {
 		t.Fatalf("POST /undrain: %d %s", code, body)
 	}
 	eventually(t, 2*time.Second, "registered again after undrain", func() bool { return present("app-2") })
-	if _, body := admin("GET", "/register"); !strings.Contains(body, `"withdrawn": false`) {
-		t.Errorf("GET /register after undrain: %s", body)
-	}
+	eventually(t, 2*time.Second, "GET /register shows the registration", func() bool {
+		_, body := admin("GET", "/register")
+		return strings.Contains(body, `"withdrawn": false`) && strings.Contains(body, `"registered": true`)
+	})
 }
