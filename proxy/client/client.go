@@ -326,6 +326,10 @@ type connPool struct {
 	idle    []*Conn
 	max     int
 	maxIdle time.Duration // how long a connection may sit idle
+	// sweeper closes the connections that idled maxIdle when no request
+	// comes to take one (see sweep); armed while any is idle, nil
+	// otherwise. It is a timer, not a goroutine.
+	sweeper *time.Timer
 }
 
 // get returns the most recently used idle connection, or nil. When that one
@@ -368,10 +372,39 @@ func (p *connPool) put(c *Conn, now time.Time) {
 		c.conn.Close()
 	} else {
 		p.idle = append(p.idle, c)
+		if p.sweeper == nil {
+			p.sweeper = time.AfterFunc(p.maxIdle, p.sweep)
+		}
 		p.mu.Unlock()
 	}
 	if drop != nil {
 		drop.conn.Close()
+	}
+}
+
+// sweep closes the connections that have idled maxIdle or longer, without
+// waiting for the pool's next use, which may never come (a node gone, an
+// upstream no longer called, a transport a reload replaced), and arms
+// itself again for the oldest left, if any.
+func (p *connPool) sweep() {
+	now := time.Now()
+	p.mu.Lock()
+	n := 0
+	for n < len(p.idle) && now.Sub(p.idle[n].idleSince) >= p.maxIdle {
+		n++
+	}
+	stale := slices.Clone(p.idle[:n])
+	k := copy(p.idle, p.idle[n:])
+	clear(p.idle[k:])
+	p.idle = p.idle[:k]
+	if k > 0 {
+		p.sweeper.Reset(p.idle[0].idleSince.Add(p.maxIdle).Sub(now))
+	} else {
+		p.sweeper = nil
+	}
+	p.mu.Unlock()
+	for _, c := range stale {
+		c.conn.Close()
 	}
 }
 

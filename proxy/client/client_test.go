@@ -317,3 +317,32 @@ func TestSendReadsAnAnswerSeenArrivingAfterTheWaitBound(t *testing.T) {
 		t.Fatalf("%d node connections for 2 sequential requests; want 1", n)
 	}
 }
+
+// An idle connection is closed once it has idled for IdleConnTimeout, even
+// when no request comes to its node again (a node gone in a rollout, an
+// upstream no longer called, a transport a reload replaced): it used to
+// stay open until the pool's next use, which might never come.
+func TestTransportClosesIdleConnectionsWithoutTraffic(t *testing.T) {
+	var closed atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	tr := client.New(client.Options{IdleConnTimeout: 50 * time.Millisecond})
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/", nil)
+	if _, got := roundTrip(t, tr, req); got != "ok" {
+		t.Fatalf("answer %q", got)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for closed.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the idle connection is still open 5 s after its 50 ms idle timeout, with no traffic")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
