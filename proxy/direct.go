@@ -134,7 +134,7 @@ func (p *Proxy) forwardDirect(ctx context.Context, w http.ResponseWriter, raw se
 		st.prefetched = resp
 		return p.reverse(ctx, w, r, st)
 	}
-	return writeSimple(raw, c, &head)
+	return writeSimple(raw, c, &head, &st.nodeBroke)
 }
 
 func copyHeader(dst, src http.Header) {
@@ -147,7 +147,7 @@ func copyHeader(dst, src http.Header) {
 
 // writeSimple writes a simple answer from c to the client through w and
 // ends c's exchange. It reports whether the body broke off after the head
-// went out.
+// went out, and sets *broke when the node broke it off (not the client).
 //
 // An answer that breaks off reaches the client as far as it would from
 // ReverseProxy and net/http's server: ReverseProxy copies the body in
@@ -155,7 +155,7 @@ func copyHeader(dst, src http.Header) {
 // bytes written in a 2 KiB buffer (bufferBeforeChunkingSize) that is
 // dropped when the answer is aborted, and writes the head only with the
 // first bytes that leave it (see heldBack).
-func writeSimple(w server.RawWriter, c *client.Conn, h *h1.Response) (aborted bool) {
+func writeSimple(w server.RawWriter, c *client.Conn, h *h1.Response, broke *bool) (aborted bool) {
 	outBuf := directBufs.Get().(*[]byte)
 	out := h1.AppendStatusLine((*outBuf)[:0], h.Status)
 	out = h.AppendHeaders(out)
@@ -180,6 +180,7 @@ func writeSimple(w server.RawWriter, c *client.Conn, h *h1.Response) (aborted bo
 			got += k
 			hb.write(k)
 			if err != nil && got < int(length) {
+				*broke = true
 				c.Close()
 				if hb.sent > 0 { // what left the buffer, with the head
 					out = out[:n+hb.sent]
@@ -207,6 +208,7 @@ func writeSimple(w server.RawWriter, c *client.Conn, h *h1.Response) (aborted bo
 		got, err := c.Read(buf[:min(left, int64(len(buf)))])
 		left -= int64(got)
 		if werr := hw.write(buf[:got]); werr != nil || err != nil && left > 0 {
+			*broke = werr == nil
 			out = hw.out
 			c.Close()
 			return true

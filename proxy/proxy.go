@@ -394,12 +394,16 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, route *route, re
 		}
 		aborted = p.reverse(ctx, w, r, st)
 	}
-	if st.grpc != nil && st.client.Err() == nil {
+	switch {
+	case st.client.Err() != nil: // the client went away: nobody else is to blame
+	case st.grpc != nil:
 		if code, ok := grpcStatus(st.grpc); ok {
 			st.call.SetGRPC(code) // the verdict came with the trailers
 		} else {
 			st.call.SetGRPCBroken(aborted) // reset by the node, or ended without trailers
 		}
+	case aborted && st.nodeBroke:
+		st.call.SetBrokenOff()
 	}
 	p.finish(r, st)
 	if aborted {
@@ -535,6 +539,9 @@ type exchange struct {
 	// prefetched is an answer the direct path read and hands to
 	// ReverseProxy to write (see forwardDirect).
 	prefetched *http.Response
+	// nodeBroke: the node broke the answer off after its head (a read of
+	// its body failed), as opposed to the client.
+	nodeBroke bool
 }
 
 // isGRPC reports whether resp is a gRPC response.
@@ -732,7 +739,7 @@ func (attemptsTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	if resp := st.prefetched; resp != nil {
 		st.prefetched = nil // the direct path's answer (see forwardDirect)
-		return resp, nil
+		return watchBody(st, resp), nil
 	}
 	up, base := st.call.Upstream(), st.tr
 	body := &st.body
@@ -773,8 +780,35 @@ func (attemptsTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		st.call.Established() // its latency is the 101's, not the upgraded connection's life
 	}
-	return resp, nil
+	return watchBody(st, resp), nil
 }
+
+// watchBody has st note when the node breaks resp's body off: a read that
+// fails otherwise than at its end. A switch of protocols is left as it is
+// (its body is the connection, which ReverseProxy relays itself).
+func watchBody(st *exchange, resp *http.Response) *http.Response {
+	if resp.StatusCode != http.StatusSwitchingProtocols && resp.Body != nil && resp.Body != http.NoBody {
+		resp.Body = &nodeBody{rc: resp.Body, st: st}
+	}
+	return resp
+}
+
+// nodeBody is a node's answer body that records, in its exchange, a read
+// that failed otherwise than at its end.
+type nodeBody struct {
+	rc io.ReadCloser
+	st *exchange
+}
+
+func (b *nodeBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err != nil && err != io.EOF {
+		b.st.nodeBroke = true
+	}
+	return n, err
+}
+
+func (b *nodeBody) Close() error { return b.rc.Close() }
 
 // maxDrain is how much of a retried answer's body is read and dropped to
 // keep its connection; a longer one closes it.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
 	"slices"
 	"time"
 
@@ -68,7 +69,8 @@ type Call struct {
 	began  time.Time  // when that attempt began
 	status int        // its status
 	grpc   int        // its gRPC code + 1; 0 when it is no gRPC answer
-	failed bool       // it broke off on the node's side after its head (SetGRPCBroken)
+	failed bool       // it broke off on the node's side after its head (SetBrokenOff, SetGRPCBroken)
+	broken bool       // SetBrokenOff: counted as a gateway failure, whatever its status
 	// established is when the kept attempt became a relay (Established);
 	// zero for a request.
 	established time.Time
@@ -336,6 +338,18 @@ func (c *Call) SetGRPC(code int) {
 // life; End still returns its life.
 func (c *Call) Established() { c.established = time.Now() }
 
+// SetBrokenOff records that the node broke the kept attempt's answer off
+// after its head (it closed, or reset the stream, with the body short):
+// the client saw it fail. The node is blamed as for a reset (a gateway
+// failure for outlier detection, a failure in its stats), and End counts
+// the call as a 502, not as the status its head said.
+func (c *Call) SetBrokenOff() {
+	c.failed, c.broken = true, true
+	if c.node != nil {
+		c.up.Observe(c.node, health.Outcome{Failure: health.GatewayFailure})
+	}
+}
+
 // SetGRPCBroken records that a deferred gRPC answer ended without a
 // grpc-status: the node reset the stream after its headers (reset), or
 // closed it without trailers. The client sees the call fail as INTERNAL,
@@ -401,6 +415,9 @@ func (c *Call) End(clientGone bool) time.Duration {
 		c.node.Stats.End(now.Sub(c.began), c.failed)
 	}
 	status := c.status
+	if c.broken {
+		status = http.StatusBadGateway
+	}
 	if c.grpc > 0 {
 		status = GRPCOutcome(c.grpc - 1)
 		if c.grpc-1 < len(u.metrics.GRPC) {
