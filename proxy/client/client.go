@@ -80,6 +80,11 @@ type Transport struct {
 	maxHead       int64    // bytes a node's answer head may take
 	scheme        string   // "http", or "https" with TLS
 	pools         sync.Map // "host:port" → *connPool
+	// closeIdle is set by CloseIdleConnections and cleared by the next
+	// use: while it is set, a connection given back is closed, not
+	// pooled (as net/http's Transport does), so a transport a reload
+	// dropped keeps none of the connections that were in use then.
+	closeIdle atomic.Bool
 }
 
 // Scheme is how the nodes are spoken to: "http", or "https" with TLS.
@@ -148,8 +153,10 @@ func New(opts Options) *Transport {
 	return t
 }
 
-// CloseIdleConnections closes the connections no request is using.
+// CloseIdleConnections closes the connections no request is using, and
+// those in use once given back, until the transport is used again.
 func (t *Transport) CloseIdleConnections() {
+	t.closeIdle.Store(true)
 	t.std.CloseIdleConnections()
 	t.pools.Range(func(_, v any) bool {
 		v.(*connPool).closeIdle()
@@ -253,6 +260,9 @@ const maxDrain = 64 << 10
 // (and prepares) it, the exchange runs once more on a new connection, as
 // net/http's Transport does. A failed connection is closed.
 func (t *Transport) onConn(ctx context.Context, hostport string, exchange func(*Conn) error, resend func() (bool, error)) (*Conn, error) {
+	if t.closeIdle.Load() {
+		t.closeIdle.Store(false) // in use again: pool again
+	}
 	pool := t.pool(hostport)
 	fresh := false // after a stale pooled connection, dial a new one
 	for {
@@ -315,7 +325,7 @@ func (t *Transport) pool(hostport string) *connPool {
 	if p, ok := t.pools.Load(hostport); ok {
 		return p.(*connPool)
 	}
-	p, _ := t.pools.LoadOrStore(hostport, &connPool{max: t.perHost, maxIdle: t.idleTimeout})
+	p, _ := t.pools.LoadOrStore(hostport, &connPool{max: t.perHost, maxIdle: t.idleTimeout, closing: &t.closeIdle})
 	return p.(*connPool)
 }
 
@@ -330,6 +340,7 @@ type connPool struct {
 	// comes to take one (see sweep); armed while any is idle, nil
 	// otherwise. It is a timer, not a goroutine.
 	sweeper *time.Timer
+	closing *atomic.Bool // the transport's closeIdle
 }
 
 // get returns the most recently used idle connection, or nil. When that one
@@ -360,6 +371,10 @@ func (p *connPool) get(now time.Time) *Conn {
 // put returns c to the pool, or closes it when the pool is full. The
 // oldest idle connection is closed when it has idled too long.
 func (p *connPool) put(c *Conn, now time.Time) {
+	if p.closing.Load() {
+		c.conn.Close()
+		return
+	}
 	c.idleSince = now
 	var drop *Conn
 	p.mu.Lock()

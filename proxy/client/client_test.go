@@ -346,3 +346,45 @@ func TestTransportClosesIdleConnectionsWithoutTraffic(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A connection in use when CloseIdleConnections is called (a reload that
+// drops the transport) is closed when it is given back, not pooled where
+// nothing would use it again, as net/http's Transport does; a later
+// request pools again.
+func TestTransportClosesConnectionsGivenBackAfterCloseIdle(t *testing.T) {
+	var closed atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	tr := client.New(client.Options{})
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/", nil)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.CloseIdleConnections() // while the answer is being read
+	_, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for closed.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the connection given back after CloseIdleConnections is still open")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Used again: pooled again.
+	for range 2 {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/", nil)
+		roundTrip(t, tr, req)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := closed.Load(); n != 1 {
+		t.Fatalf("%d connections closed; want the second and third requests on one pooled connection", n)
+	}
+}
