@@ -143,3 +143,74 @@ upstreams:
 	}
 	t.Logf("exited %v after the last stream closed", time.Since(start).Round(time.Millisecond))
 }
+
+// SIGTERM with an h2c stream in flight (HTTP/2 without TLS from the
+// application): the connection gets GOAWAY, the stream's answer finishes
+// within drain_timeout, and Remora exits 0 once it has.
+func TestSIGTERMLetsAnH2CStreamFinish(t *testing.T) {
+	release := make(chan struct{})
+	node := httptestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "first half;")
+		w.(http.Flusher).Flush()
+		<-release
+		fmt.Fprint(w, "second half")
+	}))
+	adminAddr, out := freeAddr(t), freeAddr(t)
+	p := startProcess(t, adminAddr, fmt.Sprintf(`
+admin: {address: %q}
+listeners: [{name: outbound, address: %q}]
+drain_delay: 200ms
+drain_timeout: 8s
+registries: [{name: s, type: static, static: {services: {slow: [{address: %q}]}}}]
+upstreams: [{name: slow}]
+`, adminAddr, out, node))
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+out+"/stream", nil)
+	req.Host = "slow"
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("the application spoke %s; want HTTP/2", resp.Proto)
+	}
+	first := make([]byte, len("first half;"))
+	if _, err := io.ReadFull(resp.Body, first); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.proc.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Second, "readiness off", func() bool { code, _ := p.readyz(t); return code == 503 })
+	time.Sleep(500 * time.Millisecond) // past drain_delay: the listener is shut down
+	close(release)
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil || string(rest) != "second half" {
+		t.Fatalf("the h2c stream's answer after SIGTERM: %q %v; want it finished", rest, err)
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("remora did not exit once the stream finished")
+	}
+	if !p.exitedOK() {
+		t.Fatal("remora exited with an error")
+	}
+}
+
+// httptestServer serves h on loopback until the test ends and returns its
+// address.
+func httptestServer(t *testing.T, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
