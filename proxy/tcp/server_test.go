@@ -49,21 +49,7 @@ func TestShutdownBoundedByItsDeadline(t *testing.T) {
 		mu.Unlock()
 	}()
 
-	reg := discoverytest.NewRegistry()
-	host, port, _ := net.SplitHostPort(node.Addr().String())
-	p, _ := strconv.Atoi(port)
-	reg.Set("svc", discovery.Instance{ID: "n1", Address: host, Port: p, Weight: 1, Healthy: true})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	u := upstream.New(upstream.Config{Name: "svc"})
-	w, _ := reg.Watch(ctx, "svc")
-	go u.Run(ctx, w)
-	for u.Snapshot().Available == 0 {
-		time.Sleep(time.Millisecond)
-	}
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	s := &tcp.Server{Lookup: func() *upstream.Upstream { return u }, Log: logrus.NewEntry(log)}
+	s := serverFor(t, node.Addr().String())
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -95,6 +81,27 @@ func TestShutdownBoundedByItsDeadline(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Fatal("Shutdown did not return within 3 s of its 100 ms deadline")
 	}
+}
+
+// serverFor is a tcp.Server for the upstream "svc" whose one node is at
+// addr, once the upstream has it.
+func serverFor(t *testing.T, addr string) *tcp.Server {
+	t.Helper()
+	reg := discoverytest.NewRegistry()
+	host, port, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(port)
+	reg.Set("svc", discovery.Instance{ID: "n1", Address: host, Port: p, Weight: 1, Healthy: true})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	u := upstream.New(upstream.Config{Name: "svc"})
+	w, _ := reg.Watch(ctx, "svc")
+	go u.Run(ctx, w)
+	for u.Snapshot().Available == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	return &tcp.Server{Lookup: func() *upstream.Upstream { return u }, Log: logrus.NewEntry(log)}
 }
 
 // gatedListener hands out the connections its listener accepts only when
@@ -140,21 +147,7 @@ func TestConnectionAcceptedAsShutdownBeginsIsRelayed(t *testing.T) {
 			go func() { defer c.Close(); _, _ = io.Copy(c, c) }() // echo
 		}
 	}()
-	reg := discoverytest.NewRegistry()
-	host, port, _ := net.SplitHostPort(node.Addr().String())
-	p, _ := strconv.Atoi(port)
-	reg.Set("svc", discovery.Instance{ID: "n1", Address: host, Port: p, Weight: 1, Healthy: true})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	u := upstream.New(upstream.Config{Name: "svc"})
-	w, _ := reg.Watch(ctx, "svc")
-	go u.Run(ctx, w)
-	for u.Snapshot().Available == 0 {
-		time.Sleep(time.Millisecond)
-	}
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	s := &tcp.Server{Lookup: func() *upstream.Upstream { return u }, Log: logrus.NewEntry(log)}
+	s := serverFor(t, node.Addr().String())
 	real, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
