@@ -42,14 +42,11 @@ import (
 // staticConfig is a Remora on ephemeral ports with one static service
 // "svc" of the given addresses and the upstream block extra.
 func staticConfig(addrs []string, upstream string) string {
-	var b strings.Builder
-	b.WriteString("admin: {address: \"127.0.0.1:0\"}\nlisteners: [{name: outbound, address: \"127.0.0.1:0\"}]\n")
-	b.WriteString("registries:\n  - name: s\n    type: static\n    static:\n      services:\n        svc:\n")
+	instances := make([]string, len(addrs))
 	for i, a := range addrs {
-		fmt.Fprintf(&b, "          - {id: n%d, address: %q}\n", i+1, a)
+		instances[i] = fmt.Sprintf("{id: n%d, address: %q}", i+1, a)
 	}
-	b.WriteString("upstreams:\n  - name: svc\n" + upstream)
-	return b.String()
+	return svcConfig(instances, upstream)
 }
 
 // grpcBackend is a gRPC server that names itself in a response header and
