@@ -142,18 +142,7 @@ register:
 	}
 
 	var chromeOut syncBuffer
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(bin),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.CombinedOutput(&chromeOut),
-	)
+	opts := chromeOptions(t, bin, &chromeOut)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
@@ -306,11 +295,10 @@ type uiBrowser struct {
 	problems []string
 }
 
-func newUIBrowser(t *testing.T) *uiBrowser {
-	t.Helper()
-	bin := chromiumPath(t)
-	var chromeOut syncBuffer
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+// chromeOptions are the options every browser test starts chromium bin
+// with, its output going to out.
+func chromeOptions(t *testing.T, bin string, out *syncBuffer) []chromedp.ExecAllocatorOption {
+	return append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(bin),
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.NoSandbox,
@@ -320,8 +308,15 @@ func newUIBrowser(t *testing.T) *uiBrowser {
 		chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
-		chromedp.CombinedOutput(&chromeOut),
+		chromedp.CombinedOutput(out),
 	)
+}
+
+func newUIBrowser(t *testing.T) *uiBrowser {
+	t.Helper()
+	bin := chromiumPath(t)
+	var chromeOut syncBuffer
+	opts := chromeOptions(t, bin, &chromeOut)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
 	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
