@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -246,5 +248,92 @@ func TestHistogramResolvesSubMillisecond(t *testing.T) {
 	}
 	if len(filled) != 2 {
 		t.Fatalf("300 µs and 3 ms fill buckets %v; want two different ones", filled)
+	}
+}
+
+// beginAsync starts a call on u in another goroutine and returns its
+// outcome's channel.
+func beginAsync(ctx context.Context, u *upstream.Upstream) <-chan error {
+	out := make(chan error, 1)
+	go func() {
+		var c upstream.Call
+		err := c.Begin(ctx, u, balancer.Info{})
+		c.End(false)
+		out <- err
+	}()
+	return out
+}
+
+// A call that arrives before the registry's first set (the application's
+// first request as the pod starts) waits for it, within the initial-sync
+// timeout, rather than being refused.
+func TestCallWaitsForTheFirstSet(t *testing.T) {
+	u := upstream.New(upstream.Config{Name: "svc", InitialSyncTimeout: time.Minute})
+	w := silent().(*discovery.Latest)
+	runOn(t, u, w)
+	done := beginAsync(context.Background(), u)
+	time.Sleep(50 * time.Millisecond) // the call is waiting (or about to)
+	w.Publish([]discovery.Instance{inst("a", 1)})
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("a call made before the first set: %v; want it served once the set came", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call still waits after the first set came")
+	}
+}
+
+// The wait ends with ErrNotSynced when the client goes away, when
+// FirstSetWait passes without a set, and not at all once the initial-sync
+// timeout has run out; a restored on-disk snapshot ends it with nodes.
+func TestFirstSetWaitIsBounded(t *testing.T) {
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	cases := []struct {
+		name string
+		ctx  context.Context
+		cfg  upstream.Config
+	}{
+		{"client gone", gone, upstream.Config{Name: "svc", InitialSyncTimeout: time.Hour}},
+		{"nothing comes", context.Background(), upstream.Config{Name: "svc", InitialSyncTimeout: time.Hour}},
+		{"initial sync over", context.Background(), upstream.Config{Name: "svc", InitialSyncTimeout: time.Nanosecond}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			u := upstream.New(tc.cfg)
+			runOn(t, u, silent())
+			select {
+			case err := <-beginAsync(tc.ctx, u):
+				if !errors.Is(err, upstream.ErrNotSynced) {
+					t.Fatalf("got %v; want ErrNotSynced", err)
+				}
+			case <-time.After(upstream.FirstSetWait + 10*time.Second):
+				t.Fatal("the call still waits")
+			}
+		})
+	}
+	t.Run("snapshot restored", func(t *testing.T) {
+		file := filepath.Join(t.TempDir(), "svc.json")
+		_, _, set := run(t, upstream.Config{Name: "svc", SnapshotFile: file})
+		set(inst("a", 1))
+		eventuallyFile(t, file)
+		u := upstream.New(upstream.Config{Name: "svc", SnapshotFile: file, InitialSyncTimeout: 300 * time.Millisecond})
+		runOn(t, u, silent())
+		if err := <-beginAsync(context.Background(), u); err != nil {
+			t.Fatalf("a call waiting as the on-disk snapshot is restored: %v", err)
+		}
+	})
+}
+
+func eventuallyFile(t *testing.T, file string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		if _, err := os.Stat(file); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not written", file)
+		}
 	}
 }

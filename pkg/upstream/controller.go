@@ -63,7 +63,7 @@ func (c *controller) start() {
 		c.nodes = s.Nodes
 		c.prober.Update(s.Nodes)
 		c.rebuild()
-	} else if u.cfg.SnapshotFile != "" {
+	} else {
 		wait := u.started.Add(u.cfg.InitialSyncTimeout).Sub(u.cfg.Now())
 		c.restoreAt = time.NewTimer(max(wait, time.Millisecond))
 	}
@@ -103,7 +103,10 @@ func (c *controller) loop(done <-chan struct{}, p discovery.Poller, updates <-ch
 	for {
 		select {
 		case <-restoreAt:
-			c.restore()
+			if c.u.cfg.SnapshotFile != "" {
+				c.restore()
+			}
+			c.u.first.settle() // calls waiting for a first set wait no more
 		case <-done:
 			return
 		case <-c.u.kick:
@@ -195,7 +198,7 @@ type controller struct {
 
 	interval  *time.Ticker // outlier detection's interval
 	judging   *time.Ticker // the canary judge's window; nil without one
-	restoreAt *time.Timer  // when to serve the on-disk snapshot; nil without one
+	restoreAt *time.Timer  // when the initial-sync timeout runs out; nil once there are nodes
 
 	// The pickers last built, each with the builder and the pool it was
 	// built from: a rebuild over the same pool with the same builder
@@ -339,6 +342,7 @@ func (c *controller) restore() {
 		u.cfg.InitialSyncTimeout, saved.Format(time.RFC3339))
 	s.ErrAt = u.cfg.Now()
 	u.snap.Store(&s)
+	u.first.settle()
 	u.cfg.Log.WithField("nodes", len(set)).Warn("serving the on-disk snapshot until the registry answers")
 }
 
@@ -541,4 +545,7 @@ func (c *controller) publish(next *Snapshot) {
 		}
 	}
 	u.snap.Store(next)
+	if next.Synced || next.Restored {
+		u.first.settle()
+	}
 }

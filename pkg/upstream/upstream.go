@@ -5,6 +5,8 @@
 package upstream
 
 import (
+	"context"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -81,6 +83,40 @@ type Upstream struct {
 	// (Previous) was made: the initial-sync timeout counts from it, so a
 	// reload does not start it again. Immutable.
 	started time.Time
+	// first ends the wait of calls made before the first set; shared by
+	// the line of upstreams started is.
+	first *firstSet
+}
+
+// FirstSetWait bounds how long a call made before its upstream has nodes
+// to serve (the application's first request as the pod starts) waits for
+// them; it never waits past the initial-sync timeout.
+const FirstSetWait = time.Second
+
+// firstSet is closed once an upstream has nodes to serve (its first set,
+// or its on-disk snapshot) or its initial-sync timeout ran out.
+type firstSet struct {
+	ch   chan struct{}
+	once sync.Once
+}
+
+func (f *firstSet) settle() { f.once.Do(func() { close(f.ch) }) }
+
+// awaitFirstSet waits, within FirstSetWait and while client lasts, for
+// the first set of an upstream that has none yet, and returns the
+// snapshot then current. It is off the request path's fast branch: only
+// calls that found no set get here.
+func (u *Upstream) awaitFirstSet(client context.Context) *Snapshot {
+	if u.cfg.Now().Sub(u.started) < u.cfg.InitialSyncTimeout {
+		t := time.NewTimer(FirstSetWait)
+		select {
+		case <-u.first.ch:
+		case <-client.Done():
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	return u.snap.Load()
 }
 
 type builderBox struct{ balancer.Builder }
@@ -110,7 +146,8 @@ func New(cfg Config) *Upstream {
 			panic(err) // the zero policy is valid
 		}
 	}
-	u := &Upstream{cfg: cfg, detector: health.NewDetector(cfg.Health), kick: make(chan struct{}, 1), started: cfg.Now()}
+	u := &Upstream{cfg: cfg, detector: health.NewDetector(cfg.Health), kick: make(chan struct{}, 1), started: cfg.Now(),
+		first: &firstSet{ch: make(chan struct{})}}
 	if rl := cfg.Policy.RateLimit; rl != nil {
 		u.limiter = NewLimiter(*rl)
 	}
@@ -124,7 +161,7 @@ func New(cfg Config) *Upstream {
 	if prev := cfg.Previous; prev != nil {
 		u.canaryStats, u.metrics = prev.canaryStats, prev.metrics
 		u.rollback.Store(prev.rollback.Load())
-		u.started = prev.started
+		u.started, u.first = prev.started, prev.first
 		old := *prev.Snapshot()
 		old.Name = cfg.Name
 		u.snap.Store(&old) // republished with this upstream's picker by Run
