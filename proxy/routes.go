@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"net/http"
-	"reflect"
 	"strings"
 
 	"github.com/remora-mesh/remora/pkg/upstream"
@@ -77,7 +76,7 @@ func (p *Proxy) SetRoutes(routes ...Route) {
 		ups[i] = r.Upstream
 		name := r.Upstream.Name()
 		rt := &route{up: r.Upstream, opts: r.Client, reqRules: r.RequestHeaders, respRules: r.ResponseHeaders, mirror: newMirror(r.Mirror), tcp: r.TCP}
-		if prev := old.byName[name]; prev != nil && reflect.DeepEqual(prev.opts, r.Client) {
+		if prev := old.byName[name]; prev != nil && prev.opts.Same(r.Client) {
 			rt.tr = prev.tr
 		} else {
 			rt.tr = client.New(r.Client)

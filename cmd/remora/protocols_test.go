@@ -398,3 +398,60 @@ func TestMutualTLSToUpstream(t *testing.T) {
 		t.Fatalf("with the client certificate: %d %q", code, body)
 	}
 }
+
+// A reload that leaves an upstream's tls files as they were keeps the
+// upstream and its pooled connections; rotated files take effect on new
+// connections.
+func TestReloadKeepsAnUpstreamWithTLS(t *testing.T) {
+	c := &certs{dir: t.TempDir(), t: t}
+	_, _, serverCert := c.issue("svc", false)
+	clientCert, clientKey, _ := c.issue("remora", true)
+	caFile := filepath.Join(c.dir, "ca.pem")
+	os.WriteFile(caFile, c.caPEM, 0o600)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(c.caPEM)
+	var conns atomic.Int64
+	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s", r.TLS.PeerCertificates[0].SerialNumber)
+	}))
+	backend.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	backend.TLS = &tls.Config{Certificates: []tls.Certificate{serverCert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}
+	backend.StartTLS()
+	defer backend.Close()
+	yml := staticConfig([]string{backend.Listener.Addr().String()},
+		fmt.Sprintf("    tls: {ca_file: %q, cert_file: %q, key_file: %q, server_name: svc}\n", caFile, clientCert, clientKey))
+	a := startRemora(t, yml)
+	get := func() string {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, "http://"+a.addr("outbound")+"/", nil)
+		req.Host = "svc"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%d %s", resp.StatusCode, body)
+		}
+		return string(body)
+	}
+	first := get()
+	if err := a.reload(mustParse(t, yml)); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(); got != first || conns.Load() != 1 {
+		t.Fatalf("after a reload with the same files: client certificate %s (was %s), %d connections to the node; want the pooled one kept", got, first, conns.Load())
+	}
+	c.issue("remora", true) // rotated in place
+	if err := a.reload(mustParse(t, yml)); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(); got == first {
+		t.Fatalf("after the client certificate was rotated: still serial %s", got)
+	}
+}

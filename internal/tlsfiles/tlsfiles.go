@@ -2,12 +2,15 @@
 package tlsfiles
 
 import (
+	"bytes"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 )
 
 // Options name the files and settings of a TLS client.
@@ -58,4 +61,41 @@ func Resolve(base, path string) string {
 		return path
 	}
 	return filepath.Join(base, path)
+}
+
+// Same reports whether two TLS configs are the same: the same CAs trusted,
+// the same certificates and keys presented, the same other settings.
+// Loading unchanged files twice with Options.Config gives the same config,
+// a rotated file a different one. A config with a callback is the same
+// only as itself. Either may be nil.
+func Same(a, b *tls.Config) bool {
+	switch {
+	case a == b:
+		return true
+	case a == nil || b == nil,
+		(a.RootCAs == nil) != (b.RootCAs == nil), a.RootCAs != nil && !a.RootCAs.Equal(b.RootCAs),
+		len(a.Certificates) != len(b.Certificates):
+		return false
+	}
+	for i := range a.Certificates {
+		if !sameCertificate(&a.Certificates[i], &b.Certificates[i]) {
+			return false
+		}
+	}
+	ra, rb := a.Clone(), b.Clone()
+	ra.RootCAs, rb.RootCAs, ra.Certificates, rb.Certificates = nil, nil, nil, nil
+	return reflect.DeepEqual(ra, rb)
+}
+
+func sameCertificate(a, b *tls.Certificate) bool {
+	if len(a.Certificate) != len(b.Certificate) {
+		return false
+	}
+	for i := range a.Certificate {
+		if !bytes.Equal(a.Certificate[i], b.Certificate[i]) {
+			return false
+		}
+	}
+	key, ok := a.PrivateKey.(interface{ Equal(crypto.PrivateKey) bool })
+	return ok && key.Equal(b.PrivateKey)
 }

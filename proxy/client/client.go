@@ -31,12 +31,14 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"os"
+	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/remora-mesh/remora/internal/tlsfiles"
 	"github.com/remora-mesh/remora/proxy/h1"
 )
 
@@ -60,6 +62,18 @@ type Options struct {
 	// TLS, when set, speaks TLS to the nodes with this config (mTLS when
 	// it holds a client certificate; HTTP/2 when its NextProtos has h2).
 	TLS *tls.Config
+}
+
+// Same reports whether o and p build the same Transport: equal settings,
+// and TLS configs that trust and present the same certificates (see
+// tlsfiles.Same), so a reload that loads unchanged files again keeps a
+// route's transport and its pooled connections.
+func (o Options) Same(p Options) bool {
+	if !tlsfiles.Same(o.TLS, p.TLS) {
+		return false
+	}
+	o.TLS, p.TLS = nil, nil
+	return reflect.DeepEqual(o, p)
 }
 
 // MaxDirectBody is the largest request body the direct path sends: a body

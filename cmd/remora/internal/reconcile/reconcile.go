@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"strings"
 
+	"github.com/remora-mesh/remora/internal/tlsfiles"
 	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/register"
 )
@@ -268,11 +269,16 @@ func SameClientSettings(a, b config.Proxy) bool {
 
 // SameUpstream reports whether an upstream's config is unchanged. The
 // balancer is compared by meaning (its options are YAML nodes that carry
-// their position in the file); the rest is plain values.
+// their position in the file), the loaded TLS by what its files hold; the
+// rest is plain values.
 func SameUpstream(a, b config.Upstream) bool {
 	if !a.Balancer.SameAs(b.Balancer) {
 		return false
 	}
+	if !tlsfiles.Same(a.TLSConfig, b.TLSConfig) {
+		return false
+	}
 	a.Balancer, b.Balancer = config.Balancer{}, config.Balancer{}
+	a.TLSConfig, b.TLSConfig = nil, nil
 	return reflect.DeepEqual(a, b)
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/remora-mesh/remora/discovery/discoverytest"
 	_ "github.com/remora-mesh/remora/discovery/etcd"
 	_ "github.com/remora-mesh/remora/discovery/static"
 	_ "github.com/remora-mesh/remora/pkg/balancer/all"
@@ -344,5 +345,27 @@ func TestInPlace(t *testing.T) {
 		if got := InPlace(old, *reg(tc.yml).Register); got != tc.want {
 			t.Errorf("%s: InPlace = %v; want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// An upstream's tls is compared by what its files hold: a reload of an
+// unchanged file keeps the upstream (its pools and watch), a rotated
+// certificate or CA rebuilds it.
+func TestSameUpstreamComparesTLSByContent(t *testing.T) {
+	dir := t.TempDir()
+	discoverytest.WriteCert(t, dir)
+	const yml = `registries: [{name: s, type: static}]
+upstreams:
+  - name: users
+    tls: {ca_file: cert.pem, cert_file: cert.pem, key_file: key.pem}
+`
+	load := func() config.Upstream { t.Helper(); return parse(t, yml, dir).Upstreams[0] }
+	a := load()
+	if !SameUpstream(a, load()) {
+		t.Fatal("the same files loaded twice: SameUpstream = false; want true")
+	}
+	discoverytest.WriteCert(t, dir) // rotated: a new key and certificate
+	if SameUpstream(a, load()) {
+		t.Fatal("rotated files: SameUpstream = true; want false")
 	}
 }
