@@ -140,11 +140,7 @@ func (p *Proxy) sendMirror(out *http.Request, body []byte, from *route) {
 	var call upstream.Call
 	defer call.End(false)
 	dropped := &from.up.Metrics().MirrorDropped
-	if call.BeginCopy(ctx, target.up, balancer.Info{Request: out}) != nil {
-		dropped.Add(1)
-		return
-	}
-	if m.cfg.Canary && !call.UseCanary() {
+	if call.BeginCopy(ctx, target.up, balancer.Info{Request: out}, m.cfg.Canary) != nil {
 		dropped.Add(1)
 		return
 	}

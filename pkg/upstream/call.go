@@ -119,11 +119,19 @@ func (c *Call) Begin(client context.Context, u *Upstream, info balancer.Info) er
 // max_in_flight bounds the copies), and a copy that is refused or gets no
 // answer is not counted by End as a local answer: the mirror counts it as
 // dropped. A copy that gets an answer is counted in its pool's metrics,
-// and its outcome observed, as any request's.
-func (c *Call) BeginCopy(client context.Context, u *Upstream, info balancer.Info) error {
+// and its outcome observed, as any request's. With toCanary, the copy goes
+// to u's canary pool whatever the split says (ErrCanaryEmpty without
+// canary nodes); locality applies in either pool.
+func (c *Call) BeginCopy(client context.Context, u *Upstream, info balancer.Info, toCanary bool) error {
 	*c = Call{up: u, snap: u.Snapshot(), info: info, client: client, start: time.Now(), localCode: 503, isCopy: true}
 	c.tried = c.triedA[:0]
+	split := c.snap.Canary
 	switch {
+	case toCanary && (split == nil || split.Available == 0):
+		c.err = ErrCanaryEmpty
+	case toCanary:
+		c.pool, c.picker, c.avail, c.chosen = canary.Canary, split.Picker, split.Available, true
+		c.chooseZone()
 	case c.snap.Available == 0:
 		c.err = ErrNoNode
 	default:
@@ -185,18 +193,6 @@ func (c *Call) choosePool() error {
 	}
 	c.chosen = true
 	return nil
-}
-
-// UseCanary sends the call to its upstream's canary pool, whatever Begin
-// chose (a mirror of the stable traffic); it reports false when the pool
-// has no node.
-func (c *Call) UseCanary() bool {
-	split := c.snap.Canary
-	if split == nil || split.Available == 0 {
-		return false
-	}
-	c.pool, c.picker, c.avail, c.first = canary.Canary, split.Picker, split.Available, nil
-	return true
 }
 
 // chooseZone decides whether the first pick stays in the local zone (see

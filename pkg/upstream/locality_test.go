@@ -7,6 +7,7 @@ import (
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/pkg/balancer"
+	"github.com/remora-mesh/remora/pkg/canary"
 	"github.com/remora-mesh/remora/pkg/node"
 	"github.com/remora-mesh/remora/pkg/upstream"
 )
@@ -86,5 +87,49 @@ func TestLocality(t *testing.T) {
 	}
 	if z := firstPicks(t, u2, 400); z["a"] == 400 {
 		t.Fatalf("zones ignored, yet %v", z)
+	}
+}
+
+// A mirrored copy sent to the canary pool (mirror canary: true) keeps to
+// the local zone as any call does: its first pick is a local canary node,
+// and it counts once in the zone counters.
+func TestCanaryCopyKeepsLocality(t *testing.T) {
+	one := 1
+	loc := &upstream.Locality{Zone: "a", MinClusterSize: &one}
+	if err := loc.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	var cc canary.Config
+	rule, err := cc.Validate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _, set := run(t, upstream.Config{Name: "svc", Locality: loc, Canary: rule})
+	canaryIn := func(id string, port int, zone string) discovery.Instance {
+		in := zoned(id, port, zone)
+		in.Metadata["canary"] = "true"
+		return in
+	}
+	set(zoned("a1", 1, "a"), zoned("b1", 2, "b"), canaryIn("ca", 3, "a"), canaryIn("cb", 4, "b"))
+	m := u.Metrics()
+	before := m.Zone[upstream.ZoneLocal].Load() + m.Zone[upstream.ZoneOther].Load()
+	picks := map[string]int{}
+	const copies = 200
+	for range copies {
+		var c upstream.Call
+		if err := c.BeginCopy(context.Background(), u, balancer.Info{}, true); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.Attempts(context.Background(), false, func(n *node.Node, _ int) upstream.Attempt {
+			picks[n.ID]++
+			return upstream.Attempt{Status: 200}
+		}, func() {})
+		c.End(false)
+	}
+	if picks["ca"] != copies {
+		t.Fatalf("first picks of canary copies %v; want every one on ca, the canary node in zone a", picks)
+	}
+	if got := m.Zone[upstream.ZoneLocal].Load() + m.Zone[upstream.ZoneOther].Load() - before; got != copies {
+		t.Fatalf("zone counters rose by %d for %d copies", got, copies)
 	}
 }
