@@ -42,6 +42,14 @@ type Options interface {
 	Open(env Env) (Registry, error)
 }
 
+// EnvFiler is implemented by Options that read a file the config does
+// not name but the environment does (a variable naming a token file):
+// Remora watches the files EnvFiles returns, absolute, as it watches the
+// files the config names, and reopens the registry when one changes.
+type EnvFiler interface {
+	EnvFiles() []string
+}
+
 // Checker is implemented by Options that name files (secrets, TLS
 // certificates, a kubeconfig) or directories. `remora validate`, and the
 // loading of a config at start and on reload, call Check after Parse so

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 
+	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/internal/tlsfiles"
 	"github.com/remora-mesh/remora/pkg/config"
 )
@@ -16,7 +17,8 @@ import (
 // name in fields whose YAML key ends in _file (token_file, password_file,
 // secret_key_file, ca_file, cert_file, key_file) or is kubeconfig: the
 // secrets and certificates an adapter reads when it opens, and that a
-// Secret volume replaces behind an unchanged config file.
+// Secret volume replaces behind an unchanged config file; and the files
+// the environment names for it (discovery.EnvFiler).
 func namedFiles(options any) []string {
 	var out []string
 	var walk func(v reflect.Value, depth int)
@@ -51,6 +53,9 @@ func namedFiles(options any) []string {
 		}
 	}
 	walk(reflect.ValueOf(options), 0)
+	if ef, ok := options.(discovery.EnvFiler); ok {
+		out = append(out, ef.EnvFiles()...)
+	}
 	return out
 }
 

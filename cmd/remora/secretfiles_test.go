@@ -149,3 +149,32 @@ func TestProcessRotatedAdminTokenFileApplies(t *testing.T) {
 	}
 	keepServing(t, out, 200*time.Millisecond, "after the rotation")
 }
+
+// A consul registry without a token of its own reads the file that
+// $CONSUL_HTTP_TOKEN_FILE names: it is watched as a named file, so that a
+// token written or rotated there reopens the registry.
+func TestConsulTokenFileFromTheEnvironmentIsWatched(t *testing.T) {
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "token")
+	os.WriteFile(tok, []byte("a\n"), 0o600)
+	t.Setenv("CONSUL_HTTP_TOKEN_FILE", tok)
+	cfg, err := config.Parse([]byte(`
+registries:
+  - {name: env, type: consul, consul: {address: "127.0.0.1:8500"}}
+  - {name: own, type: consul, consul: {address: "127.0.0.1:8500", token: t}}
+`), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(namedFiles(cfg.Registries[0].Options)); got != "["+tok+"]" {
+		t.Fatalf("files of a consul registry without a token: %s; want [%s]", got, tok)
+	}
+	if got := namedFiles(cfg.Registries[1].Options); len(got) != 0 {
+		t.Fatalf("files of a consul registry with its own token: %v; want none", got)
+	}
+	before := registryFiles(cfg, &cfg.Registries[0])
+	os.WriteFile(tok, []byte("b\n"), 0o600)
+	if registryFiles(cfg, &cfg.Registries[0]) == before {
+		t.Error("the digest did not change with the token file")
+	}
+}

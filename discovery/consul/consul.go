@@ -61,6 +61,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -140,6 +141,19 @@ func (o *Options) Check(baseDir string) error {
 	return errors.Join(errs...)
 }
 
+// EnvFiles implements discovery.EnvFiler: the file $CONSUL_HTTP_TOKEN_FILE
+// names, when the config gives no token (Open reads it then).
+func (o *Options) EnvFiles() []string {
+	f := getenv(TokenFileEnv)
+	if o.Token != "" || o.TokenFile != "" || f == "" {
+		return nil
+	}
+	if abs, err := filepath.Abs(f); err == nil {
+		f = abs
+	}
+	return []string{f}
+}
+
 // Open implements discovery.Options: it reads the token and TLS files and
 // builds the HTTP client, without contacting Consul. It fails only when a
 // file that Check accepted cannot be read any more. A token file named by
@@ -157,7 +171,7 @@ func (o *Options) Open(env discovery.Env) (discovery.Registry, error) {
 		return nil, err
 	}
 	if tokenErr != nil {
-		log.WithError(tokenErr).Error("consul: cannot read the ACL token; every watch and registration fails until Remora restarts with it readable")
+		log.WithError(tokenErr).Error("consul: cannot read the ACL token; every watch and registration fails until it is (the file is watched)")
 		r := newRegistry(failing{tokenErr}, o, log)
 		r.agent = failing{tokenErr}
 		return r, nil
