@@ -17,21 +17,28 @@ import (
 	"github.com/remora-mesh/remora/internal/testnet"
 )
 
-// loadGen sends requests for user-service from workers until stopped and
-// counts failures.
+// loadGen sends GET / from workers, on keep-alive connections, until
+// finish, and counts the answers that are not 200; it keeps the first
+// failure and when it came.
 type loadGen struct {
 	ok, failed atomic.Int64
 	first      atomic.Value
 	stop       chan struct{}
 	start      time.Time
 	wg         sync.WaitGroup
+	client     *http.Client
 }
 
+// startLoad sends requests for user-service to a's outbound listener.
 func startLoad(t *testing.T, a *app, workers int) *loadGen {
-	g := &loadGen{stop: make(chan struct{}), start: time.Now()}
-	outbound := a.addr("outbound")
-	client := &http.Client{Timeout: 5 * time.Second}
-	for w := 0; w < workers; w++ {
+	return startLoadTo(a.addr("outbound"), "user-service", workers, 5*time.Millisecond)
+}
+
+// startLoadTo sends requests with Host host to out, each worker pausing
+// between its requests (a bounded rate).
+func startLoadTo(out, host string, workers int, pause time.Duration) *loadGen {
+	g := &loadGen{stop: make(chan struct{}), start: time.Now(), client: &http.Client{Timeout: 5 * time.Second}}
+	for range workers {
 		g.wg.Add(1)
 		go func() {
 			defer g.wg.Done()
@@ -41,9 +48,9 @@ func startLoad(t *testing.T, a *app, workers int) *loadGen {
 					return
 				default:
 				}
-				req, _ := http.NewRequest(http.MethodGet, "http://"+outbound+"/", nil)
-				req.Host = "user-service"
-				resp, err := client.Do(req)
+				req, _ := http.NewRequest(http.MethodGet, "http://"+out+"/", nil)
+				req.Host = host
+				resp, err := g.client.Do(req)
 				if err == nil {
 					body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 					io.Copy(io.Discard, resp.Body)
@@ -59,17 +66,20 @@ func startLoad(t *testing.T, a *app, workers int) *loadGen {
 				} else {
 					g.ok.Add(1)
 				}
-				time.Sleep(5 * time.Millisecond) // bounded rate
+				time.Sleep(pause)
 			}
 		}()
 	}
 	return g
 }
 
+// finish stops the load, closes its idle connections and fails t if a
+// request failed or none succeeded.
 func (g *loadGen) finish(t *testing.T) {
 	t.Helper()
 	close(g.stop)
 	g.wg.Wait()
+	g.client.CloseIdleConnections()
 	if g.failed.Load() != 0 || g.ok.Load() == 0 {
 		t.Fatalf("%d requests failed, %d succeeded (first error: %v)", g.failed.Load(), g.ok.Load(), g.first.Load())
 	}

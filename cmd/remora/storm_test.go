@@ -2,74 +2,14 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 )
-
-// hostLoad sends GET / with Host host to out from workers until finish,
-// on keep-alive connections, and counts the answers that are not 200.
-type hostLoad struct {
-	ok, failed atomic.Int64
-	first      atomic.Value
-	stop       chan struct{}
-	wg         sync.WaitGroup
-	client     *http.Client
-}
-
-func startHostLoad(out, host string, workers int) *hostLoad {
-	g := &hostLoad{stop: make(chan struct{}), client: &http.Client{Timeout: 5 * time.Second}}
-	for range workers {
-		g.wg.Add(1)
-		go func() {
-			defer g.wg.Done()
-			for {
-				select {
-				case <-g.stop:
-					return
-				default:
-				}
-				req, _ := http.NewRequest(http.MethodGet, "http://"+out+"/", nil)
-				req.Host = host
-				resp, err := g.client.Do(req)
-				if err == nil {
-					body, _ := io.ReadAll(resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != 200 {
-						err = fmt.Errorf("status %d: %q", resp.StatusCode, body)
-					}
-				}
-				if err != nil {
-					g.failed.Add(1)
-					g.first.CompareAndSwap(nil, err)
-				} else {
-					g.ok.Add(1)
-				}
-				time.Sleep(2 * time.Millisecond)
-			}
-		}()
-	}
-	return g
-}
-
-func (g *hostLoad) finish(t *testing.T) {
-	t.Helper()
-	close(g.stop)
-	g.wg.Wait()
-	g.client.CloseIdleConnections()
-	if g.failed.Load() != 0 || g.ok.Load() == 0 {
-		t.Fatalf("%d requests failed, %d succeeded (first error: %v)", g.failed.Load(), g.ok.Load(), g.first.Load())
-	}
-	t.Logf("%d requests, 0 failed", g.ok.Load())
-}
 
 // openFDs counts the open file descriptors of process pid.
 func openFDs(t *testing.T, pid int) int {
@@ -142,7 +82,7 @@ upstreams:
 		hostCode(out, "users")
 	}
 	fds := openFDs(t, pid)
-	load := startHostLoad(out, "users", 8)
+	load := startLoadTo(out, "users", 8, 2*time.Millisecond)
 	time.Sleep(200 * time.Millisecond)
 	rss := rssKiB(t, pid)
 	for i := range 50 {
