@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -44,6 +45,9 @@ type app struct {
 	reloadAt atomic.Int64
 	log      *logrus.Logger
 	proxy    *proxy.Proxy
+	// starting ends the start-up's wait for a busy listen address (see
+	// listen); nil once started: a reload does not wait.
+	starting context.Context
 	// The access log (nil when off) and its sample, for the tcp servers.
 	access       *logrus.Entry
 	accessSample float64
@@ -114,9 +118,11 @@ type serving interface {
 // reload does (opens the registries, starts one controller per upstream,
 // binds the dedicated ports, starts registering), then serves. It fails
 // before serving anything if a listener cannot be bound or a registry
-// cannot be opened.
-func startApp(cfg *config.Config, log *logrus.Logger) (_ *app, err error) {
+// cannot be opened; an address in use is waited for (see listen) until
+// ctx ends.
+func startApp(ctx context.Context, cfg *config.Config, log *logrus.Logger) (_ *app, err error) {
 	a := &app{
+		starting:   ctx,
 		limits:     cfg.Proxy,
 		log:        log,
 		registries: map[string]*liveRegistry{},
@@ -156,6 +162,7 @@ func startApp(cfg *config.Config, log *logrus.Logger) (_ *app, err error) {
 		return nil, err
 	}
 	a.reloaded(true)
+	a.starting = nil
 	for _, s := range a.servers {
 		a.serve(s)
 	}
@@ -320,11 +327,46 @@ func watchUpstream(reg discovery.Registry, uc config.Upstream) (discovery.Watche
 
 // bind listens on addr for srv.
 func (a *app) bind(name, addr string, srv serving) (*server, error) {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := a.listen(name, addr)
 	if err != nil {
 		return nil, fmt.Errorf("listener %s: %w", name, err)
 	}
 	return newServer(name, ln, srv), nil
+}
+
+// startBindWait bounds how long the start waits for a listen address that
+// another process holds (the previous Remora on the host, draining, as a
+// new one starts), trying it again every bindRetryEvery, as nginx does.
+// A variable for tests.
+var startBindWait = 10 * time.Second
+
+const bindRetryEvery = 100 * time.Millisecond
+
+// listen binds addr. At start, an address in use is tried again until
+// startBindWait passes or the start is stopped; a reload never waits (it
+// is refused, and the running config stays).
+func (a *app) listen(name, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err == nil || a.starting == nil || !errors.Is(err, syscall.EADDRINUSE) {
+		return ln, err
+	}
+	a.log.WithFields(logrus.Fields{"listener": name, "address": addr}).Warnf("address in use; trying again for up to %v", startBindWait)
+	deadline := time.NewTimer(startBindWait)
+	defer deadline.Stop()
+	tick := time.NewTicker(bindRetryEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-a.starting.Done():
+			return nil, fmt.Errorf("%w (stopped while waiting for it)", err)
+		case <-deadline.C:
+			return nil, fmt.Errorf("%w (still, after %v)", err, startBindWait)
+		case <-tick.C:
+			if ln, err = net.Listen("tcp", addr); err == nil || !errors.Is(err, syscall.EADDRINUSE) {
+				return ln, err
+			}
+		}
+	}
 }
 
 func newServer(name string, ln net.Listener, srv serving) *server {

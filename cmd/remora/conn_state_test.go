@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"testing"
@@ -35,7 +36,7 @@ func remoraRun(lim h1diff.Limits) h1diff.Proxy {
 		}
 		log := logrus.New()
 		log.SetOutput(io.Discard)
-		a, err := startApp(cfg, log)
+		a, err := startApp(context.Background(), cfg, log)
 		if err != nil {
 			return "", nil, err
 		}

@@ -54,7 +54,7 @@ func runDemo(ctx context.Context, out io.Writer, log *logrus.Logger, serve bool)
 	if err != nil {
 		return fmt.Errorf("demo config: %w", err)
 	}
-	a, err := startApp(cfg, log)
+	a, err := startApp(ctx, cfg, log)
 	if err != nil {
 		return err
 	}

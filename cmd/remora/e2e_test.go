@@ -62,7 +62,7 @@ func startRemora(t *testing.T, yml string) *app {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := startApp(cfg, testLogger())
+	a, err := startApp(context.Background(), cfg, testLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

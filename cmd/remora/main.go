@@ -317,7 +317,7 @@ func cmdDemo(o *cmdOpts, args []string, stdout, stderr io.Writer) int {
 // before cfg was loaded from it); an invalid file is logged and ignored.
 // Only a failure to start is an error.
 func serveUntil(ctx context.Context, path string, watch *fileWatch, hup <-chan os.Signal, cfg *config.Config, log *logrus.Logger) error {
-	a, err := startApp(cfg, log)
+	a, err := startApp(ctx, cfg, log)
 	if err != nil {
 		return err
 	}

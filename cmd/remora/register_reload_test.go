@@ -341,7 +341,7 @@ func TestReloadNeverClosesARegistryUnderItsRegistration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := startApp(cfg0, testLogger())
+	a, err := startApp(context.Background(), cfg0, testLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A listen address another process still holds as Remora starts (the
+// previous Remora on the host, draining) is waited for: Remora binds it
+// once it is free, then serves — the outbound listener and a dedicated
+// port alike. One still held after startBindWait stops the start with an
+// error naming the listener, and a signal ends the wait.
+func TestStartWaitsForABusyAddress(t *testing.T) {
+	users := startBackend(t, "users")
+	yml := func(outbound, port string) string {
+		return fmt.Sprintf(`
+admin: {address: "127.0.0.1:0"}
+listeners: [{name: outbound, address: %q}]
+registries: [{name: s, type: static, static: {services: {users: [{address: %q}]}}}]
+upstreams:
+  - {name: users, listen: %q}
+`, outbound, users.srv.Listener.Addr().String(), port)
+	}
+	hold := func(t *testing.T) net.Listener {
+		t.Helper()
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		return l
+	}
+	type started struct {
+		a   *app
+		err error
+	}
+	start := func(ctx context.Context, yml string) <-chan started {
+		out := make(chan started, 1)
+		cfg := mustParse(t, yml)
+		go func() {
+			a, err := startApp(ctx, cfg, testLogger())
+			if a != nil {
+				t.Cleanup(a.close)
+			}
+			out <- started{a, err}
+		}()
+		return out
+	}
+	for _, which := range []string{"outbound", "dedicated"} {
+		t.Run(which, func(t *testing.T) {
+			held := hold(t)
+			addr := held.Addr().String()
+			cfg := yml(addr, freeAddr(t))
+			if which == "dedicated" {
+				cfg = yml("127.0.0.1:0", addr)
+			}
+			done := start(context.Background(), cfg)
+			select {
+			case r := <-done:
+				t.Fatalf("the start returned while %s was held: %v", addr, r.err)
+			case <-time.After(300 * time.Millisecond):
+			}
+			held.Close()
+			var r started
+			select {
+			case r = <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the start still waits after the address was freed")
+			}
+			if r.err != nil {
+				t.Fatalf("start: %v", r.err)
+			}
+			req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
+			req.Host = "users"
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(body) != "users" {
+				t.Fatalf("through %s: %d %q", addr, resp.StatusCode, body)
+			}
+		})
+	}
+	t.Run("held for good", func(t *testing.T) {
+		defer func(old time.Duration) { startBindWait = old }(startBindWait)
+		startBindWait = 200 * time.Millisecond
+		held := hold(t)
+		r := <-start(context.Background(), yml(held.Addr().String(), freeAddr(t)))
+		if r.err == nil || !strings.Contains(r.err.Error(), "listener outbound") || !strings.Contains(r.err.Error(), "address already in use") {
+			t.Fatalf("start with the address held for good: %v; want an error naming the listener", r.err)
+		}
+	})
+	t.Run("stopped", func(t *testing.T) {
+		held := hold(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := start(ctx, yml(held.Addr().String(), freeAddr(t)))
+		time.Sleep(100 * time.Millisecond)
+		cancel()
+		select {
+		case r := <-done:
+			if r.err == nil {
+				t.Fatal("a start stopped while waiting for an address succeeded")
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a signal did not end the wait for the address")
+		}
+	})
+}
