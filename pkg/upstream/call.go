@@ -99,9 +99,9 @@ type Attempt struct {
 }
 
 // Begin starts c on u for a request or connection described by info,
-// whose client is gone when client ends: it loads u's snapshot (an
-// upstream without nodes to serve yet is waited for, see FirstSetWait), admits the
-// call under circuit_breaker.max_requests and chooses its pool. On an
+// whose client is gone when client ends: it loads u's snapshot (waiting,
+// within FirstSetWait, for an upstream without nodes to serve yet), admits
+// the call under circuit_breaker.max_requests and chooses its pool. On an
 // error c holds nothing, but End must still be called to count it.
 func (c *Call) Begin(client context.Context, u *Upstream, info balancer.Info) error {
 	*c = Call{up: u, snap: u.Snapshot(), info: info, client: client, start: time.Now(), localCode: 503}

@@ -198,7 +198,7 @@ type controller struct {
 
 	interval  *time.Ticker // outlier detection's interval
 	judging   *time.Ticker // the canary judge's window; nil without one
-	restoreAt *time.Timer  // when the initial-sync timeout runs out; nil once there are nodes
+	restoreAt *time.Timer  // when the initial-sync timeout runs out; nil for one carried over with nodes
 
 	// The pickers last built, each with the builder and the pool it was
 	// built from: a rebuild over the same pool with the same builder
