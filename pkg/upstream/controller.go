@@ -63,7 +63,7 @@ func (c *controller) start() {
 		c.nodes = s.Nodes
 		c.prober.Update(s.Nodes)
 		c.rebuild()
-	} else {
+	} else if u.cfg.SnapshotFile != "" {
 		wait := u.started.Add(u.cfg.InitialSyncTimeout).Sub(u.cfg.Now())
 		c.restoreAt = time.NewTimer(max(wait, time.Millisecond))
 	}
@@ -103,10 +103,8 @@ func (c *controller) loop(done <-chan struct{}, p discovery.Poller, updates <-ch
 	for {
 		select {
 		case <-restoreAt:
-			if c.u.cfg.SnapshotFile != "" {
-				c.restore()
-			}
-			c.u.first.settle() // calls waiting for a first set wait no more
+			c.restore()
+			c.u.first.settle() // the snapshot is served, or there is none
 		case <-done:
 			return
 		case <-c.u.kick:
@@ -198,7 +196,7 @@ type controller struct {
 
 	interval  *time.Ticker // outlier detection's interval
 	judging   *time.Ticker // the canary judge's window; nil without one
-	restoreAt *time.Timer  // when the initial-sync timeout runs out; nil for one carried over with nodes
+	restoreAt *time.Timer  // when to serve the on-disk snapshot; nil without one
 
 	// The pickers last built, each with the builder and the pool it was
 	// built from: a rebuild over the same pool with the same builder

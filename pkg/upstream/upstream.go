@@ -94,7 +94,8 @@ type Upstream struct {
 const FirstSetWait = time.Second
 
 // firstSet is closed once an upstream has nodes to serve (its first set,
-// or its on-disk snapshot) or its initial-sync timeout ran out.
+// or its on-disk snapshot), or when its on-disk snapshot was due and could
+// not be served.
 type firstSet struct {
 	ch   chan struct{}
 	once sync.Once
