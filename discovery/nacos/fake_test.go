@@ -247,8 +247,17 @@ func newTestRegistry(t *testing.T, dial func() (namingClient, error)) *registry 
 	return newRegistry(o, discovery.Env{}.Logger(), dial)
 }
 
-// fakeRegistry is a registry on f with fast timers.
+// fakeRegistry is a registry on f with fast timers. Its registrations are
+// not looked for in their services' lists (readBack 0): the fake's lists
+// are what the test pushes, which do not hold what is registered (see
+// tunedFakeRegistry).
 func fakeRegistry(t *testing.T, f *fakeClient, opts ...func(*Options)) *registry {
+	t.Helper()
+	return tunedFakeRegistry(t, f, nil, opts...)
+}
+
+// tunedFakeRegistry is fakeRegistry with tune applied before it starts.
+func tunedFakeRegistry(t *testing.T, f *fakeClient, tune func(*registry), opts ...func(*Options)) *registry {
 	t.Helper()
 	o := &Options{}
 	for _, m := range opts {
@@ -263,6 +272,10 @@ func fakeRegistry(t *testing.T, f *fakeClient, opts ...func(*Options)) *registry
 	r.probe = f.probe
 	r.pollUp = 10 * time.Millisecond
 	r.backoffBase, r.backoffMax = 10*time.Millisecond, 40*time.Millisecond
+	r.readBack = 0
+	if tune != nil {
+		tune(r)
+	}
 	r.start()
 	t.Cleanup(func() { _ = r.Close() })
 	return r

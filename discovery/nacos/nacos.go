@@ -79,7 +79,8 @@
 //
 // The registry is a discovery.Registrar: it registers the local
 // application as an ephemeral instance of its client, registered again on
-// every new client (see register.go).
+// every new client, and whenever the server stops listing it while the
+// connection is up (see register.go).
 //
 // # Logs and secrets
 //
@@ -262,6 +263,15 @@ const (
 	defaultSettle      = 50 * time.Millisecond // after a client connects, before it is used
 	defaultEmptyGrace  = 10 * time.Second      // see subscription.deliver
 	maxProbeTimeout    = time.Second
+
+	// defaultReadBack is how often each registration is looked for in the
+	// server's pushed list of its service (see registration.verify): a
+	// read of memory, the list being kept current by the server's pushes.
+	defaultReadBack = time.Second
+	// defaultReadBackGrace: a registration announced less than this long
+	// ago is not looked for yet, as the server's push of it may not have
+	// come (Polaris pushes on a one-second tick).
+	defaultReadBackGrace = 3 * time.Second
 )
 
 // registry follows services of one Nacos cluster through one SDK client at
@@ -289,6 +299,13 @@ type registry struct {
 	emptyGrace  time.Duration // see subscription.deliver; 0 turns holding off
 	rand        func() float64
 	sleep       func(context.Context, time.Duration) bool // supervise's backoff: retry.Sleep
+
+	// readBack is how often the registrations are looked for in their
+	// services' lists, readBackGrace how long after an announcement one is
+	// first looked for (see registration.verify); readBack 0 turns the
+	// checks off, and the registrations then do not follow their services.
+	readBack      time.Duration
+	readBackGrace time.Duration
 
 	ctx     context.Context // ends on Close
 	cancel  context.CancelFunc
@@ -331,6 +348,9 @@ func newRegistry(o *Options, log *logrus.Entry, dial func() (namingClient, error
 		retiring:    map[string]*subscription{},
 		regs:        map[string]*registration{},
 		regWake:     make(chan struct{}, 1),
+
+		readBack:      defaultReadBack,
+		readBackGrace: defaultReadBackGrace,
 	}
 }
 
@@ -555,6 +575,12 @@ func (r *registry) Watch(ctx context.Context, service string) (discovery.Watcher
 	if r.closed {
 		return nil, fmt.Errorf("nacos: watch %q: registry closed", service)
 	}
+	return r.watchLocked(key), nil
+}
+
+// watchLocked adds a watcher of key to its subscription, starting one if
+// there is none; mu must be held and the registry open.
+func (r *registry) watchLocked(key serviceKey) *watcher {
 	s := r.subs[key.subKey()]
 	if s == nil {
 		s = newSubscription(r, key.Group, key.Service, r.retiring[key.subKey()])
@@ -564,7 +590,7 @@ func (r *registry) Watch(ctx context.Context, service string) (discovery.Watcher
 	}
 	w := &watcher{Latest: discovery.NewLatest(), sub: s, key: key}
 	s.add(w)
-	return w, nil
+	return w
 }
 
 // release is called by a subscription whose last watcher left: it stops

@@ -1,6 +1,7 @@
 package nacos
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -26,6 +27,17 @@ import (
 // registry keeps the set of live registrations and announces each of them
 // again on every new client (keepRegistered). While there is no client a
 // registration is kept and announced once one connects.
+//
+// The server can also drop the instance while the connection stays up:
+// Polaris keys an instance by service, cluster, address and port, not by
+// connection, so another client that registered the same address and port
+// (the previous Remora process of a restart that overlaps with this one,
+// or one that was hung when this one started) takes this instance with it
+// when it deregisters or its connection closes. So each registration
+// follows its own service (a watch of it, sharing the one subscription of
+// the service with any upstream's) and, every readBack, looks for itself in
+// the list the server last pushed; if the server no longer lists it, it is
+// announced again (verify, then restore).
 
 // maxNacosWeight is the largest weight a Nacos server accepts.
 const maxNacosWeight = 10000
@@ -53,8 +65,9 @@ var (
 // is read under callMu (and the registry's mu), so that supervise, once it
 // has cleared the client, can wait for the calls on the old one to end
 // (fenceRegistrations) before closing it. Lock order: callMu, then the
-// registry's mu; no SDK call is made while holding mu. reg, key, cluster
-// and status are immutable (status records its own changes).
+// registry's mu; no SDK call is made while holding mu. follow and
+// announcedAt are guarded by callMu too. reg, key, cluster and status are
+// immutable (status records its own changes).
 type registration struct {
 	reg     *registry
 	key     serviceKey // Clusters unused: see cluster
@@ -69,6 +82,10 @@ type registration struct {
 	gen       int                      // generation of the client it is announced on; 0: none
 	announced bool                     // announced once: announcing again is a re-registration
 	gone      bool                     // deregistered, or the registry closed
+	// follow watches the service, for verify; nil when the registry's
+	// readBack is 0 (or it closed before the watch could be made).
+	follow      *watcher
+	announcedAt time.Time // of the last successful announcement
 }
 
 // Status implements discovery.StatusReporter.
@@ -122,6 +139,9 @@ func (r *registry) Register(ctx context.Context, service string, inst discovery.
 	}
 	r.regs[key.subKey()] = g
 	c, gen := r.client, r.gen
+	if r.readBack > 0 {
+		g.follow = r.watchLocked(serviceKey{Group: key.Group, Service: key.Service})
+	}
 	r.mu.Unlock()
 	if c == nil {
 		r.log.WithField("service", key.subKey()).Info("nacos: no connection to the server yet; registering the instance once connected")
@@ -129,15 +149,24 @@ func (r *registry) Register(ctx context.Context, service string, inst discovery.
 	}
 	if err := g.announce(ctx, c); err != nil {
 		g.gone = true
+		g.stopFollowing()
 		// The SDK keeps even a failed registration for its own redo on
 		// reconnecting; remove it.
 		_, _ = c.DeregisterInstance(g.deregisterParam())
 		r.forget(g)
 		return nil, err
 	}
-	g.gen, g.announced = gen, true
+	g.gen, g.announced, g.announcedAt = gen, true, time.Now()
 	g.status.Up(false)
 	return g, nil
+}
+
+// stopFollowing stops the watch of the service; callMu must be held.
+func (g *registration) stopFollowing() {
+	if g.follow != nil {
+		_ = g.follow.Stop()
+		g.follow = nil
+	}
 }
 
 // paramFor maps inst to the SDK's registration request.
@@ -237,7 +266,7 @@ func (g *registration) Update(ctx context.Context, inst discovery.Instance) erro
 		signal(g.reg.regWake) // keepRegistered tries again
 		return err
 	}
-	g.gen = gen
+	g.gen, g.announcedAt = gen, time.Now()
 	g.status.Up(false)
 	return nil
 }
@@ -258,6 +287,7 @@ func (g *registration) withdraw(ctx context.Context) error {
 		return nil
 	}
 	g.gone = true
+	g.stopFollowing()
 	r := g.reg
 	// g stays in the set until the request is done (fenceRegistrations).
 	defer r.forget(g)
@@ -302,8 +332,45 @@ func (g *registration) restore() bool {
 		return false
 	}
 	g.status.Up(g.announced)
-	g.gen, g.announced = gen, true
+	g.gen, g.announced, g.announcedAt = gen, true, time.Now()
 	log.WithField("address", fmt.Sprintf("%s:%d", g.param.Ip, g.param.Port)).Info("nacos: local instance registered")
+	return true
+}
+
+// verify looks for the instance announced on the current client in the
+// list of its service that the server last pushed (follow's subscription)
+// and, if the server no longer lists it, marks it not announced, so that
+// restore announces it again, and reports true. It looks only once the
+// server has had readBackGrace to push the announcement, and only in a
+// list that is the server's current word (see subscription.current); a
+// registration without follow is not looked for. A disabled instance is
+// left out of the server's pushes, so one disabled on the server (the
+// console's "offline") is announced again, enabled: POST /drain is the way
+// to take the application out.
+func (g *registration) verify() (lost bool) {
+	g.callMu.Lock()
+	defer g.callMu.Unlock()
+	r := g.reg
+	if g.gone || g.follow == nil || g.gen == 0 || time.Since(g.announcedAt) < r.readBackGrace {
+		return false
+	}
+	if c, gen := r.clientGen(); c == nil || gen != g.gen {
+		return false // restore announces it on the next client
+	}
+	hosts, current := g.follow.sub.current()
+	if !current {
+		return false
+	}
+	cluster := cmp.Or(g.cluster, DefaultCluster)
+	for i := range hosts {
+		if h := &hosts[i]; h.Ip == g.param.Ip && h.Port == g.param.Port && clusterOf(h) == cluster {
+			return false
+		}
+	}
+	err := g.describe("keep", errors.New("the server no longer lists it (another client that registered this address and port deregistered it, or its connection closed)"))
+	r.log.WithField("service", g.key.subKey()).WithError(err).Warn("nacos: the local instance is gone from the server; registering it again")
+	g.status.Down(err)
+	g.gen = 0
 	return true
 }
 
@@ -315,18 +382,35 @@ func (r *registry) liveRegistrations() []*registration {
 }
 
 // keepRegistered is the goroutine that announces the live registrations on
-// each new client (woken by setClient) and retries failed announcements
-// with backoff, until the registry closes.
+// each new client (woken by setClient), every readBack announces again
+// those the server no longer lists (verify), and retries failed
+// announcements with backoff, until the registry closes.
 func (r *registry) keepRegistered() {
 	defer r.regWG.Done()
 	var failures int
 	var retry <-chan time.Time
+	var readBack <-chan time.Time
+	if r.readBack > 0 {
+		t := time.NewTicker(r.readBack)
+		defer t.Stop()
+		readBack = t.C
+	}
 	for {
 		select {
 		case <-r.ctx.Done():
 			return
 		case <-r.regWake:
 		case <-retry:
+		case <-readBack:
+			lost := false
+			for _, g := range r.liveRegistrations() {
+				if g.verify() {
+					lost = true
+				}
+			}
+			if !lost {
+				continue
+			}
 		}
 		retry = nil
 		ok := true

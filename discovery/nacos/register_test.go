@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nacos-group/nacos-sdk-go/v2/model"
+
 	"github.com/remora-mesh/remora/discovery"
 )
 
@@ -301,4 +303,65 @@ func TestRegisterWhileConnectionFlaps(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitCond(t, "the last update on the server", func() bool { p, ok := f.instance(DefaultGroup, "users"); return ok && p.Weight == 1001 })
+}
+
+// The server stops listing the instance while the connection stays up
+// (another client of the same address and port deregistered it, or its
+// connection closed: Polaris keys instances by address and port). The
+// registration looks for itself in its service's pushed list every
+// readBack, once readBackGrace has passed since it was announced, and
+// announces itself again when missing, which counts as a
+// re-registration; listed, or deregistered, it is left alone. An
+// instance of the same address and port in another cluster is not it.
+func TestRegisterAgainWhenTheServerStopsListingIt(t *testing.T) {
+	f := newFake()
+	const grace = 300 * time.Millisecond
+	r := tunedFakeRegistry(t, f, func(r *registry) { r.readBack, r.readBackGrace = 10*time.Millisecond, grace })
+	waitConnected(t, r)
+	registers := func() (n int) {
+		for _, c := range f.callLog() {
+			if c == "register DEFAULT_GROUP@@users 10.1.2.3:8080" {
+				n++
+			}
+		}
+		return n
+	}
+	self := host("10.1.2.3", 8080, "", 0.1, nil)
+	g := register(t, r, "users", appInstance(10, nil))
+	f.push(DefaultGroup, "users", self, host("10.9.9.9", 8080, "", 1, nil))
+	status := func() discovery.RegistrationStatus { return g.(discovery.StatusReporter).Status() }
+	time.Sleep(2 * grace)
+	if n, st := registers(), status(); n != 1 || !st.Up || st.Reregistrations != 0 {
+		t.Fatalf("listed: %d registrations, status %+v; want 1 and up", n, st)
+	}
+
+	for i, hosts := range [][]model.Instance{
+		{host("10.9.9.9", 8080, "", 1, nil)},     // gone
+		{host("10.1.2.3", 8080, "blue", 1, nil)}, // in another cluster: not this one
+		{host("10.9.9.9", 8080, "", 1, nil)},     // gone again
+	} {
+		f.push(DefaultGroup, "users", hosts...)
+		waitCond(t, "registered again", func() bool { return registers() == i+2 })
+		f.push(DefaultGroup, "users", self) // the server lists it again
+		waitCond(t, "up again", func() bool { return status().Up })
+		if st := status(); st.Reregistrations != uint64(i+1) || !strings.Contains(st.LastError, "no longer lists it") {
+			t.Fatalf("status after re-registration %d: %+v", i+1, st)
+		}
+	}
+	time.Sleep(2 * grace)
+	if n := registers(); n != 4 {
+		t.Fatalf("%d registrations while listed; want 4 (no more)", n)
+	}
+
+	if err := g.Deregister(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f.push(DefaultGroup, "users")
+	time.Sleep(2 * grace)
+	if n := registers(); n != 4 {
+		t.Fatalf("%d registrations after Deregister; want 4", n)
+	}
+	if n := f.registered(DefaultGroup, "users"); n != 0 {
+		t.Fatalf("%d callbacks of users left after Deregister: the registration's watch was not stopped", n)
+	}
 }

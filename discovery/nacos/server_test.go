@@ -9,8 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nacos-group/nacos-sdk-go/v2/clients/naming_client"
+	"github.com/nacos-group/nacos-sdk-go/v2/vo"
+
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/discovery/discoverytest"
+	"github.com/remora-mesh/remora/discovery/nacos/internal/sdkguard"
 	"github.com/remora-mesh/remora/discovery/nacos/nacostest"
 	"github.com/remora-mesh/remora/pkg/balancer"
 	"github.com/remora-mesh/remora/pkg/upstream"
@@ -473,4 +477,90 @@ func TestServerRegistrationSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitListed("deregistered", func(h *nacostest.Host) bool { return h == nil })
+}
+
+// Another client registered the same address and port before this
+// adapter did (the previous Remora process of a restart that overlaps
+// with this one). Polaris keys an instance by service, address and port,
+// not by connection: when that client deregisters it (the old process's
+// shutdown), or its connection closes (the server drops the instances the
+// connection registered), the instance this adapter registered is gone
+// with it, though this adapter's connection stays up. The adapter notices
+// that the server no longer lists it and registers it again.
+func TestServerRegistrationOutlivesAnotherClientOfItsAddress(t *testing.T) {
+	srv := polaris(t)
+	reg, _ := openReal(t, srv, "")
+	for i, tc := range []struct {
+		name string
+		end  func(t *testing.T, old naming_client.INamingClient, p vo.RegisterInstanceParam)
+	}{
+		{"the other client deregisters", func(t *testing.T, old naming_client.INamingClient, p vo.RegisterInstanceParam) {
+			ok, err := old.DeregisterInstance(vo.DeregisterInstanceParam{Ip: p.Ip, Port: p.Port, ServiceName: p.ServiceName, GroupName: p.GroupName, Ephemeral: true})
+			if err != nil || !ok {
+				t.Fatalf("deregistering with the other client: %v %v", ok, err)
+			}
+		}},
+		{"the other connection closes", func(t *testing.T, old naming_client.INamingClient, _ vo.RegisterInstanceParam) {
+			sdkguard.Do(old.CloseClient)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			svc := discoverytest.UniqueService(t)
+			port := 21081 + i
+			listed := func() bool {
+				for _, h := range srv.Instances(t, svc) {
+					if h.IP == "127.0.0.1" && h.Port == port {
+						return true
+					}
+				}
+				return false
+			}
+			waitListed := func(what string, want bool) time.Duration {
+				t.Helper()
+				start := time.Now()
+				for listed() != want {
+					if time.Since(start) > serverWait {
+						t.Fatalf("%s: not within %v", what, serverWait)
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				return time.Since(start)
+			}
+			old := srv.NewClient(t)
+			p := vo.RegisterInstanceParam{Ip: "127.0.0.1", Port: uint64(port), Weight: 1, Enable: true, Healthy: true,
+				Metadata: map[string]string{}, ServiceName: svc, GroupName: nacostest.DefaultGroup, Ephemeral: true}
+			if ok, err := nacostest.RegisterInstance(old, p); err != nil || !ok {
+				t.Fatalf("registering with the other client: %v %v", ok, err)
+			}
+			waitListed("registered by the other client", true)
+
+			g, err := reg.(discovery.Registrar).Register(context.Background(), svc, inst("app", port))
+			if err != nil {
+				t.Fatal(err)
+			}
+			status := func() discovery.RegistrationStatus { return g.(discovery.StatusReporter).Status() }
+			if st := status(); !st.Up {
+				t.Fatalf("status once registered: %+v", st)
+			}
+			time.Sleep(1500 * time.Millisecond) // both registrations made and shown (Polaris' one-second cache)
+
+			tc.end(t, old, p)
+			ended := time.Now()
+			time.Sleep(1500 * time.Millisecond) // the removal shows in the server's answers
+			waitListed("listed again", true)
+			t.Logf("listed again %v after the other client's instance ended", time.Since(ended).Round(time.Millisecond))
+			for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+				if !listed() {
+					t.Fatal("listed again, then gone")
+				}
+			}
+			if st := status(); !st.Up || st.Reregistrations != 1 {
+				t.Fatalf("status: %+v; want up after one re-registration", st)
+			}
+			if err := g.Deregister(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			waitListed("deregistered", false)
+		})
+	}
 }

@@ -419,6 +419,16 @@ func (s *subscription) currentHosts() []model.Instance {
 	return s.hosts
 }
 
+// current returns the last list published and whether it is the server's
+// current word: false before the first list, and while the subscription
+// reports an error (no connection, a failed subscribe, a list held after
+// subscribing again, the disk cache served).
+func (s *subscription) current() ([]model.Instance, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.hosts, s.have && s.err == nil
+}
+
 // describe wraps an SDK error with the service and, when the client has no
 // connection, ErrUnreachable. (The SDK's error says "client not connected"
 // before the health loop has noticed.)
