@@ -28,8 +28,12 @@ import (
 //     without an answer, or when etcd says the lease is gone) or a put
 //     answered "lease not found": the lease is lost; grant a new one and
 //     put again (a re-registration);
+//   - the key is watched for deletions, from the revision of the reconciler's
+//     last put: one (by hand, by the previous Remora of an overlapping
+//     restart deregistering the same instance, by the expiry of a lease
+//     someone else put it under) puts it again at once;
 //   - every TTL the key is read back; if it is missing or differs (deleted
-//     by hand, overwritten), it is put again;
+//     unseen, overwritten), it is put again;
 //   - Update changes the wanted value and wakes the reconciler, which puts
 //     it; Deregister stops the reconciler, then deletes the key and revokes
 //     the lease.
@@ -57,6 +61,7 @@ type leaser interface {
 	Grant(ctx context.Context, ttl int64) (*clientv3.LeaseGrantResponse, error)
 	KeepAlive(ctx context.Context, id clientv3.LeaseID) (<-chan *clientv3.LeaseKeepAliveResponse, error)
 	Revoke(ctx context.Context, id clientv3.LeaseID) (*clientv3.LeaseRevokeResponse, error)
+	Watch(ctx context.Context, key string, opts ...clientv3.OpOption) clientv3.WatchChan
 }
 
 var errCannotRegister = errors.New("etcd: this client cannot register instances")
@@ -183,7 +188,39 @@ type held struct {
 	stopKA  context.CancelFunc
 	ka      <-chan *clientv3.LeaseKeepAliveResponse
 	applied uint64           // version written under lease; 0: none
+	putRev  int64            // etcd's revision of that write
 	old     clientv3.LeaseID // a replaced lease to revoke once the key has moved
+}
+
+// deletions watches a registration's key for its deletion after the
+// reconciler's last put; owned by the run goroutine.
+type deletions struct {
+	ch   clientv3.WatchChan // nil: not watching
+	stop context.CancelFunc
+	// retry is false after a watch ended on its own (etcd compacted the
+	// revision, or the client closed), until the next read-back: the
+	// read-backs cover the key meanwhile, and a client that ends every
+	// watch at once is not asked again in a loop.
+	retry bool
+}
+
+// start watches key from the revision after rev, unless watching already
+// or told not to retry yet.
+func (d *deletions) start(ctx context.Context, cli leaser, key string, rev int64) {
+	if d.ch != nil || !d.retry {
+		return
+	}
+	var wctx context.Context
+	wctx, d.stop = context.WithCancel(ctx)
+	d.ch = cli.Watch(clientv3.WithRequireLeader(wctx), key, clientv3.WithRev(rev+1), clientv3.WithFilterPut())
+}
+
+// end stops the watch; retry says whether start may make another at once.
+func (d *deletions) end(retry bool) {
+	if d.stop != nil {
+		d.stop()
+	}
+	d.ch, d.stop, d.retry = nil, nil, retry
 }
 
 // drop forgets the lease (it is lost or refused), stopping its keep-alive.
@@ -239,8 +276,10 @@ func (g *registration) wait(ctx context.Context, v uint64) error {
 // run is the reconciler: see the comment at the top of this file.
 func (g *registration) run() {
 	var h held
+	d := deletions{retry: true}
 	defer close(g.exited)
 	defer func() {
+		d.end(false)
 		if h.stopKA != nil {
 			h.stopKA()
 		}
@@ -256,6 +295,7 @@ func (g *registration) run() {
 	for {
 		value, version := g.wanted()
 		if h.lease == 0 || h.applied != version {
+			d.end(true) // a watch from the write's revision follows it
 			cli, err := g.reg.leaser()
 			var ready <-chan struct{} // wakes the backoff when the client connects
 			if err == nil {
@@ -289,6 +329,9 @@ func (g *registration) run() {
 			failures, lost, lastMsg = 0, false, ""
 			continue
 		}
+		if cli, err := g.reg.leaser(); err == nil {
+			d.start(g.ctx, cli, g.key, h.putRev)
+		}
 		select {
 		case <-g.ctx.Done():
 			return
@@ -305,7 +348,20 @@ func (g *registration) run() {
 			g.status.Down(err)
 			h.drop()
 			lost = true
+		case resp, ok := <-d.ch:
+			if !ok || resp.Canceled || resp.Err() != nil {
+				d.end(false) // watched again after the next read-back
+				continue
+			}
+			if len(resp.Events) == 0 {
+				continue // a progress notification
+			}
+			err := fmt.Errorf("etcd: %s was deleted by someone else", g.key)
+			g.log.Warn(err.Error() + "; writing it again")
+			g.status.Down(err)
+			h.applied, lost = 0, true
 		case <-resync.C:
+			d.retry = true
 			if g.check(&h) {
 				lost = true
 			}
@@ -334,13 +390,14 @@ func (g *registration) apply(cli leaser, h *held, value string, version uint64) 
 	}
 	ctx, cancel := context.WithTimeout(g.ctx, opTimeout)
 	defer cancel()
-	if _, err := cli.Put(ctx, g.key, value, clientv3.WithLease(h.lease)); err != nil {
+	put, err := cli.Put(ctx, g.key, value, clientv3.WithLease(h.lease))
+	if err != nil {
 		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 			h.drop()
 		}
 		return fmt.Errorf("etcd: put %s: %w", g.key, err)
 	}
-	h.applied = version
+	h.applied, h.putRev = version, put.Header.Revision
 	if h.old != 0 {
 		// The key is under the new lease: revoking the old one deletes
 		// nothing. An error is harmless (it expires).

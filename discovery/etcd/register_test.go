@@ -375,3 +375,26 @@ func TestRegistrationSurvivesEtcdWithoutData(t *testing.T) {
 		return st.Up && st.Reregistrations >= 1
 	})
 }
+
+// A key deleted by someone else (the previous Remora of an overlapping
+// restart deregistering the same instance, or its lease expiring while it
+// held the key) is written again at once, not at the next read-back a TTL
+// later: the reconciler watches its key for deletions.
+func TestRegistrationRewritesDeletedKeyAtOnce(t *testing.T) {
+	srv := etcdtest.Start(t)
+	const key = "/services/orders/app-1"
+	reg := open(t, srv.Endpoint()).(*etcd.Registry)
+	reg.RegistrationTTL = time.Minute // read-backs a minute apart
+	t.Cleanup(func() { _ = reg.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := reg.Register(ctx, "orders", app(nil)); err != nil {
+		t.Fatal(err)
+	}
+	within(t, 2*time.Second, "registered", func() bool { v, _ := stored(t, srv, key); return v != nil })
+	for i := range 3 {
+		srv.Delete(key)
+		took := within(t, 5*time.Second, "written again after a deletion", func() bool { v, _ := stored(t, srv, key); return v != nil })
+		t.Logf("deletion %d: written again after %v", i+1, took)
+	}
+}
