@@ -358,23 +358,41 @@ func (c *certs) issue(name string, client bool) (certFile, keyFile string, tc tl
 	return certFile, keyFile, tc
 }
 
+// mtlsNode is a TLS node (certificate for "svc") that requires a client
+// certificate signed by its test CA, with the files of that CA and of a
+// client certificate ("remora") for an upstream's tls.
+type mtlsNode struct {
+	node                          *httptest.Server
+	certs                         *certs
+	caFile, clientCert, clientKey string
+}
+
+// startMTLSNode starts an mtlsNode serving h; connState, if not nil, is
+// its server's ConnState hook. It is closed at the end of the test.
+func startMTLSNode(t *testing.T, h http.HandlerFunc, connState func(net.Conn, http.ConnState)) *mtlsNode {
+	t.Helper()
+	m := &mtlsNode{certs: &certs{dir: t.TempDir(), t: t}}
+	_, _, serverCert := m.certs.issue("svc", false)
+	m.clientCert, m.clientKey, _ = m.certs.issue("remora", true)
+	m.caFile = filepath.Join(m.certs.dir, "ca.pem")
+	os.WriteFile(m.caFile, m.certs.caPEM, 0o600)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(m.certs.caPEM)
+	m.node = httptest.NewUnstartedServer(h)
+	m.node.Config.ConnState = connState
+	m.node.TLS = &tls.Config{Certificates: []tls.Certificate{serverCert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}
+	m.node.StartTLS()
+	t.Cleanup(m.node.Close)
+	return m
+}
+
 // mTLS: a backend that requires a client certificate is reached only when
 // the upstream's certificate is configured.
 func TestMutualTLSToUpstream(t *testing.T) {
-	c := &certs{dir: t.TempDir(), t: t}
-	_, _, serverCert := c.issue("svc", false)
-	clientCert, clientKey, _ := c.issue("remora", true)
-	caFile := filepath.Join(c.dir, "ca.pem")
-	os.WriteFile(caFile, c.caPEM, 0o600)
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(c.caPEM)
-	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	m := startMTLSNode(t, func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "hello %s", r.TLS.PeerCertificates[0].Subject.CommonName)
-	}))
-	backend.TLS = &tls.Config{Certificates: []tls.Certificate{serverCert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}
-	backend.StartTLS()
-	defer backend.Close()
-	addr := backend.Listener.Addr().String()
+	}, nil)
+	addr, caFile, clientCert, clientKey := m.node.Listener.Addr().String(), m.caFile, m.clientCert, m.clientKey
 
 	get := func(a *app) (int, string) {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+a.addr("outbound")+"/", nil)
@@ -403,27 +421,16 @@ func TestMutualTLSToUpstream(t *testing.T) {
 // upstream and its pooled connections; rotated files take effect on new
 // connections.
 func TestReloadKeepsAnUpstreamWithTLS(t *testing.T) {
-	c := &certs{dir: t.TempDir(), t: t}
-	_, _, serverCert := c.issue("svc", false)
-	clientCert, clientKey, _ := c.issue("remora", true)
-	caFile := filepath.Join(c.dir, "ca.pem")
-	os.WriteFile(caFile, c.caPEM, 0o600)
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(c.caPEM)
 	var conns atomic.Int64
-	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	m := startMTLSNode(t, func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "%s", r.TLS.PeerCertificates[0].SerialNumber)
-	}))
-	backend.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+	}, func(_ net.Conn, s http.ConnState) {
 		if s == http.StateNew {
 			conns.Add(1)
 		}
-	}
-	backend.TLS = &tls.Config{Certificates: []tls.Certificate{serverCert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}
-	backend.StartTLS()
-	defer backend.Close()
-	yml := staticConfig([]string{backend.Listener.Addr().String()},
-		fmt.Sprintf("    tls: {ca_file: %q, cert_file: %q, key_file: %q, server_name: svc}\n", caFile, clientCert, clientKey))
+	})
+	yml := staticConfig([]string{m.node.Listener.Addr().String()},
+		fmt.Sprintf("    tls: {ca_file: %q, cert_file: %q, key_file: %q, server_name: svc}\n", m.caFile, m.clientCert, m.clientKey))
 	a := startRemora(t, yml)
 	get := func() string {
 		t.Helper()
@@ -447,7 +454,7 @@ func TestReloadKeepsAnUpstreamWithTLS(t *testing.T) {
 	if got := get(); got != first || conns.Load() != 1 {
 		t.Fatalf("after a reload with the same files: client certificate %s (was %s), %d connections to the node; want the pooled one kept", got, first, conns.Load())
 	}
-	c.issue("remora", true) // rotated in place
+	m.certs.issue("remora", true) // rotated in place
 	if err := a.reload(mustParse(t, yml)); err != nil {
 		t.Fatal(err)
 	}
