@@ -65,8 +65,10 @@ func (rt *routing) forRequest(name string, r *http.Request) *route {
 // SetRoutes replaces the routing table with routes (upstream names must be
 // unique). The proxy owns one transport per upstream: a route whose
 // upstream name and client options are unchanged keeps its transport and
-// its pooled connections; the transports of routes gone or changed close
-// their idle connections (those in use close when done). SetRoutes calls
+// its pooled connections; the transports of routes gone or changed are
+// retired (client.Transport.Retire): their idle connections close, and so
+// do those in use once done, however many requests of the old routes
+// still come. SetRoutes calls
 // must not overlap (the configuration's one writer makes them).
 func (p *Proxy) SetRoutes(routes ...Route) {
 	old := p.routes.Load()
@@ -87,7 +89,7 @@ func (p *Proxy) SetRoutes(routes ...Route) {
 	p.routes.Store(next)
 	for name, prev := range old.byName {
 		if r := next.byName[name]; r == nil || r.tr != prev.tr {
-			prev.tr.CloseIdleConnections()
+			prev.tr.Retire()
 		}
 	}
 }

@@ -99,6 +99,8 @@ type Transport struct {
 	// pooled (as net/http's Transport does), so a transport a reload
 	// dropped keeps none of the connections that were in use then.
 	closeIdle atomic.Bool
+	// retired is set by Retire: closeIdle stays set for good.
+	retired atomic.Bool
 }
 
 // Scheme is how the nodes are spoken to: "http", or "https" with TLS.
@@ -176,6 +178,15 @@ func (t *Transport) CloseIdleConnections() {
 		v.(*connPool).closeIdle()
 		return true
 	})
+}
+
+// Retire is CloseIdleConnections for a transport that takes no new work
+// (a reload replaced it): the requests already routed to it are served,
+// and every connection they give back is closed, not pooled, however many
+// come.
+func (t *Transport) Retire() {
+	t.retired.Store(true)
+	t.CloseIdleConnections()
 }
 
 // RoundTrip implements http.RoundTripper.
@@ -274,7 +285,7 @@ const maxDrain = 64 << 10
 // (and prepares) it, the exchange runs once more on a new connection, as
 // net/http's Transport does. A failed connection is closed.
 func (t *Transport) onConn(ctx context.Context, hostport string, exchange func(*Conn) error, resend func() (bool, error)) (*Conn, error) {
-	if t.closeIdle.Load() {
+	if t.closeIdle.Load() && !t.retired.Load() {
 		t.closeIdle.Store(false) // in use again: pool again
 	}
 	pool := t.pool(hostport)

@@ -388,3 +388,35 @@ func TestTransportClosesConnectionsGivenBackAfterCloseIdle(t *testing.T) {
 		t.Fatalf("%d connections closed; want the second and third requests on one pooled connection", n)
 	}
 }
+
+// A retired transport (one a reload dropped) still serves the requests
+// already routed to it, but pools none of their connections, however
+// many come: it is never used again for new work, so nothing would take
+// them before their idle timeout.
+func TestRetiredTransportPoolsNothing(t *testing.T) {
+	var opened, closed atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			opened.Add(1)
+		case http.StateClosed:
+			closed.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	tr := client.New(client.Options{})
+	tr.Retire()
+	for range 3 {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/", nil)
+		roundTrip(t, tr, req)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for closed.Load() < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the %d connections of a retired transport closed; want every one", closed.Load(), opened.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
