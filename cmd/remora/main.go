@@ -20,6 +20,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -277,20 +278,50 @@ func cmdRun(o *cmdOpts, args []string, _, stderr io.Writer) int {
 		return 1
 	}
 	logWarnings(log, cfg)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := shutdownSignals()
 	defer stop()
-	go func() {
-		// After the first signal, a second one ends the process at once
-		// (their default action): the drain is not waited for.
-		<-ctx.Done()
-		stop()
-	}()
 	defer gctune.Start(0).Stop() // unless GOGC is set
 	if err := serveUntil(ctx, o.config, watch, hup, cfg, log); err != nil {
 		log.WithError(err).Error("remora stopped with an error")
 		return 1
 	}
 	return 0
+}
+
+// shutdownSignals returns a context that the first SIGINT or SIGTERM
+// ends; a second one ends the process at once, by the signal's default
+// action, without waiting for the drain. Both are caught from the start
+// (the channel holds two), so a second signal that comes right after the
+// first is never lost. stop releases the signals.
+func shutdownSignals() (ctx context.Context, stop func()) {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-sigs:
+		case <-done:
+			return
+		}
+		cancel()
+		select {
+		case sig := <-sigs:
+			signal.Reset(os.Interrupt, syscall.SIGTERM)
+			if s, ok := sig.(syscall.Signal); ok {
+				_ = syscall.Kill(os.Getpid(), s)
+			}
+		case <-done:
+		}
+	}()
+	var once sync.Once
+	return ctx, func() {
+		once.Do(func() {
+			signal.Stop(sigs)
+			close(done)
+			cancel()
+		})
+	}
 }
 
 func cmdDemo(o *cmdOpts, args []string, stdout, stderr io.Writer) int {
