@@ -358,6 +358,21 @@ func (c *certs) issue(name string, client bool) (certFile, keyFile string, tc tl
 	return certFile, keyFile, tc
 }
 
+// hostGet sends GET / with Host host to out and returns the answer's
+// status and body; it fails t when there is no answer.
+func hostGet(t *testing.T, out, host string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+out+"/", nil)
+	req.Host = host
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
 // mtlsNode is a TLS node (certificate for "svc") that requires a client
 // certificate signed by its test CA, with the files of that CA and of a
 // client certificate ("remora") for an upstream's tls.
@@ -394,17 +409,7 @@ func TestMutualTLSToUpstream(t *testing.T) {
 	}, nil)
 	addr, caFile, clientCert, clientKey := m.node.Listener.Addr().String(), m.caFile, m.clientCert, m.clientKey
 
-	get := func(a *app) (int, string) {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+a.addr("outbound")+"/", nil)
-		req.Host = "svc"
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(body)
-	}
+	get := func(a *app) (int, string) { return hostGet(t, a.addr("outbound"), "svc") }
 	without := startRemora(t, staticConfig([]string{addr}, fmt.Sprintf("    tls: {ca_file: %q}\n    retry: {max_attempts: 1}\n", caFile)))
 	eventually(t, 5*time.Second, "ready", func() bool { return without.Table().Lookup("svc").Snapshot().Available == 1 })
 	if code, body := get(without); code != http.StatusBadGateway {
@@ -434,18 +439,11 @@ func TestReloadKeepsAnUpstreamWithTLS(t *testing.T) {
 	a := startRemora(t, yml)
 	get := func() string {
 		t.Helper()
-		req, _ := http.NewRequest(http.MethodGet, "http://"+a.addr("outbound")+"/", nil)
-		req.Host = "svc"
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
+		code, body := hostGet(t, a.addr("outbound"), "svc")
+		if code != 200 {
+			t.Fatalf("%d %s", code, body)
 		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 {
-			t.Fatalf("%d %s", resp.StatusCode, body)
-		}
-		return string(body)
+		return body
 	}
 	first := get()
 	if err := a.reload(mustParse(t, yml)); err != nil {

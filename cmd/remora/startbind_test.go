@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -76,16 +74,8 @@ upstreams:
 			if r.err != nil {
 				t.Fatalf("start: %v", r.err)
 			}
-			req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
-			req.Host = "users"
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 || string(body) != "users" {
-				t.Fatalf("through %s: %d %q", addr, resp.StatusCode, body)
+			if code, body := hostGet(t, addr, "users"); code != 200 || body != "users" {
+				t.Fatalf("through %s: %d %q", addr, code, body)
 			}
 		})
 	}

@@ -21,19 +21,26 @@ import (
 	"github.com/remora-mesh/remora/proxy/h1"
 )
 
-// countingServer is an HTTP server that counts the connections it accepted.
-func countingServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int64) {
-	var conns atomic.Int64
-	srv := httptest.NewUnstartedServer(h)
+// countingServer is an HTTP server that counts the connections it
+// accepted and those it closed.
+func countingServer(t *testing.T, h http.HandlerFunc) (srv *httptest.Server, opened, closed *atomic.Int64) {
+	opened, closed = new(atomic.Int64), new(atomic.Int64)
+	srv = httptest.NewUnstartedServer(h)
 	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
+		switch s {
+		case http.StateNew:
+			opened.Add(1)
+		case http.StateClosed:
+			closed.Add(1)
 		}
 	}
 	srv.Start()
 	t.Cleanup(srv.Close)
-	return srv, &conns
+	return srv, opened, closed
 }
+
+// okHandler answers "ok".
+func okHandler(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }
 
 func roundTrip(t *testing.T, tr http.RoundTripper, req *http.Request) (*http.Response, string) {
 	t.Helper()
@@ -50,7 +57,7 @@ func roundTrip(t *testing.T, tr http.RoundTripper, req *http.Request) (*http.Res
 }
 
 func TestTransportKeepsConnectionsAlive(t *testing.T) {
-	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+	srv, conns, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		w.Header().Set("X-Method", r.Method)
 		_, _ = w.Write(append([]byte(r.URL.Path+":"), body...))
@@ -156,7 +163,7 @@ func TestTransportRetriesConnectionClosedUnderARequest(t *testing.T) {
 // must not be read as the next answer.
 func TestTransportBodyClosedEarlyIsNotReused(t *testing.T) {
 	big := strings.Repeat("x", 256<<10)
-	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+	srv, conns, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, big)
 	})
 	tr := client.New(client.Options{})
@@ -181,7 +188,7 @@ func TestTransportBodyClosedEarlyIsNotReused(t *testing.T) {
 }
 
 func TestTransportChunkedTrailersAnd1xx(t *testing.T) {
-	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+	srv, _, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Link", "</style.css>; rel=preload")
 		w.WriteHeader(http.StatusEarlyHints)
 		w.Header().Set("Trailer", "X-Checksum")
@@ -213,7 +220,7 @@ func TestTransportChunkedTrailersAnd1xx(t *testing.T) {
 func TestTransportResponseHeaderTimeout(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
-	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+	srv, _, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-release:
 		case <-r.Context().Done():
@@ -232,7 +239,7 @@ func TestTransportResponseHeaderTimeout(t *testing.T) {
 func TestTransportContextCancelled(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
-	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+	srv, conns, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
 			select {
 			case <-release:
@@ -258,7 +265,7 @@ func TestTransportContextCancelled(t *testing.T) {
 // Requests the direct path does not take (here a streamed body of unknown
 // length) still arrive whole.
 func TestTransportStreamedBody(t *testing.T) {
-	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+	srv, _, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		_, _ = w.Write(body)
 	})
@@ -281,7 +288,7 @@ func TestTransportStreamedBody(t *testing.T) {
 // only after the wait's bound (a busy process): a read whose deadline
 // passed fails before it looks, and that must not fail the exchange.
 func TestSendReadsAnAnswerSeenArrivingAfterTheWaitBound(t *testing.T) {
-	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+	srv, conns, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, r.URL.Path)
 	})
 	var waits atomic.Int32
@@ -323,15 +330,7 @@ func TestSendReadsAnAnswerSeenArrivingAfterTheWaitBound(t *testing.T) {
 // upstream no longer called, a transport a reload replaced): it used to
 // stay open until the pool's next use, which might never come.
 func TestTransportClosesIdleConnectionsWithoutTraffic(t *testing.T) {
-	var closed atomic.Int64
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateClosed {
-			closed.Add(1)
-		}
-	}
-	srv.Start()
-	t.Cleanup(srv.Close)
+	srv, _, closed := countingServer(t, okHandler)
 	tr := client.New(client.Options{IdleConnTimeout: 50 * time.Millisecond})
 	defer tr.CloseIdleConnections()
 	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/", nil)
@@ -352,15 +351,7 @@ func TestTransportClosesIdleConnectionsWithoutTraffic(t *testing.T) {
 // nothing would use it again, as net/http's Transport does; a later
 // request pools again.
 func TestTransportClosesConnectionsGivenBackAfterCloseIdle(t *testing.T) {
-	var closed atomic.Int64
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateClosed {
-			closed.Add(1)
-		}
-	}
-	srv.Start()
-	t.Cleanup(srv.Close)
+	srv, _, closed := countingServer(t, okHandler)
 	tr := client.New(client.Options{})
 	defer tr.CloseIdleConnections()
 	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/", nil)
@@ -394,18 +385,7 @@ func TestTransportClosesConnectionsGivenBackAfterCloseIdle(t *testing.T) {
 // many come: it is never used again for new work, so nothing would take
 // them before their idle timeout.
 func TestRetiredTransportPoolsNothing(t *testing.T) {
-	var opened, closed atomic.Int64
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		switch s {
-		case http.StateNew:
-			opened.Add(1)
-		case http.StateClosed:
-			closed.Add(1)
-		}
-	}
-	srv.Start()
-	t.Cleanup(srv.Close)
+	srv, opened, closed := countingServer(t, okHandler)
 	tr := client.New(client.Options{})
 	tr.Retire()
 	for range 3 {
