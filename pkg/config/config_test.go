@@ -106,6 +106,10 @@ upstreams:
     retry: {max_attempts: 20, statuses: [99]}
     timeouts: {per_try: -1s}`, []string{"upstreams[0].health.panic_threshold: 150", "upstreams[0].health.passive.max_ejection_percent: -1 is negative",
 			`upstreams[0].health.active.type: unknown probe type "icmp"`, "upstreams[0].retry.max_attempts: 20", "upstreams[0].retry.statuses[0]: 99", "upstreams[0].timeouts.per_try: -1s is negative"}},
+		{"a probe's Host in its headers", `
+registries: [{name: main, type: static}]
+upstreams: [{name: a, health: {active: {type: http, headers: {host: api.internal}}}}]`, []string{
+			`line 3, column 63: upstreams[0].health.active.headers.host: a probe's Host is set by host:, not headers; write host: "api.internal"`}},
 		{"unknown health field", `
 registries: [{name: main, type: static}]
 upstreams: [{name: a, health: {pasive: {}}}]`, []string{`line 3, column 32: upstreams[0].health.pasive: unknown field; did you mean passive?`}},

@@ -10,6 +10,8 @@ package health
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -85,7 +87,8 @@ type Active struct {
 	Type string `yaml:"type"`
 	// Path is the HTTP path to GET; default /health.
 	Path string `yaml:"path"`
-	// Host is the HTTP Host header; default the node's address.
+	// Host is the HTTP Host header; default the node's address. A Host
+	// in Headers is refused: net/http would not send it.
 	Host string `yaml:"host"`
 	// Headers are added to HTTP probes.
 	Headers map[string]string `yaml:"headers"`
@@ -199,6 +202,13 @@ func (c *Config) Validate() error {
 	p.errorStatuses = set
 
 	if a := c.Active; a != nil {
+		// net/http sends req.Host and never a Host in the header map, so
+		// one there would be dropped: host: is the one way to say it.
+		for _, k := range slices.Sorted(maps.Keys(a.Headers)) {
+			if strings.EqualFold(k, "Host") {
+				add("active.headers.%s: a probe's Host is set by host:, not headers; write host: %q", k, a.Headers[k])
+			}
+		}
 		if a.Type == "" {
 			a.Type = "http"
 		}

@@ -200,6 +200,13 @@ func TestConfigErrors(t *testing.T) {
 		{func(c *health.Config) { c.Active = &health.Active{Type: "icmp"} }, `active.type: unknown probe type "icmp"`},
 		{func(c *health.Config) { c.Active = &health.Active{Path: "health"} }, `active.path: "health" must start with /`},
 		{func(c *health.Config) { c.Active = &health.Active{ExpectedStatuses: []string{"300-200"}} }, "active.expected_statuses"},
+		// net/http sends req.Host, never a Host in the header map: the
+		// probe's node would see the node's address.
+		{func(c *health.Config) { c.Active = &health.Active{Headers: map[string]string{"Host": "api.internal"}} }, `active.headers.Host: a probe's Host is set by host:, not headers; write host: "api.internal"`},
+		{func(c *health.Config) { c.Active = &health.Active{Headers: map[string]string{"host": "api.internal"}} }, "active.headers.host: a probe's Host is set by host:"},
+		{func(c *health.Config) {
+			c.Active = &health.Active{Type: "grpc", Headers: map[string]string{"HOST": "api.internal"}}
+		}, "active.headers.HOST: a probe's Host is set by host:"},
 	} {
 		c := &health.Config{}
 		tc.mutate(c)
