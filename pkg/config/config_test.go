@@ -110,6 +110,21 @@ upstreams:
 registries: [{name: main, type: static}]
 upstreams: [{name: a, health: {active: {type: http, headers: {host: api.internal}}}}]`, []string{
 			`line 3, column 63: upstreams[0].health.active.headers.host: a probe's Host is set by host:, not headers; write host: "api.internal"`}},
+		{"probe fields their type does not use", `
+registries: [{name: main, type: static}]
+upstreams:
+  - {name: a, health: {active: {type: tcp, path: /ready, host: a.internal, headers: {x-probe: "1"}, expected_statuses: ["200"]}}}
+  - {name: b, health: {active: {type: grpc, path: /ready, expected_statuses: ["200"], headers: {grpc-timeout: 1S, ":authority": b.internal}}}}
+  - {name: c, health: {active: {service: users}}}`, []string{
+			"line 4, column 50: upstreams[0].health.active.path: a tcp probe only connects; path is for http probes",
+			"upstreams[0].health.active.host: a tcp probe only connects; host is for http probes (Host) and grpc probes (:authority)",
+			"upstreams[0].health.active.headers: a tcp probe only connects; headers are for http probes and grpc probes (metadata)",
+			"upstreams[0].health.active.expected_statuses: a tcp probe only connects; expected_statuses is for http probes",
+			"line 5, column 51: upstreams[1].health.active.path: a grpc probe calls grpc.health.v1.Health/Check; path is for http probes (name the service with service:)",
+			"upstreams[1].health.active.expected_statuses: a grpc probe passes on SERVING only; expected_statuses is for http probes",
+			"upstreams[1].health.active.headers.grpc-timeout: names that begin with grpc- are gRPC's own",
+			`line 5, column 96: upstreams[1].health.active.headers: ":authority": a grpc probe's :authority is set by host:, not headers; write host: "b.internal"`,
+			"upstreams[2].health.active.service: the grpc.health.v1 service name is for grpc probes"}},
 		{"unknown health field", `
 registries: [{name: main, type: static}]
 upstreams: [{name: a, health: {pasive: {}}}]`, []string{`line 3, column 32: upstreams[0].health.pasive: unknown field; did you mean passive?`}},

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/remora-mesh/remora/pkg/node"
 )
@@ -150,6 +152,7 @@ type Checker struct {
 	client *http.Client
 	conn   *grpc.ClientConn
 	target string
+	md     metadata.MD // headers, sent on conn
 }
 
 // NewChecker returns a checker for a validated Active config, speaking
@@ -205,14 +208,37 @@ func (c *Checker) Check(ctx context.Context, hostPort string) error {
 		}
 		if c.conn == nil {
 			creds := insecure.NewCredentials()
-			if c.tr.TLS != nil {
-				creds = credentials.NewTLS(c.tr.TLS.Clone())
+			if tc := c.tr.TLS; tc != nil {
+				tc = tc.Clone()
+				creds = credentials.NewTLS(tc)
+				if c.cfg.Host != "" {
+					name := tc.ServerName
+					if name == "" { // as without host:
+						name, _, _ = net.SplitHostPort(hostPort)
+					}
+					creds = authorityCreds{creds, name}
+				}
 			}
-			conn, err := grpc.NewClient(hostPort, grpc.WithTransportCredentials(creds))
+			opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+			if c.cfg.Host != "" {
+				opts = append(opts, grpc.WithAuthority(c.cfg.Host))
+			}
+			md := metadata.MD{}
+			for k, v := range c.cfg.Headers {
+				if strings.EqualFold(k, "User-Agent") {
+					opts = append(opts, grpc.WithUserAgent(v)) // gRPC drops it from metadata
+					continue
+				}
+				md.Append(k, v)
+			}
+			conn, err := grpc.NewClient(hostPort, opts...)
 			if err != nil {
 				return err
 			}
-			c.conn, c.target = conn, hostPort
+			c.conn, c.target, c.md = conn, hostPort, md
+		}
+		if len(c.md) > 0 {
+			ctx = metadata.NewOutgoingContext(ctx, c.md)
 		}
 		resp, err := healthpb.NewHealthClient(c.conn).Check(ctx, &healthpb.HealthCheckRequest{Service: c.cfg.Service})
 		if err != nil {
@@ -248,4 +274,33 @@ func (c *Checker) Check(ctx context.Context, hostPort string) error {
 		return fmt.Errorf("GET %s: status %d", c.cfg.Path, resp.StatusCode)
 	}
 	return nil
+}
+
+// authorityCreds are TLS credentials that leave :authority to
+// grpc.WithAuthority. grpc-go refuses a channel whose authority differs
+// from its credentials' server name, and verifies the authority in the
+// handshake; but a probe's host: sets the :authority only, as an HTTP
+// probe's Host leaves its TLS alone: the handshake sends and verifies
+// serverName, the TLS config's.
+type authorityCreds struct {
+	credentials.TransportCredentials
+	serverName string
+}
+
+// ClientHandshake verifies serverName, whatever the authority.
+func (c authorityCreds) ClientHandshake(ctx context.Context, _ string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return c.TransportCredentials.ClientHandshake(ctx, c.serverName, conn)
+}
+
+// Info is the credentials' own without the server name.
+func (c authorityCreds) Info() credentials.ProtocolInfo {
+	info := c.TransportCredentials.Info()
+	//lint:ignore SA1019 grpc-go still compares it with WithAuthority's
+	info.ServerName = ""
+	return info
+}
+
+// Clone keeps the wrapper.
+func (c authorityCreds) Clone() credentials.TransportCredentials {
+	return authorityCreds{c.TransportCredentials.Clone(), c.serverName}
 }

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Config is an upstream's `health:` block.
@@ -85,17 +86,20 @@ type FailurePercentage struct {
 type Active struct {
 	// Type is http (default), tcp or grpc (grpc.health.v1).
 	Type string `yaml:"type"`
-	// Path is the HTTP path to GET; default /health.
+	// Path is the HTTP path to GET; default /health. http only.
 	Path string `yaml:"path"`
-	// Host is the HTTP Host header; default the node's address. A Host
-	// in Headers is refused: net/http would not send it.
+	// Host is the HTTP Host header, or a grpc probe's :authority; default
+	// the node's address. A Host in Headers is refused: net/http would
+	// not send it. TLS still verifies the upstream's server name.
 	Host string `yaml:"host"`
-	// Headers are added to HTTP probes.
+	// Headers are added to HTTP probes, and sent as metadata by grpc
+	// probes (a User-Agent there goes before gRPC's own).
 	Headers map[string]string `yaml:"headers"`
 	// ExpectedStatuses are the healthy HTTP statuses as ranges; default
-	// 200-399.
+	// 200-399. http only: a grpc probe passes on SERVING.
 	ExpectedStatuses []string `yaml:"expected_statuses"`
 	// Service is the gRPC health service name; default "" (the server).
+	// grpc only.
 	Service string `yaml:"service"`
 	// Port probes this port of each node instead of the port it serves
 	// traffic on (an admin or health port); 0 means the node's own.
@@ -202,29 +206,33 @@ func (c *Config) Validate() error {
 	p.errorStatuses = set
 
 	if a := c.Active; a != nil {
-		// net/http sends req.Host and never a Host in the header map, so
-		// one there would be dropped: host: is the one way to say it.
-		for _, k := range slices.Sorted(maps.Keys(a.Headers)) {
-			if strings.EqualFold(k, "Host") {
-				add("active.headers.%s: a probe's Host is set by host:, not headers; write host: %q", k, a.Headers[k])
-			}
-		}
 		if a.Type == "" {
 			a.Type = "http"
 		}
 		switch a.Type {
 		case "http", "tcp", "grpc":
+			a.checkFields(add) // what was set, before the defaults
 		default:
 			add("active.type: unknown probe type %q; known: http, tcp, grpc", a.Type)
 		}
-		if a.Path == "" {
-			a.Path = "/health"
+		if a.Type == "http" {
+			if a.Path == "" {
+				a.Path = "/health"
+			}
+			if !strings.HasPrefix(a.Path, "/") {
+				add("active.path: %q must start with /", a.Path)
+			}
+			if len(a.ExpectedStatuses) == 0 {
+				a.ExpectedStatuses = []string{"200-399"}
+			}
+			set, err := parseStatuses(a.ExpectedStatuses)
+			if err != nil {
+				add("active.expected_statuses: %v", err)
+			}
+			a.expected = set
 		}
 		if a.Port < 0 || a.Port > 65535 {
 			add("active.port: %d; want 1..65535, or 0 for the node's own port", a.Port)
-		}
-		if !strings.HasPrefix(a.Path, "/") {
-			add("active.path: %q must start with /", a.Path)
 		}
 		defDur(&a.Interval, 5*time.Second)
 		defDur(&a.Timeout, time.Second)
@@ -243,16 +251,79 @@ func (c *Config) Validate() error {
 		if a.HealthyThreshold < 1 || a.UnhealthyThreshold < 1 {
 			add("active.healthy_threshold/unhealthy_threshold: want at least 1")
 		}
-		if len(a.ExpectedStatuses) == 0 {
-			a.ExpectedStatuses = []string{"200-399"}
-		}
-		set, err := parseStatuses(a.ExpectedStatuses)
-		if err != nil {
-			add("active.expected_statuses: %v", err)
-		}
-		a.expected = set
 	}
 	return errors.Join(errs...)
+}
+
+// checkFields refuses the fields of a that its type does not use, and
+// headers that its type would not send as written. It looks at what was
+// set, so it runs before the defaults are filled in.
+func (a *Active) checkFields(add func(format string, args ...any)) {
+	if a.Type != "grpc" && a.Service != "" {
+		add("active.service: the grpc.health.v1 service name is for grpc probes")
+	}
+	switch a.Type {
+	case "tcp":
+		const only = "a tcp probe only connects; "
+		if a.Path != "" {
+			add("active.path: %spath is for http probes", only)
+		}
+		if a.Host != "" {
+			add("active.host: %shost is for http probes (Host) and grpc probes (:authority)", only)
+		}
+		if len(a.Headers) > 0 {
+			add("active.headers: %sheaders are for http probes and grpc probes (metadata)", only)
+		}
+		if len(a.ExpectedStatuses) > 0 {
+			add("active.expected_statuses: %sexpected_statuses is for http probes", only)
+		}
+		return
+	case "grpc":
+		if a.Path != "" {
+			add("active.path: a grpc probe calls grpc.health.v1.Health/Check; path is for http probes (name the service with service:)")
+		}
+		if len(a.ExpectedStatuses) > 0 {
+			add("active.expected_statuses: a grpc probe passes on SERVING only; expected_statuses is for http probes")
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(a.Headers)) {
+		v, lk := a.Headers[k], strings.ToLower(k)
+		at := "active.headers." + k
+		if strings.ContainsFunc(k, func(r rune) bool { return !isMetadataRune(unicode.ToLower(r)) }) {
+			at = fmt.Sprintf("active.headers: %q", k) // a key that cannot be a field path
+		}
+		switch {
+		case lk == "host":
+			// net/http sends req.Host and never a Host in the header
+			// map, so one there would be dropped: host: is the one way
+			// to say it.
+			add("%s: a probe's Host is set by host:, not headers; write host: %q", at, v)
+		case a.Type != "grpc":
+		case lk == ":authority":
+			add("%s: a grpc probe's :authority is set by host:, not headers; write host: %q", at, v)
+		case strings.HasPrefix(lk, ":"):
+			add("%s: gRPC sets its pseudo-headers itself", at)
+		case !isMetadataKey(lk):
+			add("%s: %q is not a gRPC metadata key (0-9, a-z, -, _ and . only)", at, lk)
+		case lk == "content-type" || lk == "te":
+			add("%s: gRPC sets %s itself", at, lk)
+		case strings.HasPrefix(lk, "grpc-"):
+			add("%s: names that begin with grpc- are gRPC's own", at)
+		case !strings.HasSuffix(lk, "-bin") && strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r > 0x7e }):
+			add("%s: gRPC metadata values are printable ASCII (or name the key -bin for binary)", at)
+		}
+	}
+}
+
+// isMetadataKey reports whether k, lower case, is a gRPC metadata key
+// that gRPC sends as it is.
+func isMetadataKey(k string) bool {
+	return k != "" && !strings.ContainsFunc(k, func(r rune) bool { return !isMetadataRune(r) })
+}
+
+// isMetadataRune reports whether r may be in a gRPC metadata key.
+func isMetadataRune(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.'
 }
 
 func defDur(d *time.Duration, def time.Duration) {

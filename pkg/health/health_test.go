@@ -1,7 +1,16 @@
 package health_test
 
 import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -12,8 +21,10 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	grpchealth "google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/pkg/health"
@@ -207,6 +218,36 @@ func TestConfigErrors(t *testing.T) {
 		{func(c *health.Config) {
 			c.Active = &health.Active{Type: "grpc", Headers: map[string]string{"HOST": "api.internal"}}
 		}, "active.headers.HOST: a probe's Host is set by host:"},
+		// Each probe type takes only the fields it uses.
+		{func(c *health.Config) { c.Active = &health.Active{Type: "tcp", Path: "/ready"} }, "active.path: a tcp probe only connects; path is for http probes"},
+		{func(c *health.Config) { c.Active = &health.Active{Type: "tcp", Host: "api.internal"} }, "active.host: a tcp probe only connects; host is for http probes (Host) and grpc probes (:authority)"},
+		{func(c *health.Config) {
+			c.Active = &health.Active{Type: "tcp", Headers: map[string]string{"X-Probe": "1"}}
+		}, "active.headers: a tcp probe only connects; headers are for http probes and grpc probes (metadata)"},
+		{func(c *health.Config) { c.Active = &health.Active{Type: "tcp", ExpectedStatuses: []string{"200"}} }, "active.expected_statuses: a tcp probe only connects; expected_statuses is for http probes"},
+		{func(c *health.Config) { c.Active = &health.Active{Type: "tcp", Service: "users"} }, "active.service: the grpc.health.v1 service name is for grpc probes"},
+		{func(c *health.Config) { c.Active = &health.Active{Service: "users"} }, "active.service: the grpc.health.v1 service name is for grpc probes"},
+		{func(c *health.Config) { c.Active = &health.Active{Type: "grpc", Path: "/grpc.health.v1.Health/Check"} }, "active.path: a grpc probe calls grpc.health.v1.Health/Check; path is for http probes (name the service with service:)"},
+		{func(c *health.Config) { c.Active = &health.Active{Type: "grpc", ExpectedStatuses: []string{"200"}} }, "active.expected_statuses: a grpc probe passes on SERVING only; expected_statuses is for http probes"},
+		{func(c *health.Config) {
+			c.Active = &health.Active{Type: "grpc", Headers: map[string]string{":authority": "users.internal"}}
+		}, `active.headers: ":authority": a grpc probe's :authority is set by host:, not headers; write host: "users.internal"`},
+		{func(c *health.Config) {
+			c.Active = &health.Active{Type: "grpc", Headers: map[string]string{":path": "/x"}}
+		}, `active.headers: ":path": gRPC sets its pseudo-headers itself`},
+		{func(c *health.Config) {
+			c.Active = &health.Active{Type: "grpc", Headers: map[string]string{"X-Probe!": "1"}}
+		}, `active.headers: "X-Probe!": "x-probe!" is not a gRPC metadata key (0-9, a-z, -, _ and . only)`},
+		{func(c *health.Config) {
+			c.Active = &health.Active{Type: "grpc", Headers: map[string]string{"Content-Type": "x"}}
+		}, "active.headers.Content-Type: gRPC sets content-type itself"},
+		{func(c *health.Config) { c.Active = &health.Active{Type: "grpc", Headers: map[string]string{"te": "x"}} }, "active.headers.te: gRPC sets te itself"},
+		{func(c *health.Config) {
+			c.Active = &health.Active{Type: "grpc", Headers: map[string]string{"grpc-timeout": "1S"}}
+		}, "active.headers.grpc-timeout: names that begin with grpc- are gRPC's own"},
+		{func(c *health.Config) {
+			c.Active = &health.Active{Type: "grpc", Headers: map[string]string{"x-probe": "caf\u00e9"}}
+		}, "active.headers.x-probe: gRPC metadata values are printable ASCII (or name the key -bin for binary)"},
 	} {
 		c := &health.Config{}
 		tc.mutate(c)
@@ -311,6 +352,135 @@ func FuzzStatusRanges(f *testing.F) {
 		c.Passive.ErrorStatuses = []string{spec}
 		_ = c.Validate() // must not panic; errors are fine
 	})
+}
+
+// A grpc probe sends headers as metadata, host as :authority and, from
+// headers, a user-agent before gRPC's own.
+func TestActiveGRPCProbeSendsHeadersAndHost(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan metadata.MD, 10)
+	srv := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		md, _ := metadata.FromIncomingContext(ctx)
+		got <- md
+		return h(ctx, req)
+	}))
+	healthpb.RegisterHealthServer(srv, grpchealth.NewServer())
+	go srv.Serve(ln)
+	defer srv.Stop()
+
+	for _, tc := range []struct {
+		name      string
+		active    health.Active
+		authority string
+		md        map[string]string // key: want value; "" wants the key absent
+		userAgent string            // a prefix
+	}{
+		{"defaults", health.Active{Type: "grpc"}, ln.Addr().String(), map[string]string{"authorization": ""}, "grpc-go/"},
+		{"headers and host", health.Active{Type: "grpc", Host: "users.internal", Headers: map[string]string{
+			"Authorization": "Bearer probe-token", "x-probe": "1", "User-Agent": "remora-probe",
+		}}, "users.internal", map[string]string{"authorization": "Bearer probe-token", "x-probe": "1"}, "remora-probe grpc-go/"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := config(t, func(c *health.Config) { c.Active = &tc.active })
+			ch := health.NewChecker(c.Active)
+			defer ch.Close()
+			for i := range 2 { // the first probe dials; the second reuses the connection
+				if err := ch.Check(context.Background(), ln.Addr().String()); err != nil {
+					t.Fatal(err)
+				}
+				md := <-got
+				if a := md.Get(":authority"); len(a) != 1 || a[0] != tc.authority {
+					t.Errorf("probe %d: :authority %q; want %q", i, a, tc.authority)
+				}
+				for k, want := range tc.md {
+					if v := md.Get(k); want == "" && len(v) != 0 || want != "" && (len(v) != 1 || v[0] != want) {
+						t.Errorf("probe %d: %s: %q; want %q", i, k, v, want)
+					}
+				}
+				if ua := md.Get("user-agent"); len(ua) != 1 || !strings.HasPrefix(ua[0], tc.userAgent) {
+					t.Errorf("probe %d: user-agent %q; want it to begin with %q", i, ua, tc.userAgent)
+				}
+			}
+		})
+	}
+}
+
+// Over TLS, host: changes the :authority only: the certificate is still
+// verified against the TLS config's server name (and a wrong one fails),
+// as an HTTP probe's Host leaves its TLS alone.
+func TestActiveGRPCProbeHostOverTLS(t *testing.T) {
+	cert, pool := selfSigned(t, "users.svc")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	authority := make(chan string, 10)
+	srv := grpc.NewServer(grpc.Creds(credentials.NewServerTLSFromCert(&cert)), grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		md, _ := metadata.FromIncomingContext(ctx)
+		select {
+		case authority <- strings.Join(md.Get(":authority"), ","):
+		default:
+		}
+		return h(ctx, req)
+	}))
+	healthpb.RegisterHealthServer(srv, grpchealth.NewServer())
+	go srv.Serve(ln)
+	defer srv.Stop()
+
+	for _, tc := range []struct{ serverName, err string }{
+		{"users.svc", ""},
+		{"other.svc", "certificate is valid for users.svc, not other.svc"},
+	} {
+		t.Run(tc.serverName, func(t *testing.T) {
+			c := config(t, func(c *health.Config) {
+				c.Active = &health.Active{Type: "grpc", Host: "users.internal", Interval: 20 * time.Millisecond, HealthyThreshold: 1, UnhealthyThreshold: 1}
+			})
+			p := health.NewProber(c, health.Transport{TLS: &tls.Config{ServerName: tc.serverName, RootCAs: pool, MinVersion: tls.VersionTLS12}}, func() {}, quietLog())
+			n := node.New(discovery.Instance{ID: "a", Address: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port, Weight: 1, Healthy: true}, nil)
+			n.Stats.Health.ProbeResult(false, errors.New("not probed yet"), 1, 1)
+			p.Update([]*node.Node{n})
+			defer p.Stop()
+			if tc.err != "" {
+				waitFor(t, "the probe failing", func() bool { return strings.Contains(n.Stats.Health.LastProbeError(), tc.err) })
+				return
+			}
+			select {
+			case a := <-authority:
+				if a != "users.internal" {
+					t.Fatalf(":authority %q; want users.internal", a)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("no probe within 5s: %s", n.Stats.Health.LastProbeError())
+			}
+			waitFor(t, "the probe passing", func() bool { return n.Stats.Health.ActiveHealthy() })
+		})
+	}
+}
+
+// selfSigned returns a certificate for name and a pool that trusts it.
+func selfSigned(t *testing.T, name string) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, BasicConstraintsValid: true, IsCA: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
 }
 
 func TestActiveGRPCProbe(t *testing.T) {
