@@ -159,10 +159,14 @@ registries: [{name: main, type: static}]
 upstreams:
   - {name: a, mirror: {upstream: a, percent: 10}}
   - {name: b, mirror: {upstream: nope, percent: 0}}
-  - {name: c, mirror: {percent: 10}}`, []string{
+  - {name: c, mirror: {percent: 10}}
+  - {name: d, canary: {disabled: true}, mirror: {canary: true, percent: 10}}
+  - {name: e, canary: {disabled: true}, mirror: {upstream: e, percent: 10}}`, []string{
 			`upstreams[0].mirror.upstream: "a" is this upstream`,
 			`upstreams[1].mirror.upstream: unknown upstream "nope"`, "upstreams[1].mirror.percent: 0; want a share above 0",
-			"upstreams[2].mirror.upstream: set either upstream"}},
+			"upstreams[2].mirror.upstream: set either upstream",
+			`line 7, column 58: upstreams[3].mirror.canary: upstream "d" has canary.disabled: true, so it has no canary pool and every copy would be dropped; mirror to another upstream (mirror.upstream), or remove canary.disabled`,
+			`upstreams[4].mirror.upstream: "e" is this upstream; mirror to another upstream (its canary pool is disabled)`}},
 		{"routes and copies to a tcp upstream", `
 registries: [{name: main, type: static}]
 listeners:

@@ -258,6 +258,10 @@ func (c *Config) validate(d *strictyaml.Decoder) {
 			switch {
 			case u.Protocol == "tcp":
 				add("%s.mirror: a tcp upstream relays one connection; nothing can be copied", path)
+			case m.Canary && u.Canary != nil && u.Canary.Disabled:
+				add("%s.mirror.canary: upstream %q has canary.disabled: true, so it has no canary pool and every copy would be dropped; mirror to another upstream (mirror.upstream), or remove canary.disabled", path, u.Name)
+			case m.Upstream == u.Name && u.Canary != nil && u.Canary.Disabled:
+				add("%s.mirror.upstream: %q is this upstream; mirror to another upstream (its canary pool is disabled)", path, m.Upstream)
 			case m.Upstream == u.Name:
 				add("%s.mirror.upstream: %q is this upstream; mirror to another, or to its canary pool (canary: true)", path, m.Upstream)
 			case m.Upstream != "" && !upstreams[m.Upstream]:
