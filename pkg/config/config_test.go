@@ -416,6 +416,41 @@ func TestCanaryRuleByDefault(t *testing.T) {
 	}
 }
 
+// Header rules may not touch a hop-by-hop header (RFC 9110's, all of which
+// ReverseProxy and the h1 codec drop) or the framing ones, in any of the
+// four places rules are written and in any of set, add and remove; the
+// error names the place and the header.
+func TestHeaderRulesRefuseConnectionHeaders(t *testing.T) {
+	places := []struct{ name, yaml, path string }{
+		{"upstream request", "upstreams: [{name: a, request_headers: RULES}]", "upstreams[0].request_headers"},
+		{"upstream response", "upstreams: [{name: a, response_headers: RULES}]", "upstreams[0].response_headers"},
+		{"route request", "upstreams: [{name: a}]\nlisteners: [{name: out, address: 127.0.0.1:15001, routes: [{upstream: a, request_headers: RULES}]}]", "listeners[0].routes[0].request_headers"},
+		{"route response", "upstreams: [{name: a, listen: 127.0.0.1:15002, routes: [{upstream: a, response_headers: RULES}]}]", "upstreams[0].routes[0].response_headers"},
+	}
+	for _, h := range []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Host", "Content-Length"} {
+		for _, pl := range places {
+			for _, rule := range []struct{ yaml, field string }{
+				{"{set: {" + strings.ToLower(h) + ": x}}", "set." + strings.ToLower(h)},
+				{"{add: {" + h + ": x}}", "add." + h},
+				{"{remove: [" + strings.ToUpper(h) + "]}", "remove[0]"},
+			} {
+				t.Run(h+"/"+pl.name+"/"+rule.field, func(t *testing.T) {
+					src := "registries: [{name: main, type: static}]\n" + strings.ReplaceAll(pl.yaml, "RULES", rule.yaml)
+					_, err := config.Parse([]byte(src), ".")
+					dir := "request"
+					if strings.HasSuffix(pl.path, "response_headers") {
+						dir = "response"
+					}
+					want := fmt.Sprintf("%s.%s: %s belongs to the connection, not the %s; it cannot be changed", pl.path, rule.field, h, dir)
+					if err == nil || !strings.Contains(err.Error(), want) {
+						t.Fatalf("error %v\nwant %q", err, want)
+					}
+				})
+			}
+		}
+	}
+}
+
 // A tcp upstream takes what applies to a relayed connection.
 func TestTCPUpstreamSettings(t *testing.T) {
 	_, err := config.Parse([]byte(`

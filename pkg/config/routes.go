@@ -194,8 +194,12 @@ func isDefault(m *RouteMatch) bool {
 }
 
 // hopByHop are the headers header rules may not touch: the connection's,
-// not the request's.
-var hopByHop = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Host", "Content-Length"}
+// not the message's. They are RFC 9110's hop-by-hop headers, all of which
+// ReverseProxy and the h1 codec drop on the way to the node and back (so a
+// rule's would be dropped, or sent on one path only), and the framing
+// ones. Every rule, of routes and upstreams, request and response, is
+// checked against this one list.
+var hopByHop = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Host", "Content-Length"}
 
 // validateHeaderRules checks header rules at path; at reports a problem
 // at a field path, which holds the header names as written (any
@@ -204,12 +208,16 @@ func validateHeaderRules(path string, hr *HeaderRules, at func(path, format stri
 	if hr == nil {
 		return
 	}
+	message := "request"
+	if strings.HasSuffix(path, "response_headers") {
+		message = "response"
+	}
 	check := func(field, name string) {
 		switch {
 		case !httpguts.ValidHeaderFieldName(name):
 			at(path+"."+field, "%q is not a header name", name)
 		case slices.Contains(hopByHop, http.CanonicalHeaderKey(name)):
-			at(path+"."+field, "%s belongs to the connection, not the request; it cannot be changed", http.CanonicalHeaderKey(name))
+			at(path+"."+field, "%s belongs to the connection, not the %s; it cannot be changed", http.CanonicalHeaderKey(name), message)
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(hr.Add)) {
