@@ -110,6 +110,12 @@ upstreams:
 registries: [{name: main, type: static}]
 upstreams: [{name: a, health: {active: {type: http, headers: {host: api.internal}}}}]`, []string{
 			`line 3, column 63: upstreams[0].health.active.headers.host: a probe's Host is set by host:, not headers; write host: "api.internal"`}},
+		{"probe headers a probe would not send as written", `
+registries: [{name: main, type: static}]
+upstreams: [{name: a, health: {active: {headers: {Connection: close, "x y": "1", X-Probe: "1", x-probe: "2"}}}}]`, []string{
+			"line 3, column 51: upstreams[0].health.active.headers.Connection: Connection belongs to the connection, not the probe's request; it cannot be set",
+			`upstreams[0].health.active.headers: "x y": not a header name`,
+			"upstreams[0].health.active.headers.x-probe: the same header as X-Probe; write it once"}},
 		{"probe fields their type does not use", `
 registries: [{name: main, type: static}]
 upstreams:

@@ -11,11 +11,14 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 	"unicode"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Config is an upstream's `health:` block.
@@ -286,18 +289,30 @@ func (a *Active) checkFields(add func(format string, args ...any)) {
 			add("active.expected_statuses: a grpc probe passes on SERVING only; expected_statuses is for http probes")
 		}
 	}
+	seen := map[string]string{} // lower case → as written
 	for _, k := range slices.Sorted(maps.Keys(a.Headers)) {
 		v, lk := a.Headers[k], strings.ToLower(k)
 		at := "active.headers." + k
 		if strings.ContainsFunc(k, func(r rune) bool { return !isMetadataRune(unicode.ToLower(r)) }) {
 			at = fmt.Sprintf("active.headers: %q", k) // a key that cannot be a field path
 		}
+		first, dup := seen[lk]
+		seen[lk] = k
 		switch {
+		case dup:
+			// An HTTP probe would send one of them, by map order.
+			add("%s: the same header as %s; write it once", at, first)
 		case lk == "host":
 			// net/http sends req.Host and never a Host in the header
 			// map, so one there would be dropped: host: is the one way
 			// to say it.
 			add("%s: a probe's Host is set by host:, not headers; write host: %q", at, v)
+		case slices.Contains(connectionHeaders, http.CanonicalHeaderKey(k)):
+			add("%s: %s belongs to the connection, not the probe's request; it cannot be set", at, http.CanonicalHeaderKey(k))
+		case a.Type == "http" && !httpguts.ValidHeaderFieldName(k):
+			add("%s: not a header name", at) // net/http would fail every probe
+		case a.Type == "http" && !httpguts.ValidHeaderFieldValue(v):
+			add("%s: the value has a control character", at)
 		case a.Type != "grpc":
 		case lk == ":authority":
 			add("%s: a grpc probe's :authority is set by host:, not headers; write host: %q", at, v)
@@ -305,8 +320,8 @@ func (a *Active) checkFields(add func(format string, args ...any)) {
 			add("%s: gRPC sets its pseudo-headers itself", at)
 		case !isMetadataKey(lk):
 			add("%s: %q is not a gRPC metadata key (0-9, a-z, -, _ and . only)", at, lk)
-		case lk == "content-type" || lk == "te":
-			add("%s: gRPC sets %s itself", at, lk)
+		case lk == "content-type":
+			add("%s: gRPC sets content-type itself", at)
 		case strings.HasPrefix(lk, "grpc-"):
 			add("%s: names that begin with grpc- are gRPC's own", at)
 		case !strings.HasSuffix(lk, "-bin") && strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r > 0x7e }):
@@ -314,6 +329,15 @@ func (a *Active) checkFields(add func(format string, args ...any)) {
 		}
 	}
 }
+
+// connectionHeaders are the headers a probe cannot set: net/http drops
+// Content-Length, Trailer and Transfer-Encoding, sends Connection,
+// Keep-Alive and Proxy-Connection over HTTP/1.1 only and fails an HTTP/2
+// probe with an Upgrade; an HTTP/2 node refuses a Te but "trailers". As
+// gRPC metadata they are HTTP/2 headers, where the connection's are
+// malformed (RFC 9113 8.2.2: a grpc-go node resets a probe that sends
+// Connection), and gRPC drops a Te.
+var connectionHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Content-Length"}
 
 // isMetadataKey reports whether k, lower case, is a gRPC metadata key
 // that gRPC sends as it is.

@@ -241,13 +241,37 @@ func TestConfigErrors(t *testing.T) {
 		{func(c *health.Config) {
 			c.Active = &health.Active{Type: "grpc", Headers: map[string]string{"Content-Type": "x"}}
 		}, "active.headers.Content-Type: gRPC sets content-type itself"},
-		{func(c *health.Config) { c.Active = &health.Active{Type: "grpc", Headers: map[string]string{"te": "x"}} }, "active.headers.te: gRPC sets te itself"},
+		{func(c *health.Config) {
+			c.Active = &health.Active{Type: "grpc", Headers: map[string]string{"te": "trailers"}}
+		}, "active.headers.te: Te belongs to the connection, not the probe's request; it cannot be set"},
+		{func(c *health.Config) {
+			c.Active = &health.Active{Type: "grpc", Headers: map[string]string{"Connection": "close"}}
+		}, "active.headers.Connection: Connection belongs to the connection"},
 		{func(c *health.Config) {
 			c.Active = &health.Active{Type: "grpc", Headers: map[string]string{"grpc-timeout": "1S"}}
 		}, "active.headers.grpc-timeout: names that begin with grpc- are gRPC's own"},
 		{func(c *health.Config) {
 			c.Active = &health.Active{Type: "grpc", Headers: map[string]string{"x-probe": "caf\u00e9"}}
 		}, "active.headers.x-probe: gRPC metadata values are printable ASCII (or name the key -bin for binary)"},
+		// Headers net/http would not send as written: it refuses a bad
+		// name or value on every probe, drops Content-Length, Trailer and
+		// Transfer-Encoding, and sends Connection, Keep-Alive and
+		// Proxy-Connection over HTTP/1.1 only (an Upgrade fails every
+		// HTTP/2 probe).
+		{func(c *health.Config) { c.Active = &health.Active{Headers: map[string]string{"x y": "1"}} }, `active.headers: "x y": not a header name`},
+		{func(c *health.Config) { c.Active = &health.Active{Headers: map[string]string{"x-probe": "a\nb"}} }, "active.headers.x-probe: the value has a control character"},
+		{func(c *health.Config) { c.Active = &health.Active{Headers: map[string]string{"connection": "close"}} }, "active.headers.connection: Connection belongs to the connection, not the probe's request; it cannot be set"},
+		{func(c *health.Config) { c.Active = &health.Active{Headers: map[string]string{"Upgrade": "websocket"}} }, "active.headers.Upgrade: Upgrade belongs to the connection"},
+		{func(c *health.Config) { c.Active = &health.Active{Headers: map[string]string{"Content-Length": "0"}} }, "active.headers.Content-Length: Content-Length belongs to the connection"},
+		{func(c *health.Config) {
+			c.Active = &health.Active{Headers: map[string]string{"Transfer-Encoding": "chunked"}}
+		}, "active.headers.Transfer-Encoding: Transfer-Encoding belongs to the connection"},
+		{func(c *health.Config) {
+			c.Active = &health.Active{Headers: map[string]string{"X-Probe": "1", "x-probe": "2"}}
+		}, "active.headers.x-probe: the same header as X-Probe; write it once"},
+		{func(c *health.Config) {
+			c.Active = &health.Active{Type: "grpc", Headers: map[string]string{"X-Probe": "1", "x-probe": "2"}}
+		}, "active.headers.x-probe: the same header as X-Probe; write it once"},
 	} {
 		c := &health.Config{}
 		tc.mutate(c)
