@@ -116,6 +116,15 @@ upstreams: [{name: a, health: {active: {headers: {Connection: close, "x y": "1",
 			"line 3, column 51: upstreams[0].health.active.headers.Connection: Connection belongs to the connection, not the probe's request; it cannot be set",
 			`upstreams[0].health.active.headers: "x y": not a header name`,
 			"upstreams[0].health.active.headers.x-probe: the same header as X-Probe; write it once"}},
+		{"register health errors", `
+registries: [{name: e, type: etcd, etcd: {endpoints: [127.0.0.1:2379]}}]
+register:
+  service: app
+  port: 8080
+  health: {type: grpc, path: /x, expected_statuses: ["200"], headers: {host: a}}`, []string{
+			"line 6, column 30: register.health.path: a grpc probe calls grpc.health.v1.Health/Check",
+			"line 6, column 53: register.health.expected_statuses: a grpc probe passes on SERVING only",
+			`line 6, column 72: register.health.headers.host: a probe's Host is set by host:, not headers; write host: "a"`}},
 		{"probe fields their type does not use", `
 registries: [{name: main, type: static}]
 upstreams:

@@ -95,7 +95,11 @@ func (c *Config) Validate() error {
 	}
 	hc := health.Config{Active: c.Health}
 	if err := hc.Validate(); err != nil {
-		add("health: %v", strings.ReplaceAll(err.Error(), "active.", ""))
+		// One error a line, each at its own field: health.path, not
+		// health for the first and the block's top for the rest.
+		for _, e := range strings.Split(err.Error(), "\n") {
+			add("health.%s", strings.TrimPrefix(e, "active."))
+		}
 	}
 	if c.Warmup < 0 {
 		add("warmup: %v is negative", c.Warmup)
