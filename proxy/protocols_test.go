@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
+	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/discovery/discoverytest"
 	"github.com/remora-mesh/remora/pkg/upstream"
 	"github.com/remora-mesh/remora/proxy"
@@ -121,6 +123,130 @@ func TestStrayUpgradeHeaderToH2CUpstreamIsForwarded(t *testing.T) {
 	req.Header.Set("Connection", "Upgrade") // a real one: HTTP/2 cannot carry it
 	if resp, body := do(t, req); resp.StatusCode != http.StatusNotImplemented {
 		t.Fatalf("a real Upgrade: %d %q; want 501", resp.StatusCode, body)
+	}
+}
+
+// newTLSBackend is newBackend over TLS, offering h2 and HTTP/1.1 (a
+// protocol: h2 upstream's node).
+func newTLSBackend(t testing.TB, name string, h http.HandlerFunc) *backend {
+	t.Helper()
+	b := &backend{name: name}
+	b.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b.hits.Add(1)
+		h(w, r)
+	}))
+	b.srv.EnableHTTP2 = true
+	b.srv.StartTLS()
+	t.Cleanup(b.srv.Close)
+	return b
+}
+
+// h2Options is what validate makes of protocol: h2 with tls.
+func h2Options() client.Options {
+	return client.Options{TLS: &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}}}
+}
+
+// HTTP/2 has no Upgrade over TLS either: one to a protocol: h2 upstream
+// is answered 501, as to h2c, and charges no node; a WebSocket, which
+// net/http sends to such a node over HTTP/1.1, still passes through.
+func TestUpgradeToH2UpstreamIsRefused(t *testing.T) {
+	f := newFixtureClient(t, h2Options(), "users")
+	ended := make(chan error, 1)
+	upgrade := upgradeNode("websocket", ended)
+	f.set(t, "users", newTLSBackend(t, "u1", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "" {
+			upgrade(w, r)
+			return
+		}
+		_, _ = io.WriteString(w, r.Proto)
+	}).instance())
+	if resp, body := f.get(t, "users", "/"); resp.StatusCode != http.StatusOK || body != "HTTP/2.0" {
+		t.Fatalf("plain GET: %d %q; want it over HTTP/2", resp.StatusCode, body)
+	}
+	n := f.ups["users"].Snapshot().Nodes[0]
+	failures := n.Stats.Failures.Load()
+	req, _ := http.NewRequest(http.MethodGet, f.front.URL+"/", nil)
+	req.Host = "users"
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "foo/1")
+	if resp, body := do(t, req); resp.StatusCode != http.StatusNotImplemented {
+		t.Errorf("Upgrade: foo/1 to an h2 upstream: %d %q; want 501", resp.StatusCode, body)
+	}
+	if got := n.Stats.Failures.Load() - failures; got != 0 {
+		t.Errorf("the refused upgrade charged the node %d failure(s)", got)
+	}
+	out := exchangeRaw(t, strings.TrimPrefix(f.front.URL, "http://"),
+		"GET /ws HTTP/1.1\r\nHost: users\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", time.Second)
+	if !strings.HasPrefix(out, "HTTP/1.1 101 ") || !strings.HasSuffix(out, "node-first") {
+		t.Errorf("a WebSocket to an h2 upstream: %q; want the node's 101 and first bytes", out)
+	}
+}
+
+// timeouts.connect bounds reaching a TLS node, its handshake included: a
+// node that accepts the connection and never answers the handshake fails
+// the attempt within it, as a connect failure (another node gets even a
+// POST), as Envoy's connect_timeout does; without a bound the request
+// would wait forever.
+func TestConnectTimeoutBoundsTheTLSHandshake(t *testing.T) {
+	mute, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan net.Conn, 16)
+	t.Cleanup(func() {
+		mute.Close()
+		for len(held) > 0 {
+			(<-held).Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := mute.Accept()
+			if err != nil {
+				return
+			}
+			held <- c
+		}
+	}()
+	opts := h2Options()
+	opts.ConnectTimeout = 200 * time.Millisecond
+	for _, tc := range []struct {
+		name  string
+		nodes int
+	}{{"the only node", 1}, {"beside a good node", 2}} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixtureClient(t, opts, "users")
+			nodes := []discovery.Instance{{ID: "mute", Address: "127.0.0.1", Port: mute.Addr().(*net.TCPAddr).Port, Weight: 1, Healthy: true}}
+			if tc.nodes == 2 {
+				nodes = append(nodes, newTLSBackend(t, "good", func(http.ResponseWriter, *http.Request) {}).instance())
+			}
+			f.set(t, "users", nodes...)
+			c := &http.Client{Timeout: 3 * time.Second}
+			for range 2 * tc.nodes { // round robin: each node first at least once
+				// A POST: not replayable, so only a connect failure sends
+				// it to the other node.
+				req, _ := http.NewRequest(http.MethodPost, f.front.URL+"/", strings.NewReader("once"))
+				req.Host = "users"
+				start := time.Now()
+				resp, err := c.Do(req)
+				if err != nil {
+					t.Fatalf("no answer after %v: %v; want one within about the connect timeout", time.Since(start).Round(time.Millisecond), err)
+				}
+				resp.Body.Close()
+				want := http.StatusOK
+				if tc.nodes == 1 {
+					want = http.StatusGatewayTimeout // as for a dial past the connect timeout
+				}
+				if resp.StatusCode != want {
+					t.Errorf("%d after %v; want %d", resp.StatusCode, time.Since(start).Round(time.Millisecond), want)
+				}
+			}
+			for _, n := range f.ups["users"].Snapshot().Nodes {
+				if n.ID == "mute" && n.Stats.Health.ConsecutiveLocalOrigin.Load() == 0 {
+					t.Errorf("the mute node's failures were not counted as connect failures (consecutive_local_origin_failure)")
+				}
+			}
+		})
 	}
 }
 

@@ -331,17 +331,22 @@ func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter 
 // forward proxies r, as its listener decided (req), to a node of route's
 // upstream.
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, route *route, req request) {
-	if route.opts.H2C && upgradeType(r.Header) != "" {
-		// HTTP/2 has no Upgrade (a WebSocket needs HTTP/1.1): the h2c
-		// transport would refuse the request, and that refusal must not
-		// count against the nodes.
-		start := time.Now()
-		writeError(w, http.StatusNotImplemented, fmt.Sprintf("remora: upstream %q speaks HTTP/2 to its nodes (protocol: h2c), which has no Upgrade (%s)",
-			route.up.Name(), r.Header.Get("Upgrade")))
-		p.logLocal(r, start, localAnswer{status: http.StatusNotImplemented, upstream: route.up.Name(), rule: req.rule})
-		return
-	}
-	if upgradeType(r.Header) != "" {
+	if proto := upgradeType(r.Header); proto != "" {
+		// HTTP/2 has no Upgrade: the transport would refuse the request,
+		// and that refusal must not count against the nodes. Over TLS,
+		// net/http sends a WebSocket on a connection of its own in
+		// HTTP/1.1; over h2c it cannot.
+		if route.opts.H2C || route.h2 && !strings.EqualFold(proto, "websocket") {
+			start := time.Now()
+			protocol := "h2"
+			if route.opts.H2C {
+				protocol = "h2c"
+			}
+			writeError(w, http.StatusNotImplemented, fmt.Sprintf("remora: upstream %q speaks HTTP/2 to its nodes (protocol: %s), which has no Upgrade (%s)",
+				route.up.Name(), protocol, proto))
+			p.logLocal(r, start, localAnswer{status: http.StatusNotImplemented, upstream: route.up.Name(), rule: req.rule})
+			return
+		}
 		w = upgradeWriter{w}
 	}
 	if p.access != nil {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/remora-mesh/remora/pkg/upstream"
@@ -33,6 +34,7 @@ type route struct {
 	reqRules, respRules *HeaderRules
 	mirror              *mirror
 	tcp                 bool // Route.TCP
+	h2                  bool // HTTP/2 over TLS to the nodes (protocol: h2)
 }
 
 // routing is the table the request path reads: one atomic load, one map
@@ -77,7 +79,8 @@ func (p *Proxy) SetRoutes(routes ...Route) {
 	for i, r := range routes {
 		ups[i] = r.Upstream
 		name := r.Upstream.Name()
-		rt := &route{up: r.Upstream, opts: r.Client, reqRules: r.RequestHeaders, respRules: r.ResponseHeaders, mirror: newMirror(r.Mirror), tcp: r.TCP}
+		rt := &route{up: r.Upstream, opts: r.Client, reqRules: r.RequestHeaders, respRules: r.ResponseHeaders, mirror: newMirror(r.Mirror), tcp: r.TCP,
+			h2: r.Client.TLS != nil && slices.Contains(r.Client.TLS.NextProtos, "h2")}
 		if prev := old.byName[name]; prev != nil && prev.opts.Same(r.Client) {
 			rt.tr = prev.tr
 		} else {

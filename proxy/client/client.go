@@ -152,7 +152,8 @@ func New(opts Options) *Transport {
 		MaxIdleConns:           0, // no global cap; bounded per node
 		MaxIdleConnsPerHost:    perHost,
 		IdleConnTimeout:        idle,
-		ExpectContinueTimeout:  0, // the body is already coming: the server said 100 Continue
+		TLSHandshakeTimeout:    connect, // reaching a TLS node is its dial and its handshake
+		ExpectContinueTimeout:  0,       // the body is already coming: the server said 100 Continue
 		ResponseHeaderTimeout:  opts.ResponseHeaderTimeout,
 		MaxResponseHeaderBytes: maxHead,
 		DisableCompression:     true, // pass bodies through untouched
@@ -191,6 +192,9 @@ func (t *Transport) Retire() {
 
 // RoundTrip implements http.RoundTripper.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if t.scheme == "https" {
+		return t.roundTripTLS(req)
+	}
 	if !t.takesDirect(req) {
 		return t.std.RoundTrip(req)
 	}
@@ -212,6 +216,24 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return true, nil
 	})
 	return resp, err
+}
+
+// roundTripTLS is RoundTrip to a TLS node. A failure before the request
+// had a connection (the TLS handshake failed or ran past the connect
+// timeout) is returned as a dial's: nothing reached the node, and the
+// request may go to another, as after any connect failure (Envoy counts
+// a handshake's failure as the connection's).
+func (t *Transport) roundTripTLS(req *http.Request) (*http.Response, error) {
+	var connected atomic.Bool
+	trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { connected.Store(true) }}
+	resp, err := t.std.RoundTrip(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
+	if err == nil || connected.Load() || req.Context().Err() != nil {
+		return resp, err
+	}
+	if op := (*net.OpError)(nil); errors.As(err, &op) && op.Op == "dial" {
+		return resp, err
+	}
+	return resp, &net.OpError{Op: "dial", Net: "tcp", Err: err}
 }
 
 // Send writes a request already encoded (head and body) on an idle
