@@ -119,3 +119,113 @@ func TestAccessLogForEveryAnswer(t *testing.T) {
 		t.Fatalf("%d process log lines for three requests: %v", n, proc.AllEntries()[0].Message)
 	}
 }
+
+// accessFixture is one upstream "users" whose node serves h, behind an
+// outbound listener with an access log.
+func accessFixture(t *testing.T, h http.HandlerFunc) (front string, u *upstream.Upstream, access *logtest.Hook) {
+	t.Helper()
+	accessLog, access := logtest.NewNullLogger()
+	reg := discoverytest.NewRegistry()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	u = upstream.New(upstream.Config{Name: "users"})
+	w, _ := reg.Watch(ctx, "users")
+	go u.Run(ctx, w)
+	p := proxy.New(proxy.Options{AccessLog: logrus.NewEntry(accessLog)})
+	p.SetTable(upstream.NewTable(u))
+	t.Cleanup(p.Close)
+	reg.Set("users", newBackend(t, "u1", h).instance())
+	for u.Snapshot().Version == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	return serveFront(t, p.Listener("out", proxy.ListenerOptions{})).URL, u, access
+}
+
+// lastAccess waits for an access log line and returns its fields.
+func lastAccess(t *testing.T, access *logtest.Hook) logrus.Fields {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if e := access.LastEntry(); e != nil {
+			return e.Data
+		}
+	}
+	t.Fatal("no access log line")
+	return nil
+}
+
+// An upgraded connection's line is a 101 with the bytes relayed each way,
+// as a CONNECT tunnel's is a 200 with its bytes, however the client sent
+// its first bytes (with its request, read ahead by the server, or after
+// the 101) and ended the connection (closed, or half-closed first).
+func TestAccessLogOfAnUpgrade(t *testing.T) {
+	for _, tc := range []struct{ early, halfClose bool }{{false, false}, {false, true}, {true, false}, {true, true}} {
+		name := fmt.Sprintf("early=%v,halfClose=%v", tc.early, tc.halfClose)
+		ended := make(chan error, 1)
+		front, u, access := accessFixture(t, upgradeNode("echo", ended))
+		c, err := net.Dial("tcp", strings.TrimPrefix(front, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		head := "GET /ws HTTP/1.1\r\nHost: users\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+		const payload = "0123456789"
+		if tc.early {
+			io.WriteString(c, head+payload)
+		} else {
+			io.WriteString(c, head)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var got []byte
+		buf := make([]byte, 512)
+		read := func(want string) {
+			for !strings.Contains(string(got), want) {
+				n, err := c.Read(buf)
+				got = append(got, buf[:n]...)
+				if err != nil {
+					t.Fatalf("%s: %q: %v", name, got, err)
+				}
+			}
+		}
+		read("node-first")
+		if !tc.early {
+			io.WriteString(c, payload)
+		}
+		read("[" + payload + "]")
+		if tc.halfClose {
+			c.(*net.TCPConn).CloseWrite()
+			io.ReadAll(c)
+		}
+		c.Close()
+		<-ended
+		f := lastAccess(t, access)
+		const relayedOut = len("node-first[" + payload + "]")
+		if f["status"] != http.StatusSwitchingProtocols || f["reason"] != nil || u.Metrics().ClientClosed.Load() != 0 {
+			t.Errorf("%s: status %v, reason %v, client_closed %d; want 101 and no reason", name, f["status"], f["reason"], u.Metrics().ClientClosed.Load())
+		}
+		if f["bytes_in"] != int64(len(payload)) || f["bytes_out"] != int64(relayedOut) {
+			t.Errorf("%s: bytes_in %v, bytes_out %v; want the bytes relayed, %d and %d", name, f["bytes_in"], f["bytes_out"], len(payload), relayedOut)
+		}
+	}
+}
+
+// bytes_in is the request body's size also when its length was not
+// announced (chunked; over HTTP/2, any body without content-length, such
+// as a gRPC call's).
+func TestAccessLogCountsABodyOfUnknownLength(t *testing.T) {
+	front, _, access := accessFixture(t, func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) })
+	const payload = "0123456789"
+	for _, chunked := range []bool{false, true} {
+		access.Reset()
+		var body io.Reader = strings.NewReader(payload)
+		if chunked {
+			body = io.MultiReader(body) // no length: sent chunked
+		}
+		req, _ := http.NewRequest(http.MethodPost, front+"/", body)
+		req.Host = "users"
+		if resp, _ := do(t, req); resp.StatusCode != http.StatusOK {
+			t.Fatalf("chunked=%v: %d", chunked, resp.StatusCode)
+		}
+		if f := lastAccess(t, access); f["bytes_in"] != int64(len(payload)) {
+			t.Errorf("chunked=%v: bytes_in %v; want %d", chunked, f["bytes_in"], len(payload))
+		}
+	}
+}

@@ -195,6 +195,9 @@ func tunnelSkips(route *route, rule *compiledRule) string {
 	if route.respRules != nil {
 		names = append(names, "the upstream's response_headers")
 	}
+	if route.mirror != nil {
+		names = append(names, "the upstream's mirror")
+	}
 	if rule != nil {
 		if rule.RequestHeaders != nil {
 			names = append(names, "route "+rule.Name+"'s request_headers")
@@ -207,6 +210,20 @@ func tunnelSkips(route *route, rule *compiledRule) string {
 		}
 	}
 	return strings.Join(names, ", ")
+}
+
+// countingBody counts the bytes read from a request body, for the access
+// log. Atomic: a transport may still read the body on a goroutine of its
+// own when the exchange is logged.
+type countingBody struct {
+	io.ReadCloser
+	n atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
 }
 
 // relayed is the byte count a tunnel sent the client, for the access log.
@@ -347,16 +364,25 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, route *route, re
 			p.logLocal(r, start, localAnswer{status: http.StatusNotImplemented, upstream: route.up.Name(), rule: req.rule})
 			return
 		}
-		w = upgradeWriter{w}
 	}
+	var relay *relayCount
+	if upgradeType(r.Header) != "" {
+		relay = new(relayCount)
+		w = upgradeWriter{ResponseWriter: w, relay: relay}
+	}
+	var in *countingBody
 	if p.access != nil {
 		if _, ok := w.(bytesWritten); !ok {
 			w = &countingWriter{ResponseWriter: w}
 		}
+		if r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody {
+			in = &countingBody{ReadCloser: r.Body} // a body of unknown length: count what comes
+			r.Body = in
+		}
 	}
 	st := exchanges.Get().(*exchange)
 	defer exchanges.Put(st)
-	*st = exchange{client: r.Context(), tr: route.tr, rule: req.rule, respRules: route.respRules}
+	*st = exchange{client: r.Context(), tr: route.tr, rule: req.rule, respRules: route.respRules, relay: relay, in: in}
 	st.out, _ = w.(bytesWritten)
 	var mirrorHeader http.Header // r's header for a copy, before the upstream's rules
 	if route.mirror != nil && route.mirror.sampled() {
@@ -431,8 +457,12 @@ func upgradeType(h http.Header) string {
 // what the server had read ahead into its buffer: the bytes a client sent
 // right after its request (RFC 9110 section 7.8 lets it use the new
 // protocol once the request is sent) would never reach the node. Its
-// Hijack returns a connection that reads that buffer first.
-type upgradeWriter struct{ http.ResponseWriter }
+// Hijack returns a connection that reads that buffer first, and counts
+// what is relayed each way into relay, for the access log.
+type upgradeWriter struct {
+	http.ResponseWriter
+	relay *relayCount
+}
 
 // Unwrap lets http.ResponseController reach the writer's other
 // capabilities.
@@ -440,24 +470,52 @@ func (u upgradeWriter) Unwrap() http.ResponseWriter { return u.ResponseWriter }
 
 func (u upgradeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := http.NewResponseController(u.ResponseWriter).Hijack()
-	if err != nil || brw.Reader.Buffered() == 0 {
+	if err != nil {
 		return conn, brw, err
 	}
-	return &readAheadConn{Conn: conn, r: brw.Reader}, brw, nil
+	c := &upgradedConn{Conn: conn, relay: u.relay}
+	if brw.Reader.Buffered() > 0 {
+		c.ahead = brw.Reader
+	}
+	return c, brw, nil
 }
 
-// readAheadConn is a hijacked connection read through the buffer that
-// holds what was read ahead from it.
-type readAheadConn struct {
+// relayCount is what an upgraded connection relayed: in from the client,
+// out to it. ReverseProxy may return while one of its two copies still
+// ends: the counts are atomic, and not part of the pooled exchange.
+type relayCount struct{ in, out atomic.Int64 }
+
+// upgradedConn is a hijacked connection that is read first through the
+// buffer holding what the server read ahead from it (ahead, nil once
+// empty), then directly: net/http's reader under that buffer would end the
+// request's context when the client ends the connection, and the upgrade
+// would be counted as the client's going away.
+type upgradedConn struct {
 	net.Conn
-	r *bufio.Reader
+	ahead *bufio.Reader
+	relay *relayCount
 }
 
-func (c *readAheadConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c *upgradedConn) Read(p []byte) (n int, err error) {
+	if c.ahead != nil && c.ahead.Buffered() > 0 {
+		n, err = c.ahead.Read(p)
+	} else {
+		c.ahead = nil
+		n, err = c.Conn.Read(p)
+	}
+	c.relay.in.Add(int64(n))
+	return n, err
+}
+
+func (c *upgradedConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.relay.out.Add(int64(n))
+	return n, err
+}
 
 // CloseWrite half-closes the connection, as ReverseProxy does when the
 // node ends its side of an upgraded connection.
-func (c *readAheadConn) CloseWrite() error {
+func (c *upgradedConn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
@@ -538,6 +596,11 @@ type exchange struct {
 	// tunnelIn is what a CONNECT tunnel relayed from the client (its
 	// request has no body to count).
 	tunnelIn int64
+	// relay counts what an upgraded connection relayed (nil: no
+	// upgrade); in counts a request body of unknown length (nil: none, or
+	// no access log).
+	relay *relayCount
+	in    *countingBody
 	// grpc is a gRPC response whose outcome is judged by its grpc-status
 	// once the body (and trailers) went through.
 	grpc *http.Response
@@ -650,10 +713,18 @@ func (b *peekedBody) Close() error { return b.rc.Close() }
 // logAccess writes the access log entry of a finished request.
 func (p *Proxy) logAccess(r *http.Request, st *exchange, status int, took time.Duration, gone bool) {
 	e := tcp.LogAccess(p.access, &st.call, status, took, gone).WithFields(requestFields(r))
-	if r.Method == http.MethodConnect {
+	switch {
+	case r.Method == http.MethodConnect:
 		e = e.WithField("bytes_in", st.tunnelIn)
+	case st.relay != nil && status == http.StatusSwitchingProtocols:
+		e = e.WithField("bytes_in", st.relay.in.Load())
+	case st.in != nil:
+		e = e.WithField("bytes_in", st.in.n.Load())
 	}
-	if st.out != nil {
+	switch {
+	case st.relay != nil && status == http.StatusSwitchingProtocols:
+		e = e.WithField("bytes_out", st.relay.out.Load())
+	case st.out != nil:
 		e = e.WithField("bytes_out", st.out.BytesWritten())
 	}
 	if st.newID {

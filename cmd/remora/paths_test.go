@@ -191,7 +191,7 @@ func TestUpgradeToAnH2CUpstreamIsRefusedLocally(t *testing.T) {
 	}
 }
 
-// request_headers, response_headers, rewrite and tls × CONNECT: a tunnel
+// request_headers, response_headers, rewrite, tls and mirror × CONNECT: a tunnel
 // relays bytes as they are, so a CONNECT to an upstream (or through a
 // route) with such settings is refused with 403 naming them, rather than
 // let what goes through the tunnel skip them. Without them the tunnel
@@ -204,11 +204,12 @@ listeners:
   - name: outbound
     address: "127.0.0.1:0"
     routes: [{name: via-route, match: {host: routed}, upstream: plain, rewrite: {path: /x}}]
-registries: [{name: s, type: static, static: {services: {plain: [{address: %q}], ruled: [{address: %q}], secure: [{address: %q}]}}}]
+registries: [{name: s, type: static, static: {services: {plain: [{address: %q}], ruled: [{address: %q}], secure: [{address: %q}], copied: [{address: %[1]q}]}}}]
 upstreams:
   - {name: plain}
   - {name: ruled, request_headers: {set: {x-caller: app}, remove: [x-secret]}}
   - {name: secure, tls: {}}
+  - {name: copied, mirror: {upstream: plain, percent: 100}}
 `, plain.srv.Listener.Addr().String(), ruled.srv.Listener.Addr().String(), ruled.srv.Listener.Addr().String()))
 	connect := func(target string) string {
 		t.Helper()
@@ -233,6 +234,7 @@ upstreams:
 	}
 	for target, names := range map[string]string{
 		"ruled:80": "the upstream's request_headers", "routed:80": "route via-route's rewrite", "secure:443": "the upstream's tls",
+		"copied:80": "the upstream's mirror",
 	} {
 		if got := connect(target); !strings.HasPrefix(got, "403") || !strings.Contains(got, names) {
 			t.Errorf("CONNECT %s: %s; want 403 naming %s", target, got, names)
