@@ -41,7 +41,8 @@ import (
 func direct(r *http.Request, route *route, st *exchange) bool {
 	maxBody := min(client.MaxDirectBody, route.up.Policy().Retry.MaxBodyBytes)
 	return route.tr.Direct() && h1.Encodable(r) && (r.Body == http.NoBody || r.ContentLength > 0 && r.ContentLength <= maxBody) &&
-		st.ruleResp == nil && st.respRules == nil && st.forwarded != ForwardedAppend
+		st.ruleResp == nil && st.respRules == nil && st.forwarded != ForwardedAppend &&
+		!(st.forwardingRules && st.forwarded == ForwardedDrop) // the encoder would drop what the rules set
 }
 
 // directBufs holds the buffers of direct exchanges: a request's head and

@@ -99,13 +99,56 @@ func (hr *HeaderRules) apply(h http.Header) {
 	}
 }
 
+// touchesForwarding reports whether the rules change a header that a
+// listener's forwarded mode governs (forwardingHeaders).
+func (hr *HeaderRules) touchesForwarding() bool {
+	if hr == nil {
+		return false
+	}
+	for _, k := range forwardingHeaders {
+		if _, ok := hr.Set[k]; ok {
+			return true
+		}
+		if _, ok := hr.Add[k]; ok {
+			return true
+		}
+		if slices.Contains(hr.Remove, k) {
+			return true
+		}
+	}
+	return false
+}
+
+// applyTo changes h by the rules, but only the headers in keys.
+func (hr *HeaderRules) applyTo(h http.Header, keys []string) {
+	if hr == nil {
+		return
+	}
+	for _, k := range hr.Remove {
+		if slices.Contains(keys, k) {
+			delete(h, k)
+		}
+	}
+	for k, v := range hr.Set {
+		if slices.Contains(keys, k) {
+			h[k] = []string{v}
+		}
+	}
+	for k, v := range hr.Add {
+		if slices.Contains(keys, k) {
+			h[k] = append(h[k], v)
+		}
+	}
+}
+
 // compiledRule is a Rule with its counters and limiter. It is immutable
 // but for the atomics, which the request path adds to.
 type compiledRule struct {
 	Rule
-	limiter  *upstream.Limiter
-	requests atomic.Uint64
-	limited  atomic.Uint64
+	forwarding bool // RequestHeaders.touchesForwarding
+	limiter    *upstream.Limiter
+	requests   atomic.Uint64
+	limited    atomic.Uint64
 }
 
 // matches reports whether r meets every condition. It does not allocate.
@@ -193,7 +236,7 @@ type listenerState struct {
 func (p *Proxy) Listener(name string, opts ListenerOptions) http.Handler {
 	st := &listenerState{opts: opts}
 	for _, r := range opts.Routes {
-		c := &compiledRule{Rule: r}
+		c := &compiledRule{Rule: r, forwarding: r.RequestHeaders.touchesForwarding()}
 		if r.RateLimit != nil {
 			c.limiter = upstream.NewLimiter(*r.RateLimit)
 		}

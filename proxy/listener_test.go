@@ -246,3 +246,56 @@ func TestUpstreamRuleSetsRequestID(t *testing.T) {
 		}
 	}
 }
+
+// Header rules have the last word on the forwarding headers, whatever the
+// listener's forwarded mode (as Envoy's request_headers_to_add come after
+// its X-Forwarded-For handling): an upstream's rule that sets
+// X-Forwarded-Proto and a listener route's that sets X-Forwarded-Host
+// reach the node, on the direct exchange (GET) and through ReverseProxy
+// (OPTIONS), and the route's reaches a mirror's copy.
+func TestHeaderRulesWinOverTheForwardedMode(t *testing.T) {
+	modes := map[proxy.Forwarded]string{proxy.ForwardedKeep: "keep", proxy.ForwardedAppend: "append", proxy.ForwardedDrop: "drop"}
+	for mode, name := range modes {
+		for _, method := range []string{"GET", "OPTIONS"} {
+			t.Run(name+"/"+method, func(t *testing.T) {
+				f := newFixture(t, "users", "shadow")
+				primary, copies := make(chan http.Header, 1), make(chan http.Header, 1)
+				f.set(t, "users", newBackend(t, "users", func(w http.ResponseWriter, r *http.Request) { primary <- r.Header.Clone() }).instance())
+				f.set(t, "shadow", newBackend(t, "shadow", func(w http.ResponseWriter, r *http.Request) { copies <- r.Header.Clone() }).instance())
+				f.proxy.SetRoutes(
+					proxy.Route{Upstream: f.ups["users"], Mirror: validMirror(t, upstream.Mirror{Upstream: "shadow", Percent: 100}),
+						RequestHeaders: &proxy.HeaderRules{Set: map[string]string{"X-Forwarded-Proto": "https"}}},
+					proxy.Route{Upstream: f.ups["shadow"]})
+				url := serveFront(t, f.proxy.Listener("out", proxy.ListenerOptions{Forwarded: mode, Routes: []proxy.Rule{
+					{Name: "all", Upstream: "users", RequestHeaders: &proxy.HeaderRules{Set: map[string]string{"X-Forwarded-Host": "api.example"}}},
+				}})).URL
+				req, _ := http.NewRequest(method, url+"/", nil)
+				req.Host = "users"
+				req.Header.Set("X-Forwarded-Proto", "http")
+				if resp, _ := do(t, req); resp.StatusCode != 200 {
+					t.Fatalf("%d", resp.StatusCode)
+				}
+				for _, got := range []struct {
+					who  string
+					ch   chan http.Header
+					want map[string]string
+				}{
+					{"the node", primary, map[string]string{"X-Forwarded-Proto": "https", "X-Forwarded-Host": "api.example"}},
+					{"the copy's node", copies, map[string]string{"X-Forwarded-Host": "api.example"}},
+				} {
+					var h http.Header
+					select {
+					case h = <-got.ch:
+					case <-time.After(5 * time.Second):
+						t.Fatalf("%s got no request", got.who)
+					}
+					for k, v := range got.want {
+						if strings.Join(h[k], ",") != v {
+							t.Errorf("%s got %s %q; want %q", got.who, k, h[k], v)
+						}
+					}
+				}
+			})
+		}
+	}
+}

@@ -115,6 +115,7 @@ func copyHeaders(out, r *http.Request, st *exchange) {
 		delete(h, "X-Forwarded-Proto")
 		(&httputil.ProxyRequest{In: r, Out: out}).SetXForwarded()
 	}
+	st.reapplyForwarding(h, true)
 	if st.newID {
 		h["X-Request-Id"] = []string{string(st.reqID[:])}
 	}

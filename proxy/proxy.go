@@ -383,6 +383,10 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, route *route, re
 	st := exchanges.Get().(*exchange)
 	defer exchanges.Put(st)
 	*st = exchange{client: r.Context(), tr: route.tr, rule: req.rule, respRules: route.respRules, relay: relay, in: in}
+	if route.forwarding || req.rule != nil && req.rule.forwarding {
+		st.reqRules = route.reqRules
+		st.forwardingRules = true
+	}
 	st.out, _ = w.(bytesWritten)
 	var mirrorHeader http.Header // r's header for a copy, before the upstream's rules
 	if route.mirror != nil && route.mirror.sampled() {
@@ -596,6 +600,12 @@ type exchange struct {
 	// tunnelIn is what a CONNECT tunnel relayed from the client (its
 	// request has no body to count).
 	tunnelIn int64
+	// forwardingRules: the header rules (the listener route's, rule, and
+	// the upstream's, reqRules) change a forwarding header, which they
+	// set again once the forwarded mode has had its say (see
+	// reapplyForwarding).
+	forwardingRules bool
+	reqRules        *HeaderRules
 	// relay counts what an upgraded connection relayed (nil: no
 	// upgrade); in counts a request body of unknown length (nil: none, or
 	// no access log).
@@ -788,9 +798,39 @@ func rewrite(pr *httputil.ProxyRequest) {
 		}
 		pr.SetXForwarded() // appends to X-Forwarded-For; sets -Host and -Proto
 	}
+	st.reapplyForwarding(pr.Out.Header, false)
 }
 
-// forwardingHeaders are the headers a listener's Forwarded mode governs.
+// reapplyForwarding gives the header rules the last word on the
+// forwarding headers of h, a request on its way to a node once the
+// listener's forwarded mode has set them (as Envoy's
+// request_headers_to_add come after its X-Forwarded-For handling): with
+// drop, what the rules set or add is all there is; with append, they
+// apply again to X-Forwarded-Host and -Proto, which append replaced.
+// With keep, h has them as the rules left them. For a mirror's copy only
+// the listener route's rules count (copy): the source upstream's are not
+// the copy's.
+func (st *exchange) reapplyForwarding(h http.Header, copy bool) {
+	if !st.forwardingRules {
+		return
+	}
+	keys := forwardingHeaders[:]
+	switch st.forwarded {
+	case ForwardedKeep:
+		return
+	case ForwardedAppend:
+		keys = keys[2:] // X-Forwarded-Host, X-Forwarded-Proto
+	}
+	if st.rule != nil {
+		st.rule.RequestHeaders.applyTo(h, keys)
+	}
+	if !copy {
+		st.reqRules.applyTo(h, keys)
+	}
+}
+
+// forwardingHeaders are the headers a listener's Forwarded mode governs
+// (reapplyForwarding counts on their order).
 var forwardingHeaders = [...]string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"}
 
 // modifyResponse applies the route's and the upstream's response header

@@ -35,6 +35,7 @@ type route struct {
 	mirror              *mirror
 	tcp                 bool // Route.TCP
 	h2                  bool // HTTP/2 over TLS to the nodes (protocol: h2)
+	forwarding          bool // reqRules.touchesForwarding
 }
 
 // routing is the table the request path reads: one atomic load, one map
@@ -80,7 +81,8 @@ func (p *Proxy) SetRoutes(routes ...Route) {
 		ups[i] = r.Upstream
 		name := r.Upstream.Name()
 		rt := &route{up: r.Upstream, opts: r.Client, reqRules: r.RequestHeaders, respRules: r.ResponseHeaders, mirror: newMirror(r.Mirror), tcp: r.TCP,
-			h2: r.Client.TLS != nil && slices.Contains(r.Client.TLS.NextProtos, "h2")}
+			h2:         r.Client.TLS != nil && slices.Contains(r.Client.TLS.NextProtos, "h2"),
+			forwarding: r.RequestHeaders.touchesForwarding()}
 		if prev := old.byName[name]; prev != nil && prev.opts.Same(r.Client) {
 			rt.tr = prev.tr
 		} else {
