@@ -38,6 +38,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/remora-mesh/remora/internal/sockio"
 	"github.com/remora-mesh/remora/internal/tlsfiles"
 	"github.com/remora-mesh/remora/proxy/h1"
 )
@@ -487,6 +488,7 @@ func (p *connPool) closeIdle() {
 // ReadResponse.
 type Conn struct {
 	conn      net.Conn
+	sock      sockio.Socket // reads and writes conn (with recv and send)
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	pool      *connPool
@@ -534,8 +536,9 @@ func newConn(conn net.Conn, pool *connPool, maxHead int64, headerTimeout time.Du
 		c.waitFn = c.writeThenWait
 		c.peekFn = c.peekIdle
 	}
+	c.sock.Init(conn)
 	c.br = bufio.NewReaderSize(connReader{c}, 4<<10)
-	c.bw = bufio.NewWriterSize(conn, 4<<10)
+	c.bw = bufio.NewWriterSize(&c.sock, 4<<10)
 	return c
 }
 
@@ -563,14 +566,14 @@ func (c *Conn) readConn(p []byte) (int, error) {
 			p = p[:c.headLeft]
 		}
 	}
-	n, err := c.conn.Read(p)
+	n, err := c.sock.Read(p)
 	if readable && n == 0 && errors.Is(err, os.ErrDeadlineExceeded) && !c.interrupted.Load() {
 		// The wait saw the answer arrive, but this goroutine ran again
 		// only after the wait's bound had passed (a busy process), and a
 		// read whose deadline passed fails before it looks. The answer is
 		// there: read it under the deadline the read is to have.
 		c.setReadDeadline(c.want)
-		n, err = c.conn.Read(p)
+		n, err = c.sock.Read(p)
 	}
 	c.nread += n
 	if c.headLeft > 0 {
@@ -752,7 +755,7 @@ func (c *Conn) writeAndWait(msg []byte, now, deadline time.Time) error {
 	case werr != nil && werr != syscall.EAGAIN:
 		return &net.OpError{Op: "write", Net: "tcp", Source: c.conn.LocalAddr(), Addr: c.conn.RemoteAddr(), Err: os.NewSyscallError("write", werr)}
 	case written < len(msg):
-		if _, err := c.conn.Write(msg[written:]); err != nil {
+		if _, err := c.sock.Write(msg[written:]); err != nil {
 			return err
 		}
 	case err != nil && !(bounded && isTimeout(err) && !c.interrupted.Load()):
@@ -777,12 +780,12 @@ func (c *Conn) writeThenWait(fd uintptr) bool {
 		return true // readable: the caller's read gets it
 	}
 	for len(c.pending) > 0 {
-		n, err := syscall.Write(int(fd), c.pending)
-		if err == syscall.EINTR {
+		n, errno := sockio.Send(fd, c.pending)
+		if errno == syscall.EINTR {
 			continue
 		}
-		if err != nil {
-			c.werr = err // EAGAIN: the rest is written the usual way
+		if errno != 0 {
+			c.werr = errno // EAGAIN: the rest is written the usual way
 			return true
 		}
 		c.pending = c.pending[n:]

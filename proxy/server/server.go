@@ -35,6 +35,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c" //lint:ignore SA1019 net/http's own unencrypted HTTP/2 takes prior knowledge only; h2c also takes Upgrade: h2c, which applications use
 
+	"github.com/remora-mesh/remora/internal/sockio"
 	"github.com/remora-mesh/remora/proxy/h1"
 	"github.com/remora-mesh/remora/proxy/tcp"
 )
@@ -310,7 +311,8 @@ func (s *Server) newConn(nc net.Conn) *srvConn {
 	// it as if complete.
 	c.ctx = context.WithValue(context.WithValue(context.Background(), http.ServerContextKey, s.hs), http.LocalAddrContextKey, nc.LocalAddr())
 	c.br = bufio.NewReaderSize(c, 4<<10)
-	c.bw = bufio.NewWriterSize(nc, 4<<10)
+	c.sock.Init(nc)
+	c.bw = bufio.NewWriterSize(&c.sock, 4<<10)
 	c.limit = s.hs.MaxHeaderBytes
 	if c.limit <= 0 {
 		c.limit = http.DefaultMaxHeaderBytes
@@ -357,6 +359,7 @@ const (
 type srvConn struct {
 	srv    *Server
 	nc     net.Conn
+	sock   sockio.Socket // reads and writes nc for br and bw (with recv and send)
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	remote string
@@ -447,14 +450,14 @@ func (c *srvConn) Read(p []byte) (int, error) {
 	case !c.recording && !c.deadline.IsZero():
 		c.setReadDeadline(time.Time{}) // the wait's, or the head's: not a body's
 	}
-	n, err := c.nc.Read(p)
+	n, err := c.sock.Read(p)
 	if readable && n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
 		// The wait saw the request arrive, but this goroutine ran again
 		// only after the wait's bound had passed (a busy process), and a
 		// read whose deadline passed fails before it looks. The request
 		// is there: read it without the bound.
 		c.setReadDeadline(time.Time{})
-		n, err = c.nc.Read(p)
+		n, err = c.sock.Read(p)
 	}
 	if c.recording {
 		c.rec = append(c.rec, p[:n]...)

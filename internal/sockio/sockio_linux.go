@@ -1,0 +1,36 @@
+package sockio
+
+import (
+	"syscall"
+	"unsafe"
+)
+
+const supported = true
+
+// Send is send(2) on a non-blocking socket, without SIGPIPE: one call,
+// which may write less than p. For a RawConn's callback.
+func Send(fd uintptr, p []byte) (int, syscall.Errno) {
+	if len(p) == 0 {
+		return 0, 0
+	}
+	raceRead(p)
+	n, _, errno := syscall.Syscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), syscall.MSG_NOSIGNAL, 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), 0
+}
+
+// Recv is recv(2) on a non-blocking socket: one call; 0 bytes and no
+// error is the peer's end. For a RawConn's callback.
+func Recv(fd uintptr, p []byte) (int, syscall.Errno) {
+	if len(p) == 0 {
+		return 0, 0
+	}
+	n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), 0, 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	raceWrite(p[:n])
+	return int(n), 0
+}
