@@ -31,7 +31,8 @@ const maxRW = 1 << 30
 // a Write.
 type Socket struct {
 	conn net.Conn
-	raw  syscall.RawConn // nil: conn is used as it is
+	raw  syscall.RawConn // nil: not a socket
+	sys  bool            // recv and send; false: conn is used as it is
 
 	readFn, writeFn func(fd uintptr) bool // made once, in Init
 
@@ -48,9 +49,6 @@ type Socket struct {
 // so that Read and Write allocate nothing.
 func (s *Socket) Init(conn net.Conn) {
 	*s = Socket{conn: conn}
-	if !supported {
-		return
-	}
 	if _, ok := conn.(*net.TCPConn); !ok {
 		if _, ok := conn.(*net.UnixConn); !ok {
 			return // another net.Conn (TLS, a wrapper) may hold bytes of its own
@@ -65,15 +63,19 @@ func (s *Socket) Init(conn net.Conn) {
 		return
 	}
 	s.raw = raw
-	s.readFn, s.writeFn = s.recvOnce, s.sendAll
+	if supported {
+		s.sys = true
+		s.readFn, s.writeFn = s.recvOnce, s.sendAll
+	}
 }
 
-// Raw is the connection's syscall.RawConn: nil when s uses the net.Conn.
+// Raw is the connection's syscall.RawConn, made once: nil when it is not
+// a TCP or Unix socket.
 func (s *Socket) Raw() syscall.RawConn { return s.raw }
 
 // Read reads into p as net.Conn's Read does.
 func (s *Socket) Read(p []byte) (int, error) {
-	if s.raw == nil {
+	if !s.sys {
 		return s.conn.Read(p)
 	}
 	if len(p) == 0 {
@@ -119,7 +121,7 @@ func (s *Socket) recvOnce(fd uintptr) bool {
 
 // Write writes p as net.Conn's Write does: all of it, or an error.
 func (s *Socket) Write(p []byte) (int, error) {
-	if s.raw == nil {
+	if !s.sys {
 		return s.conn.Write(p)
 	}
 	if len(p) == 0 {

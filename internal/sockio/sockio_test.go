@@ -179,8 +179,8 @@ func TestSocketActsAsItsConn(t *testing.T) {
 			local, peer = pair(t)
 			var s Socket
 			s.Init(local)
-			if supported && s.Raw() == nil {
-				t.Fatal("a TCP connection got no RawConn")
+			if s.Raw() == nil || s.sys != supported {
+				t.Fatalf("a TCP connection: RawConn %v, recv and send %v", s.Raw(), s.sys)
 			}
 			got := tc.run(t, local, peer, &s)
 			if !equal(got, want) {

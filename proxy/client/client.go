@@ -531,12 +531,11 @@ func newConn(conn net.Conn, pool *connPool, maxHead int64, headerTimeout time.Du
 		c.interrupted.Store(true)
 		_ = c.conn.SetDeadline(time.Unix(1, 0))
 	}
-	if sc, ok := conn.(syscall.Conn); ok {
-		c.raw, _ = sc.SyscallConn()
+	c.sock.Init(conn)
+	if c.raw = c.sock.Raw(); c.raw != nil {
 		c.waitFn = c.writeThenWait
 		c.peekFn = c.peekIdle
 	}
-	c.sock.Init(conn)
 	c.br = bufio.NewReaderSize(connReader{c}, 4<<10)
 	c.bw = bufio.NewWriterSize(&c.sock, 4<<10)
 	return c

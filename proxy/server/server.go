@@ -321,8 +321,7 @@ func (s *Server) newConn(nc net.Conn) *srvConn {
 	c.watch = time.AfterFunc(time.Hour, c.watchClient)
 	c.watch.Stop()
 	c.unwatchFn = c.unwatch
-	if sc, ok := nc.(syscall.Conn); ok {
-		c.raw, _ = sc.SyscallConn()
+	if c.raw = c.sock.Raw(); c.raw != nil {
 		c.waitFn, c.peekFn = c.waitThenGo, c.peekArrived
 	}
 	c.header = make(http.Header, 8)
