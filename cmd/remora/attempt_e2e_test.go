@@ -69,10 +69,20 @@ func startProcessAt(t *testing.T, admin, path string) *process {
 // launchProcess does.
 func launchProcessAt(t *testing.T, admin, path string) *process {
 	t.Helper()
+	return launchProcessTo(t, admin, path, nil)
+}
+
+// launchProcessTo is launchProcessAt with the process's standard output
+// (the access log) going to stdout, unless it is nil.
+func launchProcessTo(t *testing.T, admin, path string, stdout io.Writer) *process {
+	t.Helper()
 	p := &process{admin: admin, path: path, logs: &syncBuffer{}, exited: make(chan struct{})}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "REMORA_TEST_MAIN="+strings.Join([]string{"run", "-c", p.path, "--log-format", "json"}, "\n"))
 	cmd.Stdout, cmd.Stderr = p.logs, p.logs
+	if stdout != nil {
+		cmd.Stdout = stdout
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

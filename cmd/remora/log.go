@@ -8,6 +8,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/remora-mesh/remora/internal/asyncwrite"
 	"github.com/remora-mesh/remora/internal/stdlog"
 )
 
@@ -53,6 +54,9 @@ func textFormatter() *logrus.TextFormatter {
 }
 
 func isTerminal(w io.Writer) bool {
+	if u, ok := w.(interface{ Unwrap() io.Writer }); ok {
+		w = u.Unwrap() // an asyncwrite.Writer
+	}
 	f, ok := w.(*os.File)
 	if !ok {
 		return false
@@ -69,6 +73,26 @@ func newStdLogger(e *logrus.Entry) *log.Logger {
 // accessLogOutput is where access log lines go: standard output, apart from
 // the process log on standard error.
 var accessLogOutput io.Writer = os.Stdout
+
+// The two logs of `remora run`, each written on a goroutine of its own
+// (nil in tests that start an app in the test process).
+var processLogWriter, accessLogWriter *asyncwrite.Writer
+
+// logQueue is how many lines a log holds while its reader does not keep
+// up; more are dropped (remora_log_lines_dropped_total).
+const logQueue = 8192
+
+// LogLinesDropped implements admin.LogSource.
+func (a *app) LogLinesDropped() map[string]uint64 {
+	m := map[string]uint64{}
+	if w := processLogWriter; w != nil {
+		m["process"] = w.Dropped()
+	}
+	if w := accessLogWriter; w != nil {
+		m["access"] = w.Dropped()
+	}
+	return m
+}
 
 // newAccessLogger returns the access logger: JSON lines with a "log":
 // "access" field, times to the millisecond (TimestampFormat).

@@ -26,6 +26,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/remora-mesh/remora/internal/asyncwrite"
 	"github.com/remora-mesh/remora/internal/gctune"
 	"github.com/remora-mesh/remora/internal/pageout"
 	"github.com/remora-mesh/remora/internal/strictyaml"
@@ -259,7 +260,20 @@ func cmdRun(o *cmdOpts, args []string, _, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "remora run: -c FILE is required (see remora help run)")
 		return 2
 	}
-	log, err := newLogger(stderr, o.level, o.format)
+	// Both logs are written on goroutines of their own: a reader that
+	// stalls (a full pipe, a stopped log shipper) must not stop the
+	// requests that log; lines it has no room for are dropped and
+	// counted. SIGPIPE is caught: its default action would end the
+	// process on the first line written to a standard stream whose
+	// reader went away; caught, the write fails (EPIPE) and is dropped.
+	pipe := make(chan os.Signal, 1)
+	signal.Notify(pipe, syscall.SIGPIPE)
+	defer signal.Stop(pipe)
+	processLogWriter, accessLogWriter = asyncwrite.New(stderr, logQueue), asyncwrite.New(os.Stdout, logQueue)
+	accessLogOutput = accessLogWriter
+	defer accessLogWriter.Flush(time.Second)
+	defer processLogWriter.Flush(time.Second)
+	log, err := newLogger(processLogWriter, o.level, o.format)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 2

@@ -76,9 +76,17 @@ type ReloadSource interface {
 	LastReload() (ok bool, at time.Time)
 }
 
+// LogSource is a Source whose logs drop lines rather than wait for a
+// stalled reader.
+type LogSource interface {
+	// LogLinesDropped reports how many lines each log (by name: access,
+	// process) dropped.
+	LogLinesDropped() map[string]uint64
+}
+
 // Source is what the admin API reports on. Its methods are called
 // concurrently from request goroutines. A Source may also be a
-// RegistrationSource, a RouteSource and a ReloadSource.
+// RegistrationSource, a RouteSource, a ReloadSource and a LogSource.
 type Source interface {
 	// Table returns the current upstreams.
 	Table() *upstream.Table

@@ -69,6 +69,7 @@ var (
 	descNodeFailures   = desc("node_failures_total", "Failed attempts per node (the node's fault).", "upstream", "node")
 	descNodeInFlight   = desc("node_in_flight_requests", "Attempts in flight per node.", "upstream", "node")
 	descRegistrationUp = desc("registration_up", "1 while the registry holds the local application's registration (register:).", "registry", "service")
+	descLogDropped     = desc("log_lines_dropped_total", "Log lines dropped because the log's reader did not keep up (standard output or error full).", "log")
 	descReregistered   = desc("registration_reregistrations_total", "Times the registry had lost the registration and it was written again.", "registry", "service")
 )
 
@@ -98,6 +99,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descReloadOK, v)
 		if !at.IsZero() {
 			gauge(descReloadAt, float64(at.UnixNano())/1e9)
+		}
+	}
+	if ls, ok := c.src.(LogSource); ok {
+		for name, n := range ls.LogLinesDropped() {
+			counter(descLogDropped, n, name)
 		}
 	}
 	if rs, ok := c.src.(RouteSource); ok {

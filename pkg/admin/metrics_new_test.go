@@ -27,6 +27,10 @@ func (s *richSource) Routes() []admin.RouteStatus {
 
 func (s *richSource) LastReload() (bool, time.Time) { return true, s.at }
 
+func (s *richSource) LogLinesDropped() map[string]uint64 {
+	return map[string]uint64{"access": 5, "process": 0}
+}
+
 // The metrics of this round: build info, the last reload, routes, local
 // answers by reason, retries by cause, gRPC codes, zones and mirrors.
 func TestMetricsOfReasonsRetriesRoutesAndBuild(t *testing.T) {
@@ -67,6 +71,8 @@ func TestMetricsOfReasonsRetriesRoutesAndBuild(t *testing.T) {
 		`remora_grpc_responses_total{code="UNAVAILABLE",upstream="users"} 1`,
 		`remora_zone_requests_total{upstream="users",zone="local"} 1`,
 		`remora_mirrored_requests_total{upstream="users"} 3`,
+		`remora_log_lines_dropped_total{log="access"} 5`,
+		`remora_log_lines_dropped_total{log="process"} 0`,
 		`remora_request_duration_seconds_bucket{pool="stable",upstream="users",le="0.0001"}`,
 	} {
 		if !strings.Contains(body, want) {
