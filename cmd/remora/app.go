@@ -146,11 +146,19 @@ func startApp(ctx context.Context, cfg *config.Config, log *logrus.Logger) (_ *a
 	a.adminToken.Store(&cfg.Admin.Token)
 	adminAPI := admin.Handler(a, admin.Options{Metrics: admin.MetricsOptions{NodeLabels: *cfg.Admin.Metrics.NodeLabels, Build: buildInfo()},
 		Config: a.effectiveConfig, Token: func() string { return *a.adminToken.Load() }})
-	s, err := a.bind("admin", cfg.Admin.Address, a.httpServer("admin", adminAPI))
-	if err != nil {
+	adminSrv := a.httpServer("admin", adminAPI)
+	s, err := a.bind("admin", cfg.Admin.Address, adminSrv)
+	switch {
+	case err == nil:
+		a.servers = append(a.servers, s)
+	case errors.Is(err, syscall.EADDRINUSE) && ctx.Err() == nil:
+		// The admin API is no traffic: the proxy serves without it, and
+		// it is served once the address is free.
+		a.log.WithError(err).Error("the admin API is not served (no /readyz, /metrics): its address is in use; serving the proxy, and trying the address again every second")
+		go a.serveAdminLater(cfg.Admin.Address, adminSrv)
+	default:
 		return nil, err
 	}
-	a.servers = append(a.servers, s)
 	for _, lc := range cfg.Listeners {
 		s, err := a.bind(lc.Name, lc.Address, a.proxyServer(lc.Name, a.proxy.Listener(lc.Name, listenerOptions(lc))))
 		if err != nil {
@@ -217,10 +225,7 @@ func (a *app) deregister(ctx context.Context, delay time.Duration) {
 func (a *app) reload(cfg *config.Config) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.drainMu.Lock()
-	stopping := a.stopping
-	a.drainMu.Unlock()
-	if stopping {
+	if a.isStopping() {
 		// (A drain asked for on the admin API is no shutdown: a reload
 		// then applies, so that an undrain serves the current config.)
 		return errors.New("shutting down")
@@ -424,6 +429,48 @@ func (a *app) tcpServer(cfg *config.Config, name string) *tcp.Server {
 		AccessLog:       a.access,
 		AccessLogSample: a.accessSample,
 	}
+}
+
+// adminRetryEvery is how often serveAdminLater tries the admin address. A
+// variable for tests.
+var adminRetryEvery = time.Second
+
+// serveAdminLater binds the admin address, which another process held at
+// start, once it is free, and serves srv on it; it gives up when the app
+// stops, or on an error other than the address in use.
+func (a *app) serveAdminLater(addr string, srv serving) {
+	tick := time.NewTicker(adminRetryEvery)
+	defer tick.Stop()
+	for range tick.C {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil && errors.Is(err, syscall.EADDRINUSE) {
+			if a.isStopping() {
+				return
+			}
+			continue
+		}
+		if err != nil {
+			a.log.WithError(err).Error("the admin API is not served: binding its address failed")
+			return
+		}
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.isStopping() { // close holds mu while it waits for the servers
+			_ = ln.Close()
+			return
+		}
+		s := newServer("admin", ln, srv)
+		a.servers = append(a.servers, s)
+		a.serve(s)
+		return
+	}
+}
+
+// isStopping reports whether the app is shutting down.
+func (a *app) isStopping() bool {
+	a.drainMu.Lock()
+	defer a.drainMu.Unlock()
+	return a.stopping
 }
 
 func (a *app) serve(s *server) {

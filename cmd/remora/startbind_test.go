@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -102,5 +103,44 @@ upstreams:
 		case <-time.After(5 * time.Second):
 			t.Fatal("a signal did not end the wait for the address")
 		}
+	})
+}
+
+// The admin API is no traffic: an admin address held for good does not
+// stop the start. The proxy serves, and the admin API is served once the
+// address is free.
+func TestBusyAdminAddressDoesNotStopTheProxy(t *testing.T) {
+	defer func(old time.Duration) { startBindWait = old }(startBindWait)
+	defer func(old time.Duration) { adminRetryEvery = old }(adminRetryEvery)
+	startBindWait, adminRetryEvery = 200*time.Millisecond, 50*time.Millisecond
+	users := startBackend(t, "users")
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	outbound := freeAddr(t)
+	cfg := mustParse(t, fmt.Sprintf(`
+admin: {address: %q}
+listeners: [{name: outbound, address: %q}]
+registries: [{name: s, type: static, static: {services: {users: [{address: %q}]}}}]
+upstreams: [{name: users}]
+`, held.Addr().String(), outbound, users.srv.Listener.Addr().String()))
+	a, err := startApp(context.Background(), cfg, testLogger())
+	if err != nil {
+		t.Fatalf("start with the admin address held: %v; want the proxy served", err)
+	}
+	defer a.close()
+	if code, body := hostGet(t, outbound, "users"); code != 200 || body != "users" {
+		t.Fatalf("through the outbound listener: %d %q", code, body)
+	}
+	held.Close()
+	eventually(t, 5*time.Second, "the admin API served once its address is free", func() bool {
+		resp, err := http.Get("http://" + held.Addr().String() + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
 	})
 }
