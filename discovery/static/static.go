@@ -12,9 +12,11 @@
 //
 // or `static: {file: instances.yaml, poll_interval: 1s}` where the file holds
 // the same `services:` mapping. An instance's id defaults to address:port,
-// its weight to 1 and healthy to true. A file that becomes unreadable or
-// invalid is reported (watchers return the error) and its last good content
-// is kept.
+// its weight to 1 and healthy to true. A file that becomes unreadable,
+// invalid or empty is reported (watchers return the error) and its last
+// good content is kept. A changed file is read again after Settle and acted
+// on only when both reads agree, so a file being written in place is not
+// published half-way; replacing it by rename is the safe way to edit it.
 package static
 
 import (
@@ -40,6 +42,23 @@ const Type = "static"
 
 // DefaultPollInterval is how often a file is checked for changes.
 const DefaultPollInterval = time.Second
+
+// Settle is how long a file's content must stay the same before it is
+// acted on: a changed file is read again Settle later, and applied (or
+// reported, if it is bad) only when both reads agree. A writer that
+// truncates the file and then writes it, or writes it in pieces, is not
+// caught half-way, as long as it pauses less than Settle. The config
+// file's own watch in cmd/remora uses the same rule.
+const Settle = 100 * time.Millisecond
+
+// settleTries bounds how many Settle periods one poll waits for a file
+// that keeps changing; the next poll tries again.
+const settleTries = 10
+
+// ErrEmptyFile is the error of a static file that holds no YAML document
+// (empty, blanks or comments only): most likely one caught while being
+// written, so it is never applied.
+var ErrEmptyFile = errors.New("the file is empty (being written?); not applied: write `services: {}` for no instances")
 
 func init() { discovery.Register(factory{}) }
 
@@ -175,11 +194,18 @@ type fileContent struct {
 }
 
 // ParseFile decodes a static file's content; name prefixes errors, which
-// carry the line of the value at fault.
+// carry the line of the value at fault. Content without a YAML document
+// (empty, blanks or comments only) is ErrEmptyFile.
 func ParseFile(name string, data []byte) (map[string][]discovery.Instance, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, fmt.Errorf("%s: %w", name, ErrEmptyFile)
+	}
 	root, err := strictyaml.Parse(data)
 	if err != nil {
 		return nil, strictyaml.InFile(name, err)
+	}
+	if root == nil {
+		return nil, fmt.Errorf("%s: %w", name, ErrEmptyFile)
 	}
 	var fc fileContent
 	d := strictyaml.NewDecoder()
@@ -192,34 +218,43 @@ func ParseFile(name string, data []byte) (map[string][]discovery.Instance, error
 	return m, nil
 }
 
-// Open implements discovery.Options.
+// Open implements discovery.Options. It reads the file before it returns,
+// so that the first Watch sees it: a file that can be read is read again
+// Settle later (Open takes that long) and applied if it did not change; a
+// file still changing is left to the poll, and watchers opened meanwhile
+// report that it is not read yet.
 func (o *Options) Open(env discovery.Env) (discovery.Registry, error) {
 	mem := NewRegistry()
 	if o.File == "" {
 		mem.Replace(o.parsed)
 		return mem, nil
 	}
-	fr := &fileRegistry{Registry: mem, path: tlsfiles.Resolve(env.BaseDir, o.File), interval: o.PollInterval, env: env, done: make(chan struct{}),
-		broken: errors.New("static file not read yet")}
-	fr.load() // first read is synchronous so the first Watch sees the file
+	fr := &fileRegistry{Registry: mem, path: tlsfiles.Resolve(env.BaseDir, o.File), interval: o.PollInterval, settle: Settle, env: env,
+		done: make(chan struct{})}
+	fr.broken = fmt.Errorf("static file %s not read yet (it was changing when opened)", fr.path)
+	fr.check(1)
 	fr.wg.Add(1)
 	go fr.poll()
 	return fr, nil
 }
 
-// fileRegistry re-reads a file into its in-memory registry. lastData and
-// lastErr are owned by the poll goroutine (and Open, before it starts); mu
-// guards broken.
+// fileRegistry re-reads a file into its in-memory registry. lastData,
+// lastRead and lastErr are owned by the poll goroutine (and Open, before
+// it starts); mu guards broken.
 type fileRegistry struct {
 	*Registry
 	path     string
 	interval time.Duration
+	settle   time.Duration
 	env      discovery.Env
 	done     chan struct{}
 	once     sync.Once
 	wg       sync.WaitGroup
 
+	// The last read acted on: its content (lastRead) or its error
+	// (lastErr, also the last problem reported; "" after a good read).
 	lastData []byte
+	lastRead bool
 	lastErr  string
 
 	mu     sync.Mutex
@@ -228,6 +263,7 @@ type fileRegistry struct {
 
 func (f *fileRegistry) poll() {
 	defer f.wg.Done()
+	f.check(settleTries) // at once, in case Open found the file changing
 	t := time.NewTicker(f.interval)
 	defer t.Stop()
 	for {
@@ -235,24 +271,62 @@ func (f *fileRegistry) poll() {
 		case <-f.done:
 			return
 		case <-t.C:
-			f.load()
+			f.check(settleTries)
 		}
 	}
 }
 
-// load reads the file and publishes its content when it changed. A bad file
-// is reported once per distinct problem and the last good content is kept.
-func (f *fileRegistry) load() {
+// check reads the file and, when the read differs from the last one acted
+// on, reads it again f.settle later, up to tries times, until two reads in
+// a row agree: then it acts on the read (apply). A file that kept changing
+// is left to the next poll.
+func (f *fileRegistry) check(tries int) {
 	data, err := os.ReadFile(f.path)
-	if err == nil && f.lastData != nil && bytes.Equal(data, f.lastData) {
-		return
+	for range tries {
+		if f.seen(data, err) {
+			return
+		}
+		select {
+		case <-f.done:
+			return
+		case <-time.After(f.settle):
+		}
+		again, againErr := os.ReadFile(f.path)
+		if sameRead(data, err, again, againErr) {
+			f.apply(data, err)
+			return
+		}
+		data, err = again, againErr
 	}
+	f.env.Logger().WithField("registry", f.env.Name).WithField("file", f.path).Debug("static file still changing; not applied yet")
+}
+
+// seen reports whether a read is the one acted on last: nothing to do.
+func (f *fileRegistry) seen(data []byte, err error) bool {
+	if err != nil {
+		return !f.lastRead && f.lastErr != "" && err.Error() == f.lastErr
+	}
+	return f.lastRead && bytes.Equal(data, f.lastData)
+}
+
+// sameRead reports whether two reads of the file agree.
+func sameRead(a []byte, aErr error, b []byte, bErr error) bool {
+	if aErr != nil || bErr != nil {
+		return aErr != nil && bErr != nil && aErr.Error() == bErr.Error()
+	}
+	return bytes.Equal(a, b)
+}
+
+// apply publishes a settled read's content. A bad file (unreadable,
+// invalid or empty) is reported once per distinct problem and the last
+// good content is kept.
+func (f *fileRegistry) apply(data []byte, err error) {
 	var services map[string][]discovery.Instance
 	if err == nil {
-		f.lastData = data
+		f.lastData, f.lastRead = data, true
 		services, err = ParseFile(f.path, data)
 	} else {
-		f.lastData = nil
+		f.lastData, f.lastRead = nil, false
 	}
 	if err != nil {
 		if err.Error() != f.lastErr {

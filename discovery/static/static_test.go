@@ -3,6 +3,7 @@ package static_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -217,4 +218,162 @@ func FuzzParseFile(f *testing.F) {
 			}
 		}
 	})
+}
+
+// twoInstances is a static file with instances a and b of svc.
+const twoInstances = "services:\n  svc:\n    - {id: a, address: 127.0.0.1, port: 8081}\n    - {id: b, address: 127.0.0.1, port: 8082}\n"
+
+// firstSet opens a watcher of svc and returns it once it has the file's
+// first set of want instances.
+func firstSet(t *testing.T, reg discovery.Registry, want int) discovery.Watcher {
+	t.Helper()
+	w, err := reg.Watch(context.Background(), "svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Stop() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if set, err := w.Next(ctx); err != nil || len(set) != want {
+		t.Fatalf("first set = %s, %v; want %d instances", discoverytest.Describe(set), err, want)
+	}
+	return w
+}
+
+// A file truncated in place (`cat new > instances.yaml` caught between
+// the truncation and the write, or a writer that stopped there) is never
+// published as an empty set: an empty file is an error, the upstream
+// keeps its last good set, stale.
+func TestTruncatedFileKeepsLastGoodSet(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "instances.yaml")
+	if err := os.WriteFile(path, []byte(twoInstances), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reg := openFile(t, path)
+	defer reg.Close()
+	w := firstSet(t, reg, 2)
+	for _, empty := range []string{"", " \n\t\n", "# being written\n"} {
+		if err := os.WriteFile(path, []byte(empty), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		set, err := w.Next(ctx)
+		cancel()
+		if err == nil {
+			t.Fatalf("file holding %q published %s; want an error and the last set kept", empty, discoverytest.Describe(set))
+		}
+		if !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "empty") {
+			t.Fatalf("file holding %q: error %v; want one naming the file and saying it is empty", empty, err)
+		}
+		// Written whole again: the set is fresh again (it was kept).
+		if err := os.WriteFile(path, []byte(twoInstances), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+		set, err = w.Next(ctx)
+		cancel()
+		if err != nil || len(set) != 2 {
+			t.Fatalf("file written whole again after %q: Next = %s, %v; want the 2 instances", empty, discoverytest.Describe(set), err)
+		}
+	}
+	// services: {} still says "no instances" on purpose.
+	if err := os.WriteFile(path, []byte("services: {}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	discoverytest.WaitFor(t, w, 5*time.Second, "no instances", func(s []discovery.Instance) bool { return len(s) == 0 })
+}
+
+// A file rewritten in place in two writes 50 ms apart (a slow writer, an
+// editor, config management) is applied once it has settled: the half
+// written first, which parses, is never published, nor is the empty file
+// between the truncation and the first write.
+func TestFileWrittenInTwoStepsIsNotPublishedHalfWay(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "instances.yaml")
+	if err := os.WriteFile(path, []byte(twoInstances), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reg := openFile(t, path)
+	defer reg.Close()
+	w := firstSet(t, reg, 2)
+	for round := range 3 {
+		var first, rest strings.Builder
+		first.WriteString("services:\n  svc:\n")
+		for i := range 6 {
+			b := &first
+			if i >= 3 {
+				b = &rest
+			}
+			fmt.Fprintf(b, "    - {id: r%d-%d, address: 127.0.0.1, port: %d}\n", round, i, 9000+i)
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteString(first.String()); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+		if _, err := f.WriteString(rest.String()); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		set, err := w.Next(ctx)
+		cancel()
+		if err != nil || len(set) != 6 || set[0].ID != fmt.Sprintf("r%d-0", round) {
+			t.Fatalf("round %d: after a write in two steps, Next = %s, %v; want the 6 instances of the whole file", round, discoverytest.Describe(set), err)
+		}
+	}
+}
+
+// A file that exists at start gives the first set at once: Open reads it
+// (and lets it settle) before it returns, so the first Watch has it
+// without waiting for a poll.
+func TestFileAtStartIsTheFirstSet(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "instances.yaml")
+	if err := os.WriteFile(path, []byte(twoInstances), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := discoverytest.Parse(t, static.Type, fmt.Sprintf("{file: %q, poll_interval: 1h}", path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	reg, err := opts.Open(discovery.Env{Name: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	t.Logf("Open took %v", time.Since(start))
+	w, _ := reg.Watch(context.Background(), "svc")
+	defer w.Stop()
+	set, ok, err := w.(discovery.Poller).Poll()
+	if !ok || err != nil || len(set) != 2 {
+		t.Fatalf("first Poll after Open = %s, %v, %v; want the file's 2 instances at once", discoverytest.Describe(set), ok, err)
+	}
+}
+
+// A file that is empty at start is an error, as a missing one is: the
+// upstream is not synced (it waits, then serves its on-disk snapshot)
+// rather than synced to no instances.
+func TestEmptyFileAtStartIsAnError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "instances.yaml")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reg := openFile(t, path)
+	defer reg.Close()
+	w, _ := reg.Watch(context.Background(), "svc")
+	defer w.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if set, err := w.Next(ctx); err == nil || !strings.Contains(err.Error(), "empty") {
+		t.Fatalf("first Next on an empty file = %s, %v; want an error saying it is empty", discoverytest.Describe(set), err)
+	}
+	if err := os.WriteFile(path, []byte(twoInstances), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	discoverytest.WaitFor(t, w, 5*time.Second, "the file's instances", func(s []discovery.Instance) bool { return len(s) == 2 })
 }
