@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -41,12 +42,40 @@ func (u *Upstream) Run(ctx context.Context, w discovery.Watcher) {
 	var updates chan update
 	if poller == nil {
 		updates = make(chan update)
-		go follow(ctx, w, updates)
+		go follow(ctx, w, updates, u.cfg.Log)
 	}
 	c := newController(u)
 	defer c.stop()
 	c.start()
-	c.loop(ctx.Done(), poller, updates)
+	for !c.run(ctx.Done(), poller, updates) {
+		// A panic was contained: go on with the state as it is, after a
+		// pause that keeps one that repeats from spinning.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(panicPause):
+		}
+	}
+}
+
+// panicPause is how long the controller, or a watcher's follower, waits
+// after a panic it contained before it goes on.
+const panicPause = time.Second
+
+// run is loop with a panic contained: a bug in a policy, a probe's
+// callback or the registry's data must not end the process, whose other
+// upstreams serve on. It reports false when loop panicked; the snapshot
+// keeps its nodes, marked stale with the panic as its error.
+func (c *controller) run(done <-chan struct{}, p discovery.Poller, updates <-chan update) (returned bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			c.u.cfg.Log.WithField("panic", fmt.Sprint(v)).WithField("stack", string(debug.Stack())).
+				Error("the upstream's controller panicked; keeping its nodes")
+			c.fail(fmt.Errorf("the upstream's controller panicked: %v", v))
+		}
+	}()
+	c.loop(done, p, updates)
+	return true
 }
 
 // start readies the controller's clocks and, for an upstream carried over
@@ -162,11 +191,15 @@ func (c *controller) passiveInterval() {
 
 // follow sends what w.Next returns to updates until ctx ends or w stops,
 // then closes updates.
-func follow(ctx context.Context, w discovery.Watcher, updates chan<- update) {
+//
+// A panic in w.Next (the registry's client, its data) is delivered as an
+// error, which keeps the upstream's nodes, and Next is called again after
+// panicPause.
+func follow(ctx context.Context, w discovery.Watcher, updates chan<- update, log *logrus.Entry) {
 	defer close(updates)
 	for {
-		set, err := w.Next(ctx)
-		if err != nil && (ctx.Err() != nil || errors.Is(err, discovery.ErrStopped)) {
+		set, panicked, err := next(ctx, w, log)
+		if err != nil && !panicked && (ctx.Err() != nil || errors.Is(err, discovery.ErrStopped)) {
 			return
 		}
 		select {
@@ -174,7 +207,26 @@ func follow(ctx context.Context, w discovery.Watcher, updates chan<- update) {
 		case <-ctx.Done():
 			return
 		}
+		if panicked {
+			select {
+			case <-time.After(panicPause):
+			case <-ctx.Done():
+				return
+			}
+		}
 	}
+}
+
+// next is w.Next with a panic logged and returned as an error.
+func next(ctx context.Context, w discovery.Watcher, log *logrus.Entry) (set []discovery.Instance, panicked bool, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			log.WithField("panic", fmt.Sprint(v)).WithField("stack", string(debug.Stack())).Error("the registry watcher panicked; keeping the upstream's nodes")
+			set, panicked, err = nil, true, fmt.Errorf("the registry watcher panicked: %v", v)
+		}
+	}()
+	set, err = w.Next(ctx)
+	return set, false, err
 }
 
 // update applies one answer of the registry: a set, or an error.
