@@ -199,7 +199,10 @@ func (s *Server) hijackedLeft(closeThem bool) int {
 }
 
 // Serve accepts connections on ln until Shutdown or Close; it then returns
-// http.ErrServerClosed.
+// http.ErrServerClosed (or, when ln was closed by another hand, its
+// error). Other accept errors are waited out (see tcp.Acceptor) and
+// logged to ErrorLog: the first at once, then at most one a minute while
+// they go on.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	if s.shuttingDown.Load() {
@@ -215,8 +218,9 @@ func (s *Server) Serve(ln net.Listener) error {
 		_ = s.hs.Serve(s.handoff)
 	}()
 	defer func() { <-served }()
+	a := tcp.Acceptor{Report: s.logAcceptError}
 	for {
-		nc, err := tcp.Accept(ln)
+		nc, err := a.Accept(ln)
 		if err != nil {
 			if s.shuttingDown.Load() {
 				return http.ErrServerClosed
@@ -339,6 +343,11 @@ func (s *Server) forget(c *srvConn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
+}
+
+// logAcceptError logs an accept error Serve waits out.
+func (s *Server) logAcceptError(err error, skipped int) {
+	s.logf("remora: %v; accepting again (logged once a minute at most; %d more since the last such line)", err, skipped)
 }
 
 func (s *Server) logf(format string, args ...any) {

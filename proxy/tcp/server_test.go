@@ -2,14 +2,19 @@ package tcp_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/discovery/discoverytest"
@@ -178,5 +183,79 @@ func TestConnectionAcceptedAsShutdownBeginsIsRelayed(t *testing.T) {
 	client.Close()
 	if err := <-done; err != nil {
 		t.Fatalf("Shutdown: %v", err)
+	}
+}
+
+// errorOnceListener fails its first Accept with err.
+type errorOnceListener struct {
+	net.Listener
+	err    error
+	failed atomic.Bool
+}
+
+func (l *errorOnceListener) Accept() (net.Conn, error) {
+	if !l.failed.Swap(true) {
+		return nil, l.err
+	}
+	return l.Listener.Accept()
+}
+
+// An accept error (here ENOMEM) used to end Serve for good, leaving the
+// socket open: clients connected and hung. Serve logs it, naming the
+// listener, and relays the next connection.
+func TestServeRelaysAfterAnAcceptError(t *testing.T) {
+	node, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close()
+	go func() {
+		for {
+			c, err := node.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); _, _ = io.Copy(c, c) }() // echo
+		}
+	}()
+	s := serverFor(t, node.Addr().String())
+	logger, hook := logtest.NewNullLogger()
+	s.Log = logger.WithField("listener", "upstream svc")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accErr := &net.OpError{Op: "accept", Net: "tcp", Addr: ln.Addr(), Err: os.NewSyscallError("accept4", syscall.ENOMEM)}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(&errorOnceListener{Listener: ln, err: accErr}) }()
+	defer func() {
+		s.Close()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v; want nil after Close", err)
+		}
+	}()
+
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	client.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := client.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(client, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("a connection after an accept error: %q %v; want it relayed", buf, err)
+	}
+	var warned bool
+	for _, e := range hook.AllEntries() {
+		logged, _ := e.Data[logrus.ErrorKey].(error)
+		if e.Level == logrus.WarnLevel && e.Data["listener"] == "upstream svc" && errors.Is(logged, syscall.ENOMEM) {
+			warned = true
+		}
+	}
+	if !warned {
+		t.Errorf("no warning naming the listener and ENOMEM; log: %v", hook.AllEntries())
 	}
 }

@@ -174,21 +174,68 @@ func writeUntilIdle(dst net.Conn, p []byte, idle time.Duration, last *atomic.Int
 	return true, false
 }
 
-// Accept returns the next connection on ln. After a temporary error
-// (EMFILE and the like) it waits, 5 ms doubling up to 1 s, and accepts
-// again, as net/http's server does (Temporary is deprecated for everything
-// but this); other errors end it.
+// Accept returns the next connection on ln, waiting out every error but
+// ln's closing, as Acceptor does, without reporting them.
 func Accept(ln net.Listener) (net.Conn, error) {
+	var a Acceptor
+	return a.Accept(ln)
+}
+
+// Acceptor accepts the connections of one listener. An accept error other
+// than the listener's closing — out of file descriptors (EMFILE, ENFILE)
+// or kernel memory (ENOMEM, ENOBUFS), a firewall's refusal (EPERM), a
+// network error of a pending connection (which accept(2) says to treat as
+// EAGAIN) — leaves the listener able to serve once it passes: Accept waits,
+// 5 ms doubling up to 1 s as net/http's server does, and accepts again.
+// Ending there would leave the socket open and unserved: clients would
+// connect and hang. Only the listener's closing (net.ErrClosed) ends it.
+//
+// An Acceptor is used by one goroutine (its listener's accept loop); its
+// zero value reports nothing.
+type Acceptor struct {
+	// Report, when set, is told of the accept errors waited out: the
+	// first at once, then at most one a minute while they go on, with
+	// how many came unreported since the last one reported (skipped).
+	Report func(err error, skipped int)
+
+	now      func() time.Time // time.Now; tests inject a clock
+	reported time.Time        // when Report was last called
+	skipped  int              // errors since then, unreported
+}
+
+// Accept returns the next connection on ln, or the error that says ln is
+// closed.
+func (a *Acceptor) Accept(ln net.Listener) (net.Conn, error) {
 	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
-		var ne interface{ Temporary() bool }
-		if err == nil || !errors.As(err, &ne) || !ne.Temporary() {
+		if err == nil || errors.Is(err, net.ErrClosed) {
 			return c, err
 		}
+		a.report(err)
 		backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 		time.Sleep(backoff)
 	}
+}
+
+// report passes err to Report when it is the first or the last report is
+// a minute old, and counts it as skipped otherwise.
+func (a *Acceptor) report(err error) {
+	if a.Report == nil {
+		return
+	}
+	now := time.Now()
+	if a.now != nil {
+		now = a.now()
+	}
+	if !a.reported.IsZero() && now.Sub(a.reported) < time.Minute {
+		a.skipped++
+		return
+	}
+	a.reported = now
+	skipped := a.skipped
+	a.skipped = 0
+	a.Report(err, skipped)
 }
 
 // Server accepts connections on a listener and relays each to a node of
@@ -214,8 +261,9 @@ type Server struct {
 	idle   chan struct{}         // made by Shutdown, closed when relays falls to 0
 }
 
-// Serve accepts on ln until Shutdown or Close (it then returns nil) or an
-// accept error.
+// Serve accepts on ln until it is closed (Shutdown, Close): it then
+// returns nil. Other accept errors are waited out (see Acceptor) and
+// logged: the first at once, then at most one a minute while they go on.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	if s.closed {
@@ -225,13 +273,11 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.ln = ln
 	s.mu.Unlock()
+	a := Acceptor{Report: s.logAcceptError}
 	for {
-		c, err := Accept(ln)
+		c, err := a.Accept(ln)
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			return err
+			return nil // closed
 		}
 		// A connection accepted is relayed, even when Shutdown began
 		// meanwhile, as net/http serves a connection it accepted: closing
@@ -242,6 +288,15 @@ func (s *Server) Serve(ln net.Listener) error {
 			s.handle(c)
 		}()
 	}
+}
+
+// logAcceptError logs an accept error Serve waits out.
+func (s *Server) logAcceptError(err error, skipped int) {
+	if s.Log == nil {
+		return
+	}
+	s.Log.WithError(err).WithField("skipped", skipped).
+		Warn("tcp: accept failed; accepting again (logged once a minute at most; skipped: errors since the last line)")
 }
 
 // begin counts c as a relay in progress, tracked for Shutdown.
