@@ -36,7 +36,8 @@ type Config struct {
 	// ID is the instance ID; default <hostname>-<port>.
 	ID string `yaml:"id"`
 	// Address is the application's address as others reach it; default
-	// $POD_IP, else the first non-loopback IP of the host.
+	// $POD_IP, else the host's first IPv4 address other than loopback and
+	// link-local, else its first such IPv6 address.
 	Address string `yaml:"address"`
 	// Port is the application's port; required.
 	Port int `yaml:"port"`
@@ -74,7 +75,7 @@ func (c *Config) Validate() error {
 		c.Address = defaultAddress()
 	}
 	if c.Address == "" {
-		add("address: missing, and neither $POD_IP nor a non-loopback address was found")
+		add("address: missing, $POD_IP is not set and this host has no IPv4 or IPv6 address but loopback and link-local ones; set register.address (or $POD_IP) to the address other instances reach the application at")
 	}
 	if c.ID == "" {
 		host, _ := os.Hostname()
@@ -132,21 +133,51 @@ func ParseLabels(s string) (map[string]string, error) {
 	return out, nil
 }
 
-// defaultAddress is $POD_IP, else the first non-loopback unicast IP.
+// interfaceAddrs lists the host's addresses; tests replace it.
+var interfaceAddrs = net.InterfaceAddrs
+
+// defaultAddress is $POD_IP, else hostAddress of the host's addresses.
 func defaultAddress() string {
 	if ip := os.Getenv("POD_IP"); ip != "" {
 		return ip
 	}
-	addrs, err := net.InterfaceAddrs()
+	addrs, err := interfaceAddrs()
 	if err != nil {
 		return ""
 	}
+	return hostAddress(addrs)
+}
+
+// hostAddress picks the address to register from the host's addresses:
+// the first global unicast IPv4 one, else the first global unicast IPv6
+// one (an IPv6-only pod), else "". Loopback, link-local (169.254.0.0/16,
+// fe80::/10), multicast and unspecified addresses are skipped. An IPv6
+// address is returned bare ("fd00::5"); whoever joins it with a port uses
+// net.JoinHostPort (discovery.Instance.HostPort does).
+func hostAddress(addrs []net.Addr) string {
+	var v6 net.IP
 	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.IsGlobalUnicast() && n.IP.To4() != nil {
-			return n.IP.String()
+		var ip net.IP
+		switch a := a.(type) {
+		case *net.IPNet:
+			ip = a.IP
+		case *net.IPAddr:
+			ip = a.IP
+		}
+		if !ip.IsGlobalUnicast() {
+			continue // also loopback and link-local
+		}
+		if ip4 := ip.To4(); ip4 != nil {
+			return ip4.String()
+		}
+		if v6 == nil {
+			v6 = ip
 		}
 	}
-	return ""
+	if v6 == nil {
+		return ""
+	}
+	return v6.String()
 }
 
 // Agent keeps the application registered while it is healthy. Run and

@@ -157,3 +157,89 @@ func FuzzParseLabels(f *testing.F) {
 		}
 	})
 }
+
+// ipNets turns CIDRs into interface addresses as net.InterfaceAddrs
+// returns them.
+func ipNets(t *testing.T, cidrs ...string) []net.Addr {
+	t.Helper()
+	var out []net.Addr
+	for _, c := range cidrs {
+		ip, n, err := net.ParseCIDR(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.IP = ip
+		out = append(out, n)
+	}
+	return out
+}
+
+func TestHostAddress(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		addrs []string
+		want  string
+	}{
+		{"ipv4 only", []string{"127.0.0.1/8", "10.1.2.3/24"}, "10.1.2.3"},
+		{"ipv6 only", []string{"127.0.0.1/8", "::1/128", "fe80::1/64", "fd00:10:244::5/64"}, "fd00:10:244::5"},
+		{"ipv6 global", []string{"::1/128", "2001:db8::7/64"}, "2001:db8::7"},
+		{"both: ipv4 first", []string{"::1/128", "fd00::5/64", "10.1.2.3/24", "2001:db8::7/64"}, "10.1.2.3"},
+		{"link-local and loopback only", []string{"127.0.0.1/8", "::1/128", "fe80::1/64", "169.254.1.1/16"}, ""},
+		{"none", nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := hostAddress(ipNets(t, tc.addrs...)); got != tc.want {
+				t.Fatalf("hostAddress(%v) = %q; want %q", tc.addrs, got, tc.want)
+			}
+		})
+	}
+	// An *net.IPAddr (some platforms) counts as an *net.IPNet does.
+	if got := hostAddress([]net.Addr{&net.IPAddr{IP: net.ParseIP("2001:db8::9")}}); got != "2001:db8::9" {
+		t.Fatalf("hostAddress(IPAddr) = %q", got)
+	}
+}
+
+// withHostAddrs makes the host's addresses cidrs (and $POD_IP unset) for
+// the test.
+func withHostAddrs(t *testing.T, cidrs ...string) {
+	t.Helper()
+	t.Setenv("POD_IP", "")
+	addrs := ipNets(t, cidrs...)
+	old := interfaceAddrs
+	interfaceAddrs = func() ([]net.Addr, error) { return addrs, nil }
+	t.Cleanup(func() { interfaceAddrs = old })
+}
+
+// An IPv6-only pod without $POD_IP: the block is valid there as on an
+// IPv4 host, registered at the pod's IPv6 address.
+func TestValidateOnIPv6OnlyHost(t *testing.T) {
+	withHostAddrs(t, "127.0.0.1/8", "::1/128", "fe80::1/64", "fd00:10:244::5/64")
+	c := Config{Service: "users", Port: 8080}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Validate() on an IPv6-only host = %v", err)
+	}
+	if c.Address != "fd00:10:244::5" {
+		t.Fatalf("address %q; want the host's IPv6 address", c.Address)
+	}
+	if hp := instance(c, 1).HostPort(); hp != "[fd00:10:244::5]:8080" {
+		t.Fatalf("registered as %s", hp)
+	}
+}
+
+// A host with no usable address at all is a misconfiguration the error
+// says how to fix.
+func TestValidateWithoutAnyAddress(t *testing.T) {
+	withHostAddrs(t, "127.0.0.1/8", "::1/128", "fe80::1/64")
+	c := Config{Service: "users", Port: 8080}
+	err := c.Validate()
+	for _, want := range []string{"address: missing", "$POD_IP", "set register.address"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("Validate() = %v; want an error containing %q", err, want)
+		}
+	}
+	t.Setenv("POD_IP", "2001:db8::7")
+	c = Config{Service: "users", Port: 8080}
+	if err := c.Validate(); err != nil || c.Address != "2001:db8::7" {
+		t.Fatalf("with $POD_IP: Validate() = %v, address %q", err, c.Address)
+	}
+}
