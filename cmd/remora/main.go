@@ -115,7 +115,7 @@ var commands = []*command{
 // environment lists the variables remora reads, for help and the README.
 const environment = `Environment:
   REMORA_LABELS            labels for the local application's registration ("canary=true,version=v2")
-  POD_IP                   the address registered for the local application (default: the first non-loopback IP)
+  POD_IP                   the address registered for the local application (default: the host's first IPv4 address, else IPv6, but loopback and link-local)
   REMORA_ZONE              Remora's own zone, for upstreams with locality: (unless zone: is set)
   GOGC                     the Go garbage collector's target; unset, Remora tunes it (lets the heap grow 4 MiB)
   REMORA_PAGEOUT           "off" keeps the binary's start-up pages mapped (default: unmapped a second after ready)
