@@ -3,10 +3,15 @@ package upstream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"slices"
+	"sync/atomic"
+	"syscall"
 	"time"
+
+	"github.com/sirupsen/logrus"
 
 	"github.com/remora-mesh/remora/pkg/balancer"
 	"github.com/remora-mesh/remora/pkg/canary"
@@ -30,6 +35,11 @@ var (
 	ErrCanaryEmpty = errors.New("the canary pool has no available node (canary.strict)")
 	// ErrRateLimited: rate_limit refused the call (see Call.RetryAfter).
 	ErrRateLimited = errors.New("rate limit exceeded (rate_limit)")
+	// ErrLocalResources: Remora itself is out of file descriptors,
+	// ephemeral ports or kernel memory, so it could not connect to a
+	// node (see IsLocalResourceError). The node is not at fault, and
+	// another would fail the same way: answer 503.
+	ErrLocalResources = errors.New("out of local resources (file descriptors, ephemeral ports or kernel memory)")
 )
 
 // maxConnectRetries bounds the retries after connect errors in one call.
@@ -222,7 +232,9 @@ func (c *Call) chooseZone() {
 // broken exchange when replayable and not Spent, within max_attempts and
 // the retry budget, while ctx lasts. drop releases an answer that is
 // retried. A failure after the client went away is never charged to a
-// node.
+// node, nor one that says Remora itself is out of resources
+// (IsLocalResourceError): that one ends the call at once with
+// ErrLocalResources, since another node would fail the same way.
 func (c *Call) Attempts(ctx context.Context, replayable bool, send func(n *node.Node, attempt int) Attempt, drop func()) error {
 	c.err = c.attempts(ctx, replayable, send, drop)
 	return c.err
@@ -242,6 +254,15 @@ func (c *Call) attempts(ctx context.Context, replayable bool, send func(n *node.
 		err = res.Err
 		if err != nil && c.client.Err() != nil {
 			n.Stats.End(0, false) // the client went away: no sample, no blame
+			return err
+		}
+		if err != nil && IsLocalResourceError(err) {
+			// Remora itself is out of descriptors, ports or memory: no
+			// sample, no blame, and no other node (it would fail the same
+			// way, and be blamed).
+			n.Stats.End(0, false)
+			err = fmt.Errorf("%w: %w", ErrLocalResources, err)
+			logLocalResources(c.up, n, err)
 			return err
 		}
 		if res.Deferred {
@@ -474,4 +495,43 @@ func (c *Call) Start() time.Time { return c.start }
 func IsConnectError(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// IsLocalResourceError reports whether err is a connect error that says
+// Remora itself ran out of something, whatever the node: file descriptors
+// (EMFILE, ENFILE), kernel memory (ENOBUFS, ENOMEM) or ephemeral ports
+// (EADDRNOTAVAIL: connect cannot assign a local address).
+func IsLocalResourceError(err error) bool {
+	var errno syscall.Errno
+	if !IsConnectError(err) || !errors.As(err, &errno) {
+		return false
+	}
+	switch errno {
+	case syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.EADDRNOTAVAIL:
+		return true
+	}
+	return false
+}
+
+// localResourcesLog holds the warning about ErrLocalResources to one a
+// minute, for the process: the resources are the process's, and every
+// request may meet the error while they last. The access log and
+// remora_local_answers_total count each.
+var localResourcesLog struct {
+	next    atomic.Int64  // Unix ns before which no warning is logged
+	skipped atomic.Uint64 // errors since the last warning
+}
+
+// logLocalResources logs err, met by an attempt of u on n, unless a
+// warning went out less than a minute ago.
+func logLocalResources(u *Upstream, n *node.Node, err error) {
+	now := time.Now().UnixNano()
+	next := localResourcesLog.next.Load()
+	if now < next || !localResourcesLog.next.CompareAndSwap(next, now+int64(time.Minute)) {
+		localResourcesLog.skipped.Add(1)
+		return
+	}
+	u.cfg.Log.WithError(err).WithFields(logrus.Fields{"node": n.ID, "skipped": localResourcesLog.skipped.Swap(0)}).
+		Warn("out of local resources: requests that meet it get 503 (local_resources), and no node is blamed " +
+			"(logged once a minute at most; skipped: errors since the last line)")
 }

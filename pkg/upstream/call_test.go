@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -335,5 +336,95 @@ func eventuallyFile(t *testing.T, file string) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s not written", file)
 		}
+	}
+}
+
+// dialError is the error net.Dialer returns when syscall fails with errno.
+func dialError(call string, errno syscall.Errno) error {
+	return &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError(call, errno)}
+}
+
+// A dial that fails for want of Remora's own resources — file descriptors
+// (EMFILE, ENFILE), kernel memory (ENOBUFS, ENOMEM), ephemeral ports
+// (EADDRNOTAVAIL) — is not the node's failure: it is not observed against
+// the node (a burst of them used to eject healthy nodes for
+// consecutive_local_origin_failure) and not retried on another node (it
+// would fail the same way, and be charged too); the call ends with
+// ErrLocalResources, reason local_resources. A refused or timed-out
+// connect stays the node's failure, retried on another node.
+func TestCallLocalResourceErrorsBlameNoNode(t *testing.T) {
+	refused := dialError("connect", syscall.ECONNREFUSED)
+	timedOut := &net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded}
+	for _, tc := range []struct {
+		name     string
+		outcomes []error // nil: a 200
+		tries    int
+		judged   int // attempts outlier detection saw, per call
+		failures int // attempts charged to their node, per call
+		reason   upstream.Reason
+	}{
+		{"EMFILE", []error{dialError("socket", syscall.EMFILE), nil}, 1, 0, 0, upstream.ReasonLocalResources},
+		{"ENFILE", []error{dialError("socket", syscall.ENFILE), nil}, 1, 0, 0, upstream.ReasonLocalResources},
+		{"ENOBUFS", []error{dialError("socket", syscall.ENOBUFS), nil}, 1, 0, 0, upstream.ReasonLocalResources},
+		{"ENOMEM", []error{dialError("socket", syscall.ENOMEM), nil}, 1, 0, 0, upstream.ReasonLocalResources},
+		{"EADDRNOTAVAIL", []error{dialError("connect", syscall.EADDRNOTAVAIL), nil}, 1, 0, 0, upstream.ReasonLocalResources},
+		{"refused, then EMFILE", []error{refused, dialError("socket", syscall.EMFILE), nil}, 2, 1, 1, upstream.ReasonLocalResources},
+		{"ECONNREFUSED", []error{refused, nil}, 2, 2, 1, upstream.ReasonNone},
+		{"connect timeout", []error{timedOut, nil}, 2, 2, 1, upstream.ReasonNone},
+		{"ECONNREFUSED everywhere", []error{refused, refused, refused}, 3, 3, 3, upstream.ReasonConnectFailure},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			calls := 6 // more than consecutive_local_origin_failure's default 5
+			if tc.reason == upstream.ReasonConnectFailure {
+				calls = 1 // the nodes' own failures eject them after 5
+			}
+			u, _, set := run(t, upstream.Config{Name: "svc"})
+			s := set(inst("a", 1), inst("b", 2), inst("c", 3))
+			for range calls {
+				var c upstream.Call
+				if err := c.Begin(context.Background(), u, balancer.Info{}); err != nil {
+					t.Fatal(err)
+				}
+				i := 0
+				err := c.Attempts(context.Background(), false, func(*node.Node, int) upstream.Attempt {
+					i++
+					if err := tc.outcomes[i-1]; err != nil {
+						return upstream.Attempt{Err: err}
+					}
+					return upstream.Attempt{Status: 200}
+				}, func() {})
+				if c.Tries() != tc.tries || c.Reason() != tc.reason {
+					t.Fatalf("%d tries, reason %q (%v); want %d, %q", c.Tries(), c.Reason(), err, tc.tries, tc.reason)
+				}
+				if local := errors.Is(err, upstream.ErrLocalResources); local != (tc.reason == upstream.ReasonLocalResources) {
+					t.Fatalf("error %v: ErrLocalResources %v", err, local)
+				}
+				c.End(false)
+			}
+			var judged, failures uint64
+			for _, n := range s.Nodes {
+				judged += n.Stats.Health.Attempts.Load()
+				failures += n.Stats.Failures.Load()
+				if n.Stats.InFlight.Load() != 0 {
+					t.Errorf("node %s: %d in flight after the calls ended", n.ID, n.Stats.InFlight.Load())
+				}
+				if tc.failures == 0 && (n.Stats.Health.ConsecutiveLocalOrigin.Load() != 0 || n.Stats.Health.Ejected()) {
+					t.Errorf("node %s: %d local-origin failures, ejected %v; want none", n.ID, n.Stats.Health.ConsecutiveLocalOrigin.Load(), n.Stats.Health.Ejected())
+				}
+			}
+			if judged != uint64(tc.judged*calls) || failures != uint64(tc.failures*calls) {
+				t.Errorf("%d attempts judged, %d charged to their node; want %d and %d", judged, failures, tc.judged*calls, tc.failures*calls)
+			}
+			m := u.Metrics()
+			if tc.reason != upstream.ReasonNone && m.Local[tc.reason].Load() != uint64(calls) {
+				t.Errorf("local answers %q: %d; want %d", tc.reason, m.Local[tc.reason].Load(), calls)
+			}
+			if want := uint64((tc.tries - 1) * calls); m.Retries.Load() != want {
+				t.Errorf("retries: %d; want %d", m.Retries.Load(), want)
+			}
+		})
+	}
+	if r := upstream.ReasonLocalResources; r.String() != "local_resources" || r.Flag() != "LR" {
+		t.Errorf("reason %q, flag %q; want local_resources, LR", r.String(), r.Flag())
 	}
 }

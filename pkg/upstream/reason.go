@@ -24,13 +24,14 @@ const (
 	ReasonTimeout               // UT: a timeout (504)
 	ReasonUpstreamReset         // UC: the node broke off the exchange (502)
 	ReasonClientClosed          // DC: the client went away (499)
+	ReasonLocalResources        // LR: Remora is out of file descriptors, ephemeral ports or kernel memory (503)
 	reasonCount
 )
 
 var reasonNames = [reasonCount]string{"", "no_route", "registry_not_answered", "no_healthy_node", "overflow", "rate_limited",
-	"connect_failure", "timeout", "upstream_reset", "client_closed"}
+	"connect_failure", "timeout", "upstream_reset", "client_closed", "local_resources"}
 
-var reasonFlags = [reasonCount]string{"-", "NR", "NS", "UH", "UO", "RL", "UF", "UT", "UC", "DC"}
+var reasonFlags = [reasonCount]string{"-", "NR", "NS", "UH", "UO", "RL", "UF", "UT", "UC", "DC", "LR"}
 
 // String is the reason's name ("no_healthy_node"), "" for none.
 func (r Reason) String() string { return reasonNames[r] }
@@ -61,6 +62,8 @@ func ReasonOf(err error) Reason {
 		return ReasonOverflow
 	case errors.Is(err, ErrRateLimited):
 		return ReasonRateLimited
+	case errors.Is(err, ErrLocalResources), IsLocalResourceError(err):
+		return ReasonLocalResources
 	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):
 		return ReasonTimeout
 	case IsConnectError(err):

@@ -3,6 +3,7 @@ package tcp_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -257,5 +258,26 @@ func TestServeRelaysAfterAnAcceptError(t *testing.T) {
 	}
 	if !warned {
 		t.Errorf("no warning naming the listener and ENOMEM; log: %v", hook.AllEntries())
+	}
+}
+
+// The status a connection no node took stands for, in metrics and the
+// access log: Remora out of its own resources is a 503 (it answered
+// itself), a node that refused a 502, a connect that timed out a 504.
+func TestStatusOfFailures(t *testing.T) {
+	dial := func(err error) error { return &net.OpError{Op: "dial", Net: "tcp", Err: err} }
+	for _, tc := range []struct {
+		err    error
+		status int
+	}{
+		{fmt.Errorf("%w: %w", upstream.ErrLocalResources, dial(os.NewSyscallError("socket", syscall.EMFILE))), 503},
+		{dial(os.NewSyscallError("connect", syscall.ECONNREFUSED)), 502},
+		{dial(os.ErrDeadlineExceeded), 504},
+		{upstream.ErrNoNode, 503},
+		{upstream.ErrRateLimited, 429},
+	} {
+		if got := tcp.Status(tc.err); got != tc.status {
+			t.Errorf("Status(%v) = %d; want %d", tc.err, got, tc.status)
+		}
 	}
 }

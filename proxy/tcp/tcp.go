@@ -3,9 +3,10 @@
 // set, the balancer, the canary split (by weight, sticky on the client's
 // address when the rule hashes it), the circuit breakers and outlier
 // detection. A connect failure is observed (and ejects like any other) and
-// retried on another node before the first byte is relayed; once relayed,
-// a connection is bounded by the upstream's timeouts.idle and
-// timeouts.total.
+// retried on another node before the first byte is relayed (unless Remora
+// itself is out of descriptors, ports or memory: that is neither observed
+// nor retried); once relayed, a connection is bounded by the upstream's
+// timeouts.idle and timeouts.total.
 package tcp
 
 import (
@@ -56,14 +57,14 @@ const StatusConnected = 200
 
 // Status is the status that stands for err, a failure to reach a node, in
 // metrics and access logs, as HTTP would answer it: 429 when rate_limit
-// refused it, 503 when no node could be tried, 504 when the connect timed
-// out, 502 otherwise.
+// refused it, 503 when no node could be tried or Remora is out of local
+// resources, 504 when the connect timed out, 502 otherwise.
 func Status(err error) int {
 	switch {
 	case errors.Is(err, upstream.ErrRateLimited):
 		return 429
 	case errors.Is(err, upstream.ErrNoNode), errors.Is(err, upstream.ErrNotSynced), errors.Is(err, upstream.ErrBreakerOpen),
-		errors.Is(err, upstream.ErrOverloaded), errors.Is(err, upstream.ErrCanaryEmpty):
+		errors.Is(err, upstream.ErrOverloaded), errors.Is(err, upstream.ErrCanaryEmpty), errors.Is(err, upstream.ErrLocalResources):
 		return 503
 	}
 	var ne net.Error
@@ -368,7 +369,11 @@ func (s *Server) handle(c net.Conn) {
 	}
 	var in, out int64
 	if err != nil {
-		s.Log.WithError(err).WithField("upstream", up.Name()).Warn("tcp: no node reachable; closing the client connection")
+		// Out of local resources, every connection may meet it: the
+		// upstream logs it once a minute at most.
+		if !errors.Is(err, upstream.ErrLocalResources) {
+			s.Log.WithError(err).WithField("upstream", up.Name()).Warn("tcp: no node reachable; closing the client connection")
+		}
 		c.Close()
 	} else {
 		in, out = Relay(c, backend, pol.Timeouts.Idle, pol.Timeouts.Total)
