@@ -1082,6 +1082,8 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, st *exchange, err e
 		if st != nil {
 			w.Header().Set("Retry-After", retryAfter(st.call.RetryAfter()))
 		}
+	case errors.Is(err, upstream.ErrLocalResources):
+		status = http.StatusServiceUnavailable // Remora's own shortage, no node's failure
 	case isTimeout(err):
 		status = http.StatusGatewayTimeout
 	}
