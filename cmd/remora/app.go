@@ -378,6 +378,15 @@ func newServer(name string, ln net.Listener, srv serving) *server {
 	return &server{name: name, ln: &notifyingListener{Listener: ln, closed: make(chan struct{})}, srv: srv}
 }
 
+// patientListener is a listener whose Accept waits out every error but
+// its closing (see tcp.Acceptor). Accept is called by one goroutine.
+type patientListener struct {
+	net.Listener
+	a tcp.Acceptor
+}
+
+func (l *patientListener) Accept() (net.Conn, error) { return l.a.Accept(l.Listener) }
+
 // notifyingListener is a listener whose Close is seen on closed: a
 // reload that hands its socket to a new listener waits for it (see
 // takeOver).
@@ -475,9 +484,18 @@ func (a *app) isStopping() bool {
 
 func (a *app) serve(s *server) {
 	a.serving.Add(1)
+	ln := s.ln
+	if _, ok := s.srv.(*http.Server); ok {
+		// net/http's Serve ends on an accept error it does not take for
+		// temporary (ENOMEM, a firewall's EPERM); the proxy's servers wait
+		// every one out, and so does the admin API.
+		ln = &patientListener{Listener: ln, a: tcp.Acceptor{Report: func(err error, skipped int) {
+			a.log.WithError(err).WithFields(logrus.Fields{"listener": s.name, "skipped": skipped}).Warn("accepting a connection failed; trying again")
+		}}}
+	}
 	go func() {
 		defer a.serving.Done()
-		err := s.srv.Serve(s.ln)
+		err := s.srv.Serve(ln)
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.log.WithError(err).WithField("listener", s.name).Error("listener failed")
 		}
