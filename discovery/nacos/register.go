@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -199,7 +201,7 @@ func (g *registration) deregisterParam() vo.DeregisterInstanceParam {
 
 // describe names the instance in an error.
 func (g *registration) describe(verb string, err error) error {
-	return fmt.Errorf("nacos: %s %s:%d in %s: %w", verb, g.param.Ip, g.param.Port, g.key.subKey(), err)
+	return fmt.Errorf("nacos: %s %s in %s: %w", verb, hostPort(g.param.Ip, g.param.Port), g.key.subKey(), err)
 }
 
 // announce registers param on c; callMu must be held.
@@ -251,8 +253,8 @@ func (g *registration) Update(ctx context.Context, inst discovery.Instance) erro
 		return g.describe("update", errors.New("deregistered"))
 	}
 	if p.Ip != g.param.Ip || p.Port != g.param.Port {
-		return fmt.Errorf("nacos: update %s:%d in %s: the address changed to %s:%d; deregister and register instead",
-			g.param.Ip, g.param.Port, g.key.subKey(), p.Ip, p.Port)
+		return fmt.Errorf("nacos: update %s in %s: the address changed to %s; deregister and register instead",
+			hostPort(g.param.Ip, g.param.Port), g.key.subKey(), hostPort(p.Ip, p.Port))
 	}
 	g.param = p
 	c, gen := g.reg.clientGen()
@@ -333,7 +335,7 @@ func (g *registration) restore() bool {
 	}
 	g.status.Up(g.announced)
 	g.gen, g.announced, g.announcedAt = gen, true, time.Now()
-	log.WithField("address", fmt.Sprintf("%s:%d", g.param.Ip, g.param.Port)).Info("nacos: local instance registered")
+	log.WithField("address", hostPort(g.param.Ip, g.param.Port)).Info("nacos: local instance registered")
 	return true
 }
 
@@ -451,4 +453,10 @@ func (r *registry) withdrawAll() {
 		g.callMu.Unlock()
 		cancel()
 	}
+}
+
+// hostPort joins an instance's address and port for a message, with an
+// IPv6 address in brackets.
+func hostPort(ip string, port uint64) string {
+	return net.JoinHostPort(ip, strconv.FormatUint(port, 10))
 }

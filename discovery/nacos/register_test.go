@@ -365,3 +365,13 @@ func TestRegisterAgainWhenTheServerStopsListingIt(t *testing.T) {
 		t.Fatalf("%d callbacks of users left after Deregister: the registration's watch was not stopped", n)
 	}
 }
+
+// An instance's address in a message is joined as a host and port: an
+// IPv6 address in brackets.
+func TestHostPortInMessages(t *testing.T) {
+	for ip, want := range map[string]string{"10.0.0.5": "10.0.0.5:8080", "fd00::5": "[fd00::5]:8080"} {
+		if got := hostPort(ip, 8080); got != want {
+			t.Errorf("hostPort(%q, 8080) = %q; want %q", ip, got, want)
+		}
+	}
+}
