@@ -7,6 +7,10 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/remora-mesh/remora/internal/retry"
 )
 
 // Part is one watcher of a Union and how its instances are marked.
@@ -46,21 +50,61 @@ type union struct {
 	fails []error // by part: its last Next failed
 }
 
+// unionLog is where a union logs a panic it contained: a union has no
+// logger of its own (it is built from two watchers), so it is logrus'
+// standard logger, on standard error. Tests replace it.
+var unionLog = logrus.NewEntry(logrus.StandardLogger())
+
+// follow follows part i until ctx ends or the part stops. A panic in it
+// (the part's Next, its Relabel) is contained to the part: it is logged
+// with its stack (once a minute at most) and reported as the part's error,
+// which keeps the union stale with its last set, and the part is followed
+// again after PanicPause, beginning with the set it was handling, if any;
+// should that set make it panic again, the part's next set is awaited.
 func (u *union) follow(ctx context.Context, i int) {
 	defer u.wg.Done()
+	var held heldSet
+	Rerun(unionLog.WithField("part", i), func(err error) { u.failPart(i, err) },
+		func() bool { return retry.Sleep(ctx, PanicPause) }, func() { u.followPart(ctx, i, &held) })
+}
+
+// heldSet is the set a part's follower was handling, kept across its
+// restart after a panic.
+type heldSet struct {
+	set     []Instance
+	held    bool // set is being handled
+	retried bool // and the follower started again with it once
+}
+
+// failPart records err as part i's and reports it.
+func (u *union) failPart(i int, err error) {
+	u.mu.Lock()
+	u.fails[i] = err
+	u.mu.Unlock()
+	u.Fail(err)
+}
+
+// followPart is follow's loop.
+func (u *union) followPart(ctx context.Context, i int, held *heldSet) {
 	p := u.parts[i]
+	if held.held && held.retried {
+		*held = heldSet{} // it made the follower panic twice
+	}
 	for {
-		set, err := p.Watcher.Next(ctx)
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, ErrStopped) {
-				return
+		if !held.held {
+			set, err := p.Watcher.Next(ctx)
+			if err != nil {
+				if ctx.Err() != nil || errors.Is(err, ErrStopped) {
+					return
+				}
+				u.failPart(i, err)
+				continue
 			}
-			u.mu.Lock()
-			u.fails[i] = err
-			u.mu.Unlock()
-			u.Fail(err)
-			continue
+			*held = heldSet{set: set, held: true}
+		} else {
+			held.retried = true
 		}
+		set := held.set
 		if p.Relabel != nil {
 			out := make([]Instance, len(set))
 			for j, in := range set {
@@ -68,28 +112,35 @@ func (u *union) follow(ctx context.Context, i int) {
 			}
 			set = out
 		}
-		u.mu.Lock()
-		u.sets[i], u.got[i], u.fails[i] = set, true, nil
-		ready := true
-		var all []Instance
-		var failing error
-		for j, s := range u.sets {
-			ready = ready && u.got[j]
-			all = append(all, s...)
-			if failing == nil {
-				failing = u.fails[j]
-			}
+		u.merge(i, set)
+		*held = heldSet{}
+	}
+}
+
+// merge records set as part i's and publishes the union once every part
+// delivered a set.
+func (u *union) merge(i int, set []Instance) {
+	u.mu.Lock()
+	defer u.mu.Unlock() // and on a panic: the part is followed again
+	u.sets[i], u.got[i], u.fails[i] = set, true, nil
+	ready := true
+	var all []Instance
+	var failing error
+	for j, s := range u.sets {
+		ready = ready && u.got[j]
+		all = append(all, s...)
+		if failing == nil {
+			failing = u.fails[j]
 		}
-		if ready {
-			// Under mu, so that a part's error cannot come between.
-			u.Publish(all)
-			if failing != nil {
-				// Publishing clears a reported error; a part that still
-				// fails keeps the union stale.
-				u.Fail(failing)
-			}
+	}
+	if ready {
+		// Under mu, so that a part's error cannot come between.
+		u.Publish(all)
+		if failing != nil {
+			// Publishing clears a reported error; a part that still
+			// fails keeps the union stale.
+			u.Fail(failing)
 		}
-		u.mu.Unlock()
 	}
 }
 

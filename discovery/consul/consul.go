@@ -18,7 +18,10 @@
 // retries with exponential backoff and jitter (250 ms doubling to 1 s) and
 // a fresh read. A result from which Consul's ACLs removed instances is
 // reported as ErrPermissionDenied instead of being published, since the set
-// is incomplete.
+// is incomplete. A panic in a watcher's goroutine (the client, an answer
+// no test foresaw) is logged with its stack and returned by Next as an
+// error like those; the watcher starts again with a fresh read a second
+// later.
 //
 // # Mapping
 //

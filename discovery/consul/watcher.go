@@ -42,9 +42,18 @@ func (w *watcher) Stop() error {
 	return nil
 }
 
-// run is the producer loop: query, publish or fail, pace, repeat.
+// run is the producer goroutine. A panic in its loop (the Consul client,
+// the mapping of an answer) is logged with its stack, reported by Next as
+// an error (the set is kept, marked stale), and the loop starts again,
+// with a fresh read, after discovery.PanicPause.
 func (w *watcher) run(ctx context.Context) {
 	defer close(w.exited)
+	discovery.Rerun(w.log, func(err error) { w.Fail(w.describe(err)) },
+		func() bool { return w.reg.sleep(ctx, discovery.PanicPause) }, func() { w.follow(ctx) })
+}
+
+// follow is the producer loop: query, publish or fail, pace, repeat.
+func (w *watcher) follow(ctx context.Context) {
 	r := w.reg
 	var (
 		index    uint64        // WaitIndex for the next query; 0 = answer at once

@@ -22,7 +22,9 @@
 // A name is asked again when its records' TTL runs out, within min_refresh
 // and max_refresh. A failed lookup keeps the last set, marked stale, as
 // every adapter does; an authoritative "no such name" is an empty set,
-// published once a second lookup a second later agrees.
+// published once a second lookup a second later agrees. A lookup that
+// panics (an answer no test foresaw) is logged with its stack and fails as
+// any other; the name is asked again a second later.
 package dns
 
 import (
@@ -218,8 +220,26 @@ func (r *Registry) Watch(ctx context.Context, service string) (discovery.Watcher
 		<-l.Done()
 		cancel()
 	}()
-	go r.follow(wctx, q, l)
+	go r.run(wctx, q, l)
 	return l, nil
+}
+
+// run is a watcher's producer goroutine: follow, started again after a
+// panic (the lookup of an answer no test foresaw), which is logged with
+// its stack and returned by Next as an error (the set is kept, marked
+// stale). The loop's state survives: an empty answer after the restart is
+// still confirmed before it empties the set.
+func (r *Registry) run(ctx context.Context, q question, l *discovery.Latest) {
+	var st followState
+	discovery.Rerun(r.log.WithField("service", q.name), func(err error) { l.Fail(fmt.Errorf("dns: %s: %w", q.name, err)) },
+		func() bool { return retry.Sleep(ctx, discovery.PanicPause) }, func() { r.follow(ctx, q, l, &st) })
+}
+
+// followState is follow's, kept across a restart.
+type followState struct {
+	failures   int
+	nonEmpty   bool // the last set published had nodes
+	confirming bool // an empty one awaits confirmation
 }
 
 // Close implements discovery.Registry: every watch ends.
@@ -263,9 +283,7 @@ func parseService(s string) (question, error) {
 // that restarts, or answers from a catalog it is still loading, can say
 // "no such name" for a moment, and one such answer must not empty the
 // upstream.
-func (r *Registry) follow(ctx context.Context, q question, l *discovery.Latest) {
-	failures := 0
-	nonEmpty, confirming := false, false // the last set published had nodes; an empty one awaits confirmation
+func (r *Registry) follow(ctx context.Context, q question, l *discovery.Latest, st *followState) {
 	for {
 		set, ttl, err := r.lookup(ctx, q)
 		if ctx.Err() != nil {
@@ -274,14 +292,14 @@ func (r *Registry) follow(ctx context.Context, q question, l *discovery.Latest) 
 		wait := min(max(ttl, time.Duration(r.opts.MinRefresh)), time.Duration(r.opts.MaxRefresh))
 		switch {
 		case err != nil:
-			failures++
+			st.failures++
 			l.Fail(fmt.Errorf("dns: %v", err))
-			wait = retry.Backoff(failures, 250*time.Millisecond, time.Duration(r.opts.MinRefresh)+time.Second, rand.Float64)
-		case len(set) == 0 && nonEmpty && !confirming:
-			failures, confirming, wait = 0, true, emptyConfirmDelay
+			wait = retry.Backoff(st.failures, 250*time.Millisecond, time.Duration(r.opts.MinRefresh)+time.Second, rand.Float64)
+		case len(set) == 0 && st.nonEmpty && !st.confirming:
+			st.failures, st.confirming, wait = 0, true, emptyConfirmDelay
 			r.log.WithField("name", q.name).Debug("no records: asking again before emptying the set")
 		default:
-			failures, confirming, nonEmpty = 0, false, len(set) > 0
+			st.failures, st.confirming, st.nonEmpty = 0, false, len(set) > 0
 			l.Publish(set)
 		}
 		if !retry.Sleep(ctx, wait) {

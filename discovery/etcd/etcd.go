@@ -14,6 +14,9 @@
 // from the listed revision. After a disconnect the watch resumes from the
 // last revision it saw (etcd replays nothing twice and misses nothing); after
 // a compaction it lists again. An unreachable etcd never empties the set.
+// A panic in a watcher's goroutine (the client, a response no test
+// foresaw) is logged with its stack and returned by Next as an error; the
+// watcher lists again a second later.
 //
 // # Connecting
 //
@@ -426,6 +429,10 @@ var errCompacted = errors.New("etcd: watch revision compacted")
 // errBehind ends a watch whose etcd is behind the revision it follows.
 var errBehind = errors.New("etcd: the cluster is behind the watched revision")
 
+// run is the watcher's producer goroutine. A panic in its loop (the etcd
+// client, a response no test foresaw) is logged with its stack, reported
+// by Next as an error (the set is kept, marked stale), and the loop starts
+// again after discovery.PanicPause, listing the prefix afresh.
 func (w *watcher) run(ctx context.Context) {
 	go func() {
 		select {
@@ -435,6 +442,12 @@ func (w *watcher) run(ctx context.Context) {
 			_ = w.Latest.Stop()
 		}
 	}()
+	discovery.Rerun(w.log, func(err error) { w.Fail(fmt.Errorf("etcd: watching %s: %w", w.prefix, err)) },
+		func() bool { return retry.Sleep(ctx, discovery.PanicPause) }, func() { w.loop(ctx) })
+}
+
+// loop lists the prefix, then follows it, until ctx ends.
+func (w *watcher) loop(ctx context.Context) {
 	failures := 0
 	pause := func() bool {
 		failures++

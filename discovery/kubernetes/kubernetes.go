@@ -58,6 +58,12 @@
 // A silent network partition is noticed by client-go's HTTP/2 health
 // check (a ping after 30 s without a frame, 15 s to answer).
 //
+// client-go's goroutines end the process on a panic. So a list or watch
+// call that panics fails with the panic as its error (and is retried as
+// such), and a panic in building a watcher's set from the caches is
+// returned by Next as an error, the set being built again a second later
+// (or at the next event); both are logged with their stacks.
+//
 // # Connecting
 //
 // In-cluster configuration by default (the pod's service account), or a

@@ -61,6 +61,9 @@ type watcher struct {
 	stopped    bool             // Stop was called
 	failing    map[string]error // by source: the last call failed
 	lastMapErr string           // the mapping's last error, logged once
+
+	panics   discovery.PanicLog // recompute's
+	retrying atomic.Bool        // recompute panicked and is tried again soon
 }
 
 func newWatcher(r *Registry, svc Service, port portSelector, pc *podCache) *watcher {
@@ -137,9 +140,40 @@ func (w *watcher) Stop() error {
 	return nil
 }
 
-// recompute builds the set from the caches and publishes it, or reports
-// why it cannot (a port that is not there).
+// recompute is compute with a panic (the mapping of objects no test
+// foresaw) contained: it is called by the informers' handlers, on
+// client-go's goroutines, whose own recovery ends the process. The panic
+// is logged with its stack (once a minute at most) and returned by Next
+// as an error (the last set stays, marked stale), and recompute is tried
+// again after discovery.PanicPause, should no event come first.
 func (w *watcher) recompute() {
+	p := discovery.Catch(w.compute)
+	if p == nil {
+		return
+	}
+	w.panics.Log(w.log, p, "kubernetes: building the service's set panicked; keeping the last set and trying again after a pause")
+	w.Latest.Fail(fmt.Errorf("kubernetes: service %s: %w", w.svc, p))
+	if w.ctx.Err() != nil || !w.retrying.CompareAndSwap(false, true) {
+		return // stopped, or tried again soon already
+	}
+	w.reg.goFunc(func() {
+		t := time.NewTimer(discovery.PanicPause)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			w.retrying.Store(false)
+			w.recompute()
+		case <-w.ctx.Done():
+		}
+	})
+}
+
+// toInstances is instances; tests replace it.
+var toInstances = instances
+
+// compute builds the set from the caches and publishes it, or reports why
+// it cannot (a port that is not there).
+func (w *watcher) compute() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if !w.synced || w.stopped {
@@ -172,7 +206,7 @@ func (w *watcher) recompute() {
 			return pm, ok
 		}
 	}
-	set, err := instances(ss, w.port, w.reg.cfg.AddressType, lookup)
+	set, err := toInstances(ss, w.port, w.reg.cfg.AddressType, lookup)
 	if err != nil {
 		if msg := err.Error(); msg != w.lastMapErr {
 			w.lastMapErr = msg
@@ -280,6 +314,7 @@ type listWatch struct {
 	watch       func(context.Context, metav1.ListOptions) (watch.Interface, error)
 	result      func(error)
 	noWatchList bool
+	panics      discovery.PanicLog // the calls'
 }
 
 var (
@@ -308,10 +343,20 @@ func (l *listWatch) WatchWithContext(ctx context.Context, o metav1.ListOptions) 
 }
 
 // retryRefused calls call until it is not refused at connect or ctx ends,
-// reporting every outcome.
+// reporting every outcome. A call that panics (the client, an answer no
+// test foresaw) fails with the panic as its error, after it is logged
+// with its stack (once a minute at most): the reflector, on whose
+// goroutine it runs, retries it as any failed call, and the watchers are
+// stale meanwhile.
 func retryRefused[T any](ctx context.Context, l *listWatch, call func() (T, error)) (T, error) {
 	for attempt := 1; ; attempt++ {
-		v, err := call()
+		var v T
+		var err error
+		if p := discovery.Catch(func() { v, err = call() }); p != nil {
+			l.panics.Log(l.reg.log, p, "kubernetes: a list or watch call panicked; retrying it as a failed call")
+			var zero T
+			v, err = zero, p
+		}
 		l.result(err)
 		if err == nil || !utilnet.IsConnectionRefused(err) {
 			return v, err
@@ -359,6 +404,8 @@ type podCache struct {
 
 	mu   sync.Mutex
 	subs map[*watcher]struct{}
+
+	panics discovery.PanicLog // the event handlers'
 }
 
 func newPodCache(r *Registry, ns string) *podCache {
@@ -391,30 +438,51 @@ func newPodCache(r *Registry, ns string) *podCache {
 	})
 	pc.handle, _ = pc.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
-			if m, ok := obj.(*metav1.PartialObjectMetadata); ok {
-				checkWeight(log, m)
-				pc.notify(m.Name)
-			}
+			pc.guard(log, func() {
+				if m, ok := obj.(*metav1.PartialObjectMetadata); ok {
+					checkWeight(log, m)
+					pc.notify(m.Name)
+				}
+			})
 		},
 		UpdateFunc: func(oldObj, newObj any) {
-			o, ok1 := oldObj.(*metav1.PartialObjectMetadata)
-			n, ok2 := newObj.(*metav1.PartialObjectMetadata)
-			if !ok1 || !ok2 || maps.Equal(o.Labels, n.Labels) && maps.Equal(o.Annotations, n.Annotations) {
-				return // a status update: nothing the adapter reads
-			}
-			checkWeight(log, n)
-			pc.notify(n.Name)
+			pc.guard(log, func() {
+				o, ok1 := oldObj.(*metav1.PartialObjectMetadata)
+				n, ok2 := newObj.(*metav1.PartialObjectMetadata)
+				if !ok1 || !ok2 || maps.Equal(o.Labels, n.Labels) && maps.Equal(o.Annotations, n.Annotations) {
+					return // a status update: nothing the adapter reads
+				}
+				checkWeight(log, n)
+				pc.notify(n.Name)
+			})
 		},
 		DeleteFunc: func(obj any) {
-			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-				obj = d.Obj
-			}
-			if m, ok := obj.(*metav1.PartialObjectMetadata); ok {
-				pc.notify(m.Name)
-			}
+			pc.guard(log, func() {
+				if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+					obj = d.Obj
+				}
+				if m, ok := obj.(*metav1.PartialObjectMetadata); ok {
+					pc.notify(m.Name)
+				}
+			})
 		},
 	})
 	return pc
+}
+
+// guard runs handle, a pods event's handler, on the informer's goroutine,
+// whose own recovery ends the process: a panic in it is logged with its
+// stack (once a minute at most), and since the pod it was about is not
+// known, every subscriber recomputes its set.
+func (pc *podCache) guard(log *logrus.Entry, handle func()) {
+	p := discovery.Catch(handle)
+	if p == nil {
+		return
+	}
+	pc.panics.Log(log, p, "kubernetes: handling a pod event panicked; recomputing every set of the namespace")
+	for _, w := range pc.subscribers() {
+		w.recompute()
+	}
 }
 
 func (pc *podCache) start() { pc.reg.goFunc(func() { pc.informer.RunWithContext(pc.ctx) }) }

@@ -27,6 +27,12 @@
 //     for that to finish before it subscribes again).
 //
 // A Subscribe that fails is retried with backoff (250 ms doubling to 1 s).
+// A panic in a subscription's goroutine (the SDK, a list no test foresaw)
+// is logged with its stack and returned by its watchers' Next as an error;
+// the subscription unsubscribes and subscribes again a second later. A
+// panic in the callback, which would unwind the SDK's goroutine and end
+// the process, is logged and reported the same way, and the SDK's copy of
+// the service is read in place of the list it lost.
 //
 // # Connection
 //

@@ -41,6 +41,9 @@ type subscription struct {
 	cbMu       sync.Mutex
 	pending    []model.Instance // the list of the last callback, not yet published
 	hasPending bool
+	reread     bool // a callback panicked: its list is lost, read the SDK's copy
+
+	panics discovery.PanicLog // the callback's, which the SDK may call on every push
 
 	lost      chan struct{} // capacity 1: the registry closed the client
 	done      chan struct{} // closed by stop
@@ -76,19 +79,49 @@ func newSubscription(r *registry, group, service string, prev *subscription) *su
 		GroupName:   group,
 		// The callback is called by the SDK's push goroutine (and, for
 		// the answer to Subscribe, by run's). It must not block, and it
-		// must copy the list now: the slice is the SDK's cached copy,
-		// which the same goroutine sorts in place when the next push
-		// comes (naming_cache.isServiceInstanceChanged).
+		// must not panic: that would unwind the SDK's goroutine, and end
+		// the process (see callbackPanicked).
 		SubscribeCallback: func(hosts []model.Instance, _ error) {
-			cp := append(make([]model.Instance, 0, len(hosts)), hosts...)
-			s.cbMu.Lock()
-			s.pending, s.hasPending = cp, true
-			s.cbMu.Unlock()
-			s.callbacks.Add(1)
-			signal(s.changed)
+			defer s.callbackPanicked()
+			onPush(s, hosts)
 		},
 	}
 	return s
+}
+
+// onPush is what the SDK's callback does (received); a variable so that
+// a test can make it panic.
+var onPush = (*subscription).received
+
+// received takes a list the SDK pushed. It must copy it now: the slice is
+// the SDK's cached copy, which the same goroutine sorts in place when the
+// next push comes (naming_cache.isServiceInstanceChanged).
+func (s *subscription) received(hosts []model.Instance) {
+	cp := append(make([]model.Instance, 0, len(hosts)), hosts...)
+	s.cbMu.Lock()
+	s.pending, s.hasPending = cp, true
+	s.cbMu.Unlock()
+	s.callbacks.Add(1)
+	signal(s.changed)
+}
+
+// callbackPanicked, deferred by the SDK's callback, contains a panic of
+// the callback: it is logged with its stack (once a minute at most), the
+// watchers report it (their sets stay, marked stale), and run reads the
+// SDK's copy of the service in place of the list that was lost.
+func (s *subscription) callbackPanicked() {
+	v := recover()
+	if v == nil {
+		return
+	}
+	p := discovery.NewPanicError(v)
+	s.panics.Log(s.reg.log.WithField("service", s.key), p,
+		"nacos: the push callback panicked; keeping the last known instances and reading the SDK's copy")
+	s.fail(s.describe(fmt.Errorf("the push callback: %w", p)))
+	s.cbMu.Lock()
+	s.reread = true
+	s.cbMu.Unlock()
+	signal(s.changed)
 }
 
 func signal(c chan struct{}) {
@@ -221,6 +254,11 @@ func (s *subscription) coldStart() {
 // run subscribes, follows the service and unsubscribes at the end. When
 // the registry replaces its client (a lost connection), it subscribes on
 // the new one.
+//
+// A panic in follow (the SDK, a list no test foresaw) is logged with its
+// stack and reported to the watchers (their sets stay, marked stale);
+// follow unsubscribes as it unwinds and starts again, subscribing afresh,
+// after discovery.PanicPause.
 func (s *subscription) run() {
 	r := s.reg
 	defer r.wg.Done()
@@ -236,6 +274,26 @@ func (s *subscription) run() {
 	if err := r.downError(); err != nil {
 		s.down(err) // a watch opened while the server is unreachable
 	}
+	discovery.Rerun(log, func(err error) { s.fail(s.describe(err)) }, s.pause, func() { s.follow(log) })
+}
+
+// pause waits for discovery.PanicPause; false if the subscription or the
+// registry ended first.
+func (s *subscription) pause() bool {
+	t := time.NewTimer(discovery.PanicPause)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.done:
+	case <-s.reg.ctx.Done():
+	}
+	return false
+}
+
+// follow is run's loop.
+func (s *subscription) follow(log *logrus.Entry) {
+	r := s.reg
 	var (
 		c          namingClient // the client subscribed on (or tried)
 		gen        int          // its generation
@@ -259,7 +317,7 @@ func (s *subscription) run() {
 		if g != gen { // a new client: start over on it
 			c, gen, attempts, subscribed, retry = cur, g, 0, false, nil
 			s.cbMu.Lock()
-			s.pending, s.hasPending = nil, false // from the old client
+			s.pending, s.hasPending, s.reread = nil, false, false // from the old client
 			s.cbMu.Unlock()
 			s.held, s.holdC, s.holdUntil, s.base, s.latest = false, nil, time.Time{}, nil, nil
 		}
@@ -306,7 +364,13 @@ func (s *subscription) run() {
 			retry = nil
 		case <-s.changed:
 			if subscribed {
-				s.publishPending()
+				s.cbMu.Lock()
+				reread := s.reread
+				s.reread = false
+				s.cbMu.Unlock()
+				if !s.publishPending() && reread {
+					s.refresh(c) // a callback panicked: its list is lost
+				}
 			}
 		case <-s.lost:
 			// The registry closed c: current() waits for the next client,

@@ -17,6 +17,8 @@
 // good content is kept. A changed file is read again after Settle and acted
 // on only when both reads agree, so a file being written in place is not
 // published half-way; replacing it by rename is the safe way to edit it.
+// Reading that panics (content no test foresaw) is logged with its stack
+// and reported as a bad file is; the file is read again at the next poll.
 package static
 
 import (
@@ -232,7 +234,7 @@ func (o *Options) Open(env discovery.Env) (discovery.Registry, error) {
 	fr := &fileRegistry{Registry: mem, path: tlsfiles.Resolve(env.BaseDir, o.File), interval: o.PollInterval, settle: Settle, env: env,
 		done: make(chan struct{})}
 	fr.broken = fmt.Errorf("static file %s not read yet (it was changing when opened)", fr.path)
-	fr.check(1)
+	fr.safeCheck(1)
 	fr.wg.Add(1)
 	go fr.poll()
 	return fr, nil
@@ -256,6 +258,7 @@ type fileRegistry struct {
 	lastData []byte
 	lastRead bool
 	lastErr  string
+	panics   discovery.PanicLog
 
 	mu     sync.Mutex
 	broken error // set until the file was read successfully once
@@ -263,7 +266,7 @@ type fileRegistry struct {
 
 func (f *fileRegistry) poll() {
 	defer f.wg.Done()
-	f.check(settleTries) // at once, in case Open found the file changing
+	f.safeCheck(settleTries) // at once, in case Open found the file changing
 	t := time.NewTicker(f.interval)
 	defer t.Stop()
 	for {
@@ -271,17 +274,45 @@ func (f *fileRegistry) poll() {
 		case <-f.done:
 			return
 		case <-t.C:
-			f.check(settleTries)
+			f.safeCheck(settleTries)
 		}
 	}
 }
+
+// safeCheck is check with a panic (reading, parsing: content no test
+// foresaw) contained: it is logged with its stack (once a minute at
+// most), the watchers report it as they report a bad file (once per
+// distinct problem; their last sets stay, marked stale), and the last
+// read is forgotten, so that the next poll reads and applies the file
+// again.
+func (f *fileRegistry) safeCheck(tries int) {
+	p := discovery.Catch(func() { f.check(tries) })
+	if p == nil {
+		return
+	}
+	err := fmt.Errorf("static file %s: %w", f.path, p)
+	f.panics.Log(f.env.Logger().WithField("registry", f.env.Name).WithField("file", f.path), p,
+		"reading the static file panicked; keeping the last good instances and reading it again at the next poll")
+	if err.Error() != f.lastErr {
+		f.FailAll(err)
+	}
+	f.lastData, f.lastRead, f.lastErr = nil, false, err.Error()
+	f.mu.Lock()
+	if f.broken != nil {
+		f.broken = err
+	}
+	f.mu.Unlock()
+}
+
+// readFile is os.ReadFile; tests replace it.
+var readFile = os.ReadFile
 
 // check reads the file and, when the read differs from the last one acted
 // on, reads it again f.settle later, up to tries times, until two reads in
 // a row agree: then it acts on the read (apply). A file that kept changing
 // is left to the next poll.
 func (f *fileRegistry) check(tries int) {
-	data, err := os.ReadFile(f.path)
+	data, err := readFile(f.path)
 	for range tries {
 		if f.seen(data, err) {
 			return
@@ -291,7 +322,7 @@ func (f *fileRegistry) check(tries int) {
 			return
 		case <-time.After(f.settle):
 		}
-		again, againErr := os.ReadFile(f.path)
+		again, againErr := readFile(f.path)
 		if sameRead(data, err, again, againErr) {
 			f.apply(data, err)
 			return
