@@ -91,6 +91,13 @@ func padded(method, path, extra string, size int) string {
 	return strings.Replace(head, "X-Pad: ", "X-Pad: "+strings.Repeat("p", size-len(head)), 1)
 }
 
+// diffCase is a differential case: what a client writes, a pause between
+// writes.
+type diffCase struct {
+	name   string
+	writes []string
+}
+
 // TestServerMatchesNetHTTP sends raw requests to a net/http server and to
 // package server's, both serving the same handler with the same limits,
 // and requires the same answers, and the connection closed by both or
@@ -108,10 +115,8 @@ func TestServerMatchesNetHTTP(t *testing.T) {
 		return fmt.Sprintf("POST %s HTTP/1.1\r\nHost: u\r\nContent-Length: %d\r\n\r\n%s", path, len(body), body)
 	}
 	chunked := "POST /1 HTTP/1.1\r\nHost: u\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
-	for _, tc := range []struct {
-		name   string
-		writes []string
-	}{
+	var cases []diffCase
+	for _, tc := range []diffCase{
 		// RFC 9112 section 2.2: net/http drops up to four CR or LF bytes
 		// after a POST (old clients end its body with CRLF).
 		{"CRLF after a POST", []string{post("/1", "abc") + "\r\n" + get("/2")}},
@@ -134,6 +139,26 @@ func TestServerMatchesNetHTTP(t *testing.T) {
 		{"head at the limit, then a body", []string{padded("POST", "/1", "Content-Length: 3\r\n", 8192) + "abc" + get("/2")}},
 		{"head over the limit, then a body", []string{padded("POST", "/1", "Content-Length: 3\r\n", 8193) + "abc" + get("/2")}},
 	} {
+		cases = append(cases, tc)
+	}
+	// Connection: close, however it is written: net/http's server takes
+	// "close" as a word of the first Connection value, words parted by
+	// commas, spaces or tabs; a folded line is joined with a space.
+	for _, lines := range []string{
+		"Connection: close\r\n", "Connection: Close\r\n", "Connection: keep-alive, close\r\n", "Connection: x,close\r\n",
+		"Connection: keep-alive close\r\n", "Connection: foo close\r\n", "Connection: close foo\r\n", "Connection: x\tclose\r\n",
+		"Connection: close\tx\r\n", "Connection: CLOSE x\r\n", "Connection: x close, y\r\n", "Connection:  close \r\n",
+		"Connection: closex\r\n", "Connection: x;close\r\n", "Connection: \"close\"\r\n", "Connection: close;q=1\r\n", "Connection: xclose\r\n",
+		"Connection: keep-alive\r\n", "Connection: x close\r\nConnection: keep-alive\r\n", "Connection: keep-alive\r\nConnection: x close\r\n",
+		"Connection: keep-alive\r\nConnection: close\r\n", "Connection: keep-alive\r\n close\r\n",
+	} {
+		head := "GET /1 HTTP/1.1\r\nHost: u\r\n" + lines + "\r\n"
+		cases = append(cases,
+			diffCase{fmt.Sprintf("%q, pipelined", lines), []string{head + get("/2")}},
+			diffCase{fmt.Sprintf("%q, with a body", lines), []string{strings.Replace(head, "GET", "POST", 1)[:len(head)+1-2] + "Content-Length: 1\r\n\r\na" + get("/2")}},
+		)
+	}
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			want, wantClosed := answers(t, ref, tc.writes, 300*time.Millisecond)
 			have, closed := answers(t, got, tc.writes, 300*time.Millisecond)

@@ -427,6 +427,62 @@ type srvConn struct {
 	reqBody   fixedBody
 }
 
+// wantsClose reports whether req asks for its connection to end after its
+// answer, as net/http's server decides it (Request.wantsClose): req.Close,
+// which splits the Connection header at commas, or "close" as a word of
+// the first Connection value where spaces and tabs also part words
+// ("Connection: keep-alive close", or a folded line joined so).
+func wantsClose(req *http.Request) bool {
+	if req.Close {
+		return true
+	}
+	v := ""
+	if vv := req.Header["Connection"]; len(vv) > 0 {
+		v = vv[0]
+	}
+	return hasToken(v, "close")
+}
+
+// hasToken is net/http's: whether token, ASCII case aside, is in v
+// between word boundaries (start, end, space, comma, tab).
+func hasToken(v, token string) bool {
+	for sp := 0; sp+len(token) <= len(v); sp++ {
+		if sp > 0 && !isTokenBoundary(v[sp-1]) {
+			continue
+		}
+		if end := sp + len(token); end != len(v) && !isTokenBoundary(v[end]) {
+			continue
+		}
+		if asciiEqualFold(v[sp:sp+len(token)], token) {
+			return true
+		}
+	}
+	return false
+}
+
+// asciiEqualFold reports whether a and b are equal, ASCII case aside
+// (no Unicode folding: a header is bytes).
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range len(a) {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+func isTokenBoundary(b byte) bool { return b == ' ' || b == ',' || b == '\t' }
+
 var errTooLarge = errors.New("request head larger than max_header_bytes")
 
 // Read feeds br: first a byte the client watch read ahead, then the
@@ -826,7 +882,7 @@ func (c *srvConn) serveRequest(req *http.Request) bool {
 	c.abandoned = false // the watch is not running: no lock needed
 	clear(c.header)
 	w := &c.resp
-	*w = response{c: c, head: req.Method == http.MethodHead, wantsClose: req.Close, header: c.header, contentLength: -1, held: w.held[:0]}
+	*w = response{c: c, head: req.Method == http.MethodHead, wantsClose: wantsClose(req), header: c.header, contentLength: -1, held: w.held[:0]}
 	var body *directBody
 	if req.Body != http.NoBody {
 		body = &directBody{rc: req.Body}
