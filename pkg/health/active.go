@@ -21,6 +21,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/pkg/node"
 )
 
@@ -113,12 +114,28 @@ func (p *Prober) Stop() {
 
 // run probes n every interval ±10%, the first time after a random part of
 // the interval so that nodes are not probed in lockstep.
+//
+// A round that panics (the HTTP or gRPC client, the verdict's callback)
+// is Remora's bug, not the node's: it is logged with its stack (once a
+// minute at most), the round counts neither as a pass nor as a failure,
+// the checker's connection is dropped, and the node is probed again at
+// the next interval. A verdict that flipped in that round is still
+// passed to onChange, by the next round.
 func (p *Prober) run(ctx context.Context, n *node.Node) {
 	defer p.wg.Done()
 	checker := &Checker{cfg: p.cfg, tr: p.tr, client: p.client}
-	defer checker.Close()
 	wait := time.Duration(rand.Float64() * float64(p.cfg.Interval))
 	log := p.log.WithField("node", n.ID)
+	var (
+		flipped bool // the verdict changed; onChange was not called yet
+		panics  discovery.PanicLog
+	)
+	closeChecker := func() {
+		if pe := discovery.Catch(checker.Close); pe != nil {
+			panics.Log(log, pe, "closing the active health check's connection panicked")
+		}
+	}
+	defer closeChecker()
 	for {
 		t := time.NewTimer(wait)
 		select {
@@ -127,21 +144,41 @@ func (p *Prober) run(ctx context.Context, n *node.Node) {
 			return
 		case <-t.C:
 		}
-		err := checker.Check(ctx, n.HostPort)
-		if ctx.Err() != nil {
-			return
+		var live bool
+		if pe := discovery.Catch(func() { live = p.round(ctx, checker, n, log, &flipped) }); pe != nil {
+			panics.Log(log, pe, "active health check panicked; the round is skipped, the node's verdict unchanged")
+			closeChecker() // the next round starts with a new connection
+			live = ctx.Err() == nil
 		}
-		h := &n.Stats.Health
-		if h.ProbeResult(err == nil, err, p.cfg.HealthyThreshold, p.cfg.UnhealthyThreshold) {
-			if h.ActiveHealthy() {
-				log.Info("active health check passing; node back in service")
-			} else {
-				log.WithError(err).Warn("active health check failing; node out of service")
-			}
-			p.onChange()
+		if !live {
+			return
 		}
 		wait = time.Duration(float64(p.cfg.Interval) * (0.9 + 0.2*rand.Float64()))
 	}
+}
+
+// round probes n once and records the result; it reports false when ctx
+// ended. flipped is set when the verdict changes, and cleared once
+// onChange returned.
+func (p *Prober) round(ctx context.Context, checker *Checker, n *node.Node, log *logrus.Entry, flipped *bool) bool {
+	err := checker.Check(ctx, n.HostPort)
+	if ctx.Err() != nil {
+		return false
+	}
+	h := &n.Stats.Health
+	if h.ProbeResult(err == nil, err, p.cfg.HealthyThreshold, p.cfg.UnhealthyThreshold) {
+		if h.ActiveHealthy() {
+			log.Info("active health check passing; node back in service")
+		} else {
+			log.WithError(err).Warn("active health check failing; node out of service")
+		}
+		*flipped = true
+	}
+	if *flipped {
+		p.onChange()
+		*flipped = false
+	}
+	return true
 }
 
 // Checker runs probes of one kind against one target at a time; it keeps a
