@@ -22,6 +22,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/pkg/balancer"
 	"github.com/remora-mesh/remora/pkg/node"
 	"github.com/remora-mesh/remora/pkg/upstream"
@@ -79,7 +80,31 @@ func Status(err error) int {
 // both. When idle is positive it closes both once no byte moved either way
 // for that long; when total is positive, once the relay has lasted that
 // long. It returns the bytes copied from a to b and from b to a.
+//
+// A panic in copying one way (a bug of Remora's or of a net.Conn's) is
+// contained to the relay, on whose goroutines it happens: both connections
+// are closed, Relay returns what was copied, and the panic is logged with
+// its stack, once a minute at most, by logrus' standard logger (Relay has
+// no logger; Server's relays log to its Log).
 func Relay(a, b net.Conn, idle, total time.Duration) (aToB, bToA int64) {
+	aToB, bToA, p := relayConns(a, b, idle, total)
+	if p != nil {
+		relayPanics.Log(relayLog, p, relayPanicked)
+	}
+	return aToB, bToA
+}
+
+// relayLog and relayPanics log the panics Relay contains.
+var (
+	relayLog    = logrus.NewEntry(logrus.StandardLogger())
+	relayPanics discovery.PanicLog
+)
+
+const relayPanicked = "tcp: relaying a connection panicked; both its ends are closed"
+
+// relayConns is Relay, returning the panic it contained (the first, if
+// both directions panicked) instead of logging it.
+func relayConns(a, b net.Conn, idle, total time.Duration) (aToB, bToA int64, panicked *discovery.PanicError) {
 	var once sync.Once
 	closeBoth := func() {
 		once.Do(func() {
@@ -94,8 +119,15 @@ func Relay(a, b net.Conn, idle, total time.Duration) (aToB, bToA int64) {
 	var last atomic.Int64 // when a byte last moved either way, in Unix ns
 	last.Store(time.Now().UnixNano())
 	var wg sync.WaitGroup
+	var first atomic.Pointer[discovery.PanicError]
 	pipe := func(dst, src net.Conn, n *int64) {
 		defer wg.Done()
+		defer func() {
+			if v := recover(); v != nil {
+				first.CompareAndSwap(nil, discovery.NewPanicError(v))
+				closeBoth() // which ends the other direction
+			}
+		}()
 		if idle <= 0 {
 			*n, _ = io.Copy(dst, src) // splice(2) between TCP connections
 		} else if !copyUntilIdle(dst, src, n, idle, &last) {
@@ -113,7 +145,7 @@ func Relay(a, b net.Conn, idle, total time.Duration) (aToB, bToA int64) {
 	go pipe(a, b, &bToA)
 	wg.Wait()
 	closeBoth()
-	return aToB, bToA
+	return aToB, bToA, first.Load()
 }
 
 var relayBuffers = sync.Pool{New: func() any { return new([32 << 10]byte) }}
@@ -253,6 +285,8 @@ type Server struct {
 	AccessLog       *logrus.Entry
 	AccessLogSample float64
 
+	panics discovery.PanicLog // the relays'
+
 	mu     sync.Mutex
 	ln     net.Listener
 	conns  map[net.Conn]struct{} // clients' and nodes': Shutdown's deadline closes both
@@ -343,17 +377,33 @@ func (s *Server) trackLocked(c net.Conn) bool {
 	return true
 }
 
+// handle relays c to a node of the upstream.
+//
+// A panic on its goroutine, or on the relay's, is contained to c (the
+// process, and every other connection, go on): it is logged with its
+// stack (once a minute at most: it may come with every connection), c and
+// its node connection are closed, and the call, if it began, is ended,
+// so that what it held (its place under the circuit breaker, the node's
+// in-flight count) is given back.
 func (s *Server) handle(c net.Conn) {
+	var (
+		call    upstream.Call
+		backend net.Conn
+		ending  bool // call.End was called
+	)
+	defer func() {
+		if v := recover(); v != nil {
+			s.contain(discovery.NewPanicError(v), c, backend, &call, ending)
+		}
+	}()
 	up := s.Lookup()
 	if up == nil {
 		c.Close()
 		return
 	}
 	pol := up.Policy()
-	var call upstream.Call
 	remote := c.RemoteAddr().String()
 	err := call.Begin(context.Background(), up, balancer.Info{RemoteAddr: remote})
-	var backend net.Conn
 	if err == nil {
 		backend, err = Dial(context.Background(), &call, cmp.Or(pol.Timeouts.Connect, s.ConnectTimeout))
 	}
@@ -376,8 +426,13 @@ func (s *Server) handle(c net.Conn) {
 		}
 		c.Close()
 	} else {
-		in, out = Relay(c, backend, pol.Timeouts.Idle, pol.Timeouts.Total)
+		var p *discovery.PanicError
+		in, out, p = relayConns(c, backend, pol.Timeouts.Idle, pol.Timeouts.Total)
+		if p != nil {
+			s.panics.Log(s.log().WithField("upstream", up.Name()).WithField("client", remote), p, relayPanicked)
+		}
 	}
+	ending = true
 	took := call.End(false)
 	if s.AccessLog != nil && (s.AccessLogSample <= 0 || s.AccessLogSample >= 1 || rand.Float64() < s.AccessLogSample) {
 		status := StatusConnected
@@ -388,6 +443,30 @@ func (s *Server) handle(c net.Conn) {
 			"protocol": "tcp", "client": remote, "bytes_in": in, "bytes_out": out,
 		}).Info("connection")
 	}
+}
+
+// contain ends the handling of c after the panic p: it is logged, c and
+// backend (if any) are closed, and call, if it began and was not ending,
+// is ended.
+func (s *Server) contain(p *discovery.PanicError, c, backend net.Conn, call *upstream.Call, ending bool) {
+	s.panics.Log(s.log(), p, "tcp: handling a connection panicked; it is closed, with its node connection")
+	c.Close()
+	if backend != nil {
+		backend.Close()
+	}
+	if !ending && call.Upstream() != nil {
+		if p := discovery.Catch(func() { call.End(false) }); p != nil {
+			s.panics.Log(s.log(), p, "tcp: ending the call of a connection whose handling panicked panicked too")
+		}
+	}
+}
+
+// log is s.Log, or relayLog when it is nil.
+func (s *Server) log() *logrus.Entry {
+	if s.Log != nil {
+		return s.Log
+	}
+	return relayLog
 }
 
 // LogAccess returns entry with the fields an access log entry of call
