@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/pkg/balancer"
 	"github.com/remora-mesh/remora/pkg/node"
 	"github.com/remora-mesh/remora/pkg/upstream"
@@ -25,6 +26,7 @@ type mirror struct {
 	cfg       upstream.Mirror
 	threshold uint64 // Percent as a share of 2^32
 	inFlight  atomic.Int64
+	panics    discovery.PanicLog // the copies' (see copyPanicked)
 }
 
 func newMirror(m *upstream.Mirror) *mirror {
@@ -80,8 +82,24 @@ func (p *Proxy) startMirror(r *http.Request, header http.Header, route *route, s
 	out.Header.Set(MirrorHeader, route.up.Name())
 	go func() {
 		defer m.inFlight.Add(-1)
+		defer p.copyPanicked(route)
 		p.sendMirror(out, body, route)
 	}()
+}
+
+// copyPanicked, deferred on a copy's goroutine, contains a panic of the
+// copy (the target's transport, its balancer, its header rules), which
+// would end the process: the copy is dropped and counted so, and the
+// panic is logged with its stack, once a minute at most (it may come with
+// every copy).
+func (p *Proxy) copyPanicked(from *route) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	from.up.Metrics().MirrorDropped.Add(1)
+	from.mirror.panics.Log(p.log.WithField("upstream", from.up.Name()), discovery.NewPanicError(v),
+		"mirror: sending a copy panicked; it is dropped")
 }
 
 // copyHeaders makes out's header what the primary request's is on its way
