@@ -115,8 +115,7 @@ func TestServerMatchesNetHTTP(t *testing.T) {
 		return fmt.Sprintf("POST %s HTTP/1.1\r\nHost: u\r\nContent-Length: %d\r\n\r\n%s", path, len(body), body)
 	}
 	chunked := "POST /1 HTTP/1.1\r\nHost: u\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
-	var cases []diffCase
-	for _, tc := range []diffCase{
+	cases := []diffCase{
 		// RFC 9112 section 2.2: net/http drops up to four CR or LF bytes
 		// after a POST (old clients end its body with CRLF).
 		{"CRLF after a POST", []string{post("/1", "abc") + "\r\n" + get("/2")}},
@@ -138,8 +137,6 @@ func TestServerMatchesNetHTTP(t *testing.T) {
 		{"head at the limit", []string{withPad("/1", 8192) + get("/2")}},
 		{"head at the limit, then a body", []string{padded("POST", "/1", "Content-Length: 3\r\n", 8192) + "abc" + get("/2")}},
 		{"head over the limit, then a body", []string{padded("POST", "/1", "Content-Length: 3\r\n", 8193) + "abc" + get("/2")}},
-	} {
-		cases = append(cases, tc)
 	}
 	// Connection: close, however it is written: net/http's server takes
 	// "close" as a word of the first Connection value, words parted by
