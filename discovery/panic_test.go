@@ -3,70 +3,15 @@ package discovery
 import (
 	"context"
 	"errors"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
+
+	"github.com/remora-mesh/remora/internal/panics"
 )
-
-func TestCatch(t *testing.T) {
-	if p := Catch(func() {}); p != nil {
-		t.Fatalf("Catch of a function that returns: %v", p)
-	}
-	p := Catch(func() { panic("boom") })
-	if p == nil || p.Value != "boom" || p.Error() != "panic: boom" || !strings.Contains(string(p.Stack), "panic_test.go") {
-		t.Fatalf("Catch of a panic: %#v", p)
-	}
-	var nilMap map[string]int
-	p = Catch(func() { nilMap["x"]++ })
-	if _, ok := p.Value.(error); !ok {
-		t.Fatalf("Catch of a runtime error: %#v", p)
-	}
-}
-
-// PanicLog logs the first panic at once, then at most one a minute, with
-// the count of those it did not log.
-func TestPanicLogOnceAMinute(t *testing.T) {
-	now := time.Unix(1e9, 0)
-	var l PanicLog
-	l.now = func() time.Time { return now }
-	logger, hook := logtest.NewNullLogger()
-	steps := []struct {
-		after   time.Duration
-		logged  bool
-		skipped any // the line's field; nil for none
-	}{
-		{0, true, nil},
-		{time.Second, false, nil},
-		{30 * time.Second, false, nil},
-		{29 * time.Second, true, 2},
-		{time.Minute - time.Nanosecond, false, nil},
-		{time.Hour, true, 1},
-		{time.Minute, true, nil},
-	}
-	for i, s := range steps {
-		now = now.Add(s.after)
-		hook.Reset()
-		if got := l.Log(logrus.NewEntry(logger), &PanicError{Value: i, Stack: []byte("stack")}, "msg"); got != s.logged {
-			t.Fatalf("step %d: logged %v, want %v", i, got, s.logged)
-		}
-		if !s.logged {
-			if len(hook.AllEntries()) != 0 {
-				t.Fatalf("step %d: a line was written", i)
-			}
-			continue
-		}
-		e := hook.LastEntry()
-		if e == nil || e.Level != logrus.ErrorLevel || e.Message != "msg" || e.Data["panic"] != strconv.Itoa(i) ||
-			e.Data["stack"] != "stack" || e.Data["skipped"] != s.skipped {
-			t.Fatalf("step %d: logged %+v; want the panic, its stack and skipped=%v", i, e, s.skipped)
-		}
-	}
-}
 
 // Rerun reports each panic to fail, pauses and runs the loop again; a
 // pause that reports the end stops it.
@@ -91,9 +36,9 @@ func TestRerun(t *testing.T) {
 			var runs, fails, pauses int
 			Rerun(logrus.NewEntry(logger), func(err error) {
 				fails++
-				var p *PanicError
+				var p *panics.Error
 				if !errors.As(err, &p) || p.Value != "boom" {
-					t.Errorf("fail got %v; want the *PanicError", err)
+					t.Errorf("fail got %v; want the *panics.Error", err)
 				}
 			}, func() bool {
 				pauses++
@@ -154,9 +99,9 @@ func TestUnionPanicIsThePartsError(t *testing.T) {
 				return set, err
 			}
 			set, err := next()
-			var pe *PanicError
+			var pe *panics.Error
 			if !errors.As(err, &pe) || set != nil {
-				t.Fatalf("first Next = %v, %v; want the *PanicError, no set", set, err)
+				t.Fatalf("first Next = %v, %v; want the *panics.Error, no set", set, err)
 			}
 			if tc.panics > 1 {
 				for calls.Load() < tc.panics {

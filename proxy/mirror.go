@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
-	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/panics"
 	"github.com/remora-mesh/remora/pkg/balancer"
 	"github.com/remora-mesh/remora/pkg/node"
 	"github.com/remora-mesh/remora/pkg/upstream"
@@ -26,7 +26,7 @@ type mirror struct {
 	cfg       upstream.Mirror
 	threshold uint64 // Percent as a share of 2^32
 	inFlight  atomic.Int64
-	panics    discovery.PanicLog // the copies' (see copyPanicked)
+	panics    panics.Log // the copies' (see copyPanicked)
 }
 
 func newMirror(m *upstream.Mirror) *mirror {
@@ -98,7 +98,7 @@ func (p *Proxy) copyPanicked(from *route) {
 		return
 	}
 	from.up.Metrics().MirrorDropped.Add(1)
-	from.mirror.panics.Log(p.log.WithField("upstream", from.up.Name()), discovery.NewPanicError(v),
+	from.mirror.panics.Log(p.log.WithField("upstream", from.up.Name()), panics.New(v),
 		"mirror: sending a copy panicked; it is dropped")
 }
 

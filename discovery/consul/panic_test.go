@@ -10,6 +10,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/panics"
 )
 
 // panicking is a healthClient whose call number at panics; the others go
@@ -39,9 +40,9 @@ func TestWatcherPanicIsAnErrorAndTheWatcherGoesOn(t *testing.T) {
 	}
 	// The second query panics.
 	set, err := f.next()
-	var pe *discovery.PanicError
+	var pe *panics.Error
 	if !errors.As(err, &pe) || set != nil || !strings.Contains(err.Error(), `"web"`) {
-		t.Fatalf("Next after the panic = %v, %v; want a *discovery.PanicError naming the service, no set", set, err)
+		t.Fatalf("Next after the panic = %v, %v; want a *panics.Error naming the service, no set", set, err)
 	}
 	c := f.call()
 	if c.q.WaitIndex != 0 {

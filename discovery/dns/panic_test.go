@@ -13,6 +13,7 @@ import (
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/internal/duration"
+	"github.com/remora-mesh/remora/internal/panics"
 )
 
 // A panic in a watcher's goroutine (here, in finding the server to ask)
@@ -53,9 +54,9 @@ func TestWatcherPanicIsAnErrorAndTheWatcherGoesOn(t *testing.T) {
 		t.Fatalf("first Next = %v, %v; want 10.0.0.1:80", set, err)
 	}
 	set, err := next()
-	var pe *discovery.PanicError
+	var pe *panics.Error
 	if !errors.As(err, &pe) || set != nil || !strings.Contains(err.Error(), "10.0.0.1") {
-		t.Fatalf("Next after the panic = %v, %v; want a *discovery.PanicError naming the name, no set", set, err)
+		t.Fatalf("Next after the panic = %v, %v; want a *panics.Error naming the name, no set", set, err)
 	}
 	if set, err := next(); err != nil || len(set) != 1 {
 		t.Fatalf("after the restart: Next = %v, %v; want the set again", set, err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/discovery/etcd"
+	"github.com/remora-mesh/remora/internal/panics"
 )
 
 // panickingClient is an etcd Client over one key whose Get number at
@@ -75,9 +76,9 @@ func TestWatcherPanicIsAnErrorAndTheWatcherGoesOn(t *testing.T) {
 		t.Fatalf("first Next = %v, %v; want instance a", set, err)
 	}
 	set, err := next()
-	var pe *discovery.PanicError
+	var pe *panics.Error
 	if !errors.As(err, &pe) || set != nil || !strings.Contains(err.Error(), "/services/web/") {
-		t.Fatalf("Next after the panic = %v, %v; want a *discovery.PanicError naming the prefix, no set", set, err)
+		t.Fatalf("Next after the panic = %v, %v; want a *panics.Error naming the prefix, no set", set, err)
 	}
 	if set, err := next(); err != nil || len(set) != 1 || set[0].ID != "a" {
 		t.Fatalf("after the restart: Next = %v, %v; want instance a again", set, err)

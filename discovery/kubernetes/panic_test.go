@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/panics"
 )
 
 // panickingList is a fakeClient whose first list of EndpointSlices
@@ -79,9 +80,9 @@ func checkPanicLogged(t *testing.T, hook *logtest.Hook, value string) {
 func TestListPanicIsAFailedCall(t *testing.T) {
 	w, hook := openPanicking(t, &panickingList{fakeClient: newFakeClient(fakeSlice("s1", "1", ep{pod: "a", addr: "10.0.0.1"}))})
 	set, err := nextWithin(t, w, 10*time.Second)
-	var pe *discovery.PanicError
+	var pe *panics.Error
 	if !errors.As(err, &pe) || set != nil {
-		t.Fatalf("first Next = %v, %v; want a *discovery.PanicError, no set", set, err)
+		t.Fatalf("first Next = %v, %v; want a *panics.Error, no set", set, err)
 	}
 	if set, err := nextWithin(t, w, 10*time.Second); err != nil || len(set) != 1 {
 		t.Fatalf("after the retry: Next = %v, %v; want the instance", set, err)
@@ -110,9 +111,9 @@ func TestRecomputePanicIsAnErrorAndItIsTriedAgain(t *testing.T) {
 	s := fakeSlice("s1", "2", ep{pod: "a", addr: "10.0.0.1"}, ep{pod: "b", addr: "10.0.0.2"})
 	c.nextWatch(t).Modify(&s)
 	set, err := nextWithin(t, w, 10*time.Second)
-	var pe *discovery.PanicError
+	var pe *panics.Error
 	if !errors.As(err, &pe) || set != nil || !strings.Contains(err.Error(), "ns/svc") {
-		t.Fatalf("Next after the panic = %v, %v; want a *discovery.PanicError naming the service, no set", set, err)
+		t.Fatalf("Next after the panic = %v, %v; want a *panics.Error naming the service, no set", set, err)
 	}
 	panicking.Store(false)
 	if set, err := nextWithin(t, w, 10*time.Second); err != nil || len(set) != 2 {

@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/util/watchlist"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/panics"
 	"github.com/remora-mesh/remora/internal/retry"
 )
 
@@ -62,8 +63,8 @@ type watcher struct {
 	failing    map[string]error // by source: the last call failed
 	lastMapErr string           // the mapping's last error, logged once
 
-	panics   discovery.PanicLog // recompute's
-	retrying atomic.Bool        // recompute panicked and is tried again soon
+	panics   panics.Log  // recompute's
+	retrying atomic.Bool // recompute panicked and is tried again soon
 }
 
 func newWatcher(r *Registry, svc Service, port portSelector, pc *podCache) *watcher {
@@ -147,7 +148,7 @@ func (w *watcher) Stop() error {
 // as an error (the last set stays, marked stale), and recompute is tried
 // again after discovery.PanicPause, should no event come first.
 func (w *watcher) recompute() {
-	p := discovery.Catch(w.compute)
+	p := panics.Catch(w.compute)
 	if p == nil {
 		return
 	}
@@ -314,7 +315,7 @@ type listWatch struct {
 	watch       func(context.Context, metav1.ListOptions) (watch.Interface, error)
 	result      func(error)
 	noWatchList bool
-	panics      discovery.PanicLog // the calls'
+	panics      panics.Log // the calls'
 }
 
 var (
@@ -352,7 +353,7 @@ func retryRefused[T any](ctx context.Context, l *listWatch, call func() (T, erro
 	for attempt := 1; ; attempt++ {
 		var v T
 		var err error
-		if p := discovery.Catch(func() { v, err = call() }); p != nil {
+		if p := panics.Catch(func() { v, err = call() }); p != nil {
 			l.panics.Log(l.reg.log, p, "kubernetes: a list or watch call panicked; retrying it as a failed call")
 			var zero T
 			v, err = zero, p
@@ -405,7 +406,7 @@ type podCache struct {
 	mu   sync.Mutex
 	subs map[*watcher]struct{}
 
-	panics discovery.PanicLog // the event handlers'
+	panics panics.Log // the event handlers'
 }
 
 func newPodCache(r *Registry, ns string) *podCache {
@@ -475,7 +476,7 @@ func newPodCache(r *Registry, ns string) *podCache {
 // stack (once a minute at most), and since the pod it was about is not
 // known, every subscriber recomputes its set.
 func (pc *podCache) guard(log *logrus.Entry, handle func()) {
-	p := discovery.Catch(handle)
+	p := panics.Catch(handle)
 	if p == nil {
 		return
 	}

@@ -14,6 +14,7 @@ import (
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/panics"
 )
 
 // panickingSubscribe is a namingClient whose Subscribe number at panics.
@@ -90,9 +91,9 @@ func TestSubscriptionPanicIsAnErrorAndItSubscribesAgain(t *testing.T) {
 	})
 	w := watch(t, r, "orders")
 	set, err := nextOf(t, w)
-	var pe *discovery.PanicError
+	var pe *panics.Error
 	if !errors.As(err, &pe) || set != nil || !strings.Contains(err.Error(), "orders") {
-		t.Fatalf("first Next = %v, %v; want a *discovery.PanicError naming the service, no set", set, err)
+		t.Fatalf("first Next = %v, %v; want a *panics.Error naming the service, no set", set, err)
 	}
 	if set, err := nextOf(t, w); err != nil || len(set) != 1 {
 		t.Fatalf("after the restart: Next = %v, %v; want the instance", set, err)
@@ -142,9 +143,9 @@ func TestCallbackPanicIsAnErrorAndTheListIsReadAgain(t *testing.T) {
 	panicking.Store(false)
 
 	set, err := nextOf(t, w)
-	var pe *discovery.PanicError
+	var pe *panics.Error
 	if !errors.As(err, &pe) || set != nil || !strings.Contains(err.Error(), "orders") {
-		t.Fatalf("Next after the panic = %v, %v; want a *discovery.PanicError naming the service, no set", set, err)
+		t.Fatalf("Next after the panic = %v, %v; want a *panics.Error naming the service, no set", set, err)
 	}
 	open() // the SDK's copy can be read
 	if set, err := nextOf(t, w); err != nil || len(set) != 2 {

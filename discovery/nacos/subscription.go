@@ -15,6 +15,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/panics"
 )
 
 // subscription is the one SDK subscription of a group and service, shared
@@ -43,7 +44,7 @@ type subscription struct {
 	hasPending bool
 	reread     bool // a callback panicked: its list is lost, read the SDK's copy
 
-	panics discovery.PanicLog // the callback's, which the SDK may call on every push
+	panics panics.Log // the callback's, which the SDK may call on every push
 
 	lost      chan struct{} // capacity 1: the registry closed the client
 	done      chan struct{} // closed by stop
@@ -114,7 +115,7 @@ func (s *subscription) callbackPanicked() {
 	if v == nil {
 		return
 	}
-	p := discovery.NewPanicError(v)
+	p := panics.New(v)
 	s.panics.Log(s.reg.log.WithField("service", s.key), p,
 		"nacos: the push callback panicked; keeping the last known instances and reading the SDK's copy")
 	s.fail(s.describe(fmt.Errorf("the push callback: %w", p)))

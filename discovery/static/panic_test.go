@@ -14,6 +14,7 @@ import (
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/panics"
 )
 
 // A panic in reading the file, in Open or in the poll's goroutine, made
@@ -76,9 +77,9 @@ func TestFilePanicIsAnErrorAndThePollGoesOn(t *testing.T) {
 				panicking.Store(true)
 			}
 			set, err := next()
-			var pe *discovery.PanicError
+			var pe *panics.Error
 			if !errors.As(err, &pe) || set != nil || !strings.Contains(err.Error(), path) {
-				t.Fatalf("Next while reading panics = %v, %v; want a *discovery.PanicError naming the file, no set", set, err)
+				t.Fatalf("Next while reading panics = %v, %v; want a *panics.Error naming the file, no set", set, err)
 			}
 			time.Sleep(50 * time.Millisecond) // a few polls more, each panicking
 			panicking.Store(false)

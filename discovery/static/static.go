@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/panics"
 	"github.com/remora-mesh/remora/internal/strictyaml"
 	"github.com/remora-mesh/remora/internal/tlsfiles"
 )
@@ -258,7 +259,7 @@ type fileRegistry struct {
 	lastData []byte
 	lastRead bool
 	lastErr  string
-	panics   discovery.PanicLog
+	panics   panics.Log
 
 	mu     sync.Mutex
 	broken error // set until the file was read successfully once
@@ -286,7 +287,7 @@ func (f *fileRegistry) poll() {
 // read is forgotten, so that the next poll reads and applies the file
 // again.
 func (f *fileRegistry) safeCheck(tries int) {
-	p := discovery.Catch(func() { f.check(tries) })
+	p := panics.Catch(func() { f.check(tries) })
 	if p == nil {
 		return
 	}

@@ -21,7 +21,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 
-	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/panics"
 	"github.com/remora-mesh/remora/pkg/node"
 )
 
@@ -127,12 +127,12 @@ func (p *Prober) run(ctx context.Context, n *node.Node) {
 	wait := time.Duration(rand.Float64() * float64(p.cfg.Interval))
 	log := p.log.WithField("node", n.ID)
 	var (
-		flipped bool // the verdict changed; onChange was not called yet
-		panics  discovery.PanicLog
+		flipped  bool // the verdict changed; onChange was not called yet
+		panicked panics.Log
 	)
 	closeChecker := func() {
-		if pe := discovery.Catch(checker.Close); pe != nil {
-			panics.Log(log, pe, "closing the active health check's connection panicked")
+		if pe := panics.Catch(checker.Close); pe != nil {
+			panicked.Log(log, pe, "closing the active health check's connection panicked")
 		}
 	}
 	defer closeChecker()
@@ -145,8 +145,8 @@ func (p *Prober) run(ctx context.Context, n *node.Node) {
 		case <-t.C:
 		}
 		var live bool
-		if pe := discovery.Catch(func() { live = p.round(ctx, checker, n, log, &flipped) }); pe != nil {
-			panics.Log(log, pe, "active health check panicked; the round is skipped, the node's verdict unchanged")
+		if pe := panics.Catch(func() { live = p.round(ctx, checker, n, log, &flipped) }); pe != nil {
+			panicked.Log(log, pe, "active health check panicked; the round is skipped, the node's verdict unchanged")
 			closeChecker() // the next round starts with a new connection
 			live = ctx.Err() == nil
 		}

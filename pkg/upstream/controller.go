@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/panics"
 	"github.com/remora-mesh/remora/pkg/balancer"
 	"github.com/remora-mesh/remora/pkg/canary"
 	"github.com/remora-mesh/remora/pkg/health"
@@ -47,35 +47,25 @@ func (u *Upstream) Run(ctx context.Context, w discovery.Watcher) {
 	c := newController(u)
 	defer c.stop()
 	c.start()
-	for !c.run(ctx.Done(), poller, updates) {
-		// A panic was contained: go on with the state as it is, after a
-		// pause that keeps one that repeats from spinning.
+	var panicked panics.Log
+	for {
+		// A bug in a policy, a probe's callback or the registry's data
+		// must not end the process, whose other upstreams serve on: a
+		// panic keeps the nodes, marked stale with it as their error,
+		// and the loop goes on, after a pause that keeps a panic that
+		// repeats from spinning.
+		p := panics.Catch(func() { c.loop(ctx.Done(), poller, updates) })
+		if p == nil {
+			return
+		}
+		panicked.Log(u.cfg.Log, p, "the upstream's controller panicked; keeping its nodes, marked stale")
+		c.fail(fmt.Errorf("the upstream's controller panicked: %w", p))
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(panicPause):
+		case <-time.After(discovery.PanicPause):
 		}
 	}
-}
-
-// panicPause is how long the controller, or a watcher's follower, waits
-// after a panic it contained before it goes on.
-const panicPause = time.Second
-
-// run is loop with a panic contained: a bug in a policy, a probe's
-// callback or the registry's data must not end the process, whose other
-// upstreams serve on. It reports false when loop panicked; the snapshot
-// keeps its nodes, marked stale with the panic as its error.
-func (c *controller) run(done <-chan struct{}, p discovery.Poller, updates <-chan update) (returned bool) {
-	defer func() {
-		if v := recover(); v != nil {
-			c.u.cfg.Log.WithField("panic", fmt.Sprint(v)).WithField("stack", string(debug.Stack())).
-				Error("the upstream's controller panicked; keeping its nodes")
-			c.fail(fmt.Errorf("the upstream's controller panicked: %v", v))
-		}
-	}()
-	c.loop(done, p, updates)
-	return true
 }
 
 // start readies the controller's clocks and, for an upstream carried over
@@ -194,12 +184,16 @@ func (c *controller) passiveInterval() {
 //
 // A panic in w.Next (the registry's client, its data) is delivered as an
 // error, which keeps the upstream's nodes, and Next is called again after
-// panicPause.
+// discovery.PanicPause.
 func follow(ctx context.Context, w discovery.Watcher, updates chan<- update, log *logrus.Entry) {
 	defer close(updates)
+	var panicked panics.Log
 	for {
-		set, panicked, err := next(ctx, w, log)
-		if err != nil && !panicked && (ctx.Err() != nil || errors.Is(err, discovery.ErrStopped)) {
+		set, p, err := next(ctx, w)
+		if p != nil {
+			panicked.Log(log, p, "the registry watcher panicked; keeping the upstream's nodes, marked stale")
+			err = fmt.Errorf("the registry watcher panicked: %w", p)
+		} else if err != nil && (ctx.Err() != nil || errors.Is(err, discovery.ErrStopped)) {
 			return
 		}
 		select {
@@ -207,9 +201,9 @@ func follow(ctx context.Context, w discovery.Watcher, updates chan<- update, log
 		case <-ctx.Done():
 			return
 		}
-		if panicked {
+		if p != nil {
 			select {
-			case <-time.After(panicPause):
+			case <-time.After(discovery.PanicPause):
 			case <-ctx.Done():
 				return
 			}
@@ -217,16 +211,15 @@ func follow(ctx context.Context, w discovery.Watcher, updates chan<- update, log
 	}
 }
 
-// next is w.Next with a panic logged and returned as an error.
-func next(ctx context.Context, w discovery.Watcher, log *logrus.Entry) (set []discovery.Instance, panicked bool, err error) {
+// next is w.Next, with a panic returned as p.
+func next(ctx context.Context, w discovery.Watcher) (set []discovery.Instance, p *panics.Error, err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			log.WithField("panic", fmt.Sprint(v)).WithField("stack", string(debug.Stack())).Error("the registry watcher panicked; keeping the upstream's nodes")
-			set, panicked, err = nil, true, fmt.Errorf("the registry watcher panicked: %v", v)
+			set, p, err = nil, panics.New(v), nil
 		}
 	}()
 	set, err = w.Next(ctx)
-	return set, false, err
+	return set, nil, err
 }
 
 // update applies one answer of the registry: a set, or an error.

@@ -22,7 +22,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/panics"
 	"github.com/remora-mesh/remora/pkg/balancer"
 	"github.com/remora-mesh/remora/pkg/node"
 	"github.com/remora-mesh/remora/pkg/upstream"
@@ -97,14 +97,14 @@ func Relay(a, b net.Conn, idle, total time.Duration) (aToB, bToA int64) {
 // relayLog and relayPanics log the panics Relay contains.
 var (
 	relayLog    = logrus.NewEntry(logrus.StandardLogger())
-	relayPanics discovery.PanicLog
+	relayPanics panics.Log
 )
 
 const relayPanicked = "tcp: relaying a connection panicked; both its ends are closed"
 
 // relayConns is Relay, returning the panic it contained (the first, if
 // both directions panicked) instead of logging it.
-func relayConns(a, b net.Conn, idle, total time.Duration) (aToB, bToA int64, panicked *discovery.PanicError) {
+func relayConns(a, b net.Conn, idle, total time.Duration) (aToB, bToA int64, panicked *panics.Error) {
 	var once sync.Once
 	closeBoth := func() {
 		once.Do(func() {
@@ -119,12 +119,12 @@ func relayConns(a, b net.Conn, idle, total time.Duration) (aToB, bToA int64, pan
 	var last atomic.Int64 // when a byte last moved either way, in Unix ns
 	last.Store(time.Now().UnixNano())
 	var wg sync.WaitGroup
-	var first atomic.Pointer[discovery.PanicError]
+	var first atomic.Pointer[panics.Error]
 	pipe := func(dst, src net.Conn, n *int64) {
 		defer wg.Done()
 		defer func() {
 			if v := recover(); v != nil {
-				first.CompareAndSwap(nil, discovery.NewPanicError(v))
+				first.CompareAndSwap(nil, panics.New(v))
 				closeBoth() // which ends the other direction
 			}
 		}()
@@ -285,7 +285,7 @@ type Server struct {
 	AccessLog       *logrus.Entry
 	AccessLogSample float64
 
-	panics discovery.PanicLog // the relays'
+	panics panics.Log // the relays'
 
 	mu     sync.Mutex
 	ln     net.Listener
@@ -393,7 +393,7 @@ func (s *Server) handle(c net.Conn) {
 	)
 	defer func() {
 		if v := recover(); v != nil {
-			s.contain(discovery.NewPanicError(v), c, backend, &call, ending)
+			s.contain(panics.New(v), c, backend, &call, ending)
 		}
 	}()
 	up := s.Lookup()
@@ -426,7 +426,7 @@ func (s *Server) handle(c net.Conn) {
 		}
 		c.Close()
 	} else {
-		var p *discovery.PanicError
+		var p *panics.Error
 		in, out, p = relayConns(c, backend, pol.Timeouts.Idle, pol.Timeouts.Total)
 		if p != nil {
 			s.panics.Log(s.log().WithField("upstream", up.Name()).WithField("client", remote), p, relayPanicked)
@@ -448,14 +448,14 @@ func (s *Server) handle(c net.Conn) {
 // contain ends the handling of c after the panic p: it is logged, c and
 // backend (if any) are closed, and call, if it began and was not ending,
 // is ended.
-func (s *Server) contain(p *discovery.PanicError, c, backend net.Conn, call *upstream.Call, ending bool) {
+func (s *Server) contain(p *panics.Error, c, backend net.Conn, call *upstream.Call, ending bool) {
 	s.panics.Log(s.log(), p, "tcp: handling a connection panicked; it is closed, with its node connection")
 	c.Close()
 	if backend != nil {
 		backend.Close()
 	}
 	if !ending && call.Upstream() != nil {
-		if p := discovery.Catch(func() { call.End(false) }); p != nil {
+		if p := panics.Catch(func() { call.End(false) }); p != nil {
 			s.panics.Log(s.log(), p, "tcp: ending the call of a connection whose handling panicked panicked too")
 		}
 	}
