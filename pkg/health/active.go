@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/remora-mesh/remora/internal/panics"
+	"github.com/remora-mesh/remora/internal/shortage"
 	"github.com/remora-mesh/remora/pkg/node"
 )
 
@@ -52,6 +54,10 @@ type Prober struct {
 	client   *http.Client
 	probes   map[string]*probe // by node ID
 	wg       sync.WaitGroup
+	// shortageLogAt is when a skipped round may be logged next (Unix
+	// ns): once a minute for the prober, whose nodes all meet Remora's
+	// shortage at once.
+	shortageLogAt atomic.Int64
 }
 
 type probe struct {
@@ -164,6 +170,15 @@ func (p *Prober) round(ctx context.Context, checker *Checker, n *node.Node, log 
 	err := checker.Check(ctx, n.HostPort)
 	if ctx.Err() != nil {
 		return false
+	}
+	if shortage.Is(err) {
+		// Remora itself is out of descriptors, ports or memory: the
+		// round says nothing of the node, whose verdict stays.
+		if now := time.Now().UnixNano(); now >= p.shortageLogAt.Load() {
+			p.shortageLogAt.Store(now + int64(time.Minute))
+			log.WithError(err).Warn("active health check skipped: Remora is out of local resources (file descriptors, ports or memory); the node's verdict stays")
+		}
+		return true
 	}
 	h := &n.Stats.Health
 	if h.ProbeResult(err == nil, err, p.cfg.HealthyThreshold, p.cfg.UnhealthyThreshold) {

@@ -8,11 +8,11 @@ import (
 	"net/http"
 	"slices"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/remora-mesh/remora/internal/shortage"
 	"github.com/remora-mesh/remora/pkg/balancer"
 	"github.com/remora-mesh/remora/pkg/canary"
 	"github.com/remora-mesh/remora/pkg/health"
@@ -498,20 +498,9 @@ func IsConnectError(err error) bool {
 }
 
 // IsLocalResourceError reports whether err is a connect error that says
-// Remora itself ran out of something, whatever the node: file descriptors
-// (EMFILE, ENFILE), kernel memory (ENOBUFS, ENOMEM) or ephemeral ports
-// (EADDRNOTAVAIL: connect cannot assign a local address).
-func IsLocalResourceError(err error) bool {
-	var errno syscall.Errno
-	if !IsConnectError(err) || !errors.As(err, &errno) {
-		return false
-	}
-	switch errno {
-	case syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.EADDRNOTAVAIL:
-		return true
-	}
-	return false
-}
+// Remora itself ran out of something, whatever the node (see package
+// shortage).
+func IsLocalResourceError(err error) bool { return shortage.Is(err) }
 
 // localResourcesLog holds the warning about ErrLocalResources to one a
 // minute, for the process: the resources are the process's, and every
