@@ -59,6 +59,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"math/rand/v2"
 	"net"
@@ -189,7 +190,7 @@ func (o *Options) Open(env discovery.Env) (discovery.Registry, error) {
 		MaxIdleConnsPerHost: 64, // one long poll per watched service
 		IdleConnTimeout:     90 * time.Second,
 	}
-	httpClient := &http.Client{Transport: transport}
+	httpClient := &http.Client{Transport: boundedTransport{transport}}
 	client, err := api.NewClient(&api.Config{
 		Address:    o.Address,
 		Scheme:     o.Scheme,
@@ -369,4 +370,61 @@ func (r *registry) forget(w *watcher) {
 	r.mu.Lock()
 	delete(r.watchers, w)
 	r.mu.Unlock()
+}
+
+// maxAnswerBytes bounds one answer of the agent. A service's health list
+// of thousands of instances takes a few MiB; one instance with a huge
+// Meta value (a bug, or a hostile registration) would otherwise be read
+// whole, and again at every change, until the sidecar ran out of memory.
+// A variable for tests.
+var maxAnswerBytes int64 = 64 << 20
+
+// boundedTransport fails an answer larger than maxAnswerBytes: the watch
+// then reports a registry error (the upstream keeps its nodes, stale),
+// naming the size.
+type boundedTransport struct{ http.RoundTripper }
+
+func (t boundedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.RoundTripper.RoundTrip(req)
+	if err != nil {
+		return resp, err
+	}
+	if resp.ContentLength > maxAnswerBytes {
+		resp.Body.Close()
+		return nil, errAnswerTooLarge{req.URL.Path, maxAnswerBytes}
+	}
+	resp.Body = &boundedBody{ReadCloser: resp.Body, left: maxAnswerBytes, path: req.URL.Path}
+	return resp, nil
+}
+
+// boundedBody reads up to left bytes of an answer, and fails past them.
+type boundedBody struct {
+	io.ReadCloser
+	left int64
+	path string
+}
+
+func (b *boundedBody) Read(p []byte) (int, error) {
+	if b.left < 0 {
+		return 0, errAnswerTooLarge{b.path, maxAnswerBytes}
+	}
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1] // one more byte tells a body of exactly the limit from a larger one
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	if b.left < 0 {
+		return 0, errAnswerTooLarge{b.path, maxAnswerBytes}
+	}
+	return n, err
+}
+
+// errAnswerTooLarge is an answer of the agent over maxAnswerBytes.
+type errAnswerTooLarge struct {
+	path  string
+	limit int64
+}
+
+func (e errAnswerTooLarge) Error() string {
+	return fmt.Sprintf("consul: the answer to %s is larger than %d bytes; refused", e.path, e.limit)
 }

@@ -123,6 +123,14 @@ func (o *Options) files(baseDir string) (password string, tc *tls.Config, err er
 	return password, tc, errors.Join(errs...)
 }
 
+// maxAnswerBytes bounds one answer of etcd (a range of a service's keys,
+// a watch's events). A service of thousands of instances takes a few MiB;
+// a huge value (a bug, a hostile write) would otherwise be read whole,
+// and again at every change, until the sidecar ran out of memory. Over
+// it, the read fails as a registry error (the upstream keeps its nodes,
+// stale). A variable for tests.
+var maxAnswerBytes = 64 << 20
+
 // Open implements discovery.Options. It reads the password and TLS files
 // (it fails only when a file that Check accepted cannot be read any more)
 // and returns at once: the client is created in the background and retried
@@ -136,6 +144,8 @@ func (o *Options) Open(env discovery.Env) (discovery.Registry, error) {
 		Username:             o.Username,
 		Password:             string(o.Password),
 		Logger:               zap.NewNop(),
+		MaxCallRecvMsgSize:   maxAnswerBytes, // clientv3's default is 2 GiB
+
 		// Reconnect quickly once etcd is back: gRPC's default backoff
 		// grows to two minutes. 800 ms + 20% jitter keeps a reconnect
 		// within a second of etcd answering.
