@@ -45,6 +45,17 @@ func newLogger(w io.Writer, level, format string) (*logrus.Logger, error) {
 	return l, nil
 }
 
+// asStandardLogger makes logrus's standard logger write as l does (its
+// output, format and level): what logs through it (a union of registries
+// or a relay containing a panic, which have no logger of their own; a
+// library) then reads as the process log, in its queue.
+func asStandardLogger(l *logrus.Logger) {
+	std := logrus.StandardLogger()
+	std.SetOutput(l.Out)
+	std.SetFormatter(l.Formatter)
+	std.SetLevel(l.GetLevel())
+}
+
 func jsonFormatter() *logrus.JSONFormatter {
 	return &logrus.JSONFormatter{TimestampFormat: TimestampFormat}
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sirupsen/logrus"
 )
 
 // millis matches an RFC 3339 time with exactly three fractional digits.
@@ -76,4 +78,29 @@ func jsonTime(line string) (string, error) {
 	}
 	err := json.Unmarshal([]byte(line), &v)
 	return v.Time, err
+}
+
+// What logs through logrus's standard logger (a union of registries or a
+// relay containing a panic) is written as the process log is: its
+// output, format and level, not logrus's text on standard error.
+func TestStandardLoggerWritesAsTheProcessLog(t *testing.T) {
+	std := logrus.StandardLogger()
+	out, formatter, level := std.Out, std.Formatter, std.GetLevel()
+	defer func() {
+		std.SetOutput(out)
+		std.SetFormatter(formatter)
+		std.SetLevel(level)
+	}()
+	var buf bytes.Buffer
+	l, err := newLogger(&buf, "warn", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	asStandardLogger(l)
+	logrus.Info("below the level")
+	logrus.WithField("part", 1).Error("contained")
+	var line map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil || line["msg"] != "contained" || line["part"] != 1.0 {
+		t.Fatalf("the standard logger wrote %q (%v); want one JSON line of the process log", buf.String(), err)
+	}
 }

@@ -278,6 +278,7 @@ func cmdRun(o *cmdOpts, args []string, _, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 2
 	}
+	asStandardLogger(log)
 	// SIGHUP from now on asks for a reload once serving: its default
 	// action would end the process while it starts.
 	hup := make(chan os.Signal, 1)
