@@ -572,7 +572,6 @@ func (p *Proxy) reverse(ctx context.Context, w http.ResponseWriter, r *http.Requ
 			aborted = true
 		}
 	}()
-	st.rw = w
 	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, exchangeKey{}, st)))
 	return false
 }
@@ -594,9 +593,6 @@ type exchange struct {
 	newID     bool
 	ruleResp  *HeaderRules
 	respRules *HeaderRules
-	// rw is the ResponseWriter ReverseProxy writes to (see
-	// flushingBody).
-	rw http.ResponseWriter
 	// out counts what went to the client, for the access log.
 	out bytesWritten
 	// errStatus is the status fail answered with.
@@ -843,33 +839,8 @@ func modifyResponse(resp *http.Response) error {
 	if st := exchangeOf(resp.Request.Context()); st != nil {
 		st.ruleResp.apply(resp.Header)
 		st.respRules.apply(resp.Header)
-		if resp.ContentLength < 0 && resp.StatusCode != http.StatusSwitchingProtocols && st.rw != nil && resp.Body != nil && resp.Body != http.NoBody {
-			resp.Body = &flushingBody{ReadCloser: resp.Body, w: st.rw}
-		}
 	}
 	return nil
-}
-
-// flushingBody is the body of an answer of unknown length (chunked, or
-// until the node closes): its first read flushes the head. ReverseProxy
-// flushes such an answer as it copies it, and arms a flush of the head
-// at once; on net/http's server and Transport that flush comes before
-// the body's end, and the answer goes out chunked, even an empty one.
-// Remora's node connection gives an empty body's end at once, and its
-// server would then frame the answer with Content-Length: 0. Flushing
-// the head before the body is read gives the client net/http's framing.
-type flushingBody struct {
-	io.ReadCloser
-	w       http.ResponseWriter
-	flushed bool
-}
-
-func (b *flushingBody) Read(p []byte) (int, error) {
-	if !b.flushed {
-		b.flushed = true
-		_ = http.NewResponseController(b.w).Flush()
-	}
-	return b.ReadCloser.Read(p)
 }
 
 // attemptsTransport is ReverseProxy's transport: it makes the request's
@@ -884,7 +855,6 @@ func (attemptsTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	if resp := st.prefetched; resp != nil {
 		st.prefetched = nil // the direct path's answer (see forwardDirect)
-		resp.Request = req  // with the exchange in its context, for modifyResponse
 		return watchBody(st, resp), nil
 	}
 	up, base := st.call.Upstream(), st.tr
