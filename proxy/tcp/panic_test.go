@@ -162,10 +162,19 @@ func TestPanicClosesTheConnectionOnly(t *testing.T) {
 			if _, err := io.ReadFull(second, buf); err != nil || string(buf) != "pong" {
 				t.Fatalf("the next connection: %q %v; want it relayed", buf, err)
 			}
+			// The panic is logged once its relay has ended both ways,
+			// which may be after the client saw its connection close
+			// and the next one relayed.
 			var logged []*logrus.Entry
-			for _, e := range hook.AllEntries() {
-				if e.Level == logrus.ErrorLevel {
-					logged = append(logged, e)
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+				logged = logged[:0]
+				for _, e := range hook.AllEntries() {
+					if e.Level == logrus.ErrorLevel {
+						logged = append(logged, e)
+					}
+				}
+				if len(logged) > 0 || time.Now().After(deadline) {
+					break
 				}
 			}
 			if len(logged) != 1 || logged[0].Data["panic"] != tc.wantReason || !strings.Contains(logged[0].Data["stack"].(string), "panic_test.go") {
