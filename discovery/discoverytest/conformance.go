@@ -278,3 +278,16 @@ func FreePort(t testing.TB) int {
 	}
 	return port
 }
+
+// Next is w.Next within 5 s: a Next that has not returned by then fails
+// the test.
+func Next(t testing.TB, w discovery.Watcher) ([]discovery.Instance, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	set, err := w.Next(ctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		t.Fatal("Next did not return within 5s")
+	}
+	return set, err
+}

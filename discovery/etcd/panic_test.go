@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/discovery/discoverytest"
 	"github.com/remora-mesh/remora/discovery/etcd"
 	"github.com/remora-mesh/remora/internal/panics"
 )
@@ -62,16 +63,7 @@ func TestWatcherPanicIsAnErrorAndTheWatcherGoesOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Stop()
-	next := func() ([]discovery.Instance, error) {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		set, err := w.Next(ctx)
-		if errors.Is(err, context.DeadlineExceeded) {
-			t.Fatal("Next did not return within 5s")
-		}
-		return set, err
-	}
+	next := func() ([]discovery.Instance, error) { return discoverytest.Next(t, w) }
 	if set, err := next(); err != nil || len(set) != 1 || set[0].ID != "a" {
 		t.Fatalf("first Next = %v, %v; want instance a", set, err)
 	}
