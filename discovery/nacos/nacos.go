@@ -267,8 +267,13 @@ const (
 	defaultBackoffBase = 250 * time.Millisecond
 	defaultBackoffMax  = time.Second           // a returning server is seen within about a second
 	defaultSettle      = 50 * time.Millisecond // after a client connects, before it is used
-	defaultEmptyGrace  = 10 * time.Second      // see subscription.deliver
-	maxProbeTimeout    = time.Second
+	// defaultEmptyGrace is how long a restarted server's list may lack an
+	// application's instances (see subscription.deliver): an SDK client
+	// tries to reconnect up to 5 s apart after a long outage and registers
+	// again on its next redo round; 30 s covers both with room for a
+	// loaded server.
+	defaultEmptyGrace = 30 * time.Second
+	maxProbeTimeout   = time.Second
 
 	// defaultReadBack is how often each registration is looked for in the
 	// server's pushed list of its service (see registration.verify): a

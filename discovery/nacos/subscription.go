@@ -380,7 +380,7 @@ func (s *subscription) follow(log *logrus.Entry) {
 			s.holdC = nil
 			if s.held {
 				log.WithFields(logrus.Fields{"held": r.emptyGrace, "instances": len(s.latest)}).
-					Warn("nacos: the server still does not list every instance again; applying its list")
+					Warn("nacos: the server still does not list every cluster's instances again; applying its list")
 				latest := s.latest
 				if latest == nil {
 					latest = []model.Instance{}
@@ -417,18 +417,20 @@ func (s *subscription) refresh(c namingClient) {
 
 // errNotListedAgain is wrapped by the error watchers get while the
 // server's list is held.
-var errNotListedAgain = errors.New("the server lists no instances of a cluster right after the subscription was made again")
+var errNotListedAgain = errors.New("the server lists no usable instance of a cluster right after the subscription was made again")
 
 // deliver publishes a list read from the server, except a suspicious one.
 // A server that restarted lists no ephemeral instances until their
 // applications' clients have reconnected and registered them again
 // (Polaris and Nacos keep ephemeral instances only with their
-// connections). So in the first emptyGrace after subscribing again (on a
-// new client, or after the disk cache was served), a list in which a
-// cluster the subscription had instances of then (base) has none is held
-// for that cluster: the watchers get the list plus that cluster's last
-// known instances, marked stale with errNotListedAgain, until the server
-// lists instances of every such cluster or emptyGrace has passed, when
+// connections), or lists them unhealthy until then. So in the first
+// emptyGrace after subscribing again (on a new client, or after the disk
+// cache was served), a list in which a cluster the subscription had usable
+// instances of then (base) has none is held for that cluster: the
+// watchers get the list with that cluster's last known instances in place
+// of its listed ones, marked stale with errNotListedAgain, until the
+// server lists usable instances of every such cluster or emptyGrace has
+// passed, when
 // the server's list is applied as it is. That is the whole list when the
 // server lists nothing at all; per cluster, an upstream limited to some
 // clusters keeps its nodes while another cluster's instances come back
@@ -436,12 +438,12 @@ var errNotListedAgain = errors.New("the server lists no instances of a cluster r
 // server states that the instances are gone. Only run calls it.
 func (s *subscription) deliver(hosts []model.Instance) {
 	if time.Now().Before(s.holdUntil) {
-		if merged, missing := withEmptyClusters(hosts, s.base); missing > 0 {
+		if merged, missing := withHeldClusters(hosts, s.base); missing > 0 {
 			if !s.held {
 				s.held = true
 				s.holdC = time.After(time.Until(s.holdUntil))
 				s.reg.log.WithFields(logrus.Fields{"service": s.key, "hold": s.reg.emptyGrace, "kept": missing}).
-					Warn("nacos: the server lists no instances of a cluster right after reconnecting; keeping its last known ones while their applications register again")
+					Warn("nacos: the server lists no usable instance of a cluster right after reconnecting; keeping its last known ones while their applications register again")
 			}
 			s.latest = hosts
 			if len(hosts) > 0 {
@@ -456,26 +458,55 @@ func (s *subscription) deliver(hosts []model.Instance) {
 	s.publish(hosts)
 }
 
-// withEmptyClusters returns hosts with the instances of base whose cluster
-// has none in hosts appended, and how many those are.
-func withEmptyClusters(hosts, base []model.Instance) ([]model.Instance, int) {
-	listed := make(map[string]bool)
-	for i := range hosts {
-		listed[clusterOf(&hosts[i])] = true
+// withHeldClusters returns hosts in which every cluster that had a usable
+// (healthy and enabled) instance in base but has none in hosts is replaced
+// by its instances in base, and how many instances of base it kept. A
+// restarted server may list an application's instance as unhealthy (from
+// its store, before the application's client is back) as well as not at
+// all: both are "not listed again" here.
+func withHeldClusters(hosts, base []model.Instance) ([]model.Instance, int) {
+	listed := usableClusters(hosts)
+	var held map[string]bool
+	for i := range base {
+		if c := clusterOf(&base[i]); usable(&base[i]) && !listed[c] {
+			if held == nil {
+				held = make(map[string]bool)
+			}
+			held[c] = true
+		}
 	}
-	out := hosts
+	if held == nil {
+		return hosts, 0
+	}
+	out := make([]model.Instance, 0, len(hosts)+len(base))
+	for i := range hosts {
+		if !held[clusterOf(&hosts[i])] {
+			out = append(out, hosts[i])
+		}
+	}
 	kept := 0
 	for i := range base {
-		if !listed[clusterOf(&base[i])] {
-			if kept == 0 {
-				out = slices.Clone(hosts)
-			}
+		if held[clusterOf(&base[i])] {
 			out = append(out, base[i])
 			kept++
 		}
 	}
 	return out, kept
 }
+
+// usableClusters returns the clusters with a usable instance in hosts.
+func usableClusters(hosts []model.Instance) map[string]bool {
+	out := make(map[string]bool)
+	for i := range hosts {
+		if usable(&hosts[i]) {
+			out[clusterOf(&hosts[i])] = true
+		}
+	}
+	return out
+}
+
+// usable reports whether Remora would route to h (see toInstance).
+func usable(h *model.Instance) bool { return h.Healthy && h.Enable }
 
 // currentHosts returns the last list published.
 func (s *subscription) currentHosts() []model.Instance {

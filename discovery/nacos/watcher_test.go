@@ -549,6 +549,60 @@ func TestEmptyClusterAfterReconnectHeld(t *testing.T) {
 	waitPorts(t, wb, 2)
 }
 
+// After a reconnect, a server that lists the instances it had before as
+// unhealthy (restored from its store before their applications' clients
+// are back) is held like one that lists none: the upstream does not lose
+// every usable node. A cluster with a usable instance is applied, and so
+// is the list once its instances are healthy again.
+func TestUnhealthyListAfterReconnectHeld(t *testing.T) {
+	f := newFake()
+	r := fakeRegistry(t, f)
+	r.emptyGrace = time.Minute // before any Watch
+	f.push(DefaultGroup, "s", host("10.0.0.1", 1, "A", 1, nil), host("10.0.0.2", 2, "B", 1, nil))
+	w := watch(t, r, "s")
+	waitPorts(t, w, 1, 2)
+
+	f.setHealthy(false)
+	waitCond(t, "the client closed", func() bool { return f.registered(DefaultGroup, "s") == 0 })
+	sick := func(h model.Instance) model.Instance { h.Healthy = false; return h }
+	f.push(DefaultGroup, "s", sick(host("10.0.0.1", 1, "A", 1, nil)), host("10.0.0.2", 2, "B", 1, nil))
+	f.setHealthy(true)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	for {
+		set, err := w.Next(ctx)
+		if ctx.Err() != nil {
+			t.Fatal("no errNotListedAgain after reconnecting")
+		}
+		for _, in := range set {
+			if !in.Healthy {
+				t.Fatalf("a node of the held cluster went unhealthy: %s", discoverytest.Describe(set))
+			}
+		}
+		if errors.Is(err, errNotListedAgain) {
+			break
+		}
+	}
+	// A watcher added meanwhile gets the held set.
+	if set, err := watch(t, r, "s").Next(ctx); err != nil || !slices.Equal(ports(set), []int{1, 2}) || !set[0].Healthy {
+		t.Fatalf("a new watcher while held: %s, %v; want both nodes, healthy", discoverytest.Describe(set), err)
+	}
+	f.push(DefaultGroup, "s", sick(host("10.0.0.1", 1, "A", 1, nil)), host("10.0.0.3", 3, "B", 1, nil))
+	set := waitPorts(t, w, 1, 3) // cluster B is news; A still held
+	for _, in := range set {
+		if !in.Healthy {
+			t.Fatalf("cluster A's node went unhealthy while held: %s", discoverytest.Describe(set))
+		}
+	}
+	f.push(DefaultGroup, "s", host("10.0.0.1", 1, "A", 1, nil), host("10.0.0.3", 3, "B", 1, nil))
+	discoverytest.WaitFor(t, w, wait, "the list applied", func(s []discovery.Instance) bool { return len(s) == 2 && s[0].Healthy && s[1].Healthy })
+	// From then on an unhealthy instance is the server's word.
+	f.push(DefaultGroup, "s", sick(host("10.0.0.1", 1, "A", 1, nil)), host("10.0.0.3", 3, "B", 1, nil))
+	discoverytest.WaitFor(t, w, wait, "A's node unhealthy", func(s []discovery.Instance) bool {
+		return len(s) == 2 && slices.ContainsFunc(s, func(in discovery.Instance) bool { return in.Port == 1 && !in.Healthy })
+	})
+}
+
 // A held empty list is applied once the grace period has passed without
 // the server listing any instance.
 func TestEmptyListAfterReconnectAppliedAfterGrace(t *testing.T) {
