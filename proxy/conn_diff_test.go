@@ -6,6 +6,7 @@ import (
 	"io"
 	"log"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -104,4 +105,37 @@ func FuzzConnectionState(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, split uint16, mode uint8) {
 		h1diff.Fuzz(t, diffLimits, remoraProxy(diffLimits), data, split, mode)
 	})
+}
+
+// A node's answer of unknown length (chunked, or until the node closes)
+// reaches the client with its head flushed first, as net/http's server
+// and ReverseProxy send it when ReverseProxy's immediate flush wins (as it
+// nearly always does on net/http's Transport): chunked, even when empty.
+// Remora's node connection gives an empty body's end at once; without
+// the head's flush, its server would frame the answer Content-Length: 0
+// in most runs. The differential cases accept either framing (the
+// reference gives both); this test requires the deterministic one.
+func TestUnknownLengthAnswerGoesOutChunked(t *testing.T) {
+	t.Parallel()
+	byName := map[string]h1diff.Case{}
+	for _, c := range h1diff.Cases(diffLimits) {
+		byName[c.Name] = c
+	}
+	for _, name := range []string{"node/empty chunked answer", "node/empty chunked 205", "node/empty answer until close"} {
+		c, ok := byName[name]
+		if !ok {
+			t.Fatalf("no case %q", name)
+		}
+		for range 3 {
+			got, err := h1diff.Run(c, remoraProxy(diffLimits))
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw := string(got.Clients[0].Raw)
+			first, _, _ := strings.Cut(raw, "\r\n\r\n")
+			if !strings.Contains(first, "Transfer-Encoding: chunked") || strings.Contains(first, "Content-Length") {
+				t.Fatalf("%s: the answer's head %q; want it chunked, without Content-Length", name, first)
+			}
+		}
+	}
 }

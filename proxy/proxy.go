@@ -572,9 +572,37 @@ func (p *Proxy) reverse(ctx context.Context, w http.ResponseWriter, r *http.Requ
 			aborted = true
 		}
 	}()
-	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, exchangeKey{}, st)))
+	st.head.ResponseWriter = w
+	p.rp.ServeHTTP(&st.head, r.WithContext(context.WithValue(ctx, exchangeKey{}, st)))
 	return false
 }
+
+// headFlusher is the ResponseWriter ReverseProxy writes an exchange's
+// answer to. For an answer of unknown length (flush), ReverseProxy arms a
+// flush of the head at once, on a timer goroutine of its own, and copies
+// the body: on net/http's Transport that flush nearly always comes before
+// an empty body's end, and the answer goes out chunked; Remora's node
+// connection gives the end at once, and its server would then frame the
+// answer with Content-Length: 0. headFlusher flushes the head as it is
+// written, on ReverseProxy's goroutine before it arms its timer (so the
+// two flushes never run at once): the client gets net/http's framing,
+// whatever the timing.
+type headFlusher struct {
+	http.ResponseWriter
+	flush bool // the final answer is of unknown length (see watchBody)
+}
+
+func (h *headFlusher) WriteHeader(code int) {
+	h.ResponseWriter.WriteHeader(code)
+	if h.flush && code >= http.StatusOK {
+		h.flush = false
+		_ = http.NewResponseController(h.ResponseWriter).Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the writer's own capabilities
+// (Flush, Hijack for upgrades).
+func (h *headFlusher) Unwrap() http.ResponseWriter { return h.ResponseWriter }
 
 // exchange is the per-request state shared by the hooks. It is used by the
 // request's own goroutine only (RoundTrip runs on it).
@@ -620,6 +648,8 @@ type exchange struct {
 	// nodeBroke: the node broke the answer off after its head (a read of
 	// its body failed), as opposed to the client.
 	nodeBroke bool
+	// head is what ReverseProxy writes to (see reverse).
+	head headFlusher
 }
 
 // isGRPC reports whether resp is a gRPC response.
@@ -902,7 +932,11 @@ func (attemptsTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // watchBody has st note when the node breaks resp's body off: a read that
 // fails otherwise than at its end. A switch of protocols is left as it is
 // (its body is the connection, which ReverseProxy relays itself).
+//
+// It also tells st.head whether ReverseProxy will stream resp (its length
+// is unknown), so that its head goes out first, as from net/http.
 func watchBody(st *exchange, resp *http.Response) *http.Response {
+	st.head.flush = resp.ContentLength < 0 && resp.StatusCode != http.StatusSwitchingProtocols
 	if resp.StatusCode != http.StatusSwitchingProtocols && resp.Body != nil && resp.Body != http.NoBody {
 		resp.Body = &nodeBody{rc: resp.Body, st: st}
 	}
