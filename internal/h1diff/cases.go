@@ -23,6 +23,7 @@ func withHeader(method, path, lines, body string) string {
 func send(s string) Step          { return Step{Send: s} }
 func then(s string) Step          { return Step{Pause: 120 * time.Millisecond, Send: s} }
 func conns(cs ...[]Step) [][]Step { return cs }
+func halfClose(s string) Step     { return Step{Send: s, CloseWrite: true} }
 func steps(s ...Step) []Step      { return s }
 
 // answerFor answers the requests whose target has a key with its answer,
@@ -271,6 +272,16 @@ func Cases(lim Limits) []Case {
 		{Name: "client/empty Host", Conns: conns(steps(send("GET /1 HTTP/1.1\r\nHost: \r\n\r\n" + get("/2"))))},
 		{Name: "client/HTTP/1.0 with a body, then more", Conns: conns(steps(send("POST /1 HTTP/1.0\r\nHost: svc\r\nContent-Length: 3\r\n\r\nabc" + get("/evil"))))},
 		{Name: "client/HTTP/0.9", Conns: conns(steps(send("GET /1\r\n\r\n")))},
+		{Name: "client/half-closes inside a POST body", Conns: conns(steps(halfClose(post("/1", "hello")[:len(post("/1", "hello"))-2])))},
+		{Name: "client/half-closes inside a head", Conns: conns(steps(halfClose("GET /1 HTTP/1.1\r\nHost: svc\r\n")))},
+		{Name: "client/half-closes inside a header line", Conns: conns(steps(halfClose("GET /1 HTTP/1.1\r\nHost: s")))},
+		{Name: "client/half-closes inside the request line", Conns: conns(steps(halfClose("GET /1 HT")))},
+		{Name: "client/half-closes after the request line", Conns: conns(steps(halfClose("GET /1 HTTP/1.1\r\n")))},
+		{Name: "client/half-closes after an empty line", Conns: conns(steps(halfClose("\r\n")))},
+		{Name: "client/half-closes at once", Conns: conns(steps(Step{CloseWrite: true}))},
+		{Name: "client/half-closes inside a second head", Conns: conns(steps(send(get("/1")), Step{Pause: 120 * time.Millisecond, Send: "GET /2 HTTP/1.1\r\nHo", CloseWrite: true}))},
+		{Name: "client/half-closes inside a head after a POST", Conns: conns(steps(send(post("/1", "hello")), Step{Pause: 120 * time.Millisecond, Send: "\r\nGET /2 HTTP/1.1\r\n", CloseWrite: true}))},
+		{Name: "client/half-closes after a GET, later", Conns: conns(steps(send(get("/1")), Step{Pause: 120 * time.Millisecond, CloseWrite: true}))},
 		{Name: "client/request ends in the middle, client stays", Conns: conns(steps(send(get("/1") + "GET /2 HTTP/1.1\r\nHost: svc\r\n"))), Wait: slow},
 		{Name: "client/body of a GET sent slowly", Conns: conns(steps(send(withHeader("GET", "/1", "Content-Length: 6\r\n", "abc")), then("def"), then(get("/2"))))},
 

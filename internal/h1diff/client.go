@@ -12,10 +12,13 @@ import (
 	"time"
 )
 
-// Step is one write of a raw client: Send after waiting Pause.
+// Step is one write of a raw client: Send after waiting Pause, then, with
+// CloseWrite, the end of what the client sends (a TCP half-close: it
+// still reads).
 type Step struct {
-	Pause time.Duration
-	Send  string
+	Pause      time.Duration
+	Send       string
+	CloseWrite bool
 }
 
 // Outcome is what a client received on one connection.
@@ -122,6 +125,11 @@ func Exchange(addr string, steps []Step, w Wait) (Outcome, error) {
 		}
 		if _, err := io.WriteString(c, s.Send); err != nil {
 			break // the proxy closed: what it sent is the outcome
+		}
+		if s.CloseWrite {
+			if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+				break
+			}
 		}
 	}
 	sent := time.Now()

@@ -853,9 +853,12 @@ func (c *srvConn) buffered() []byte {
 }
 
 // isCommonNetReadError reports a client that went away or timed out while
-// a request head was awaited: the connection just closes.
+// a request head was awaited: the connection just closes. As net/http's,
+// it does not cover an end inside a head (io.ErrUnexpectedEOF: a client
+// that half-closed there): net/http answers that 400, and so does the
+// hand-over.
 func isCommonNetReadError(err error) bool {
-	if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
+	if err == io.EOF || errors.Is(err, net.ErrClosed) {
 		return true
 	}
 	var ne net.Error
