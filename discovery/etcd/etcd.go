@@ -27,14 +27,17 @@
 // 1 s, with jitter, until it succeeds or the registry closes. Until then
 // every watcher's Next reports why (etcd unreachable, authentication
 // failed) and Register keeps its registrations waiting; once connected,
-// the watchers list their services at once. Only a config error (a missing
-// password or TLS file) makes Open fail.
+// the watchers list their services at once. A panic in creating the
+// client is a failed attempt, logged with its stack. Only a config error (a
+// missing password or TLS file) makes Open fail.
 //
 // # Registering
 //
 // Register writes the local instance under its key with a lease and keeps
 // it there: one reconciler goroutine per registration holds the wanted value
-// and converges etcd on it (see register.go).
+// and converges etcd on it (see register.go). A panic in a reconciler is
+// logged with its stack and makes its registration down until it has
+// written the key again, a second later.
 //
 // The configuration is described on Options.
 package etcd
@@ -61,6 +64,7 @@ import (
 	"google.golang.org/grpc/backoff"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/panics"
 	"github.com/remora-mesh/remora/internal/retry"
 	"github.com/remora-mesh/remora/internal/secret"
 	"github.com/remora-mesh/remora/internal/tlsfiles"
@@ -269,10 +273,23 @@ func newRegistry(connect func(context.Context) (Client, error), prefix string, e
 
 // connectLoop creates the client: at once when etcd answers (and accepts
 // the credentials), else again after a backoff of at most a second.
+//
+// A panic in connect (clientv3.New, the dial, the authentication) is a
+// failed attempt: it is logged with its stack (once a minute at most),
+// it is the error watchers report and registrations wait on (a
+// *panics.Error), and the client is created again after the backoff.
 func (r *Registry) connectLoop(connect func(context.Context) (Client, error)) {
-	var lastMsg string
+	var (
+		lastMsg string
+		logged  panics.Log
+	)
 	for attempt := 1; ; attempt++ {
-		cli, err := connect(r.ctx)
+		var cli Client
+		var err error
+		if p := panics.Catch(func() { cli, err = connect(r.ctx) }); p != nil {
+			logged.Log(r.log, p, "etcd: creating the client panicked; retrying (watchers keep their last instances)")
+			cli, err, lastMsg = nil, p, p.Error()
+		}
 		r.mu.Lock()
 		if r.ctx.Err() != nil {
 			r.mu.Unlock()

@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/panics"
 	"github.com/remora-mesh/remora/internal/retry"
 )
 
@@ -41,7 +42,9 @@ import (
 // A failed step is retried after a backoff of 100 ms doubling to 1 s, with
 // jitter; a request waits for etcd up to opTimeout (clientv3 waits for a
 // connection, so a request pending when etcd returns goes through at once).
-// An old lease is revoked once the key is under a new one.
+// An old lease is revoked once the key is under a new one. A panic in the
+// reconciler is contained to its registration, which is then down until it
+// is written again (see run).
 
 // opTimeout bounds one request of a reconciler.
 const opTimeout = 5 * time.Second
@@ -158,7 +161,7 @@ func encode(inst discovery.Instance) (string, error) {
 // mu guards value, version, done, doneErr, attempted and gone: the wanted
 // state and the outcome of the reconciler's last attempt, which Update and
 // Register wait for. The lease state (held) is owned by the run goroutine;
-// Deregister reads the final lease after run has exited. Update and
+// Deregister reads the final leases after run has exited. Update and
 // Deregister are called by one goroutine at a time; Status by any.
 type registration struct {
 	reg    *Registry
@@ -179,7 +182,9 @@ type registration struct {
 	attempted chan struct{} // closed and replaced after each attempt
 	gone      bool          // Deregister was called
 
-	final clientv3.LeaseID // the lease when run returned
+	// final are the leases held when run returned (the current one, and a
+	// replaced one not revoked yet; 0: none): Deregister revokes them.
+	final [2]clientv3.LeaseID
 }
 
 // held is the lease a reconciler keeps, owned by its run goroutine.
@@ -273,18 +278,58 @@ func (g *registration) wait(ctx context.Context, v uint64) error {
 	}
 }
 
-// run is the reconciler: see the comment at the top of this file.
+// run is the reconciler: see the comment at the top of this file. It owns
+// the lease (held) and the deletion watch (deletions) across reconcile's
+// runs.
+//
+// A panic in reconcile (the client, an answer no test foresaw) is
+// contained to the registration: it is logged with its stack (once a
+// minute at most), the status goes Down with it (a *panics.Error), which is
+// also the outcome Register or Update is waiting for; the deletion watch
+// is ended, and reconcile starts again after discovery.PanicPause (or at
+// once on Update) and writes the value again. The lease outlives the panic
+// with its keep-alive, so the key stays meanwhile and is written again
+// under the same lease; a lease whose keep-alive was not started (the
+// panic came between Grant and KeepAlive's return) is dropped: its
+// keep-alive stopped, it is revoked once the key is under a new one, or by
+// Deregister.
 func (g *registration) run() {
-	var h held
-	d := deletions{retry: true}
+	var (
+		h      held
+		d      = deletions{retry: true}
+		logged panics.Log
+	)
 	defer close(g.exited)
 	defer func() {
 		d.end(false)
 		if h.stopKA != nil {
 			h.stopKA()
 		}
-		g.final = h.lease
+		g.final = [2]clientv3.LeaseID{h.lease, h.old}
 	}()
+	for {
+		p := panics.Catch(func() { g.reconcile(&h, &d) })
+		if p == nil {
+			return
+		}
+		logged.Log(g.log.WithField("key", g.key), p, "etcd: the registration's reconciler panicked; it is down, and written again after a pause")
+		err := fmt.Errorf("etcd: registering %s: %w", g.key, p)
+		g.status.Down(err)
+		_, version := g.wanted()
+		g.finish(version, err)
+		d.end(true)
+		if h.ka == nil {
+			h.drop()
+		}
+		h.applied = 0
+		if !g.sleep(discovery.PanicPause, nil) {
+			return
+		}
+	}
+}
+
+// reconcile is run's loop; it returns when the registration stops.
+func (g *registration) reconcile(h *held, d *deletions) {
 	resync := time.NewTicker(time.Duration(g.ttl) * time.Second)
 	defer resync.Stop()
 	var (
@@ -299,7 +344,7 @@ func (g *registration) run() {
 			cli, err := g.reg.leaser()
 			var ready <-chan struct{} // wakes the backoff when the client connects
 			if err == nil {
-				err = g.apply(cli, &h, value, version)
+				err = g.apply(cli, h, value, version)
 			} else {
 				ready = g.reg.ready
 			}
@@ -362,7 +407,7 @@ func (g *registration) run() {
 			h.applied, lost = 0, true
 		case <-resync.C:
 			d.retry = true
-			if g.check(&h) {
+			if g.check(h) {
 				lost = true
 			}
 		}
@@ -380,13 +425,15 @@ func (g *registration) apply(cli leaser, h *held, value string, version uint64) 
 			return fmt.Errorf("etcd: granting a lease for %s: %w", g.key, err)
 		}
 		kaCtx, stopKA := context.WithCancel(g.ctx)
+		// Held before KeepAlive: should that panic, run still has the
+		// lease and its keep-alive to drop.
+		h.lease, h.stopKA, h.ka, h.applied = resp.ID, stopKA, nil, 0
 		ch, err := cli.KeepAlive(kaCtx, resp.ID)
 		if err != nil {
-			stopKA()
-			h.old = resp.ID
+			h.drop()
 			return fmt.Errorf("etcd: keeping the lease of %s alive: %w", g.key, err)
 		}
-		h.lease, h.stopKA, h.ka, h.applied = resp.ID, stopKA, ch, 0
+		h.ka = ch
 	}
 	ctx, cancel := context.WithTimeout(g.ctx, opTimeout)
 	defer cancel()
@@ -479,8 +526,9 @@ func (g *registration) Update(ctx context.Context, inst discovery.Instance) erro
 }
 
 // Deregister implements discovery.Registration: it stops the reconciler,
-// deletes the key and revokes the lease. If etcd cannot be reached, the
-// error is returned and the key expires with its lease. It is idempotent.
+// deletes the key and revokes the lease, and a replaced one not revoked yet
+// (after a failed or panicked write). If etcd cannot be reached, the error
+// is returned and the key expires with its lease. It is idempotent.
 func (g *registration) Deregister(ctx context.Context) error {
 	g.mu.Lock()
 	already := g.gone
@@ -498,8 +546,10 @@ func (g *registration) Deregister(ctx context.Context) error {
 		return nil // never connected: nothing was written
 	}
 	_, err = cli.Delete(ctx, g.key)
-	if g.final != 0 {
-		_, _ = cli.Revoke(ctx, g.final)
+	for _, id := range g.final {
+		if id != 0 {
+			_, _ = cli.Revoke(ctx, id)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("etcd: deregister %s: %w", g.key, err)
