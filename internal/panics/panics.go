@@ -8,10 +8,11 @@ package panics
 import (
 	"fmt"
 	"runtime/debug"
-	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/remora-mesh/remora/internal/ratelog"
 )
 
 // Error is a panic contained on a goroutine, as an error: a bug (in
@@ -53,9 +54,7 @@ func Catch(f func()) (p *Error) {
 type Log struct {
 	now func() time.Time // time.Now when nil; tests set it
 
-	mu      sync.Mutex
-	logged  time.Time // when a line was last written
-	skipped int       // panics since then, not logged
+	limit ratelog.Limiter
 }
 
 // Log logs p under msg at level error, unless a line was logged less than
@@ -65,16 +64,10 @@ func (l *Log) Log(entry *logrus.Entry, p *Error, msg string) bool {
 	if l.now != nil {
 		now = l.now
 	}
-	t := now()
-	l.mu.Lock()
-	if !l.logged.IsZero() && t.Sub(l.logged) < time.Minute {
-		l.skipped++
-		l.mu.Unlock()
+	ok, skipped := l.limit.Allow(now())
+	if !ok {
 		return false
 	}
-	skipped := l.skipped
-	l.logged, l.skipped = t, 0
-	l.mu.Unlock()
 	entry = entry.WithField("panic", fmt.Sprint(p.Value)).WithField("stack", string(p.Stack))
 	if skipped > 0 {
 		entry = entry.WithField("skipped", skipped)

@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -23,6 +22,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/remora-mesh/remora/internal/panics"
+	"github.com/remora-mesh/remora/internal/ratelog"
 	"github.com/remora-mesh/remora/internal/shortage"
 	"github.com/remora-mesh/remora/pkg/node"
 )
@@ -54,10 +54,9 @@ type Prober struct {
 	client   *http.Client
 	probes   map[string]*probe // by node ID
 	wg       sync.WaitGroup
-	// shortageLogAt is when a skipped round may be logged next (Unix
-	// ns): once a minute for the prober, whose nodes all meet Remora's
-	// shortage at once.
-	shortageLogAt atomic.Int64
+	// shortageLog holds the skipped rounds' line to one a minute for the
+	// prober, whose nodes all meet Remora's shortage at once.
+	shortageLog ratelog.Limiter
 }
 
 type probe struct {
@@ -174,9 +173,9 @@ func (p *Prober) round(ctx context.Context, checker *Checker, n *node.Node, log 
 	if shortage.Is(err) {
 		// Remora itself is out of descriptors, ports or memory: the
 		// round says nothing of the node, whose verdict stays.
-		if now := time.Now().UnixNano(); now >= p.shortageLogAt.Load() {
-			p.shortageLogAt.Store(now + int64(time.Minute))
-			log.WithError(err).Warn("active health check skipped: Remora is out of local resources (file descriptors, ports or memory); the node's verdict stays")
+		if ok, skipped := p.shortageLog.Allow(time.Now()); ok {
+			log.WithError(err).WithField("skipped", skipped).
+				Warn("active health check skipped: Remora is out of local resources (file descriptors, ports or memory); the node's verdict stays (logged once a minute at most; skipped: rounds since the last line)")
 		}
 		return true
 	}

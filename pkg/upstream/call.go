@@ -7,11 +7,11 @@ import (
 	"net"
 	"net/http"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/remora-mesh/remora/internal/ratelog"
 	"github.com/remora-mesh/remora/internal/shortage"
 	"github.com/remora-mesh/remora/pkg/balancer"
 	"github.com/remora-mesh/remora/pkg/canary"
@@ -262,7 +262,7 @@ func (c *Call) attempts(ctx context.Context, replayable bool, send func(n *node.
 			// way, and be blamed).
 			n.Stats.End(0, false)
 			err = fmt.Errorf("%w: %w", ErrLocalResources, err)
-			logLocalResources(c.up, n, err)
+			logLocalResources(c.up, n, err, time.Now())
 			return err
 		}
 		if res.Deferred {
@@ -506,21 +506,16 @@ func IsLocalResourceError(err error) bool { return shortage.Is(err) }
 // minute, for the process: the resources are the process's, and every
 // request may meet the error while they last. The access log and
 // remora_local_answers_total count each.
-var localResourcesLog struct {
-	next    atomic.Int64  // Unix ns before which no warning is logged
-	skipped atomic.Uint64 // errors since the last warning
-}
+var localResourcesLog ratelog.Limiter
 
-// logLocalResources logs err, met by an attempt of u on n, unless a
-// warning went out less than a minute ago.
-func logLocalResources(u *Upstream, n *node.Node, err error) {
-	now := time.Now().UnixNano()
-	next := localResourcesLog.next.Load()
-	if now < next || !localResourcesLog.next.CompareAndSwap(next, now+int64(time.Minute)) {
-		localResourcesLog.skipped.Add(1)
+// logLocalResources logs err, met by an attempt of u on n at now, unless
+// a warning went out less than a minute before.
+func logLocalResources(u *Upstream, n *node.Node, err error, now time.Time) {
+	ok, skipped := localResourcesLog.Allow(now)
+	if !ok {
 		return
 	}
-	u.cfg.Log.WithError(err).WithFields(logrus.Fields{"node": n.ID, "skipped": localResourcesLog.skipped.Swap(0)}).
+	u.cfg.Log.WithError(err).WithFields(logrus.Fields{"node": n.ID, "skipped": skipped}).
 		Warn("out of local resources: requests that meet it get 503 (local_resources), and no node is blamed " +
 			"(logged once a minute at most; skipped: errors since the last line)")
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/remora-mesh/remora/internal/panics"
+	"github.com/remora-mesh/remora/internal/ratelog"
 	"github.com/remora-mesh/remora/pkg/balancer"
 	"github.com/remora-mesh/remora/pkg/node"
 	"github.com/remora-mesh/remora/pkg/upstream"
@@ -231,9 +232,8 @@ type Acceptor struct {
 	// how many came unreported since the last one reported (skipped).
 	Report func(err error, skipped int)
 
-	now      func() time.Time // time.Now; tests inject a clock
-	reported time.Time        // when Report was last called
-	skipped  int              // errors since then, unreported
+	now   func() time.Time // time.Now; tests inject a clock
+	limit ratelog.Limiter
 }
 
 // Accept returns the next connection on ln, or the error that says ln is
@@ -261,14 +261,9 @@ func (a *Acceptor) report(err error) {
 	if a.now != nil {
 		now = a.now()
 	}
-	if !a.reported.IsZero() && now.Sub(a.reported) < time.Minute {
-		a.skipped++
-		return
+	if ok, skipped := a.limit.Allow(now); ok {
+		a.Report(err, skipped)
 	}
-	a.reported = now
-	skipped := a.skipped
-	a.skipped = 0
-	a.Report(err, skipped)
 }
 
 // Server accepts connections on a listener and relays each to a node of
