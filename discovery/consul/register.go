@@ -12,6 +12,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/panics"
 	"github.com/remora-mesh/remora/internal/retry"
 )
 
@@ -31,6 +32,8 @@ import (
 //
 // A failed step is retried after a backoff of 250 ms doubling to 1 s, with
 // jitter, so a returning agent has the service again within about a second.
+// A panic in the reconciler is contained to its registration, which is
+// then down until it is registered again (see run).
 
 // RegistrationTTL is the TTL of the check Remora keeps passing for a
 // registered instance; Consul marks it critical when Remora stops.
@@ -207,9 +210,37 @@ func (g *registration) wait(ctx context.Context, v uint64) error {
 }
 
 // run is the reconciler: see the comment at the top of this file.
+//
+// A panic in reconcile (the agent client, an answer no test foresaw) is
+// contained to the registration: it is logged with its stack (once a
+// minute at most), the status goes Down with it (a *panics.Error), which is
+// also the outcome Register or Update is waiting for, and reconcile starts
+// again after discovery.PanicPause (or at once on Update). Whether the
+// agent took the step the panic cut short is not known, so reconcile
+// registers the whole service again, its TTL check passing: within the
+// pause, well inside the check's TTL, so the check does not go critical.
 func (g *registration) run() {
 	defer g.reg.regWG.Done()
 	defer close(g.exited)
+	var logged panics.Log
+	for {
+		p := panics.Catch(g.reconcile)
+		if p == nil {
+			return
+		}
+		logged.Log(g.log.WithField("id", g.id), p, "consul: the registration's reconciler panicked; it is down, and registered again after a pause")
+		err := fmt.Errorf("consul: registering %s: %w", g.id, p)
+		g.status.Down(err)
+		_, version := g.wanted()
+		g.finish(version, err)
+		if !g.sleep(discovery.PanicPause) {
+			return
+		}
+	}
+}
+
+// reconcile is run's loop; it returns when the registration stops.
+func (g *registration) reconcile() {
 	refresh := time.NewTicker(g.reg.regRefresh)
 	defer refresh.Stop()
 	var (
