@@ -46,7 +46,10 @@
 // about a second. The SDK's own reconnect path is not used: it races with
 // requests made meanwhile (found with -race). Each SDK client also opens a
 // UDP listener for Nacos 1.x pushes, which the SDK never closes; the
-// adapter wakes it on close so that it ends.
+// adapter wakes it on close so that it ends. A panic in supervising the
+// connection (the SDK creating a client or checking it) is a failed
+// connection: it is logged with its stack, the client is closed, and
+// another is created after the backoff.
 //
 // A server that restarted lists no ephemeral instances until their
 // applications have reconnected and registered them again. So in the
@@ -86,7 +89,8 @@
 // The registry is a discovery.Registrar: it registers the local
 // application as an ephemeral instance of its client, registered again on
 // every new client, and whenever the server stops listing it while the
-// connection is up (see register.go).
+// connection is up (see register.go). A panic in keeping a registration is
+// logged with its stack and makes it down until it is announced again.
 //
 // # Logs and secrets
 //
@@ -115,6 +119,7 @@ import (
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/discovery/nacos/internal/sdkguard"
+	"github.com/remora-mesh/remora/internal/panics"
 	"github.com/remora-mesh/remora/internal/retry"
 	"github.com/remora-mesh/remora/internal/tlsfiles"
 )
@@ -395,32 +400,86 @@ func (r *registry) start() {
 // supervise is not waited for by Close: creating a client may block for
 // seconds (login, three connection attempts); a client created after Close
 // is closed here.
+//
+// A panic in a session (the SDK creating a client or answering
+// ServerHealthy, closing one, Remora's own code) is treated as a failed
+// connection: it is logged with its stack (once a minute at most), the
+// session's client, if one was created, stops being used and is closed
+// (retire), every watcher reports the panic (a *panics.Error) and every
+// registration is down with it, and a new client is created after the
+// backoff of a client that did not connect; the registrations are
+// announced again on it. A panic in retiring the client is logged as
+// well; the client is then left to the SDK.
 func (r *registry) supervise() {
+	var logged panics.Log
 	for attempt := 1; ; attempt++ {
-		c, err := r.connect()
-		if err != nil {
-			r.setDown(err)
-			ceiling := r.backoffMax
-			if !errors.Is(err, errNoServer) {
-				ceiling *= 5
+		var (
+			c    namingClient // the session's client, until it is closed
+			stop bool
+			err  error
+		)
+		if p := panics.Catch(func() { stop, err = r.session(&c) }); p != nil {
+			logged.Log(r.log, p, "nacos: supervising the connection panicked; it is treated as a failed connection: the client is closed, and another created after a backoff")
+			err = fmt.Errorf("%w: %w", ErrUnreachable, p)
+			if p := panics.Catch(func() { r.retire(&c, err) }); p != nil {
+				logged.Log(r.log, p, "nacos: closing the client after a panic panicked too; it is left to the SDK")
 			}
-			if !r.sleep(r.ctx, retry.Backoff(attempt, r.backoffBase, ceiling, r.rand)) {
-				return
-			}
+		}
+		switch {
+		case stop:
+			return
+		case err == nil: // the connection was lost: connect again at once
+			attempt = 0
 			continue
 		}
-		attempt = 0
-		if !r.setClient(c) {
-			closeClient(c) // closed meanwhile
+		ceiling := r.backoffMax
+		if !errors.Is(err, errNoServer) {
+			ceiling *= 5
+		}
+		if !r.sleep(r.ctx, retry.Backoff(attempt, r.backoffBase, ceiling, r.rand)) {
 			return
 		}
-		if !r.watchConnection(c) {
-			return
-		}
-		r.setDown(fmt.Errorf("%w: lost the connection", ErrUnreachable))
-		r.fenceRegistrations() // no registration request is still running on c
-		closeClient(c)
 	}
+}
+
+// session is one round of supervise: it connects (err says why it could
+// not), hands the client to the subscriptions and registrations, and
+// watches its connection until it is lost (it then retires the client and
+// returns nil) or the registry closes (stop). *c is the client from its
+// creation until it is closed, for supervise to retire should session
+// panic.
+func (r *registry) session(c *namingClient) (stop bool, err error) {
+	if err := r.connect(c); err != nil {
+		r.setDown(err)
+		return false, err
+	}
+	if !r.setClient(*c) {
+		closeClient(take(c)) // closed meanwhile
+		return true, nil
+	}
+	if !r.watchConnection(*c) {
+		return true, nil // Close closes the client
+	}
+	r.retire(c, fmt.Errorf("%w: lost the connection", ErrUnreachable))
+	return false, nil
+}
+
+// retire records that there is no client, because of err, waits for the
+// registrations' requests on *c to end, and closes *c, if set.
+func (r *registry) retire(c *namingClient, err error) {
+	r.setDown(err)
+	r.fenceRegistrations() // no registration request is still running on c
+	if *c != nil {
+		closeClient(take(c))
+	}
+}
+
+// take returns *c and clears it: a client is closed once, even should
+// closing it panic.
+func take(c *namingClient) namingClient {
+	old := *c
+	*c = nil
+	return old
 }
 
 // noServerError is a probe's error; it is errNoServer too, and prints as
@@ -429,29 +488,31 @@ type noServerError struct{ error }
 
 func (e *noServerError) Unwrap() []error { return []error{e.error, errNoServer} }
 
-// connect returns a connected client.
-func (r *registry) connect() (namingClient, error) {
+// connect sets *c to a connected client, or returns why it could not (and
+// *c is nil). *c is set as soon as the client is created.
+func (r *registry) connect(c *namingClient) error {
 	if r.probe != nil {
 		if err := r.probe(); err != nil {
-			return nil, &noServerError{err}
+			return &noServerError{err}
 		}
 	}
-	c, err := r.dial()
-	if err != nil {
-		return nil, fmt.Errorf("nacos: creating the SDK client: %w", err)
+	var err error
+	if *c, err = r.dial(); err != nil {
+		*c = nil
+		return fmt.Errorf("nacos: creating the SDK client: %w", err)
 	}
-	if !c.ServerHealthy() {
-		closeClient(c)
-		return nil, fmt.Errorf("%w: the SDK client did not connect", ErrUnreachable)
+	if !(*c).ServerHealthy() {
+		closeClient(take(c))
+		return fmt.Errorf("%w: the SDK client did not connect", ErrUnreachable)
 	}
 	// Let the SDK handle its own "connected" event first: it resubscribes
 	// whatever is in its redo list, which would otherwise be sent
 	// concurrently with (and duplicate) the subscriptions made next.
 	if !retry.Sleep(r.ctx, r.settle) {
-		closeClient(c)
-		return nil, r.ctx.Err()
+		closeClient(take(c))
+		return r.ctx.Err()
 	}
-	return c, nil
+	return nil
 }
 
 // errNoServer is wrapped by connect's error when no server accepted a TCP

@@ -15,6 +15,7 @@ import (
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/panics"
 	"github.com/remora-mesh/remora/internal/retry"
 )
 
@@ -39,7 +40,8 @@ import (
 // follows its own service (a watch of it, sharing the one subscription of
 // the service with any upstream's) and, every readBack, looks for itself in
 // the list the server last pushed; if the server no longer lists it, it is
-// announced again (verify, then restore).
+// announced again (verify, then restore). A panic in either is contained to
+// its registration (see step).
 
 // maxNacosWeight is the largest weight a Nacos server accepts.
 const maxNacosWeight = 10000
@@ -69,7 +71,8 @@ var (
 // (fenceRegistrations) before closing it. Lock order: callMu, then the
 // registry's mu; no SDK call is made while holding mu. follow and
 // announcedAt are guarded by callMu too. reg, key, cluster and status are
-// immutable (status records its own changes).
+// immutable (status records its own changes); panicked is safe for
+// concurrent use.
 type registration struct {
 	reg     *registry
 	key     serviceKey // Clusters unused: see cluster
@@ -88,6 +91,8 @@ type registration struct {
 	// readBack is 0 (or it closed before the watch could be made).
 	follow      *watcher
 	announcedAt time.Time // of the last successful announcement
+
+	panicked panics.Log // keepRegistered's panics in verify and restore (see step)
 }
 
 // Status implements discovery.StatusReporter.
@@ -386,7 +391,8 @@ func (r *registry) liveRegistrations() []*registration {
 // keepRegistered is the goroutine that announces the live registrations on
 // each new client (woken by setClient), every readBack announces again
 // those the server no longer lists (verify), and retries failed
-// announcements with backoff, until the registry closes.
+// announcements with backoff, until the registry closes. A panic in one
+// registration's verify or restore is contained to it (see step).
 func (r *registry) keepRegistered() {
 	defer r.regWG.Done()
 	var failures int
@@ -406,7 +412,7 @@ func (r *registry) keepRegistered() {
 		case <-readBack:
 			lost := false
 			for _, g := range r.liveRegistrations() {
-				if g.verify() {
+				if g.step(g.verify, true) {
 					lost = true
 				}
 			}
@@ -417,7 +423,7 @@ func (r *registry) keepRegistered() {
 		retry = nil
 		ok := true
 		for _, g := range r.liveRegistrations() {
-			if !g.restore() {
+			if !g.step(g.restore, false) {
 				ok = false
 			}
 		}
@@ -428,6 +434,32 @@ func (r *registry) keepRegistered() {
 		failures++
 		retry = time.After(r.backoff(failures))
 	}
+}
+
+// step calls f, g's verify or restore for keepRegistered, and returns its
+// result. A panic in it (the SDK, a list no test foresaw) is contained to
+// g: it is logged with its stack (once a minute at most), g's status goes
+// Down with it (a *panics.Error), and g is taken as not announced on the
+// current client, so that restore announces it again there; step then
+// returns onPanic (verify: lost, so restore runs at once; restore:
+// failed, so it runs again after keepRegistered's backoff). callMu, which
+// verify and restore hold while they run, is released as the panic
+// unwinds them, so Update and Deregister are not blocked.
+func (g *registration) step(f func() bool, onPanic bool) bool {
+	var result bool
+	p := panics.Catch(func() { result = f() })
+	if p == nil {
+		return result
+	}
+	g.callMu.Lock()
+	defer g.callMu.Unlock()
+	log := g.reg.log.WithField("service", g.key.subKey())
+	g.panicked.Log(log, p, "nacos: keeping the local instance registered panicked; it is down, and registered again on the current connection")
+	if !g.gone {
+		g.status.Down(g.describe("keep", p))
+		g.gen = 0
+	}
+	return onPanic
 }
 
 // fenceRegistrations waits for every SDK call a registration is making to
