@@ -21,6 +21,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/panics"
 	"github.com/remora-mesh/remora/pkg/health"
 )
 
@@ -198,6 +199,7 @@ type Agent struct {
 	done   chan struct{}
 	kick   chan struct{}          // capacity 1: Reconfigure changed cfg
 	active discovery.Registration // owned by Run
+	panics panics.Log             // the adapter's, see call
 
 	mu        sync.Mutex
 	cfg       Config
@@ -407,7 +409,7 @@ func (a *Agent) Run(ctx context.Context) {
 		switch {
 		case withdrawn && a.active != nil:
 			a.log.Info("withdrawn on request (drain): deregistering")
-			if derr := a.active.Deregister(ctx); derr != nil {
+			if derr := a.call(func() error { return a.active.Deregister(ctx) }); derr != nil {
 				a.log.WithError(derr).Warn("deregistration failed")
 			}
 			a.setActive(nil, 0)
@@ -415,7 +417,8 @@ func (a *Agent) Run(ctx context.Context) {
 			// Kept out until SetWithdrawn(false).
 		case a.active == nil && streak >= cfg.Health.HealthyThreshold:
 			inst := instance(cfg, a.warmWeight(0))
-			r, rerr := a.reg.Register(ctx, cfg.Service, inst)
+			var r discovery.Registration
+			rerr := a.call(func() (err error) { r, err = a.reg.Register(ctx, cfg.Service, inst); return err })
 			if rerr != nil {
 				if ctx.Err() == nil {
 					a.log.WithError(rerr).Warn("registration failed; retrying")
@@ -432,7 +435,7 @@ func (a *Agent) Run(ctx context.Context) {
 			}
 		case a.active != nil && -streak >= cfg.Health.UnhealthyThreshold:
 			a.log.WithError(err).Warn("application unhealthy: deregistering")
-			if derr := a.active.Deregister(ctx); derr != nil {
+			if derr := a.call(func() error { return a.active.Deregister(ctx) }); derr != nil {
 				a.log.WithError(derr).Warn("deregistration failed")
 			}
 			a.setActive(nil, 0)
@@ -442,7 +445,7 @@ func (a *Agent) Run(ctx context.Context) {
 			// adapters keep converging on the value they were given).
 			want := instance(cfg, a.warmWeight(a.now().Sub(registeredAt)))
 			if !want.Equal(advertised) {
-				if uerr := a.active.Update(ctx, want); uerr == nil {
+				if uerr := a.call(func() error { return a.active.Update(ctx, want) }); uerr == nil {
 					advertised = want
 					a.setActive(a.active, want.Weight)
 				} else if ctx.Err() == nil {
@@ -458,6 +461,20 @@ func (a *Agent) Run(ctx context.Context) {
 			check = false
 		}
 	}
+}
+
+// call makes one call to the registry adapter (Register, Update,
+// Deregister, which some adapters make on the calling goroutine, through
+// their registry's client) and returns its error; a panic in it (a
+// client's bug, an answer no test foresaw) is returned as a *panics.Error,
+// logged with its stack once a minute at most, and taken as a failed
+// call: Run tries again at its next check, and the process goes on.
+func (a *Agent) call(f func() error) (err error) {
+	if p := panics.Catch(func() { err = f() }); p != nil {
+		a.panics.Log(a.log, p, "the registry adapter panicked; taking it as a failed call and trying again")
+		return p
+	}
+	return err
 }
 
 // warmWeight is the weight to advertise elapsed after registration: 10% of
@@ -481,7 +498,7 @@ func (a *Agent) Deregister(ctx context.Context) bool {
 	if a.active == nil {
 		return false
 	}
-	if err := a.active.Deregister(ctx); err != nil {
+	if err := a.call(func() error { return a.active.Deregister(ctx) }); err != nil {
 		a.log.WithError(err).Warn("deregistration failed")
 	} else {
 		a.log.Info("deregistered")
