@@ -578,30 +578,44 @@ func (p *Proxy) reverse(ctx context.Context, w http.ResponseWriter, r *http.Requ
 }
 
 // headFlusher is the ResponseWriter ReverseProxy writes an exchange's
-// answer to. For an answer of unknown length (flush), ReverseProxy arms a
-// flush of the head at once, on a timer goroutine of its own, and copies
-// the body: on net/http's Transport that flush nearly always comes before
-// an empty body's end, and the answer goes out chunked; Remora's node
-// connection gives the end at once, and its server would then frame the
-// answer with Content-Length: 0. headFlusher flushes the head as it is
-// written, on ReverseProxy's goroutine before it arms its timer (so the
-// two flushes never run at once): the client gets net/http's framing,
-// whatever the timing.
+// answer to. For an answer of unknown length, ReverseProxy arms a flush
+// of the head at once, on a timer goroutine of its own, and copies the
+// body: on net/http's Transport that flush nearly always comes before an
+// empty body's end (which takes a hand-over to the connection's read
+// loop), and the answer goes out chunked; and it nearly always comes
+// after a body that fails at once, whose answer then ends with nothing
+// sent. Remora's node connection gives both at once, so its server would
+// frame the empty answer Content-Length: 0. headFlusher makes the
+// reference's usual outcome certain: the node body's end flushes the head
+// first (see nodeBody), its failure does not. Every flush goes through mu,
+// so the body's flush, on ReverseProxy's goroutine, never runs at once
+// with the timer's.
 type headFlusher struct {
 	http.ResponseWriter
-	flush bool // the final answer is of unknown length (see watchBody)
+	mu sync.Mutex
+	// atEnd: the final answer is of unknown length and its end has not
+	// been read yet (see watchBody); owned by the request's goroutine.
+	atEnd bool
 }
 
-func (h *headFlusher) WriteHeader(code int) {
-	h.ResponseWriter.WriteHeader(code)
-	if h.flush && code >= http.StatusOK {
-		h.flush = false
-		_ = http.NewResponseController(h.ResponseWriter).Flush()
+// FlushError flushes what was written, the head first; http.ResponseController
+// (and so ReverseProxy) calls it.
+func (h *headFlusher) FlushError() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return http.NewResponseController(h.ResponseWriter).Flush()
+}
+
+// ended is called by the node body's reader at its clean end.
+func (h *headFlusher) ended() {
+	if h.atEnd {
+		h.atEnd = false
+		_ = h.FlushError()
 	}
 }
 
 // Unwrap lets http.ResponseController reach the writer's own capabilities
-// (Flush, Hijack for upgrades).
+// (Hijack for upgrades).
 func (h *headFlusher) Unwrap() http.ResponseWriter { return h.ResponseWriter }
 
 // exchange is the per-request state shared by the hooks. It is used by the
@@ -934,9 +948,10 @@ func (attemptsTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // (its body is the connection, which ReverseProxy relays itself).
 //
 // It also tells st.head whether ReverseProxy will stream resp (its length
-// is unknown), so that its head goes out first, as from net/http.
+// is unknown), so that an empty body's end flushes its head first, as from
+// net/http (see headFlusher).
 func watchBody(st *exchange, resp *http.Response) *http.Response {
-	st.head.flush = resp.ContentLength < 0 && resp.StatusCode != http.StatusSwitchingProtocols
+	st.head.atEnd = resp.ContentLength < 0 && resp.StatusCode != http.StatusSwitchingProtocols
 	if resp.StatusCode != http.StatusSwitchingProtocols && resp.Body != nil && resp.Body != http.NoBody {
 		resp.Body = &nodeBody{rc: resp.Body, st: st}
 	}
@@ -952,7 +967,10 @@ type nodeBody struct {
 
 func (b *nodeBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
-	if err != nil && err != io.EOF {
+	switch {
+	case err == io.EOF:
+		b.st.head.ended()
+	case err != nil:
 		b.st.nodeBroke = true
 	}
 	return n, err
