@@ -24,7 +24,15 @@ func send(s string) Step          { return Step{Send: s} }
 func then(s string) Step          { return Step{Pause: 120 * time.Millisecond, Send: s} }
 func conns(cs ...[]Step) [][]Step { return cs }
 func halfClose(s string) Step     { return Step{Send: s, CloseWrite: true} }
-func steps(s ...Step) []Step      { return s }
+
+// upgrade is a WebSocket upgrade request; switched, a node's switch to it.
+func upgrade(path string) string {
+	return withHeader("GET", path, "Connection: Upgrade\r\nUpgrade: websocket\r\n", "")
+}
+
+const switched = "HTTP/1.1 101 Switching Protocols\r\nX-Req: /1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+
+func steps(s ...Step) []Step { return s }
 
 // answerFor answers the requests whose target has a key with its answer,
 // and the rest with OK.
@@ -254,6 +262,20 @@ func Cases(lim Limits) []Case {
 		{Name: "client/Expect 100-continue", Conns: conns(steps(send(withHeader("POST", "/1", "Expect: 100-continue\r\nContent-Length: 3\r\n", "")), then("abc"), then(get("/2"))))},
 		{Name: "client/Expect something else", Conns: conns(steps(send(withHeader("POST", "/1", "Expect: fancy\r\nContent-Length: 3\r\n", "abc"+get("/2")))))},
 		{Name: "client/Upgrade to websocket", Conns: conns(steps(send(withHeader("GET", "/1", "Connection: Upgrade\r\nUpgrade: websocket\r\n", "")), then(get("/2"))))},
+		{Name: "node/switches, then both sides send", Conns: conns(steps(send(upgrade("/1")), then("ping"))),
+			Answer: answerFor(map[string]func(*Request) string{"/1": raw(switched + "from-node")})},
+		{Name: "node/declines an upgrade, then the next request", Conns: conns(steps(send(upgrade("/1")), then(get("/2")))),
+			Answer: answerFor(map[string]func(*Request) string{"/1": raw("HTTP/1.1 426 Upgrade Required\r\nX-Req: /1\r\nContent-Length: 2\r\n\r\n/1")})},
+		{Name: "node/switches to another protocol", Conns: conns(steps(send(upgrade("/1")), then(get("/2")))),
+			Answer: answerFor(map[string]func(*Request) string{"/1": raw("HTTP/1.1 101 Switching Protocols\r\nX-Req: /1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")})},
+		{Name: "node/switches with a body length", Conns: conns(steps(send(upgrade("/1")), then("ping"))),
+			Answer: answerFor(map[string]func(*Request) string{"/1": raw("HTTP/1.1 101 Switching Protocols\r\nX-Req: /1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 5\r\n\r\nhello")})},
+		{Name: "client/upgrade with early data", Conns: conns(steps(send(upgrade("/1") + "early"))),
+			Answer: answerFor(map[string]func(*Request) string{"/1": raw(switched + "from-node")})},
+		{Name: "client/upgrade, pipelined GET, node declines", Conns: conns(steps(send(upgrade("/1") + get("/2"))))},
+		{Name: "client/Expect 100-continue, body after a wait", Conns: conns(steps(send("POST /1 HTTP/1.1\r\nHost: svc\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"), Step{Pause: 200 * time.Millisecond, Send: "hello"}, then(get("/2"))))},
+		{Name: "client/Expect 100-continue, node answers 417", Conns: conns(steps(send("POST /1 HTTP/1.1\r\nHost: svc\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"), Step{Pause: 200 * time.Millisecond, Send: "hello"}, then(get("/2")))),
+			Answer: answerFor(map[string]func(*Request) string{"/1": raw("HTTP/1.1 417 Expectation Failed\r\nX-Req: /1\r\nContent-Length: 2\r\n\r\n/1")})},
 		{Name: "client/head larger than the limit", Conns: conns(steps(send(withHeader("GET", "/1", longHeader, "") + get("/2"))))},
 		{Name: "client/head just over the limit", Conns: conns(steps(send(withHeader("GET", "/1", justOverLimit, "") + get("/2"))))},
 		{Name: "client/pipelined head over the limit by less than a buffer", Conns: conns(steps(send(get("/1") + withHeader("GET", "/2", overLimitBy(lim, 1000), "") + get("/3"))))},
