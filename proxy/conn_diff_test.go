@@ -6,6 +6,7 @@ import (
 	"io"
 	"log"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -136,6 +137,35 @@ func TestUnknownLengthAnswerGoesOutChunked(t *testing.T) {
 			if !strings.Contains(first, "Transfer-Encoding: chunked") || strings.Contains(first, "Content-Length") {
 				t.Fatalf("%s: the answer's head %q; want it chunked, without Content-Length", name, first)
 			}
+		}
+	}
+}
+
+// A client that half-closes while its request waits for a node is gone,
+// for Remora as for net/http: the request is abandoned (logged 499, not
+// charged to the node). What the half-closed client still reads is
+// ReverseProxy's 502 with no body; Remora sent "499 status code 499", a
+// status no client knows, and did not see a client with a request body
+// go.
+func TestClientGoneGets502OnTheWire(t *testing.T) {
+	t.Parallel()
+	slow := strings.Repeat(h1diff.Pause, 20) // a second
+	for _, req := range []string{
+		"GET /1 HTTP/1.1\r\nHost: svc\r\n\r\n",
+		// A request with a body is watched once its body is read
+		// whole: it was not watched at all, and waited for the node.
+		"POST /1 HTTP/1.1\r\nHost: svc\r\nContent-Length: 5\r\n\r\nhello",
+	} {
+		c := h1diff.Case{Name: "half-close while the node is slow",
+			Conns:  [][]h1diff.Step{{{Send: req, CloseWrite: true}}},
+			Answer: func(r *h1diff.Request) string { return slow + h1diff.OK(r) }}
+		got, err := h1diff.Run(c, remoraProxy(diffLimits))
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := got.Clients[0]
+		if len(o.Responses) != 1 || o.Responses[0].Status != http.StatusBadGateway || o.Responses[0].Body != "" {
+			t.Fatalf("%q: the half-closed client read %q; want one 502 with no body", req, o.Raw)
 		}
 	}
 }

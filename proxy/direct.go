@@ -80,6 +80,9 @@ func (p *Proxy) forwardDirect(ctx context.Context, w http.ResponseWriter, raw se
 			p.fail(w, r, st, err)
 			return false
 		}
+		// Read its end too: a body read to its end lets the server watch
+		// for the client going away while the node answers.
+		_, _ = r.Body.Read(nil)
 		st.body.buffered = msg[n:]
 	}
 	resend := h1.Replayable(r.Method, r.Header)

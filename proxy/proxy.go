@@ -1111,9 +1111,12 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, st *exchange, err e
 	msg := ""
 	switch {
 	case st != nil && st.client.Err() != nil || st == nil && r.Context().Err() != nil:
+		// Logged and counted as 499; on the wire, which only a client
+		// that half-closed still reads, 502 with no body, as from
+		// ReverseProxy (499 is no status to send).
 		fields["status"] = StatusClientClosedRequest
 		p.log.WithFields(fields).Debug("client closed the request")
-		w.WriteHeader(StatusClientClosedRequest)
+		w.WriteHeader(http.StatusBadGateway)
 		return
 	case errors.Is(err, upstream.ErrNotSynced):
 		status = http.StatusServiceUnavailable

@@ -401,10 +401,11 @@ type srvConn struct {
 	// The client watch: watch starts watchClient after ClientWatchDelay;
 	// watchClient reports on watchDone when it ends. pending holds a byte it
 	// read ahead, served to br before the connection.
-	watch     *time.Timer
-	watchDone chan struct{}
-	cancel    context.CancelCauseFunc
-	pending   []byte
+	watch      *time.Timer
+	watchArmed bool // for the current request (see serveRequest, watchAfterBody)
+	watchDone  chan struct{}
+	cancel     context.CancelCauseFunc
+	pending    []byte
 
 	// What the client watch interrupts besides the request's context: the
 	// node connection a direct exchange waits on (see onAbandon).
@@ -892,12 +893,13 @@ func (c *srvConn) serveRequest(req *http.Request) bool {
 		req.Body = body
 		w.body = body
 	}
-	armed := body == nil && c.br.Buffered() == 0
-	if armed {
+	c.watchArmed = body == nil && c.br.Buffered() == 0
+	if c.watchArmed {
 		c.watch.Reset(ClientWatchDelay)
 	}
 	c.srv.handler.ServeHTTP(w, req)
-	if armed {
+	if c.watchArmed {
+		c.watchArmed = false
 		c.endWatch()
 	}
 	return w.finish()
@@ -1051,6 +1053,7 @@ func (c *srvConn) watchClient() {
 // direct exchange what context.AfterFunc on the request's context would,
 // without allocating: that context is cancelled only by the client watch.
 func (c *srvConn) onAbandon(interrupt func()) (stop func() bool) {
+	c.watchAfterBody()
 	c.abandonMu.Lock()
 	if c.abandoned {
 		c.abandonMu.Unlock()
@@ -1060,6 +1063,27 @@ func (c *srvConn) onAbandon(interrupt func()) (stop func() bool) {
 	c.interrupt = interrupt
 	c.abandonMu.Unlock()
 	return c.unwatchFn
+}
+
+// watchAfterBody arms the client watch for a request whose body was read
+// to its end (a direct exchange reads it whole before it sends it), when
+// nothing of a next request is buffered: what is left on the connection
+// is then the client's next request or its going away, as for a request
+// without a body (armed by serveRequest at once). A body's reads use the
+// connection, so a request with one is not watched before. It runs on the
+// connection's goroutine, as the handler does.
+func (c *srvConn) watchAfterBody() {
+	b := c.resp.body
+	if c.watchArmed || b == nil || c.br.Buffered() > 0 {
+		return
+	}
+	b.mu.Lock()
+	ended := b.eof && !b.closed
+	b.mu.Unlock()
+	if ended {
+		c.watchArmed = true
+		c.watch.Reset(ClientWatchDelay)
+	}
 }
 
 func (c *srvConn) unwatch() bool {
