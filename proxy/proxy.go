@@ -584,33 +584,80 @@ func (p *Proxy) reverse(ctx context.Context, w http.ResponseWriter, r *http.Requ
 // empty body's end (which takes a hand-over to the connection's read
 // loop), and the answer goes out chunked; and it nearly always comes
 // after a body that fails at once, whose answer then ends with nothing
-// sent. Remora's node connection gives both at once, so its server would
-// frame the empty answer Content-Length: 0. headFlusher makes the
-// reference's usual outcome certain: the node body's end flushes the head
-// first (see nodeBody), its failure does not. Every flush goes through mu,
-// so the body's flush, on ReverseProxy's goroutine, never runs at once
-// with the timer's.
+// sent, which lets a client retry it. Remora's node connection gives both
+// at once, and the timer's goroutine wins or loses as the machine's load
+// has it. headFlusher makes the reference's usual outcome certain:
+//
+//   - the node body's clean end flushes the head first (see nodeBody);
+//   - a flush that comes before the body's first read has returned (the
+//     timer's) waits for it, up to firstReadWait, and does nothing if
+//     that read failed with nothing read: a body that is slower than
+//     that gets its head then, as from the timer.
+//
+// Every flush goes through mu, so the body's flush, on ReverseProxy's
+// goroutine, never runs at once with the timer's.
 type headFlusher struct {
 	http.ResponseWriter
 	mu sync.Mutex
 	// atEnd: the final answer is of unknown length and its end has not
-	// been read yet (see watchBody); owned by the request's goroutine.
-	atEnd bool
+	// been read yet; first is closed when its body's first read returns,
+	// and firstFailed says that read failed. Set by watchBody, before
+	// ReverseProxy arms its timer; nil first: no wait.
+	atEnd       bool
+	first       chan struct{}
+	firstFailed bool
 }
+
+// firstReadWait bounds how long a flush waits for an answer's first body
+// read (see headFlusher).
+const firstReadWait = time.Millisecond
 
 // FlushError flushes what was written, the head first; http.ResponseController
 // (and so ReverseProxy) calls it.
 func (h *headFlusher) FlushError() error {
+	if first := h.first; first != nil && waitClosed(first, firstReadWait) && h.firstFailed {
+		return nil // nothing goes out: ReverseProxy aborts the answer
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return http.NewResponseController(h.ResponseWriter).Flush()
 }
 
-// ended is called by the node body's reader at its clean end.
-func (h *headFlusher) ended() {
-	if h.atEnd {
+// read records the outcome of a read of the node body (n bytes, err):
+// whether the first failed with nothing read, and its clean end, which
+// flushes the head.
+func (h *headFlusher) read(n int, err error) {
+	if h.first != nil && !h.firstDone() {
+		h.firstFailed = n == 0 && err != nil && err != io.EOF
+		close(h.first)
+	}
+	if err == io.EOF && h.atEnd {
 		h.atEnd = false
 		_ = h.FlushError()
+	}
+}
+
+// firstDone reports whether the first read has returned; only the body's
+// reader calls it.
+func (h *headFlusher) firstDone() bool { return waitClosed(h.first, 0) }
+
+// waitClosed waits up to d for ch to be closed, and reports whether it is.
+func waitClosed(ch <-chan struct{}, d time.Duration) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+	}
+	if d <= 0 {
+		return false
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-t.C:
+		return false
 	}
 }
 
@@ -952,7 +999,11 @@ func (attemptsTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // net/http (see headFlusher).
 func watchBody(st *exchange, resp *http.Response) *http.Response {
 	st.head.atEnd = resp.ContentLength < 0 && resp.StatusCode != http.StatusSwitchingProtocols
+	st.head.first, st.head.firstFailed = nil, false
 	if resp.StatusCode != http.StatusSwitchingProtocols && resp.Body != nil && resp.Body != http.NoBody {
+		if st.head.atEnd {
+			st.head.first = make(chan struct{})
+		}
 		resp.Body = &nodeBody{rc: resp.Body, st: st}
 	}
 	return resp
@@ -967,12 +1018,10 @@ type nodeBody struct {
 
 func (b *nodeBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
-	switch {
-	case err == io.EOF:
-		b.st.head.ended()
-	case err != nil:
+	if err != nil && err != io.EOF {
 		b.st.nodeBroke = true
 	}
+	b.st.head.read(n, err)
 	return n, err
 }
 
