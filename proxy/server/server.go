@@ -78,7 +78,10 @@ var _ RawWriter = (*response)(nil)
 // net/http's server, it starts no goroutine per request to watch the client
 // (that costs a goroutine, a system call and two switches per request). A
 // request still running after ClientWatchDelay gets such a watcher, so a
-// client that goes away still cancels its upstream call.
+// client that goes away still cancels its upstream call: one without a
+// body from its start, one with a body once a direct exchange has read it
+// whole (a body streamed to the node, which reads the connection meanwhile,
+// is not watched).
 //
 // Anything else — HTTP/1.0, h2c, upgrades, CONNECT, absolute-form, Expect,
 // a malformed or oversized request — hands the connection, with every byte
