@@ -51,13 +51,14 @@
 // connection: it is logged with its stack, the client is closed, and
 // another is created after the backoff.
 //
-// A server that restarted lists no ephemeral instances until their
-// applications have reconnected and registered them again. So in the
-// first 10 seconds after a service is subscribed again, a list in which a
-// cluster Remora had instances of has none is held for that cluster (see
-// subscription.deliver): its nodes stay, marked stale, until the server
-// lists instances of it or the 10 seconds have passed. Any other list is
-// applied at once: an empty one states that every instance is gone.
+// A server that restarted lists no ephemeral instances (or lists them
+// unhealthy) until their applications have reconnected and registered
+// them again. So in the first 30 seconds after a service is subscribed
+// again, a list in which a cluster Remora had usable instances of has
+// none is held for that cluster (see subscription.deliver): its nodes
+// stay, marked stale, until the server lists usable instances of it or
+// the 30 seconds have passed. Any other list is applied at once: an empty
+// one states that every instance is gone.
 //
 // # Cold start
 //
