@@ -594,10 +594,14 @@ func TestUnhealthyListAfterReconnectHeld(t *testing.T) {
 			t.Fatalf("cluster A's node went unhealthy while held: %s", discoverytest.Describe(set))
 		}
 	}
-	f.push(DefaultGroup, "s", host("10.0.0.1", 1, "A", 1, nil), host("10.0.0.3", 3, "B", 1, nil))
-	discoverytest.WaitFor(t, w, wait, "the list applied", func(s []discovery.Instance) bool { return len(s) == 2 && s[0].Healthy && s[1].Healthy })
+	// A is listed usable again (B moves, so that w sees the list that
+	// says so, not the held one: it has the same nodes).
+	f.push(DefaultGroup, "s", host("10.0.0.1", 1, "A", 1, nil), host("10.0.0.4", 4, "B", 1, nil))
+	if set := waitPorts(t, w, 1, 4); !set[0].Healthy || !set[1].Healthy {
+		t.Fatalf("the list applied: %s; want both healthy", discoverytest.Describe(set))
+	}
 	// From then on an unhealthy instance is the server's word.
-	f.push(DefaultGroup, "s", sick(host("10.0.0.1", 1, "A", 1, nil)), host("10.0.0.3", 3, "B", 1, nil))
+	f.push(DefaultGroup, "s", sick(host("10.0.0.1", 1, "A", 1, nil)), host("10.0.0.4", 4, "B", 1, nil))
 	discoverytest.WaitFor(t, w, wait, "A's node unhealthy", func(s []discovery.Instance) bool {
 		return len(s) == 2 && slices.ContainsFunc(s, func(in discovery.Instance) bool { return in.Port == 1 && !in.Healthy })
 	})
