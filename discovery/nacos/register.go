@@ -145,13 +145,18 @@ func (r *registry) Register(ctx context.Context, service string, inst discovery.
 		return nil, fmt.Errorf("nacos: register %s: an instance of this service is registered already; deregister it first", key.subKey())
 	}
 	r.regs[key.subKey()] = g
-	c, gen := r.client, r.gen
+	c, gen, down := r.client, r.gen, r.downErr
 	if r.readBack > 0 {
 		g.follow = r.watchLocked(serviceKey{Group: key.Group, Service: key.Service})
 	}
 	r.mu.Unlock()
 	if c == nil {
 		r.log.WithField("service", key.subKey()).Info("nacos: no connection to the server yet; registering the instance once connected")
+		if down != nil {
+			// Why, as the registrations made before were told (setDown
+			// tells them only of a new reason).
+			g.status.Down(down)
+		}
 		return g, nil
 	}
 	if err := g.announce(ctx, c); err != nil {

@@ -247,17 +247,27 @@ func TestSupervisePanicIsAFailedConnection(t *testing.T) {
 			if st := g.Status(); st.Up || !strings.Contains(st.LastError, "panic: injected: "+tc.method+" panicked") {
 				t.Fatalf("registration status after the panic: %+v; want down with the panic", st)
 			}
-			closes := 0
-			for _, c := range f.callLog() {
-				if c == "close" {
-					closes++
+			// The client is closed after the watchers are told (retire:
+			// setDown, then the fence, then the close).
+			var closes, dials int
+			counted := func() bool {
+				closes = 0
+				for _, c := range f.callLog() {
+					if c == "close" {
+						closes++
+					}
 				}
+				f.mu.Lock()
+				dials = f.dials
+				f.mu.Unlock()
+				return closes == dials-tc.leftOpen
 			}
-			f.mu.Lock()
-			dials := f.dials
-			f.mu.Unlock()
-			if closes != dials-tc.leftOpen {
-				t.Fatalf("%d clients created, %d closed; want %d left open", dials, closes, tc.leftOpen)
+			deadline := time.Now().Add(wait)
+			for !counted() {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d clients created, %d closed; want %d left open", dials, closes, tc.leftOpen)
+				}
+				time.Sleep(5 * time.Millisecond)
 			}
 
 			if tc.restore != nil {
