@@ -37,7 +37,7 @@ var (
 	ErrRateLimited = errors.New("rate limit exceeded (rate_limit)")
 	// ErrLocalResources: Remora itself is out of file descriptors,
 	// ephemeral ports or kernel memory, so it could not connect to a
-	// node (see IsLocalResourceError). The node is not at fault, and
+	// node (see shortage.Is). The node is not at fault, and
 	// another would fail the same way: answer 503.
 	ErrLocalResources = errors.New("out of local resources (file descriptors, ephemeral ports or kernel memory)")
 )
@@ -233,7 +233,7 @@ func (c *Call) chooseZone() {
 // the retry budget, while ctx lasts. drop releases an answer that is
 // retried. A failure after the client went away is never charged to a
 // node, nor one that says Remora itself is out of resources
-// (IsLocalResourceError): that one ends the call at once with
+// (shortage.Is): that one ends the call at once with
 // ErrLocalResources, since another node would fail the same way.
 func (c *Call) Attempts(ctx context.Context, replayable bool, send func(n *node.Node, attempt int) Attempt, drop func()) error {
 	c.err = c.attempts(ctx, replayable, send, drop)
@@ -256,7 +256,7 @@ func (c *Call) attempts(ctx context.Context, replayable bool, send func(n *node.
 			n.Stats.End(0, false) // the client went away: no sample, no blame
 			return err
 		}
-		if err != nil && IsLocalResourceError(err) {
+		if err != nil && shortage.Is(err) {
 			// Remora itself is out of descriptors, ports or memory: no
 			// sample, no blame, and no other node (it would fail the same
 			// way, and be blamed).
@@ -496,11 +496,6 @@ func IsConnectError(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
 }
-
-// IsLocalResourceError reports whether err is a connect error that says
-// Remora itself ran out of something, whatever the node (see package
-// shortage).
-func IsLocalResourceError(err error) bool { return shortage.Is(err) }
 
 // localResourcesLog holds the warning about ErrLocalResources to one a
 // minute, for the process: the resources are the process's, and every

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+
+	"github.com/remora-mesh/remora/internal/shortage"
 )
 
 // Reason is why a request (or connection) got no answer from a node: the
@@ -62,7 +64,7 @@ func ReasonOf(err error) Reason {
 		return ReasonOverflow
 	case errors.Is(err, ErrRateLimited):
 		return ReasonRateLimited
-	case errors.Is(err, ErrLocalResources), IsLocalResourceError(err):
+	case errors.Is(err, ErrLocalResources), shortage.Is(err):
 		return ReasonLocalResources
 	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):
 		return ReasonTimeout
