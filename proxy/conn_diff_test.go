@@ -173,6 +173,10 @@ func TestClientGoneGets502OnTheWire(t *testing.T) {
 		// A request with a body is watched once its body is read
 		// whole: it was not watched at all, and waited for the node.
 		"POST /1 HTTP/1.1\r\nHost: svc\r\nContent-Length: 5\r\n\r\nhello",
+		// So is one whose body streams to the node (chunked, through
+		// ReverseProxy), as net/http watches once a body hits its end.
+		"POST /1 HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+		"POST /1 HTTP/1.1\r\nHost: svc\r\nContent-Length: 70000\r\n\r\n" + strings.Repeat("x", 70000),
 	} {
 		c := h1diff.Case{Name: "half-close while the node is slow",
 			Conns:  [][]h1diff.Step{{{Send: req, CloseWrite: true}}},

@@ -405,7 +405,7 @@ type srvConn struct {
 	// watchClient reports on watchDone when it ends. pending holds a byte it
 	// read ahead, served to br before the connection.
 	watch      *time.Timer
-	watchArmed bool // for the current request (see serveRequest, watchAfterBody)
+	watchArmed atomic.Bool // for the current request (see serveRequest, armAfterBody)
 	watchDone  chan struct{}
 	cancel     context.CancelCauseFunc
 	pending    []byte
@@ -414,6 +414,7 @@ type srvConn struct {
 	// node connection a direct exchange waits on (see onAbandon).
 	abandonMu sync.Mutex
 	abandoned bool   // the client went away during this request
+	served    bool   // the handler returned: armAfterBody does nothing
 	ending    bool   // endWatch is stopping the watch
 	interrupt func() // registered by onAbandon
 	unwatchFn func() bool
@@ -892,17 +893,21 @@ func (c *srvConn) serveRequest(req *http.Request) bool {
 	*w = response{c: c, head: req.Method == http.MethodHead, wantsClose: wantsClose(req), header: c.header, contentLength: -1, held: w.held[:0]}
 	var body *directBody
 	if req.Body != http.NoBody {
-		body = &directBody{rc: req.Body}
+		body = &directBody{rc: req.Body, c: c}
+		c.served = false // no goroutine reads the body yet
 		req.Body = body
 		w.body = body
-	}
-	c.watchArmed = body == nil && c.br.Buffered() == 0
-	if c.watchArmed {
+	} else if c.br.Buffered() == 0 {
+		c.watchArmed.Store(true)
 		c.watch.Reset(ClientWatchDelay)
 	}
 	c.srv.handler.ServeHTTP(w, req)
-	if c.watchArmed {
-		c.watchArmed = false
+	if body != nil {
+		c.abandonMu.Lock()
+		c.served = true // from here on, no read of the body arms the watch
+		c.abandonMu.Unlock()
+	}
+	if c.watchArmed.Swap(false) {
 		c.endWatch()
 	}
 	return w.finish()
@@ -919,6 +924,9 @@ func (c *srvConn) serveRequest(req *http.Request) bool {
 // that nothing but the server reads the connection from then on.
 type directBody struct {
 	rc io.ReadCloser
+	// c's armAfterBody runs, with mu held, when a read first reaches the
+	// body's end before Close; nil: nothing runs.
+	c *srvConn
 
 	mu     sync.Mutex
 	eof    bool // read to its end: the connection is at the next request
@@ -943,6 +951,9 @@ func (b *directBody) read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	switch {
 	case err == io.EOF:
+		if !b.eof && !b.closed && b.c != nil {
+			b.c.armAfterBody()
+		}
 		b.eof = true
 	case err != nil:
 		b.broken = true
@@ -1056,7 +1067,6 @@ func (c *srvConn) watchClient() {
 // direct exchange what context.AfterFunc on the request's context would,
 // without allocating: that context is cancelled only by the client watch.
 func (c *srvConn) onAbandon(interrupt func()) (stop func() bool) {
-	c.watchAfterBody()
 	c.abandonMu.Lock()
 	if c.abandoned {
 		c.abandonMu.Unlock()
@@ -1068,23 +1078,26 @@ func (c *srvConn) onAbandon(interrupt func()) (stop func() bool) {
 	return c.unwatchFn
 }
 
-// watchAfterBody arms the client watch for a request whose body was read
-// to its end (a direct exchange reads it whole before it sends it), when
-// nothing of a next request is buffered: what is left on the connection
-// is then the client's next request or its going away, as for a request
-// without a body (armed by serveRequest at once). A body's reads use the
-// connection, so a request with one is not watched before. It runs on the
-// connection's goroutine, as the handler does.
-func (c *srvConn) watchAfterBody() {
-	b := c.resp.body
-	if c.watchArmed || b == nil || c.br.Buffered() > 0 {
+// armAfterBody arms the client watch for a request whose body was read
+// to its end, when nothing of a next request is buffered: what is left on
+// the connection is then the client's next request or its going away, as
+// for a request without a body (armed by serveRequest at once), and as
+// net/http's server watches once a body hits its end. A body's reads use
+// the connection, so a request with one is not watched before.
+//
+// It runs on the goroutine that reads the body, with the body's mu held:
+// the handler's, or a transport's sending the body on while the handler
+// waits for the node (nothing else reads br meanwhile). Once the handler
+// has returned (served) it does nothing: serveRequest ends only a watch
+// armed before that.
+func (c *srvConn) armAfterBody() {
+	if c.br.Buffered() > 0 {
 		return
 	}
-	b.mu.Lock()
-	ended := b.eof && !b.closed
-	b.mu.Unlock()
-	if ended {
-		c.watchArmed = true
+	c.abandonMu.Lock()
+	defer c.abandonMu.Unlock()
+	if !c.served {
+		c.watchArmed.Store(true)
 		c.watch.Reset(ClientWatchDelay)
 	}
 }
