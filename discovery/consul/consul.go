@@ -49,7 +49,10 @@
 // passes the check every second and registers the service again (with its
 // labels and check) whenever that fails, so an agent that restarted
 // without its state, or reaped the service, has it back within about a
-// second of answering (see register.go).
+// second of answering; and it reads the service back after each pass, so
+// one that someone else changed (labels, tags, weights, address, port, its
+// checks) is registered as wanted again within about two seconds (see
+// register.go).
 //
 // The configuration is described on Options.
 package consul
@@ -240,6 +243,16 @@ func (f failing) ServiceRegisterOpts(*api.AgentServiceRegistration, api.ServiceR
 func (f failing) ServiceDeregisterOpts(string, *api.QueryOptions) error { return f.err }
 
 func (f failing) UpdateTTLOpts(string, string, string, *api.QueryOptions) error { return f.err }
+
+func (f failing) AgentHealthServiceByIDOpts(string, *api.QueryOptions) (string, *api.AgentServiceChecksInfo, error) {
+	return "", nil, f.err
+}
+
+func (f failing) ChecksWithFilterOpts(string, *api.QueryOptions) (map[string]*api.AgentCheck, error) {
+	return nil, f.err
+}
+
+func (f failing) CheckDeregisterOpts(string, *api.QueryOptions) error { return f.err }
 
 // token resolves the ACL token: token, else token_file, else the consul
 // CLI's variables $CONSUL_HTTP_TOKEN_FILE then $CONSUL_HTTP_TOKEN (the order

@@ -3,6 +3,7 @@ package consul
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"testing"
@@ -54,6 +55,44 @@ func (f *fakeAgent) UpdateTTLOpts(checkID, _, _ string, _ *api.QueryOptions) err
 		return errAgentDown
 	case f.services[checkID[len("service:"):]] == nil:
 		return errors.New(`Unexpected response code: 404 (Unknown check ID "` + checkID + `")`)
+	}
+	return nil
+}
+
+func (f *fakeAgent) AgentHealthServiceByIDOpts(id string, _ *api.QueryOptions) (string, *api.AgentServiceChecksInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := f.services[id]
+	switch {
+	case f.down:
+		return "", nil, errAgentDown
+	case s == nil:
+		return api.HealthCritical, nil, nil
+	}
+	info := &api.AgentServiceChecksInfo{Service: &api.AgentService{ID: s.ID, Service: s.Name, Address: s.Address, Port: s.Port,
+		Meta: s.Meta, Tags: s.Tags, Weights: *s.Weights}}
+	return api.HealthPassing, info, nil
+}
+
+// ChecksWithFilterOpts understands only the filter the reconciler sends:
+// ServiceID == "<id>".
+func (f *fakeAgent) ChecksWithFilterOpts(filter string, _ *api.QueryOptions) (map[string]*api.AgentCheck, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string]*api.AgentCheck{}
+	for _, s := range f.services {
+		if s.Check != nil && filter == fmt.Sprintf("ServiceID == %q", s.ID) {
+			out[s.Check.CheckID] = &api.AgentCheck{CheckID: s.Check.CheckID, ServiceID: s.ID, Type: "ttl", Status: api.HealthPassing}
+		}
+	}
+	return out, f.errIfDown()
+}
+
+func (f *fakeAgent) CheckDeregisterOpts(string, *api.QueryOptions) error { return nil }
+
+func (f *fakeAgent) errIfDown() error {
+	if f.down {
+		return errAgentDown
 	}
 	return nil
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +28,12 @@ import (
 //     agent is unreachable, or answers "unknown check" because it
 //     restarted without its state or reaped the service) means: register
 //     the whole service again, then go on passing the check;
+//   - after each check passed it reads the service back from the agent;
+//     if someone else changed it (registered the same ID again with other
+//     labels, tags, weights, address or port, or with another check, or
+//     added a check to it), it registers the wanted service again and
+//     removes the checks it did not define, so the agent converges back
+//     within a refresh interval or two;
 //   - Update changes the wanted registration and wakes the reconciler,
 //     which registers it; Deregister stops the reconciler and deregisters
 //     the service.
@@ -60,6 +68,9 @@ type agentClient interface {
 	ServiceRegisterOpts(service *api.AgentServiceRegistration, opts api.ServiceRegisterOpts) error
 	ServiceDeregisterOpts(serviceID string, q *api.QueryOptions) error
 	UpdateTTLOpts(checkID, output, status string, q *api.QueryOptions) error
+	AgentHealthServiceByIDOpts(serviceID string, q *api.QueryOptions) (string, *api.AgentServiceChecksInfo, error)
+	ChecksWithFilterOpts(filter string, q *api.QueryOptions) (map[string]*api.AgentCheck, error)
+	CheckDeregisterOpts(checkID string, q *api.QueryOptions) error
 }
 
 var (
@@ -294,10 +305,91 @@ func (g *registration) reconcile() {
 				g.log.WithError(err).Warn("consul: passing the TTL check failed; registering the service again")
 				g.status.Down(err)
 				applied, lost, lastMsg = 0, true, err.Error()
-			} else {
-				g.status.Up(false)
+				continue
 			}
+			drift, foreign := g.readBack(want)
+			if drift == "" {
+				g.status.Up(false)
+				continue
+			}
+			err := fmt.Errorf("consul: %s was changed by someone else (%s)", g.id, drift)
+			g.log.Warn(err.Error() + "; registering it again")
+			g.status.Down(err)
+			g.removeChecks(foreign)
+			applied, lost, lastMsg = 0, true, err.Error()
 		}
+	}
+}
+
+// readBack reads the service back from the agent and compares it with
+// want: drift says what differs ("" if nothing does, or if the agent did
+// not answer: the next pass finds out), foreign lists the checks of the
+// service that want does not define.
+func (g *registration) readBack(want *api.AgentServiceRegistration) (drift string, foreign []string) {
+	ctx, cancel := context.WithTimeout(g.ctx, regOpTimeout)
+	defer cancel()
+	_, info, err := g.reg.agent.AgentHealthServiceByIDOpts(g.id, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return "", nil
+	}
+	if info == nil || info.Service == nil {
+		return "the service is gone", nil
+	}
+	var diffs []string
+	s := info.Service
+	if s.Service != want.Name || s.Address != want.Address || s.Port != want.Port {
+		diffs = append(diffs, "address")
+	}
+	if !maps.Equal(s.Meta, want.Meta) {
+		diffs = append(diffs, "meta")
+	}
+	tags := slices.Clone(s.Tags)
+	sort.Strings(tags)
+	if !slices.Equal(tags, want.Tags) {
+		diffs = append(diffs, "tags")
+	}
+	if want.Weights != nil && s.Weights != *want.Weights {
+		diffs = append(diffs, "weights")
+	}
+	if s.EnableTagOverride {
+		diffs = append(diffs, "tag override")
+	}
+	// The agent's own check list has each check's type (its health
+	// answer above has none).
+	checks, err := g.reg.agent.ChecksWithFilterOpts(fmt.Sprintf("ServiceID == %q", g.id), (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return "", nil
+	}
+	own := false
+	for id, c := range checks {
+		if id != g.checkID {
+			foreign = append(foreign, id)
+			continue
+		}
+		own = true
+		if c.Type != "ttl" {
+			diffs = append(diffs, "check type "+c.Type)
+		}
+	}
+	sort.Strings(foreign)
+	if !own {
+		diffs = append(diffs, "check missing")
+	}
+	if len(foreign) > 0 {
+		diffs = append(diffs, "checks added")
+	}
+	return strings.Join(diffs, ", "), foreign
+}
+
+// removeChecks deregisters checks someone else added to the service; an
+// error is left to the next read-back.
+func (g *registration) removeChecks(ids []string) {
+	for _, id := range ids {
+		ctx, cancel := context.WithTimeout(g.ctx, regOpTimeout)
+		if err := g.reg.agent.CheckDeregisterOpts(id, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
+			g.log.WithError(err).WithField("check", id).Warn("consul: removing a check someone else added to the service failed")
+		}
+		cancel()
 	}
 }
 
