@@ -54,7 +54,7 @@ func (u *Upstream) Run(ctx context.Context, w discovery.Watcher) {
 		// panic keeps the nodes, marked stale with it as their error,
 		// and the loop goes on, after a pause that keeps a panic that
 		// repeats from spinning.
-		p := panics.Catch(func() { c.loop(ctx.Done(), poller, updates) })
+		p := c.loop(ctx.Done(), poller, updates)
 		if p == nil {
 			return
 		}
@@ -106,8 +106,16 @@ func (c *controller) stop() {
 // poller stops, or updates is closed. Its frame is kept small on purpose:
 // the goroutine of each of ten thousand upstreams parks here, and a parked
 // stack that uses under a quarter of its size is halved by the GC (4 KiB
-// rather than 8 KiB an upstream).
-func (c *controller) loop(done <-chan struct{}, p discovery.Poller, updates <-chan update) {
+// rather than 8 KiB an upstream). For the same reason it contains a panic
+// of its own (returned as panicked) instead of running under
+// panics.Catch, whose two frames beneath the parked select kept the
+// stack at 8 KiB.
+func (c *controller) loop(done <-chan struct{}, p discovery.Poller, updates <-chan update) (panicked *panics.Error) {
+	defer func() {
+		if v := recover(); v != nil {
+			panicked = panics.New(v)
+		}
+	}()
 	var ready, stopped <-chan struct{}
 	if p != nil {
 		ready, stopped = p.Ready(), p.Done()

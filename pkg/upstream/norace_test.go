@@ -1,0 +1,6 @@
+//go:build !race
+
+package upstream
+
+// raceEnabled: the race detector is on (its builds have larger frames).
+const raceEnabled = false
