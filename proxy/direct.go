@@ -176,31 +176,30 @@ func writeSimple(w server.RawWriter, c *client.Conn, h *h1.Response, broke *bool
 	c.Discard(h.Size) // the head was peeked: it is there
 	sniff := !h.HasType && !h.Encoded && length > 0
 	if length <= client.MaxDirectBody {
+		// The body is read whole into out and written with the head at
+		// once, unless it comes in pieces: then what has left the
+		// server's buffer (see heldBack) goes out after each read, as
+		// ReverseProxy writes each read at once, so a client sees a slow
+		// body as it comes, and one that breaks off as far as it came.
 		n := len(out)
 		out = slices.Grow(out, int(length))[:n+int(length)]
 		var hb heldBack
+		wrote := -1 // body bytes written; -1 until the head is
 		for got := 0; got < int(length); {
 			k, err := c.Read(out[n+got : n+min(got+copyChunk, int(length))])
 			got += k
 			hb.write(k)
+			if got < int(length) && hb.sent > max(wrote, 0) {
+				out, n, wrote = writeSent(dst, out, n, wrote, hb.sent, sniff)
+			}
 			if err != nil && got < int(length) {
 				*broke = true
 				c.Close()
-				if hb.sent > 0 { // what left the buffer, with the head
-					out = out[:n+hb.sent]
-					if sniff {
-						out = slices.Insert(out, n-2, contentTypeLine(out[n:])...)
-					}
-					_, _ = dst.Write(out)
-				}
 				return true
 			}
 		}
 		c.Done(h.KeepAlive)
-		if sniff {
-			out = slices.Insert(out, n-2, contentTypeLine(out[n:])...)
-		}
-		_, _ = dst.Write(out)
+		writeSent(dst, out, n, wrote, int(length), sniff)
 		return false
 	}
 	// Longer: through a buffer as the server's, the head with the first
@@ -222,6 +221,34 @@ func writeSimple(w server.RawWriter, c *client.Conn, h *h1.Response, broke *bool
 	out = hw.out
 	c.Done(h.KeepAlive)
 	return false
+}
+
+// writeSent writes out[n+wrote:n+sent], the body bytes of out (which
+// start at n) that are to leave next, preceded by the head out[:n] when
+// wrote is -1 (with the Content-Type net/http's server sniffs from the
+// first of them, when sniff is set). It returns out and n, moved by the
+// sniffed line, and sent.
+//
+// The head and a part of the body are two writes, as the server's
+// chunkWriter makes them to its connection's buffer: what reaches the
+// client before the rest of the body depends on it. The whole body goes
+// with the head in one.
+func writeSent(dst io.Writer, out []byte, n, wrote, sent int, sniff bool) ([]byte, int, int) {
+	if wrote < 0 {
+		if sniff {
+			line := contentTypeLine(out[n : n+sent])
+			out = slices.Insert(out, n-2, line...)
+			n += len(line)
+		}
+		if n+sent == len(out) {
+			_, _ = dst.Write(out)
+			return out, n, sent
+		}
+		_, _ = dst.Write(out[:n])
+		wrote = 0
+	}
+	_, _ = dst.Write(out[n+wrote : n+sent])
+	return out, n, sent
 }
 
 // copyChunk is the most ReverseProxy reads of a body at once (its copy

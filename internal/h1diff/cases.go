@@ -334,6 +334,21 @@ func Cases(lim Limits) []Case {
 				Answer: answerFor(map[string]func(*Request) string{"/1": raw(fmt.Sprintf("HTTP/1.0 200 OK\r\nX-Req: /1\r\nContent-Length: %d\r\n\r\n%s", n+10, body) + Close)})},
 		)
 	}
+	// A node that stops inside a body of known length and stays: the
+	// client gets what net/http has passed on by then (what left its
+	// ResponseWriter's and its connection's buffers), on the direct path
+	// too, whose body is read whole before it is written when it comes
+	// whole. In one write after the head, or in two.
+	for _, n := range []int{4000, 5000, 9000, 20000, 40000} {
+		body := strings.Repeat("s", n)
+		head := fmt.Sprintf("HTTP/1.1 200 OK\r\nX-Req: /1\r\nContent-Length: %d\r\n\r\n", n+10)
+		cases = append(cases,
+			Case{Name: fmt.Sprintf("node/stops after %d bytes of the body", n), Conns: conns(steps(send(get("/1")))),
+				Answer: answerFor(map[string]func(*Request) string{"/1": raw(head + body)})},
+			Case{Name: fmt.Sprintf("node/stops after %d bytes of the body, sent in two", n), Conns: conns(steps(send(get("/1")))),
+				Answer: answerFor(map[string]func(*Request) string{"/1": raw(head + body[:n/2] + Pause + body[n/2:])})},
+		)
+	}
 	return cases
 }
 
