@@ -121,8 +121,9 @@ func (s *Stats) End(latency time.Duration, failed bool) {
 	s.end(MonoNow(), latency, failed)
 }
 
-// EndAt is End for an attempt that ended at now; tests use it to simulate
-// time.
+// EndAt is End for an attempt that ended at now: for a caller that has
+// read the clock already (now must carry its monotonic reading, as
+// time.Now's does), and for tests that simulate time.
 func (s *Stats) EndAt(now time.Time, latency time.Duration, failed bool) {
 	s.end(Mono(now), latency, failed)
 }

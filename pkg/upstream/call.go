@@ -426,14 +426,14 @@ func (c *Call) GRPC() int { return c.grpc - 1 }
 // it held: the kept node's in-flight place, the retry budget, the circuit
 // breaker. It returns how long the call took.
 func (c *Call) End(clientGone bool) time.Duration {
-	now := time.Now()
-	took, latency := now.Sub(c.start), now.Sub(c.start)
+	end := time.Now()
+	took, latency, now := end.Sub(c.start), end.Sub(c.start), end
 	if !c.established.IsZero() {
 		now, latency = c.established, c.established.Sub(c.start)
 	}
 	u := c.up
 	if c.node != nil {
-		c.node.Stats.End(now.Sub(c.began), c.failed)
+		c.node.Stats.EndAt(end, now.Sub(c.began), c.failed)
 	}
 	status := c.status
 	if c.broken {
