@@ -216,6 +216,9 @@ func (o *Options) Open(env discovery.Env) (discovery.Registry, error) {
 		release()
 		cleanup()
 	}
+	if o.tune != nil {
+		o.tune(r)
+	}
 	r.start()
 	return r, nil
 }

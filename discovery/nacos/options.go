@@ -90,6 +90,9 @@ type Options struct {
 	WeightScale int `yaml:"weight_scale"`
 
 	servers []server // parsed Servers
+	// tune, if set, adjusts the registry before it starts: tests shorten
+	// its intervals with it. Never set from YAML.
+	tune func(*registry)
 }
 
 // server is one parsed entry of Servers.

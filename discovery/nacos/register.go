@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/nacos-group/nacos-sdk-go/v2/model"
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
 
 	"github.com/remora-mesh/remora/discovery"
@@ -39,8 +42,10 @@ import (
 // when it deregisters or its connection closes. So each registration
 // follows its own service (a watch of it, sharing the one subscription of
 // the service with any upstream's) and, every readBack, looks for itself in
-// the list the server last pushed; if the server no longer lists it, it is
-// announced again (verify, then restore). A panic in either is contained to
+// the list the server last pushed; if the server no longer lists it, or
+// lists it with another weight or other metadata (another client
+// registered its address and port with other values), it is announced
+// again (verify, then restore). A panic in either is contained to
 // its registration (see step).
 
 // maxNacosWeight is the largest weight a Nacos server accepts.
@@ -351,8 +356,9 @@ func (g *registration) restore() bool {
 
 // verify looks for the instance announced on the current client in the
 // list of its service that the server last pushed (follow's subscription)
-// and, if the server no longer lists it, marks it not announced, so that
-// restore announces it again, and reports true. It looks only once the
+// and, if the server no longer lists it or lists it with values other than
+// those announced (differs), marks it not announced, so that restore
+// announces it again, and reports true. It looks only once the
 // server has had readBackGrace to push the announcement, and only in a
 // list that is the server's current word (see subscription.current); a
 // registration without follow is not looked for. A disabled instance is
@@ -374,16 +380,40 @@ func (g *registration) verify() (lost bool) {
 		return false
 	}
 	cluster := cmp.Or(g.cluster, DefaultCluster)
+	why := errors.New("the server no longer lists it (another client that registered this address and port deregistered it, or its connection closed)")
+	msg := "nacos: the local instance is gone from the server; registering it again"
 	for i := range hosts {
 		if h := &hosts[i]; h.Ip == g.param.Ip && h.Port == g.param.Port && clusterOf(h) == cluster {
-			return false
+			diff := g.differs(h)
+			if diff == "" {
+				return false
+			}
+			why = fmt.Errorf("the server lists it with another %s (someone else changed it, or registered this address and port with other values)", diff)
+			msg = "nacos: the local instance was changed on the server; registering it again"
+			break
 		}
 	}
-	err := g.describe("keep", errors.New("the server no longer lists it (another client that registered this address and port deregistered it, or its connection closed)"))
-	r.log.WithField("service", g.key.subKey()).WithError(err).Warn("nacos: the local instance is gone from the server; registering it again")
+	err := g.describe("keep", why)
+	r.log.WithField("service", g.key.subKey()).WithError(err).Warn(msg)
 	g.status.Down(err)
 	g.gen = 0
 	return true
+}
+
+// differs says which of the values announced (weight, metadata) the
+// server lists h with otherwise ("" if none); callMu must be held. A
+// weight the server truncated to an integer (Polaris keeps integers) is
+// the same, and so is metadata the server adds for its own bookkeeping
+// (InternalMetadataPrefix).
+func (g *registration) differs(h *model.Instance) string {
+	var diffs []string
+	if w := g.param.Weight; h.Weight != w && h.Weight != math.Trunc(w) {
+		diffs = append(diffs, "weight")
+	}
+	if !maps.Equal(labels(h.Metadata), g.param.Metadata) {
+		diffs = append(diffs, "metadata")
+	}
+	return strings.Join(diffs, " and ")
 }
 
 // liveRegistrations lists the registrations kept.

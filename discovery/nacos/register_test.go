@@ -326,7 +326,7 @@ func TestRegisterAgainWhenTheServerStopsListingIt(t *testing.T) {
 		}
 		return n
 	}
-	self := host("10.1.2.3", 8080, "", 0.1, nil)
+	self := host("10.1.2.3", 8080, "", 10, nil) // as registered: listed with other values, it would be registered again
 	g := register(t, r, "users", appInstance(10, nil))
 	f.push(DefaultGroup, "users", self, host("10.9.9.9", 8080, "", 1, nil))
 	status := func() discovery.RegistrationStatus { return g.(discovery.StatusReporter).Status() }
