@@ -207,26 +207,9 @@ func BenchmarkMillionNodes(b *testing.B) {
 		b.StopTimer()
 		_, heapReg, _ := settle(b)
 		b.StartTimer()
-		log := discovery.Env{}.Logger() // one logger, as Remora has
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
-		list := make([]*Upstream, ups)
-		for i := range list {
-			u := New(Config{Name: scaleService(i), Log: log, Canary: canary.DefaultRule()})
-			w, err := reg.Watch(ctx, u.Service())
-			if err != nil {
-				b.Fatal(err)
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); u.Run(ctx, w) }()
-			list[i] = u
-		}
-		table := NewTable(list...)
-		for _, u := range table.All() {
-			for u.Snapshot().Version < 1 {
-				time.Sleep(time.Millisecond)
-			}
-		}
+		table := NewTable(runScaleUpstreams(b, ctx, &wg, reg, ups)...)
 		built := time.Since(start)
 		b.StopTimer()
 		// Measure as it runs: after every upstream's first passive health
@@ -255,6 +238,31 @@ func BenchmarkMillionNodes(b *testing.B) {
 		runtime.KeepAlive(table)
 		b.StartTimer()
 	}
+}
+
+// runScaleUpstreams runs an upstream for each of the first n services of
+// reg (scaleService(0) on), on a goroutine of its own under ctx that wg
+// waits for, and returns them once each has published its first set. They
+// share one logger, as Remora's do.
+func runScaleUpstreams(tb testing.TB, ctx context.Context, wg *sync.WaitGroup, reg *discoverytest.Registry, n int) []*Upstream {
+	log := discovery.Env{}.Logger()
+	list := make([]*Upstream, n)
+	for i := range list {
+		u := New(Config{Name: scaleService(i), Log: log, Canary: canary.DefaultRule()})
+		w, err := reg.Watch(ctx, u.Service())
+		if err != nil {
+			tb.Fatal(err)
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); u.Run(ctx, w) }()
+		list[i] = u
+	}
+	for _, u := range list {
+		for u.Snapshot().Version < 1 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return list
 }
 
 func writeHeapProfile(tb testing.TB, path string) {
@@ -326,27 +334,19 @@ func TestRunFollowsPollerOnItsOwnGoroutine(t *testing.T) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	before := runtime.NumGoroutine()
-	list := make([]*Upstream, ups)
-	for i := range list {
+	for i := range ups {
 		reg.Set(scaleService(i), scaleSet(scaleService(i), i*2, 2, 2)...)
-		u := New(Config{Name: scaleService(i), Canary: canary.DefaultRule()})
-		w, err := reg.Watch(ctx, u.Service())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, ok := w.(discovery.Poller); !ok {
-			t.Fatalf("the static registry's watcher %T is not a discovery.Poller", w)
-		}
-		wg.Add(1)
-		go func() { defer wg.Done(); u.Run(ctx, w) }()
-		list[i] = u
 	}
-	for _, u := range list {
-		for u.Snapshot().Version < 1 {
-			time.Sleep(time.Millisecond)
-		}
+	w, err := reg.Watch(ctx, scaleService(0))
+	if err != nil {
+		t.Fatal(err)
 	}
+	if _, ok := w.(discovery.Poller); !ok {
+		t.Fatalf("the registry's watcher %T is not a discovery.Poller", w)
+	}
+	_ = w.Stop()
+	before := runtime.NumGoroutine()
+	list := runScaleUpstreams(t, ctx, &wg, reg, ups)
 	if n := runtime.NumGoroutine() - before; n > ups+ups/10 {
 		t.Errorf("%d upstreams run %d goroutines; want about one each", ups, n)
 	}
@@ -379,24 +379,11 @@ func TestParkedUpstreamStackStaysSmall(t *testing.T) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	_, _, stack0 := settle(t)
-	list := make([]*Upstream, ups)
-	for i := range list {
+	for i := range ups {
 		reg.Set(scaleService(i), scaleSet(scaleService(i), i, 1, 2)...)
-		u := New(Config{Name: scaleService(i), Canary: canary.DefaultRule()})
-		w, err := reg.Watch(ctx, u.Service())
-		if err != nil {
-			t.Fatal(err)
-		}
-		wg.Add(1)
-		go func() { defer wg.Done(); u.Run(ctx, w) }()
-		list[i] = u
 	}
-	for _, u := range list {
-		for u.Snapshot().Version < 1 {
-			time.Sleep(time.Millisecond)
-		}
-	}
+	_, _, stack0 := settle(t)
+	runScaleUpstreams(t, ctx, &wg, reg, ups)
 	_, _, stack := settle(t)
 	// A little over the bound for the test's own goroutines.
 	if per := (stack - stack0) / ups; per > most+most/8 {
