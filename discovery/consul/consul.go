@@ -306,8 +306,11 @@ type registry struct {
 	mu       sync.Mutex
 	watchers map[*watcher]struct{}
 	regs     map[string]*registration // live registrations by service ID
-	closed   bool
-	regWG    sync.WaitGroup // the registrations' reconcilers
+	// withdrawals are deregistrations the agent did not take, made again
+	// in the background (see withdrawLater), by service ID.
+	withdrawals map[string]*withdrawal
+	closed      bool
+	regWG       sync.WaitGroup // the registrations' reconcilers
 }
 
 func newRegistry(c healthClient, o *Options, log *logrus.Entry) *registry {
@@ -331,6 +334,7 @@ func newRegistry(c healthClient, o *Options, log *logrus.Entry) *registry {
 		regRefresh:  defaultTTLRefresh,
 		watchers:    map[*watcher]struct{}{},
 		regs:        map[string]*registration{},
+		withdrawals: map[string]*withdrawal{},
 	}
 }
 

@@ -2,8 +2,10 @@ package consul
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
+	"net/http"
 	"slices"
 	"sort"
 	"strings"
@@ -36,7 +38,10 @@ import (
 //     within a refresh interval or two;
 //   - Update changes the wanted registration and wakes the reconciler,
 //     which registers it; Deregister stops the reconciler and deregisters
-//     the service.
+//     the service. If the agent does not take the deregistration (it is
+//     down or cut off), it is made again in the background until it does
+//     (withdrawLater), so an agent that comes back with its data does not
+//     keep the service.
 //
 // A failed step is retried after a backoff of 250 ms doubling to 1 s, with
 // jitter, so a returning agent has the service again within about a second.
@@ -102,6 +107,9 @@ func (r *registry) Register(ctx context.Context, service string, inst discovery.
 		return nil, err
 	}
 	id := service + "-" + inst.ID
+	// A withdrawal of this ID still pending must not take the new
+	// registration with it.
+	r.cancelWithdrawal(id)
 	gctx, cancel := context.WithCancel(context.Background())
 	g := &registration{
 		reg: r, service: service, id: id, checkID: "service:" + id,
@@ -465,10 +473,93 @@ func (g *registration) Deregister(ctx context.Context) error {
 	}
 	g.reg.forgetRegistration(g)
 	g.status.Down(nil)
-	if err := g.reg.agent.ServiceDeregisterOpts(g.id, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
-		return fmt.Errorf("consul: deregister %s: %w", g.id, err)
+	err := g.reg.agent.ServiceDeregisterOpts(g.id, (&api.QueryOptions{}).WithContext(ctx))
+	if err == nil || unknownService(err) {
+		return nil
 	}
-	return nil
+	if g.reg.withdrawLater(g.id, g.log) {
+		return fmt.Errorf("consul: deregister %s: %w (deregistering it again in the background until the agent answers)", g.id, err)
+	}
+	return fmt.Errorf("consul: deregister %s: %w", g.id, err)
+}
+
+// unknownService reports whether err is the agent's answer to the
+// deregistration of a service it does not have: nothing left to withdraw.
+func unknownService(err error) bool {
+	var se api.StatusError
+	return errors.As(err, &se) && se.Code == http.StatusNotFound
+}
+
+// withdrawal is a deregistration the agent did not take (it could not be
+// reached, or failed), carried out in the background: an agent that keeps
+// its data restores the service when it is back, passing until its TTL
+// runs out and listed until it has been critical for a minute.
+type withdrawal struct {
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the goroutine has returned
+}
+
+// withdrawLater deregisters the service id in the background, again after
+// a backoff until the agent takes it (or no longer has it), Register
+// registers the same ID again, or the registry closes; false if the
+// registry is closed.
+func (r *registry) withdrawLater(id string, log *logrus.Entry) bool {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &withdrawal{cancel: cancel, done: make(chan struct{})}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		cancel()
+		return false
+	}
+	old := r.withdrawals[id]
+	r.withdrawals[id] = w
+	r.regWG.Add(1)
+	r.mu.Unlock()
+	if old != nil {
+		old.cancel()
+	}
+	go func() {
+		defer r.regWG.Done()
+		defer close(w.done)
+		defer cancel()
+		defer func() {
+			r.mu.Lock()
+			if r.withdrawals[id] == w {
+				delete(r.withdrawals, id)
+			}
+			r.mu.Unlock()
+		}()
+		if p := panics.Catch(func() { r.withdraw(ctx, id, log) }); p != nil {
+			log.WithField("id", id).WithError(p).Error("consul: deregistering the service in the background panicked; it lapses with its check")
+		}
+	}()
+	return true
+}
+
+// withdraw is withdrawLater's loop.
+func (r *registry) withdraw(ctx context.Context, id string, log *logrus.Entry) {
+	for failures := 1; r.sleep(ctx, retry.Backoff(failures, r.backoffBase, r.backoffMax, r.rand)); failures++ {
+		rctx, cancel := context.WithTimeout(ctx, regOpTimeout)
+		err := r.agent.ServiceDeregisterOpts(id, (&api.QueryOptions{}).WithContext(rctx))
+		cancel()
+		if err == nil || unknownService(err) {
+			log.WithField("id", id).Info("consul: service deregistered, now that the agent answers")
+			return
+		}
+	}
+}
+
+// cancelWithdrawal stops the background deregistration of id, if any, and
+// waits for it to end: Register calls it before registering id again.
+func (r *registry) cancelWithdrawal(id string) {
+	r.mu.Lock()
+	w := r.withdrawals[id]
+	r.mu.Unlock()
+	if w != nil {
+		w.cancel()
+		<-w.done
+	}
 }
 
 // forgetRegistration removes g from the live registrations.
@@ -480,17 +571,22 @@ func (r *registry) forgetRegistration(g *registration) {
 	}
 }
 
-// stopRegistrations stops every reconciler (Close) without deregistering:
-// the checks go critical after the TTL.
+// stopRegistrations stops every reconciler (Close) without deregistering
+// (the checks go critical after the TTL), and every background
+// deregistration.
 func (r *registry) stopRegistrations() {
 	r.mu.Lock()
 	regs := make([]*registration, 0, len(r.regs))
 	for _, g := range r.regs {
 		regs = append(regs, g)
 	}
+	ws := slices.Collect(maps.Values(r.withdrawals))
 	r.mu.Unlock()
 	for _, g := range regs {
 		g.cancel()
+	}
+	for _, w := range ws {
+		w.cancel()
 	}
 	r.regWG.Wait()
 }
