@@ -37,7 +37,9 @@ import (
 //     unseen, overwritten), it is put again;
 //   - Update changes the wanted value and wakes the reconciler, which puts
 //     it; Deregister stops the reconciler, then deletes the key and revokes
-//     the lease.
+//     the lease. A lease etcd could not be asked to revoke (it is down or
+//     cut off) is revoked in the background once it answers (revokeLater):
+//     an etcd that comes back with its data would keep the key a full TTL.
 //
 // A failed step is retried after a backoff of 100 ms doubling to 1 s, with
 // jitter; a request waits for etcd up to opTimeout (clientv3 waits for a
@@ -546,15 +548,66 @@ func (g *registration) Deregister(ctx context.Context) error {
 		return nil // never connected: nothing was written
 	}
 	_, err = cli.Delete(ctx, g.key)
+	var pending []clientv3.LeaseID
 	for _, id := range g.final {
-		if id != 0 {
-			_, _ = cli.Revoke(ctx, id)
+		if id == 0 {
+			continue
 		}
+		if _, rerr := cli.Revoke(ctx, id); rerr != nil && !errors.Is(rerr, rpctypes.ErrLeaseNotFound) {
+			pending = append(pending, id)
+		}
+	}
+	if len(pending) > 0 && g.reg.revokeLater(g.key, pending, g.log) && err != nil {
+		return fmt.Errorf("etcd: deregister %s: %w (revoking its lease in the background until etcd answers)", g.key, err)
 	}
 	if err != nil {
 		return fmt.Errorf("etcd: deregister %s: %w", g.key, err)
 	}
 	return nil
+}
+
+// revokeLater revokes the leases of a deregistered key in the background,
+// again after a backoff until etcd takes it (or has forgotten them) or the
+// registry closes: an etcd that comes back with its data restores the
+// leases with a full TTL, and the key with them. Revoking deletes only
+// what is under those leases, never a later registration of the key
+// (which has a lease of its own). It reports false if the registry is
+// closed.
+func (r *Registry) revokeLater(key string, ids []clientv3.LeaseID, log *logrus.Entry) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return false
+	}
+	r.wg.Go(func() {
+		if p := panics.Catch(func() { r.revoke(key, ids, log) }); p != nil {
+			log.WithField("key", key).WithError(p).Error("etcd: revoking a deregistered key's lease panicked; the key lapses with it")
+		}
+	})
+	return true
+}
+
+// revoke is revokeLater's loop.
+func (r *Registry) revoke(key string, ids []clientv3.LeaseID, log *logrus.Entry) {
+	for failures := 1; retry.Sleep(r.ctx, retry.Backoff(failures, backoffBase, backoffMax, rand.Float64)); failures++ {
+		cli, err := r.leaser()
+		if err != nil {
+			continue
+		}
+		left := ids[:0]
+		for _, id := range ids {
+			ctx, cancel := context.WithTimeout(r.ctx, opTimeout)
+			_, err := cli.Revoke(ctx, id)
+			cancel()
+			if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+				left = append(left, id)
+			}
+		}
+		if ids = left; len(ids) == 0 {
+			log.WithField("key", key).Info("etcd: deregistered key's lease revoked, now that etcd answers")
+			return
+		}
+	}
 }
 
 // forget removes g from the live registrations.
