@@ -334,6 +334,29 @@ func Cases(lim Limits) []Case {
 				Answer: answerFor(map[string]func(*Request) string{"/1": raw(fmt.Sprintf("HTTP/1.0 200 OK\r\nX-Req: /1\r\nContent-Length: %d\r\n\r\n%s", n+10, body) + Close)})},
 		)
 	}
+	// A request after the first: net/http's server waits for its first
+	// 4 bytes (under the idle timeout) before the head's limit and
+	// timeout start. What that wait read is not counted: a request sent
+	// after its answer may be longer than the first by a buffer's read.
+	// A client that stops or half-closes with fewer than 4 bytes sent is
+	// still idle: held for the idle timeout, closed without an answer.
+	for _, n := range []int{-1, 0, 1, 1000, 5000} {
+		over := overLimitBy(lim, n)
+		cases = append(cases,
+			Case{Name: fmt.Sprintf("client/request sent later, head over the limit by %d", n),
+				Conns: conns(steps(send(get("/1")), then(withHeader("GET", "/2", over, "")+get("/3"))))},
+			Case{Name: fmt.Sprintf("client/request sent later, request line over the limit by %d", n),
+				Conns: conns(steps(send(get("/1")), then("GET /2"+strings.Repeat("l", len(over))+" HTTP/1.1\r\nHost: svc\r\n\r\n"+get("/3"))))},
+		)
+	}
+	for k := 1; k <= 4; k++ {
+		cases = append(cases,
+			Case{Name: fmt.Sprintf("client/half-closes after %d bytes of a second request", k),
+				Conns: conns(steps(send(get("/1")), Step{Pause: 120 * time.Millisecond, Send: get("/2")[:k], CloseWrite: true}))},
+			Case{Name: fmt.Sprintf("slow/second request stops after %d bytes", k),
+				Conns: conns(steps(send(get("/1")), then(get("/2")[:k]))), Wait: Wait{Quiet: time.Second, Max: time.Second}},
+		)
+	}
 	// A node that stops inside a body of known length and stays: the
 	// client gets what net/http has passed on by then (what left its
 	// ResponseWriter's and its connection's buffers), on the direct path

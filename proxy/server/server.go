@@ -724,6 +724,9 @@ func (c *srvConn) serve() {
 		if _, err := c.br.Peek(1); err != nil {
 			return
 		}
+		if !first && !c.nextArrived(idle) {
+			return
+		}
 		if c.afterPOST {
 			c.skipLineEnds(headTimeout)
 		}
@@ -775,6 +778,28 @@ func (c *srvConn) serve() {
 			return
 		}
 	}
+}
+
+// nextArrived is the end of the wait for a request after the first, as
+// net/http's server waits (conn.serve's Peek(4)): until 4 bytes of it
+// are here, under the idle timeout, before the head's limit and timeout
+// start. What the wait read does not count toward the limit (a request
+// sent after its answer may be up to a read of the buffer longer than
+// the first); a connection that ends, or idles out, with fewer than 4
+// bytes of a request is closed without an answer. It reports false then.
+func (c *srvConn) nextArrived(idle time.Duration) bool {
+	if c.br.Buffered() < 4 {
+		if idle > 0 {
+			c.armIdle(idle)
+		} else {
+			c.setReadDeadline(time.Time{})
+		}
+		if _, err := c.br.Peek(4); err != nil {
+			return false
+		}
+	}
+	c.headRead = 0
+	return true
 }
 
 // skipLineEnds drops the CR and LF bytes, up to four, that start what
