@@ -13,6 +13,8 @@ import (
 	"github.com/sirupsen/logrus"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/internal/panics"
@@ -529,8 +531,11 @@ func (g *registration) Update(ctx context.Context, inst discovery.Instance) erro
 
 // Deregister implements discovery.Registration: it stops the reconciler,
 // deletes the key and revokes the lease, and a replaced one not revoked yet
-// (after a failed or panicked write). If etcd cannot be reached, the error
-// is returned and the key expires with its lease. It is idempotent.
+// (after a failed or panicked write). It waits for etcd until ctx ends, or
+// unreachableTry after the client's connection is found not ready. If etcd
+// could not be reached, the error is returned and the leases are revoked
+// in the background once etcd answers (revokeLater), or the key expires
+// with its lease. It is idempotent.
 func (g *registration) Deregister(ctx context.Context) error {
 	g.mu.Lock()
 	already := g.gone
@@ -547,7 +552,19 @@ func (g *registration) Deregister(ctx context.Context) error {
 	if err != nil {
 		return nil // never connected: nothing was written
 	}
+	// clientv3 waits for a connection until ctx ends: a reload or a
+	// shutdown would wait that long for an etcd that is down. A short
+	// try once the connection is not ready, then the leases are revoked
+	// in the background.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if conn := activeConn(cli); conn != nil {
+		go giveUpUnready(ctx, conn, cancel)
+	}
 	_, err = cli.Delete(ctx, g.key)
+	if err != nil && context.Cause(ctx) == errNotReady {
+		err = fmt.Errorf("%w: %w", errNotReady, err)
+	}
 	var pending []clientv3.LeaseID
 	for _, id := range g.final {
 		if id == 0 {
@@ -564,6 +581,38 @@ func (g *registration) Deregister(ctx context.Context) error {
 		return fmt.Errorf("etcd: deregister %s: %w", g.key, err)
 	}
 	return nil
+}
+
+// unreachableTry bounds Deregister's requests once the client's connection
+// to etcd is not ready.
+const unreachableTry = 500 * time.Millisecond
+
+// activeConn is cli's connection to etcd, nil if it has none it can tell
+// (a client other than clientv3's).
+func activeConn(cli leaser) *grpc.ClientConn {
+	if c, ok := cli.(interface{ ActiveConnection() *grpc.ClientConn }); ok {
+		return c.ActiveConnection()
+	}
+	return nil
+}
+
+var errNotReady = errors.New("no connection to etcd")
+
+// giveUpUnready cancels ctx with errNotReady unreachableTry after conn is
+// (or becomes) not ready, unless ctx ends first.
+func giveUpUnready(ctx context.Context, conn *grpc.ClientConn, cancel context.CancelCauseFunc) {
+	for s := conn.GetState(); s == connectivity.Ready; s = conn.GetState() {
+		if !conn.WaitForStateChange(ctx, s) {
+			return
+		}
+	}
+	t := time.NewTimer(unreachableTry)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		cancel(errNotReady)
+	case <-ctx.Done():
+	}
 }
 
 // revokeLater revokes the leases of a deregistered key in the background,
