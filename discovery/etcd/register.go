@@ -31,10 +31,11 @@ import (
 //     without an answer, or when etcd says the lease is gone) or a put
 //     answered "lease not found": the lease is lost; grant a new one and
 //     put again (a re-registration);
-//   - the key is watched for deletions, from the revision of the reconciler's
-//     last put: one (by hand, by the previous Remora of an overlapping
-//     restart deregistering the same instance, by the expiry of a lease
-//     someone else put it under) puts it again at once;
+//   - the key is watched from the revision of the reconciler's last put: a
+//     deletion (by hand, by the previous Remora of an overlapping restart
+//     deregistering the same instance, by the expiry of a lease someone
+//     else put it under) or a put of another value or under another lease
+//     (someone else overwrote it) puts it again at once;
 //   - every TTL the key is read back; if it is missing or differs (deleted
 //     unseen, overwritten), it is put again;
 //   - Update changes the wanted value and wakes the reconciler, which puts
@@ -201,8 +202,9 @@ type held struct {
 	old     clientv3.LeaseID // a replaced lease to revoke once the key has moved
 }
 
-// deletions watches a registration's key for its deletion after the
-// reconciler's last put; owned by the run goroutine.
+// deletions watches a registration's key for its deletion, or a put by
+// someone else, after the reconciler's last put; owned by the run
+// goroutine.
 type deletions struct {
 	ch   clientv3.WatchChan // nil: not watching
 	stop context.CancelFunc
@@ -221,7 +223,7 @@ func (d *deletions) start(ctx context.Context, cli leaser, key string, rev int64
 	}
 	var wctx context.Context
 	wctx, d.stop = context.WithCancel(ctx)
-	d.ch = cli.Watch(clientv3.WithRequireLeader(wctx), key, clientv3.WithRev(rev+1), clientv3.WithFilterPut())
+	d.ch = cli.Watch(clientv3.WithRequireLeader(wctx), key, clientv3.WithRev(rev+1))
 }
 
 // end stops the watch; retry says whether start may make another at once.
@@ -402,10 +404,11 @@ func (g *registration) reconcile(h *held, d *deletions) {
 				d.end(false) // watched again after the next read-back
 				continue
 			}
-			if len(resp.Events) == 0 {
-				continue // a progress notification
+			what := g.changedBy(resp.Events, h)
+			if what == "" {
+				continue // a progress notification, or the value as written
 			}
-			err := fmt.Errorf("etcd: %s was deleted by someone else", g.key)
+			err := fmt.Errorf("etcd: %s was %s by someone else", g.key, what)
 			g.log.Warn(err.Error() + "; writing it again")
 			g.status.Down(err)
 			h.applied, lost = 0, true
@@ -416,6 +419,25 @@ func (g *registration) reconcile(h *held, d *deletions) {
 			}
 		}
 	}
+}
+
+// changedBy says what the watched events did to the key ("deleted",
+// "overwritten"), or "" if they leave it as written under the held lease.
+// The reconciler's own writes come before the watch's start revision.
+func (g *registration) changedBy(events []*clientv3.Event, h *held) string {
+	value, _ := g.wanted()
+	what := ""
+	for _, ev := range events {
+		switch {
+		case ev.Type == clientv3.EventTypeDelete:
+			what = "deleted"
+		case string(ev.Kv.Value) != value || clientv3.LeaseID(ev.Kv.Lease) != h.lease:
+			what = "overwritten"
+		default:
+			what = ""
+		}
+	}
+	return what
 }
 
 // apply writes value (version) under the held lease, granting one first if

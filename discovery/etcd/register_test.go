@@ -398,3 +398,61 @@ func TestRegistrationRewritesDeletedKeyAtOnce(t *testing.T) {
 		t.Logf("deletion %d: written again after %v", i+1, took)
 	}
 }
+
+// A key overwritten by someone else (other labels or weight, a bare
+// address, the same value under a lease of theirs) is written again at
+// once, not at the next read-back a TTL later: the reconciler watches its
+// key for puts that are not its own.
+func TestRegistrationRewritesOverwrittenKeyAtOnce(t *testing.T) {
+	srv := etcdtest.Start(t)
+	const key = "/services/orders/app-1"
+	reg := open(t, srv.Endpoint()).(*etcd.Registry)
+	reg.RegistrationTTL = time.Minute // read-backs a minute apart
+	t.Cleanup(func() { _ = reg.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	want := app(map[string]string{"canary": "true"})
+	g, err := reg.Register(ctx, "orders", want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours := func() bool {
+		v, lease := stored(t, srv, key)
+		return v != nil && v.Weight == want.Weight && v.Metadata["canary"] == "true" && len(v.Metadata) == 1 && lease != 0
+	}
+	within(t, 2*time.Second, "registered", ours)
+	other := want
+	other.Metadata = map[string]string{"canary": "false"}
+	for _, tc := range []struct {
+		name  string
+		value string
+		lease bool
+	}{
+		{"other labels", value(other), false},
+		{"a bare address", "127.0.0.1:1", false},
+		{"its value under another lease", value(want), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := status(t, g).Reregistrations
+			var theirs clientv3.LeaseID
+			if tc.lease {
+				lctx, lcancel := context.WithTimeout(context.Background(), 5*time.Second)
+				l, err := srv.Client().Grant(lctx, 60)
+				lcancel()
+				if err != nil {
+					t.Fatal(err)
+				}
+				theirs = l.ID
+				srv.Put(key, tc.value, clientv3.WithLease(theirs))
+			} else {
+				srv.Put(key, tc.value)
+			}
+			took := within(t, 5*time.Second, "written again", func() bool {
+				_, lease := stored(t, srv, key)
+				st := status(t, g)
+				return ours() && st.Reregistrations > before && lease != theirs
+			})
+			t.Logf("written again after %v", took.Round(time.Millisecond))
+		})
+	}
+}
