@@ -279,6 +279,25 @@ func (s *Server) Restart(t testing.TB) {
 	}
 }
 
+// RestartFresh stops the server (SIGTERM, see Stop), removes its store
+// (polaris.bolt: every service and instance it knew) and starts it again
+// on the same ports, as a server without a persistent volume comes back;
+// the instances of the clients Stop closed are registered again (see
+// Resume), as their applications' clients would. It fails t if the server
+// does not come back.
+func (s *Server) RestartFresh(t testing.TB) {
+	t.Helper()
+	if err := s.Stop(); err != nil {
+		t.Logf("nacostest: stopping Polaris server %q: %v", s.cfg.Name, err)
+	}
+	if err := os.Remove(filepath.Join(s.dir, "polaris.bolt")); err != nil {
+		t.Fatalf("nacostest: removing the store of Polaris server %q: %v", s.cfg.Name, err)
+	}
+	if err := s.Resume(); err != nil {
+		t.Fatalf("nacostest: starting Polaris server %q afresh: %v", s.cfg.Name, err)
+	}
+}
+
 // Resume starts a stopped server again on its ports, with its data, and
 // registers the instances of the clients Stop or Kill closed again, each
 // by a new client (as their applications' clients would after
