@@ -141,3 +141,35 @@ func TestRegistrationConvergesAfterSomeoneElseChangesIt(t *testing.T) {
 		})
 	}
 }
+
+// With a token that may write its own service and nothing else (no node
+// read), the read-back must not take what the token cannot see for a
+// change: no re-registrations while nobody touches the service.
+func TestRegistrationReadBackWithAServiceToken(t *testing.T) {
+	a := aclAgent(t)
+	acl := a.Client(t).ACL()
+	const svc = "scoped"
+	policy, _, err := acl.PolicyCreate(&api.ACLPolicy{Name: "write-" + svc, Rules: `service "` + svc + `" { policy = "write" }`}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := acl.TokenCreate(&api.ACLToken{Policies: []*api.ACLTokenPolicyLink{{ID: policy.ID}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := open(t, a, "token: "+tok.SecretID)
+	defer reg.Close()
+	reg.(*registry).regRefresh = convergeRefresh
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	g, err := registrar(t, reg).Register(ctx, svc, discovery.Instance{ID: "app-1", Address: "127.0.0.1", Port: 8083, Weight: 1, Metadata: map[string]string{"v": "1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Deregister(context.Background())
+	pollFor(t, 5*time.Second, "up", func() bool { return regStatus(t, g).Up })
+	time.Sleep(10 * convergeRefresh)
+	if st := regStatus(t, g); !st.Up || st.Reregistrations != 0 {
+		t.Fatalf("status after %v untouched: %+v; want up, never re-registered", 10*convergeRefresh, st)
+	}
+}
