@@ -1,6 +1,7 @@
 // Package discoverytest holds test helpers for discovery: Registry, a manual
-// in-memory registry, and Conformance, the suite every adapter runs against
-// its real server.
+// in-memory registry; Conformance, the suite every adapter runs against
+// its real server; and Partition, a relay that cuts a client off from a
+// real server that stays up.
 package discoverytest
 
 import "github.com/remora-mesh/remora/discovery/static"
