@@ -41,3 +41,18 @@ func Recv(fd uintptr, p []byte) (int, syscall.Errno) {
 	raceWrite(p[:n])
 	return int(n), 0
 }
+
+// Peek is a recv(2) with MSG_PEEK that does not wait: one call, which
+// leaves what it finds in the socket; 0 bytes and no error is the peer's
+// end, EAGAIN nothing there. For a RawConn's callback.
+func Peek(fd uintptr, p []byte) (int, syscall.Errno) {
+	if len(p) == 0 {
+		return 0, 0
+	}
+	n, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	raceWrite(p[:n])
+	return int(n), 0
+}

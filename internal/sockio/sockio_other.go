@@ -19,6 +19,14 @@ func Recv(fd uintptr, p []byte) (int, syscall.Errno) {
 	return max(n, 0), errnoOf(err)
 }
 
+// Peek is a recv(2) with MSG_PEEK that does not wait: one call, which
+// leaves what it finds in the socket; 0 bytes and no error is the peer's
+// end, EAGAIN nothing there.
+func Peek(fd uintptr, p []byte) (int, syscall.Errno) {
+	n, _, err := syscall.Recvfrom(int(fd), p, syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	return max(n, 0), errnoOf(err)
+}
+
 func errnoOf(err error) syscall.Errno {
 	if err == nil {
 		return 0

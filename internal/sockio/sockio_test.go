@@ -268,3 +268,58 @@ func TestSocketAllocatesNothing(t *testing.T) {
 	}
 	runtime.KeepAlive(peer)
 }
+
+// TestPeekLeavesWhatItFinds: Peek answers EAGAIN on an empty socket, sees
+// bytes without taking them (the next read gets them), and 0 bytes with no
+// error at the peer's end.
+func TestPeekLeavesWhatItFinds(t *testing.T) {
+	local, peer := pair(t)
+	raw, err := local.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peek := func() (n int, errno syscall.Errno, got string) {
+		var b [8]byte
+		if err := raw.Read(func(fd uintptr) bool {
+			n, errno = Peek(fd, b[:])
+			return true
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n, errno, string(b[:n])
+	}
+	if n, errno, _ := peek(); n != 0 || errno != syscall.EAGAIN {
+		t.Fatalf("an empty socket: Peek = %d, %v; want 0, EAGAIN", n, errno)
+	}
+	if _, err := peer.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, errno, got := peek()
+		if errno == 0 && n == 5 && got == "hello" {
+			break
+		}
+		if errno != syscall.EAGAIN || time.Now().After(deadline) {
+			t.Fatalf("Peek = %d, %v, %q; want 5, 0, \"hello\"", n, errno, got)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	var s Socket
+	s.Init(local)
+	b := make([]byte, 8)
+	if n, err := s.Read(b); err != nil || string(b[:n]) != "hello" {
+		t.Fatalf("the read after the peek: %q, %v; want the bytes peeked", b[:n], err)
+	}
+	peer.Close()
+	for {
+		n, errno, _ := peek()
+		if errno == 0 && n == 0 {
+			break
+		}
+		if errno != syscall.EAGAIN || time.Now().After(deadline) {
+			t.Fatalf("after the peer's end: Peek = %d, %v; want 0, 0", n, errno)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -626,13 +626,13 @@ func (c *Conn) quiet() bool {
 // does not wait. peekRead is negative when nothing was there.
 func (c *Conn) peekIdle(fd uintptr) bool {
 	for {
-		n, _, err := syscall.Recvfrom(int(fd), c.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		if err == syscall.EINTR {
+		n, errno := sockio.Peek(fd, c.peekBuf[:])
+		if errno == syscall.EINTR {
 			continue
 		}
-		c.peekRead, c.peekErr = n, err
-		if err != nil {
-			c.peekRead = -1
+		c.peekRead, c.peekErr = n, nil
+		if errno != 0 {
+			c.peekRead, c.peekErr = -1, errno
 		}
 		return true
 	}

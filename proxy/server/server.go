@@ -647,11 +647,11 @@ func (c *srvConn) waitThenGo(uintptr) bool {
 func (c *srvConn) peekArrived(fd uintptr) bool {
 	var b [1]byte
 	for {
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		if err == syscall.EINTR {
+		n, errno := sockio.Peek(fd, b[:])
+		if errno == syscall.EINTR {
 			continue
 		}
-		c.peeked = err == nil && n > 0
+		c.peeked = errno == 0 && n > 0
 		return true
 	}
 }
