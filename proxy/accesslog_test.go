@@ -45,7 +45,7 @@ func TestAccessLogForEveryAnswer(t *testing.T) {
 		{Name: "limited", PathPrefix: "/limited", Upstream: "users", RateLimit: &upstream.RateLimit{RequestsPerSecond: 1, Burst: 1}},
 	}}))
 	for _, u := range ups {
-		for u.Snapshot().Version == 0 {
+		for len(u.Snapshot().Nodes) == 0 { // its node, not an empty first set
 			time.Sleep(time.Millisecond)
 		}
 	}
@@ -135,7 +135,9 @@ func accessFixture(t *testing.T, h http.HandlerFunc) (front string, u *upstream.
 	p.SetTable(upstream.NewTable(u))
 	t.Cleanup(p.Close)
 	reg.Set("users", newBackend(t, "u1", h).instance())
-	for u.Snapshot().Version == 0 {
+	// Its node, not just a first set: the watch may answer the empty
+	// registry before the Set.
+	for u.Snapshot().Available == 0 {
 		time.Sleep(time.Millisecond)
 	}
 	return serveFront(t, p.Listener("out", proxy.ListenerOptions{})).URL, u, access
