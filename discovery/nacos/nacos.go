@@ -116,6 +116,7 @@ import (
 	"time"
 
 	"github.com/nacos-group/nacos-sdk-go/v2/model"
+	"github.com/nacos-group/nacos-sdk-go/v2/vo"
 	"github.com/sirupsen/logrus"
 
 	"github.com/remora-mesh/remora/discovery"
@@ -332,6 +333,8 @@ type registry struct {
 	wg      sync.WaitGroup // subscriptions
 	regWG   sync.WaitGroup // keepRegistered
 	regWake chan struct{}  // capacity 1: a new client, or a registration to announce again
+	// withdrawMu is held while flushWithdrawals calls the server.
+	withdrawMu sync.Mutex
 
 	mu         sync.Mutex
 	client     namingClient             // connected client, or nil
@@ -341,7 +344,10 @@ type registry struct {
 	subs       map[string]*subscription // by serviceKey.subKey()
 	retiring   map[string]*subscription // unsubscribing after their last watcher left
 	regs       map[string]*registration // live registrations, by serviceKey.subKey()
-	closed     bool
+	// withdrawals are deregistrations to make on the next connection (see
+	// withdrawLater), by withdrawalKey.
+	withdrawals map[string]vo.DeregisterInstanceParam
+	closed      bool
 }
 
 func newRegistry(o *Options, log *logrus.Entry, dial func() (namingClient, error)) *registry {
@@ -367,6 +373,7 @@ func newRegistry(o *Options, log *logrus.Entry, dial func() (namingClient, error
 		subs:        map[string]*subscription{},
 		retiring:    map[string]*subscription{},
 		regs:        map[string]*registration{},
+		withdrawals: map[string]vo.DeregisterInstanceParam{},
 		regWake:     make(chan struct{}, 1),
 
 		readBack:      defaultReadBack,

@@ -150,6 +150,7 @@ func (r *registry) Register(ctx context.Context, service string, inst discovery.
 		return nil, fmt.Errorf("nacos: register %s: an instance of this service is registered already; deregister it first", key.subKey())
 	}
 	r.regs[key.subKey()] = g
+	delete(r.withdrawals, withdrawalKey(key, g.param.Ip, g.param.Port))
 	c, gen, down := r.client, r.gen, r.downErr
 	if r.readBack > 0 {
 		g.follow = r.watchLocked(serviceKey{Group: key.Group, Service: key.Service})
@@ -309,13 +310,74 @@ func (g *registration) withdraw(ctx context.Context) error {
 	// g stays in the set until the request is done (fenceRegistrations).
 	defer r.forget(g)
 	c, _ := r.clientGen()
+	p := g.deregisterParam()
 	if c == nil {
+		// A server that stopped gracefully dropped the instance with the
+		// connection; one that crashed keeps it in its store and lists
+		// it when it is back: deregister it on the next connection.
+		r.withdrawLater(g.key, p)
 		return nil
 	}
-	p := g.deregisterParam()
-	return call(ctx, func() (bool, error) { return c.DeregisterInstance(p) }, func(err error) error {
+	err := call(ctx, func() (bool, error) { return c.DeregisterInstance(p) }, func(err error) error {
 		return g.describe("deregister", err)
 	})
+	if err != nil {
+		r.withdrawLater(g.key, p)
+	}
+	return err
+}
+
+// withdrawalKey identifies a withdrawn instance: its service and address.
+func withdrawalKey(key serviceKey, ip string, port uint64) string {
+	return key.subKey() + sep + hostPort(ip, port)
+}
+
+// withdrawLater records a deregistration the server may not have had, for
+// keepRegistered to make on the next connection (flushWithdrawals). A
+// registration of the same service and address made meanwhile cancels it
+// (Register).
+func (r *registry) withdrawLater(key serviceKey, p vo.DeregisterInstanceParam) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	r.withdrawals[withdrawalKey(key, p.Ip, p.Port)] = p
+	signal(r.regWake)
+}
+
+// flushWithdrawals makes the deregistrations withdrawLater recorded on the
+// current client; false if one failed (keepRegistered tries again after
+// its backoff). withdrawMu is held for the calls, so that
+// fenceRegistrations waits for them before a client is closed.
+func (r *registry) flushWithdrawals() bool {
+	r.withdrawMu.Lock()
+	defer r.withdrawMu.Unlock()
+	r.mu.Lock()
+	c, pending := r.client, maps.Clone(r.withdrawals)
+	r.mu.Unlock()
+	if c == nil || len(pending) == 0 {
+		return true
+	}
+	ok := true
+	for k, p := range pending {
+		ctx, cancel := context.WithTimeout(r.ctx, r.timeout)
+		err := call(ctx, func() (bool, error) { return c.DeregisterInstance(p) }, func(err error) error { return err })
+		cancel()
+		log := r.log.WithFields(map[string]any{"service": p.GroupName + sep + p.ServiceName, "address": hostPort(p.Ip, p.Port)})
+		if err != nil {
+			log.WithError(err).Warn("nacos: deregistering an instance withdrawn while the server was unreachable failed; retrying")
+			ok = false
+			continue
+		}
+		r.mu.Lock()
+		if q, still := r.withdrawals[k]; still && q == p {
+			delete(r.withdrawals, k)
+		}
+		r.mu.Unlock()
+		log.Info("nacos: instance withdrawn while the server was unreachable deregistered")
+	}
+	return ok
 }
 
 // forget removes g from the live registrations.
@@ -457,6 +519,10 @@ func (r *registry) keepRegistered() {
 		}
 		retry = nil
 		ok := true
+		if p := panics.Catch(func() { ok = r.flushWithdrawals() }); p != nil {
+			r.log.WithError(p).Error("nacos: deregistering withdrawn instances panicked; retrying")
+			ok = false
+		}
 		for _, g := range r.liveRegistrations() {
 			if !g.step(g.restore, false) {
 				ok = false
@@ -502,6 +568,9 @@ func (g *registration) step(f func() bool, onPanic bool) bool {
 // so that no registration request runs on a closing client. A request on a
 // lost connection fails fast; at worst this waits for the timeout option.
 func (r *registry) fenceRegistrations() {
+	r.withdrawMu.Lock()
+	//lint:ignore SA2001 waiting for the lock is the point: nothing to do inside
+	r.withdrawMu.Unlock()
 	for _, g := range r.liveRegistrations() {
 		g.callMu.Lock()
 		//lint:ignore SA2001 waiting for the lock is the point: nothing to do inside
