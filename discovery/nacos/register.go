@@ -32,7 +32,9 @@ import (
 // supervise), and the server forgets the old connection's instances, so the
 // registry keeps the set of live registrations and announces each of them
 // again on every new client (keepRegistered). While there is no client a
-// registration is kept and announced once one connects.
+// registration is kept and announced once one connects, and a
+// deregistration is made once one connects (a server that crashed keeps
+// the instances of the connections it lost in its store).
 //
 // The server can also drop the instance while the connection stays up:
 // Polaris keys an instance by service, cluster, address and port, not by
@@ -290,9 +292,11 @@ func (g *registration) Update(ctx context.Context, inst discovery.Instance) erro
 }
 
 // Deregister implements discovery.Registration: the instance stops being
-// kept and is deregistered from the server. Without a connection there is
-// nothing to deregister (the server removes an ephemeral instance with its
-// connection). It is idempotent.
+// kept and is deregistered from the server. Without a connection, or if
+// the server does not take it, the deregistration is made on the next
+// connection (withdrawLater): a server that stopped gracefully removed the
+// ephemeral instance with its connection, but one that crashed keeps it.
+// It is idempotent.
 func (g *registration) Deregister(ctx context.Context) error {
 	g.callMu.Lock()
 	defer g.callMu.Unlock()
