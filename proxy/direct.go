@@ -177,22 +177,31 @@ func writeSimple(w server.RawWriter, c *client.Conn, h *h1.Response, broke *bool
 	sniff := !h.HasType && !h.Encoded && length > 0
 	if length <= client.MaxDirectBody {
 		// The body is read whole into out and written with the head at
-		// once, unless it comes in pieces: then what has left the
-		// server's buffer (see heldBack) goes out after each read, as
-		// ReverseProxy writes each read at once, so a client sees a slow
-		// body as it comes, and one that breaks off as far as it came.
+		// once, unless the node pauses inside it: then, before the wait,
+		// what has left the server's buffer by then (see heldBack) goes
+		// out, as ReverseProxy writes each read at once, so a client sees
+		// a slow body as it comes, and one that breaks off as far as it
+		// came. A body that is all there when read (nearly every one) is
+		// one write: two would cost a send a request.
 		n := len(out)
 		out = slices.Grow(out, int(length))[:n+int(length)]
 		var hb heldBack
 		wrote := -1 // body bytes written; -1 until the head is
 		for got := 0; got < int(length); {
-			k, err := c.Read(out[n+got : n+min(got+copyChunk, int(length))])
+			end := min(got+copyChunk, int(length))
+			k, wait, err := c.ReadNow(out[n+got : n+end])
+			if wait {
+				if hb.sent > max(wrote, 0) {
+					out, n, wrote = writeSent(dst, out, n, wrote, hb.sent, sniff)
+				}
+				k, err = c.Read(out[n+got : n+end])
+			}
 			got += k
 			hb.write(k)
-			if got < int(length) && hb.sent > max(wrote, 0) {
-				out, n, wrote = writeSent(dst, out, n, wrote, hb.sent, sniff)
-			}
 			if err != nil && got < int(length) {
+				if hb.sent > max(wrote, 0) {
+					writeSent(dst, out, n, wrote, hb.sent, sniff)
+				}
 				*broke = true
 				c.Close()
 				return true

@@ -158,7 +158,13 @@ func Compare(ref, got Result, rules Rules) []string {
 			if gr.Req == "" || rules.IgnoreAnswers {
 				continue // the proxy's own: its text may differ
 			}
-			if gr.Body != rr.Body || gr.Cut != rr.Cut {
+			// A body both cut short: the proxy may have passed on more
+			// of what the node sent before it stopped. net/http's server
+			// keeps up to 2 KiB of it in its ResponseWriter's buffer, as
+			// much as the node's bytes happened to arrive in pieces;
+			// Remora passes on all it read before it would wait.
+			cutLonger := gr.Cut && rr.Cut && strings.HasPrefix(gr.Body, rr.Body)
+			if (gr.Body != rr.Body || gr.Cut != rr.Cut) && !cutLonger {
 				add("conn %d answer %d (%s): body %q (cut %v), the reference's %q (cut %v)", i+1, k+1, gr.Name(), gr.Body, gr.Cut, rr.Body, rr.Cut)
 			}
 			ignore := ignoredHeaders

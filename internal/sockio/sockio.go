@@ -36,9 +36,11 @@ type Socket struct {
 
 	readFn, writeFn func(fd uintptr) bool // made once, in Init
 
-	rp   []byte // the current Read's buffer
-	rn   int
-	rerr error
+	rp    []byte // the current Read's buffer
+	rn    int
+	rerr  error
+	rnow  bool // the current read is ReadNow's: it does not wait
+	rwait bool // ReadNow found nothing: a Read would wait
 
 	wp   []byte // what the current Write has left to write
 	wn   int
@@ -84,7 +86,7 @@ func (s *Socket) Read(p []byte) (int, error) {
 	if len(p) > maxRW {
 		p = p[:maxRW]
 	}
-	s.rp, s.rn, s.rerr = p, 0, nil
+	s.rp, s.rn, s.rerr, s.rnow = p, 0, nil, false
 	err := s.raw.Read(s.readFn)
 	n := s.rn
 	if err == nil {
@@ -100,8 +102,40 @@ func (s *Socket) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// recvOnce is Read's callback: one recv, waiting (false) when nothing is
-// there yet.
+// ReadNow reads into p what is there without waiting for more: wait
+// reports that nothing was (a Read would wait), with n 0 and no error.
+// Otherwise it is Read. On a connection that is not a socket it reads
+// nothing and reports wait: it cannot tell.
+func (s *Socket) ReadNow(p []byte) (n int, wait bool, err error) {
+	if !s.sys {
+		return 0, true, nil
+	}
+	if len(p) == 0 {
+		return 0, false, nil
+	}
+	if len(p) > maxRW {
+		p = p[:maxRW]
+	}
+	s.rp, s.rn, s.rerr, s.rnow, s.rwait = p, 0, nil, true, false
+	err = s.raw.Read(s.readFn)
+	n, wait = s.rn, s.rwait
+	if err == nil {
+		err = s.rerr
+	}
+	s.rp, s.rerr, s.rnow = nil, nil, false
+	switch {
+	case err != nil:
+		return n, false, s.opError("read", err)
+	case wait:
+		return 0, true, nil
+	case n == 0:
+		return 0, false, io.EOF
+	}
+	return n, false, nil
+}
+
+// recvOnce is Read's and ReadNow's callback: one recv, waiting (false)
+// when nothing is there yet, unless the read is ReadNow's.
 func (s *Socket) recvOnce(fd uintptr) bool {
 	for {
 		n, errno := Recv(fd, s.rp)
@@ -112,7 +146,8 @@ func (s *Socket) recvOnce(fd uintptr) bool {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
-			return false
+			s.rwait = s.rnow
+			return s.rnow
 		}
 		s.rerr = errno
 		return true

@@ -273,6 +273,23 @@ func (c *Conn) Discard(n int) { _, _ = c.br.Discard(n) }
 // body, after Discard skipped its head.
 func (c *Conn) Read(p []byte) (int, error) { return c.br.Read(p) }
 
+// ReadNow is Read without the wait: what the buffer holds, else one read
+// of the socket; wait reports that nothing was there (n is 0, err nil),
+// so that a caller can pass on what it has before Read waits. On a
+// connection that is not a socket it always reports wait.
+func (c *Conn) ReadNow(p []byte) (n int, wait bool, err error) {
+	if c.br.Buffered() > 0 {
+		n, err = c.br.Read(p)
+		return n, false, err
+	}
+	if !c.want.Equal(c.deadline) {
+		c.setReadDeadline(c.want) // as readConn: the one reads are to have
+	}
+	n, wait, err = c.sock.ReadNow(p)
+	c.nread += n
+	return n, wait, err
+}
+
 // Done ends the exchange: the connection goes back to its pool when keep
 // is set (the answer was read to its end and the node keeps it) and it
 // was not interrupted, and is closed otherwise.
