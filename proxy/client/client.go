@@ -536,10 +536,9 @@ type Conn struct {
 	werr    error
 	waitFn  func(uintptr) bool
 	// quiet's state, for peekIdle.
-	peekFn   func(uintptr) bool
-	peekBuf  [1]byte
-	peekErr  error
-	peekRead int
+	peekFn    func(uintptr) bool
+	peekBuf   [1]byte
+	peekErrno syscall.Errno // EAGAIN: nothing was there
 }
 
 func newConn(conn net.Conn, pool *connPool, maxHead int64, headerTimeout time.Duration) *Conn {
@@ -632,26 +631,22 @@ func (c *Conn) quiet() bool {
 	if c.raw == nil {
 		return true // not a socket: nothing to peek at
 	}
-	c.peekRead, c.peekErr = 0, nil
+	c.peekErrno = 0
 	if err := c.raw.Read(c.peekFn); err != nil {
 		return false
 	}
-	return c.peekRead < 0 && c.peekErr == syscall.EAGAIN
+	return c.peekErrno == syscall.EAGAIN
 }
 
 // peekIdle is quiet's callback, made once per connection: a peek that
-// does not wait. peekRead is negative when nothing was there.
+// does not wait. Bytes or an end leave peekErrno 0, nothing EAGAIN.
 func (c *Conn) peekIdle(fd uintptr) bool {
 	for {
-		n, errno := sockio.Peek(fd, c.peekBuf[:])
-		if errno == syscall.EINTR {
-			continue
+		_, errno := sockio.Peek(fd, c.peekBuf[:])
+		if errno != syscall.EINTR {
+			c.peekErrno = errno
+			return true
 		}
-		c.peekRead, c.peekErr = n, nil
-		if errno != 0 {
-			c.peekRead, c.peekErr = -1, errno
-		}
-		return true
 	}
 }
 

@@ -79,9 +79,9 @@ var _ RawWriter = (*response)(nil)
 // (that costs a goroutine, a system call and two switches per request). A
 // request still running after ClientWatchDelay gets such a watcher, so a
 // client that goes away still cancels its upstream call: one without a
-// body from its start, one with a body once a direct exchange has read it
-// whole (a body streamed to the node, which reads the connection meanwhile,
-// is not watched).
+// body from its start, one with a body once the body has been read to its
+// end (by a direct exchange, or by the transport streaming it to the
+// node), as net/http's server watches from a body's end.
 //
 // Anything else — HTTP/1.0, h2c, upgrades, CONNECT, absolute-form, Expect,
 // a malformed or oversized request — hands the connection, with every byte
