@@ -427,7 +427,8 @@ func (c *Call) GRPC() int { return c.grpc - 1 }
 // breaker. It returns how long the call took.
 func (c *Call) End(clientGone bool) time.Duration {
 	end := time.Now()
-	took, latency, now := end.Sub(c.start), end.Sub(c.start), end
+	took := end.Sub(c.start)
+	latency, now := took, end
 	if !c.established.IsZero() {
 		now, latency = c.established, c.established.Sub(c.start)
 	}
