@@ -160,11 +160,26 @@ func (s *Server) logTail() string {
 	return testproc.Tail(string(b), 25)
 }
 
+// startLocked starts dnsmasq on the server's port. The port of a server
+// stopped a moment ago may have been taken meanwhile as the source port of
+// some process's short-lived UDP socket (a DNS client's): dnsmasq then
+// exits with "Address already in use", and it is tried again for up to 5
+// seconds.
 func (s *Server) startLocked() error {
 	conf := filepath.Join(s.dir, "dnsmasq.conf")
 	if err := os.WriteFile(conf, []byte(s.config()), 0o600); err != nil {
 		return err
 	}
+	for attempt := 1; ; attempt++ {
+		err := s.startOnce(conf)
+		if err == nil || attempt == 50 || !strings.Contains(err.Error(), "Address already in use") {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (s *Server) startOnce(conf string) error {
 	args := []string{"--keep-in-foreground", "--conf-file=" + conf, "--pid-file=", "--log-facility=-"}
 	if os.Geteuid() == 0 {
 		args = append(args, "--user=root") // no nobody user needed; we drop nothing
