@@ -162,13 +162,26 @@ func byNode(a *app, id string) *node.Node {
 	return nil
 }
 
+// handedOut holds every address freeAddr has returned in this test
+// process: the kernel may give a port just closed to the next listener on
+// port 0, so two calls in a row (an admin and a listener address) could
+// name the same port, which validate refuses.
+var handedOut sync.Map
+
+// freeAddr returns a loopback address that was free a moment ago and that
+// no earlier call returned.
 func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		if _, taken := handedOut.LoadOrStore(addr, true); !taken {
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // The real process: the file changes → reload; SIGHUP with a bad file →
