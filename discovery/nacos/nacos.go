@@ -54,7 +54,9 @@
 // A server that restarted lists no ephemeral instances (or lists them
 // unhealthy) until their applications have reconnected and registered
 // them again. So in the first 30 seconds after a service is subscribed
-// again, a list in which a cluster Remora had usable instances of has
+// again, or subscribed on a start that has the last run's disk cache
+// (Remora need not have seen the server down: both may have restarted at
+// once), a list in which a cluster Remora had usable instances of has
 // none is held for that cluster (see subscription.deliver): its nodes
 // stay, marked stale, until the server lists usable instances of it or
 // the 30 seconds have passed. Any other list is applied at once: an empty

@@ -344,9 +344,10 @@ func (s *subscription) follow(log *logrus.Entry) {
 					log.WithField("attempts", failures+1).Info("nacos: subscribed")
 				}
 				subscribed, failures = true, 0
-				if base := s.currentHosts(); len(base) > 0 && r.emptyGrace > 0 {
-					// Subscribed again (a new client, or the disk cache
-					// served first): see deliver.
+				if base := s.holdBase(); len(base) > 0 && r.emptyGrace > 0 {
+					// Subscribed again (a new client, the disk cache
+					// served first, or a start with a disk cache): see
+					// deliver.
 					s.holdUntil, s.base = time.Now().Add(r.emptyGrace), base
 				}
 				if !s.publishPending() {
@@ -425,7 +426,8 @@ var errNotListedAgain = errors.New("the server lists no usable instance of a clu
 // (Polaris and Nacos keep ephemeral instances only with their
 // connections), or lists them unhealthy until then. So in the first
 // emptyGrace after subscribing again (on a new client, or after the disk
-// cache was served), a list in which a cluster the subscription had usable
+// cache was served), or for the first time with a disk cache of the last
+// run (see holdBase), a list in which a cluster the subscription had usable
 // instances of then (base) has none is held for that cluster: the
 // watchers get the list with that cluster's last known instances in place
 // of its listed ones, marked stale with errNotListedAgain, until the
@@ -446,8 +448,10 @@ func (s *subscription) deliver(hosts []model.Instance) {
 					Warn("nacos: the server lists no usable instance of a cluster right after reconnecting; keeping its last known ones while their applications register again")
 			}
 			s.latest = hosts
-			if len(hosts) > 0 {
-				s.publish(merged) // the rest of the list is news
+			if len(hosts) > 0 || !s.published() {
+				// The rest of the list is news; or nothing was published
+				// yet, and the watchers get the last run's instances.
+				s.publish(merged)
 			}
 			s.fail(fmt.Errorf("nacos: service %q: %w; keeping its %d last known instances for up to %v", s.key, errNotListedAgain, missing, s.reg.emptyGrace))
 			return
@@ -513,6 +517,31 @@ func (s *subscription) currentHosts() []model.Instance {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.hosts
+}
+
+// holdBase is what the first list after a Subscribe is compared with (see
+// deliver): the last list published or, before any, the last run's (the
+// disk cache). A start need not have seen the server down to come right
+// after its restart (a node that rebooted both, or a server that came back
+// before Remora's first attempt failed), while the upstream serves its
+// own on-disk snapshot of the same instances.
+func (s *subscription) holdBase() []model.Instance {
+	s.mu.Lock()
+	hosts, have := s.hosts, s.have
+	s.mu.Unlock()
+	if have || s.reg.diskCache == nil {
+		return hosts
+	}
+	hosts, _ = s.reg.diskCache(s.group, s.service) // file I/O: not under mu
+	return hosts
+}
+
+// published reports whether a list was published (the server's or the
+// disk cache's).
+func (s *subscription) published() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.have
 }
 
 // current returns the last list published and whether it is the server's

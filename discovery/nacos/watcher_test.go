@@ -659,6 +659,50 @@ func TestEmptyListAfterColdStartHeld(t *testing.T) {
 	waitPorts(t, w, 2)
 }
 
+// A start that never saw the server down, whose server lists nothing yet
+// (both restarted at once, or the server came back before the first
+// attempt failed): the disk cache of the last run is the base, so the
+// empty answer is held and the watchers get the cached instances, stale;
+// the instances registered again are applied, and then an empty list is
+// the server's word. Without a disk cache an empty first list is applied.
+func TestEmptyFirstListHeldAgainstDiskCache(t *testing.T) {
+	for _, cached := range []bool{true, false} {
+		t.Run(fmt.Sprintf("cached=%v", cached), func(t *testing.T) {
+			f := newFake()
+			f.push(DefaultGroup, "s") // up, and empty
+			r := tunedFakeRegistry(t, f, func(r *registry) {
+				r.emptyGrace = time.Minute
+				r.diskCache = func(group, service string) ([]model.Instance, bool) {
+					if !cached {
+						return nil, false
+					}
+					return []model.Instance{host("10.0.0.1", 1, "", 1, nil)}, true
+				}
+			})
+			w := watch(t, r, "s")
+			ctx, cancel := context.WithTimeout(context.Background(), wait)
+			defer cancel()
+			set, err := w.Next(ctx)
+			if !cached {
+				if err != nil || len(set) != 0 {
+					t.Fatalf("first Next without a disk cache: %s, %v; want the empty list", discoverytest.Describe(set), err)
+				}
+				return
+			}
+			if err != nil || !slices.Equal(ports(set), []int{1}) {
+				t.Fatalf("first Next: %s, %v; want the cached instance", discoverytest.Describe(set), err)
+			}
+			if _, err := w.Next(ctx); !errors.Is(err, errNotListedAgain) {
+				t.Fatalf("second Next: %v; want errNotListedAgain", err)
+			}
+			f.push(DefaultGroup, "s", host("10.0.0.2", 2, "", 1, nil))
+			waitPorts(t, w, 2)
+			f.push(DefaultGroup, "s")
+			waitPorts(t, w)
+		})
+	}
+}
+
 // While no server accepts connections, reconnection is tried at least
 // every backoffMax (a second by default); a server that accepts
 // connections but whose SDK client does not connect is tried again less
