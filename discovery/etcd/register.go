@@ -206,8 +206,14 @@ type held struct {
 // someone else, after the reconciler's last put; owned by the run
 // goroutine.
 type deletions struct {
-	ch   clientv3.WatchChan // nil: not watching
-	stop context.CancelFunc
+	ch clientv3.WatchChan // nil: not watching
+	// opening delivers ch once clientv3's Watch has returned; nil when no
+	// watch is being opened. Watch waits for the client's watch stream,
+	// which during a partition is reconnecting: called on the reconciler's
+	// goroutine it held the loop (no lease loss seen, no status) until the
+	// partition ended.
+	opening chan opened
+	stop    context.CancelFunc
 	// retry is false after a watch ended on its own (etcd compacted the
 	// revision, or the client closed), until the next read-back: the
 	// read-backs cover the key meanwhile, and a client that ends every
@@ -215,23 +221,46 @@ type deletions struct {
 	retry bool
 }
 
-// start watches key from the revision after rev, unless watching already
-// or told not to retry yet.
+// start opens a watch of key from the revision after rev, unless watching
+// (or opening) already or told not to retry yet. It does not wait: the
+// watch channel comes on opening (see opened).
 func (d *deletions) start(ctx context.Context, cli leaser, key string, rev int64) {
-	if d.ch != nil || !d.retry {
+	if d.ch != nil || d.opening != nil || !d.retry {
 		return
 	}
-	var wctx context.Context
-	wctx, d.stop = context.WithCancel(ctx)
-	d.ch = cli.Watch(clientv3.WithRequireLeader(wctx), key, clientv3.WithRev(rev+1))
+	wctx, stop := context.WithCancel(ctx)
+	opening := make(chan opened, 1)
+	go func() {
+		var o opened
+		o.panicked = panics.Catch(func() { o.ch = cli.Watch(clientv3.WithRequireLeader(wctx), key, clientv3.WithRev(rev+1)) })
+		opening <- o
+	}()
+	d.opening, d.stop = opening, stop
 }
 
-// end stops the watch; retry says whether start may make another at once.
+// opened is what opening a watch gave: its channel, or the panic of
+// clientv3's Watch, which the reconciler raises again as its own (see
+// run).
+type opened struct {
+	ch       clientv3.WatchChan
+	panicked *panics.Error
+}
+
+// take takes the watch start opened, or raises its panic.
+func (d *deletions) take(o opened) {
+	d.ch, d.opening = o.ch, nil
+	if o.panicked != nil {
+		panic(o.panicked)
+	}
+}
+
+// end stops the watch (or its opening: Watch returns once its context
+// ends); retry says whether start may make another at once.
 func (d *deletions) end(retry bool) {
 	if d.stop != nil {
 		d.stop()
 	}
-	d.ch, d.stop, d.retry = nil, nil, retry
+	d.ch, d.opening, d.stop, d.retry = nil, nil, nil, retry
 }
 
 // drop forgets the lease (it is lost or refused), stopping its keep-alive.
@@ -318,6 +347,9 @@ func (g *registration) run() {
 		if p == nil {
 			return
 		}
+		if inner, ok := p.Value.(*panics.Error); ok {
+			p = inner // the deletion watch's, raised again: its own stack
+		}
 		logged.Log(g.log.WithField("key", g.key), p, "etcd: the registration's reconciler panicked; it is down, and written again after a pause")
 		err := fmt.Errorf("etcd: registering %s: %w", g.key, p)
 		g.status.Down(err)
@@ -399,6 +431,8 @@ func (g *registration) reconcile(h *held, d *deletions) {
 			g.status.Down(err)
 			h.drop()
 			lost = true
+		case o := <-d.opening:
+			d.take(o)
 		case resp, ok := <-d.ch:
 			if !ok || resp.Canceled || resp.Err() != nil {
 				d.end(false) // watched again after the next read-back
