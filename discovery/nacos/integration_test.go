@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,13 +28,60 @@ func TestMain(m *testing.M) {
 	if code == 0 {
 		// nacos-sdk-go's UDP push receiver is never closed (an SDK bug):
 		// one goroutine per client, ignored; anything else fails.
-		if err := goleak.Find(goleak.IgnoreAnyFunction(
-			"github.com/nacos-group/nacos-sdk-go/v2/clients/naming_client/naming_http.(*PushReceiver).handleClient")); err != nil {
+		opts := []goleak.Option{goleak.IgnoreAnyFunction(
+			"github.com/nacos-group/nacos-sdk-go/v2/clients/naming_client/naming_http.(*PushReceiver).handleClient")}
+		if n := stuckSDKReconnects(); n > 0 {
+			// Another SDK bug: a client closed while its own reconnect
+			// was connecting to a server just back stays blocked in
+			// notifyConnectionChange, with the callback goroutines of
+			// the gRPC connection it made (three each). Only those.
+			fmt.Fprintf(os.Stderr, "goleak: ignoring %d nacos-sdk-go reconnect goroutine(s) blocked after their client closed, and their gRPC connections' callback goroutines\n", n)
+			opts = append(opts,
+				goleak.IgnoreAnyFunction("github.com/nacos-group/nacos-sdk-go/v2/common/remote/rpc.(*RpcClient).reconnect"),
+				goleak.IgnoreTopFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"))
+			if k := countGoroutines("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run("); k > 3*n {
+				fmt.Fprintf(os.Stderr, "goleak: %d gRPC callback goroutines left, more than the %d of %d blocked SDK reconnects\n", k, 3*n, n)
+				code = 1
+			}
+		}
+		if err := goleak.Find(opts...); err != nil {
 			fmt.Fprintln(os.Stderr, "goleak:", err)
 			code = 1
 		}
 	}
 	os.Exit(code)
+}
+
+// stuckSDKReconnects counts the SDK's reconnect goroutines blocked in
+// notifyConnectionChange: rpc_client.go sends the CONNECTED event on a
+// channel of one that nobody reads once the client is closed.
+func stuckSDKReconnects() int {
+	return countGoroutines("rpc.(*RpcClient).notifyConnectionChange(", "rpc.(*RpcClient).reconnect(")
+}
+
+// countGoroutines counts the goroutines whose stack holds every one of
+// frames (in any order).
+func countGoroutines(frames ...string) int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	count := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		all := true
+		for _, f := range frames {
+			all = all && strings.Contains(g, f)
+		}
+		if all {
+			count++
+		}
+	}
+	return count
 }
 
 func polaris(t *testing.T) *nacostest.Server {

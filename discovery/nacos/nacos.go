@@ -46,7 +46,13 @@
 // about a second. The SDK's own reconnect path is not used: it races with
 // requests made meanwhile (found with -race). Each SDK client also opens a
 // UDP listener for Nacos 1.x pushes, which the SDK never closes; the
-// adapter wakes it on close so that it ends. A panic in supervising the
+// adapter wakes it on close so that it ends. One SDK leak is left: a
+// client closed while the SDK's own reconnect goroutine was connecting to a
+// server that had just come back keeps that goroutine, blocked sending its
+// CONNECTED event on a channel nobody reads any more (rpc_client.go's
+// notifyConnectionChange), with the gRPC connection it made. It takes a
+// close within that attempt, which a server back within a poll of the
+// connection (a blink) makes possible. A panic in supervising the
 // connection (the SDK creating a client or checking it) is a failed
 // connection: it is logged with its stack, the client is closed, and
 // another is created after the backoff.
