@@ -223,7 +223,7 @@ type deletions struct {
 
 // start opens a watch of key from the revision after rev, unless watching
 // (or opening) already or told not to retry yet. It does not wait: the
-// watch channel comes on opening (see opened).
+// watch channel comes on opening, for the reconciler to take.
 func (d *deletions) start(ctx context.Context, cli leaser, key string, rev int64) {
 	if d.ch != nil || d.opening != nil || !d.retry {
 		return
