@@ -512,13 +512,6 @@ func usableClusters(hosts []model.Instance) map[string]bool {
 // usable reports whether Remora would route to h (see toInstance).
 func usable(h *model.Instance) bool { return h.Healthy && h.Enable }
 
-// currentHosts returns the last list published.
-func (s *subscription) currentHosts() []model.Instance {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.hosts
-}
-
 // holdBase is what the first list after a Subscribe is compared with (see
 // deliver): the last list published or, before any, the last run's (the
 // disk cache). A start need not have seen the server down to come right
