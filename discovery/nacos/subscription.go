@@ -225,8 +225,8 @@ func (s *subscription) down(err error) {
 }
 
 // coldStart publishes the SDK's disk copy of the service, if the
-// subscription has no instances yet and there is one: on a start while the
-// server is down, the instances of the last run.
+// subscription has no instances yet and there is one that lists any: on a
+// start while the server is down, the instances of the last run.
 //
 // It may be called by run and by the registry's supervise at once: the
 // check and the publication are one step under mu, so the disk copy is
@@ -239,7 +239,11 @@ func (s *subscription) coldStart() {
 		return
 	}
 	hosts, ok := s.reg.diskCache(s.group, s.service) // file I/O: not under mu
-	if !ok {
+	if !ok || len(hosts) == 0 {
+		// Nothing to serve. Published, the empty list would replace what
+		// the upstream serves meanwhile (its own on-disk snapshot, which
+		// may be younger: the SDK writes its copy on every push, also one
+		// that came as the last run stopped).
 		return
 	}
 	s.mu.Lock()

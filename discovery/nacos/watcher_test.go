@@ -243,10 +243,13 @@ func TestColdStartServesDiskCache(t *testing.T) {
 	r.probe = f.probe
 	r.pollUp, r.backoffBase, r.backoffMax = 10*time.Millisecond, 5*time.Millisecond, 20*time.Millisecond
 	r.diskCache = func(group, service string) ([]model.Instance, bool) {
-		if service != "cached" {
-			return nil, false
+		switch service {
+		case "cached":
+			return []model.Instance{host("10.0.0.1", 1, "", 1, nil)}, true
+		case "empty":
+			return []model.Instance{}, true
 		}
-		return []model.Instance{host("10.0.0.1", 1, "", 1, nil)}, true
+		return nil, false
 	}
 	r.start()
 	defer r.Close()
@@ -263,6 +266,12 @@ func TestColdStartServesDiskCache(t *testing.T) {
 	other := watch(t, r, "uncached")
 	if set, err := other.Next(ctx); !errors.Is(err, ErrUnreachable) {
 		t.Fatalf("a service without a cached copy: %s, %v; want only ErrUnreachable", discoverytest.Describe(set), err)
+	}
+	// An empty copy serves nothing: published, it would replace the nodes
+	// the upstream serves from its own on-disk snapshot.
+	empty := watch(t, r, "empty")
+	if set, err := empty.Next(ctx); !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("a service whose cached copy is empty: %s, %v; want only ErrUnreachable", discoverytest.Describe(set), err)
 	}
 	f.mu.Lock()
 	dials := f.dials
