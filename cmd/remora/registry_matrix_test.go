@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -190,6 +191,7 @@ func (m *matrixRegistry) converged(t *testing.T, a *app, within time.Duration) {
 // stop, sampled every few milliseconds.
 type floor struct {
 	min  atomic.Int64
+	at   string // the snapshot's state when min was first seen
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -201,8 +203,10 @@ func watchFloor(a *app) *floor {
 	go func() {
 		defer f.wg.Done()
 		for {
-			if n := int64(available(a)); n < f.min.Load() {
+			s := a.Table().Lookup("user-service").Snapshot()
+			if n := int64(s.Available); n < f.min.Load() {
 				f.min.Store(n)
+				f.at = fmt.Sprintf("version %d, synced %v, restored %v, error %v", s.Version, s.Synced, s.Restored, s.Err)
 			}
 			select {
 			case <-f.stop:
@@ -219,7 +223,7 @@ func (f *floor) check(t *testing.T, want int64) {
 	close(f.stop)
 	f.wg.Wait()
 	if n := f.min.Load(); n < want {
-		t.Errorf("user-service fell to %d nodes during the outage; want %d throughout", n, want)
+		t.Errorf("user-service fell to %d nodes during the outage (%s); want %d throughout", n, f.at, want)
 	}
 }
 
@@ -314,6 +318,17 @@ func runMatrix(t *testing.T, m *matrixRegistry) {
 		})
 		first.close()
 		m.down(t)
+		// The SDK's disk cache of a Nacos registry, which the adapter
+		// serves until the server answers: said when the class fails.
+		files, _ := filepath.Glob(filepath.Join(dir, "nacos", "*", "naming", "*", "*user-service"))
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("the disk cache at the start: %s: %s, %v", filepath.Base(f), b, err)
+				}
+			})
+		}
 		a := startMatrixRemora(t, cfg(good, dir, ""))
 		took := eventually(t, 3*time.Second, "serving the snapshot", func() bool {
 			st := upstreamStatus(t, a)
