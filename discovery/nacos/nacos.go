@@ -65,8 +65,11 @@
 // once), a list in which a cluster Remora had usable instances of has
 // none is held for that cluster (see subscription.deliver): its nodes
 // stay, marked stale, until the server lists usable instances of it or
-// the 30 seconds have passed. Any other list is applied at once: an empty
-// one states that every instance is gone.
+// the 30 seconds have passed. A start while the server was down, with no
+// disk cache to compare with, holds a first list without usable instances
+// whole: the upstream keeps serving its own on-disk snapshot. Any other
+// list is applied at once: an empty one states that every instance is
+// gone.
 //
 // # Cold start
 //
@@ -349,6 +352,7 @@ type registry struct {
 	gen        int                      // counts clients; a subscription resubscribes on a new one
 	haveClient chan struct{}            // closed when client is set; replaced when it is cleared
 	downErr    error                    // why there is no client, once known
+	downFirst  bool                     // a connection failed before the first client: the server was down at the start
 	subs       map[string]*subscription // by serviceKey.subKey()
 	retiring   map[string]*subscription // unsubscribing after their last watcher left
 	regs       map[string]*registration // live registrations, by serviceKey.subKey()
@@ -585,6 +589,9 @@ func (r *registry) setDown(err error) {
 	first := r.downErr == nil
 	same := !first && r.downErr.Error() == err.Error()
 	r.downErr = err
+	if r.gen == 0 {
+		r.downFirst = true
+	}
 	subs := slices.Collect(maps.Values(r.subs))
 	regs := slices.Collect(maps.Values(r.regs))
 	r.mu.Unlock()
@@ -605,6 +612,14 @@ func (r *registry) setDown(err error) {
 	for _, s := range subs {
 		s.down(err)
 	}
+}
+
+// startedDown reports whether the server was down when the registry
+// opened: a connection failed before the first client.
+func (r *registry) startedDown() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.downFirst
 }
 
 // downError is why there is no client, if there is none.

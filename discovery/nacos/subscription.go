@@ -348,10 +348,11 @@ func (s *subscription) follow(log *logrus.Entry) {
 					log.WithField("attempts", failures+1).Info("nacos: subscribed")
 				}
 				subscribed, failures = true, 0
-				if base := s.holdBase(); len(base) > 0 && r.emptyGrace > 0 {
+				if base := s.holdBase(); r.emptyGrace > 0 && (len(base) > 0 || !s.published() && r.startedDown()) {
 					// Subscribed again (a new client, the disk cache
-					// served first, or a start with a disk cache): see
-					// deliver.
+					// served first, or a start with a disk cache), or for
+					// the first time after the server was down at the
+					// start: see deliver.
 					s.holdUntil, s.base = time.Now().Add(r.emptyGrace), base
 				}
 				if !s.publishPending() {
@@ -440,11 +441,19 @@ var errNotListedAgain = errors.New("the server lists no usable instance of a clu
 // the server's list is applied as it is. That is the whole list when the
 // server lists nothing at all; per cluster, an upstream limited to some
 // clusters keeps its nodes while another cluster's instances come back
-// first. Outside that window an empty list is applied at once: the
+// first. A first subscribe after the server was down at the start, with no
+// base, holds a list without usable instances whole (nothing is published:
+// the watchers keep what they serve). Outside that window an empty list is applied at once: the
 // server states that the instances are gone. Only run calls it.
 func (s *subscription) deliver(hosts []model.Instance) {
 	if time.Now().Before(s.holdUntil) {
-		if merged, missing := withHeldClusters(hosts, s.base); missing > 0 {
+		merged, missing := withHeldClusters(hosts, s.base)
+		// Nothing to compare with (a start while the server was down,
+		// without a disk cache): a list with no usable instance is held
+		// whole, and the watchers keep what they serve (the upstream's own
+		// on-disk snapshot).
+		unlisted := len(s.base) == 0 && len(usableClusters(hosts)) == 0
+		if missing > 0 || unlisted {
 			if !s.held {
 				s.held = true
 				s.holdC = time.After(time.Until(s.holdUntil))
@@ -452,7 +461,7 @@ func (s *subscription) deliver(hosts []model.Instance) {
 					Warn("nacos: the server lists no usable instance of a cluster right after reconnecting; keeping its last known ones while their applications register again")
 			}
 			s.latest = hosts
-			if len(hosts) > 0 || !s.published() {
+			if !unlisted && (len(hosts) > 0 || !s.published()) {
 				// The rest of the list is news; or nothing was published
 				// yet, and the watchers get the last run's instances.
 				s.publish(merged)

@@ -712,6 +712,45 @@ func TestEmptyFirstListHeldAgainstDiskCache(t *testing.T) {
 	}
 }
 
+// A start while the server is down, without a disk cache: the upstream
+// serves its own on-disk snapshot meanwhile, which the adapter cannot
+// compare lists with. The server's first list, if it lists no usable
+// instance (its applications have not registered again), is held whole:
+// the watchers get errNotListedAgain and no set. A list with instances is
+// applied, and from then on an empty list is the server's word.
+func TestEmptyFirstListHeldAfterStartingDown(t *testing.T) {
+	f := newFake()
+	f.setHealthy(false)
+	f.push(DefaultGroup, "s") // what the server lists once back: nothing
+	r := newTestRegistry(t, f.reopen)
+	r.probe = f.probe
+	r.pollUp, r.backoffBase, r.backoffMax = 10*time.Millisecond, 5*time.Millisecond, 20*time.Millisecond
+	r.emptyGrace = time.Minute
+	r.start()
+	defer r.Close()
+	w := watch(t, r, "s")
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if set, err := w.Next(ctx); !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("first Next: %s, %v; want ErrUnreachable", discoverytest.Describe(set), err)
+	}
+	f.setHealthy(true)
+	for {
+		set, err := w.Next(ctx)
+		if errors.Is(err, ErrUnreachable) {
+			continue // reported again while still down
+		}
+		if !errors.Is(err, errNotListedAgain) {
+			t.Fatalf("Next once connected to a server that lists nothing: %s, %v; want errNotListedAgain and no set", discoverytest.Describe(set), err)
+		}
+		break
+	}
+	f.push(DefaultGroup, "s", host("10.0.0.2", 2, "", 1, nil))
+	waitPorts(t, w, 2)
+	f.push(DefaultGroup, "s")
+	waitPorts(t, w)
+}
+
 // While no server accepts connections, reconnection is tried at least
 // every backoffMax (a second by default); a server that accepts
 // connections but whose SDK client does not connect is tried again less
