@@ -477,6 +477,23 @@ func TestWatchRejectsBadServiceNames(t *testing.T) {
 	}
 }
 
+// waitHeld reads w past the ErrUnreachable reported while the server is
+// down, and fails t unless what follows is errNotListedAgain without a
+// set: the server's list held.
+func waitHeld(ctx context.Context, t *testing.T, w discovery.Watcher, when string) {
+	t.Helper()
+	for {
+		set, err := w.Next(ctx)
+		if errors.Is(err, ErrUnreachable) {
+			continue // reported again while still down
+		}
+		if !errors.Is(err, errNotListedAgain) {
+			t.Fatalf("Next %s: %s, %v; want errNotListedAgain and no set", when, discoverytest.Describe(set), err)
+		}
+		return
+	}
+}
+
 // A server that restarted lists no ephemeral instances until their
 // applications register them again. An empty list right after a
 // reconnection, while the watch has instances, is held: the nodes stay,
@@ -499,16 +516,7 @@ func TestEmptyListAfterReconnectHeld(t *testing.T) {
 	waitCond(t, "the client closed", func() bool { return f.registered(DefaultGroup, "s") == 0 })
 	f.push(DefaultGroup, "s") // the server restarted empty
 	f.setHealthy(true)
-	for {
-		set, err := w.Next(ctx)
-		if errors.Is(err, ErrUnreachable) {
-			continue // reported again while still down
-		}
-		if !errors.Is(err, errNotListedAgain) {
-			t.Fatalf("Next after reconnecting to an empty server: %s, %v; want errNotListedAgain and no set", discoverytest.Describe(set), err)
-		}
-		break
-	}
+	waitHeld(ctx, t, w, "after reconnecting to an empty server")
 	// A watcher added meanwhile gets the last known set and the error.
 	w2 := watch(t, r, "s")
 	if set, err := w2.Next(ctx); err != nil || !slices.Equal(ports(set), []int{1}) {
@@ -735,16 +743,7 @@ func TestEmptyFirstListHeldAfterStartingDown(t *testing.T) {
 		t.Fatalf("first Next: %s, %v; want ErrUnreachable", discoverytest.Describe(set), err)
 	}
 	f.setHealthy(true)
-	for {
-		set, err := w.Next(ctx)
-		if errors.Is(err, ErrUnreachable) {
-			continue // reported again while still down
-		}
-		if !errors.Is(err, errNotListedAgain) {
-			t.Fatalf("Next once connected to a server that lists nothing: %s, %v; want errNotListedAgain and no set", discoverytest.Describe(set), err)
-		}
-		break
-	}
+	waitHeld(ctx, t, w, "once connected to a server that lists nothing")
 	f.push(DefaultGroup, "s", host("10.0.0.2", 2, "", 1, nil))
 	waitPorts(t, w, 2)
 	f.push(DefaultGroup, "s")
