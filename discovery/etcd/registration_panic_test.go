@@ -211,6 +211,19 @@ func leaseOf(key, val string, opts []clientv3.OpOption) clientv3.LeaseID {
 	return clientv3.LeaseID(c.req.Lease)
 }
 
+// webInstance is the instance the registration tests register.
+var webInstance = discovery.Instance{ID: "a", Address: "10.0.0.1", Port: 80, Weight: 1, Healthy: true}
+
+// registerWeb registers in as an instance of service "web" on reg.
+func registerWeb(ctx context.Context, t *testing.T, reg *Registry, in discovery.Instance) *registration {
+	t.Helper()
+	r, err := reg.Register(ctx, "web", in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.(*registration)
+}
+
 // waitFor polls cond until it holds, failing the test after d.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -264,12 +277,8 @@ func TestRegistrationPanicIsDownAndWrittenAgain(t *testing.T) {
 			defer reg.Close()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			inst := discovery.Instance{ID: "a", Address: "10.0.0.1", Port: 80, Weight: 1, Healthy: true}
-			r, err := reg.Register(ctx, "web", inst)
-			if err != nil {
-				t.Fatal(err)
-			}
-			g := r.(*registration)
+			inst := webInstance
+			g := registerWeb(ctx, t, reg, inst)
 			var pe *panics.Error
 			if tc.update {
 				inst.Weight = 2
@@ -342,11 +351,7 @@ func TestConnectPanicIsAFailedAttempt(t *testing.T) {
 	close(gate)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	r, err := reg.Register(ctx, "web", discovery.Instance{ID: "a", Address: "10.0.0.1", Port: 80, Weight: 1, Healthy: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := r.(*registration)
+	g := registerWeb(ctx, t, reg, webInstance)
 	waitFor(t, 5*time.Second, "registered once connected", func() bool {
 		v, _, _, _ := f.state(g.key)
 		return g.Status().Up && v != ""

@@ -64,11 +64,7 @@ func TestWatchOpeningDoesNotHoldTheReconciler(t *testing.T) {
 	defer reg.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	r, err := reg.Register(ctx, "web", discovery.Instance{ID: "a", Address: "10.0.0.1", Port: 80, Weight: 1, Healthy: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := r.(*registration)
+	g := registerWeb(ctx, t, reg, webInstance)
 	time.Sleep(100 * time.Millisecond) // the reconciler opens the watch
 	first := g.Status().Reregistrations
 	f.loseLeases()
