@@ -197,7 +197,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return t.roundTripTLS(req)
 	}
 	if !t.takesDirect(req) {
-		return t.std.RoundTrip(req)
+		return t.stdRoundTrip(req)
 	}
 	ctx := req.Context()
 	var resp *http.Response
@@ -227,7 +227,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 func (t *Transport) roundTripTLS(req *http.Request) (*http.Response, error) {
 	var connected atomic.Bool
 	trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { connected.Store(true) }}
-	resp, err := t.std.RoundTrip(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
+	resp, err := t.stdRoundTrip(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
 	if err == nil || connected.Load() || req.Context().Err() != nil {
 		return resp, err
 	}
@@ -235,6 +235,35 @@ func (t *Transport) roundTripTLS(req *http.Request) (*http.Response, error) {
 		return resp, err
 	}
 	return resp, &net.OpError{Op: "dial", Net: "tcp", Err: err}
+}
+
+// stdRoundTrip is RoundTrip on the standard transport. Its limit on an
+// answer's head restarts after a 1xx passed on to a trace, and does not
+// count what of the next head its reads of the 1xx buffered: a final head
+// after a 1xx may come through at up to twice MaxResponseHeaderBytes. An
+// HTTP/1 answer whose parsed head is larger than the limit (the node sent
+// at least that many bytes) is refused here as on Remora's own
+// connections.
+func (t *Transport) stdRoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.std.RoundTrip(req)
+	if err != nil || resp.ProtoMajor != 1 || minHeadSize(resp.Header) <= t.maxHead {
+		return resp, err
+	}
+	resp.Body.Close()
+	return nil, errRespHeadTooLarge{t.maxHead}
+}
+
+// minHeadSize is the fewest bytes an HTTP/1 head can take on the wire to
+// parse into h: a status line of "HTTP/1.1 200" and its CRLF, a line
+// "Name:value" and its CRLF per value, and the blank line.
+func minHeadSize(h http.Header) int64 {
+	n := int64(len("HTTP/1.1 200\r\n\r\n"))
+	for k, vs := range h {
+		for _, v := range vs {
+			n += int64(len(k) + len(":\r\n") + len(v))
+		}
+	}
+	return n
 }
 
 // Send writes a request already encoded (head and body) on an idle
@@ -867,7 +896,10 @@ func (c *Conn) readResponse(req *http.Request, headerTimeout time.Duration, got1
 				c.stop()
 				return nil, err
 			}
-			c.headLeft = c.maxHead // passed on: each 1xx has a limit of its own
+			// Passed on: the next head has a limit of its own (as in
+			// net/http's Transport), which counts what of it is in the
+			// buffer already: it came in the 1xx's reads.
+			c.headLeft = c.maxHead - int64(c.br.Buffered())
 		}
 	}
 	c.headLeft = -1

@@ -400,3 +400,84 @@ func TestRetiredTransportPoolsNothing(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A final head that follows a 1xx passed on (as ReverseProxy and the
+// direct path pass them) is bounded by MaxResponseHeaderBytes on its own,
+// counting what of it came in the 1xx's read: it was passed at up to
+// twice the limit (the budget restarted after the 1xx, and bytes already
+// buffered were not counted), on the direct path, on RoundTrip's own
+// connections and on the standard transport (Expect).
+func TestTransportBoundsTheFinalHeadAfterA1xx(t *testing.T) {
+	const limit = 4096
+	node := func(bigHeader int) string {
+		return testnet.Serve(t, func(c net.Conn) {
+			defer c.Close()
+			br := bufio.NewReader(c)
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if line != "\r\n" {
+					continue
+				}
+				// One write: the 1xx and the final head arrive together.
+				_, _ = io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"+
+					"HTTP/1.1 200 OK\r\nX-Big: "+strings.Repeat("b", bigHeader)+"\r\nContent-Length: 2\r\n\r\nok")
+			}
+		}).Addr().String()
+	}
+	ignore1xx := func(int, textproto.MIMEHeader) error { return nil }
+	passing1xx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{Got1xxResponse: ignore1xx})
+	paths := map[string]func(tr *client.Transport, hostport string) error{
+		"direct": func(tr *client.Transport, hostport string) error {
+			c, err := tr.Send(context.Background(), nil, hostport, []byte("GET / HTTP/1.1\r\nHost: n\r\n\r\n"), true)
+			if err != nil {
+				return err
+			}
+			req, _ := http.NewRequest(http.MethodGet, "http://"+hostport+"/", nil)
+			resp, err := c.ReadResponse(req, ignore1xx)
+			if err != nil {
+				return err
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			return resp.Body.Close()
+		},
+		"own connection": func(tr *client.Transport, hostport string) error {
+			req, _ := http.NewRequestWithContext(passing1xx, http.MethodGet, "http://"+hostport+"/", nil)
+			return roundTripErr(tr, req)
+		},
+		"standard transport": func(tr *client.Transport, hostport string) error {
+			req, _ := http.NewRequestWithContext(passing1xx, http.MethodPost, "http://"+hostport+"/", strings.NewReader("hi"))
+			req.Header.Set("Expect", "100-continue")
+			return roundTripErr(tr, req)
+		},
+	}
+	for name, do := range paths {
+		for _, tc := range []struct {
+			header int
+			ok     bool
+		}{{3000, true}, {limit - 60, true}, {limit, false}, {2 * limit, false}} { // the head is the header and 43 bytes more
+			tr := client.New(client.Options{MaxResponseHeaderBytes: limit})
+			err := do(tr, node(tc.header))
+			tr.CloseIdleConnections()
+			switch {
+			case tc.ok && err != nil:
+				t.Errorf("%s: a final head with a %d-byte header after a 103: %v; want it passed", name, tc.header, err)
+			case !tc.ok && err == nil:
+				t.Errorf("%s: a final head with a %d-byte header after a 103 passed; want it refused (limit %d)", name, tc.header, limit)
+			case !tc.ok && !strings.Contains(err.Error(), "max_response_header_bytes") && !strings.Contains(err.Error(), "exceeded"):
+				t.Errorf("%s: a final head with a %d-byte header: %v; want the limit named", name, tc.header, err)
+			}
+		}
+	}
+}
+
+func roundTripErr(tr http.RoundTripper, req *http.Request) error {
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.Body.Close()
+}
