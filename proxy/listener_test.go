@@ -2,11 +2,14 @@ package proxy_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"regexp"
 	"strings"
 	"testing"
@@ -296,6 +299,46 @@ func TestHeaderRulesWinOverTheForwardedMode(t *testing.T) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// Response header rules apply to a node's 1xx answers (103 Early Hints, a
+// 100 Continue passed on) as to its final one: a header an upstream's or
+// a route's rules remove never reaches the client, and what they set or
+// add is on every answer. The 1xx went out as the node sent it.
+func TestListenerHeaderRulesOn1xx(t *testing.T) {
+	f := newFixture(t, "users")
+	f.set(t, "users", newBackend(t, "users", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</a.css>; rel=preload")
+		w.Header().Set("X-Node-Secret", "s")
+		w.WriteHeader(http.StatusEarlyHints)
+		_, _ = io.WriteString(w, "ok")
+	}).instance())
+	f.proxy.SetRoutes(proxy.Route{Upstream: f.ups["users"],
+		ResponseHeaders: &proxy.HeaderRules{Remove: []string{"X-Node-Secret"}, Set: map[string]string{"X-Up": "1"}},
+	})
+	url := serveFront(t, f.proxy.Listener("out", proxy.ListenerOptions{Routes: []proxy.Rule{{
+		Upstream:        "users",
+		ResponseHeaders: &proxy.HeaderRules{Set: map[string]string{"X-Route": "r"}},
+	}}})).URL
+	for _, method := range []string{"GET", "POST"} {
+		var early []http.Header
+		trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			early = append(early, http.Header(h).Clone())
+			return nil
+		}}
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), method, url+"/", strings.NewReader("hi"))
+		req.Host = "users"
+		resp, body := do(t, req)
+		if body != "ok" || resp.Header.Get("X-Node-Secret") != "" || resp.Header.Get("X-Up") != "1" || resp.Header.Get("X-Route") != "r" {
+			t.Errorf("%s: final answer %q %v", method, body, resp.Header)
+		}
+		if len(early) != 1 {
+			t.Fatalf("%s: %d 1xx answers; want the 103", method, len(early))
+		}
+		if h := early[0]; h.Get("X-Node-Secret") != "" || h.Get("X-Up") != "1" || h.Get("X-Route") != "r" || h.Get("Link") == "" {
+			t.Errorf("%s: the 103 came with %v; want the rules applied and its Link kept", method, h)
 		}
 	}
 }

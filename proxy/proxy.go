@@ -30,7 +30,9 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"sync"
@@ -925,7 +927,8 @@ func (st *exchange) reapplyForwarding(h http.Header, copy bool) {
 var forwardingHeaders = [...]string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"}
 
 // modifyResponse applies the route's and the upstream's response header
-// rules to an answer ReverseProxy writes.
+// rules to an answer ReverseProxy writes (attemptsTransport applies them
+// to its 1xx answers).
 func modifyResponse(resp *http.Response) error {
 	if st := exchangeOf(resp.Request.Context()); st != nil {
 		st.ruleResp.apply(resp.Header)
@@ -947,6 +950,17 @@ func (attemptsTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if resp := st.prefetched; resp != nil {
 		st.prefetched = nil // the direct path's answer (see forwardDirect)
 		return watchBody(st, resp), nil
+	}
+	if st.ruleResp != nil || st.respRules != nil {
+		// ReverseProxy writes each 1xx from its own trace hook; this one
+		// runs first, on the same header map.
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			Got1xxResponse: func(_ int, h textproto.MIMEHeader) error {
+				st.ruleResp.apply(http.Header(h))
+				st.respRules.apply(http.Header(h))
+				return nil
+			},
+		}))
 	}
 	up, base := st.call.Upstream(), st.tr
 	body := &st.body
