@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"io"
@@ -383,6 +384,88 @@ func TestRequestTrailersReachTheNode(t *testing.T) {
 			if string(body) != "data sum=r1" || resp.Trailer.Get("X-Answer-Sum") != "a1" {
 				t.Errorf("%s upstream, %s client: %q, trailers %v; want \"data sum=r1\" and X-Answer-Sum: a1", up, resp.Proto, body, resp.Trailer)
 			}
+		}
+	}
+}
+
+// An upstream's timeouts.idle bounds an upgraded connection as it bounds
+// a CONNECT tunnel: quiet both ways that long, both its sides close;
+// bytes either way, the client's or the node's alone, keep it open.
+func TestUpgradeIdleTimeout(t *testing.T) {
+	const idle = 600 * time.Millisecond
+	// The node switches, then writes a byte every 100 ms for talk, then
+	// reads until its side ends (reported on ended).
+	node := func(talk time.Duration, ended chan<- time.Time) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			c, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+			for start := time.Now(); time.Since(start) < talk; time.Sleep(100 * time.Millisecond) {
+				if _, err := io.WriteString(c, "n"); err != nil {
+					return
+				}
+			}
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			buf := make([]byte, 100)
+			for {
+				n, err := brw.Read(buf)
+				if n > 0 {
+					_, _ = c.Write(buf[:n]) // echoed
+				}
+				if err != nil {
+					ended <- time.Now()
+					return
+				}
+			}
+		}
+	}
+	for _, tc := range []struct {
+		name                   string
+		nodeTalks, clientTalks time.Duration
+	}{
+		{"quiet", 0, 0},
+		{"the client talks", 0, 1500 * time.Millisecond},
+		{"the node talks", 1500 * time.Millisecond, 0},
+	} {
+		p := &upstream.Policy{}
+		p.Timeouts.Idle = idle
+		f := newFixtureCfg(t, upstream.Config{Name: "users", Policy: validPolicy(t, p)})
+		ended := make(chan time.Time, 1)
+		f.set(t, "users", newBackend(t, "u1", node(tc.nodeTalks, ended)).instance())
+		c, err := net.Dial("tcp", strings.TrimPrefix(f.front.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_, _ = io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: users\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		br := bufio.NewReader(c)
+		if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("%s: %v %v; want 101", tc.name, resp, err)
+		}
+		start := time.Now()
+		for time.Since(start) < tc.clientTalks {
+			_, _ = io.WriteString(c, "c")
+			time.Sleep(100 * time.Millisecond)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err = io.Copy(io.Discard, br) // until the relay ends
+		closed := time.Since(start)
+		talked := max(tc.nodeTalks, tc.clientTalks)
+		switch {
+		case err != nil:
+			t.Errorf("%s: the client's side: %v after %v; want it closed by the idle bound (%v)", tc.name, err, closed, idle)
+		case closed < talked:
+			t.Errorf("%s: the relay closed after %v, while bytes were moving (for %v)", tc.name, closed, talked)
+		case closed > talked+idle+3*time.Second:
+			t.Errorf("%s: the relay closed after %v; want about %v after the last byte (%v)", tc.name, closed, idle, talked)
+		}
+		select {
+		case <-ended:
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s: the node's side was left open", tc.name)
 		}
 	}
 }

@@ -369,7 +369,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, route *route, re
 	}
 	var relay *relayCount
 	if upgradeType(r.Header) != "" {
-		relay = new(relayCount)
+		relay = &relayCount{idle: route.up.Policy().Timeouts.Idle}
 		w = upgradeWriter{ResponseWriter: w, relay: relay}
 	}
 	var in *countingBody
@@ -421,6 +421,13 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, route *route, re
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, total)
 		defer cancel()
+	}
+	if relay != nil && relay.idle > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		relay.endNode = cancel // ReverseProxy closes the node's side when ctx ends
+		defer relay.stopIdle()
 	}
 	var aborted bool
 	if raw, ok := w.(server.RawWriter); ok && direct(r, route, st) {
@@ -483,13 +490,79 @@ func (u upgradeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if brw.Reader.Buffered() > 0 {
 		c.ahead = brw.Reader
 	}
+	u.relay.startIdle(conn)
 	return c, brw, nil
 }
 
 // relayCount is what an upgraded connection relayed: in from the client,
 // out to it. ReverseProxy may return while one of its two copies still
 // ends: the counts are atomic, and not part of the pooled exchange.
-type relayCount struct{ in, out atomic.Int64 }
+//
+// With an idle bound (the upstream's timeouts.idle, as for a CONNECT
+// tunnel or a tcp connection), the relay ends once no byte has moved
+// either way for that long: a timer, armed when the connection is
+// hijacked, closes the client's connection and ends the outgoing
+// request's context (endNode), on which ReverseProxy closes the node's.
+// Every byte either way passes through the client's connection
+// (upgradedConn), which notes when it moved (last).
+type relayCount struct {
+	in, out atomic.Int64
+	idle    time.Duration
+	endNode context.CancelFunc
+	last    atomic.Int64 // Unix ns
+	client  net.Conn
+	timer   *time.Timer
+	mu      sync.Mutex // guards timer and stopped against the timer's own goroutine
+	stopped bool
+}
+
+// moved notes that bytes moved on the relay.
+func (r *relayCount) moved() {
+	if r.idle > 0 {
+		r.last.Store(time.Now().UnixNano())
+	}
+}
+
+// startIdle arms the idle bound once client is hijacked.
+func (r *relayCount) startIdle(client net.Conn) {
+	if r.idle <= 0 {
+		return
+	}
+	r.moved()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.stopped {
+		r.client = client
+		r.timer = time.AfterFunc(r.idle, r.checkIdle)
+	}
+}
+
+// checkIdle ends the relay if it has been quiet for idle, or looks again
+// when it would have been.
+func (r *relayCount) checkIdle() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopped {
+		return
+	}
+	if quiet := time.Since(time.Unix(0, r.last.Load())); quiet < r.idle {
+		r.timer.Reset(r.idle - quiet)
+		return
+	}
+	r.stopped = true
+	r.client.Close()
+	r.endNode()
+}
+
+// stopIdle disarms the idle bound: the relay has ended.
+func (r *relayCount) stopIdle() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stopped = true
+	if r.timer != nil {
+		r.timer.Stop()
+	}
+}
 
 // upgradedConn is a hijacked connection that is read first through the
 // buffer holding what the server read ahead from it (ahead, nil once
@@ -509,14 +582,33 @@ func (c *upgradedConn) Read(p []byte) (n int, err error) {
 		c.ahead = nil
 		n, err = c.Conn.Read(p)
 	}
-	c.relay.in.Add(int64(n))
+	if n > 0 {
+		c.relay.in.Add(int64(n))
+		c.relay.moved()
+	}
 	return n, err
 }
 
-func (c *upgradedConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
-	c.relay.out.Add(int64(n))
-	return n, err
+// Write writes p to the client. Under an idle bound it writes in spans of
+// at most idle/4, so that a client that reads slowly but reads is seen
+// moving; one that reads nothing is left to the bound.
+func (c *upgradedConn) Write(p []byte) (written int, err error) {
+	for {
+		if c.relay.idle > 0 {
+			_ = c.Conn.SetWriteDeadline(time.Now().Add(c.relay.idle / 4))
+		}
+		n, err := c.Conn.Write(p[written:])
+		if n > 0 {
+			written += n
+			c.relay.out.Add(int64(n))
+			c.relay.moved()
+		}
+		var ne net.Error
+		if err != nil && c.relay.idle > 0 && written < len(p) && errors.As(err, &ne) && ne.Timeout() {
+			continue
+		}
+		return written, err
+	}
 }
 
 // CloseWrite half-closes the connection, as ReverseProxy does when the
