@@ -46,7 +46,7 @@ type Options struct {
 	// Prefix is the key prefix; default /services.
 	Prefix string `yaml:"prefix"`
 	// Username and Password (or PasswordFile) authenticate to an etcd with
-	// auth enabled; the client authenticates only when both are set.
+	// auth enabled; they go together: one without the other is refused.
 	Username string `yaml:"username"`
 	Password Secret `yaml:"password"`
 	// PasswordFile holds the password; it is checked with the config
@@ -118,6 +118,17 @@ func (o *Options) normalize() error {
 
 	if o.Password != "" && o.PasswordFile != "" {
 		bad("password_file: set, and so is password; set only one")
+	}
+	// The client authenticates only with both a user name and a password:
+	// one alone would be ignored, and etcd would answer "user name is
+	// empty" (or refuse every request) at run time.
+	switch {
+	case o.Username == "" && o.Password != "":
+		bad("username: missing; password is set, so set the user name it belongs to")
+	case o.Username == "" && o.PasswordFile != "":
+		bad("username: missing; password_file is set, so set the user name it belongs to")
+	case o.Username != "" && o.Password == "" && o.PasswordFile == "":
+		bad("password: missing; username %q is set, so set password or password_file", o.Username)
 	}
 
 	switch d := time.Duration(o.DialTimeout); {

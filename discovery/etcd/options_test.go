@@ -63,6 +63,10 @@ func TestParseErrorsNameFields(t *testing.T) {
 		{"endpoints: [unix://h:1]", `endpoints[0]: "unix://h:1": scheme "unix" is not supported`},
 		{"endpoints: [h:1]\nprefix: services", `prefix: "services" must start with /`},
 		{"endpoints: [h:1]\nusername: u\npassword: a\npassword_file: b", "password_file: set, and so is password; set only one"},
+		// The client authenticates only with both: one alone was ignored.
+		{"endpoints: [h:1]\nusername: u", `password: missing; username "u" is set, so set password or password_file`},
+		{"endpoints: [h:1]\npassword: p", "username: missing; password is set, so set the user name it belongs to"},
+		{"endpoints: [h:1]\npassword_file: p", "username: missing; password_file is set, so set the user name it belongs to"},
 		{"endpoints: [h:1]\ndial_timeout: -1s", "dial_timeout: -1s is out of range"},
 		{"endpoints: [h:1]\ndial_timeout: 5", "line 2, column 15: dial_timeout: 5 is not a duration; write it with a unit, such as 5s or 250ms"},
 		{"endpoints: [h:1]\ntls: {cert_file: c}", "tls.key_file: missing; cert_file and key_file go together"},
