@@ -55,7 +55,9 @@ type Options struct {
 	// DialTimeout bounds one attempt to connect and authenticate; the
 	// registry keeps trying after it. Default 5s.
 	DialTimeout Duration `yaml:"dial_timeout"`
-	// TLS configures client TLS; plain text when absent.
+	// TLS configures client TLS; plain text when absent. It cannot go
+	// with an http:// endpoint; an https:// one without it uses TLS with
+	// the system's roots.
 	TLS *TLSOptions `yaml:"tls"`
 }
 
@@ -141,6 +143,13 @@ func (o *Options) normalize() error {
 	if t := o.TLS; t != nil {
 		if err := tlsPair(t.CertFile, t.KeyFile); err != nil {
 			errs = append(errs, err)
+		}
+		// The etcd client dials an http:// endpoint in plain text, tls
+		// or not: refuse the pair rather than drop tls silently.
+		for i, ep := range o.Endpoints {
+			if scheme, rest, ok := strings.Cut(ep, "://"); ok && strings.EqualFold(scheme, "http") {
+				bad("endpoints[%d]: %q is http://, which is plain text, but tls is set; write https://%s (or remove tls)", i, ep, rest)
+			}
 		}
 	}
 	return errors.Join(errs...)

@@ -43,6 +43,8 @@ func TestParseOptions(t *testing.T) {
 			return o.Username == "remora" && string(o.Password) == "pw"
 		}},
 		{"endpoints: [h:1]\ntls: {}", func(o *etcd.Options) bool { return o.TLS != nil }},
+		{"endpoints: ['https://h:1', h:2]\ntls: {}", func(o *etcd.Options) bool { return o.TLS != nil }},
+		{"endpoints: ['http://h:1']", func(o *etcd.Options) bool { return o.TLS == nil }},
 	} {
 		o, err := parse(t, tc.block)
 		if err != nil || !tc.want(o) {
@@ -70,6 +72,9 @@ func TestParseErrorsNameFields(t *testing.T) {
 		{"endpoints: [h:1]\ndial_timeout: -1s", "dial_timeout: -1s is out of range"},
 		{"endpoints: [h:1]\ndial_timeout: 5", "line 2, column 15: dial_timeout: 5 is not a duration; write it with a unit, such as 5s or 250ms"},
 		{"endpoints: [h:1]\ntls: {cert_file: c}", "tls.key_file: missing; cert_file and key_file go together"},
+		// http:// is plain text to the etcd client, tls or not.
+		{"endpoints: ['https://a:1', 'http://h:1']\ntls: {ca_file: ca.pem}", `endpoints[1]: "http://h:1" is http://, which is plain text, but tls is set; write https://h:1 (or remove tls)`},
+		{"endpoints: ['HTTP://h:1/']\ntls: {}", `endpoints[0]: "HTTP://h:1/" is http://, which is plain text, but tls is set; write https://h:1/`},
 		{"endpoint: [h:1]", "line 1, column 1: endpoint: unknown field; did you mean endpoints?"},
 		{"endpoints: h:1", `line 1, column 12: endpoints: "h:1" is not a list; write [h:1] for a list of one`},
 		// Several mistakes, one a line.
