@@ -31,7 +31,7 @@ const (
 //	    type: etcd
 //	    etcd:
 //	      endpoints: [10.0.0.1:2379, 10.0.0.2:2379]  # host:port, or http:// / https:// URLs; required
-//	      prefix: /services            # keys are <prefix>/<service>/<instance id>
+//	      prefix: /services            # keys are <prefix>/<service>/<instance id>; / is the root
 //	      username: remora             # with password or password_file
 //	      password_file: etcd.pass
 //	      dial_timeout: 5s             # one attempt to connect and authenticate
@@ -43,7 +43,8 @@ const (
 type Options struct {
 	// Endpoints are etcd client URLs or host:port pairs.
 	Endpoints []string `yaml:"endpoints"`
-	// Prefix is the key prefix; default /services.
+	// Prefix is the key prefix; default /services. "/" is the root: keys
+	// are /<service>/<instance id>.
 	Prefix string `yaml:"prefix"`
 	// Username and Password (or PasswordFile) authenticate to an etcd with
 	// auth enabled; they go together: one without the other is refused.
@@ -110,12 +111,15 @@ func (o *Options) normalize() error {
 		}
 	}
 
-	if o.Prefix == "" {
+	switch {
+	case o.Prefix == "":
 		o.Prefix = DefaultPrefix
-	}
-	o.Prefix = strings.TrimSuffix(o.Prefix, "/")
-	if !strings.HasPrefix(o.Prefix, "/") {
+	case !strings.HasPrefix(o.Prefix, "/"):
 		bad("prefix: %q must start with / (e.g. %s)", o.Prefix, DefaultPrefix)
+	case o.Prefix != "/":
+		// "/" is the root: keys are /<service>/<id> (the registry
+		// drops the prefix's last slash when it joins a key).
+		o.Prefix = strings.TrimSuffix(o.Prefix, "/")
 	}
 
 	if o.Password != "" && o.PasswordFile != "" {

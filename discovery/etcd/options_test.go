@@ -1,6 +1,7 @@
 package etcd_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/discovery/discoverytest"
 	"github.com/remora-mesh/remora/discovery/etcd"
+	"github.com/remora-mesh/remora/discovery/etcd/etcdtest"
 )
 
 func parse(t *testing.T, block string) (*etcd.Options, error) {
@@ -42,6 +44,7 @@ func TestParseOptions(t *testing.T) {
 		{"endpoints: [h:1]\nusername: remora\npassword: pw", func(o *etcd.Options) bool {
 			return o.Username == "remora" && string(o.Password) == "pw"
 		}},
+		{"endpoints: [h:1]\nprefix: /", func(o *etcd.Options) bool { return o.Prefix == "/" }},
 		{"endpoints: [h:1]\ntls: {}", func(o *etcd.Options) bool { return o.TLS != nil }},
 		{"endpoints: ['https://h:1', h:2]\ntls: {}", func(o *etcd.Options) bool { return o.TLS != nil }},
 		{"endpoints: ['http://h:1']", func(o *etcd.Options) bool { return o.TLS == nil }},
@@ -64,6 +67,8 @@ func TestParseErrorsNameFields(t *testing.T) {
 		{"endpoints: [h:1, 'h:x']", `endpoints[1]: "h:x" has port "x"`},
 		{"endpoints: [unix://h:1]", `endpoints[0]: "unix://h:1": scheme "unix" is not supported`},
 		{"endpoints: [h:1]\nprefix: services", `prefix: "services" must start with /`},
+		// The value as written, not as trimmed.
+		{"endpoints: [h:1]\nprefix: services/", `prefix: "services/" must start with /`},
 		{"endpoints: [h:1]\nusername: u\npassword: a\npassword_file: b", "password_file: set, and so is password; set only one"},
 		// The client authenticates only with both: one alone was ignored.
 		{"endpoints: [h:1]\nusername: u", `password: missing; username "u" is set, so set password or password_file`},
@@ -132,5 +137,56 @@ func TestOpenErrors(t *testing.T) {
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 			t.Errorf("Open(%q) error = %v; want %q", tc.block, err, tc.want)
 		}
+	}
+}
+
+// prefix: / is the root: keys are /<service>/<id>, watched and written
+// with one slash, not two.
+func TestRootPrefix(t *testing.T) {
+	srv := etcdtest.Start(t)
+	o, err := parse(t, fmt.Sprintf("endpoints: [%q]\nprefix: /", srv.Endpoint()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opened, err := o.Open(discovery.Env{Name: "root"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := opened.(*etcd.Registry)
+	t.Cleanup(func() { _ = reg.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	w, err := reg.Watch(ctx, "users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Stop() })
+	srv.Put("/services/users/b", `{"address": "127.0.0.1", "port": 9002}`)
+	srv.Put("/users/a", `{"address": "127.0.0.1", "port": 9001}`)
+	discoverytest.WaitFor(t, w, 5*time.Second, "a alone", func(s []discovery.Instance) bool {
+		return len(s) == 1 && s[0].ID == "a" && s[0].Port == 9001
+	})
+
+	g, err := reg.Register(ctx, "orders", discovery.Instance{ID: "o1", Address: "127.0.0.1", Port: 9003, Weight: 1, Healthy: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = g.Deregister(ctx) }()
+	count := func(key string) int64 {
+		resp, err := srv.Client().Get(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Count
+	}
+	for count("/orders/o1") == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("/orders/o1 was never written")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := count("//orders/o1"); n != 0 {
+		t.Fatalf("//orders/o1 written too")
 	}
 }
