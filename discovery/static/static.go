@@ -88,6 +88,7 @@ type Options struct {
 	// config file's directory.
 	File string `yaml:"file"`
 	// PollInterval is how often File is checked for changes; default 1s.
+	// It is refused without File, and stays 0 then.
 	PollInterval time.Duration `yaml:"poll_interval"`
 
 	parsed map[string][]discovery.Instance
@@ -114,10 +115,15 @@ func (o *Options) validate() error {
 	if o.File != "" && len(o.Services) > 0 {
 		errs = append(errs, errors.New("file: set either services or file, not both"))
 	}
-	if o.PollInterval < 0 {
+	switch {
+	case o.PollInterval < 0:
 		errs = append(errs, fmt.Errorf("poll_interval: %v is negative", o.PollInterval))
+	case o.PollInterval > 0 && o.File == "":
+		// Only a file is polled: without one the setting would be
+		// accepted and do nothing.
+		errs = append(errs, fmt.Errorf("poll_interval: %v, but file is not set; poll_interval is how often file is checked: set file, or remove poll_interval", o.PollInterval))
 	}
-	if o.PollInterval <= 0 {
+	if o.PollInterval <= 0 && o.File != "" {
 		o.PollInterval = DefaultPollInterval
 	}
 	parsed, err := parseServices(o.Services, "services")

@@ -142,6 +142,8 @@ func TestParseErrors(t *testing.T) {
 		{"duplicate id", "services: {a: [{address: h, port: 1}, {address: h, port: 1}]}", `services.a[1]: duplicate id "h:1"`},
 		{"both sources", "{file: x.yaml, services: {a: [{address: h, port: 1}]}}", "either services or file"},
 		{"negative poll", "{file: x.yaml, poll_interval: -1s}", "poll_interval"},
+		{"poll without file", "{poll_interval: 5s, services: {a: [{address: h, port: 1}]}}", "poll_interval: 5s, but file is not set; poll_interval is how often file is checked: set file, or remove poll_interval"},
+		{"poll alone", "{poll_interval: 1s}", "poll_interval: 1s, but file is not set"},
 		{"unknown field", "{servises: {}}", "line 1, column 2: servises: unknown field; did you mean services?"},
 		{"wrong types", "services: {a: [{address: h, port: x, weight: -1}]}", `line 1, column 35: services.a[0].port: "x" is not a number` + "\n" +
 			"line 1, column 46: services.a[0].weight: -1 is out of range; want 0 to 4294967295"},
@@ -152,6 +154,28 @@ func TestParseErrors(t *testing.T) {
 				t.Fatalf("Parse(%s) = %v; want an error containing %q", tc.doc, err, tc.want)
 			}
 		})
+	}
+}
+
+// poll_interval defaults for a file only: the options of a static list
+// (as the config view renders them) parse again.
+func TestPollIntervalDefault(t *testing.T) {
+	for _, tc := range []struct {
+		doc  string
+		want time.Duration
+	}{
+		{"{file: x.yaml}", static.DefaultPollInterval},
+		{"{file: x.yaml, poll_interval: 5s}", 5 * time.Second},
+		{"{services: {a: [{address: h, port: 1}]}}", 0},
+		{"{services: {a: [{address: h, port: 1}]}, poll_interval: 0s}", 0},
+	} {
+		o, err := discoverytest.Parse(t, static.Type, tc.doc)
+		if err != nil {
+			t.Fatalf("Parse(%s): %v", tc.doc, err)
+		}
+		if got := o.(*static.Options).PollInterval; got != tc.want {
+			t.Errorf("Parse(%s): poll_interval %v; want %v", tc.doc, got, tc.want)
+		}
 	}
 }
 
