@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/sirupsen/logrus"
 
@@ -36,9 +37,10 @@ type Config struct {
 	Service string `yaml:"service"`
 	// ID is the instance ID; default <hostname>-<port>.
 	ID string `yaml:"id"`
-	// Address is the application's address as others reach it; default
-	// $POD_IP, else the host's first IPv4 address other than loopback and
-	// link-local, else its first such IPv6 address.
+	// Address is the application's address as others reach it: an IP
+	// address or a host name, without the port; default $POD_IP, else the
+	// host's first IPv4 address other than loopback and link-local, else
+	// its first such IPv6 address.
 	Address string `yaml:"address"`
 	// Port is the application's port; required.
 	Port int `yaml:"port"`
@@ -72,11 +74,17 @@ func (c *Config) Validate() error {
 	if c.Weight == 0 {
 		c.Weight = 100
 	}
+	field := "address:"
 	if c.Address == "" {
+		if os.Getenv("POD_IP") != "" {
+			field = "address: $POD_IP"
+		}
 		c.Address = defaultAddress()
 	}
 	if c.Address == "" {
 		add("address: missing, $POD_IP is not set and this host has no IPv4 or IPv6 address but loopback and link-local ones; set register.address (or $POD_IP) to the address other instances reach the application at")
+	} else if err := checkAddress(c.Address); err != nil {
+		add("%s %v", field, err)
 	}
 	if c.ID == "" {
 		host, _ := os.Hostname()
@@ -114,6 +122,60 @@ func (c *Config) Validate() error {
 		add("deregister_delay: %v is negative", *c.DeregisterDelay)
 	}
 	return errors.Join(errs...)
+}
+
+// checkAddress accepts what others can dial when it is joined with the
+// port: an IP address (IPv6 without brackets) or a host name of RFC 1123
+// labels. The error quotes a, then says what is wrong.
+func checkAddress(a string) error {
+	const want = "want an IP address or a host name without a port (the port is port:)"
+	if net.ParseIP(a) != nil {
+		return nil
+	}
+	switch {
+	case strings.ContainsFunc(a, unicode.IsSpace):
+		return fmt.Errorf("%q contains white space; %s", a, want)
+	case strings.Contains(a, "://"):
+		return fmt.Errorf("%q is a URL; %s", a, want)
+	}
+	if _, _, err := net.SplitHostPort(a); err == nil {
+		return fmt.Errorf("%q; %s", a, want)
+	}
+	switch {
+	case strings.HasPrefix(a, "[") && strings.HasSuffix(a, "]") && net.ParseIP(a[1:len(a)-1]) != nil:
+		return fmt.Errorf("%q; want an IPv6 address without brackets (%s)", a, a[1:len(a)-1])
+	case strings.Contains(a, "/"):
+		return fmt.Errorf("%q contains \"/\"; want an IP address or a host name, without a path or a prefix length", a)
+	case !hostName(a):
+		return fmt.Errorf("%q is neither an IP address nor a host name (dot-separated labels of 1 to 63 letters, digits and hyphens, not starting or ending with a hyphen)", a)
+	case allDigits(a[strings.LastIndexByte(a, '.')+1:]):
+		return fmt.Errorf("%q is not an IP address, and a host name's last label is not all digits", a)
+	}
+	return nil
+}
+
+// hostName reports whether s is a host name of RFC 1123 labels: 1 to 63
+// ASCII letters, digits and hyphens, not starting or ending with a
+// hyphen, joined by dots, 253 characters at most.
+func hostName(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func allDigits(s string) bool {
+	return s != "" && strings.Trim(s, "0123456789") == ""
 }
 
 // ParseLabels parses "k=v,k2=v2" (spaces around items ignored).

@@ -243,3 +243,78 @@ func TestValidateWithoutAnyAddress(t *testing.T) {
 		t.Fatalf("with $POD_IP: Validate() = %v, address %q", err, c.Address)
 	}
 }
+
+// register.address is what other instances dial, joined with port: an IP
+// address or a host name alone. A port, a URL, a path or brackets were
+// written to the registry as given, and every request to it failed.
+func TestValidateAddress(t *testing.T) {
+	const want = "; want an IP address or a host name without a port (the port is port:)"
+	for _, tc := range []struct{ address, err string }{
+		{"10.1.2.3", ""},
+		{"fd00:10:244::5", ""},
+		{"2001:db8::7", ""},
+		{"::ffff:10.0.0.1", ""},
+		{"localhost", ""},
+		{"app", ""},
+		{"users-1.default.svc.cluster.local", ""},
+		{"xn--bcher-kva.example", ""},
+		{"0app.example", ""},
+		{strings.Repeat("a", 63) + ".example", ""},
+		{"127.0.0.1:8080", `address: "127.0.0.1:8080"` + want},
+		{"app.internal:80", `address: "app.internal:80"` + want},
+		{"[::1]:8080", `address: "[::1]:8080"` + want},
+		{":8080", `address: ":8080"` + want},
+		{"http://10.0.0.1", `address: "http://10.0.0.1" is a URL`},
+		{"https://app:8443/", `address: "https://app:8443/" is a URL`},
+		{"[fd00::5]", `address: "[fd00::5]"; want an IPv6 address without brackets (fd00::5)`},
+		{"10.0.0.1/24", `address: "10.0.0.1/24" contains "/"`},
+		{"app/health", `address: "app/health" contains "/"`},
+		{"app internal", `address: "app internal" contains white space`},
+		{" 10.0.0.1", `address: " 10.0.0.1" contains white space`},
+		{"10.0.0.1\n", `address: "10.0.0.1\n" contains white space`},
+		{"-app", `address: "-app" is neither an IP address nor a host name`},
+		{"app-", `address: "app-" is neither an IP address nor a host name`},
+		{"a..b", `address: "a..b" is neither an IP address nor a host name`},
+		{"app.", `address: "app." is neither an IP address nor a host name`},
+		{"app_1", `address: "app_1" is neither an IP address nor a host name`},
+		{"ä.example", `address: "ä.example" is neither an IP address nor a host name`},
+		{strings.Repeat("a", 64) + ".example", "is neither an IP address nor a host name"},
+		{strings.Repeat("a.", 127) + "ab", "is neither an IP address nor a host name"},
+		{"10.0.0.256", `address: "10.0.0.256" is not an IP address, and a host name's last label is not all digits`},
+		{"10.0.0", `address: "10.0.0" is not an IP address`},
+		{"fe80::1%eth0", `address: "fe80::1%eth0" is neither an IP address nor a host name`},
+		{"user@app", `address: "user@app" is neither an IP address nor a host name`},
+	} {
+		t.Run(tc.address, func(t *testing.T) {
+			c := Config{Service: "users", Port: 8080, Address: tc.address}
+			err := c.Validate()
+			switch {
+			case tc.err == "" && err != nil:
+				t.Fatalf("Validate() = %v; want it accepted", err)
+			case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+				t.Fatalf("Validate() = %v; want an error containing %q", err, tc.err)
+			case tc.err != "" && !strings.HasPrefix(err.Error(), "address: "):
+				t.Fatalf("Validate() = %v; want it to start with the field", err)
+			}
+		})
+	}
+}
+
+// A $POD_IP that is not an address is refused as register.address is,
+// saying where the value came from; the host's own address always passes.
+func TestValidateDefaultAddress(t *testing.T) {
+	withHostAddrs(t, "127.0.0.1/8", "10.1.2.3/24")
+	c := Config{Service: "users", Port: 8080}
+	if err := c.Validate(); err != nil || c.Address != "10.1.2.3" {
+		t.Fatalf("Validate() = %v, address %q; want the host's address", err, c.Address)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Validate() again = %v", err)
+	}
+	t.Setenv("POD_IP", "10.1.2.4:8080")
+	c = Config{Service: "users", Port: 8080}
+	err := c.Validate()
+	if want := `address: $POD_IP "10.1.2.4:8080"; want an IP address or a host name without a port`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Validate() = %v; want an error containing %q", err, want)
+	}
+}
