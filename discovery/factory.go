@@ -75,6 +75,21 @@ type ServiceValidator interface {
 	ValidateService(service string) error
 }
 
+// RegistrationValidator is implemented by Options whose registry refuses
+// some registrations outright, whatever its state: a service name or an
+// instance ID its keys cannot hold, a weight beyond its range, a metadata
+// key it rejects. `remora validate` checks the register: block with it
+// (at start and on reload), so that such a value is a config error rather
+// than a registration retried, and refused, for good; the adapter's
+// Register refuses the same values with the same check.
+type RegistrationValidator interface {
+	// ValidateRegistration reports what is wrong with registering inst
+	// under service, or nil. Each error names the register: block's field
+	// ("service: ...", "id: ...", "weight: ...", "metadata: ..."), one per
+	// line or joined (errors.Join), and quotes the value.
+	ValidateRegistration(service string, inst Instance) error
+}
+
 // Env is what a registry gets from the process that opens it.
 type Env struct {
 	// Name is the registry's name in the config, for logs.

@@ -334,8 +334,8 @@ func (r *Registry) client() (Client, error) {
 
 // Watch implements discovery.Registry. It does not wait for etcd.
 func (r *Registry) Watch(_ context.Context, service string) (discovery.Watcher, error) {
-	if service == "" || strings.Contains(service, "/") {
-		return nil, fmt.Errorf("etcd: bad service name %q", service)
+	if err := checkService(service); err != nil {
+		return nil, fmt.Errorf("etcd: service %w", err)
 	}
 	ctx, cancel := context.WithCancel(r.ctx)
 	w := &watcher{

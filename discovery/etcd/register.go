@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"time"
 
@@ -99,11 +98,11 @@ func (r *Registry) leaser() (leaser, error) {
 // name or ID, a registry that is closed, an instance of the same key
 // registered already.
 func (r *Registry) Register(ctx context.Context, service string, inst discovery.Instance) (discovery.Registration, error) {
-	switch {
-	case service == "" || strings.Contains(service, "/"):
-		return nil, fmt.Errorf("etcd: register: bad service name %q", service)
-	case inst.ID == "" || strings.Contains(inst.ID, "/"):
-		return nil, fmt.Errorf("etcd: register in %s: bad instance id %q", service, inst.ID)
+	if err := checkService(service); err != nil {
+		return nil, fmt.Errorf("etcd: register: service %w", err)
+	}
+	if err := checkID(inst.ID); err != nil {
+		return nil, fmt.Errorf("etcd: register in %s: instance ID %w", service, err)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err

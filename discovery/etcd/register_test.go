@@ -227,9 +227,10 @@ func TestRegisterRejects(t *testing.T) {
 		inst    discovery.Instance
 		want    string
 	}{
-		{"", app(nil), "bad service name"},
-		{"a/b", app(nil), "bad service name"},
-		{"users", discovery.Instance{Address: "127.0.0.1", Port: 1}, "bad instance id"},
+		{"", app(nil), `service "": an etcd service name is one segment`},
+		{"a/b", app(nil), `service "a/b": an etcd service name is one segment`},
+		{"users", discovery.Instance{Address: "127.0.0.1", Port: 1}, `instance ID "": an etcd instance ID`},
+		{"users", discovery.Instance{ID: "pod/1", Address: "127.0.0.1", Port: 1}, `instance ID "pod/1": an etcd instance ID`},
 		{"users", app(nil), "cannot register"}, // the fake client has no leases
 	} {
 		if _, err := reg.Register(ctx, tc.service, tc.inst); err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -120,14 +120,12 @@ func (g *registration) Status() discovery.RegistrationStatus { return g.status.S
 // checked between requests; each request is bounded by the timeout
 // option.
 func (r *registry) Register(ctx context.Context, service string, inst discovery.Instance) (discovery.Registration, error) {
-	key, err := parseServiceKey(service, r.group, nil)
+	key, err := registrationKey(service, r.group)
 	if err != nil {
 		return nil, fmt.Errorf("nacos: register: %w", err)
 	}
 	g := &registration{reg: r, key: key, status: discovery.NewStatusRecorder()}
 	switch {
-	case len(key.Clusters) > 1:
-		return nil, fmt.Errorf("nacos: register %q: an instance is in one cluster; name one", service)
 	case len(key.Clusters) == 1:
 		g.cluster = key.Clusters[0]
 	case len(r.clusters) > 0:
@@ -191,11 +189,10 @@ func (g *registration) stopFollowing() {
 
 // paramFor maps inst to the SDK's registration request.
 func (g *registration) paramFor(inst discovery.Instance) (vo.RegisterInstanceParam, error) {
-	w := float64(inst.Weight) / float64(g.reg.scale)
-	if w > maxNacosWeight {
-		return vo.RegisterInstanceParam{}, fmt.Errorf("nacos: register %s: weight %d / weight_scale %d = %g is above Nacos' maximum %d",
-			g.key.subKey(), inst.Weight, g.reg.scale, w, maxNacosWeight)
+	if err := checkWeight(inst.Weight, g.reg.scale); err != nil {
+		return vo.RegisterInstanceParam{}, fmt.Errorf("nacos: register %s: weight %w", g.key.subKey(), err)
 	}
+	w := float64(inst.Weight) / float64(g.reg.scale)
 	if inst.Address == "" || inst.Port < 1 || inst.Port > 65535 {
 		return vo.RegisterInstanceParam{}, fmt.Errorf("nacos: register %s: address %q port %d; want an address and a port 1..65535",
 			g.key.subKey(), inst.Address, inst.Port)

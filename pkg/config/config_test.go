@@ -545,3 +545,49 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// validate refuses a register: block its registry would refuse whatever
+// its state (discovery.RegistrationValidator), naming the field and
+// quoting the value; the run would otherwise retry it, refused, for good.
+// And an upstream's service its registry's Watch refuses.
+func TestRegistryRefusesWhatItCannotHold(t *testing.T) {
+	const (
+		etcd   = `registries: [{name: r, type: etcd, etcd: {endpoints: ["127.0.0.1:2379"]}}]` + "\n"
+		consul = `registries: [{name: r, type: consul, consul: {address: "127.0.0.1:8500"}}]` + "\n"
+		nacos  = `registries: [{name: r, type: nacos, nacos: {servers: ["127.0.0.1:8848"]}}]` + "\n"
+		reg    = "register: {address: 127.0.0.1, port: 8080, "
+	)
+	for _, tc := range []struct {
+		name, yaml string
+		want       string // "" means accepted
+	}{
+		{"etcd: a plain registration", etcd + reg + "service: users, id: pod-1}", ""},
+		{"etcd: a / in the service", etcd + reg + "service: shop/users, id: pod-1}", `register.service: "shop/users": an etcd service name is one segment`},
+		{"etcd: a / in the id", etcd + reg + "service: users, id: pod/1}", `register.id: "pod/1": an etcd instance ID`},
+		{"etcd: a / in an upstream's service", etcd + "upstreams: [{name: users, service: shop/users}]", `upstreams[0].service: "shop/users": an etcd service name`},
+		{"consul: plain labels", consul + reg + "service: users, metadata: {version: v2, canary: \"true\", build_id: a-1}}", ""},
+		{"consul: a dot in a label's key", consul + reg + "service: users, metadata: {version.major: \"2\"}}", `register.metadata: key "version.major": Consul takes letters, digits`},
+		{"consul: a / in a label's key", consul + reg + "service: users, metadata: {app.kubernetes.io/version: v2}}", `register.metadata: key "app.kubernetes.io/version"`},
+		{"consul: Consul's own prefix", consul + reg + "service: users, metadata: {consul-x: a}}", `register.metadata: key "consul-x": the prefix "consul-" is Consul's own`},
+		{"consul: a long value", consul + reg + "service: users, metadata: {a: " + strings.Repeat("v", 513) + "}}", `register.metadata: the value of "a" is 513 characters`},
+		{"consul: a weight over 65535", consul + reg + "service: users, weight: 70000}", `register.weight: 70000; Consul's weights are 1..65535`},
+		{"nacos: plain", nacos + reg + "service: users, weight: 100}", ""},
+		{"nacos: group and one cluster", nacos + reg + "service: \"pay@@users@@hz-a\"}", ""},
+		{"nacos: two clusters", nacos + reg + "service: \"pay@@users@@hz-a,hz-b\"}", `register.service: service "pay@@users@@hz-a,hz-b" names 2 clusters; an instance is in one cluster`},
+		{"nacos: a weight over Nacos' maximum", nacos + reg + "service: users, weight: 20000}", `register.weight: 20000 / weight_scale 1 = 20000 is above Nacos' maximum 10000`},
+		{"nacos: too many @@ in an upstream's service", nacos + "upstreams: [{name: users, service: \"g@@users@@a@@b\"}]", `upstreams[0].service: service "g@@users@@a@@b": too many "@@"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := config.Parse([]byte(tc.yaml), ".")
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.want == "":
+			case err == nil:
+				t.Fatal("accepted")
+			case !strings.Contains(err.Error(), tc.want):
+				t.Fatalf("error %q\ndoes not contain %q", err, tc.want)
+			}
+		})
+	}
+}

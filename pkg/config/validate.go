@@ -18,6 +18,7 @@ import (
 	"github.com/remora-mesh/remora/pkg/balancer"
 	"github.com/remora-mesh/remora/pkg/balancer/hashkey"
 	"github.com/remora-mesh/remora/pkg/canary"
+	"github.com/remora-mesh/remora/pkg/register"
 )
 
 // upstreamName is what a Host header can carry: a lower-case DNS name.
@@ -138,7 +139,11 @@ func (c *Config) validate(d *strictyaml.Decoder) {
 		} else if reg := c.Registry(r.Registry); !canRegister(reg.Type) {
 			add("register.registry: registry %q is of type %s, which cannot register instances%s", r.Registry, reg.Type, registrarHint())
 		}
-		d.Add("register", r.Validate())
+		if err := r.Validate(); err != nil {
+			d.Add("register", err)
+		} else {
+			validateRegistration(d, c, r)
+		}
 	}
 	upstreams, tcp := map[string]bool{}, map[string]bool{}
 	for i := range c.Upstreams {
@@ -517,6 +522,24 @@ func (c *Config) warnSourceIP() {
 				c.Warnings = append(c.Warnings, fmt.Sprintf("upstreams[%d].%s: every listener that reaches %q is on loopback, so every request comes from the application's own address and hashes to one node; hash on a header (e.g. x-user-id) instead", i, f, u.Name))
 			}
 		}
+	}
+}
+
+// validateRegistration checks the register: block, its defaults filled,
+// with its registry's rules for what it takes (discovery.
+// RegistrationValidator), when it has any.
+func validateRegistration(d *strictyaml.Decoder, c *Config, r *register.Config) {
+	reg := c.Registry(r.Registry)
+	if reg == nil {
+		return
+	}
+	rv, ok := reg.Options.(discovery.RegistrationValidator)
+	if !ok {
+		return
+	}
+	inst := discovery.Instance{ID: r.ID, Address: r.Address, Port: r.Port, Weight: r.Weight, Healthy: true, Metadata: r.Metadata}
+	if err := rv.ValidateRegistration(r.Service, inst); err != nil {
+		d.Add("register", err)
 	}
 }
 
