@@ -39,7 +39,7 @@ const (
 //	      scheme: https               # http (default) or https; https is implied by tls
 //	      token_file: consul.token    # or token: ..., or $CONSUL_HTTP_TOKEN
 //	      datacenter: dc1
-//	      tag: prod                   # only instances carrying this tag
+//	      tag: prod                   # only instances carrying this tag; the instance register: writes carries it
 //	      include_warning: false      # true also routes to instances in "warning"
 //	      wait_time: 60s              # blocking query wait, 1s..10m
 //	      tls: {ca_file: ca.pem, cert_file: c.pem, key_file: k.pem, server_name: consul}

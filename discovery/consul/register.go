@@ -103,6 +103,9 @@ func (r *registry) Register(ctx context.Context, service string, inst discovery.
 	if service == "" || inst.ID == "" {
 		return nil, fmt.Errorf("consul: register: service %q, instance id %q: both are required", service, inst.ID)
 	}
+	if err := checkRegistration(inst); err != nil {
+		return nil, fmt.Errorf("consul: register %s: %w", service, err)
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -145,9 +148,14 @@ func (r *registry) serviceRegistration(service, id string, inst discovery.Instan
 	if meta == nil {
 		meta = map[string]string{}
 	}
-	tags := make([]string, 0, len(meta))
+	tags := make([]string, 0, len(meta)+1)
 	for k, v := range meta {
 		tags = append(tags, k+"="+v)
+	}
+	if r.tag != "" && !slices.Contains(tags, r.tag) {
+		// The registry's watches take only instances with its tag: so
+		// does the instance it registers.
+		tags = append(tags, r.tag)
 	}
 	sort.Strings(tags)
 	w := int(inst.Weight)
@@ -442,6 +450,11 @@ func (g *registration) sleep(d time.Duration) bool {
 // to register it, or ctx's error if that takes longer; either way it is
 // kept and registered as soon as the agent accepts it.
 func (g *registration) Update(ctx context.Context, inst discovery.Instance) error {
+	if err := checkRegistration(inst); err != nil {
+		// Refused before it replaces what is registered: the agent would
+		// refuse it at every attempt, and the check would go critical.
+		return fmt.Errorf("consul: update %s: %w", g.id, err)
+	}
 	want := g.reg.serviceRegistration(g.service, g.id, inst)
 	g.mu.Lock()
 	if g.gone {

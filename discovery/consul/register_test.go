@@ -140,3 +140,44 @@ func TestRegistrationRefusedIsRetried(t *testing.T) {
 		t.Fatalf("a second Register of the same ID: %v; want an error", err)
 	}
 }
+
+// The registry's tag is on the instance it registers, so that its own
+// watches (which take only instances with the tag) see it; and an update
+// the agent would refuse (a label key with a dot) is refused before it
+// replaces the registration, which stays as it was, passing.
+func TestRegistrationCarriesTheTagAndKeepsItsLastGoodState(t *testing.T) {
+	a := mainAgent(t)
+	reg := open(t, a, "tag: prod\n")
+	defer reg.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	meta := map[string]string{"version": "v2"}
+	inst := discovery.Instance{ID: "app-1", Address: "127.0.0.1", Port: 8080, Weight: 100, Metadata: meta}
+	g, err := registrar(t, reg).Register(ctx, "tagged", inst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Deregister(context.Background())
+	w, err := reg.Watch(ctx, "tagged")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	pollFor(t, 5*time.Second, "the registry's own watch sees the instance", func() bool {
+		set, err := w.Next(ctx)
+		return err == nil && len(set) == 1 && set[0].Metadata["version"] == "v2"
+	})
+	bad := inst
+	bad.Metadata = map[string]string{"version.major": "2"}
+	if err := g.Update(ctx, bad); err == nil || !strings.Contains(err.Error(), `key "version.major"`) {
+		t.Fatalf("Update with a label key Consul refuses: %v; want it refused, naming the key", err)
+	}
+	time.Sleep(2 * time.Second) // a few TTL passes
+	e := passing(t, a, "tagged")
+	if len(e) != 1 || e[0].Service.Meta["version"] != "v2" || e[0].Checks.AggregatedStatus() != api.HealthPassing {
+		t.Fatalf("after the refused update: %d passing instances; want the registration as it was", len(e))
+	}
+	if st := regStatus(t, g); !st.Up {
+		t.Fatalf("status %+v after the refused update; want up", st)
+	}
+}
