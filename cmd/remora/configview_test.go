@@ -65,6 +65,9 @@ registries:
   - name: dns
     type: dns
     dns: {resolver: 127.0.0.1:53, timeout: 2s}
+  - name: files
+    type: static
+    static: {file: instances.yaml, poll_interval: 2s}
 upstreams:
   - name: users
     registry: main
@@ -125,14 +128,14 @@ func TestConfigViewRoundTrip(t *testing.T) {
 		want   []string          // in the YAML
 		absent []string          // not in either form
 	}{
-		{"every block", richConfig, nil, []string{
+		{"every block", richConfig, map[string]string{"instances.yaml": "services: {a: [{address: \"127.0.0.1:1\"}]}\n"}, []string{
 			"connect_timeout: 2s", "drain_delay: 5s", "drain_timeout: 20s", "idle_conn_timeout: 1m30s",
 			"choice_count: 3", "min_ring_size: 512", "balancer: ewma", "register:", "deregister_delay: 3s",
 			"token: '[redacted]'", "password: '[redacted]'", "secret_key: '[redacted]'", "access_key: AK",
 			"Authorization: '[redacted]'", "X-Env: prod", "Cookie: '[redacted]'", "X-Api-Key: '[redacted]'",
 			"x-tenant: a", "authorization: '[redacted]'", "x-from: app",
 			"panic_threshold: 0", "base_ejection_time: 30s", "weight_key: canary-weight", "percent: 12.5",
-			"dial_timeout: 3s", "wait_time: 30s", "max_refresh: 5m\n", "max_ejection_time: 5m\n", "poll_interval: 1s", "sample: 0.5", "disabled: true",
+			"dial_timeout: 3s", "wait_time: 30s", "max_refresh: 5m\n", "max_ejection_time: 5m\n", "poll_interval: 2s", "sample: 0.5", "disabled: true",
 		}, []string{"s3cret", "ConnectTimeout", "000000000"}},
 		{"token file and defaults", "admin: {token_file: admin.token}\nregistries: [{name: s, type: static, static: {services: {a: [{address: \"127.0.0.1:1\"}]}}}]\nupstreams: [{name: a}]\n",
 			map[string]string{"admin.token": "file-s3cret\n"},
@@ -229,6 +232,9 @@ func numbered(s string) string {
 // them all.)
 func TestConfigViewKeepsEveryField(t *testing.T) {
 	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "instances.yaml"), []byte("services: {a: [{address: \"127.0.0.1:1\"}]}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cfg, err := config.Parse([]byte(richConfig), dir)
 	if err != nil {
 		t.Fatal(err)

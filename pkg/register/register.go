@@ -148,7 +148,7 @@ func checkAddress(a string) error {
 		return fmt.Errorf("%q contains \"/\"; want an IP address or a host name, without a path or a prefix length", a)
 	case !hostName(a):
 		return fmt.Errorf("%q is neither an IP address nor a host name (dot-separated labels of 1 to 63 letters, digits and hyphens, not starting or ending with a hyphen)", a)
-	case allDigits(a[strings.LastIndexByte(a, '.')+1:]):
+	case allDigits(lastLabel(a)):
 		return fmt.Errorf("%q is not an IP address, and a host name's last label is not all digits", a)
 	}
 	return nil
@@ -156,8 +156,11 @@ func checkAddress(a string) error {
 
 // hostName reports whether s is a host name of RFC 1123 labels: 1 to 63
 // ASCII letters, digits and hyphens, not starting or ending with a
-// hyphen, joined by dots, 253 characters at most.
+// hyphen, joined by dots, 253 characters at most, with one final dot
+// allowed (a fully qualified name). An underscore is taken too, as
+// resolvers take it (Docker Compose names services my_app).
 func hostName(s string) bool {
+	s = strings.TrimSuffix(s, ".")
 	if s == "" || len(s) > 253 {
 		return false
 	}
@@ -166,12 +169,18 @@ func hostName(s string) bool {
 			return false
 		}
 		for _, r := range label {
-			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
 				return false
 			}
 		}
 	}
 	return true
+}
+
+// lastLabel is host name s's last label (a final dot aside).
+func lastLabel(s string) string {
+	s = strings.TrimSuffix(s, ".")
+	return s[strings.LastIndexByte(s, '.')+1:]
 }
 
 func allDigits(s string) bool {

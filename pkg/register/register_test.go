@@ -275,8 +275,12 @@ func TestValidateAddress(t *testing.T) {
 		{"-app", `address: "-app" is neither an IP address nor a host name`},
 		{"app-", `address: "app-" is neither an IP address nor a host name`},
 		{"a..b", `address: "a..b" is neither an IP address nor a host name`},
-		{"app.", `address: "app." is neither an IP address nor a host name`},
-		{"app_1", `address: "app_1" is neither an IP address nor a host name`},
+		{"app.", ""},                             // fully qualified
+		{"users.default.svc.cluster.local.", ""}, // fully qualified
+		{"app_1", ""},                            // as resolvers take it (Docker Compose)
+		{"app..", `address: "app.." is neither an IP address nor a host name`},
+		{".", `address: "." is neither an IP address nor a host name`},
+		{"10.0.0.256.", `address: "10.0.0.256." is not an IP address`},
 		{"ä.example", `address: "ä.example" is neither an IP address nor a host name`},
 		{strings.Repeat("a", 64) + ".example", "is neither an IP address nor a host name"},
 		{strings.Repeat("a.", 127) + "ab", "is neither an IP address nor a host name"},
