@@ -107,3 +107,59 @@ func TestAdapterPanicIsAFailedCall(t *testing.T) {
 		})
 	}
 }
+
+// refusingRegistrar is a fakeRegistrar whose registrations refuse every
+// update, as a registry refuses a value it cannot hold.
+type refusingRegistrar struct {
+	fakeRegistrar
+	updates atomic.Int32
+}
+
+func (r *refusingRegistrar) Register(ctx context.Context, service string, in discovery.Instance) (discovery.Registration, error) {
+	if _, err := r.fakeRegistrar.Register(ctx, service, in); err != nil {
+		return nil, err
+	}
+	return refusingRegistration{r}, nil
+}
+
+type refusingRegistration struct{ r *refusingRegistrar }
+
+func (g refusingRegistration) Update(context.Context, discovery.Instance) error {
+	g.r.updates.Add(1)
+	return errors.New("injected: the registry refuses the value")
+}
+
+func (g refusingRegistration) Deregister(ctx context.Context) error {
+	return fakeRegistration{&g.r.fakeRegistrar}.Deregister(ctx)
+}
+
+// An update the registry refuses (a reload to a weight it cannot hold)
+// is said at Warn, once until one succeeds: it was said at Debug only,
+// and the reload looked applied while the registry kept the old value.
+func TestRefusedUpdateIsWarnedOnce(t *testing.T) {
+	app := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer app.Close()
+	cfg := Config{Service: "users", Port: app.Listener.Addr().(*net.TCPAddr).Port, Address: "10.1.2.3", Warmup: time.Second,
+		Health: &health.Active{Interval: 10 * time.Millisecond, HealthyThreshold: 1, UnhealthyThreshold: 1}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	f := &refusingRegistrar{}
+	logger, hook := logtest.NewNullLogger()
+	logger.SetLevel(logrus.DebugLevel)
+	a := NewAgent(cfg, f, logrus.NewEntry(logger))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go a.Run(ctx)
+	waitFor(t, "several refused updates", func() bool { return f.updates.Load() >= 5 })
+	cancel()
+	var warned int
+	for _, e := range hook.AllEntries() {
+		if e.Level == logrus.WarnLevel && strings.Contains(e.Message, "update not applied") {
+			warned++
+		}
+	}
+	if warned != 1 {
+		t.Fatalf("%d warnings for %d refused updates; want one", warned, f.updates.Load())
+	}
+}

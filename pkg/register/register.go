@@ -453,6 +453,7 @@ func (a *Agent) Run(ctx context.Context) {
 	var streak int // >0 successes, <0 failures in a row
 	var registeredAt time.Time
 	var advertised discovery.Instance // what the active registration announces
+	updateFailing := false            // said at Warn: updates fail since
 	tick := time.NewTicker(cfg.Health.Interval)
 	defer tick.Stop()
 	var err error // of the last check
@@ -519,6 +520,11 @@ func (a *Agent) Run(ctx context.Context) {
 				if uerr := a.call(func() error { return a.active.Update(ctx, want) }); uerr == nil {
 					advertised = want
 					a.setActive(a.active, want.Weight)
+					updateFailing = false
+				} else if ctx.Err() == nil && !updateFailing {
+					// Once until one succeeds: it is tried at every check.
+					updateFailing = true
+					a.log.WithError(uerr).WithField("weight", want.Weight).Warn("registration update not applied; the registry keeps the last one, and the update is tried again at every check")
 				} else if ctx.Err() == nil {
 					a.log.WithError(uerr).Debug("registration update not applied yet")
 				}
