@@ -144,6 +144,23 @@ func (o *Options) normalize() error {
 		bad("dial_timeout: %s is out of range; want 0 (default %s) up to %s", d, DefaultDialTimeout, maxDialTimeout)
 	}
 
+	if o.TLS == nil {
+		// The etcd client speaks to every endpoint as it would to the
+		// first: TLS for https://, plain text for the rest. A mix would
+		// speak the wrong one to some of them.
+		first := ""
+		for i, ep := range o.Endpoints {
+			tls := strings.HasPrefix(strings.ToLower(ep), "https://")
+			if i == 0 {
+				first = ep
+				continue
+			}
+			if firstTLS := strings.HasPrefix(strings.ToLower(first), "https://"); tls != firstTLS {
+				bad("endpoints[%d]: %q and endpoints[0] %q mix TLS and plain text; the etcd client speaks the first's to every endpoint: write them all https:// (or set tls), or none", i, ep, first)
+				break
+			}
+		}
+	}
 	if t := o.TLS; t != nil {
 		if err := tlsPair(t.CertFile, t.KeyFile); err != nil {
 			errs = append(errs, err)

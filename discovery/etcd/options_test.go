@@ -38,7 +38,7 @@ func TestParseOptions(t *testing.T) {
 		{"endpoints: [127.0.0.1:2379]\nprefix: /services\ndial_timeout: 5s", func(o *etcd.Options) bool {
 			return o.Prefix == "/services" && time.Duration(o.DialTimeout) == 5*time.Second
 		}},
-		{"endpoints: ['http://10.0.0.1:2379', 'https://[::1]:2379']\nprefix: /svc/", func(o *etcd.Options) bool {
+		{"endpoints: ['https://10.0.0.1:2379', 'https://[::1]:2379']\nprefix: /svc/", func(o *etcd.Options) bool {
 			return o.Prefix == "/svc" && len(o.Endpoints) == 2
 		}},
 		{"endpoints: [h:1]\nusername: remora\npassword: pw", func(o *etcd.Options) bool {
@@ -80,6 +80,10 @@ func TestParseErrorsNameFields(t *testing.T) {
 		// http:// is plain text to the etcd client, tls or not.
 		{"endpoints: ['https://a:1', 'http://h:1']\ntls: {ca_file: ca.pem}", `endpoints[1]: "http://h:1" is http://, which is plain text, but tls is set; write https://h:1 (or remove tls)`},
 		{"endpoints: ['HTTP://h:1/']\ntls: {}", `endpoints[0]: "HTTP://h:1/" is http://, which is plain text, but tls is set; write https://h:1/`},
+		// The client speaks the first endpoint's TLS or plain text to all.
+		{"endpoints: ['http://a:1', 'https://b:1']", `endpoints[1]: "https://b:1" and endpoints[0] "http://a:1" mix TLS and plain text`},
+		{"endpoints: ['a:1', 'HTTPS://b:1']", `endpoints[1]: "HTTPS://b:1" and endpoints[0] "a:1" mix TLS and plain text`},
+		{"endpoints: ['https://a:1', 'b:1']", `endpoints[1]: "b:1" and endpoints[0] "https://a:1" mix TLS and plain text`},
 		{"endpoint: [h:1]", "line 1, column 1: endpoint: unknown field; did you mean endpoints?"},
 		{"endpoints: h:1", `line 1, column 12: endpoints: "h:1" is not a list; write [h:1] for a list of one`},
 		// Several mistakes, one a line.
