@@ -325,16 +325,8 @@ registries: [{name: files, type: static}, {name: other, type: static}]
 register: {registry: nope, service: a, address: 127.0.0.1, port: 8080}`, `register.registry: unknown registry "nope"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := config.Parse([]byte(tc.yaml), ".")
-			switch {
-			case tc.want == "" && err != nil:
-				t.Fatalf("refused: %v", err)
-			case tc.want == "":
-			case err == nil:
-				t.Fatal("accepted")
-			case !strings.Contains(err.Error(), tc.want):
-				t.Fatalf("error %q\ndoes not contain %q", err, tc.want)
-			case strings.Contains(tc.want, "unknown") && strings.Contains(err.Error(), refused):
+			err := parseWants(t, tc.yaml, tc.want)
+			if strings.Contains(tc.want, "unknown") && strings.Contains(err.Error(), refused) {
 				t.Fatalf("error %q also says the unknown registry cannot register", err)
 			}
 		})
@@ -577,17 +569,23 @@ func TestRegistryRefusesWhatItCannotHold(t *testing.T) {
 		{"nacos: a weight over Nacos' maximum", nacos + reg + "service: users, weight: 20000}", `register.weight: 20000 / weight_scale 1 = 20000 is above Nacos' maximum 10000`},
 		{"nacos: too many @@ in an upstream's service", nacos + "upstreams: [{name: users, service: \"g@@users@@a@@b\"}]", `upstreams[0].service: service "g@@users@@a@@b": too many "@@"`},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := config.Parse([]byte(tc.yaml), ".")
-			switch {
-			case tc.want == "" && err != nil:
-				t.Fatalf("refused: %v", err)
-			case tc.want == "":
-			case err == nil:
-				t.Fatal("accepted")
-			case !strings.Contains(err.Error(), tc.want):
-				t.Fatalf("error %q\ndoes not contain %q", err, tc.want)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { parseWants(t, tc.yaml, tc.want) })
 	}
+}
+
+// parseWants parses yml and fails t unless it is accepted (want "") or
+// refused with an error containing want, which it returns.
+func parseWants(t *testing.T, yml, want string) error {
+	t.Helper()
+	_, err := config.Parse([]byte(yml), ".")
+	switch {
+	case want == "" && err != nil:
+		t.Fatalf("refused: %v", err)
+	case want == "":
+	case err == nil:
+		t.Fatal("accepted")
+	case !strings.Contains(err.Error(), want):
+		t.Fatalf("error %q\ndoes not contain %q", err, want)
+	}
+	return err
 }
