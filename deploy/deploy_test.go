@@ -480,7 +480,12 @@ func TestRBACGrants(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := dc.EndpointSlices(ns).List(ctx, metav1.ListOptions{}); err != nil {
+			// The API server's authorizer learns of a new binding from
+			// its informers, a moment after the apply returned.
+			if err := allowedSoon(ctx, func() error {
+				_, err := dc.EndpointSlices(ns).List(ctx, metav1.ListOptions{})
+				return err
+			}); err != nil {
 				t.Fatalf("listing endpointslices as %s: %v", tc.sa, err)
 			}
 			w, err := dc.EndpointSlices(ns).Watch(ctx, metav1.ListOptions{})
@@ -488,7 +493,14 @@ func TestRBACGrants(t *testing.T) {
 				t.Fatalf("watching endpointslices as %s: %v", tc.sa, err)
 			}
 			w.Stop()
-			_, err = cc.Pods(ns).List(ctx, metav1.ListOptions{})
+			if tc.pods {
+				err = allowedSoon(ctx, func() error {
+					_, err := cc.Pods(ns).List(ctx, metav1.ListOptions{})
+					return err
+				})
+			} else {
+				_, err = cc.Pods(ns).List(ctx, metav1.ListOptions{})
+			}
 			if tc.pods && err != nil {
 				t.Fatalf("listing pods as %s: %v", tc.sa, err)
 			}
@@ -496,5 +508,22 @@ func TestRBACGrants(t *testing.T) {
 				t.Fatalf("listing pods as %s without the pods grant: %v; want forbidden", tc.sa, err)
 			}
 		})
+	}
+}
+
+// allowedSoon calls call until it is not refused as forbidden, or ctx
+// ends: an RBAC grant just applied takes effect once the API server's
+// authorizer has seen it.
+func allowedSoon(ctx context.Context, call func() error) error {
+	for {
+		err := call()
+		if !apierrors.IsForbidden(err) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }

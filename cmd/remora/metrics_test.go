@@ -23,7 +23,7 @@ listeners: [{name: outbound, address: "127.0.0.1:0"}]
 access_log: {enabled: true}
 registries:
   - {name: s, type: static, static: {services: {user-service: [{id: b1, address: %q}, {id: b2, address: %q}]}}}
-  - {name: e, type: etcd, etcd: {endpoints: ["127.0.0.1:1"], password: hunter2}}
+  - {name: e, type: etcd, etcd: {endpoints: ["127.0.0.1:1"], username: remora, password: hunter2}}
 upstreams: [{name: user-service, registry: s}]
 `, b1.srv.Listener.Addr(), b2.srv.Listener.Addr()))
 	eventually(t, 5*time.Second, "ready", func() bool { return available(a) == 2 })
