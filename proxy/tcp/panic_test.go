@@ -148,6 +148,15 @@ func TestPanicClosesTheConnectionOnly(t *testing.T) {
 			if n, err := io.ReadFull(first, make([]byte, 4)); err == nil || isTimeout(err) {
 				t.Fatalf("the connection whose handling panicked: read %d bytes, %v; want it closed", n, err)
 			}
+			// Its call ended before it closed: a client that connects
+			// again at once must not find it counted against
+			// max_requests (the next connection was refused, now and
+			// then, in a loaded run).
+			if tc.pick {
+				if n := u.Active(); n != 0 {
+					t.Fatalf("%d calls in flight when the client saw its connection closed; want the call ended first", n)
+				}
+			}
 
 			second, err := net.Dial("tcp", real.Addr().String())
 			if err != nil {

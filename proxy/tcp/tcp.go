@@ -419,7 +419,10 @@ func (s *Server) handle(c net.Conn) {
 		if !errors.Is(err, upstream.ErrLocalResources) {
 			s.Log.WithError(err).WithField("upstream", up.Name()).Warn("tcp: no node reachable; closing the client connection")
 		}
-		c.Close()
+		// Closed once the call has ended (below): a client that connects
+		// again on seeing it closed must not find it still counted
+		// against max_requests.
+		defer c.Close()
 	} else {
 		var p *panics.Error
 		in, out, p = relayConns(c, backend, pol.Timeouts.Idle, pol.Timeouts.Total)
@@ -445,15 +448,18 @@ func (s *Server) handle(c net.Conn) {
 // is ended.
 func (s *Server) contain(p *panics.Error, c, backend net.Conn, call *upstream.Call, ending bool) {
 	s.panics.Log(s.log(), p, "tcp: handling a connection panicked; it is closed, with its node connection")
-	c.Close()
 	if backend != nil {
 		backend.Close()
 	}
+	// The call ends before c closes: a client that connects again on
+	// seeing c closed must not find it still counted against
+	// max_requests.
 	if !ending && call.Upstream() != nil {
 		if p := panics.Catch(func() { call.End(false) }); p != nil {
 			s.panics.Log(s.log(), p, "tcp: ending the call of a connection whose handling panicked panicked too")
 		}
 	}
+	c.Close()
 }
 
 // log is s.Log, or relayLog when it is nil.
