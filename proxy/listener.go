@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/remora-mesh/remora/pkg/node"
 	"github.com/remora-mesh/remora/pkg/upstream"
 )
 
@@ -308,7 +309,7 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rule.requests.Add(1)
 		if l := rule.limiter; l != nil {
 			now := time.Now()
-			if ok, wait := l.Allow(now.UnixNano()); !ok {
+			if ok, wait := l.Allow(node.Mono(now)); !ok {
 				rule.limited.Add(1)
 				route.up.RecordLocal(http.StatusTooManyRequests, upstream.ReasonRateLimited)
 				w.Header().Set("Retry-After", retryAfter(wait))

@@ -509,7 +509,7 @@ type relayCount struct {
 	in, out atomic.Int64
 	idle    time.Duration
 	endNode context.CancelFunc
-	last    atomic.Int64 // Unix ns
+	last    atomic.Int64 // node.MonoNow
 	client  net.Conn
 	timer   *time.Timer
 	mu      sync.Mutex // guards timer and stopped against the timer's own goroutine
@@ -519,7 +519,7 @@ type relayCount struct {
 // moved notes that bytes moved on the relay.
 func (r *relayCount) moved() {
 	if r.idle > 0 {
-		r.last.Store(time.Now().UnixNano())
+		r.last.Store(node.MonoNow())
 	}
 }
 
@@ -545,7 +545,7 @@ func (r *relayCount) checkIdle() {
 	if r.stopped {
 		return
 	}
-	if quiet := time.Since(time.Unix(0, r.last.Load())); quiet < r.idle {
+	if quiet := time.Duration(node.MonoNow() - r.last.Load()); quiet < r.idle {
 		r.timer.Reset(r.idle - quiet)
 		return
 	}

@@ -16,18 +16,26 @@ const Interval = time.Minute
 // value is ready to use; it is safe for concurrent use and takes no lock,
 // so that a path every request may take can ask it.
 type Limiter struct {
-	next    atomic.Int64 // Unix ns before which lines are held back
+	next    atomic.Int64 // mono ns before which lines are held back; 0: none yet
 	skipped atomic.Int64 // lines held back since the last one let through
 }
 
 // Allow reports whether a line may be written at now. When it may,
 // skipped is how many were held back since the last one let through.
 func (l *Limiter) Allow(now time.Time) (ok bool, skipped int) {
-	t := now.UnixNano()
+	t := mono(now)
 	next := l.next.Load()
-	if t < next || !l.next.CompareAndSwap(next, t+int64(Interval)) {
+	if next != 0 && t < next || !l.next.CompareAndSwap(next, t+int64(Interval)) {
 		l.skipped.Add(1)
 		return false, 0
 	}
 	return true, int(l.skipped.Swap(0))
 }
+
+// epoch anchors mono; it carries a monotonic clock reading.
+var epoch = time.Now()
+
+// mono is t as nanoseconds since epoch, on the monotonic clock when t
+// carries a reading (as time.Now's results do): a step of the wall clock
+// back must not hold every line back for as long as the step.
+func mono(t time.Time) int64 { return int64(t.Sub(epoch)) + 1 }

@@ -43,7 +43,7 @@ type Health struct {
 	// failure-percentage detector; Attempts counts every judged attempt.
 	Errors       atomic.Uint64
 	Attempts     atomic.Uint64
-	ejectedUntil atomic.Int64 // Unix ns; 0 when not ejected
+	ejectedUntil atomic.Int64 // monoMark; 0 when not ejected
 	lastProbeErr atomic.Pointer[string]
 
 	// Consecutive failure counters, reset by a success of their kind.
@@ -79,7 +79,7 @@ func (h *Health) TakeRequest() EjectReason {
 func (h *Health) Eject(reason EjectReason, until time.Time) {
 	h.ejections.Add(1)
 	h.ejectReason.Store(uint32(reason))
-	h.ejectedUntil.Store(until.UnixNano())
+	h.ejectedUntil.Store(monoMark(until))
 	h.Consecutive5xx.Store(0)
 	h.ConsecutiveGateway.Store(0)
 	h.ConsecutiveLocalOrigin.Store(0)
@@ -102,7 +102,7 @@ func (h *Health) EjectedUntil() time.Time {
 	if ns == 0 {
 		return time.Time{}
 	}
-	return time.Unix(0, ns)
+	return FromMono(ns)
 }
 
 // EjectReason returns why the node is ejected.

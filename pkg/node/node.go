@@ -58,7 +58,7 @@ type Stats struct {
 	// Failures counts attempts that failed on the node's side (connect
 	// errors, resets); client cancellations are not counted.
 	Failures atomic.Uint64
-	// lastUsed is the Unix nanosecond time of the last attempt.
+	// lastUsed is when the last attempt began (monoMark).
 	lastUsed atomic.Int64
 	// added is when the node joined its upstream, in Unix ns (0: unknown);
 	// immutable. (A time.Time would take 24 bytes: a million nodes' Stats
@@ -87,7 +87,7 @@ type Stats struct {
 func NewStats(added time.Time) *Stats {
 	s := &Stats{}
 	if !added.IsZero() {
-		s.added = added.UnixNano()
+		s.added = monoMark(added)
 	}
 	return s
 }
@@ -98,14 +98,14 @@ func (s *Stats) Added() time.Time {
 	if s.added == 0 {
 		return time.Time{}
 	}
-	return time.Unix(0, s.added)
+	return FromMono(s.added)
 }
 
 // Begin records the start of an attempt on the node at now.
 func (s *Stats) Begin(now time.Time) {
 	s.InFlight.Add(1)
 	s.Requests.Add(1)
-	s.lastUsed.Store(now.UnixNano())
+	s.lastUsed.Store(monoMark(now))
 }
 
 // End records the end of an attempt that took latency; failed says whether
@@ -144,7 +144,7 @@ func (s *Stats) LastUsed() time.Time {
 	if ns == 0 {
 		return time.Time{}
 	}
-	return time.Unix(0, ns)
+	return FromMono(ns)
 }
 
 // DefaultLatencyDecay is the time constant of the peak-EWMA latency estimate
@@ -160,6 +160,21 @@ var epoch = time.Now()
 // results do) and on the wall clock otherwise. Only differences between
 // Mono values of one clock are meaningful.
 func Mono(t time.Time) int64 { return int64(t.Sub(epoch)) }
+
+// FromMono is the instant m (Mono) stands for, with a monotonic clock
+// reading when epoch has one: compared with time.Now's results, it is
+// immune to steps of the wall clock (an NTP step, a VM resumed), which a
+// time kept as Unix nanoseconds is not.
+func FromMono(m int64) time.Time { return epoch.Add(time.Duration(m)) }
+
+// monoMark is Mono(t) for a field in which 0 means "not set": an instant
+// that falls exactly on the epoch is kept a nanosecond later.
+func monoMark(t time.Time) int64 {
+	if m := Mono(t); m != 0 {
+		return m
+	}
+	return 1
+}
 
 // MonoNow is Mono(time.Now()), read from the monotonic clock alone.
 func MonoNow() int64 { return int64(time.Since(epoch)) }

@@ -156,7 +156,7 @@ func (c *Call) BeginCopy(client context.Context, u *Upstream, info balancer.Info
 func (c *Call) admit() error {
 	u := c.up
 	if l := u.limiter; l != nil {
-		if ok, wait := l.Allow(c.start.UnixNano()); !ok {
+		if ok, wait := l.Allow(node.Mono(c.start)); !ok {
 			c.localCode, c.retryAfter = 429, wait
 			return ErrRateLimited
 		}

@@ -38,8 +38,10 @@ func NewLimiter(r RateLimit) *Limiter {
 	return &Limiter{interval: interval, window: int64(r.Burst) * interval}
 }
 
-// Allow takes a token at now (Unix ns), or reports how long until one is
-// free.
+// Allow takes a token at now (node.Mono: on the monotonic clock, so that
+// a step of the wall clock neither refuses every request for as long as
+// the step back nor lets a burst through), or reports how long until one
+// is free.
 func (l *Limiter) Allow(now int64) (bool, time.Duration) {
 	for {
 		tat := l.tat.Load()

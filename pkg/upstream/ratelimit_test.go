@@ -3,6 +3,9 @@ package upstream
 import (
 	"testing"
 	"time"
+
+	"github.com/remora-mesh/remora/pkg/balancer"
+	"github.com/remora-mesh/remora/pkg/node"
 )
 
 // The token bucket lets a burst through at once, then the sustained rate,
@@ -64,4 +67,23 @@ func BenchmarkLimiterAllow(b *testing.B) {
 			l.Allow(now)
 		}
 	})
+}
+
+// An upstream's rate limit counts on the monotonic clock (node.Mono):
+// kept in Unix nanoseconds, a step of the wall clock back (an NTP step, a
+// VM resumed) refused every request for as long as the step, a step
+// forward let a burst through. The bucket's next arrival is then near
+// node.MonoNow, not near the Unix time.
+func TestRateLimitCountsOnTheMonotonicClock(t *testing.T) {
+	u := New(Config{Name: "svc", Policy: &Policy{RateLimit: &RateLimit{RequestsPerSecond: 10, Burst: 1}}})
+	if u.limiter == nil {
+		t.Fatal("no limiter")
+	}
+	var c Call
+	_ = c.Begin(t.Context(), u, balancer.Info{})
+	c.End(false)
+	tat, mono := u.limiter.tat.Load(), node.MonoNow()
+	if d := time.Duration(tat - mono); d < -time.Second || d > time.Second {
+		t.Fatalf("the bucket's next arrival is %v from node.MonoNow(); want it counted on the monotonic clock", d)
+	}
 }

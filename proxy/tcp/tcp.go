@@ -117,8 +117,8 @@ func relayConns(a, b net.Conn, idle, total time.Duration) (aToB, bToA int64, pan
 		t := time.AfterFunc(total, closeBoth)
 		defer t.Stop()
 	}
-	var last atomic.Int64 // when a byte last moved either way, in Unix ns
-	last.Store(time.Now().UnixNano())
+	var last atomic.Int64 // when a byte last moved either way (node.MonoNow)
+	last.Store(node.MonoNow())
 	var wg sync.WaitGroup
 	var first atomic.Pointer[panics.Error]
 	pipe := func(dst, src net.Conn, n *int64) {
@@ -159,10 +159,10 @@ func copyUntilIdle(dst, src net.Conn, n *int64, idle time.Duration, last *atomic
 	buf := relayBuffers.Get().(*[32 << 10]byte)
 	defer relayBuffers.Put(buf)
 	for {
-		_ = src.SetReadDeadline(time.Unix(0, last.Load()).Add(idle))
+		_ = src.SetReadDeadline(node.FromMono(last.Load()).Add(idle))
 		k, err := src.Read(buf[:])
 		if k > 0 {
-			last.Store(time.Now().UnixNano())
+			last.Store(node.MonoNow())
 			if ok, idled := writeUntilIdle(dst, buf[:k], idle, last); !ok {
 				return !idled
 			}
@@ -172,7 +172,7 @@ func copyUntilIdle(dst, src net.Conn, n *int64, idle time.Duration, last *atomic
 		switch {
 		case err == nil:
 		case errors.As(err, &ne) && ne.Timeout():
-			if time.Since(time.Unix(0, last.Load())) >= idle {
+			if time.Since(node.FromMono(last.Load())) >= idle {
 				return false
 			}
 		default:
@@ -188,17 +188,17 @@ func copyUntilIdle(dst, src net.Conn, n *int64, idle time.Duration, last *atomic
 func writeUntilIdle(dst net.Conn, p []byte, idle time.Duration, last *atomic.Int64) (ok, idled bool) {
 	defer dst.SetWriteDeadline(time.Time{})
 	for len(p) > 0 {
-		_ = dst.SetWriteDeadline(time.Unix(0, last.Load()).Add(idle))
+		_ = dst.SetWriteDeadline(node.FromMono(last.Load()).Add(idle))
 		w, err := dst.Write(p)
 		if w > 0 {
 			p = p[w:]
-			last.Store(time.Now().UnixNano())
+			last.Store(node.MonoNow())
 		}
 		var ne net.Error
 		switch {
 		case err == nil:
 		case errors.As(err, &ne) && ne.Timeout():
-			if time.Since(time.Unix(0, last.Load())) >= idle {
+			if time.Since(node.FromMono(last.Load())) >= idle {
 				return false, true
 			}
 		default:
