@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -196,5 +197,39 @@ func TestInvalidConfigFileRejectedThenFixed(t *testing.T) {
 	eventually(t, 4*time.Second, "the good config applied", func() bool { return hostCode(out, "orders") == 200 })
 	if m := metricsText(t, adminAddr); !strings.Contains(m, "remora_config_last_reload_successful 1") {
 		t.Fatal("after a good reload: want remora_config_last_reload_successful 1")
+	}
+}
+
+// A named pipe put in place of the config file is not read: reading it
+// blocked the serve loop for good, and SIGTERM with it. The poll sees no
+// change, and a reload is refused, saying why.
+func TestFileWatchSkipsWhatIsNoRegularFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "remora.yaml")
+	if err := os.WriteFile(path, []byte(fileTestConfig("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:1", true)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w := newFileWatch(path)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		if _, changed := w.poll(testLogger()); changed {
+			done <- errors.New("a named pipe was applied")
+			return
+		}
+		_, err := w.read()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file but a named pipe") {
+			t.Fatalf("read of a named pipe: %v; want it refused, naming it", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watch blocked on a named pipe")
 	}
 }

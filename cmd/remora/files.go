@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/regularfile"
 	"github.com/remora-mesh/remora/internal/tlsfiles"
 	"github.com/remora-mesh/remora/pkg/config"
 )
@@ -76,7 +77,7 @@ func filesDigest(baseDir string, files []string) string {
 		f = tlsfiles.Resolve(baseDir, f)
 		h.Write([]byte(f))
 		h.Write([]byte{0})
-		data, err := os.ReadFile(f)
+		data, err := regularfile.ReadFile(f)
 		if err != nil {
 			h.Write([]byte("error: " + err.Error()))
 		} else {

@@ -29,6 +29,7 @@ import (
 	"github.com/remora-mesh/remora/internal/asyncwrite"
 	"github.com/remora-mesh/remora/internal/gctune"
 	"github.com/remora-mesh/remora/internal/pageout"
+	"github.com/remora-mesh/remora/internal/regularfile"
 	"github.com/remora-mesh/remora/internal/strictyaml"
 	"github.com/remora-mesh/remora/pkg/admin"
 	"github.com/remora-mesh/remora/pkg/config"
@@ -482,7 +483,7 @@ func (w *fileWatch) namedChanged(cfg *config.Config) bool {
 
 func newFileWatch(path string) *fileWatch {
 	w := &fileWatch{path: path, settle: configSettle}
-	if data, err := os.ReadFile(path); err == nil {
+	if data, err := regularfile.ReadFile(path); err == nil {
 		w.last = data
 	}
 	return w
@@ -492,14 +493,14 @@ func newFileWatch(path string) *fileWatch {
 // reads settle apart (tried for ten settle periods at most). An empty
 // file is errEmptyConfig.
 func (w *fileWatch) read() ([]byte, error) {
-	data, err := os.ReadFile(w.path)
+	data, err := regularfile.ReadFile(w.path)
 	for try := 0; err == nil; try++ {
 		if try == 10 {
 			return nil, errors.New("the file kept changing while it was read; not applied")
 		}
 		time.Sleep(w.settle)
 		var again []byte
-		if again, err = os.ReadFile(w.path); err == nil && bytes.Equal(again, data) {
+		if again, err = regularfile.ReadFile(w.path); err == nil && bytes.Equal(again, data) {
 			break
 		}
 		data = again
@@ -518,7 +519,7 @@ func (w *fileWatch) read() ([]byte, error) {
 // empty or is still being written is no change (a missing or empty one
 // is logged once).
 func (w *fileWatch) poll(log *logrus.Logger) ([]byte, bool) {
-	data, err := os.ReadFile(w.path)
+	data, err := regularfile.ReadFile(w.path)
 	if err == nil && bytes.Equal(data, w.last) {
 		w.state = ""
 		return nil, false
@@ -527,7 +528,7 @@ func (w *fileWatch) poll(log *logrus.Logger) ([]byte, bool) {
 		// Changed: applied once it has settled.
 		time.Sleep(w.settle)
 		var again []byte
-		if again, err = os.ReadFile(w.path); err == nil && !bytes.Equal(again, data) {
+		if again, err = regularfile.ReadFile(w.path); err == nil && !bytes.Equal(again, data) {
 			return nil, false // still being written: the next poll sees it
 		}
 		if err == nil && len(bytes.TrimSpace(data)) == 0 {

@@ -10,11 +10,11 @@
 package config
 
 import (
-	"os"
 	"path/filepath"
 	"strconv"
 	"time"
 
+	"github.com/remora-mesh/remora/internal/regularfile"
 	"github.com/remora-mesh/remora/internal/strictyaml"
 )
 
@@ -33,7 +33,7 @@ const (
 // Load reads, defaults and validates the file at path. The error lists
 // every problem found (as Errors), each prefixed with the file's name.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := regularfile.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/regularfile"
 	"github.com/remora-mesh/remora/internal/strictyaml"
 	"github.com/remora-mesh/remora/internal/tlsfiles"
 	"github.com/remora-mesh/remora/pkg/balancer"
@@ -45,7 +46,7 @@ func (c *Config) validate(d *strictyaml.Decoder) {
 		if c.Admin.Token != "" {
 			add("admin.token_file: set either token or token_file")
 		}
-		data, err := os.ReadFile(tlsfiles.Resolve(c.Dir, c.Admin.TokenFile))
+		data, err := regularfile.ReadFile(tlsfiles.Resolve(c.Dir, c.Admin.TokenFile))
 		if err != nil {
 			add("admin.token_file: %v", err)
 		}

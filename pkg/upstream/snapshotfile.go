@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/regularfile"
 )
 
 // snapshotFile is the on-disk form of an upstream's last good node set.
@@ -67,7 +68,7 @@ func saveSnapshot(path, upstream, service string, set []discovery.Instance, now 
 // loadSnapshot reads a snapshot written for service. A missing file is
 // (nil, zero time, nil); a corrupt one is an error naming the file.
 func loadSnapshot(path, service string) ([]discovery.Instance, time.Time, error) {
-	data, err := os.ReadFile(path)
+	data, err := regularfile.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, time.Time{}, nil
 	}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -163,4 +164,21 @@ func TestReloadKeepsTheInitialSyncDeadline(t *testing.T) {
 	if took := time.Since(start); took >= timeout*3/2 {
 		t.Fatalf("snapshot served %v after the first start; the reload restarted the %v timeout", took, timeout)
 	}
+}
+
+// A named pipe in place of the snapshot file (or anything but a regular
+// file) is ignored at once: reading it blocked the upstream's controller
+// for good, so the upstream never took its registry's nodes and the
+// process never finished its shutdown.
+func TestSnapshotThatIsNoRegularFileIsIgnored(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "users.json")
+	if err := syscall.Mkfifo(file, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	u := upstream.New(upstream.Config{Name: "users", SnapshotFile: file, InitialSyncTimeout: 10 * time.Millisecond})
+	w := discovery.NewLatest()
+	runOn(t, u, w)
+	time.Sleep(100 * time.Millisecond) // the registry is silent past the initial-sync timeout: the snapshot is read
+	w.Publish([]discovery.Instance{inst("a", 1)})
+	waitSnapshot(t, u, "the registry's node", func(s *upstream.Snapshot) bool { return s.Available == 1 })
 }
