@@ -298,6 +298,12 @@ func cmdRun(o *cmdOpts, args []string, _, stderr io.Writer) int {
 	defer stop()
 	defer gctune.Start(0).Stop() // unless GOGC is set
 	if err := serveUntil(ctx, o.config, watch, hup, cfg, log); err != nil {
+		if ctx.Err() != nil {
+			// SIGTERM or SIGINT during the start (waiting for a busy
+			// address): a stop, as at any other time.
+			log.WithError(err).Info("remora stopped by a signal before it was serving")
+			return 0
+		}
 		log.WithError(err).Error("remora stopped with an error")
 		return 1
 	}

@@ -5,7 +5,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -143,4 +147,45 @@ upstreams: [{name: users}]
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
+}
+
+// SIGTERM while the start waits for a busy address is a stop, not a
+// failure: `remora run` exits 0, as on SIGTERM at any other time (a
+// supervisor that restarts on failure took it for a crash).
+func TestSIGTERMWhileWaitingForAnAddressExitsZero(t *testing.T) {
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	path := filepath.Join(t.TempDir(), "remora.yaml")
+	yml := fmt.Sprintf("admin: {address: %q}\nlisteners: [{name: outbound, address: %q}]\nregistries: [{name: s, type: static, static: {services: {users: [{address: \"127.0.0.1:1\"}]}}}]\nupstreams: [{name: users}]\n",
+		freeAddr(t), held.Addr().String())
+	if err := os.WriteFile(path, []byte(yml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "REMORA_TEST_MAIN="+strings.Join([]string{"run", "-c", path}, "\n"))
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer cmd.Process.Kill()
+	eventually(t, 10*time.Second, "the start waiting for the address", func() bool {
+		return strings.Contains(logs.String(), "address in use; trying again")
+	})
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("remora run after SIGTERM while waiting for an address: %v; want exit status 0\n%s", err, logs.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("remora run did not end on SIGTERM while waiting for an address")
+	}
 }
