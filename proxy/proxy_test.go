@@ -413,20 +413,9 @@ func TestTrailersAndEarlyHintsPassThrough(t *testing.T) {
 // are then the proxy's own.
 func rawBackend(b *testing.B) string {
 	answer := []byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok")
-	return testnet.Serve(b, func(c net.Conn) {
-		defer c.Close()
-		br := bufio.NewReader(c)
-		for {
-			line, err := br.ReadSlice('\n')
-			if err != nil {
-				return
-			}
-			if len(line) == 2 { // the blank line ends a head without a body
-				if _, err := c.Write(answer); err != nil {
-					return
-				}
-			}
-		}
+	return testnet.ServeHeads(b, func(c net.Conn, _ *bufio.Reader) bool {
+		_, err := c.Write(answer)
+		return err == nil
 	}).Addr().String()
 }
 

@@ -3,6 +3,7 @@
 package testnet
 
 import (
+	"bufio"
 	"net"
 	"sync"
 	"testing"
@@ -52,6 +53,28 @@ func Serve(t testing.TB, handle func(net.Conn)) net.Listener {
 		wg.Wait()
 	})
 	return ln
+}
+
+// ServeHeads is Serve for a node that reads requests without bodies: for
+// each request head a connection brings (its lines, up to the blank one),
+// it calls answer with the connection and its reader. The connection
+// closes when answer returns false or the client ends it. It reads with
+// ReadSlice, so that a benchmark's node allocates nothing a request.
+func ServeHeads(t testing.TB, answer func(c net.Conn, br *bufio.Reader) bool) net.Listener {
+	return Serve(t, func(c net.Conn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for {
+			line, err := br.ReadSlice('\n')
+			switch {
+			case err == bufio.ErrBufferFull: // a long line's start
+			case err != nil:
+				return
+			case string(line) == "\r\n" && !answer(c, br):
+				return
+			}
+		}
+	})
 }
 
 // Counter is a listener that counts the connections it gets and closes

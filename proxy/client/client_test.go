@@ -410,21 +410,11 @@ func TestRetiredTransportPoolsNothing(t *testing.T) {
 func TestTransportBoundsTheFinalHeadAfterA1xx(t *testing.T) {
 	const limit = 4096
 	node := func(bigHeader int) string {
-		return testnet.Serve(t, func(c net.Conn) {
-			defer c.Close()
-			br := bufio.NewReader(c)
-			for {
-				line, err := br.ReadString('\n')
-				if err != nil {
-					return
-				}
-				if line != "\r\n" {
-					continue
-				}
-				// One write: the 1xx and the final head arrive together.
-				_, _ = io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"+
-					"HTTP/1.1 200 OK\r\nX-Big: "+strings.Repeat("b", bigHeader)+"\r\nContent-Length: 2\r\n\r\nok")
-			}
+		return testnet.ServeHeads(t, func(c net.Conn, _ *bufio.Reader) bool {
+			// One write: the 1xx and the final head arrive together.
+			_, err := io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"+
+				"HTTP/1.1 200 OK\r\nX-Big: "+strings.Repeat("b", bigHeader)+"\r\nContent-Length: 2\r\n\r\nok")
+			return err == nil
 		}).Addr().String()
 	}
 	ignore1xx := func(int, textproto.MIMEHeader) error { return nil }
