@@ -538,8 +538,7 @@ func validateRegistration(d *strictyaml.Decoder, c *Config, r *register.Config) 
 	if !ok {
 		return
 	}
-	inst := discovery.Instance{ID: r.ID, Address: r.Address, Port: r.Port, Weight: r.Weight, Healthy: true, Metadata: r.Metadata}
-	if err := rv.ValidateRegistration(r.Service, inst); err != nil {
+	if err := rv.ValidateRegistration(r.Service, r.Instance()); err != nil {
 		d.Add("register", err)
 	}
 }

@@ -420,6 +420,10 @@ func (a *Agent) state() (Config, bool) {
 	return a.cfg, a.withdrawn
 }
 
+// Instance is the instance c registers at its full weight (after
+// Validate has filled its defaults).
+func (c *Config) Instance() discovery.Instance { return instance(*c, c.Weight) }
+
 func instance(cfg Config, weight uint32) discovery.Instance {
 	return discovery.Instance{ID: cfg.ID, Address: cfg.Address, Port: cfg.Port, Weight: weight, Healthy: true, Metadata: cfg.Metadata}
 }
