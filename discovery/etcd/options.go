@@ -148,14 +148,9 @@ func (o *Options) normalize() error {
 		// The etcd client speaks to every endpoint as it would to the
 		// first: TLS for https://, plain text for the rest. A mix would
 		// speak the wrong one to some of them.
-		first := ""
+		https := func(ep string) bool { return strings.HasPrefix(strings.ToLower(ep), "https://") }
 		for i, ep := range o.Endpoints {
-			tls := strings.HasPrefix(strings.ToLower(ep), "https://")
-			if i == 0 {
-				first = ep
-				continue
-			}
-			if firstTLS := strings.HasPrefix(strings.ToLower(first), "https://"); tls != firstTLS {
+			if first := o.Endpoints[0]; https(ep) != https(first) {
 				bad("endpoints[%d]: %q and endpoints[0] %q mix TLS and plain text; the etcd client speaks the first's to every endpoint: write them all https:// (or set tls), or none", i, ep, first)
 				break
 			}
