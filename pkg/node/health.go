@@ -159,6 +159,16 @@ func (h *Health) ProbeResult(ok bool, err error, healthy, unhealthy int) bool {
 	return false
 }
 
+// ForgetProbes clears the active verdict, the streak and the last probe
+// error. The node's upstream has no active checks any more (a reload
+// removed them): nothing would ever probe it back to health. Only the
+// controller calls it, while no prober runs.
+func (h *Health) ForgetProbes() {
+	h.activeDown.Store(false)
+	h.probeStreak.Store(0)
+	h.lastProbeErr.Store(nil)
+}
+
 // LastProbeError returns the error of the last failed probe, if the last
 // probe failed.
 func (h *Health) LastProbeError() string {

@@ -69,9 +69,12 @@ type Upstream struct {
 	cfg      Config
 	detector *health.Detector // immutable
 
-	active  atomic.Int64 // requests in flight (circuit breaker, retry budget)
-	retries atomic.Int64 // retries in flight
-	limiter *Limiter     // rate_limit; nil without one (immutable)
+	// admission counts the requests and retries in flight (circuit
+	// breaker, retry budget); shared by the line of upstreams started
+	// is, so that a reload does not forget the requests (tcp connections,
+	// WebSockets) the upstream it replaces still carries.
+	admission *admission
+	limiter   *Limiter // rate_limit; nil without one; kept by a reload that leaves it as it was (immutable)
 
 	canaryStats *canary.Stats                 // per-pool outcomes, kept across reloads
 	metrics     *Metrics                      // kept across reloads
@@ -152,6 +155,7 @@ func New(cfg Config) *Upstream {
 	if rl := cfg.Policy.RateLimit; rl != nil {
 		u.limiter = NewLimiter(*rl)
 	}
+	u.admission = new(admission)
 	b := cfg.Balancer
 	if b == nil {
 		b = defaultBuilder()
@@ -160,11 +164,19 @@ func New(cfg Config) *Upstream {
 	u.snap.Store(&Snapshot{Name: cfg.Name, Picker: balancer.Empty})
 	u.canaryStats, u.metrics = new(canary.Stats), new(Metrics)
 	if prev := cfg.Previous; prev != nil {
-		u.canaryStats, u.metrics = prev.canaryStats, prev.metrics
+		u.canaryStats, u.metrics, u.admission = prev.canaryStats, prev.metrics, prev.admission
+		if rl, was := cfg.Policy.RateLimit, prev.cfg.Policy.RateLimit; rl != nil && was != nil && *rl == *was {
+			u.limiter = prev.limiter // the same bucket: a reload is no fresh burst
+		}
 		u.rollback.Store(prev.rollback.Load())
 		u.started, u.first = prev.started, prev.first
 		old := *prev.Snapshot()
 		old.Name = cfg.Name
+		if cfg.Health.Active == nil {
+			for _, n := range old.Nodes {
+				n.Stats.Health.ForgetProbes()
+			}
+		}
 		u.snap.Store(&old) // republished with this upstream's picker by Run
 	}
 	return u
