@@ -143,13 +143,14 @@ func (hr *HeaderRules) applyTo(h http.Header, keys []string) {
 }
 
 // compiledRule is a Rule with its counters and limiter. It is immutable
-// but for the atomics, which the request path adds to.
+// but for the atomics, which the request path adds to; the counters and
+// limiter pass on to the rule of the same name a reload makes.
 type compiledRule struct {
 	Rule
 	forwarding bool // RequestHeaders.touchesForwarding
 	limiter    *upstream.Limiter
-	requests   atomic.Uint64
-	limited    atomic.Uint64
+	requests   *atomic.Uint64
+	limited    *atomic.Uint64
 }
 
 // matches reports whether r meets every condition. It does not allocate.
@@ -235,18 +236,41 @@ type listenerState struct {
 // with the same name (a reload), it gives that listener's handler the new
 // options and returns it.
 func (p *Proxy) Listener(name string, opts ListenerOptions) http.Handler {
-	st := &listenerState{opts: opts}
-	for _, r := range opts.Routes {
-		c := &compiledRule{Rule: r, forwarding: r.RequestHeaders.touchesForwarding()}
-		if r.RateLimit != nil {
-			c.limiter = upstream.NewLimiter(*r.RateLimit)
-		}
-		st.rules = append(st.rules, c)
-	}
 	v, _ := p.listeners.LoadOrStore(name, &listenerHandler{p: p, name: name})
 	h := v.(*listenerHandler)
+	var was []*compiledRule
+	if old := h.state.Load(); old != nil {
+		was = slices.Clone(old.rules) // compileRule takes from it
+	}
+	st := &listenerState{opts: opts}
+	for _, r := range opts.Routes {
+		st.rules = append(st.rules, compileRule(r, &was))
+	}
 	h.state.Store(st)
 	return h
+}
+
+// compileRule compiles r. A route of the same name among was (a copy of
+// the listener's routes before a reload; the one taken is removed) passes on
+// its counters, and its limiter when r's rate_limit is the same, so that
+// a reload neither zeroes /routes nor grants a fresh burst.
+func compileRule(r Rule, was *[]*compiledRule) *compiledRule {
+	c := &compiledRule{Rule: r, forwarding: r.RequestHeaders.touchesForwarding(),
+		requests: new(atomic.Uint64), limited: new(atomic.Uint64)}
+	if r.RateLimit != nil {
+		c.limiter = upstream.NewLimiter(*r.RateLimit)
+	}
+	i := slices.IndexFunc(*was, func(o *compiledRule) bool { return o.Name == r.Name })
+	if i < 0 {
+		return c
+	}
+	prev := (*was)[i]
+	*was = slices.Delete(*was, i, i+1)
+	c.requests, c.limited = prev.requests, prev.limited
+	if r.RateLimit != nil && prev.RateLimit != nil && *r.RateLimit == *prev.RateLimit {
+		c.limiter = prev.limiter
+	}
+	return c
 }
 
 // ListenerHandler returns the handler of the listener named name without
@@ -266,7 +290,8 @@ func (p *Proxy) ListenerHandler(name string, opts ListenerOptions) (h http.Handl
 func (p *Proxy) ForgetListener(name string) { p.listeners.Delete(name) }
 
 // RouteStats returns every listener's routes with their counters (since
-// the listener's configuration last changed), by listener then in order.
+// the route of that name first appeared on the listener), by listener
+// then in order.
 func (p *Proxy) RouteStats() []RouteStats {
 	var out []RouteStats
 	p.listeners.Range(func(k, v any) bool {

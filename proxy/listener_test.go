@@ -191,6 +191,46 @@ func TestListenerRouteRateLimit(t *testing.T) {
 	}
 }
 
+// A reload of the listener (Listener again) keeps a route's counters, and
+// its bucket while its rate_limit is the same: no fresh burst, /routes
+// not zeroed. A changed rate_limit starts a bucket of its own.
+func TestListenerReloadKeepsRouteCountersAndBuckets(t *testing.T) {
+	opts := func(rps float64) proxy.ListenerOptions {
+		return proxy.ListenerOptions{Routes: []proxy.Rule{
+			{Name: "other", PathPrefix: "/other/", Upstream: "users"},
+			{Name: "limited", PathPrefix: "/slow/", Upstream: "api", RateLimit: &upstream.RateLimit{RequestsPerSecond: rps, Burst: 2}},
+		}}
+	}
+	f, url := listenerFixture(t, opts(0.01))
+	codes := func(n int) (got []int) {
+		for range n {
+			resp, _ := call(t, url, "GET", "users", "/slow/x", nil)
+			got = append(got, resp.StatusCode)
+		}
+		return got
+	}
+	if got := fmt.Sprint(codes(2)); got != "[200 200]" {
+		t.Fatalf("before the reload: %s", got)
+	}
+	reloaded := opts(0.01)
+	reloaded.Routes = append([]proxy.Rule{{Name: "new", Path: "/new", Upstream: "v2"}}, reloaded.Routes...)
+	f.proxy.Listener("out", reloaded)
+	if got := fmt.Sprint(codes(2)); got != "[429 429]" {
+		t.Errorf("after a reload that kept the rate limit: %s, want [429 429] (the burst was spent)", got)
+	}
+	stats := map[string]proxy.RouteStats{}
+	for _, s := range f.proxy.RouteStats() {
+		stats[s.Name] = s
+	}
+	if s := stats["limited"]; s.Requests != 4 || s.RateLimited != 2 {
+		t.Errorf("route stats after the reload %+v; want 4 requests, 2 limited", s)
+	}
+	f.proxy.Listener("out", opts(0.02))
+	if got := fmt.Sprint(codes(3)); got != "[200 200 429]" {
+		t.Errorf("after a reload that changed the rate limit: %s, want a new burst of 2", got)
+	}
+}
+
 // A CONNECT that a route matches is tunnelled to the route's upstream, as
 // one without routes is to its Host's: never sent on as an HTTP request.
 func TestListenerRouteTunnelsCONNECT(t *testing.T) {

@@ -24,16 +24,23 @@ import (
 // The request path reads it without locking (atomics only).
 type mirror struct {
 	cfg       upstream.Mirror
-	threshold uint64 // Percent as a share of 2^32
-	inFlight  atomic.Int64
-	panics    panics.Log // the copies' (see copyPanicked)
+	threshold uint64        // Percent as a share of 2^32
+	inFlight  *atomic.Int64 // shared with the mirror it replaced on a reload
+	panics    panics.Log    // the copies' (see copyPanicked)
 }
 
-func newMirror(m *upstream.Mirror) *mirror {
+// newMirror returns the mirror m configures, or nil. It counts the copies
+// in flight with was's counter (the same upstream's mirror before a
+// reload; may be nil), so that max_in_flight bounds the copies of both.
+func newMirror(m *upstream.Mirror, was *mirror) *mirror {
 	if m == nil {
 		return nil
 	}
-	return &mirror{cfg: *m, threshold: uint64(m.Percent / 100 * (1 << 32))}
+	mr := &mirror{cfg: *m, threshold: uint64(m.Percent / 100 * (1 << 32)), inFlight: new(atomic.Int64)}
+	if was != nil {
+		mr.inFlight = was.inFlight
+	}
+	return mr
 }
 
 // MirrorHeader marks a mirrored request, naming the upstream it was copied

@@ -86,6 +86,31 @@ func TestMirrorTargetThatNeverAnswers(t *testing.T) {
 	}
 }
 
+// A reload (SetRoutes again, the same mirror) counts the copies still in
+// flight: max_in_flight bounds the copies of both.
+func TestMirrorInFlightSurvivesAReload(t *testing.T) {
+	f := newFixture(t, "users", "shadow")
+	f.set(t, "users", newBackend(t, "users", nil).instance())
+	f.set(t, "shadow", blackhole(t))
+	routes := func() {
+		f.proxy.SetRoutes(proxy.Route{Upstream: f.ups["users"], Mirror: validMirror(t, upstream.Mirror{Upstream: "shadow", Percent: 100, MaxInFlight: 5, Timeout: time.Minute})},
+			proxy.Route{Upstream: f.ups["shadow"]})
+	}
+	routes()
+	for i := range 20 {
+		if i == 10 {
+			routes()
+		}
+		if resp, _ := f.get(t, "users", "/"); resp.StatusCode != 200 {
+			t.Fatalf("request %d: %d", i, resp.StatusCode)
+		}
+	}
+	m := f.ups["users"].Metrics()
+	if m.Mirrored.Load() != 5 || m.MirrorDropped.Load() != 15 {
+		t.Fatalf("%d mirrored, %d dropped across a reload; want 5 and 15", m.Mirrored.Load(), m.MirrorDropped.Load())
+	}
+}
+
 // blackhole is a node that accepts and reads, and never answers.
 func blackhole(t testing.TB) discovery.Instance {
 	ln := testnet.Serve(t, func(c net.Conn) { io.Copy(io.Discard, c) })

@@ -80,10 +80,15 @@ func (p *Proxy) SetRoutes(routes ...Route) {
 	for i, r := range routes {
 		ups[i] = r.Upstream
 		name := r.Upstream.Name()
-		rt := &route{up: r.Upstream, opts: r.Client, reqRules: r.RequestHeaders, respRules: r.ResponseHeaders, mirror: newMirror(r.Mirror), tcp: r.TCP,
+		prev := old.byName[name]
+		var wasMirror *mirror
+		if prev != nil {
+			wasMirror = prev.mirror
+		}
+		rt := &route{up: r.Upstream, opts: r.Client, reqRules: r.RequestHeaders, respRules: r.ResponseHeaders, mirror: newMirror(r.Mirror, wasMirror), tcp: r.TCP,
 			h2:         r.Client.TLS != nil && slices.Contains(r.Client.TLS.NextProtos, "h2"),
 			forwarding: r.RequestHeaders.touchesForwarding()}
-		if prev := old.byName[name]; prev != nil && prev.opts.Same(r.Client) {
+		if prev != nil && prev.opts.Same(r.Client) {
 			rt.tr = prev.tr
 		} else {
 			rt.tr = client.New(r.Client)
