@@ -85,7 +85,7 @@ func (p *Proxy) forwardDirect(ctx context.Context, w http.ResponseWriter, raw se
 		_, _ = r.Body.Read(nil)
 		st.body.buffered = msg[n:]
 	}
-	resend := h1.Replayable(r.Method, r.Header)
+	resend := r.ContentLength == 0 && h1.Resendable(r.Method, r.Header)
 	got1xx := func(code int, h textproto.MIMEHeader) error {
 		dst := w.Header()
 		copyHeader(dst, http.Header(h))

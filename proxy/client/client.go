@@ -204,18 +204,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	_, err := t.onConn(ctx, req.URL.Host, func(c *Conn) (err error) {
 		resp, err = c.roundTrip(ctx, req, t.headerTimeout)
 		return err
-	}, func() (bool, error) {
-		if !replayable(req) {
-			return false, nil
-		}
-		if req.GetBody != nil {
-			var err error
-			if req.Body, err = req.GetBody(); err != nil {
-				return false, err
-			}
-		}
-		return true, nil
-	})
+	}, func() (bool, error) { return resendable(req), nil })
 	return resp, err
 }
 
@@ -349,10 +338,12 @@ const maxDrain = 64 << 10
 
 // onConn runs exchange on an idle connection to hostport, or a new one,
 // and returns the connection when it succeeds. When it fails on a pooled
-// connection that sent nothing back — the node closed it while it sat in
-// the pool, so the request did not reach the node — and resend allows
-// (and prepares) it, the exchange runs once more on a new connection, as
-// net/http's Transport does. A failed connection is closed.
+// connection that the node closed or reset without sending anything back
+// — it may have closed it while it sat in the pool, so that the request
+// did not reach the node — and resend allows it, the exchange runs once
+// more on a new connection, as net/http's Transport does. A header
+// timeout or an interrupt is no such end: the node may be working on the
+// request. A failed connection is closed.
 func (t *Transport) onConn(ctx context.Context, hostport string, exchange func(*Conn) error, resend func() (bool, error)) (*Conn, error) {
 	if t.closeIdle.Load() && !t.retired.Load() {
 		t.closeIdle.Store(false) // in use again: pool again
@@ -384,7 +375,7 @@ func (t *Transport) onConn(ctx context.Context, hostport string, exchange func(*
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if fresh || !reused || c.nread != 0 {
+		if fresh || !reused || c.nread != 0 || isTimeout(err) || c.interrupted.Load() {
 			return nil, err
 		}
 		if again, rerr := resend(); rerr != nil || !again {
@@ -405,14 +396,14 @@ func (t *Transport) takesDirect(req *http.Request) bool {
 	return h1.Plain(req.Method, req.Header)
 }
 
-// replayable reports whether req may be sent again after its connection
-// failed before any answer: net/http's rule (an idempotent method or an
-// idempotency key, and a body that can be produced again).
-func replayable(req *http.Request) bool {
-	if req.Body != nil && req.Body != http.NoBody && req.GetBody == nil {
+// resendable reports whether req may be sent again after its pooled
+// connection ended before any answer: h1.Resendable, and no body (even one
+// GetBody could produce again: the node may have read it).
+func resendable(req *http.Request) bool {
+	if req.Body != nil && req.Body != http.NoBody {
 		return false
 	}
-	return h1.Replayable(req.Method, req.Header)
+	return h1.Resendable(req.Method, req.Header)
 }
 
 func (t *Transport) pool(hostport string) *connPool {

@@ -159,6 +159,88 @@ func TestTransportRetriesConnectionClosedUnderARequest(t *testing.T) {
 	}
 }
 
+// A reused connection whose answer does not come within the response
+// header timeout fails the request: the node may be working on it, so it
+// is not sent again on a new connection (net/http's Transport does not
+// resend after its errTimeout either). The node sees it once, on every
+// path.
+func TestHeaderTimeoutOnAReusedConnectionIsNotResent(t *testing.T) {
+	const timeout = 100 * time.Millisecond
+	node := func(t *testing.T) (url string, got *atomic.Int64) {
+		got = new(atomic.Int64)
+		ln := testnet.Serve(t, func(c net.Conn) { // answers a connection's first request only
+			defer c.Close()
+			br := bufio.NewReader(c)
+			for i := 0; ; i++ {
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				got.Add(1)
+				if i == 0 {
+					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			}
+		})
+		return "http://" + ln.Addr().String() + "/", got
+	}
+	get := func(url string) *http.Request {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		return req
+	}
+	roundTrip := func(tr http.RoundTripper) func(string) error {
+		return func(url string) error {
+			resp, err := tr.RoundTrip(get(url))
+			if err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			return err
+		}
+	}
+	remora := client.New(client.Options{ResponseHeaderTimeout: timeout})
+	defer remora.CloseIdleConnections()
+	send := func(url string) error {
+		req := get(url)
+		msg := []byte("GET / HTTP/1.1\r\nHost: " + req.URL.Host + "\r\n\r\n")
+		c, err := remora.Send(context.Background(), nil, req.URL.Host, msg, true)
+		if err != nil {
+			return err
+		}
+		resp, err := c.ReadResponse(req, nil)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		return err
+	}
+	reference := &http.Transport{ResponseHeaderTimeout: timeout}
+	defer reference.CloseIdleConnections()
+	for _, tc := range []struct {
+		name string
+		call func(url string) error
+	}{
+		{"net/http", roundTrip(reference)},
+		{"RoundTrip", roundTrip(remora)},
+		{"Send", send},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			url, got := node(t)
+			if err := tc.call(url); err != nil {
+				t.Fatalf("first request: %v", err)
+			}
+			err := tc.call(url)
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				t.Errorf("second request: error %v, want a timeout", err)
+			}
+			time.Sleep(timeout) // a resend would have reached the node by now
+			if n := got.Load(); n != 2 {
+				t.Errorf("the node received %d requests, want 2: the second was sent again", n)
+			}
+		})
+	}
+}
+
 // A body closed before its end closes its connection: what is left of it
 // must not be read as the next answer.
 func TestTransportBodyClosedEarlyIsNotReused(t *testing.T) {

@@ -169,13 +169,28 @@ func Date(now time.Time) string {
 	return d.text
 }
 
-// Replayable reports whether a request may be sent again after a node
-// failed to answer it: its method is idempotent (RFC 9110 9.2.2) or it
-// carries an idempotency key, net/http's rule.
+// Replayable reports whether a request may be tried again after a node
+// failed to answer it (the retry policy's question): its method is
+// idempotent (RFC 9110 9.2.2) or it carries an idempotency key.
 func Replayable(method string, h http.Header) bool {
 	switch method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+	case http.MethodPut, http.MethodDelete:
 		return true
 	}
-	return h["Idempotency-Key"] != nil || h["X-Idempotency-Key"] != nil
+	return Resendable(method, h)
+}
+
+// Resendable reports whether a request without a body may be sent once
+// more on a new connection after a pooled one ended without an answer:
+// net/http's Transport's rule (Request.isReplayable), GET, HEAD, OPTIONS
+// and TRACE, or an idempotency key. A request with a body never is, as in
+// a ReverseProxy, whose outgoing request cannot produce its body again.
+func Resendable(method string, h http.Header) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	_, key := h["Idempotency-Key"]
+	_, xkey := h["X-Idempotency-Key"]
+	return key || xkey
 }
