@@ -10,10 +10,18 @@
 // instance with them. A malformed value is skipped with a warning naming the
 // key; the rest of the service is unaffected.
 //
-// Each watcher lists the prefix once and then follows it with an etcd watch
-// from the listed revision. After a disconnect the watch resumes from the
-// last revision it saw (etcd replays nothing twice and misses nothing); after
-// a compaction it lists again. An unreachable etcd never empties the set.
+// Each watcher lists the prefix and then follows it with an etcd watch
+// from the listed revision. It lists again, and watches from the new list's
+// revision, whenever the watch's history may have been lost: after a
+// compaction, after the watch ended with an error, when a probe finds etcd
+// behind the followed revision or with another cluster ID, and when etcd
+// answers again after a probe found it unreachable. A revision names a
+// point in one history only: an etcd that came back without its data keeps
+// its cluster ID (derived from its peer URLs and cluster token), and once
+// its other clients have written past the followed revision, a watch
+// resumed from it would miss what the new history wrote below it and keep
+// what it lacks. An unreachable etcd never empties the set; it is kept,
+// marked stale, until the list after etcd's return.
 // A panic in a watcher's goroutine (the client, a response no test
 // foresaw) is logged with its stack and returned by Next as an error; the
 // watcher lists again a second later.
@@ -426,8 +434,8 @@ func truncate(s string) string {
 	return s
 }
 
-// watcher follows one service. cli, nodes, rev and stale are owned by the
-// run goroutine.
+// watcher follows one service. cli, nodes, rev, cluster, stale and
+// progressed are owned by the run goroutine.
 type watcher struct {
 	*discovery.Latest
 	reg    *Registry
@@ -440,7 +448,11 @@ type watcher struct {
 	// cluster is the ID of the cluster the last list read (0: unknown).
 	cluster uint64
 	probe   time.Duration // liveness check interval, 0 off
-	stale   bool          // the last check failed
+	// stale: a check found etcd unreachable since the last list. The set
+	// is kept, reported stale; the next answer of etcd (a check that
+	// succeeds, a watch response) is not trusted but makes the watcher
+	// list again, since the watch may have resumed in another history.
+	stale bool
 	// progressed: follow applied a response since run last looked.
 	progressed bool
 }
@@ -455,6 +467,10 @@ var errCompacted = errors.New("etcd: watch revision compacted")
 
 // errBehind ends a watch whose etcd is behind the revision it follows.
 var errBehind = errors.New("etcd: the cluster is behind the watched revision")
+
+// errReconnected ends a watch whose etcd answers again after a check found
+// it unreachable: the prefix is listed again rather than the watch trusted.
+var errReconnected = errors.New("etcd: answering again after it was unreachable")
 
 // run is the watcher's producer goroutine. A panic in its loop (the etcd
 // client, a response no test foresaw) is logged with its stack, reported
@@ -527,7 +543,15 @@ func (w *watcher) loop(ctx context.Context) {
 			listed = false
 			continue
 		}
+		if errors.Is(err, errReconnected) {
+			w.log.Infof("etcd: answering again; listing %s again (it may have restarted without its data)", w.prefix)
+			listed = false
+			continue
+		}
+		// Not resumed from w.rev: the error may hide a restart of etcd
+		// without its data (see the package doc).
 		w.Fail(fmt.Errorf("etcd: watching %s: %w", w.prefix, err))
+		listed = false
 		pause()
 	}
 }
@@ -552,11 +576,31 @@ func (w *watcher) list(ctx context.Context) error {
 
 // follow watches from the revision after the last one applied until the
 // watch ends. It returns errCompacted when etcd no longer has that revision,
-// and errBehind when check finds etcd behind it.
+// errBehind when check finds etcd behind it, and errReconnected when etcd
+// answers again (a check, a watch response) after it was unreachable.
+//
+// clientv3's Watch waits until the client's watch stream is open, which in
+// an outage that began after the list means until etcd is back. It is
+// called on a goroutine of its own so that the checks go on meanwhile (the
+// outage is reported, and noticed: etcd may come back without its data);
+// follow waits for that goroutine before it returns (Watch returns once
+// its context ends). A panic in Watch is raised again on the caller's
+// goroutine.
 func (w *watcher) follow(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	wch := w.cli.Watch(ctx, w.prefix, clientv3.WithPrefix(), clientv3.WithRev(w.rev+1))
+	opening := make(chan opened, 1)
+	go func() {
+		var o opened
+		o.panicked = panics.Catch(func() { o.ch = w.cli.Watch(ctx, w.prefix, clientv3.WithPrefix(), clientv3.WithRev(w.rev+1)) })
+		opening <- o
+	}()
+	defer func() {
+		cancel()
+		if opening != nil {
+			<-opening
+		}
+	}()
+	var wch clientv3.WatchChan // nil until opened
 	var tick <-chan time.Time
 	if w.probe > 0 {
 		t := time.NewTicker(w.probe)
@@ -569,9 +613,16 @@ func (w *watcher) follow(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case o := <-opening:
+			opening = nil
+			if o.panicked != nil {
+				panic(o.panicked)
+			}
+			wch = o.ch
+			continue
 		case <-tick:
-			if w.check(ctx) {
-				return errBehind
+			if err := w.check(ctx); err != nil {
+				return err
 			}
 			continue
 		case resp, ok = <-wch:
@@ -585,6 +636,11 @@ func (w *watcher) follow(ctx context.Context) error {
 		if err := resp.Err(); err != nil {
 			return err
 		}
+		if w.stale {
+			// clientv3 resumed the watch from its last revision when it
+			// reconnected: the events may be another history's.
+			return errReconnected
+		}
 		w.progressed = true
 		for _, ev := range resp.Events {
 			switch ev.Type {
@@ -597,8 +653,7 @@ func (w *watcher) follow(ctx context.Context) error {
 		if rev := resp.Header.GetRevision(); rev > w.rev {
 			w.rev = rev
 		}
-		if len(resp.Events) > 0 || w.stale {
-			w.stale = false
+		if len(resp.Events) > 0 {
 			w.publish()
 		}
 	}
@@ -607,38 +662,40 @@ func (w *watcher) follow(ctx context.Context) error {
 
 // check asks etcd for a count of the service's keys: a watch waits through
 // an outage without a word, so this is how a watcher notices one (and
-// reports it: the upstream is marked stale, its nodes kept) and its end (the
-// current set is published again).
+// reports it: the upstream is marked stale, its nodes kept) and its end
+// (errReconnected: the watcher lists again, for etcd may have come back
+// without its data and with the same cluster ID, its revisions already
+// past the one followed).
 //
-// It also reports (behind) an etcd that is no longer the one followed: a
-// cluster with another ID, or a revision below the one applied (the Get is
-// linearizable, so a member that merely lags cannot answer one). That is an
-// etcd started without its data or restored from an older backup; a watch
-// on it waits, without a word, for a revision it may not reach for days.
-func (w *watcher) check(ctx context.Context) (behind bool) {
+// It also returns errBehind for an etcd that is no longer the one
+// followed: a cluster with another ID, or a revision below the one applied
+// (the Get is linearizable, so a member that merely lags cannot answer
+// one). That is an etcd started without its data or restored from an older
+// backup; a watch on it waits, without a word, for a revision it may not
+// reach for days.
+func (w *watcher) check(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, w.probe)
 	defer cancel()
 	resp, err := w.cli.Get(ctx, w.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
-	if err == nil {
+	switch {
+	case err == nil:
 		h := resp.Header
 		if h.GetRevision() < w.rev || w.cluster != 0 && h.GetClusterId() != 0 && h.GetClusterId() != w.cluster {
-			return true
+			return errBehind
 		}
-	}
-	switch {
-	case err != nil && ctx.Err() != nil && errors.Is(ctx.Err(), context.Canceled):
-	case err != nil:
-		if !w.stale {
-			w.log.WithError(err).Warn("etcd: not answering; keeping the last known instances")
+		if w.stale {
+			return errReconnected
 		}
-		w.stale = true
-		w.Fail(fmt.Errorf("etcd: %s unreachable: %w", w.prefix, err))
-	case w.stale:
-		w.stale = false
-		w.log.Info("etcd: answering again")
-		w.publish()
+		return nil
+	case ctx.Err() != nil && errors.Is(ctx.Err(), context.Canceled):
+		return nil // the watcher is stopping
 	}
-	return false
+	if !w.stale {
+		w.log.WithError(err).Warn("etcd: not answering; keeping the last known instances")
+	}
+	w.stale = true
+	w.Fail(fmt.Errorf("etcd: %s unreachable: %w", w.prefix, err))
+	return nil
 }
 
 // put records the instance under key, or drops the key with a warning when

@@ -3,6 +3,8 @@ package etcd_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -169,29 +171,74 @@ func TestCompactionRelists(t *testing.T) {
 	}
 }
 
-func TestWatchResumesFromLastRevision(t *testing.T) {
-	f := &fakeClient{lists: make(chan map[string]string, 1), watches: make(chan clientv3.WatchChan, 2), revs: make(chan int64, 4)}
+// A watch that ends with an error is not resumed from the revision it
+// reached: etcd may have come back without its data, its new history
+// already past that revision (see
+// TestWatchFollowsEtcdRestartedWithoutDataPastTheFollowedRevision). The
+// watcher lists again and watches from the new list's revision; the
+// instance the lost watch added, absent from the new list, leaves the set.
+func TestLostWatchListsAgain(t *testing.T) {
+	f := &fakeClient{lists: make(chan map[string]string, 2), watches: make(chan clientv3.WatchChan, 2), revs: make(chan int64, 4)}
 	f.lists <- map[string]string{"/services/s/a": "127.0.0.1:1"}
 	first := make(chan clientv3.WatchResponse, 2)
 	first <- clientv3.WatchResponse{
 		Header: &etcdserverpb.ResponseHeader{Revision: 42},
 		Events: []*clientv3.Event{{Type: clientv3.EventTypePut, Kv: &mvccpb.KeyValue{Key: []byte("/services/s/b"), Value: []byte("127.0.0.1:2")}}},
 	}
-	close(first) // the connection is lost
+	close(first) // the watch is lost
 	f.watches <- first
 	f.watches <- make(chan clientv3.WatchResponse)
+	f.lists <- map[string]string{"/services/s/a": "127.0.0.1:1", "/services/s/c": "127.0.0.1:3"}
 
 	reg := etcd.NewRegistry(f, "/services", discovery.Env{})
 	reg.ProbeInterval = 0 // the fake answers scripted lists only
 	defer reg.Close()
 	w := watch(t, reg, "s")
-	discoverytest.WaitFor(t, w, 5*time.Second, "a and b", func(s []discovery.Instance) bool { return len(s) == 2 })
-	if r1, r2 := <-f.revs, <-f.revs; r1 != 11 || r2 != 43 {
-		t.Fatalf("watches started at revisions %d, %d; want 11, then 43 (resuming after the last seen revision)", r1, r2)
+	discoverytest.WaitFor(t, w, 5*time.Second, "a and c, as listed again", func(s []discovery.Instance) bool {
+		return len(s) == 2 && s[0].ID == "a" && s[1].ID == "c"
+	})
+	if r1, r2 := <-f.revs, <-f.revs; r1 != 11 || r2 != 21 {
+		t.Fatalf("watches started at revisions %d, %d; want 11, then 21 (each list's revision + 1, not the lost watch's 43)", r1, r2)
 	}
-	if got := f.gets.Load(); got != 1 {
-		t.Fatalf("Get called %d times; want 1: a lost watch resumes, it does not list again", got)
+	if got := f.gets.Load(); got != 2 {
+		t.Fatalf("Get called %d times; want 2: a lost watch lists again", got)
 	}
+}
+
+// unreachableAfterList is etcd lost right after the watcher's first list:
+// Get answers once, then fails; Watch waits for its context, as clientv3's
+// does while its watch stream reconnects.
+type unreachableAfterList struct{ gets atomic.Int32 }
+
+func (u *unreachableAfterList) Get(ctx context.Context, key string, _ ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+	if u.gets.Add(1) > 1 {
+		return nil, errors.New("unreachable")
+	}
+	return &clientv3.GetResponse{
+		Header: &etcdserverpb.ResponseHeader{Revision: 10},
+		Kvs:    []*mvccpb.KeyValue{{Key: []byte(key + "a"), Value: []byte("127.0.0.1:1")}},
+	}, nil
+}
+
+func (u *unreachableAfterList) Watch(ctx context.Context, _ string, _ ...clientv3.OpOption) clientv3.WatchChan {
+	<-ctx.Done()
+	ch := make(chan clientv3.WatchResponse)
+	close(ch)
+	return ch
+}
+
+func (u *unreachableAfterList) Close() error { return nil }
+
+// A watch that cannot be opened (etcd lost between the list and the
+// watch) must not hold the probes: the outage is reported (the set kept,
+// stale), and noticed, for etcd may come back without its data.
+func TestWatchOpeningDoesNotHoldTheProbes(t *testing.T) {
+	reg := etcd.NewRegistry(&unreachableAfterList{}, "/services", discovery.Env{})
+	reg.ProbeInterval = 20 * time.Millisecond
+	defer reg.Close()
+	w := watch(t, reg, "s")
+	discoverytest.WaitFor(t, w, 5*time.Second, "a", func(s []discovery.Instance) bool { return len(s) == 1 })
+	waitStale(t, w, 5*time.Second)
 }
 
 func TestDecode(t *testing.T) {
@@ -240,9 +287,9 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-// An etcd that comes back without its data (a new cluster: revisions
-// start from 1 again) is followed: the watcher lists it afresh instead of
-// waiting for a revision the new cluster has not reached.
+// An etcd that comes back without its data (revisions start from 1 again,
+// under the same cluster ID) is followed: the watcher lists it afresh
+// instead of waiting for a revision the new history has not reached.
 func TestWatchFollowsEtcdRestartedWithoutData(t *testing.T) {
 	srv := etcdtest.Start(t)
 	a := discoverytest.Instance("a", 22001, nil)
@@ -264,4 +311,78 @@ func TestWatchFollowsEtcdRestartedWithoutData(t *testing.T) {
 		return discoverytest.Has(s, b) && len(s) == 1
 	})
 	t.Logf("the new cluster's set followed %v after it served", time.Since(start).Round(time.Millisecond))
+}
+
+// An etcd that comes back without its data keeps its cluster ID (etcd
+// derives it from the peer URLs and the cluster token). If its other
+// clients write past the revision the watcher followed before the watcher
+// reaches it again, neither the ID nor the revision shows that the history
+// is another one, and a watch resumed from that revision would keep an
+// instance the wipe removed and never see one written below it. The
+// watcher, having found etcd unreachable meanwhile, must list again once
+// etcd answers: the set converges on what etcd holds.
+func TestWatchFollowsEtcdRestartedWithoutDataPastTheFollowedRevision(t *testing.T) {
+	srv := etcdtest.Start(t)
+	p := discoverytest.NewPartition(t, srv.Endpoint())
+	a := discoverytest.Instance("a", 22001, nil)
+	b := discoverytest.Instance("b", 22002, nil)
+	c := discoverytest.Instance("c", 22003, nil)
+	key := func(in discovery.Instance) string { return etcd.DefaultPrefix + "/fresh/" + in.ID }
+	header := func() *etcdserverpb.ResponseHeader {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := srv.Client().Get(ctx, "any")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Header
+	}
+	srv.Put(key(a), value(a))
+	for i := range 5 {
+		srv.Put(etcd.DefaultPrefix+"/other/x", strconv.Itoa(i))
+	}
+	before := header()
+	reg := open(t, p.Addr())
+	t.Cleanup(func() { _ = reg.Close() })
+	w := watch(t, reg, "fresh")
+	discoverytest.WaitFor(t, w, 5*time.Second, "a", func(s []discovery.Instance) bool { return discoverytest.Has(s, a) && len(s) == 1 })
+
+	// Cut off, the watcher reports etcd unreachable; meanwhile etcd
+	// restarts without its data, b registers and other clients write
+	// past the revision the watcher followed.
+	p.Cut()
+	waitStale(t, w, 5*time.Second)
+	srv.RestartFresh()
+	srv.Put(key(b), value(b))
+	for i := range 10 {
+		srv.Put(etcd.DefaultPrefix+"/other/y", strconv.Itoa(i))
+	}
+	after := header()
+	if after.ClusterId != before.ClusterId || after.Revision <= before.Revision {
+		t.Fatalf("etcd restarted without data: cluster %x revision %d, before cluster %x revision %d; the test needs the same cluster ID and a higher revision",
+			after.ClusterId, after.Revision, before.ClusterId, before.Revision)
+	}
+
+	p.Heal()
+	discoverytest.WaitFor(t, w, 10*time.Second, "only b, from the new history", func(s []discovery.Instance) bool { return discoverytest.Has(s, b) })
+	srv.Put(key(c), value(c)) // followed by the watch from the new list
+	discoverytest.WaitFor(t, w, 5*time.Second, "b and c", func(s []discovery.Instance) bool { return discoverytest.Has(s, b, c) })
+}
+
+// waitStale calls w.Next until it reports an error (the registry is
+// unreachable: the set is stale), failing the test after within.
+func waitStale(t *testing.T, w discovery.Watcher, within time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	for {
+		set, err := w.Next(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("no error from Next within %v (last set %s); want the registry reported unreachable", within, discoverytest.Describe(set))
+		}
+		if err != nil {
+			return
+		}
+	}
 }

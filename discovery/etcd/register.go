@@ -238,8 +238,8 @@ func (d *deletions) start(ctx context.Context, cli leaser, key string, rev int64
 }
 
 // opened is what opening a watch gave: its channel, or the panic of
-// clientv3's Watch, which the reconciler raises again as its own (see
-// run).
+// clientv3's Watch, which the reconciler (see run), or the watcher's
+// follow, raises again as its own.
 type opened struct {
 	ch       clientv3.WatchChan
 	panicked *panics.Error

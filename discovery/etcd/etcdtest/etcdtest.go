@@ -196,7 +196,9 @@ func (s *Server) Restart() {
 
 // RestartFresh stops the server and starts a new cluster on the same
 // ports without any data, as an etcd without a persistent volume comes
-// back: a new cluster ID, revisions from 1 again, no leases.
+// back: revisions from 1 again, no keys, no leases, but the same cluster
+// ID and member ID, which etcd derives from the peer URLs and the cluster
+// token, both unchanged.
 func (s *Server) RestartFresh() {
 	s.t.Helper()
 	s.Stop()
