@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -67,7 +68,11 @@ type app struct {
 	rereg     map[string]*reregCounter
 	servers   []*server          // admin and outbound listeners
 	dedicated map[string]*server // upstream listen: ports, by upstream name
-	serving   sync.WaitGroup
+	// retiring are the dedicated ports a reload took away, each until its
+	// connections ended (closed then): shutdown waits for them as for the
+	// ports that serve.
+	retiring map[*server]chan struct{}
+	serving  sync.WaitGroup
 }
 
 // liveRegistry is an open registry, the config it was opened from and
@@ -128,6 +133,7 @@ func startApp(ctx context.Context, cfg *config.Config, log *logrus.Logger) (_ *a
 		registries: map[string]*liveRegistry{},
 		upstreams:  map[string]*liveUpstream{},
 		dedicated:  map[string]*server{},
+		retiring:   map[*server]chan struct{}{},
 		rereg:      map[string]*reregCounter{},
 	}
 	popts := proxy.Options{Log: log.WithField("component", "proxy")}
@@ -560,8 +566,9 @@ func (a *app) shutdown(ctx context.Context) error {
 	a.log.Info("draining: no new connections; waiting for in-flight requests")
 	a.mu.Lock()
 	servers := a.allServers()
+	retiring := maps.Clone(a.retiring)
 	a.mu.Unlock()
-	errs := make([]error, len(servers))
+	errs := make([]error, len(servers)+len(retiring))
 	var wg sync.WaitGroup
 	for i, s := range servers {
 		wg.Add(1)
@@ -572,6 +579,20 @@ func (a *app) shutdown(ctx context.Context) error {
 				_ = s.srv.Close()
 			}
 		}()
+	}
+	i := len(servers)
+	for s, done := range retiring {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			select {
+			case <-done:
+			case <-ctx.Done():
+				errs[i] = fmt.Errorf("listener %s (retired by a reload): %w", s.name, ctx.Err())
+				_ = s.srv.Close()
+			}
+		}(i)
+		i++
 	}
 	wg.Wait()
 	a.close()
@@ -587,6 +608,9 @@ func (a *app) close() {
 	for _, s := range a.allServers() {
 		_ = s.srv.Close()
 		_ = s.ln.Close() // if it never served
+	}
+	for s := range a.retiring {
+		_ = s.srv.Close()
 	}
 	a.serving.Wait()
 	for _, l := range a.upstreams {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/remora-mesh/remora/cmd/remora/internal/reconcile"
 	"github.com/remora-mesh/remora/discovery"
@@ -209,12 +210,7 @@ func (a *app) execute(cfg *config.Config, p reconcile.Plan) (err error) {
 	}
 	for _, st := range p.Listeners {
 		if st.Action == reconcile.Drain {
-			s := a.dedicated[st.Name]
-			go func() {
-				ctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
-				defer cancel()
-				_ = s.srv.Shutdown(ctx)
-			}()
+			a.retire(a.dedicated[st.Name], cfg.DrainTimeout)
 		}
 	}
 	for _, st := range p.Registries {
@@ -237,6 +233,26 @@ func (a *app) execute(cfg *config.Config, p reconcile.Plan) (err error) {
 	}
 	a.cfg, a.registries, a.upstreams, a.dedicated = cfg, regs, ups, dedicated
 	return nil
+}
+
+// retire drains s, a dedicated port the new config no longer has: its
+// requests and connections may go on for drain_timeout, then they are
+// closed. Until then s is among a.retiring, which shutdown waits for.
+// a.mu is held.
+func (a *app) retire(s *server, drainTimeout time.Duration) {
+	done := make(chan struct{})
+	a.retiring[s] = done
+	go func() {
+		defer close(done)
+		ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+		defer cancel()
+		if err := s.srv.Shutdown(ctx); err != nil {
+			_ = s.srv.Close()
+		}
+		a.mu.Lock()
+		delete(a.retiring, s)
+		a.mu.Unlock()
+	}()
 }
 
 // upstreamConfig returns the config of the upstream name, which cfg has.

@@ -214,3 +214,68 @@ func httptestServer(t *testing.T, h http.Handler) string {
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
 }
+
+// A request in flight on a dedicated port that a reload took away goes on
+// within drain_timeout, and SIGTERM waits for it as for the ports that
+// still serve: the reload's drain is the shutdown's too.
+func TestSIGTERMWaitsForAPortAReloadRetired(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	node := httptestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		time.Sleep(1500 * time.Millisecond)
+		io.WriteString(w, "slow answer")
+	}))
+	adminAddr, out, port := freeAddr(t), freeAddr(t), freeAddr(t)
+	config := func(listen string) string {
+		return fmt.Sprintf(`
+admin: {address: %q}
+listeners: [{name: outbound, address: %q}]
+drain_delay: 0s
+drain_timeout: 8s
+registries: [{name: s, type: static, static: {services: {slow: [{address: %q}]}}}]
+upstreams: [{name: slow%s}]
+`, adminAddr, out, node, listen)
+	}
+	p := startProcess(t, adminAddr, config(fmt.Sprintf(", listen: %q", port)))
+	type result struct {
+		body string
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := http.Get("http://" + port + "/")
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		done <- result{string(b), err}
+	}()
+	<-arrived
+	p.write(t, config(""))
+	if err := p.proc.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 3*time.Second, "the dedicated port retired", func() bool {
+		c, err := net.DialTimeout("tcp", port, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	if err := p.proc.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-done; r.err != nil || r.body != "slow answer" {
+		t.Fatalf("the request in flight on the retired port: %q, %v; want its answer", r.body, r.err)
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("remora did not exit once the request ended")
+	}
+	if !p.exitedOK() {
+		t.Fatal("remora exited with an error")
+	}
+}
