@@ -73,6 +73,7 @@ type app struct {
 	// ports that serve.
 	retiring map[*server]chan struct{}
 	serving  sync.WaitGroup
+	started  atomic.Bool // see Started
 }
 
 // liveRegistry is an open registry, the config it was opened from and
@@ -180,8 +181,33 @@ func startApp(ctx context.Context, cfg *config.Config, log *logrus.Logger) (_ *a
 	for _, s := range a.servers {
 		a.serve(s)
 	}
+	go a.watchStart()
 	return a, nil
 }
+
+// startCheck is how often watchStart looks whether the start is over.
+const startCheck = 50 * time.Millisecond
+
+// watchStart records the end of the start (see Started) once every
+// upstream has nodes to serve, or gives up when the process stops.
+func (a *app) watchStart() {
+	t := time.NewTicker(startCheck)
+	defer t.Stop()
+	for range t.C {
+		if a.isStopping() {
+			return
+		}
+		if !slices.ContainsFunc(a.Table().All(), func(u *upstream.Upstream) bool { return !u.Ready() }) {
+			a.started.Store(true)
+			return
+		}
+	}
+}
+
+// Started implements admin.StartTracker: the start is over once every
+// upstream had nodes to serve; from then on a reload's new upstreams do
+// not turn /readyz off.
+func (a *app) Started() bool { return a.started.Load() }
 
 // reloaded records a reload's (or the start's) outcome.
 func (a *app) reloaded(ok bool) {

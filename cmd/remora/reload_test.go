@@ -496,3 +496,37 @@ upstreams:
 		t.Fatalf("a connection was refused during the reloads: %s", err)
 	}
 }
+
+// Once every upstream had nodes, a reload that adds one whose registry
+// does not answer leaves /readyz at 200: the new upstream warms up (it is
+// listed in waiting_for) without taking the pod out of its Services.
+// Draining still turns readiness off.
+func TestReloadAddingAnUpstreamKeepsReadiness(t *testing.T) {
+	b := startBackend(t, "b")
+	base := fmt.Sprintf(`
+admin: {address: "127.0.0.1:0"}
+listeners: [{name: outbound, address: "127.0.0.1:0"}]
+registries:
+  - {name: s, type: static, static: {services: {user-service: [{address: %q}]}}}
+  - {name: down, type: consul, consul: {address: %q}}
+upstreams:
+  - {name: user-service, registry: s}
+`, b.srv.Listener.Addr().String(), freeAddr(t)) // nothing listens there
+	a := startRemora(t, base)
+	eventually(t, 5*time.Second, "ready at start", func() bool { return readyzCode(t, a) == 200 })
+	eventually(t, 2*time.Second, "the start recorded", a.Started)
+	if err := a.reload(mustParse(t, base+"  - {name: other, registry: down}\n")); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		code, body := readyz(t, a)
+		if code != 200 || !strings.Contains(body, `"other"`) {
+			t.Fatalf("/readyz after the reload: %d %s; want 200, waiting for other", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	a.Drain()
+	if code := readyzCode(t, a); code != 503 {
+		t.Fatalf("/readyz while draining: %d", code)
+	}
+}

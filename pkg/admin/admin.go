@@ -97,6 +97,16 @@ type Source interface {
 	Drain()
 }
 
+// StartTracker is a Source that tells when its start is over: every
+// upstream it began with had nodes to serve once. From then on readiness
+// waits for no upstream (waiting_for still lists those without nodes): one
+// that a reload adds, or restarts without its nodes, warms up without
+// taking the pod out of its Services, as a cluster added after Envoy's
+// start does. Without it, readiness waits for every upstream, always.
+type StartTracker interface {
+	Started() bool
+}
+
 // Undrainer is a Source that can take back a Drain (POST /undrain).
 type Undrainer interface {
 	// Undrain turns readiness back on after Drain. It fails when the
@@ -310,7 +320,11 @@ func readiness(src Source) (bool, []string) {
 			waiting = append(waiting, u.Name())
 		}
 	}
-	return len(waiting) == 0 && !src.Draining(), waiting
+	ready := len(waiting) == 0
+	if st, ok := src.(StartTracker); ok && st.Started() {
+		ready = true
+	}
+	return ready && !src.Draining(), waiting
 }
 
 // UpstreamStatus is the JSON form of an upstream.
