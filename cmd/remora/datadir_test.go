@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/remora-mesh/remora/pkg/config"
 )
 
 // A data_dir Remora cannot use, or snapshots it cannot trust, never stop
@@ -73,5 +76,53 @@ upstreams:
 				t.Fatal("remora exited")
 			}
 		})
+	}
+}
+
+// A reload that sets, moves or removes data_dir applies it: the
+// upstreams' snapshots are written to the new place from then on, and no
+// longer to the old one.
+func TestReloadMovesTheDataDir(t *testing.T) {
+	b := startBackend(t, "b1")
+	dir := t.TempDir()
+	yml := func(dataDir string) string {
+		return fmt.Sprintf(`
+admin: {address: "127.0.0.1:0"}
+listeners: [{name: outbound, address: "127.0.0.1:0"}]
+%sregistries: [{name: s, type: static, static: {services: {user-service: [{address: %q}]}}}]
+upstreams: [{name: user-service}]
+`, dataDir, b.srv.Listener.Addr().String())
+	}
+	parse := func(yml string) *config.Config { // in one directory: only data_dir moves
+		cfg, err := config.Parse([]byte(yml), dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	a, err := startApp(context.Background(), parse(yml("")), testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.close)
+	snapshot := func(dataDir string) string { return filepath.Join(dir, dataDir, "snapshots", "user-service.json") }
+	for _, dataDir := range []string{"first", "second"} {
+		if err := a.reload(parse(yml(fmt.Sprintf("data_dir: %s\n", dataDir)))); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 5*time.Second, "the snapshot written under "+dataDir, func() bool {
+			_, err := os.Stat(snapshot(dataDir))
+			return err == nil
+		})
+	}
+	if err := os.Remove(snapshot("second")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.reload(parse(yml(""))); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if _, err := os.Stat(snapshot("second")); err == nil {
+		t.Fatal("a snapshot was written under the data_dir a reload removed")
 	}
 }

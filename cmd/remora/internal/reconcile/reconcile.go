@@ -159,6 +159,11 @@ func DiffReopening(old, cfg *config.Config, reopen map[string]bool) Plan {
 		oldRegs[r.Name] = r
 	}
 	kept := map[string]bool{} // registries kept as they run
+	// Where the files live: relative paths resolve against the config's
+	// directory, and data_dir holds the upstreams' snapshots and the
+	// registries' caches. When it moves, every registry reopens and every
+	// upstream restarts (taking over its nodes) to use the new place.
+	samePlace := old.Dir == cfg.Dir && old.DataDir == cfg.DataDir
 	newRegs := map[string]bool{}
 	for _, r := range cfg.Registries {
 		newRegs[r.Name] = true
@@ -166,7 +171,7 @@ func DiffReopening(old, cfg *config.Config, reopen map[string]bool) Plan {
 		switch {
 		case !had:
 			p.Registries = append(p.Registries, Step{Name: r.Name, Action: Open})
-		case old.Dir == cfg.Dir && SameRegistry(o, r) && !reopen[r.Name]:
+		case samePlace && SameRegistry(o, r) && !reopen[r.Name]:
 			kept[r.Name] = true
 			p.Registries = append(p.Registries, Step{Name: r.Name, Action: Keep})
 		default:

@@ -117,6 +117,17 @@ func TestDiff(t *testing.T) {
 			}),
 		},
 		{
+			name: "data_dir changed: every registry reopened, every upstream restarted with its nodes (snapshots and caches move)",
+			old:  base, new: "data_dir: state\n" + base,
+			want: with(func(p *Plan) {
+				p.Registries = []Step{{Name: "s", Action: Reopen}, {Name: "e", Action: Reopen}}
+				for i := range p.Upstreams {
+					p.Upstreams[i].Action, p.Upstreams[i].CarryNodes = Restart, true
+				}
+				p.Register = Replace
+			}),
+		},
+		{
 			name: "a registry added and another removed, its upstream moved along",
 			old:  base, new: edit(t, "{name: s, type: static", "{name: s2, type: static", "{name: local, registry: s}", "{name: local, registry: s2}"),
 			want: with(func(p *Plan) {
