@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -525,5 +526,100 @@ func allowedSoon(ctx context.Context, call func() error) error {
 			return err
 		case <-time.After(20 * time.Millisecond):
 		}
+	}
+}
+
+// Every pod that gives Remora a data volume has its config keep data_dir
+// there: the last good node sets then survive a restart of the sidecar,
+// which the startup probe's notes and the README promise.
+func TestDataDirIsOnTheDataVolume(t *testing.T) {
+	sources := manifests(t)
+	for _, vs := range valueSets {
+		sources["chart: "+vs.name] = render(t, "default", vs.set)
+	}
+	checked := 0
+	for name, text := range sources {
+		objs := decode(t, name, text)
+		var dataDirs []string
+		for _, obj := range objs {
+			data, ok, _ := unstructured.NestedString(obj.Object, "data", "remora.yaml")
+			if obj.GetKind() != "ConfigMap" || !ok {
+				continue
+			}
+			var cfg struct {
+				DataDir string `json:"data_dir"`
+			}
+			if err := utilyaml.Unmarshal([]byte(data), &cfg); err != nil {
+				t.Fatalf("%s: ConfigMap %s: %v", name, obj.GetName(), err)
+			}
+			dataDirs = append(dataDirs, cfg.DataDir)
+		}
+		for _, obj := range objs {
+			inits, _, _ := unstructured.NestedSlice(obj.Object, "spec", "template", "spec", "initContainers")
+			if obj.GetKind() != "Deployment" || len(inits) == 0 {
+				continue
+			}
+			mounts, _, _ := unstructured.NestedSlice(inits[0].(map[string]any), "volumeMounts")
+			for _, m := range mounts {
+				m := m.(map[string]any)
+				if m["name"] != "remora-data" {
+					continue
+				}
+				checked++
+				if !slices.Contains(dataDirs, m["mountPath"].(string)) {
+					t.Errorf("%s: %s mounts remora-data at %s, but its config's data_dir is %q", name, obj.GetName(), m["mountPath"], dataDirs)
+				}
+			}
+		}
+	}
+	if checked < 2 {
+		t.Fatalf("%d pods with a data volume checked; want the manifest's and the chart example's", checked)
+	}
+}
+
+// The chart example's application stops on SIGTERM though it is its
+// container's PID 1 (which ignores a signal it does not handle): a pod
+// deleted would otherwise spend its whole grace period on it, and leave
+// Remora's drain only what the kubelet grants past it.
+func TestExampleApplicationStopsOnSIGTERM(t *testing.T) {
+	if err := exec.Command("unshare", "-rfp", "true").Run(); err != nil {
+		t.Skipf("no PID namespace to run the command as PID 1 in (unshare -rfp: %v)", err)
+	}
+	var command []string
+	for _, obj := range decode(t, "example", render(t, "default", []string{"--set", "example.enabled=true"})) {
+		containers, _, _ := unstructured.NestedSlice(obj.Object, "spec", "template", "spec", "containers")
+		for _, c := range containers {
+			c := c.(map[string]any)
+			if c["name"] == "app" {
+				command, _, _ = unstructured.NestedStringSlice(c, "command")
+			}
+		}
+	}
+	if len(command) == 0 {
+		t.Fatal("the example has no app container with a command")
+	}
+	cmd := exec.Command("unshare", append([]string{"-rfp", "--kill-child"}, command...)...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	var pid1 int // the command's PID outside its namespace: unshare's child
+	for deadline := time.Now().Add(5 * time.Second); pid1 == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the command did not start")
+		}
+		children, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", cmd.Process.Pid, cmd.Process.Pid))
+		fmt.Sscan(string(children), &pid1)
+	}
+	time.Sleep(300 * time.Millisecond) // into its loop
+	if err := syscall.Kill(pid1, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(3 * time.Second):
+		t.Fatalf("%q still runs 3 s after SIGTERM", command)
 	}
 }

@@ -38,10 +38,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if $pods }}true{{ end -}}
 {{- end -}}
 
-{{/* remora.yaml: config with the admin block the chart owns. */}}
+{{/*
+remora.yaml: config with the admin block the chart owns, and data_dir on
+the remora-data volume unless config sets its own.
+*/}}
 {{- define "remora.config" -}}
 {{- $admin := dict "address" (printf "0.0.0.0:%d" (int .Values.admin.port)) "token_file" "/etc/remora-admin/token" -}}
-{{- toYaml (merge (dict "admin" $admin) (omit .Values.config "admin")) -}}
+{{- toYaml (merge (dict "admin" $admin) (omit .Values.config "admin") (dict "data_dir" "/var/lib/remora")) -}}
 {{- end -}}
 
 {{/*
