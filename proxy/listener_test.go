@@ -273,6 +273,26 @@ func TestListenerRouteTunnelsCONNECT(t *testing.T) {
 	}
 }
 
+// A CONNECT whose target is a path, not host:port (which net/http's
+// server parses as origin form), is refused with 400 and its connection
+// closed: nothing is tunnelled, nothing reaches a node.
+func TestCONNECTToAPathIsRefused(t *testing.T) {
+	_, url := listenerFixture(t, proxy.ListenerOptions{})
+	for _, target := range []string{"/1", "/users:80"} {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(conn, "CONNECT %s HTTP/1.1\r\nHost: users\r\n\r\nGET /tunnelled HTTP/1.1\r\nHost: users\r\n\r\n", target)
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		reply, _ := io.ReadAll(conn)
+		conn.Close()
+		if !strings.HasPrefix(string(reply), "HTTP/1.1 400 ") || strings.Count(string(reply), "HTTP/1.1 ") != 1 {
+			t.Errorf("CONNECT %s: %q; want one 400 and the connection closed", target, reply)
+		}
+	}
+}
+
 // An upstream header rule that sets X-Request-Id gives the request its ID
 // on every path: the listener then gives it none of its own.
 func TestUpstreamRuleSetsRequestID(t *testing.T) {

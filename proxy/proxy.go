@@ -139,6 +139,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // (403, naming them) rather than let what goes through the tunnel skip
 // them.
 func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, route *route, rule *compiledRule) {
+	if r.URL.Host == "" || r.URL.Path != "" {
+		// RFC 9110 9.3.6: a CONNECT names host and port (authority form),
+		// never a path, which net/http's server takes too ("CONNECT /x").
+		start := time.Now()
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("remora: CONNECT %q: the target must be host:port", r.RequestURI))
+		p.logLocal(r, start, localAnswer{status: http.StatusBadRequest, upstream: route.up.Name(), rule: rule})
+		return
+	}
 	hj, ok := w.(http.Hijacker)
 	if !ok {
 		start := time.Now()
