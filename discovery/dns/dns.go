@@ -22,7 +22,10 @@
 // A name is asked again when its records' TTL runs out, within min_refresh
 // and max_refresh. A failed lookup keeps the last set, marked stale, as
 // every adapter does; an authoritative "no such name" is an empty set,
-// published once a second lookup a second later agrees. A lookup that
+// published once a second lookup a second later agrees. A name whose A or
+// AAAA question fails (SERVFAIL, no answer) while the other has addresses
+// has those addresses, as with Go's resolver; when neither has any, the
+// failure fails the lookup. A lookup that
 // panics (an answer no test foresaw) is logged with its stack and fails as
 // any other; the name is asked again a second later.
 package dns
@@ -380,19 +383,28 @@ func (r *Registry) lookup(ctx context.Context, q question) ([]discovery.Instance
 // address is itself. A name error for one type means no records of that
 // type: some servers answer AAAA with NXDOMAIN for a name that has only A
 // records (RFC 4074, section 4.2), and that must not hide the A records.
+// A type whose question fails (SERVFAIL, no answer) is left out when the
+// other type has addresses, as Go's resolver does; without addresses, the
+// failure is the error, since an empty answer for one type does not show
+// that the name has no addresses.
 func addresses(ctx context.Context, c *client, name string) ([]string, time.Duration, error) {
 	if ip, err := netip.ParseAddr(name); err == nil {
 		return []string{ip.String()}, 0, nil
 	}
 	var out []string
 	var ttl time.Duration
+	var failures []error
 	for _, qt := range []dnsmessage.Type{dnsmessage.TypeA, dnsmessage.TypeAAAA} {
 		ans, err := c.query(ctx, name, qt)
 		if errors.Is(err, errNoSuchName) {
 			continue
 		}
 		if err != nil {
-			return nil, 0, err
+			if ctx.Err() != nil {
+				return nil, 0, err
+			}
+			failures = append(failures, err)
+			continue
 		}
 		for _, rr := range ans.rrs {
 			switch b := rr.Body.(type) {
@@ -405,6 +417,9 @@ func addresses(ctx context.Context, c *client, name string) ([]string, time.Dura
 		if len(ans.rrs) > 0 {
 			ttl = minTTL(ttl, ans.ttl)
 		}
+	}
+	if len(out) == 0 && len(failures) > 0 {
+		return nil, 0, errors.Join(failures...)
 	}
 	slices.Sort(out)
 	return out, ttl, nil
