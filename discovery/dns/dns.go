@@ -19,6 +19,14 @@
 // other service is "name:port": one node per address. A node's ID is its
 // target (or address) and port.
 //
+// A name's addresses are those of one family: its IPv4 addresses when it
+// has any, else its IPv6 ones, as Envoy's V4_PREFERRED lookup family and
+// the Kubernetes adapter (a dual-stack pod is reached at its IPv4
+// address). A dual-stack host is one node, then, and an SRV target with
+// A and AAAA records gets its record's weight once, as one with A records
+// only. Each address of the family is a node with the record's weight, as
+// Envoy's STRICT_DNS gives each address of a host its endpoint's weight.
+//
 // A name is asked again when its records' TTL runs out, within min_refresh
 // and max_refresh. A failed lookup keeps the last set, marked stale, as
 // every adapter does; an authoritative "no such name" is an empty set,
@@ -379,20 +387,20 @@ func (r *Registry) lookup(ctx context.Context, q question) ([]discovery.Instance
 	return set, ttl, nil
 }
 
-// addresses are name's IPv4 and IPv6 addresses, sorted; a name that is an
-// address is itself. A name error for one type means no records of that
-// type: some servers answer AAAA with NXDOMAIN for a name that has only A
-// records (RFC 4074, section 4.2), and that must not hide the A records.
-// A type whose question fails (SERVFAIL, no answer) is left out when the
-// other type has addresses, as Go's resolver does; without addresses, the
-// failure is the error, since an empty answer for one type does not show
-// that the name has no addresses.
+// addresses are name's addresses of one family, sorted: its IPv4 ones
+// when it has any, else its IPv6 ones (Envoy's V4_PREFERRED), so a
+// dual-stack host is one node; AAAA is asked only when A has no records.
+// A name that is an address is itself. A name error for one type means no
+// records of that type: some servers answer AAAA with NXDOMAIN for a name
+// that has only A records (RFC 4074, section 4.2), and that must not hide
+// the A records. A type whose question fails (SERVFAIL, no answer) is left
+// out when the other type has addresses, as Go's resolver does; without
+// addresses, the failure is the error, since an empty answer for one type
+// does not show that the name has no addresses.
 func addresses(ctx context.Context, c *client, name string) ([]string, time.Duration, error) {
 	if ip, err := netip.ParseAddr(name); err == nil {
 		return []string{ip.String()}, 0, nil
 	}
-	var out []string
-	var ttl time.Duration
 	var failures []error
 	for _, qt := range []dnsmessage.Type{dnsmessage.TypeA, dnsmessage.TypeAAAA} {
 		ans, err := c.query(ctx, name, qt)
@@ -406,6 +414,7 @@ func addresses(ctx context.Context, c *client, name string) ([]string, time.Dura
 			failures = append(failures, err)
 			continue
 		}
+		var out []string
 		for _, rr := range ans.rrs {
 			switch b := rr.Body.(type) {
 			case *dnsmessage.AResource:
@@ -414,15 +423,15 @@ func addresses(ctx context.Context, c *client, name string) ([]string, time.Dura
 				out = append(out, netip.AddrFrom16(b.AAAA).String())
 			}
 		}
-		if len(ans.rrs) > 0 {
-			ttl = minTTL(ttl, ans.ttl)
+		if len(out) > 0 {
+			slices.Sort(out)
+			return out, ans.ttl, nil
 		}
 	}
-	if len(out) == 0 && len(failures) > 0 {
+	if len(failures) > 0 {
 		return nil, 0, errors.Join(failures...)
 	}
-	slices.Sort(out)
-	return out, ttl, nil
+	return nil, 0, nil
 }
 
 // metadata is the key=value strings of name's TXT records (DNS-SD's form),

@@ -98,3 +98,60 @@ func TestOneAddressFamilyFailing(t *testing.T) {
 		})
 	}
 }
+
+// A name's addresses are one family's, IPv4 when it has any (as Envoy's
+// V4_PREFERRED and the Kubernetes adapter): a dual-stack SRV target is
+// one node with its record's weight, not two, so it does not get twice
+// the traffic of a target with IPv4 only.
+func TestOneAddressFamilyPerName(t *testing.T) {
+	srv := func(weight uint16, target string) dnsmessage.SRVResource {
+		return dnsmessage.SRVResource{Weight: weight, Port: 80, Target: dnsmessage.MustNewName(target)}
+	}
+	for _, tc := range []struct {
+		name    string
+		setup   func(s *scriptedServer)
+		service string
+		want    []string
+	}{
+		{
+			name: "SRV targets: dual stack and IPv4 only weigh the same",
+			setup: func(s *scriptedServer) {
+				s.srv("_http._tcp.example.", 30, srv(10, "a.example."), srv(10, "b.example."))
+				s.addrs("a.example.", 30, "10.0.0.1", "fd00::1")
+				s.addrs("b.example.", 30, "10.0.0.2")
+			},
+			service: "_http._tcp.example",
+			want:    []string{"a.example:80 10.0.0.1 w=10", "b.example:80 10.0.0.2 w=10"},
+		},
+		{
+			name: "SRV target with IPv6 only",
+			setup: func(s *scriptedServer) {
+				s.srv("_http._tcp.example.", 30, srv(3, "a.example."))
+				s.addrs("a.example.", 30, "fd00::1")
+			},
+			service: "_http._tcp.example",
+			want:    []string{"a.example:80 fd00::1 w=3"},
+		},
+		{
+			name:    "name with both families",
+			setup:   func(s *scriptedServer) { s.addrs("web.example.", 30, "fd00::1", "10.0.0.2", "10.0.0.1", "fd00::2") },
+			service: "web.example:80",
+			want:    []string{"10.0.0.1:80 10.0.0.1 w=1", "10.0.0.2:80 10.0.0.2 w=1"},
+		},
+		{
+			name:    "name with IPv6 only",
+			setup:   func(s *scriptedServer) { s.addrs("web.example.", 30, "fd00::1") },
+			service: "web.example:80",
+			want:    []string{"[fd00::1]:80 fd00::1 w=1"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startScripted(t)
+			tc.setup(s)
+			set, _, err := lookupOnce(t, Options{Resolver: s.addr}, tc.service)
+			if err != nil || !slices.Equal(nodes(set), tc.want) {
+				t.Fatalf("lookup = %v, %v; want %v", nodes(set), err, tc.want)
+			}
+		})
+	}
+}
