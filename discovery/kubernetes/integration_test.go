@@ -160,7 +160,7 @@ func TestEndpointStates(t *testing.T) {
 		{"port change keeps the id", 8081, cond(true, true, false), true, 1, StateReady},
 		{"not ready is kept, unhealthy", 8081, cond(false, false, false), false, 1, StateNotReady},
 		{"ready again", 8081, cond(true, true, false), true, 1, StateReady},
-		{"terminating and serving drains", 8081, cond(false, true, true), true, 0, StateDraining},
+		{"terminating and serving, and no endpoint ready: it still serves", 8081, cond(false, true, true), true, 1, StateDraining},
 		{"terminating, not serving", 8081, cond(false, false, true), false, 0, StateTerminating},
 	}
 	for _, st := range steps {
@@ -191,6 +191,48 @@ func TestEndpointStates(t *testing.T) {
 			t.Fatalf("Next on a service with two ports, none named: %v", err)
 		}
 	})
+}
+
+// A terminating endpoint that still serves drains while another is ready,
+// and serves while none is (kube-proxy's fallback: a single replica's
+// rollout, a Recreate one, a drained node), on the conditions as the API
+// server stores them.
+func TestServingTerminatingFallback(t *testing.T) {
+	e := newEnv(t)
+	reg := e.open(t, "")
+	defer reg.Close()
+	const svc = "rollout"
+	w := watchSvc(t, reg, svc+":http")
+	cond := func(ready, serving, terminating bool) discoveryv1.EndpointConditions {
+		return discoveryv1.EndpointConditions{Ready: &ready, Serving: &serving, Terminating: &terminating}
+	}
+	oldPod, newPod := kubetest.Endpoint("web-old", "10.1.0.1"), kubetest.Endpoint("web-new", "10.1.0.2")
+	oldPod.Conditions = cond(false, true, true)
+	weights := func(s []discovery.Instance) string {
+		var ws []string
+		for _, in := range s {
+			ws = append(ws, fmt.Sprintf("%s=%d/%s", in.ID, in.Weight, in.Metadata[MetaState]))
+		}
+		return strings.Join(ws, " ")
+	}
+	steps := []struct {
+		name   string
+		newPod discoveryv1.EndpointConditions // web-new's; web-old terminates, serving
+		want   string
+	}{
+		{"the new pod starting: the old one serves", cond(false, false, false), "web-new=1/not-ready web-old=1/draining"},
+		{"the new pod ready: the old one drains", cond(true, true, false), "web-new=1/ready web-old=0/draining"},
+		{"the new pod not ready again: the old one serves again", cond(false, false, false), "web-new=1/not-ready web-old=1/draining"},
+		{"both terminating and serving: both serve", cond(false, true, true), "web-new=1/draining web-old=1/draining"},
+	}
+	for _, st := range steps {
+		newPod.Conditions = st.newPod
+		e.srv.ApplySlice(t, kubetest.Slice(e.ns, svc, svc+"-1", "http", 8080, oldPod, newPod))
+		discoverytest.WaitFor(t, w, 10*time.Second, st.name+": "+st.want, func(s []discovery.Instance) bool {
+			discovery.SortByID(s)
+			return weights(s) == st.want
+		})
+	}
 }
 
 // With pods: true, the pod's labels reach the instance, and an endpoint

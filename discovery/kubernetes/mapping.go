@@ -45,6 +45,11 @@ const WeightAnnotation = "remora.io/weight"
 //	draining     terminating, still serving  Healthy, weight 0: kept, no new requests
 //	not-ready    not ready, not terminating  not Healthy, kept
 //	terminating  terminating, not serving    not Healthy, weight 0, kept
+//
+// While no endpoint of the followed port is ready, draining ones keep
+// their weight (1 or the pod's) and take the traffic, as kube-proxy falls
+// back to serving terminating endpoints: a single replica's rollout, a
+// Recreate one, a drained node.
 const (
 	StateReady       = "ready"
 	StateDraining    = "draining"
@@ -122,9 +127,10 @@ func instances(slicesIn []*discoveryv1.EndpointSlice, sel portSelector, addressT
 	}
 
 	type cand struct {
-		in   discovery.Instance
-		rank int
-		ipv6 bool
+		in     discovery.Instance
+		rank   int
+		weight uint32 // when it serves
+		ipv6   bool
 	}
 	byID := map[string]int{}
 	var out []cand
@@ -140,11 +146,11 @@ func instances(slicesIn []*discoveryv1.EndpointSlice, sel portSelector, addressT
 		}
 		for i := range s.Endpoints {
 			ep := &s.Endpoints[i]
-			in, rank, ok := instance(ep, port, pods)
+			in, rank, weight, ok := instance(ep, port, pods)
 			if !ok {
 				continue
 			}
-			c := cand{in: in, rank: rank, ipv6: s.AddressType == discoveryv1.AddressTypeIPv6}
+			c := cand{in: in, rank: rank, weight: weight, ipv6: s.AddressType == discoveryv1.AddressTypeIPv6}
 			if j, dup := byID[in.ID]; dup {
 				// The same pod in two slices (dual stack, or a move
 				// between slices): keep the more useful one.
@@ -161,8 +167,15 @@ func instances(slicesIn []*discoveryv1.EndpointSlice, sel portSelector, addressT
 	if withEndpoints && len(byID) == 0 && !anyPort(ss, sel, addressType) {
 		return nil, fmt.Errorf("the service's endpoints have no TCP port %s; they have %s", sel, describePorts(ss, addressType))
 	}
+	// kube-proxy's fallback, decided as it does over the whole set (all
+	// zones) of the port: when no endpoint is ready, the draining ones
+	// serve; once one is ready, they drain again.
+	fallback := !slices.ContainsFunc(out, func(c cand) bool { return c.rank == rankReady })
 	set := make([]discovery.Instance, len(out))
 	for i, c := range out {
+		if fallback && c.rank == rankDraining {
+			c.in.Weight = c.weight
+		}
 		set[i] = c.in
 	}
 	return set, nil
@@ -242,12 +255,22 @@ func describePorts(ss []*discoveryv1.EndpointSlice, addressType string) string {
 	return strings.Join(ports, ", ")
 }
 
-// instance maps one endpoint on port to an instance and ranks its state
-// (3 ready, 2 draining, 1 not ready, 0 terminating); ok is false for an
-// endpoint without an address or whose pod is not known.
-func instance(ep *discoveryv1.Endpoint, port int, pods podLookup) (in discovery.Instance, rank int, ok bool) {
+// The ranks of the endpoint states: when one pod is listed twice, the
+// higher one is kept.
+const (
+	rankTerminating = iota
+	rankNotReady
+	rankDraining
+	rankReady
+)
+
+// instance maps one endpoint on port to an instance and ranks its state;
+// weight is the weight it has when it serves (a draining one has weight 0,
+// unless instances falls back on it); ok is false for an endpoint without
+// an address or whose pod is not known.
+func instance(ep *discoveryv1.Endpoint, port int, pods podLookup) (in discovery.Instance, rank int, weight uint32, ok bool) {
 	if len(ep.Addresses) == 0 || ep.Addresses[0] == "" {
-		return in, 0, false
+		return in, 0, 0, false
 	}
 	addr := ep.Addresses[0] // the API: all addresses are fungible
 	in = discovery.Instance{Address: addr, Port: port, Weight: discovery.DefaultWeight}
@@ -265,7 +288,7 @@ func instance(ep *discoveryv1.Endpoint, port int, pods podLookup) (in discovery.
 	if pods != nil && podName != "" {
 		pm, known := pods(podName)
 		if !known {
-			return in, 0, false
+			return in, 0, 0, false
 		}
 		for k, v := range pm.labels {
 			meta[k] = v
@@ -281,16 +304,17 @@ func instance(ep *discoveryv1.Endpoint, port int, pods podLookup) (in discovery.
 	ready := c.Ready == nil || *c.Ready
 	serving := c.Serving == nil || *c.Serving
 	terminating := c.Terminating != nil && *c.Terminating
+	weight = in.Weight
 	var state string
 	switch {
 	case terminating && serving:
-		state, rank, in.Healthy, in.Weight = StateDraining, 2, true, 0
+		state, rank, in.Healthy, in.Weight = StateDraining, rankDraining, true, 0
 	case terminating:
-		state, rank, in.Healthy, in.Weight = StateTerminating, 0, false, 0
+		state, rank, in.Healthy, in.Weight = StateTerminating, rankTerminating, false, 0
 	case ready:
-		state, rank, in.Healthy = StateReady, 3, true
+		state, rank, in.Healthy = StateReady, rankReady, true
 	default:
-		state, rank, in.Healthy = StateNotReady, 1, false
+		state, rank, in.Healthy = StateNotReady, rankNotReady, false
 	}
 	meta[MetaState] = state
 	if podName != "" {
@@ -319,7 +343,7 @@ func instance(ep *discoveryv1.Endpoint, port int, pods podLookup) (in discovery.
 		}
 	}
 	in.Metadata = meta
-	return in, rank, true
+	return in, rank, weight, true
 }
 
 // parseWeight reads the weight annotation.

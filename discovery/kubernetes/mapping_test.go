@@ -134,6 +134,36 @@ func TestInstances(t *testing.T) {
 			},
 		},
 		{
+			name: "no endpoint ready: the serving terminating ones serve with their weight, still draining (kube-proxy's fallback)",
+			slices: []*discoveryv1.EndpointSlice{
+				slice("s1", v4, httpPort,
+					ep{pod: "a", addr: "10.0.0.1", ready: no, serv: yes, term: yes, zone: "z1"},
+					ep{pod: "b", addr: "10.0.0.2", ready: no, serv: yes, term: yes},
+					ep{addr: "10.0.0.3", ready: no, serv: no, term: no},
+					ep{addr: "10.0.0.4", ready: no, serv: no, term: yes}),
+				slice("s2", v4, httpPort, ep{pod: "z", addr: "10.0.0.26", ready: no, serv: yes, term: yes, zone: "z2"}),
+			},
+			pods: lookup,
+			want: []discovery.Instance{
+				inst("a", "10.0.0.1", 8080, 1, true, "app", "web", "canary", "true", MetaState, StateDraining, MetaPod, "a", MetaZone, "z1", MetaZoneShort, "z1"),
+				inst("b", "10.0.0.2", 8080, 5, true, "app", "web", MetaState, StateDraining, MetaPod, "b"),
+				inst("10.0.0.3:8080", "10.0.0.3", 8080, 1, false, MetaState, StateNotReady),
+				inst("10.0.0.4:8080", "10.0.0.4", 8080, 0, false, MetaState, StateTerminating),
+				inst("z", "10.0.0.26", 8080, 0, true, MetaState, StateDraining, MetaPod, "z", MetaZone, "z2", MetaZoneShort, "z2"),
+			},
+		},
+		{
+			name: "one endpoint ready, in another slice and zone: the serving terminating ones drain",
+			slices: []*discoveryv1.EndpointSlice{
+				slice("s1", v4, httpPort, ep{pod: "a", addr: "10.0.0.1", ready: no, serv: yes, term: yes, zone: "z1"}),
+				slice("s2", v4, httpPort, ep{pod: "b", addr: "10.0.0.2", zone: "z2"}),
+			},
+			want: []discovery.Instance{
+				inst("a", "10.0.0.1", 8080, 0, true, MetaState, StateDraining, MetaPod, "a", MetaZone, "z1", MetaZoneShort, "z1"),
+				inst("b", "10.0.0.2", 8080, 1, true, MetaState, StateReady, MetaPod, "b", MetaZone, "z2", MetaZoneShort, "z2"),
+			},
+		},
+		{
 			name: "identity: pod name, kind/name, or address:port; first address",
 			slices: []*discoveryv1.EndpointSlice{slice("s1", v4, httpPort,
 				ep{pod: "vm-1", kind: "VirtualMachineInstance", addr: "10.0.0.1"},
