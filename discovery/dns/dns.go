@@ -17,7 +17,10 @@
 // counts as 1), and metadata from the TXT records of the target name,
 // "key=value" strings as in DNS-SD (RFC 6763; a bare "key" is "true"). Any
 // other service is "name:port": one node per address. A node's ID is its
-// target (or address) and port.
+// address and port, after its target for an SRV node
+// ("target/address:port"), so that per-node state (health, ejections,
+// latency) stays with the backend at that address when a target's
+// addresses change.
 //
 // A name's addresses are those of one family: its IPv4 addresses when it
 // has any, else its IPv6 ones, as Envoy's V4_PREFERRED lookup family and
@@ -376,15 +379,20 @@ func (r *Registry) lookup(ctx context.Context, q question) ([]discovery.Instance
 		}
 		ttl = minTTL(minTTL(ttl, attl), mttl)
 		w := uint32(max(s.Weight, 1))
-		for i, a := range addrs {
-			id := net.JoinHostPort(target, strconv.Itoa(int(s.Port)))
-			if len(addrs) > 1 {
-				id = fmt.Sprintf("%s#%d", id, i)
-			}
-			set = append(set, discovery.Instance{ID: id, Address: a, Port: int(s.Port), Weight: w, Healthy: true, Metadata: meta})
+		for _, a := range addrs {
+			set = append(set, discovery.Instance{ID: srvNodeID(target, a, int(s.Port)), Address: a, Port: int(s.Port), Weight: w, Healthy: true, Metadata: meta})
 		}
 	}
 	return set, ttl, nil
+}
+
+// srvNodeID is the ID of an SRV target's node at address and port,
+// "target/address:port": it stays with the backend at that address
+// whatever else the target's addresses become (per-node state is kept by
+// ID), and two targets that share an address are two nodes, as they are
+// two SRV records with weights of their own.
+func srvNodeID(target, address string, port int) string {
+	return target + "/" + net.JoinHostPort(address, strconv.Itoa(port))
 }
 
 // addresses are name's addresses of one family, sorted: its IPv4 ones

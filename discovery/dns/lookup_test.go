@@ -61,7 +61,7 @@ func TestOneAddressFamilyFailing(t *testing.T) {
 				s.fail("a.example.", dnsmessage.TypeAAAA, servfail)
 			},
 			service: "_http._tcp.example.",
-			want:    []string{"a.example:80 10.0.0.1 w=5"},
+			want:    []string{"a.example/10.0.0.1:80 10.0.0.1 w=5"},
 		},
 		{
 			name: "both fail",
@@ -121,7 +121,7 @@ func TestOneAddressFamilyPerName(t *testing.T) {
 				s.addrs("b.example.", 30, "10.0.0.2")
 			},
 			service: "_http._tcp.example",
-			want:    []string{"a.example:80 10.0.0.1 w=10", "b.example:80 10.0.0.2 w=10"},
+			want:    []string{"a.example/10.0.0.1:80 10.0.0.1 w=10", "b.example/10.0.0.2:80 10.0.0.2 w=10"},
 		},
 		{
 			name: "SRV target with IPv6 only",
@@ -130,7 +130,7 @@ func TestOneAddressFamilyPerName(t *testing.T) {
 				s.addrs("a.example.", 30, "fd00::1")
 			},
 			service: "_http._tcp.example",
-			want:    []string{"a.example:80 fd00::1 w=3"},
+			want:    []string{"a.example/[fd00::1]:80 fd00::1 w=3"},
 		},
 		{
 			name:    "name with both families",
@@ -151,6 +151,77 @@ func TestOneAddressFamilyPerName(t *testing.T) {
 			set, _, err := lookupOnce(t, Options{Resolver: s.addr}, tc.service)
 			if err != nil || !slices.Equal(nodes(set), tc.want) {
 				t.Fatalf("lookup = %v, %v; want %v", nodes(set), err, tc.want)
+			}
+		})
+	}
+}
+
+// An SRV node's ID is its target, address and port, so that it stays with
+// its backend when the target's addresses change: per-node state (health,
+// ejections, latency) is kept by ID and must not move to another backend.
+// A name:port node's ID is its address and port.
+func TestNodeIDsFollowAddresses(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		service       string
+		before, after []string // the target's (or name's) addresses
+		want          []string // the nodes after
+	}{
+		{
+			name:    "SRV: the first of three addresses goes",
+			service: "_http._tcp.example",
+			before:  []string{"10.0.0.1", "10.0.0.2", "10.0.0.3"},
+			after:   []string{"10.0.0.2", "10.0.0.3"},
+			want:    []string{"a.example/10.0.0.2:80 10.0.0.2 w=1", "a.example/10.0.0.3:80 10.0.0.3 w=1"},
+		},
+		{
+			name:    "SRV: a second address comes",
+			service: "_http._tcp.example",
+			before:  []string{"10.0.0.2"},
+			after:   []string{"10.0.0.2", "10.0.0.1"},
+			want:    []string{"a.example/10.0.0.1:80 10.0.0.1 w=1", "a.example/10.0.0.2:80 10.0.0.2 w=1"},
+		},
+		{
+			name:    "SRV: IPv6",
+			service: "_http._tcp.example",
+			before:  []string{"fd00::2"},
+			after:   []string{"fd00::1", "fd00::2"},
+			want:    []string{"a.example/[fd00::1]:80 fd00::1 w=1", "a.example/[fd00::2]:80 fd00::2 w=1"},
+		},
+		{
+			name:    "name:port: the first of three addresses goes",
+			service: "a.example:80",
+			before:  []string{"10.0.0.1", "10.0.0.2", "10.0.0.3"},
+			after:   []string{"10.0.0.2", "10.0.0.3"},
+			want:    []string{"10.0.0.2:80 10.0.0.2 w=1", "10.0.0.3:80 10.0.0.3 w=1"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startScripted(t)
+			s.srv("_http._tcp.example.", 30, dnsmessage.SRVResource{Weight: 1, Port: 80, Target: dnsmessage.MustNewName("a.example.")})
+			s.addrs("a.example.", 30, tc.before...)
+			before, _, err := lookupOnce(t, Options{Resolver: s.addr}, tc.service)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.set("a.example.", dnsmessage.TypeA, 0)
+			s.set("a.example.", dnsmessage.TypeAAAA, 0)
+			s.addrs("a.example.", 30, tc.after...)
+			after, _, err := lookupOnce(t, Options{Resolver: s.addr}, tc.service)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(nodes(after), tc.want) {
+				t.Errorf("after the change: %v; want %v", nodes(after), tc.want)
+			}
+			addressOf := map[string]string{}
+			for _, in := range before {
+				addressOf[in.ID] = in.Address
+			}
+			for _, in := range after {
+				if a, ok := addressOf[in.ID]; ok && a != in.Address {
+					t.Errorf("node %s moved from %s to %s", in.ID, a, in.Address)
+				}
 			}
 		})
 	}
