@@ -30,15 +30,17 @@
 // only. Each address of the family is a node with the record's weight, as
 // Envoy's STRICT_DNS gives each address of a host its endpoint's weight.
 //
-// A name is asked again when its records' TTL runs out, within min_refresh
-// and max_refresh. A failed lookup keeps the last set, marked stale, as
-// every adapter does; an authoritative "no such name" is an empty set,
-// published once a second lookup a second later agrees. A name whose A or
-// AAAA question fails (SERVFAIL, no answer) while the other has addresses
-// has those addresses, as with Go's resolver; when neither has any, the
-// failure fails the lookup. A lookup that
-// panics (an answer no test foresaw) is logged with its stack and fails as
-// any other; the name is asked again a second later.
+// A name is asked again when its records' TTL runs out (the smallest of
+// the SRV, address and TXT records' TTLs), within min_refresh and
+// max_refresh: TTL 0, Consul DNS's default, means min_refresh. A failed
+// lookup keeps the last set, marked stale, as every adapter does; an
+// authoritative "no such name" is an empty set, published once a second
+// lookup a second later agrees. A name whose A or AAAA question fails
+// (SERVFAIL, no answer) while the other has addresses has those
+// addresses, as with Go's resolver; when neither has any, the failure
+// fails the lookup. A lookup that panics (an answer no test foresaw) is
+// logged with its stack and fails as any other; the name is asked again a
+// second later.
 package dns
 
 import (
@@ -326,8 +328,9 @@ func (r *Registry) follow(ctx context.Context, q question, l *discovery.Latest, 
 // asks again before it publishes the empty set.
 const emptyConfirmDelay = time.Second
 
-// lookup resolves q into a set, and the smallest TTL of the records it
-// took.
+// lookup resolves q into a set, and the smallest TTL of the record sets
+// it took (see smallestTTL): 0 when one has TTL 0 or when it took none,
+// which follow turns into min_refresh.
 func (r *Registry) lookup(ctx context.Context, q question) ([]discovery.Instance, time.Duration, error) {
 	servers, err := r.server()
 	if err != nil {
@@ -343,7 +346,7 @@ func (r *Registry) lookup(ctx context.Context, q question) ([]discovery.Instance
 		for _, a := range addrs {
 			set = append(set, discovery.Instance{ID: net.JoinHostPort(a, strconv.Itoa(q.port)), Address: a, Port: q.port, Weight: 1, Healthy: true})
 		}
-		return set, ttl, nil
+		return set, ttl.d, nil
 	}
 	ans, err := c.query(ctx, q.name, dnsmessage.TypeSRV)
 	if errors.Is(err, errNoSuchName) {
@@ -352,7 +355,8 @@ func (r *Registry) lookup(ctx context.Context, q question) ([]discovery.Instance
 	if err != nil {
 		return nil, 0, err
 	}
-	ttl := ans.ttl
+	var ttl smallestTTL
+	ttl.take(ans)
 	var srvs []*dnsmessage.SRVResource
 	for _, rr := range ans.rrs {
 		if s, ok := rr.Body.(*dnsmessage.SRVResource); ok {
@@ -377,13 +381,14 @@ func (r *Registry) lookup(ctx context.Context, q question) ([]discovery.Instance
 		if err != nil {
 			return nil, 0, err
 		}
-		ttl = minTTL(minTTL(ttl, attl), mttl)
+		ttl.merge(attl)
+		ttl.merge(mttl)
 		w := uint32(max(s.Weight, 1))
 		for _, a := range addrs {
 			set = append(set, discovery.Instance{ID: srvNodeID(target, a, int(s.Port)), Address: a, Port: int(s.Port), Weight: w, Healthy: true, Metadata: meta})
 		}
 	}
-	return set, ttl, nil
+	return set, ttl.d, nil
 }
 
 // srvNodeID is the ID of an SRV target's node at address and port,
@@ -405,9 +410,9 @@ func srvNodeID(target, address string, port int) string {
 // out when the other type has addresses, as Go's resolver does; without
 // addresses, the failure is the error, since an empty answer for one type
 // does not show that the name has no addresses.
-func addresses(ctx context.Context, c *client, name string) ([]string, time.Duration, error) {
+func addresses(ctx context.Context, c *client, name string) ([]string, smallestTTL, error) {
 	if ip, err := netip.ParseAddr(name); err == nil {
-		return []string{ip.String()}, 0, nil
+		return []string{ip.String()}, smallestTTL{}, nil
 	}
 	var failures []error
 	for _, qt := range []dnsmessage.Type{dnsmessage.TypeA, dnsmessage.TypeAAAA} {
@@ -417,7 +422,7 @@ func addresses(ctx context.Context, c *client, name string) ([]string, time.Dura
 		}
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil, 0, err
+				return nil, smallestTTL{}, err
 			}
 			failures = append(failures, err)
 			continue
@@ -432,26 +437,30 @@ func addresses(ctx context.Context, c *client, name string) ([]string, time.Dura
 			}
 		}
 		if len(out) > 0 {
+			var ttl smallestTTL
+			ttl.take(ans)
 			slices.Sort(out)
-			return out, ans.ttl, nil
+			return out, ttl, nil
 		}
 	}
 	if len(failures) > 0 {
-		return nil, 0, errors.Join(failures...)
+		return nil, smallestTTL{}, errors.Join(failures...)
 	}
-	return nil, 0, nil
+	return nil, smallestTTL{}, nil
 }
 
 // metadata is the key=value strings of name's TXT records (DNS-SD's form),
 // or nil.
-func metadata(ctx context.Context, c *client, name string) (map[string]string, time.Duration, error) {
+func metadata(ctx context.Context, c *client, name string) (map[string]string, smallestTTL, error) {
+	var ttl smallestTTL
 	ans, err := c.query(ctx, name, dnsmessage.TypeTXT)
 	if errors.Is(err, errNoSuchName) {
-		return nil, 0, nil
+		return nil, ttl, nil
 	}
 	if err != nil {
-		return nil, 0, err
+		return nil, ttl, err
 	}
+	ttl.take(ans)
 	var meta map[string]string
 	for _, rr := range ans.rrs {
 		t, ok := rr.Body.(*dnsmessage.TXTResource)
@@ -472,16 +481,35 @@ func metadata(ctx context.Context, c *client, name string) (map[string]string, t
 			meta[k] = v
 		}
 	}
-	return meta, ans.ttl, nil
+	return meta, ttl, nil
 }
 
-// minTTL is the smaller of two TTLs, a zero meaning "no records".
-func minTTL(a, b time.Duration) time.Duration {
-	switch {
-	case a == 0:
-		return b
-	case b == 0:
-		return a
+// smallestTTL is the smallest TTL of the record sets a lookup took, which
+// says when to ask again. TTL 0 counts ("do not keep": Consul DNS answers
+// with it by default; it means min_refresh); a record set without records
+// (an empty answer, an address literal) has no TTL and does not count.
+// The zero value took none.
+type smallestTTL struct {
+	d     time.Duration // 0 while none was taken
+	taken bool
+}
+
+// take counts the TTL of a's records, if it has any.
+func (t *smallestTTL) take(a answer) {
+	if len(a.rrs) > 0 {
+		t.add(a.ttl)
 	}
-	return min(a, b)
+}
+
+// merge counts the TTL that o took, if any.
+func (t *smallestTTL) merge(o smallestTTL) {
+	if o.taken {
+		t.add(o.d)
+	}
+}
+
+func (t *smallestTTL) add(d time.Duration) {
+	if !t.taken || d < t.d {
+		t.d, t.taken = d, true
+	}
 }

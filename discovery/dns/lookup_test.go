@@ -1,14 +1,17 @@
 package dns
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/duration"
 )
 
 // nodes are a set in short: "ID address w=weight" each, sorted.
@@ -224,5 +227,114 @@ func TestNodeIDsFollowAddresses(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A lookup is asked again after the smallest TTL of the record sets it
+// took; TTL 0 ("do not keep", Consul DNS's default) counts, and means
+// min_refresh, while a record set without records (no TXT, an address
+// literal) has no TTL to count.
+func TestSmallestTTLCountsZero(t *testing.T) {
+	txt := func(s *scriptedServer, ttl uint32) {
+		s.set("a.example.", dnsmessage.TypeTXT, ttl, &dnsmessage.TXTResource{TXT: []string{"zone=a"}})
+	}
+	target := func(name string) dnsmessage.SRVResource {
+		return dnsmessage.SRVResource{Weight: 1, Port: 80, Target: dnsmessage.MustNewName(name)}
+	}
+	for _, tc := range []struct {
+		name    string
+		setup   func(s *scriptedServer)
+		service string
+		want    time.Duration
+	}{
+		{
+			name: "SRV 0, target 300",
+			setup: func(s *scriptedServer) {
+				s.srv("_http._tcp.example.", 0, target("a.example."))
+				s.addrs("a.example.", 300, "10.0.0.1")
+			},
+			service: "_http._tcp.example",
+			want:    0,
+		},
+		{
+			name: "SRV 300, target 0",
+			setup: func(s *scriptedServer) {
+				s.srv("_http._tcp.example.", 300, target("a.example."))
+				s.addrs("a.example.", 0, "10.0.0.1")
+			},
+			service: "_http._tcp.example",
+			want:    0,
+		},
+		{
+			name: "SRV 300, target 60, TXT 0",
+			setup: func(s *scriptedServer) {
+				s.srv("_http._tcp.example.", 300, target("a.example."))
+				s.addrs("a.example.", 60, "10.0.0.1")
+				txt(s, 0)
+			},
+			service: "_http._tcp.example",
+			want:    0,
+		},
+		{
+			name: "SRV 300, target 60, no TXT",
+			setup: func(s *scriptedServer) {
+				s.srv("_http._tcp.example.", 300, target("a.example."))
+				s.addrs("a.example.", 60, "10.0.0.1")
+			},
+			service: "_http._tcp.example",
+			want:    60 * time.Second,
+		},
+		{
+			name: "SRV 300, a target that is an address",
+			setup: func(s *scriptedServer) {
+				s.srv("_http._tcp.example.", 300, target("10.0.0.1."))
+			},
+			service: "_http._tcp.example",
+			want:    300 * time.Second,
+		},
+		{
+			name:    "name 0",
+			setup:   func(s *scriptedServer) { s.addrs("web.example.", 0, "10.0.0.1") },
+			service: "web.example:80",
+			want:    0,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startScripted(t)
+			tc.setup(s)
+			set, ttl, err := lookupOnce(t, Options{Resolver: s.addr}, tc.service)
+			if err != nil || len(set) != 1 || ttl != tc.want {
+				t.Fatalf("lookup = %v, TTL %v, %v; want one node, TTL %v", nodes(set), ttl, err, tc.want)
+			}
+		})
+	}
+
+	// And the watcher asks again at min_refresh.
+	s := startScripted(t)
+	s.srv("_http._tcp.example.", 0, target("a.example."))
+	s.addrs("a.example.", 300, "10.0.0.1")
+	o := Options{Resolver: s.addr, MinRefresh: duration.Duration(100 * time.Millisecond)}
+	if err := o.validate(); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := o.Open(discovery.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	w, err := reg.Watch(context.Background(), "_http._tcp.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	time.Sleep(1200 * time.Millisecond)
+	asked := 0
+	for _, q := range s.questions() {
+		if q == "_http._tcp.example. SRV" {
+			asked++
+		}
+	}
+	if asked < 5 {
+		t.Fatalf("the SRV name (TTL 0) was asked %d times in 1.2 s with min_refresh 100ms; want at least 5", asked)
 	}
 }

@@ -116,6 +116,13 @@ func (s *scriptedServer) fail(name string, typ dnsmessage.Type, rcode dnsmessage
 	s.rcodes[scriptedKey{strings.ToLower(name), typ}] = rcode
 }
 
+// questions are the questions asked so far, "name type" each.
+func (s *scriptedServer) questions() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.asked...)
+}
+
 func (s *scriptedServer) answer(query []byte) []byte {
 	var p dnsmessage.Parser
 	h, err := p.Start(query)
