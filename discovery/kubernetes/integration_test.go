@@ -235,6 +235,40 @@ func TestServingTerminatingFallback(t *testing.T) {
 	}
 }
 
+// Endpoints that cannot be followed are an error that says why, on slices
+// as the API server stores them: a Service without ports (followed on a
+// number only), FQDN endpoints, an address type the registry leaves out.
+func TestEndpointsNotFollowed(t *testing.T) {
+	e := newEnv(t)
+	reg := e.open(t, "")
+	defer reg.Close()
+	wantErr := func(reg discovery.Registry, svc, want string) {
+		t.Helper()
+		if err := discoverytest.WatchError(t, reg, svc, 10*time.Second); !strings.Contains(err.Error(), want) {
+			t.Fatalf("%s: %v; want an error containing %q", svc, err, want)
+		}
+	}
+
+	headless := kubetest.Slice(e.ns, "headless", "headless-1", "", 0, kubetest.Endpoint("pod-a", "10.1.0.1"), kubetest.Endpoint("pod-b", "10.1.0.2"))
+	headless.Ports = []discoveryv1.EndpointPort{}
+	e.srv.ApplySlice(t, headless)
+	wantErr(reg, "headless", "the service's endpoints have no ports (a Service without ports, as a headless one may be); name the number they listen on")
+	w := watchSvc(t, reg, "headless:8080")
+	discoverytest.WaitFor(t, w, 10*time.Second, "both endpoints on 8080", func(s []discovery.Instance) bool {
+		return len(s) == 2 && s[0].Port == 8080 && s[1].Port == 8080
+	})
+
+	fqdn := kubetest.Slice(e.ns, "external", "external-1", "http", 8080, kubetest.Endpoint("", "backend.example.com"))
+	fqdn.AddressType = discoveryv1.AddressTypeFQDN
+	e.srv.ApplySlice(t, fqdn)
+	wantErr(reg, "external:http", "the service's endpoints are all FQDN names")
+
+	e.srv.ApplySlice(t, kubetest.Slice(e.ns, "v4", "v4-1", "http", 8080, kubetest.Endpoint("pod-a", "10.1.0.1")))
+	v6 := e.open(t, "address_type: IPv6")
+	defer v6.Close()
+	wantErr(v6, "v4:http", "the service's endpoints are all IPv4 addresses (address_type: IPv6 leaves them out")
+}
+
 // With pods: true, the pod's labels reach the instance, and an endpoint
 // whose pod is not there yet joins only once it is.
 func TestPodLabels(t *testing.T) {

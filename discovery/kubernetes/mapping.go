@@ -97,11 +97,35 @@ func (p portSelector) String() string {
 // (not sorted). Slices of another address type than addressType (when set)
 // and FQDN slices are ignored; so is a port with a protocol other than TCP.
 // An endpoint whose target pod pods does not know (yet) is left out, so
-// that it never joins without its labels. When slices have endpoints but
-// none on the selected port, the error lists the ports there are.
+// that it never joins without its labels. A service without endpoints has
+// the empty set; one whose slices have endpoints but none that can be
+// followed is an error that says why: the slices' address types, the
+// ports there are when none is the selected one, or no ports at all (a
+// Service without ports, followed on a port number only).
 func instances(slicesIn []*discoveryv1.EndpointSlice, sel portSelector, addressType string, pods podLookup) ([]discovery.Instance, error) {
 	ss := slices.Clone(slicesIn)
 	slices.SortFunc(ss, func(a, b *discoveryv1.EndpointSlice) int { return strings.Compare(a.Name, b.Name) })
+
+	withEndpoints, portless := false, true
+	for _, s := range ss {
+		if len(s.Endpoints) > 0 && usable(s, addressType) {
+			withEndpoints = true
+			portless = portless && len(s.Ports) == 0
+		}
+	}
+	if !withEndpoints {
+		return unread(ss, addressType)
+	}
+	if portless && sel.num == 0 {
+		// A Service without ports (a headless one may have none): its
+		// endpoints listen on ports it does not say, so only a number
+		// can name one.
+		what := "no ports"
+		if sel.set {
+			what = "no port " + sel.name + ", nor any other"
+		}
+		return nil, fmt.Errorf("the service's endpoints have %s (a Service without ports, as a headless one may be); name the number they listen on: SERVICE:NUMBER, or port: in the registry", what)
+	}
 
 	if !sel.set {
 		// No port named: the service's only one.
@@ -116,7 +140,7 @@ func instances(slicesIn []*discoveryv1.EndpointSlice, sel portSelector, addressT
 		}
 		switch len(names) {
 		case 0:
-			return []discovery.Instance{}, nil
+			return nil, fmt.Errorf("the service's endpoints have no TCP port with a number; they have %s", describePorts(ss, addressType))
 		case 1:
 			for n := range names {
 				sel = portSelector{name: n, set: true}
@@ -134,16 +158,19 @@ func instances(slicesIn []*discoveryv1.EndpointSlice, sel portSelector, addressT
 	}
 	byID := map[string]int{}
 	var out []cand
-	withEndpoints := false
+	onPort := false // a slice with endpoints has the port
 	for _, s := range ss {
 		if len(s.Endpoints) == 0 || !usable(s, addressType) {
 			continue
 		}
-		withEndpoints = true
-		port, ok := findPort(s, sel)
+		port, ok := int(sel.num), true // a Service without ports: the number named
+		if !portless {
+			port, ok = findPort(s, sel)
+		}
 		if !ok {
 			continue
 		}
+		onPort = true
 		for i := range s.Endpoints {
 			ep := &s.Endpoints[i]
 			in, rank, weight, ok := instance(ep, port, pods)
@@ -164,7 +191,7 @@ func instances(slicesIn []*discoveryv1.EndpointSlice, sel portSelector, addressT
 			out = append(out, c)
 		}
 	}
-	if withEndpoints && len(byID) == 0 && !anyPort(ss, sel, addressType) {
+	if !onPort {
 		return nil, fmt.Errorf("the service's endpoints have no TCP port %s; they have %s", sel, describePorts(ss, addressType))
 	}
 	// kube-proxy's fallback, decided as it does over the whole set (all
@@ -214,15 +241,31 @@ func findPort(s *discoveryv1.EndpointSlice, sel portSelector) (int, bool) {
 	return 0, false
 }
 
-func anyPort(ss []*discoveryv1.EndpointSlice, sel portSelector, addressType string) bool {
+// unread is the outcome when no slice with endpoints is read: the empty
+// set when the slices have no endpoints, else an error that says why
+// those they have are not followed.
+func unread(ss []*discoveryv1.EndpointSlice, addressType string) ([]discovery.Instance, error) {
+	var why []string
 	for _, s := range ss {
-		if len(s.Endpoints) > 0 && usable(s, addressType) {
-			if _, ok := findPort(s, sel); ok {
-				return true
-			}
+		if len(s.Endpoints) == 0 {
+			continue
 		}
+		var w string
+		switch s.AddressType {
+		case discoveryv1.AddressTypeFQDN:
+			w = "FQDN names (the kubernetes registry follows IP addresses; a dns registry can follow a name)"
+		case discoveryv1.AddressTypeIPv4, discoveryv1.AddressTypeIPv6:
+			w = fmt.Sprintf("%s addresses (address_type: %s leaves them out; set it to %[1]s, or leave it out for both)", s.AddressType, addressType)
+		default:
+			w = fmt.Sprintf("of address type %q, which the kubernetes registry does not follow", s.AddressType)
+		}
+		why = append(why, w)
 	}
-	return false
+	if len(why) == 0 {
+		return []discovery.Instance{}, nil
+	}
+	slices.Sort(why)
+	return nil, fmt.Errorf("the service's endpoints are all %s", strings.Join(slices.Compact(why), ", or "))
 }
 
 // describePorts lists the ports of the slices with endpoints as name=number

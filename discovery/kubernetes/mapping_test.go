@@ -231,6 +231,58 @@ func TestInstances(t *testing.T) {
 			want:   []discovery.Instance{},
 		},
 		{
+			name:   "no ports (a headless Service without any), none named: say to name a number",
+			slices: []*discoveryv1.EndpointSlice{slice("s1", v4, nil, ep{addr: "10.0.0.1"}), slice("s2", v4, []port{}, ep{addr: "10.0.0.2"})},
+			err:    "the service's endpoints have no ports (a Service without ports, as a headless one may be); name the number they listen on: SERVICE:NUMBER, or port: in the registry",
+		},
+		{
+			name:   "no ports, a port name: the same",
+			slices: []*discoveryv1.EndpointSlice{slice("s1", v4, nil, ep{addr: "10.0.0.1"})},
+			port:   "http",
+			err:    "the service's endpoints have no port http, nor any other (a Service without ports",
+		},
+		{
+			name:   "no ports, a port number: the endpoints on it",
+			slices: []*discoveryv1.EndpointSlice{slice("s1", v4, nil, ep{pod: "a", addr: "10.0.0.1"}, ep{addr: "10.0.0.2"})},
+			port:   "8080",
+			want: []discovery.Instance{
+				inst("a", "10.0.0.1", 8080, 1, true, MetaState, StateReady, MetaPod, "a"),
+				inst("10.0.0.2:8080", "10.0.0.2", 8080, 1, true, MetaState, StateReady),
+			},
+		},
+		{
+			name: "a number on a Service with ports is one of them, not any",
+			slices: []*discoveryv1.EndpointSlice{
+				slice("s1", v4, nil, ep{pod: "a", addr: "10.0.0.1"}),
+				slice("s2", v4, httpPort, ep{pod: "b", addr: "10.0.0.2"}),
+			},
+			port: "9090",
+			err:  "no TCP port 9090; they have http=8080",
+		},
+		{
+			name:   "FQDN endpoints only: say so",
+			slices: []*discoveryv1.EndpointSlice{slice("s1", discoveryv1.AddressTypeFQDN, httpPort, ep{addr: "backend.example.com"})},
+			port:   "http",
+			err:    "the service's endpoints are all FQDN names (the kubernetes registry follows IP addresses; a dns registry can follow a name)",
+		},
+		{
+			name: "no slice of the address type read: say which there are",
+			slices: []*discoveryv1.EndpointSlice{
+				slice("s1", discoveryv1.AddressTypeFQDN, httpPort, ep{addr: "backend.example.com"}),
+				slice("s2", v4, httpPort, ep{addr: "10.0.0.1"}),
+				slice("s3", v4, httpPort, ep{addr: "10.0.0.2"}),
+				slice("s4", v6, httpPort),
+			},
+			addrType: AddressTypeIPv6,
+			err:      "the service's endpoints are all FQDN names (the kubernetes registry follows IP addresses; a dns registry can follow a name), or IPv4 addresses (address_type: IPv6 leaves them out; set it to IPv4, or leave it out for both)",
+		},
+		{
+			name:     "no endpoints, of any address type: the empty set, no error",
+			slices:   []*discoveryv1.EndpointSlice{slice("s1", discoveryv1.AddressTypeFQDN, httpPort), slice("s2", v4, nil), slice("s3", v4, httpPort)},
+			addrType: AddressTypeIPv6,
+			want:     []discovery.Instance{},
+		},
+		{
 			name: "dual stack: one instance per pod, IPv4 first; the ready one over a terminating one",
 			slices: []*discoveryv1.EndpointSlice{
 				slice("a-v6", v6, httpPort, ep{pod: "a", addr: "fd00::1"}, ep{pod: "b", addr: "fd00::2"}),
