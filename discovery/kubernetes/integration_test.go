@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -267,6 +268,32 @@ func TestEndpointsNotFollowed(t *testing.T) {
 	v6 := e.open(t, "address_type: IPv6")
 	defer v6.Close()
 	wantErr(v6, "v4:http", "the service's endpoints are all IPv4 addresses (address_type: IPv6 leaves them out")
+}
+
+// Without a port named, a Service's only TCP port is followed, whatever
+// UDP ports it has beside it (as kube-dns has); a port without a number
+// (the API's "all ports") is named in words in an error.
+func TestPortChoice(t *testing.T) {
+	e := newEnv(t)
+	reg := e.open(t, "")
+	defer reg.Close()
+	dns := kubetest.Slice(e.ns, "dns", "dns-1", "dns-tcp", 53, kubetest.Endpoint("pod-a", "10.1.0.1"))
+	udp, name, num := corev1.ProtocolUDP, "dns", int32(53)
+	dns.Ports = append(dns.Ports, discoveryv1.EndpointPort{Name: &name, Port: &num, Protocol: &udp})
+	e.srv.ApplySlice(t, dns)
+	w := watchSvc(t, reg, "dns")
+	discoverytest.WaitFor(t, w, 10*time.Second, "pod-a on 53", func(s []discovery.Instance) bool {
+		return len(s) == 1 && s[0].ID == "pod-a" && s[0].Port == 53
+	})
+
+	all := kubetest.Slice(e.ns, "all", "all-1", "", 0, kubetest.Endpoint("pod-a", "10.1.0.1"))
+	tcp, none := corev1.ProtocolTCP, ""
+	all.Ports = []discoveryv1.EndpointPort{{Name: &none, Protocol: &tcp}}
+	e.srv.ApplySlice(t, all)
+	const want = "the service's endpoints have no TCP port 8080; they have a port with no number"
+	if err := discoverytest.WatchError(t, reg, "all:8080", 10*time.Second); !strings.HasSuffix(err.Error(), want) {
+		t.Fatalf("all:8080: %v; want an error ending in %q", err, want)
+	}
 }
 
 // With pods: true, the pod's labels reach the instance, and an endpoint

@@ -128,25 +128,29 @@ func instances(slicesIn []*discoveryv1.EndpointSlice, sel portSelector, addressT
 	}
 
 	if !sel.set {
-		// No port named: the service's only one.
+		// No port named: the service's only one that can be followed
+		// (a TCP port with a number: a Service's UDP port beside it, as
+		// DNS has, leaves no choice).
 		names := map[string]bool{}
 		for _, s := range ss {
 			if len(s.Endpoints) == 0 || !usable(s, addressType) {
 				continue
 			}
 			for _, p := range s.Ports {
-				names[portName(p)] = true
+				if followable(p) {
+					names[portName(p)] = true
+				}
 			}
 		}
 		switch len(names) {
 		case 0:
-			return nil, fmt.Errorf("the service's endpoints have no TCP port with a number; they have %s", describePorts(ss, addressType))
+			return nil, fmt.Errorf("the service's endpoints have no TCP port with a number; they have %s", describePorts(ss, addressType, false))
 		case 1:
 			for n := range names {
 				sel = portSelector{name: n, set: true}
 			}
 		default:
-			return nil, fmt.Errorf("the service has several ports (%s); name one: SERVICE:PORT, or port: in the registry", describePorts(ss, addressType))
+			return nil, fmt.Errorf("the service has several ports (%s); name one: SERVICE:PORT, or port: in the registry", describePorts(ss, addressType, true))
 		}
 	}
 
@@ -192,7 +196,7 @@ func instances(slicesIn []*discoveryv1.EndpointSlice, sel portSelector, addressT
 		}
 	}
 	if !onPort {
-		return nil, fmt.Errorf("the service's endpoints have no TCP port %s; they have %s", sel, describePorts(ss, addressType))
+		return nil, fmt.Errorf("the service's endpoints have no TCP port %s; they have %s", sel, describePorts(ss, addressType, false))
 	}
 	// kube-proxy's fallback, decided as it does over the whole set (all
 	// zones) of the port: when no endpoint is ready, the draining ones
@@ -228,10 +232,17 @@ func isTCP(p discoveryv1.EndpointPort) bool {
 	return p.Protocol == nil || *p.Protocol == "TCP"
 }
 
+// followable reports whether a port can be followed: TCP, with a number
+// (the API's port without one means "all ports", which kube-proxy ignores
+// too).
+func followable(p discoveryv1.EndpointPort) bool {
+	return p.Port != nil && isTCP(p)
+}
+
 // findPort returns the slice's port number for sel.
 func findPort(s *discoveryv1.EndpointSlice, sel portSelector) (int, bool) {
 	for _, p := range s.Ports {
-		if p.Port == nil || !isTCP(p) {
+		if !followable(p) {
 			continue
 		}
 		if sel.num != 0 && *p.Port == sel.num || sel.num == 0 && portName(p) == sel.name {
@@ -268,24 +279,39 @@ func unread(ss []*discoveryv1.EndpointSlice, addressType string) ([]discovery.In
 	return nil, fmt.Errorf("the service's endpoints are all %s", strings.Join(slices.Compact(why), ", or "))
 }
 
-// describePorts lists the ports of the slices with endpoints as name=number
-// (number alone for an unnamed port), sorted and deduplicated.
-func describePorts(ss []*discoveryv1.EndpointSlice, addressType string) string {
+// describePorts lists the ports of the slices with endpoints (only those
+// that can be followed, if followableOnly) as name=number (number alone
+// for an unnamed port, /PROTOCOL after one that is not TCP), a port
+// without a number in words, sorted and deduplicated.
+func describePorts(ss []*discoveryv1.EndpointSlice, addressType string, followableOnly bool) string {
 	var ports []string
 	for _, s := range ss {
 		if len(s.Endpoints) == 0 || !usable(s, addressType) {
 			continue
 		}
 		for _, p := range s.Ports {
-			d := "?"
-			if p.Port != nil {
+			if followableOnly && !followable(p) {
+				continue
+			}
+			name := portName(p)
+			var d string
+			switch {
+			case p.Port != nil:
 				d = strconv.Itoa(int(*p.Port))
-			}
-			if n := portName(p); n != "" {
-				d = n + "=" + d
-			}
-			if !isTCP(p) {
-				d += "/" + string(*p.Protocol)
+				if name != "" {
+					d = name + "=" + d
+				}
+				if !isTCP(p) {
+					d += "/" + string(*p.Protocol)
+				}
+			default:
+				d = "a port with no number"
+				if !isTCP(p) {
+					d = "a " + string(*p.Protocol) + " port with no number"
+				}
+				if name != "" {
+					d = name + " (" + d + ")"
+				}
 			}
 			ports = append(ports, d)
 		}

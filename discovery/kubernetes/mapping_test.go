@@ -58,14 +58,17 @@ func (e ep) endpoint() discoveryv1.Endpoint {
 
 type port struct {
 	name  string
-	num   int32
+	num   int32 // 0: no number (the API's "all ports")
 	proto corev1.Protocol
 }
 
 func slice(name string, typ discoveryv1.AddressType, ports []port, eps ...ep) *discoveryv1.EndpointSlice {
 	s := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns"}, AddressType: typ}
 	for _, p := range ports {
-		ep := discoveryv1.EndpointPort{Port: ptr(p.num)}
+		var ep discoveryv1.EndpointPort
+		if p.num != 0 {
+			ep.Port = ptr(p.num)
+		}
 		if p.name != "" {
 			ep.Name = ptr(p.name)
 		}
@@ -217,6 +220,37 @@ func TestInstances(t *testing.T) {
 			name:   "several ports and none named",
 			slices: []*discoveryv1.EndpointSlice{slice("s1", v4, []port{{name: "http", num: 8080}, {name: "grpc", num: 9000}}, ep{addr: "10.0.0.1"})},
 			err:    "the service has several ports (grpc=9000, http=8080); name one",
+		},
+		{
+			name:   "one TCP port beside a UDP one, none named: the TCP one",
+			slices: []*discoveryv1.EndpointSlice{slice("s1", v4, []port{{name: "dns-tcp", num: 53}, {name: "dns", num: 53, proto: corev1.ProtocolUDP}}, ep{pod: "a", addr: "10.0.0.1"})},
+			want:   []discovery.Instance{inst("a", "10.0.0.1", 53, 1, true, MetaState, StateReady, MetaPod, "a")},
+		},
+		{
+			name:   "one TCP port beside one with no number, none named: the TCP one",
+			slices: []*discoveryv1.EndpointSlice{slice("s1", v4, []port{{name: "all"}, {num: 8080, proto: corev1.ProtocolTCP}}, ep{pod: "a", addr: "10.0.0.1"})},
+			want:   []discovery.Instance{inst("a", "10.0.0.1", 8080, 1, true, MetaState, StateReady, MetaPod, "a")},
+		},
+		{
+			name:   "several TCP ports beside a UDP one: the TCP ones listed",
+			slices: []*discoveryv1.EndpointSlice{slice("s1", v4, []port{{name: "http", num: 8080}, {name: "grpc", num: 9000}, {name: "dns", num: 53, proto: corev1.ProtocolUDP}}, ep{addr: "10.0.0.1"})},
+			err:    "the service has several ports (grpc=9000, http=8080); name one",
+		},
+		{
+			name:   "only UDP, none named",
+			slices: []*discoveryv1.EndpointSlice{slice("s1", v4, []port{{name: "dns", num: 53, proto: corev1.ProtocolUDP}}, ep{addr: "10.0.0.1"})},
+			err:    "the service's endpoints have no TCP port with a number; they have dns=53/UDP",
+		},
+		{
+			name:   "ports with no number, in words",
+			slices: []*discoveryv1.EndpointSlice{slice("s1", v4, []port{{}, {name: "all"}, {name: "dns", proto: corev1.ProtocolUDP}, {name: "http", num: 80}}, ep{addr: "10.0.0.1"})},
+			port:   "8080",
+			err:    "the service's endpoints have no TCP port 8080; they have a port with no number, all (a port with no number), dns (a UDP port with no number), http=80",
+		},
+		{
+			name:   "only a port with no number, none named",
+			slices: []*discoveryv1.EndpointSlice{slice("s1", v4, []port{{}}, ep{addr: "10.0.0.1"})},
+			err:    "the service's endpoints have no TCP port with a number; they have a port with no number",
 		},
 		{
 			name:   "no such port",
