@@ -38,9 +38,26 @@
 // lookup a second later agrees. A name whose A or AAAA question fails
 // (SERVFAIL, no answer) while the other has addresses has those
 // addresses, as with Go's resolver; when neither has any, the failure
-// fails the lookup. A lookup that panics (an answer no test foresaw) is
-// logged with its stack and fails as any other; the name is asked again a
-// second later.
+// fails the lookup.
+//
+// Without resolver:, names are resolved as Go's resolver resolves them
+// with /etc/resolv.conf: a name with a final dot is absolute; one with at
+// least ndots dots (options ndots:N, default 1) is asked as written, then
+// with each domain of the search list after it; one with fewer, with each
+// search domain first and as written last (so that in Kubernetes
+// "user-service.pay:80" is user-service.pay.svc.cluster.local). "No such
+// name" or no records moves to the next name; a failure (SERVFAIL, no
+// answer) is the lookup's error, not a move, since a later name could be
+// another service's (Go's resolver with StrictErrors). With resolver:
+// set, the search list is not used and a name is asked as written,
+// absolute: that server (Consul's DNS, say) need not know the host's
+// search domains, and a name in config is better complete. An SRV
+// target is absolute either way. Unlike Go and glibc, a resolv.conf
+// without a search or domain line has no search list (the domain of the
+// host's name is not taken).
+//
+// A lookup that panics (an answer no test foresaw) is logged with its
+// stack and fails as any other; the name is asked again a second later.
 package dns
 
 import (
@@ -50,7 +67,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -89,7 +105,8 @@ func (factory) Parse(decode func(any) error) (discovery.Options, error) {
 type Options struct {
 	// Resolver is the DNS server to ask, host:port; default the
 	// nameservers of /etc/resolv.conf, port 53, in order (read again as
-	// it changes; see Open).
+	// it changes; see Open), with its search list and ndots. Names asked
+	// of an explicit resolver are absolute, as written.
 	Resolver string `yaml:"resolver"`
 	// Timeout bounds one lookup; default 2s.
 	Timeout duration.Duration `yaml:"timeout"`
@@ -130,95 +147,76 @@ func (o *Options) validate() error {
 	return errors.Join(errs...)
 }
 
-// resolvConf is the file that names the system's nameserver, asked on
-// resolvPort; tests change them.
+// resolvConf is the file that names the system's nameservers (asked on
+// resolvPort) and search list; tests change them.
 var resolvConf, resolvPort = "/etc/resolv.conf", "53"
 
 // Open implements discovery.Options; it does not touch the network and
 // does not fail. Without a resolver, the nameservers of /etc/resolv.conf
-// are asked, in order, as the system's resolver does: a file that cannot
-// be read or names no nameserver is logged here and is every lookup's
-// error (each watcher's Next returns it) until a later lookup finds one;
-// the file is read again at most every few seconds, as the Go resolver
-// does, so a change is seen.
+// are asked, in order, with its search list and ndots, as the system's
+// resolver does (see the package doc): a file that cannot be read or
+// names no nameserver is logged here and is every lookup's error (each
+// watcher's Next returns it) until a later lookup finds one; the file is
+// read again at most every few seconds, as the Go resolver does, so a
+// change is seen.
 func (o *Options) Open(env discovery.Env) (discovery.Registry, error) {
 	log := env.Logger()
-	server := func() ([]string, error) { return []string{o.Resolver}, nil }
+	explicit := resolvConfig{servers: []string{o.Resolver}}
+	resolver := func() (resolvConfig, error) { return explicit, nil }
 	if o.Resolver == "" {
-		sys := &systemServer{path: resolvConf, port: resolvPort, now: time.Now}
+		sys := &systemResolver{path: resolvConf, port: resolvPort, now: time.Now}
 		if _, err := sys.get(); err != nil {
 			log.WithError(err).Warn("dns: lookups fail until the system's resolver can be read; set resolver: host:port to name one")
 		}
-		server = sys.get
+		resolver = sys.get
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Registry{server: server, opts: *o, log: log, ctx: ctx, cancel: cancel}, nil
+	return &Registry{resolver: resolver, opts: *o, log: log, ctx: ctx, cancel: cancel}, nil
 }
 
-// systemServer is the nameservers that a resolv.conf file names, read again
-// when the last good reading is older than resolvConfMaxAge. A reading that
-// fails is not kept: the next lookup tries again, and a failure after a
-// good reading keeps the good one (the file may be being rewritten).
-type systemServer struct {
+// systemResolver is the configuration that a resolv.conf file holds
+// (nameservers, search list, ndots), read again when the last good reading
+// is older than resolvConfMaxAge. A reading that fails is not kept: the
+// next lookup tries again, and a failure after a good reading keeps the
+// good one (the file may be being rewritten). Its get may be called from
+// any goroutine.
+type systemResolver struct {
 	path string
 	port string
 	now  func() time.Time
 
-	mu      sync.Mutex
-	servers []string // nil until a reading succeeds
-	at      time.Time
+	mu   sync.Mutex
+	conf resolvConfig // no servers until a reading succeeds
+	at   time.Time
 }
 
 // resolvConfMaxAge is how long a good reading of resolv.conf is used.
 const resolvConfMaxAge = 5 * time.Second
 
-func (s *systemServer) get() ([]string, error) {
+func (s *systemResolver) get() (resolvConfig, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.servers != nil && s.now().Sub(s.at) < resolvConfMaxAge {
-		return s.servers, nil
+	if s.conf.servers != nil && s.now().Sub(s.at) < resolvConfMaxAge {
+		return s.conf, nil
 	}
-	servers, err := systemResolvers(s.path, s.port)
+	conf, err := readResolvConf(s.path, s.port)
 	switch {
 	case err == nil:
-		s.servers, s.at = servers, s.now()
-	case s.servers == nil:
-		return nil, fmt.Errorf("no resolver set, and %w", err)
+		s.conf, s.at = conf, s.now()
+	case s.conf.servers == nil:
+		return resolvConfig{}, fmt.Errorf("no resolver set, and %w", err)
 	}
-	return s.servers, nil
-}
-
-// maxNameservers is how many nameservers of resolv.conf are asked, as
-// glibc's MAXNS.
-const maxNameservers = 3
-
-// systemResolvers are the nameservers of a resolv.conf file (the first
-// maxNameservers), with port.
-func systemResolvers(path, port string) ([]string, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for line := range strings.Lines(string(data)) {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "nameserver" && len(out) < maxNameservers {
-			out = append(out, net.JoinHostPort(f[1], port))
-		}
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%s names no nameserver", path)
-	}
-	return out, nil
+	return s.conf, nil
 }
 
 // Registry asks one DNS server. Watch and Close may be called from any
 // goroutine.
 type Registry struct {
-	server func() ([]string, error) // host:port of the DNS servers to ask, in order
-	opts   Options
-	log    *logrus.Entry
-	ctx    context.Context
-	cancel context.CancelFunc
+	resolver func() (resolvConfig, error) // the DNS servers to ask, and the names a name is asked as
+	opts     Options
+	log      *logrus.Entry
+	ctx      context.Context
+	cancel   context.CancelFunc
 }
 
 var _ discovery.Registry = (*Registry)(nil)
@@ -331,29 +329,55 @@ const emptyConfirmDelay = time.Second
 // lookup resolves q into a set, and the smallest TTL of the record sets
 // it took (see smallestTTL): 0 when one has TTL 0 or when it took none,
 // which follow turns into min_refresh.
+//
+// q's name is asked as each of the names the resolver configuration makes
+// of it, in turn (see resolvConfig.names), until one has records: a name
+// with no such name or no records moves to the next, and one whose
+// question fails is the lookup's error, since a later name could be
+// another service's (as Go's resolver with StrictErrors). An SRV target
+// is absolute and asked as it is.
 func (r *Registry) lookup(ctx context.Context, q question) ([]discovery.Instance, time.Duration, error) {
-	servers, err := r.server()
+	conf, err := r.resolver()
 	if err != nil {
 		return nil, 0, err
 	}
-	c := &client{servers: servers, timeout: time.Duration(r.opts.Timeout)}
+	c := &client{servers: conf.servers, timeout: time.Duration(r.opts.Timeout)}
+	names := conf.names(q.name)
 	if !q.srv {
-		addrs, ttl, err := addresses(ctx, c, q.name)
+		if _, err := netip.ParseAddr(q.name); err == nil {
+			names = []string{q.name} // an address is itself
+		}
+		for _, name := range names {
+			addrs, ttl, err := addresses(ctx, c, name)
+			if err != nil {
+				return nil, 0, err
+			}
+			if len(addrs) == 0 {
+				continue
+			}
+			set := make([]discovery.Instance, 0, len(addrs))
+			for _, a := range addrs {
+				set = append(set, discovery.Instance{ID: net.JoinHostPort(a, strconv.Itoa(q.port)), Address: a, Port: q.port, Weight: 1, Healthy: true})
+			}
+			return set, ttl.d, nil
+		}
+		return nil, 0, nil
+	}
+	var ans answer
+	for _, name := range names {
+		ans, err = c.query(ctx, name, dnsmessage.TypeSRV)
+		if errors.Is(err, errNoSuchName) {
+			continue
+		}
 		if err != nil {
 			return nil, 0, err
 		}
-		set := make([]discovery.Instance, 0, len(addrs))
-		for _, a := range addrs {
-			set = append(set, discovery.Instance{ID: net.JoinHostPort(a, strconv.Itoa(q.port)), Address: a, Port: q.port, Weight: 1, Healthy: true})
+		if len(ans.rrs) > 0 {
+			break
 		}
-		return set, ttl.d, nil
 	}
-	ans, err := c.query(ctx, q.name, dnsmessage.TypeSRV)
-	if errors.Is(err, errNoSuchName) {
+	if len(ans.rrs) == 0 {
 		return nil, 0, nil
-	}
-	if err != nil {
-		return nil, 0, err
 	}
 	var ttl smallestTTL
 	ttl.take(ans)
@@ -369,8 +393,8 @@ func (r *Registry) lookup(ctx context.Context, q question) ([]discovery.Instance
 	}
 	var set []discovery.Instance
 	for _, s := range srvs {
-		target := strings.TrimSuffix(s.Target.String(), ".")
-		if target == "" { // "." : the service is decidedly not available
+		target := s.Target.String() // absolute
+		if target == "." {          // the service is decidedly not available
 			continue
 		}
 		addrs, attl, err := addresses(ctx, c, target)
@@ -385,7 +409,7 @@ func (r *Registry) lookup(ctx context.Context, q question) ([]discovery.Instance
 		ttl.merge(mttl)
 		w := uint32(max(s.Weight, 1))
 		for _, a := range addrs {
-			set = append(set, discovery.Instance{ID: srvNodeID(target, a, int(s.Port)), Address: a, Port: int(s.Port), Weight: w, Healthy: true, Metadata: meta})
+			set = append(set, discovery.Instance{ID: srvNodeID(strings.TrimSuffix(target, "."), a, int(s.Port)), Address: a, Port: int(s.Port), Weight: w, Healthy: true, Metadata: meta})
 		}
 	}
 	return set, ttl.d, nil
@@ -411,7 +435,7 @@ func srvNodeID(target, address string, port int) string {
 // addresses, the failure is the error, since an empty answer for one type
 // does not show that the name has no addresses.
 func addresses(ctx context.Context, c *client, name string) ([]string, smallestTTL, error) {
-	if ip, err := netip.ParseAddr(name); err == nil {
+	if ip, err := netip.ParseAddr(strings.TrimSuffix(name, ".")); err == nil {
 		return []string{ip.String()}, smallestTTL{}, nil
 	}
 	var failures []error

@@ -81,7 +81,7 @@ func TestOneAddressFamilyFailing(t *testing.T) {
 				s.fail("web.example.", dnsmessage.TypeAAAA, servfail)
 			},
 			service: "web.example:80",
-			wantErr: "web.example TypeAAAA: RCodeServerFailure",
+			wantErr: "web.example. TypeAAAA: RCodeServerFailure",
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -17,7 +17,7 @@ import (
 	"github.com/remora-mesh/remora/internal/panics"
 )
 
-// A panic in a watcher's goroutine (here, in finding the server to ask)
+// A panic in a watcher's goroutine (here, in finding the resolver to ask)
 // made the process die. It is reported by Next as an error, the set
 // kept; the name is asked again after a pause, and the set comes back.
 func TestWatcherPanicIsAnErrorAndTheWatcherGoesOn(t *testing.T) {
@@ -26,15 +26,15 @@ func TestWatcherPanicIsAnErrorAndTheWatcherGoesOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	var calls atomic.Int32
-	server := func() ([]string, error) {
+	resolver := func() (resolvConfig, error) {
 		if calls.Add(1) == 2 {
 			panic("injected: the lookup panicked")
 		}
-		return []string{"127.0.0.1:1"}, nil // never asked: the name is an address
+		return resolvConfig{servers: []string{"127.0.0.1:1"}}, nil // never asked: the name is an address
 	}
 	logger, hook := logtest.NewNullLogger()
 	ctx, cancel := context.WithCancel(context.Background())
-	reg := &Registry{server: server, opts: o, log: logrus.NewEntry(logger), ctx: ctx, cancel: cancel}
+	reg := &Registry{resolver: resolver, opts: o, log: logrus.NewEntry(logger), ctx: ctx, cancel: cancel}
 	defer reg.Close()
 	w, err := reg.Watch(context.Background(), "10.0.0.1:80")
 	if err != nil {

@@ -1,6 +1,7 @@
 package dns
 
 import (
+	"strings"
 	"testing"
 
 	"golang.org/x/net/dns/dnsmessage"
@@ -33,6 +34,29 @@ func FuzzService(f *testing.F) {
 		q, err := parseService(s)
 		if err == nil && !q.srv && (q.port < 1 || q.port > 65535 || q.name == "") {
 			t.Fatalf("%q: %+v", s, q)
+		}
+	})
+}
+
+// FuzzResolvConf: any resolv.conf is a configuration within its bounds, and
+// every name it makes of a name is absolute.
+func FuzzResolvConf(f *testing.F) {
+	f.Add([]byte("nameserver 10.96.0.10\nsearch shop.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"), "user-service.pay")
+	f.Add([]byte("domain example\n; comment\noptions ndots:99999999999999999999\nnameserver ::1\n"), "web.")
+	f.Fuzz(func(t *testing.T, data []byte, name string) {
+		conf := parseResolvConf(data, "53")
+		if len(conf.servers) > maxNameservers || conf.ndots < 0 || conf.ndots > maxNdots {
+			t.Fatalf("%q: %+v", data, conf)
+		}
+		for _, d := range conf.search {
+			if d == "." || !strings.HasSuffix(d, ".") {
+				t.Fatalf("%q: search domain %q", data, d)
+			}
+		}
+		for _, n := range conf.names(name) {
+			if !strings.HasSuffix(n, ".") {
+				t.Fatalf("%q, %q: asked as %q", data, name, n)
+			}
 		}
 	})
 }
