@@ -36,6 +36,21 @@ import (
 //     added a check to it), it registers the wanted service again and
 //     removes the checks it did not define, so the agent converges back
 //     within a refresh interval or two;
+//   - what the read-back cannot see, the check's TTL and
+//     DeregisterCriticalServiceAfter (the agent answers an empty
+//     definition for a TTL check), it renews: once a TTL (RegistrationTTL)
+//     it registers the wanted service again, whatever the read-back says.
+//     Someone else's TTL check under the same ID (an hour, never reaped)
+//     is thus Remora's again within a TTL and a refresh interval, so a
+//     killed Remora's instance goes critical a TTL after its last pass
+//     and is reaped about a minute later. A renewal is free for the
+//     servers and for consumers: the agent keeps the check's status and
+//     output across a registration of the same check, and does not sync
+//     a service that did not change to the catalog, so neither the
+//     service's health and catalog indexes nor the Raft index move
+//     (measured on Consul 1.14); it costs the local agent a registration
+//     (and its write of the definition to its data dir) every TTL. A
+//     failed renewal is a failed pass (below);
 //   - Update changes the wanted registration and wakes the reconciler,
 //     which registers it; Deregister stops the reconciler and deregisters
 //     the service. If the agent does not take the deregistration (it is
@@ -275,6 +290,7 @@ func (g *registration) reconcile() {
 		failures int
 		lost     bool // registered and then lost: the next registration is a re-registration
 		lastMsg  string
+		renewed  time.Time // when want was last registered
 	)
 	for {
 		want, version := g.wanted()
@@ -303,7 +319,7 @@ func (g *registration) reconcile() {
 				g.log.WithFields(logrus.Fields{"id": g.id, "reregistered": lost}).Info("consul: service registered")
 			}
 			g.finish(version, nil)
-			applied, failures, lost, lastMsg = version, 0, false, ""
+			applied, failures, lost, lastMsg, renewed = version, 0, false, "", time.Now()
 			continue
 		}
 		select {
@@ -311,14 +327,18 @@ func (g *registration) reconcile() {
 			return
 		case <-g.wake:
 		case <-refresh.C:
-			if err := g.pass(); err != nil {
+			err := g.renew(want, &renewed)
+			if err == nil {
+				err = g.pass()
+			}
+			if err != nil {
 				if g.ctx.Err() != nil {
 					return
 				}
 				// Whatever the cause, the agent may have lost the
 				// service: register it again (at once; backoff if that
 				// fails too).
-				g.log.WithError(err).Warn("consul: passing the TTL check failed; registering the service again")
+				g.log.WithError(err).Warn("consul: passing the TTL check (or renewing the registration) failed; registering the service again")
 				g.status.Down(err)
 				applied, lost, lastMsg = 0, true, err.Error()
 				continue
@@ -328,7 +348,7 @@ func (g *registration) reconcile() {
 				g.status.Up(false)
 				continue
 			}
-			err := fmt.Errorf("consul: %s was changed by someone else (%s)", g.id, drift)
+			err = fmt.Errorf("consul: %s was changed by someone else (%s)", g.id, drift)
 			g.log.Warn(err.Error() + "; registering it again")
 			g.status.Down(err)
 			g.removeChecks(foreign)
@@ -418,6 +438,20 @@ func (g *registration) register(want *api.AgentServiceRegistration) error {
 	if err := g.reg.agent.ServiceRegisterOpts(want, api.ServiceRegisterOpts{}.WithContext(ctx)); err != nil {
 		return fmt.Errorf("consul: register %s: %w", g.id, err)
 	}
+	return nil
+}
+
+// renew registers want again if it was last registered a TTL ago or
+// more, and then records the time in *renewed: see the comment at the top
+// of this file.
+func (g *registration) renew(want *api.AgentServiceRegistration, renewed *time.Time) error {
+	if time.Since(*renewed) < g.reg.regTTL {
+		return nil
+	}
+	if err := g.register(want); err != nil {
+		return err
+	}
+	*renewed = time.Now()
 	return nil
 }
 
