@@ -8,15 +8,18 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
+	"golang.org/x/net/http2"
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/discovery/discoverytest"
+	"github.com/remora-mesh/remora/internal/testnet"
 	"github.com/remora-mesh/remora/pkg/upstream"
 	"github.com/remora-mesh/remora/proxy"
 	"github.com/remora-mesh/remora/proxy/client"
@@ -124,6 +127,43 @@ func TestStrayUpgradeHeaderToH2CUpstreamIsForwarded(t *testing.T) {
 	req.Header.Set("Connection", "Upgrade") // a real one: HTTP/2 cannot carry it
 	if resp, body := do(t, req); resp.StatusCode != http.StatusNotImplemented {
 		t.Fatalf("a real Upgrade: %d %q; want 501", resp.StatusCode, body)
+	}
+}
+
+// An h2c node that refuses every stream, or goes away before each, beside
+// a healthy one: every request, a POST too (nothing was processed), is
+// answered by the healthy node at once, as after a connect failure; none
+// waits out the minute net/http's HTTP/2 code spends sending it to the
+// same node again.
+func TestH2CNodeThatProcessesNothingIsPassedOver(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		answer testnet.H2Answer
+	}{
+		{"refuses every stream", func(fr *http2.Framer, _ func(string), id uint32, _, _ int) {
+			_ = fr.WriteRSTStream(id, http2.ErrCodeRefusedStream)
+		}},
+		{"goes away before every stream", func(fr *http2.Framer, _ func(string), _ uint32, _, _ int) {
+			_ = fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixtureClient(t, client.Options{H2C: true}, "users")
+			addr, _ := testnet.ServeH2(t, tc.answer)
+			host, port, _ := net.SplitHostPort(addr)
+			p, _ := strconv.Atoi(port)
+			good := newH2CBackend(t, "good", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })
+			f.set(t, "users", discovery.Instance{ID: "refuser", Address: host, Port: p, Weight: 1, Healthy: true}, good.instance())
+			for i, method := range []string{"GET", "GET", "POST", "POST"} {
+				req, _ := http.NewRequest(method, f.front.URL+"/", strings.NewReader("body"))
+				req.Host = "users"
+				start := time.Now()
+				resp, body := do(t, req)
+				if took := time.Since(start); resp.StatusCode != 200 || body != "ok" || took > 2*time.Second {
+					t.Fatalf("request %d (%s): %d %q after %v; want the healthy node's answer at once", i, method, resp.StatusCode, body, took)
+				}
+			}
+		})
 	}
 }
 

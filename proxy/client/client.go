@@ -29,6 +29,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"net/netip"
 	"net/textproto"
 	"os"
 	"reflect"
@@ -88,6 +89,7 @@ const MaxDirectBody = 64 << 10
 type Transport struct {
 	std           *http.Transport
 	direct        bool // plain HTTP/1.1: the direct path is on
+	h2            bool // the nodes may speak HTTP/2 (h2c, or TLS offering h2)
 	dialer        net.Dialer
 	idleTimeout   time.Duration
 	perHost       int
@@ -165,8 +167,10 @@ func New(opts Options) *Transport {
 	case opts.H2C:
 		t.std.Protocols = new(http.Protocols)
 		t.std.Protocols.SetUnencryptedHTTP2(true)
+		t.h2 = true
 	case opts.TLS != nil && slices.Contains(opts.TLS.NextProtos, "h2"):
 		t.std.ForceAttemptHTTP2 = true
+		t.h2 = true
 	}
 	return t
 }
@@ -234,12 +238,68 @@ func (t *Transport) roundTripTLS(req *http.Request) (*http.Response, error) {
 // at least that many bytes) is refused here as on Remora's own
 // connections.
 func (t *Transport) stdRoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := t.std.RoundTrip(req)
+	var resp *http.Response
+	var err error
+	if t.h2 {
+		resp, err = t.h2RoundTrip(req)
+	} else {
+		resp, err = t.std.RoundTrip(req)
+	}
 	if err != nil || resp.ProtoMajor != 1 || minHeadSize(resp.Header) <= t.maxHead {
 		return resp, err
 	}
 	resp.Body.Close()
 	return nil, errRespHeadTooLarge{t.maxHead}
+}
+
+// ErrNotProcessed is why a request ended that an HTTP/2 node refused
+// without processing it, again and again (REFUSED_STREAM, or a GOAWAY
+// below its stream): it is returned inside a dial error, as nothing
+// reached the node's application, so that the call goes to another node.
+var ErrNotProcessed = errors.New("the node refused the request without processing it (HTTP/2 REFUSED_STREAM or GOAWAY)")
+
+// h2RoundTrip is the standard transport's RoundTrip on a transport that
+// may speak HTTP/2, whose code sends a request its node did not process
+// again, to the same node, up to seven times with a back-off that adds up
+// to a minute: a node refusing every stream, or closing each connection
+// with GOAWAY as it drains, held each request that long. The first resend
+// is kept when it goes on a new connection (a node that rotates its
+// connections, as gRPC servers with a maximum connection age do, then
+// serves it); a resend on the connection that refused the request, or a
+// second one, ends the request with ErrNotProcessed instead.
+func (t *Transport) h2RoundTrip(req *http.Request) (*http.Response, error) {
+	parent := req.Context()
+	ctx, cancel := context.WithCancelCause(parent)
+	var (
+		conns int
+		first net.Conn
+	)
+	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+		// Called once a try, one try after another.
+		conns++
+		switch {
+		case conns == 1:
+			first = info.Conn
+		case conns >= 3, info.Conn == first:
+			cancel(ErrNotProcessed)
+		}
+	}}
+	resp, err := t.std.RoundTrip(req.WithContext(httptrace.WithClientTrace(ctx, trace)))
+	if err != nil {
+		cancel(nil)
+		if context.Cause(ctx) == ErrNotProcessed && parent.Err() == nil {
+			return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: nodeAddr(req), Err: ErrNotProcessed}
+		}
+	}
+	return resp, err
+}
+
+// nodeAddr is req's node as a net.Addr for an error, or nil.
+func nodeAddr(req *http.Request) net.Addr {
+	if ap, err := netip.ParseAddrPort(req.URL.Host); err == nil {
+		return net.TCPAddrFromAddrPort(ap)
+	}
+	return nil
 }
 
 // minHeadSize is the fewest bytes an HTTP/1 head can take on the wire to
