@@ -124,6 +124,12 @@ func TestAccessLogForEveryAnswer(t *testing.T) {
 // outbound listener with an access log.
 func accessFixture(t *testing.T, h http.HandlerFunc) (front string, u *upstream.Upstream, access *logtest.Hook) {
 	t.Helper()
+	return accessFixtureWith(t, h, proxy.ListenerOptions{})
+}
+
+// accessFixtureWith is accessFixture with a listener of opts.
+func accessFixtureWith(t *testing.T, h http.HandlerFunc, opts proxy.ListenerOptions) (front string, u *upstream.Upstream, access *logtest.Hook) {
+	t.Helper()
 	accessLog, access := logtest.NewNullLogger()
 	reg := discoverytest.NewRegistry()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -140,7 +146,36 @@ func accessFixture(t *testing.T, h http.HandlerFunc) (front string, u *upstream.
 	for u.Snapshot().Available == 0 {
 		time.Sleep(time.Millisecond)
 	}
-	return serveFront(t, p.Listener("out", proxy.ListenerOptions{})).URL, u, access
+	return serveFront(t, p.Listener("out", opts)).URL, u, access
+}
+
+// A CONNECT tunnel's line has a request ID when its listener gives
+// requests one (request_id: true), as every other line of it has: the
+// client's, or else one of Remora's.
+func TestAccessLogOfATunnelHasARequestID(t *testing.T) {
+	for _, tc := range []struct{ name, header, want string }{
+		{"the client's", "X-Request-Id: client-id\r\n", "client-id"},
+		{"Remora's", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			front, _, access := accessFixtureWith(t, nil, proxy.ListenerOptions{RequestID: true})
+			c, err := net.Dial("tcp", strings.TrimPrefix(front, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.WriteString(c, "CONNECT users:80 HTTP/1.1\r\nHost: users:80\r\n"+tc.header+"\r\nGET / HTTP/1.1\r\nHost: users\r\nConnection: close\r\n\r\n")
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if reply, _ := io.ReadAll(c); !strings.HasPrefix(string(reply), "HTTP/1.1 200 Connection Established") {
+				t.Fatalf("%q; want a tunnel", reply)
+			}
+			c.Close()
+			f := lastAccess(t, access)
+			id, _ := f["request_id"].(string)
+			if f["method"] != "CONNECT" || tc.want != "" && id != tc.want || tc.want == "" && len(id) != 36 {
+				t.Fatalf("the tunnel's line: method %v, request_id %q; want CONNECT and %q (or a UUID)", f["method"], id, tc.want)
+			}
+		})
+	}
 }
 
 // lastAccess waits for an access log line and returns its fields.

@@ -349,7 +349,7 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// sent on as an HTTP request would leave the client's tunnelled
 		// bytes to be read as requests. Path and header rules have
 		// nothing to act on.
-		p.tunnel(w, r, route, rule)
+		p.tunnel(w, r, route, rule, st.opts.RequestID)
 		return
 	}
 	if rule != nil {

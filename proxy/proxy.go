@@ -120,7 +120,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method == http.MethodConnect {
-		p.tunnel(w, r, route, nil)
+		p.tunnel(w, r, route, nil, false)
 		return
 	}
 	p.forward(w, r, route, request{})
@@ -138,7 +138,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // CONNECT to an upstream (or through a route) that has some is refused
 // (403, naming them) rather than let what goes through the tunnel skip
 // them.
-func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, route *route, rule *compiledRule) {
+func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, route *route, rule *compiledRule, requestID bool) {
 	if r.URL.Host == "" || r.URL.Path != "" {
 		// RFC 9110 9.3.6: a CONNECT names host and port (authority form),
 		// never a path, which net/http's server takes too ("CONNECT /x").
@@ -162,6 +162,11 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, route *route, rul
 		return
 	}
 	st := &exchange{client: r.Context(), rule: rule}
+	if requestID && r.Header["X-Request-Id"] == nil {
+		// Logged only: a tunnel's bytes carry no header of Remora's.
+		newRequestID(&st.reqID)
+		st.newID = true
+	}
 	pol := route.up.Policy()
 	err := st.call.Begin(r.Context(), route.up, balancer.Info{Request: r})
 	var backend net.Conn
@@ -254,7 +259,7 @@ func (p *Proxy) ForUpstream(name string) http.Handler {
 			return
 		}
 		if r.Method == http.MethodConnect {
-			p.tunnel(w, r, route, nil)
+			p.tunnel(w, r, route, nil, false)
 			return
 		}
 		p.forward(w, r, route, request{})
