@@ -150,6 +150,17 @@ func decode(t *testing.T, name, stream string) []*unstructured.Unstructured {
 	}
 }
 
+// allSources are the manifests (see manifests) and the chart rendered
+// with each of valueSets, by name.
+func allSources(t *testing.T) map[string]string {
+	t.Helper()
+	sources := manifests(t)
+	for _, vs := range valueSets {
+		sources["chart: "+vs.name] = render(t, "default", vs.set)
+	}
+	return sources
+}
+
 // manifests returns the files under kubernetes/ and the Kubernetes
 // manifests among the examples, by path.
 func manifests(t *testing.T) map[string]string {
@@ -328,10 +339,7 @@ func TestDryRunApply(t *testing.T) {
 // runs remora drain, and a numeric non-root user; the image's user is
 // numeric too.
 func TestNativeSidecar(t *testing.T) {
-	sources := manifests(t)
-	for _, vs := range valueSets {
-		sources["chart: "+vs.name] = render(t, "default", vs.set)
-	}
+	sources := allSources(t)
 	pods := 0
 	for name, text := range sources {
 		for _, obj := range decode(t, name, text) {
@@ -413,10 +421,7 @@ func TestConfigsValidate(t *testing.T) {
 	if err := os.WriteFile(token, []byte("t0ken\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	sources := manifests(t)
-	for _, vs := range valueSets {
-		sources["chart: "+vs.name] = render(t, "default", vs.set)
-	}
+	sources := allSources(t)
 	n := 0
 	for name, text := range sources {
 		for _, obj := range decode(t, name, text) {
@@ -533,10 +538,7 @@ func allowedSoon(ctx context.Context, call func() error) error {
 // there: the last good node sets then survive a restart of the sidecar,
 // which the startup probe's notes and the README promise.
 func TestDataDirIsOnTheDataVolume(t *testing.T) {
-	sources := manifests(t)
-	for _, vs := range valueSets {
-		sources["chart: "+vs.name] = render(t, "default", vs.set)
-	}
+	sources := allSources(t)
 	checked := 0
 	for name, text := range sources {
 		objs := decode(t, name, text)
