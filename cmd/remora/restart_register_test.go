@@ -235,12 +235,23 @@ func TestProcessRegistrationSurvivesKillEtcd(t *testing.T) {
 	var oldLease clientv3.LeaseID // the first lease seen: the first process's
 	listed := r.listed
 	r.listed = func(t *testing.T) bool {
-		if oldLease == 0 {
-			if resp, err := srv.Client().Get(context.Background(), key); err == nil && len(resp.Kvs) == 1 {
-				oldLease = clientv3.LeaseID(resp.Kvs[0].Lease)
-			}
+		if !listed(t) {
+			return false
 		}
-		return listed(t)
+		// Read once listed, in the call that first finds the key: the
+		// first process's, before the second one starts. (Read before,
+		// a key put in between was taken later, from the second.)
+		if oldLease == 0 {
+			resp, err := srv.Client().Get(context.Background(), key)
+			if err != nil {
+				t.Fatalf("reading the first process's key: %v", err)
+			}
+			if len(resp.Kvs) != 1 {
+				t.Fatalf("the first process's key: %d keys", len(resp.Kvs))
+			}
+			oldLease = clientv3.LeaseID(resp.Kvs[0].Lease)
+		}
+		return true
 	}
 	killedRestart(t, r, func(t *testing.T) {
 		if oldLease == 0 {
