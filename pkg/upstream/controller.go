@@ -573,7 +573,7 @@ func (c *controller) publish(next *Snapshot) {
 	next.Picker, next.StableAvailable = build(&c.stablePick, b, pool), len(pool)
 	next.Available = len(pool)
 	next.Panic = stablePanic
-	next.StableZone = zoneSplit(u.cfg.Locality, pool, stable, &c.stableLocalPick, &c.stableOtherPick, b)
+	next.StableZone = zoneSplit(u.cfg.Locality, pool, stable, stablePanic, &c.stableLocalPick, &c.stableOtherPick, b)
 	if rule != nil {
 		cpool, canaryPanic := c.pool(canaries)
 		w, from := rule.WeightOf(canaries)
@@ -588,7 +588,7 @@ func (c *controller) publish(next *Snapshot) {
 		}
 		c.canaryPrint = fp
 		next.Canary = canary.NewSplit(rule, build(&c.canaryPick, b, cpool), len(cpool), w, from)
-		next.CanaryZone = zoneSplit(u.cfg.Locality, cpool, canaries, &c.canaryLocalPick, &c.canaryOtherPick, b)
+		next.CanaryZone = zoneSplit(u.cfg.Locality, cpool, canaries, canaryPanic, &c.canaryLocalPick, &c.canaryOtherPick, b)
 		next.Available += len(cpool)
 		next.Panic = next.Panic || canaryPanic
 		if prev := u.snap.Load().Canary; prev == nil && len(cpool) > 0 || prev != nil && (prev.Weight != w || prev.WeightFrom != from) {

@@ -11,7 +11,9 @@ import (
 
 // Locality configures zone-aware routing, as Envoy's: traffic stays in
 // Remora's own zone while enough of that zone's nodes are healthy, and
-// spills over to the other zones in proportion when they are not.
+// spills over to the other zones in proportion when they are not. A pool
+// in panic mode (see health.Config.PanicThreshold) ignores zones, as
+// Envoy's does: it balances over all its available nodes.
 type Locality struct {
 	// Zone is Remora's own zone; default: the top-level zone, or
 	// $REMORA_ZONE. Without one, zones are ignored.
@@ -75,10 +77,17 @@ func (z *ZoneSplit) local() bool {
 
 // zoneSplit computes the locality split of a pool: pool are the nodes the
 // pool's picker chooses from, avail the pool's available nodes before
-// health (the zone's size). It returns nil when zones do not apply: no
-// zone, a pool smaller than min_cluster_size, no healthy local node.
-func zoneSplit(l *Locality, pool, avail []*node.Node, last, lastOther *built, b *builderBox) *ZoneSplit {
-	if l == nil || l.Zone == "" || len(pool) < *l.MinClusterSize {
+// health (the zone's size), panicked whether the pool is in panic mode. It
+// returns nil when zones do not apply: no zone, a pool in panic, a pool
+// smaller than min_cluster_size, no healthy local node.
+//
+// A pool in panic balances over all its available nodes, healthy or not
+// (panic_threshold), so its nodes tell nothing of a zone's health: split
+// by zone, a zone whose every node is ejected would keep every first pick
+// while the other zones' healthy nodes idle. Envoy's zone-aware routing
+// stands down in panic mode for the same reason.
+func zoneSplit(l *Locality, pool, avail []*node.Node, panicked bool, last, lastOther *built, b *builderBox) *ZoneSplit {
+	if l == nil || l.Zone == "" || panicked || len(pool) < *l.MinClusterSize {
 		return nil
 	}
 	inZone := func(n *node.Node) bool { return n.Metadata[l.ZoneKey] == l.Zone }

@@ -133,3 +133,33 @@ func TestCanaryCopyKeepsLocality(t *testing.T) {
 		t.Fatalf("zone counters rose by %d for %d copies", got, copies)
 	}
 }
+
+// TestLocalityIgnoredInPanic: a pool in panic mode balances over all its
+// available nodes, so zones do not apply (as in Envoy): when the whole
+// local zone is ejected and that puts the pool in panic, the first picks
+// spread over every node instead of all going to the dead zone while the
+// other zone's healthy nodes idle.
+func TestLocalityIgnoredInPanic(t *testing.T) {
+	one := 1
+	loc := &upstream.Locality{Zone: "a", MinClusterSize: &one}
+	if err := loc.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	// Zone a has 3 of 5 nodes: with a down, 2 of 5 healthy is below the
+	// default panic threshold of 50%.
+	u, _, set := run(t, upstream.Config{Name: "svc", Locality: loc, Health: healthCfg(t, 100, 50)})
+	s := set(zoned("a1", 1, "a"), zoned("a2", 2, "a"), zoned("a3", 3, "a"), zoned("b1", 4, "b"), zoned("b2", 5, "b"))
+	for _, id := range []string{"a1", "a2", "a3"} {
+		byID(s, id).Stats.Health.Eject(node.ConsecutiveGatewayFailure, s.UpdatedAt.Add(1<<40))
+	}
+	u.Rebuild()
+	s = waitSnapshot(t, u, "panic", func(s *upstream.Snapshot) bool { return s.Panic })
+	if s.StableZone != nil {
+		t.Errorf("zone split %+v in panic mode; want none", s.StableZone)
+	}
+	const n = 5000
+	z := firstPicks(t, u, n)
+	if got := float64(z["b"]) / n; math.Abs(got-0.4) > 0.05 {
+		t.Fatalf("zone a ejected, the pool in panic: first picks %v; want them over all 5 nodes (2/5 in zone b)", z)
+	}
+}
