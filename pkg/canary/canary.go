@@ -278,6 +278,59 @@ func (r *Rule) WeightOf(canaries []*node.Node) (float64, string) {
 	return w, from
 }
 
+// Fingerprint identifies what the rule reads of a node set's canary
+// instances, for an automatic rollback to hold until they are re-labelled:
+// the selector and the distinct values of weight_key (or its absence)
+// among every node the selector matches, available or not. Nothing else
+// counts: a canary instance that turns unhealthy, drains, moves, or is
+// added or removed beside others labelled alike leaves it as it was. It is
+// "" when no node matches.
+//
+// It runs in the controller, on every publish: one pass over nodes, and
+// allocations only for the distinct values.
+func (r *Rule) Fingerprint(nodes []*node.Node) string {
+	type weightLabel struct {
+		value string
+		set   bool
+	}
+	var seen []weightLabel // distinct, in the order met; a handful at most
+	for _, n := range nodes {
+		if !r.IsCanary(n) {
+			continue
+		}
+		var w weightLabel
+		if r.weightKey != "" {
+			w.value, w.set = n.Metadata[r.weightKey]
+		}
+		if !slices.Contains(seen, w) {
+			seen = append(seen, w)
+		}
+	}
+	if len(seen) == 0 {
+		return ""
+	}
+	slices.SortFunc(seen, func(a, b weightLabel) int {
+		if a.set != b.set {
+			if a.set {
+				return 1
+			}
+			return -1
+		}
+		return strings.Compare(a.value, b.value)
+	})
+	var b strings.Builder
+	for _, l := range r.selector {
+		b.WriteString(l.key + "=" + l.value + "\x00")
+	}
+	for _, w := range seen {
+		b.WriteString("\x01" + r.weightKey)
+		if w.set {
+			b.WriteString("=" + w.value)
+		}
+	}
+	return b.String()
+}
+
 // ParseWeight parses a weight label value ("10", "2.5", "10%").
 func ParseWeight(v string) (float64, error) {
 	f, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), "%"), 64)

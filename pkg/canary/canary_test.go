@@ -276,3 +276,47 @@ func BenchmarkChoose(b *testing.B) {
 		})
 	}
 }
+
+// TestFingerprint: a rule's fingerprint of a node set changes when the
+// canary instances are re-labelled (their weight_key, or none left to
+// carry it), and only then: not with their health, address, number, other
+// labels or the stable nodes.
+func TestFingerprint(t *testing.T) {
+	r := rule(t, canary.Config{})
+	instance := func(id string, healthy bool, meta map[string]string) *node.Node {
+		return node.New(discovery.Instance{ID: id, Address: "h-" + id, Port: 1, Weight: 1, Healthy: healthy, Metadata: meta}, nil)
+	}
+	tagged := func(id, weight string) *node.Node {
+		return instance(id, true, map[string]string{"canary": "true", "canary-weight": weight})
+	}
+	base := r.Fingerprint([]*node.Node{instance("a", true, nil), tagged("c1", "10"), tagged("c2", "10")})
+	if base == "" {
+		t.Fatal("no fingerprint for a set with canary instances")
+	}
+	for _, tc := range []struct {
+		name  string
+		nodes []*node.Node
+		same  bool
+	}{
+		{"a canary instance unhealthy", []*node.Node{instance("a", true, nil), tagged("c1", "10"),
+			instance("c2", false, map[string]string{"canary": "true", "canary-weight": "10"})}, true},
+		{"another label changed", []*node.Node{instance("a", true, nil), tagged("c1", "10"),
+			instance("c2", true, map[string]string{"canary": "true", "canary-weight": "10", "version": "2"})}, true},
+		{"a canary instance moved", []*node.Node{instance("a", true, nil), tagged("c1", "10"),
+			node.New(discovery.Instance{ID: "c2", Address: "elsewhere", Port: 2, Weight: 1, Healthy: true,
+				Metadata: map[string]string{"canary": "true", "canary-weight": "10"}}, nil)}, true},
+		{"one canary instance fewer", []*node.Node{instance("a", true, nil), tagged("c1", "10")}, true},
+		{"one canary instance more", []*node.Node{tagged("c1", "10"), tagged("c2", "10"), tagged("c3", "10")}, true},
+		{"a stable node re-labelled", []*node.Node{instance("a", true, map[string]string{"canary": "false"}), tagged("c1", "10")}, true},
+		{"the weight re-tagged", []*node.Node{instance("a", true, nil), tagged("c1", "20"), tagged("c2", "20")}, false},
+		{"one instance re-tagged", []*node.Node{instance("a", true, nil), tagged("c1", "10"), tagged("c2", "20")}, false},
+		{"the weight label removed", []*node.Node{instance("a", true, nil), instance("c1", true, map[string]string{"canary": "true"})}, false},
+	} {
+		if got := r.Fingerprint(tc.nodes); (got == base) != tc.same {
+			t.Errorf("%s: fingerprint %q, before %q; want the same: %v", tc.name, got, base, tc.same)
+		}
+	}
+	if got := r.Fingerprint([]*node.Node{instance("a", true, nil)}); got != "" {
+		t.Errorf("no canary instance: fingerprint %q; want \"\"", got)
+	}
+}

@@ -10,7 +10,8 @@ import (
 
 // Rollback configures automatic rollback: when the canary does worse than
 // stable over a window, its weight drops to 0 until an operator resumes it
-// or the canary instances' labels change.
+// or the canary instances' labels change (those the rule reads: see
+// Rule.Fingerprint).
 type Rollback struct {
 	// ErrorRateMargin trips when the canary's error rate exceeds stable's
 	// by more than this many percentage points; default 5.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -264,7 +263,7 @@ type controller struct {
 	outageErrors int
 	errLoggedAt  time.Time
 	judge        *canary.Judge // nil without automatic rollback
-	canaryPrint  string        // fingerprint of the canary nodes last published
+	canaryPrint  string        // the canary rule's Fingerprint of the last set with canary instances
 }
 
 // newController returns the state Run's goroutine owns for u.
@@ -534,21 +533,6 @@ func build(last *built, b *builderBox, pool []*node.Node) balancer.Picker {
 	return last.picker
 }
 
-// fingerprint identifies a set of canary nodes and their labels, to notice
-// a re-tag.
-func fingerprint(nodes []*node.Node) string {
-	var b strings.Builder
-	for _, n := range nodes {
-		b.WriteString(n.ID)
-		keys := slices.Sorted(maps.Keys(n.Metadata))
-		for _, k := range keys {
-			b.WriteString("\x00" + k + "=" + n.Metadata[k])
-		}
-		b.WriteString("\x01")
-	}
-	return b.String()
-}
-
 // publish settles ejections, builds next's pickers over the eligible nodes
 // of each pool (stable, and canary when configured) and stores it. When
 // fewer than the panic threshold of a pool's available nodes are eligible,
@@ -577,16 +561,21 @@ func (c *controller) publish(next *Snapshot) {
 	if rule != nil {
 		cpool, canaryPanic := c.pool(canaries)
 		w, from := rule.WeightOf(canaries)
-		fp := fingerprint(canaries)
+		// A rollback holds until the canary instances are re-labelled;
+		// while there are none (scaled to 0, or out of the registry
+		// while they restart) their labels have not changed.
+		fp := rule.Fingerprint(next.Nodes)
 		if rb := u.rollback.Load(); rb != nil {
-			if rb.fingerprint != fp {
+			if fp != "" && rb.fingerprint != fp {
 				u.rollback.Store(nil)
 				u.cfg.Log.Info("canary instances changed their labels: automatic rollback cleared")
 			} else {
 				w, from = 0, "rollback"
 			}
 		}
-		c.canaryPrint = fp
+		if fp != "" {
+			c.canaryPrint = fp
+		}
 		next.Canary = canary.NewSplit(rule, build(&c.canaryPick, b, cpool), len(cpool), w, from)
 		next.CanaryZone = zoneSplit(u.cfg.Locality, cpool, canaries, canaryPanic, &c.canaryLocalPick, &c.canaryOtherPick, b)
 		next.Available += len(cpool)

@@ -202,7 +202,8 @@ func (u *Upstream) SetBalancer(b balancer.Builder) {
 func (u *Upstream) Policy() *Policy { return u.cfg.Policy }
 
 // rollbackState is an automatic canary rollback: why, when, and the canary
-// nodes' labels when it tripped (a change of them clears it).
+// rule's Fingerprint of the canary instances when it tripped (a re-label
+// clears it).
 type rollbackState struct {
 	reason      string
 	at          time.Time
