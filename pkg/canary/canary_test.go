@@ -211,8 +211,8 @@ func TestConfigErrors(t *testing.T) {
 
 func TestJudge(t *testing.T) {
 	r := rule(t, canary.Config{Rollback: &canary.Rollback{MinRequests: 100, ErrorRateMargin: 5, LatencyP99Margin: 0.5}})
-	j := canary.NewJudge(r)
 	var s canary.Stats
+	j := canary.NewJudge(r, &s, nil)
 	feed := func(p canary.Pool, n, errs int, lat time.Duration) {
 		for i := 0; i < n; i++ {
 			s.Record(p, i < errs, lat)
@@ -237,6 +237,35 @@ func TestJudge(t *testing.T) {
 	feed(canary.Canary, 200, 0, 20*time.Millisecond) // 20× slower
 	if reason := j.Evaluate(&s); !strings.Contains(reason, "p99 latency") {
 		t.Fatalf("reason %q", reason)
+	}
+}
+
+// TestJudgeStartsWhereItsPredecessorLeftOff: stats outlive a config
+// reload; the judge made then judges the requests from where the judge
+// before it left off, and without one, those counted after it was made.
+func TestJudgeStartsWhereItsPredecessorLeftOff(t *testing.T) {
+	r := rule(t, canary.Config{Rollback: &canary.Rollback{MinRequests: 10}})
+	feed := func(s *canary.Stats, canaryFails bool) {
+		for range 100 {
+			s.Record(canary.Stable, false, time.Millisecond)
+			s.Record(canary.Canary, canaryFails, time.Millisecond)
+		}
+	}
+	var s canary.Stats
+	prev := canary.NewJudge(r, &s, nil)
+	feed(&s, true)
+	if reason := prev.Evaluate(&s); reason == "" {
+		t.Fatal("a failing canary was not judged so")
+	}
+	feed(&s, false)
+	if reason := canary.NewJudge(r, &s, prev).Evaluate(&s); reason != "" {
+		t.Fatalf("the next judge judged again what its predecessor had: %s", reason)
+	}
+	feed(&s, true)
+	j := canary.NewJudge(r, &s, nil)
+	feed(&s, false)
+	if reason := j.Evaluate(&s); reason != "" {
+		t.Fatalf("a new judge judged the requests counted before it was made: %s", reason)
 	}
 }
 

@@ -108,12 +108,26 @@ type Judge struct {
 	last [2]poolCounts
 }
 
-// NewJudge returns a judge for a validated rollback config, or nil.
-func NewJudge(r *Rule) *Judge {
+// NewJudge returns a judge for a validated rollback config, or nil. It
+// judges the requests s counts from where prev, the judge of the upstream
+// a config reload replaces (no longer in use; nil if none), left off, or
+// else from now on: s outlives a reload, and a new judge must not judge
+// again what the one before it judged (an operator may have resumed the
+// canary since), nor, with a rollback a reload turns on, every request
+// counted since start at once.
+func NewJudge(r *Rule, s *Stats, prev *Judge) *Judge {
 	if r == nil || r.cfg.Rollback == nil {
 		return nil
 	}
-	return &Judge{cfg: *r.cfg.Rollback}
+	j := &Judge{cfg: *r.cfg.Rollback}
+	if prev != nil {
+		j.last = prev.last
+		return j
+	}
+	for p := range j.last {
+		j.last[p] = s.Pools[p].counts()
+	}
+	return j
 }
 
 // Window returns the comparison interval.

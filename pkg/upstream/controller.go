@@ -262,7 +262,7 @@ type controller struct {
 	// The current registry outage: errors seen, when one was last logged.
 	outageErrors int
 	errLoggedAt  time.Time
-	judge        *canary.Judge // nil without automatic rollback
+	judge        *canary.Judge // u.judge: nil without automatic rollback
 	canaryPrint  string        // the canary rule's Fingerprint of the last set with canary instances
 }
 
@@ -273,7 +273,7 @@ func newController(u *Upstream) *controller {
 		ejector: health.NewEjector(u.cfg.Health, u.cfg.Log, nil, &u.metrics.Ejections),
 		prober:  health.NewProber(u.cfg.Health, u.cfg.Probe, u.Rebuild, u.cfg.Log),
 		timer:   time.NewTimer(time.Hour),
-		judge:   canary.NewJudge(u.cfg.Canary),
+		judge:   u.judge,
 	}
 	c.timer.Stop()
 	return c

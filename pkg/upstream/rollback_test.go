@@ -1,10 +1,12 @@
 package upstream_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/discovery/discoverytest"
 	"github.com/remora-mesh/remora/pkg/canary"
 	"github.com/remora-mesh/remora/pkg/upstream"
 )
@@ -85,5 +87,53 @@ func TestRollbackHoldsUntilTheCanaryIsRelabelled(t *testing.T) {
 	if reason, _ := u.RolledBack(); reason != "" || s.Canary.Weight != 20 || s.Canary.WeightFrom != "registry" {
 		t.Fatalf("re-tagged canary-weight 20: weight %v from %s, rollback %q; want the rollback cleared",
 			s.Canary.Weight, s.Canary.WeightFrom, reason)
+	}
+}
+
+// runReloadable runs u on reg's watch of its service until stop is called (a
+// reload stops the upstream it replaces) or the test ends.
+func runReloadable(t *testing.T, u *upstream.Upstream, reg *discoverytest.Registry) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	w, err := reg.Watch(ctx, u.Service())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { u.Run(ctx, w); close(done) }()
+	stop = func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return stop
+}
+
+// TestReloadJudgesOnlyNewRequests: a config reload keeps an automatic
+// rollback in force, and the upstream it makes judges only the requests
+// after it: a canary an operator resumed, which is healthy since, is not
+// rolled back again on the requests judged before the reload.
+func TestReloadJudgesOnlyNewRequests(t *testing.T) {
+	reg := discoverytest.NewRegistry()
+	reg.Set("svc", inst("a", 1), canaryInst("c1", 3, "10"))
+	u := upstream.New(upstream.Config{Name: "svc", Canary: rollbackRule(t)})
+	stop := runReloadable(t, u, reg)
+	record(u, 50, true)
+	waitRollback(t, u, true)
+
+	stop()
+	u = upstream.New(upstream.Config{Name: "svc", Canary: rollbackRule(t), Previous: u})
+	stop = runReloadable(t, u, reg)
+	waitRollback(t, u, true)
+	if !u.ResumeCanary() {
+		t.Fatal("no rollback to resume after the reload")
+	}
+	waitRollback(t, u, false)
+	record(u, 50, false)
+
+	stop()
+	u = upstream.New(upstream.Config{Name: "svc", Canary: rollbackRule(t), Previous: u})
+	runReloadable(t, u, reg)
+	record(u, 50, false)
+	time.Sleep(10 * rollbackRule(t).Config().Rollback.Window)
+	if reason, _ := u.RolledBack(); reason != "" {
+		t.Fatalf("a reload rolled back a resumed canary, healthy since, on requests judged before it: %s", reason)
 	}
 }

@@ -89,6 +89,10 @@ type Upstream struct {
 	// first ends the wait of calls made before the first set; shared by
 	// the line of upstreams started is.
 	first *firstSet
+	// judge is the automatic rollback's judge, nil without one: made by
+	// New, from where the judge of the upstream it replaces left off,
+	// then owned by the controller.
+	judge *canary.Judge
 }
 
 // FirstSetWait bounds how long a call made before its upstream has nodes
@@ -163,6 +167,7 @@ func New(cfg Config) *Upstream {
 	u.builder.Store(&builderBox{b})
 	u.snap.Store(&Snapshot{Name: cfg.Name, Picker: balancer.Empty})
 	u.canaryStats, u.metrics = new(canary.Stats), new(Metrics)
+	var prevJudge *canary.Judge
 	if prev := cfg.Previous; prev != nil {
 		u.canaryStats, u.metrics, u.admission = prev.canaryStats, prev.metrics, prev.admission
 		if rl, was := cfg.Policy.RateLimit, prev.cfg.Policy.RateLimit; rl != nil && was != nil && *rl == *was {
@@ -170,6 +175,7 @@ func New(cfg Config) *Upstream {
 		}
 		u.rollback.Store(prev.rollback.Load())
 		u.started, u.first = prev.started, prev.first
+		prevJudge = prev.judge // its controller has stopped
 		old := *prev.Snapshot()
 		old.Name = cfg.Name
 		if cfg.Health.Active == nil {
@@ -179,6 +185,7 @@ func New(cfg Config) *Upstream {
 		}
 		u.snap.Store(&old) // republished with this upstream's picker by Run
 	}
+	u.judge = canary.NewJudge(cfg.Canary, u.canaryStats, prevJudge)
 	return u
 }
 
