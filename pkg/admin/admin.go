@@ -364,8 +364,11 @@ type CanaryStatus struct {
 	Selector map[string]string `json:"selector"`
 	// Weight is the effective percentage; WeightFrom is "config",
 	// "registry" or "rollback".
-	Weight         float64    `json:"weight"`
-	WeightFrom     string     `json:"weight_from"`
+	Weight     float64 `json:"weight"`
+	WeightFrom string  `json:"weight_from"`
+	// LabelError names a canary instance's weight label that is not a
+	// percentage and so is ignored (and how many more there are).
+	LabelError     string     `json:"label_error,omitempty"`
 	Available      int        `json:"available"`
 	RolledBack     bool       `json:"rolled_back"`
 	RollbackReason string     `json:"rollback_reason,omitempty"`
@@ -421,7 +424,7 @@ func Status(u *upstream.Upstream) UpstreamStatus {
 	if sp := s.Canary; sp != nil {
 		cs := &CanaryStatus{
 			Default:  sp.Rule.IsDefault(),
-			Selector: sp.Rule.Config().Selector, Weight: sp.Weight, WeightFrom: sp.WeightFrom, Available: sp.Available,
+			Selector: sp.Rule.Config().Selector, Weight: sp.Weight, WeightFrom: sp.WeightFrom, LabelError: sp.LabelError, Available: sp.Available,
 			Requests: map[string]uint64{}, Errors: map[string]uint64{},
 		}
 		if reason, at := u.RolledBack(); reason != "" {

@@ -13,6 +13,7 @@ import (
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/discovery/discoverytest"
 	"github.com/remora-mesh/remora/pkg/admin"
+	"github.com/remora-mesh/remora/pkg/canary"
 	"github.com/remora-mesh/remora/pkg/upstream"
 )
 
@@ -102,5 +103,35 @@ func TestAdmin(t *testing.T) {
 	}
 	if code, body := get(t, h, "/upstreams/nope"); code != 404 || !strings.Contains(body, "orders") {
 		t.Fatalf("unknown upstream: %d %s", code, body)
+	}
+}
+
+// TestStatusShowsCanaryLabelError: /upstreams shows, in the canary
+// block, a canary instance's weight label that is not a percentage (and
+// so is ignored).
+func TestStatusShowsCanaryLabelError(t *testing.T) {
+	reg := discoverytest.NewRegistry()
+	reg.Set("svc", discovery.Instance{ID: "c1", Address: "127.0.0.1", Port: 1, Weight: 1, Healthy: true,
+		Metadata: map[string]string{"canary": "true", "canary-weight": "abc"}})
+	u := upstream.New(upstream.Config{Name: "svc", Canary: canary.DefaultRule()})
+	ctx, cancel := context.WithCancel(context.Background())
+	w, err := reg.Watch(ctx, "svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { u.Run(ctx, w); close(done) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(5 * time.Second)
+	for u.Snapshot().Version == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	c := admin.Status(u).Canary
+	if c == nil || !strings.Contains(c.LabelError, `canary-weight: "abc"`) || !strings.Contains(c.LabelError, "c1") {
+		t.Fatalf("canary status %+v; want a label_error naming c1 and canary-weight \"abc\"", c)
+	}
+	body, err := json.Marshal(c)
+	if err != nil || !strings.Contains(string(body), `"label_error":`) {
+		t.Fatalf("canary block %s (%v); want label_error in it", body, err)
 	}
 }

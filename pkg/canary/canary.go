@@ -266,7 +266,7 @@ func (r *Rule) WeightOf(canaries []*node.Node) (float64, string) {
 		}
 		f, err := ParseWeight(v)
 		if err != nil {
-			continue // reported by the controller
+			continue // reported by the controller: see BadWeightLabels
 		}
 		if !found || f < w {
 			w, found = f, true
@@ -331,6 +331,41 @@ func (r *Rule) Fingerprint(nodes []*node.Node) string {
 	return b.String()
 }
 
+// LabelError is a weight_key label WeightOf ignores: its value is not a
+// percentage.
+type LabelError struct {
+	// Node is the instance ID; Key and Value the label.
+	Node, Key, Value string
+	// Err says why.
+	Err error
+}
+
+func (e LabelError) Error() string {
+	return fmt.Sprintf("canary instance %s: label %s: %v; ignored", e.Node, e.Key, e.Err)
+}
+
+// BadWeightLabels returns the weight_key labels WeightOf ignores among the
+// nodes the selector matches, available or not, in the order of nodes;
+// none without weight_key. It runs in the controller, which reports them:
+// a label a team mistyped would otherwise leave the canary on the
+// config's weight in silence.
+func (r *Rule) BadWeightLabels(nodes []*node.Node) []LabelError {
+	if r.weightKey == "" {
+		return nil
+	}
+	var bad []LabelError
+	for _, n := range nodes {
+		v, ok := n.Metadata[r.weightKey]
+		if !ok || !r.IsCanary(n) {
+			continue
+		}
+		if _, err := ParseWeight(v); err != nil {
+			bad = append(bad, LabelError{Node: n.ID, Key: r.weightKey, Value: v, Err: err})
+		}
+	}
+	return bad
+}
+
 // ParseWeight parses a weight label value ("10", "2.5", "10%").
 func ParseWeight(v string) (float64, error) {
 	f, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), "%"), 64)
@@ -351,6 +386,9 @@ type Split struct {
 	// where it came from ("config", "registry", "rollback").
 	Weight     float64
 	WeightFrom string
+	// LabelError describes the weight_key labels ignored (see
+	// BadWeightLabels), "" when there is none.
+	LabelError string
 	threshold  uint64 // Weight as a share of 2^32
 	// idle: no canary node and a rule that is not strict, so every
 	// request goes to stable whatever Choose would decide.

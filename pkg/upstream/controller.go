@@ -264,6 +264,7 @@ type controller struct {
 	errLoggedAt  time.Time
 	judge        *canary.Judge // u.judge: nil without automatic rollback
 	canaryPrint  string        // the canary rule's Fingerprint of the last set with canary instances
+	badLabels    string        // the weight labels that do not parse, as last reported
 }
 
 // newController returns the state Run's goroutine owns for u.
@@ -533,6 +534,34 @@ func build(last *built, b *builderBox, pool []*node.Node) balancer.Picker {
 	return last.picker
 }
 
+// weightLabels reports the canary instances' weight labels that are not
+// percentages, which the rule ignores: a warning for each when they
+// change, not on every publish. It returns what the snapshot's canary
+// split shows: the first, and how many more; "" when there is none.
+func (c *controller) weightLabels(rule *canary.Rule, nodes []*node.Node) string {
+	bad := rule.BadWeightLabels(nodes)
+	if len(bad) == 0 {
+		c.badLabels = ""
+		return ""
+	}
+	var seen strings.Builder
+	for _, e := range bad {
+		seen.WriteString(e.Node + "\x00" + e.Value + "\x01")
+	}
+	if seen.String() != c.badLabels {
+		c.badLabels = seen.String()
+		for _, e := range bad {
+			c.u.cfg.Log.WithError(e.Err).WithFields(logrus.Fields{"node": e.Node, "label": e.Key, "value": e.Value}).
+				Warn("ignoring a canary instance's weight label")
+		}
+	}
+	summary := bad[0].Error()
+	if len(bad) > 1 {
+		summary += fmt.Sprintf(" (and %d more)", len(bad)-1)
+	}
+	return summary
+}
+
 // publish settles ejections, builds next's pickers over the eligible nodes
 // of each pool (stable, and canary when configured) and stores it. When
 // fewer than the panic threshold of a pool's available nodes are eligible,
@@ -577,6 +606,7 @@ func (c *controller) publish(next *Snapshot) {
 			c.canaryPrint = fp
 		}
 		next.Canary = canary.NewSplit(rule, build(&c.canaryPick, b, cpool), len(cpool), w, from)
+		next.Canary.LabelError = c.weightLabels(rule, next.Nodes)
 		next.CanaryZone = zoneSplit(u.cfg.Locality, cpool, canaries, canaryPanic, &c.canaryLocalPick, &c.canaryOtherPick, b)
 		next.Available += len(cpool)
 		next.Panic = next.Panic || canaryPanic
