@@ -5,9 +5,10 @@ package secret
 
 import (
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
+
+	"github.com/remora-mesh/remora/internal/regularfile"
 )
 
 // Redacted is what a non-empty Secret prints as.
@@ -39,9 +40,11 @@ func (s *Secret) UnmarshalText(b []byte) error {
 
 // ReadFile reads a secret from the file path, trimming white space. Errors
 // start with field (the option that named the file); an empty file is an
-// error that asks to write what (e.g. "the ACL token") into it.
+// error that asks to write what (e.g. "the ACL token") into it. Only a
+// regular file of at most regularfile.MaxSize bytes is read: a named pipe,
+// a device or a directory is an error that says so, at once.
 func ReadFile(field, path, what string) (string, error) {
-	b, err := os.ReadFile(path)
+	b, err := regularfile.ReadFileMax(path, regularfile.MaxSize)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", field, err)
 	}

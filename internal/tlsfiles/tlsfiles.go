@@ -8,9 +8,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"reflect"
+
+	"github.com/remora-mesh/remora/internal/regularfile"
 )
 
 // Options name the files and settings of a TLS client.
@@ -27,14 +28,16 @@ type Options struct {
 }
 
 // Config loads the files, relative to base, and returns the client config.
-// Errors name the field at fault.
+// Errors name the field at fault. Only regular files of at most
+// regularfile.MaxSize bytes are read: a named pipe, a device or a
+// directory is an error that says so, at once.
 func (o *Options) Config(base string) (*tls.Config, error) {
 	if (o.CertFile == "") != (o.KeyFile == "") {
 		return nil, errors.New("cert_file and key_file go together")
 	}
 	tc := &tls.Config{ServerName: o.ServerName, InsecureSkipVerify: o.InsecureSkipVerify, MinVersion: tls.VersionTLS12} //nolint:gosec // opt-in
 	if o.CAFile != "" {
-		pem, err := os.ReadFile(Resolve(base, o.CAFile))
+		pem, err := regularfile.ReadFileMax(Resolve(base, o.CAFile), regularfile.MaxSize)
 		if err != nil {
 			return nil, fmt.Errorf("ca_file: %w", err)
 		}
@@ -45,13 +48,26 @@ func (o *Options) Config(base string) (*tls.Config, error) {
 		tc.RootCAs = pool
 	}
 	if o.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(Resolve(base, o.CertFile), Resolve(base, o.KeyFile))
+		cert, err := loadKeyPair(Resolve(base, o.CertFile), Resolve(base, o.KeyFile))
 		if err != nil {
 			return nil, fmt.Errorf("cert_file/key_file: %w", err)
 		}
 		tc.Certificates = []tls.Certificate{cert}
 	}
 	return tc, nil
+}
+
+// loadKeyPair is tls.LoadX509KeyPair over regularfile.ReadFileMax.
+func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
+	certPEM, err := regularfile.ReadFileMax(certFile, regularfile.MaxSize)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	keyPEM, err := regularfile.ReadFileMax(keyFile, regularfile.MaxSize)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.X509KeyPair(certPEM, keyPEM)
 }
 
 // Resolve returns path relative to base (the config file's directory):
