@@ -233,3 +233,26 @@ func TestFileWatchSkipsWhatIsNoRegularFile(t *testing.T) {
 		t.Fatal("the watch blocked on a named pipe")
 	}
 }
+
+// A config file that holds no YAML document — blank, comments only, a
+// bare "---" — is never applied: applied, it would stop every upstream.
+// The poll sees no change, and a reload (SIGHUP) is refused, saying why.
+func TestFileWatchSkipsAFileThatHoldsNoConfiguration(t *testing.T) {
+	for _, content := range []string{"", " \n\t\n", "# being rewritten\n", "# a\n\n# b\n", "---\n", "--- # empty\n...\n"} {
+		path := filepath.Join(t.TempDir(), "remora.yaml")
+		if err := os.WriteFile(path, []byte(fileTestConfig("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:1", true)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		w := newFileWatch(path)
+		w.settle = time.Millisecond
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, changed := w.poll(testLogger()); changed {
+			t.Errorf("%q was applied", content)
+		}
+		if _, err := w.read(); !errors.Is(err, errEmptyConfig) {
+			t.Errorf("%q read for a reload: %v; want errEmptyConfig", content, err)
+		}
+	}
+}

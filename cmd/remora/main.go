@@ -460,7 +460,18 @@ func reloadFile(a *app, path string, data []byte, readErr error, log *logrus.Log
 
 // errEmptyConfig is the error of a config file that holds nothing: one
 // being written (truncated, then written), which is never applied.
-var errEmptyConfig = errors.New("the file is empty (being written?); an empty configuration is not applied on reload")
+var errEmptyConfig = errors.New("the file holds no configuration (empty, or comments only: being written?); it is not applied on reload")
+
+// holdsNothing reports whether a config file's content is no YAML
+// document, or a null one: blank, comments only, a bare "---". Applied,
+// it would stop every upstream and close every registry.
+func holdsNothing(data []byte) bool {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return true
+	}
+	top, err := strictyaml.Parse(data)
+	return err == nil && (top == nil || top.ShortTag() == "!!null")
+}
 
 // configSettle is how long a changed config file must keep its content
 // before it is applied: a writer that truncates the file and then writes
@@ -514,7 +525,7 @@ func (w *fileWatch) read() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(bytes.TrimSpace(data)) == 0 {
+	if holdsNothing(data) {
 		return nil, errEmptyConfig
 	}
 	return data, nil
@@ -537,7 +548,7 @@ func (w *fileWatch) poll(log *logrus.Logger) ([]byte, bool) {
 		if again, err = regularfile.ReadFile(w.path); err == nil && !bytes.Equal(again, data) {
 			return nil, false // still being written: the next poll sees it
 		}
-		if err == nil && len(bytes.TrimSpace(data)) == 0 {
+		if err == nil && holdsNothing(data) {
 			err = errEmptyConfig
 		}
 	}
