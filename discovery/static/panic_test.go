@@ -38,13 +38,14 @@ func TestFilePanicIsAnErrorAndThePollGoesOn(t *testing.T) {
 			}
 			var panicking atomic.Bool
 			panicking.Store(tc.atOpen)
+			read := readFile
 			readFile = func(name string) ([]byte, error) {
 				if panicking.Load() {
 					panic("injected: reading panicked")
 				}
-				return os.ReadFile(name)
+				return read(name)
 			}
-			t.Cleanup(func() { readFile = os.ReadFile })
+			t.Cleanup(func() { readFile = read })
 			o := &Options{File: path, PollInterval: 10 * time.Millisecond}
 			if err := o.validate(); err != nil {
 				t.Fatal(err)

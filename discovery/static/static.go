@@ -28,7 +28,6 @@ import (
 	"fmt"
 	"maps"
 	"net"
-	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -36,6 +35,7 @@ import (
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/internal/panics"
+	"github.com/remora-mesh/remora/internal/regularfile"
 	"github.com/remora-mesh/remora/internal/strictyaml"
 	"github.com/remora-mesh/remora/internal/tlsfiles"
 )
@@ -311,8 +311,11 @@ func (f *fileRegistry) safeCheck(tries int) {
 	f.mu.Unlock()
 }
 
-// readFile is os.ReadFile; tests replace it.
-var readFile = os.ReadFile
+// readFile reads the file: a regular file only (a named pipe in its place
+// would block Open, and start-up with it, for good), of at most
+// regularfile.MaxSize bytes (/dev/zero would exhaust memory). Tests
+// replace it.
+var readFile = func(name string) ([]byte, error) { return regularfile.ReadFileMax(name, regularfile.MaxSize) }
 
 // check reads the file and, when the read differs from the last one acted
 // on, reads it again f.settle later, up to tries times, until two reads in
