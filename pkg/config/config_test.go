@@ -589,3 +589,30 @@ func parseWants(t *testing.T, yml, want string) error {
 	}
 	return err
 }
+
+// An admin token file that is empty (or blank) is a config error, not
+// "no token": on a loopback address that would leave the admin API open
+// to every container of the pod. One with a token sets it.
+func TestAdminTokenFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ name, content, want string }{
+		{"a token", "s3cret\n", ""},
+		{"empty", "", "admin.token_file: " + filepath.Join(dir, "empty") + " is empty"},
+		{"blank", " \n\t\n", "admin.token_file: " + filepath.Join(dir, "blank") + " is empty"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			file := filepath.Join(dir, strings.Fields(tc.name)[len(strings.Fields(tc.name))-1])
+			if err := os.WriteFile(file, []byte(tc.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			yml := fmt.Sprintf("admin: {address: \"127.0.0.1:15000\", token_file: %q}\n", file)
+			cfg, err := config.Parse([]byte(yml), dir)
+			switch {
+			case tc.want == "" && (err != nil || cfg.Admin.Token != "s3cret"):
+				t.Fatalf("%v, token %q", err, cfg.Admin.Token)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("error %v; want one containing %q", err, tc.want)
+			}
+		})
+	}
+}

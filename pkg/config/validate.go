@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/remora-mesh/remora/discovery"
-	"github.com/remora-mesh/remora/internal/regularfile"
+	"github.com/remora-mesh/remora/internal/secret"
 	"github.com/remora-mesh/remora/internal/strictyaml"
 	"github.com/remora-mesh/remora/internal/tlsfiles"
 	"github.com/remora-mesh/remora/pkg/balancer"
@@ -46,11 +46,14 @@ func (c *Config) validate(d *strictyaml.Decoder) {
 		if c.Admin.Token != "" {
 			add("admin.token_file: set either token or token_file")
 		}
-		data, err := regularfile.ReadFile(tlsfiles.Resolve(c.Dir, c.Admin.TokenFile))
+		// An empty file is an error, not "no token": on a loopback
+		// address that would open the admin API to every container of
+		// the pod.
+		token, err := secret.ReadFile("admin.token_file", tlsfiles.Resolve(c.Dir, c.Admin.TokenFile), "the token")
 		if err != nil {
-			add("admin.token_file: %v", err)
+			add("%v", err)
 		}
-		c.Admin.Token = strings.TrimSpace(string(data))
+		c.Admin.Token = token
 	}
 	if c.Admin.Token == "" && !isLoopback(c.Admin.Address) && checkHostPort(c.Admin.Address) == nil {
 		add("admin.token: required because admin.address %q is not loopback (set token or token_file; /healthz and /readyz stay open for probes)", c.Admin.Address)
