@@ -54,7 +54,7 @@ func toInstance(e *api.ServiceEntry, includeWarning bool) (in discovery.Instance
 		ID:       node + "/" + svc.ID,
 		Address:  svc.Address,
 		Port:     svc.Port,
-		Weight:   uint32(weight),
+		Weight:   uint32(min(weight, MaxWeight)),
 		Healthy:  true,
 		Metadata: labels(svc.Tags, svc.Meta),
 	}
@@ -66,6 +66,12 @@ func toInstance(e *api.ServiceEntry, includeWarning bool) (in discovery.Instance
 	}
 	return in, true, nil
 }
+
+// MaxWeight caps an instance's weight: the agent takes 1..65535, and a
+// larger one written through the catalog API (Weights are plain ints
+// there) counts as this much rather than wrap round, to 0 (drained) for
+// 2^32.
+const MaxWeight = 65535
 
 // labels merges tags and Meta into one label map, nil when both are empty.
 // Tags become labels as documented on tagLabels; Meta is copied on top.
