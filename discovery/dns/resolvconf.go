@@ -3,8 +3,9 @@ package dns
 import (
 	"fmt"
 	"net"
-	"os"
 	"strings"
+
+	"github.com/remora-mesh/remora/internal/regularfile"
 )
 
 // resolvConfig is how names are resolved: the DNS servers to ask, in
@@ -27,9 +28,12 @@ const maxNameservers = 3
 const maxNdots = 15
 
 // readResolvConf reads a resolv.conf file (see parseResolvConf); one that
-// names no nameserver is an error.
+// names no nameserver is an error, and so is one that is not a regular
+// file (a named pipe would block the reader, and every watcher waiting on
+// it, for good) or is over regularfile.MaxSize bytes: they are handled as
+// a missing file is.
 func readResolvConf(path, port string) (resolvConfig, error) {
-	data, err := os.ReadFile(path)
+	data, err := regularfile.ReadFileMax(path, regularfile.MaxSize)
 	if err != nil {
 		return resolvConfig{}, err
 	}
