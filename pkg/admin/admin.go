@@ -203,7 +203,7 @@ func Handler(src Source, opts Options) http.Handler {
 		switch {
 		case open(r):
 		case token != "":
-			if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+token)) != 1 {
+			if subtle.ConstantTimeCompare([]byte(bearerToken(r)), []byte(token)) != 1 {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="remora admin"`)
 				writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "admin token required: Authorization: Bearer <admin.token>"})
 				return
@@ -484,6 +484,17 @@ func writeCompactJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// bearerToken is the token of r's "Authorization: Bearer TOKEN" header, or
+// "". The scheme's name is case-insensitive (RFC 9110 11.1), so "bearer"
+// and "BEARER" are Bearer too.
+func bearerToken(r *http.Request) string {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimLeft(token, " ")
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

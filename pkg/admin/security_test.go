@@ -187,3 +187,35 @@ func TestRebindingHostRefused(t *testing.T) {
 		t.Errorf("without the token, by name: %d; want 401", code)
 	}
 }
+
+// The token is taken whatever the case of its scheme's name ("bearer",
+// "BEARER": RFC 9110 says it is case-insensitive), and only the token.
+func TestBearerSchemeIsCaseInsensitive(t *testing.T) {
+	src := &undrainSource{}
+	src.table = upstream.NewTable(upstream.New(upstream.Config{Name: "users"}))
+	h := admin.Handler(src, admin.Options{Token: func() string { return "s3cret" }})
+	for _, tc := range []struct {
+		auth string
+		want int
+	}{
+		{"Bearer s3cret", 200},
+		{"bearer s3cret", 200},
+		{"BEARER s3cret", 200},
+		{"Bearer  s3cret", 200},
+		{"Bearer s3cre", 401},
+		{"Basic s3cret", 401},
+		{"s3cret", 401},
+		{"Bearers3cret", 401},
+		{"", 401},
+	} {
+		req := httptest.NewRequest("GET", "http://127.0.0.1:15000/upstreams", nil)
+		if tc.auth != "" {
+			req.Header.Set("Authorization", tc.auth)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != tc.want {
+			t.Errorf("Authorization %q: %d; want %d", tc.auth, rec.Code, tc.want)
+		}
+	}
+}
