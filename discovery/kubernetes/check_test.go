@@ -58,7 +58,7 @@ func TestCheckRefusesBadFiles(t *testing.T) {
 		{"kubeconfig: kc", nil},
 		{"kubeconfig: kc\ncontext: b", nil},
 		{"kubeconfig: kc-tls", nil},
-		{"kubeconfig: missing", [][2]string{{"kubeconfig", "stat " + filepath.Join(dir, "missing") + ": no such file or directory"}}},
+		{"kubeconfig: missing", [][2]string{{"kubeconfig", "open " + filepath.Join(dir, "missing") + ": no such file or directory"}}},
 		{"kubeconfig: bad.yaml", [][2]string{{"kubeconfig", filepath.Join(dir, "bad.yaml")}}},
 		{"kubeconfig: kc\ncontext: dev", [][2]string{{"context", `"dev" is not a context of ` + filepath.Join(dir, "kc") + `; it has "a", "b"`}}},
 		{"kubeconfig: no-current", [][2]string{{"kubeconfig", `no-current has no current-context; set context: to one of its contexts ("a", "b")`}}},

@@ -100,6 +100,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/remora-mesh/remora/discovery"
+	"github.com/remora-mesh/remora/internal/regularfile"
 	"github.com/remora-mesh/remora/internal/tlsfiles"
 )
 
@@ -235,7 +236,10 @@ func (o *Options) restConfig(baseDir string) (*rest.Config, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	if _, err := os.Stat(path); err != nil {
+	// client-go reads the file with os.ReadFile: a named pipe in its place
+	// would block it (and validate, or start-up) for good, a device or a
+	// huge file exhaust memory. Only a small regular file is handed over.
+	if err := regularfile.Check(path, regularfile.MaxSize); err != nil {
 		return nil, "", fmt.Errorf("kubeconfig: %w", err)
 	}
 	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(

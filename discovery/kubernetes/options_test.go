@@ -101,7 +101,7 @@ func TestOpenErrors(t *testing.T) {
 		o    Options
 		want string
 	}{
-		{"missing kubeconfig", Options{Kubeconfig: "nope.yaml"}, "kubeconfig: stat " + filepath.Join(dir, "nope.yaml")},
+		{"missing kubeconfig", Options{Kubeconfig: "nope.yaml"}, "kubeconfig: open " + filepath.Join(dir, "nope.yaml")},
 		{"broken kubeconfig", Options{Kubeconfig: "bad.yaml"}, "kubeconfig: " + bad},
 	}
 	for _, tc := range tests {
