@@ -53,8 +53,9 @@ type app struct {
 	access       *logrus.Entry
 	accessSample float64
 	draining     atomic.Bool
-	drainMu      sync.Mutex // orders stop, Drain, Undrain and a new agent
-	stopping     bool       // set by stop, under drainMu; never cleared
+	drainMu      sync.Mutex    // orders stop, Drain, Undrain and a new agent
+	stopping     bool          // set by stop, under drainMu; never cleared
+	stopped      chan struct{} // closed when stopping is set (nil in some tests' apps)
 
 	mu         sync.Mutex
 	cfg        *config.Config
@@ -135,6 +136,7 @@ func startApp(ctx context.Context, cfg *config.Config, log *logrus.Logger) (_ *a
 		upstreams:  map[string]*liveUpstream{},
 		dedicated:  map[string]*server{},
 		retiring:   map[*server]chan struct{}{},
+		stopped:    make(chan struct{}),
 		rereg:      map[string]*reregCounter{},
 	}
 	popts := proxy.Options{Log: log.WithField("component", "proxy")}
@@ -158,10 +160,10 @@ func startApp(ctx context.Context, cfg *config.Config, log *logrus.Logger) (_ *a
 	switch {
 	case err == nil:
 		a.servers = append(a.servers, s)
-	case errors.Is(err, syscall.EADDRINUSE) && ctx.Err() == nil:
+	case notYetBindable(err) && ctx.Err() == nil:
 		// The admin API is no traffic: the proxy serves without it, and
-		// it is served once the address is free.
-		a.log.WithError(err).Error("the admin API is not served (no /readyz, /metrics): its address is in use; serving the proxy, and trying the address again every second")
+		// it is served once the address can be bound.
+		a.log.WithError(err).Error("the admin API is not served (no /readyz, /metrics): its address cannot be bound; serving the proxy, and trying the address again every second")
 		go a.serveAdminLater(cfg.Admin.Address, adminSrv)
 	default:
 		return nil, err
@@ -384,10 +386,10 @@ const bindRetryEvery = 100 * time.Millisecond
 // is refused, and the running config stays).
 func (a *app) listen(name, addr string) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
-	if err == nil || a.starting == nil || !errors.Is(err, syscall.EADDRINUSE) {
+	if err == nil || a.starting == nil || !notYetBindable(err) {
 		return ln, err
 	}
-	a.log.WithFields(logrus.Fields{"listener": name, "address": addr}).Warnf("address in use; trying again for up to %v", startBindWait)
+	a.log.WithError(err).WithFields(logrus.Fields{"listener": name, "address": addr}).Warnf("address not available; trying again for up to %v", startBindWait)
 	deadline := time.NewTimer(startBindWait)
 	defer deadline.Stop()
 	tick := time.NewTicker(bindRetryEvery)
@@ -399,11 +401,21 @@ func (a *app) listen(name, addr string) (net.Listener, error) {
 		case <-deadline.C:
 			return nil, fmt.Errorf("%w (still, after %v)", err, startBindWait)
 		case <-tick.C:
-			if ln, err = net.Listen("tcp", addr); err == nil || !errors.Is(err, syscall.EADDRINUSE) {
+			if ln, err = net.Listen("tcp", addr); err == nil || !notYetBindable(err) {
 				return ln, err
 			}
 		}
 	}
+}
+
+// notYetBindable reports whether a listen error may pass without a change
+// of config: the address is in use (another process still holds it), not
+// on the host yet (EADDRNOTAVAIL: an interface or an address coming up),
+// or its name did not resolve (the resolver failing, or /etc/hosts not
+// written yet).
+func notYetBindable(err error) bool {
+	var dnsErr *net.DNSError
+	return errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EADDRNOTAVAIL) || errors.As(err, &dnsErr)
 }
 
 func newServer(name string, ln net.Listener, srv serving) *server {
@@ -476,15 +488,20 @@ func (a *app) tcpServer(cfg *config.Config, name string) *tcp.Server {
 // variable for tests.
 var adminRetryEvery = time.Second
 
-// serveAdminLater binds the admin address, which another process held at
-// start, once it is free, and serves srv on it; it gives up when the app
-// stops, or on an error other than the address in use.
+// serveAdminLater binds the admin address, which could not be bound at
+// start (see notYetBindable), once it can, and serves srv on it; it gives
+// up when the app stops, or on another error.
 func (a *app) serveAdminLater(addr string, srv serving) {
 	tick := time.NewTicker(adminRetryEvery)
 	defer tick.Stop()
-	for range tick.C {
+	for {
+		select {
+		case <-a.stopped:
+			return
+		case <-tick.C:
+		}
 		ln, err := net.Listen("tcp", addr)
-		if err != nil && errors.Is(err, syscall.EADDRINUSE) {
+		if err != nil && notYetBindable(err) {
 			if a.isStopping() {
 				return
 			}

@@ -175,7 +175,7 @@ func TestSIGTERMWhileWaitingForAnAddressExitsZero(t *testing.T) {
 	go func() { exited <- cmd.Wait() }()
 	defer cmd.Process.Kill()
 	eventually(t, 10*time.Second, "the start waiting for the address", func() bool {
-		return strings.Contains(logs.String(), "address in use; trying again")
+		return strings.Contains(logs.String(), "address not available; trying again")
 	})
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -187,5 +187,38 @@ func TestSIGTERMWhileWaitingForAnAddressExitsZero(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("remora run did not end on SIGTERM while waiting for an address")
+	}
+}
+
+// An admin address that cannot be bound for a reason that is no config
+// error — not on the host (yet), or a name that does not resolve now —
+// does not stop the start either: the proxy serves without the admin API,
+// which is tried again every second.
+func TestUnbindableAdminAddressDoesNotStopTheProxy(t *testing.T) {
+	defer func(old time.Duration) { startBindWait = old }(startBindWait)
+	defer func(old time.Duration) { adminRetryEvery = old }(adminRetryEvery)
+	startBindWait, adminRetryEvery = 200*time.Millisecond, 50*time.Millisecond
+	users := startBackend(t, "users")
+	for _, admin := range []string{
+		"192.0.2.1:15000",      // TEST-NET-1: on no host
+		"nohost.invalid:15000", // .invalid never resolves
+	} {
+		t.Run(admin, func(t *testing.T) {
+			outbound := freeAddr(t)
+			cfg := mustParse(t, fmt.Sprintf(`
+admin: {address: %q, token: t0ken}
+listeners: [{name: outbound, address: %q}]
+registries: [{name: s, type: static, static: {services: {users: [{address: %q}]}}}]
+upstreams: [{name: users}]
+`, admin, outbound, users.srv.Listener.Addr().String()))
+			a, err := startApp(context.Background(), cfg, testLogger())
+			if err != nil {
+				t.Fatalf("start with admin address %s: %v; want the proxy served", admin, err)
+			}
+			defer a.close()
+			if code, body := hostGet(t, outbound, "users"); code != 200 || body != "users" {
+				t.Fatalf("through the outbound listener: %d %q", code, body)
+			}
+		})
 	}
 }

@@ -25,6 +25,9 @@ func (a *app) Undrain() error {
 func (a *app) markStopping() {
 	a.drainMu.Lock()
 	defer a.drainMu.Unlock()
+	if !a.stopping && a.stopped != nil {
+		close(a.stopped)
+	}
 	a.stopping = true
 	a.draining.Store(true)
 }
