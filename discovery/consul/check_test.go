@@ -37,7 +37,7 @@ func TestCheckRefusesBadFiles(t *testing.T) {
 		{"", nil},
 		{"token_file: missing", [][2]string{{"token_file", "open " + missing + ": no such file or directory"}}},
 		{"token_file: empty", [][2]string{{"token_file", "is empty"}}},
-		{"token_file: .", [][2]string{{"token_file", "is a directory"}}},
+		{"token_file: .", [][2]string{{"token_file", "not a regular file but a directory"}}},
 		{"tls: {ca_file: missing}", [][2]string{{"tls.ca_file", "open " + missing}}},
 		{"tls: {ca_file: garbage.pem}", [][2]string{{"tls.ca_file", "holds no PEM certificate"}}},
 		{"tls: {cert_file: cert.pem, key_file: missing}", [][2]string{{"tls.cert_file/key_file", "open " + missing}}},
