@@ -68,26 +68,16 @@ func NewDecoder() *Decoder {
 
 // Parse parses the first YAML document of data into a node tree and
 // returns its top node, nil for an empty document. A syntax error is
-// returned as Errors with its line.
+// returned as Errors with the line (and column, when known) of the fault.
 func Parse(data []byte) (*yaml.Node, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, Errors{syntaxError(err)}
+		return nil, Errors{syntaxError(data, err)}
 	}
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
 		return nil, nil
 	}
 	return doc.Content[0], nil
-}
-
-// syntaxError turns yaml's "yaml: line N: msg" into an Error at line N.
-func syntaxError(err error) *Error {
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	var line int
-	if _, scanErr := fmt.Sscanf(msg, "line %d:", &line); scanErr == nil {
-		msg = strings.TrimSpace(strings.TrimPrefix(msg, fmt.Sprintf("line %d:", line)))
-	}
-	return &Error{Pos: Pos{Line: line}, Msg: "not valid YAML: " + msg}
 }
 
 // Unmarshal decodes the first document of data into v, which must be a

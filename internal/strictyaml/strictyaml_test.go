@@ -178,7 +178,7 @@ upstreams:
 			`line 4, column 5: upstreams[0].name: written twice (first at line 3)`,
 			`line 5, column 20: upstreams[0].labels.x: written twice (first at line 5)`,
 		}},
-		{"syntax", "upstreams:\n  - name: a\n\tweight: 1\n", []string{"line 2: not valid YAML: found a tab character that violates indentation"}},
+		{"syntax", "upstreams:\n  - name: a\n\tweight: 1\n", []string{"line 3: not valid YAML: found a tab character that violates indentation (in the text that starts on line 2)"}},
 		{"alias cycle or bomb", `
 a: &a ["x","x","x","x","x","x","x","x","x","x"]
 b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]
@@ -321,6 +321,10 @@ func FuzzDecode(f *testing.F) {
 		"upstreams: [{<<: [{name: a}, {weight: 2}], <<: {small: 3}}]",
 		"? [a]\n: b\n",
 		"upstreams: [{extra: !!binary aGk=, password: !!int 5}]",
+		"upstreams:\n  - name: x\n   registry: y\n",
+		"a: &a 1\n# *b\nb: [*a, *b]\n",
+		"a: 1\r\nb: \xff\n",
+		"a: [1,\n  2\nb: 'x\n",
 	} {
 		f.Add(s)
 	}
@@ -339,6 +343,10 @@ func FuzzDecode(f *testing.F) {
 		for _, e := range es {
 			if e.Line < 0 || e.Line > lines {
 				t.Fatalf("line %d of %d: %v", e.Line, lines, e)
+			}
+			// A syntax error names a line that is there.
+			if strings.HasPrefix(e.Msg, "not valid YAML") && e.Line > lines-1 {
+				t.Fatalf("line %d of %d: %v", e.Line, lines-1, e)
 			}
 			for _, bad := range []string{"!!", "cannot unmarshal", "not found in type", "int64", "uint32", "time.Duration", "strictyaml", "reflect"} {
 				if strings.Contains(e.Msg, bad) && !strings.Contains(src, bad) {
