@@ -1,16 +1,13 @@
 package consul
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/remora-mesh/remora/discovery"
 	"github.com/remora-mesh/remora/discovery/discoverytest"
-	"github.com/remora-mesh/remora/internal/regularfile"
+	"github.com/remora-mesh/remora/internal/regularfile/regularfiletest"
 )
 
 // within runs f and fails the test if it has not returned within two
@@ -27,31 +24,11 @@ func within(t *testing.T, what string, f func()) {
 	}
 }
 
-// tokenFiles makes a named pipe and a file over regularfile.MaxSize in a
-// new directory, and returns them with the error each must give.
-func tokenFiles(t *testing.T) (dir string, files map[string]string) {
-	dir = t.TempDir()
-	fifo, huge := filepath.Join(dir, "fifo"), filepath.Join(dir, "huge")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(huge, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(huge, regularfile.MaxSize+1); err != nil { // sparse
-		t.Fatal(err)
-	}
-	return dir, map[string]string{
-		fifo: "read " + fifo + ": not a regular file but a named pipe",
-		huge: "read " + huge + ": 16777217 bytes is over the limit of 16 MiB",
-	}
-}
-
-// A named pipe or a file over the size cap as token_file is a config
+// A named pipe, a device or a file over the size cap as token_file is a config
 // error at once, placed at the field and naming the file.
 func TestCheckRefusesTokenFileNotSmallRegular(t *testing.T) {
-	_, files := tokenFiles(t)
-	for path, want := range files {
+	for _, tc := range regularfiletest.Refusals(t) {
+		path, want := tc.Path, tc.Want
 		o, err := parseYAML(t, "address: 192.0.2.1:1\ntoken_file: "+path)
 		if err != nil {
 			t.Fatal(err)
@@ -63,13 +40,13 @@ func TestCheckRefusesTokenFileNotSmallRegular(t *testing.T) {
 	}
 }
 
-// A named pipe or a file over the size cap named by
+// A named pipe, a device or a file over the size cap named by
 // $CONSUL_HTTP_TOKEN_FILE is the environment's: Open returns at once with
 // a registry whose watchers report the error, as for a missing file.
 func TestOpenWithEnvTokenFileNotSmallRegular(t *testing.T) {
-	_, files := tokenFiles(t)
 	defer func(g func(string) string) { getenv = g }(getenv)
-	for path, want := range files {
+	for _, tc := range regularfiletest.Refusals(t) {
+		path, want := tc.Path, tc.Want
 		getenv = func(k string) string {
 			if k == TokenFileEnv {
 				return path

@@ -1,15 +1,12 @@
 package kubernetes
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/remora-mesh/remora/discovery"
-	"github.com/remora-mesh/remora/internal/regularfile"
+	"github.com/remora-mesh/remora/internal/regularfile/regularfiletest"
 )
 
 // A kubeconfig that is a named pipe (client-go's loader blocked on it for
@@ -18,22 +15,8 @@ import (
 // kubeconfig field, naming the file and what is wrong with it.
 func TestKubeconfigNotSmallRegular(t *testing.T) {
 	dir := t.TempDir()
-	fifo, huge := filepath.Join(dir, "fifo"), filepath.Join(dir, "huge")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(huge, []byte(kubeconfigWith("", "")), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(huge, regularfile.MaxSize+1); err != nil { // sparse
-		t.Fatal(err)
-	}
-	for _, tc := range []struct{ path, want string }{
-		{fifo, "kubeconfig: read " + fifo + ": not a regular file but a named pipe"},
-		{"/dev/zero", "kubeconfig: read /dev/zero: not a regular file but a device"},
-		{huge, "kubeconfig: read " + huge + ": 16777217 bytes is over the limit of 16 MiB"},
-	} {
-		o, err := parseYAML(t, "kubeconfig: "+tc.path)
+	for _, tc := range regularfiletest.Refusals(t) {
+		o, err := parseYAML(t, "kubeconfig: "+tc.Path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -51,11 +34,11 @@ func TestKubeconfigNotSmallRegular(t *testing.T) {
 			go func() { done <- f() }()
 			select {
 			case err := <-done:
-				if err == nil || !strings.Contains(err.Error(), tc.want) {
-					t.Errorf("%s with kubeconfig %s = %v; want %q", name, tc.path, err, tc.want)
+				if want := "kubeconfig: " + tc.Want; err == nil || !strings.Contains(err.Error(), want) {
+					t.Errorf("%s with kubeconfig %s = %v; want %q", name, tc.Path, err, want)
 				}
 			case <-time.After(2 * time.Second):
-				t.Fatalf("%s with kubeconfig %s blocked", name, tc.path)
+				t.Fatalf("%s with kubeconfig %s blocked", name, tc.Path)
 			}
 		}
 	}
