@@ -164,7 +164,7 @@ func startApp(ctx context.Context, cfg *config.Config, log *logrus.Logger) (_ *a
 		// The admin API is no traffic: the proxy serves without it, and
 		// it is served once the address can be bound.
 		a.log.WithError(err).Error("the admin API is not served (no /readyz, /metrics): its address cannot be bound; serving the proxy, and trying the address again every second")
-		go a.serveAdminLater(cfg.Admin.Address, adminSrv)
+		go a.serveAdminLater(cfg.Admin.Address, adminSrv, adminRetryEvery)
 	default:
 		return nil, err
 	}
@@ -489,10 +489,12 @@ func (a *app) tcpServer(cfg *config.Config, name string) *tcp.Server {
 var adminRetryEvery = time.Second
 
 // serveAdminLater binds the admin address, which could not be bound at
-// start (see notYetBindable), once it can, and serves srv on it; it gives
-// up when the app stops, or on another error.
-func (a *app) serveAdminLater(addr string, srv serving) {
-	tick := time.NewTicker(adminRetryEvery)
+// start (see notYetBindable), once it can, trying every retryEvery (read
+// by the caller: a test may change adminRetryEvery back once its app
+// stopped, before this goroutine ran), and serves srv on it; it gives up
+// when the app stops, or on another error.
+func (a *app) serveAdminLater(addr string, srv serving, retryEvery time.Duration) {
+	tick := time.NewTicker(retryEvery)
 	defer tick.Stop()
 	for {
 		select {
