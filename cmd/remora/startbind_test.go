@@ -110,34 +110,45 @@ upstreams:
 	})
 }
 
+// startWithAdminAt starts an app whose admin address is admin (an
+// admin block in YAML flow form: address and token) with the start's
+// bind waits shortened for the test, and checks that the proxy serves
+// through its outbound listener whatever became of the admin address.
+func startWithAdminAt(t *testing.T, admin string) *app {
+	t.Helper()
+	t.Cleanup(func(wait, retry time.Duration) func() {
+		return func() { startBindWait, adminRetryEvery = wait, retry }
+	}(startBindWait, adminRetryEvery))
+	startBindWait, adminRetryEvery = 200*time.Millisecond, 50*time.Millisecond
+	users := startBackend(t, "users")
+	outbound := freeAddr(t)
+	cfg := mustParse(t, fmt.Sprintf(`
+admin: %s
+listeners: [{name: outbound, address: %q}]
+registries: [{name: s, type: static, static: {services: {users: [{address: %q}]}}}]
+upstreams: [{name: users}]
+`, admin, outbound, users.srv.Listener.Addr().String()))
+	a, err := startApp(context.Background(), cfg, testLogger())
+	if err != nil {
+		t.Fatalf("start with admin %s: %v; want the proxy served", admin, err)
+	}
+	t.Cleanup(a.close)
+	if code, body := hostGet(t, outbound, "users"); code != 200 || body != "users" {
+		t.Fatalf("through the outbound listener: %d %q", code, body)
+	}
+	return a
+}
+
 // The admin API is no traffic: an admin address held for good does not
 // stop the start. The proxy serves, and the admin API is served once the
 // address is free.
 func TestBusyAdminAddressDoesNotStopTheProxy(t *testing.T) {
-	defer func(old time.Duration) { startBindWait = old }(startBindWait)
-	defer func(old time.Duration) { adminRetryEvery = old }(adminRetryEvery)
-	startBindWait, adminRetryEvery = 200*time.Millisecond, 50*time.Millisecond
-	users := startBackend(t, "users")
 	held, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer held.Close()
-	outbound := freeAddr(t)
-	cfg := mustParse(t, fmt.Sprintf(`
-admin: {address: %q}
-listeners: [{name: outbound, address: %q}]
-registries: [{name: s, type: static, static: {services: {users: [{address: %q}]}}}]
-upstreams: [{name: users}]
-`, held.Addr().String(), outbound, users.srv.Listener.Addr().String()))
-	a, err := startApp(context.Background(), cfg, testLogger())
-	if err != nil {
-		t.Fatalf("start with the admin address held: %v; want the proxy served", err)
-	}
-	defer a.close()
-	if code, body := hostGet(t, outbound, "users"); code != 200 || body != "users" {
-		t.Fatalf("through the outbound listener: %d %q", code, body)
-	}
+	startWithAdminAt(t, fmt.Sprintf("{address: %q}", held.Addr().String()))
 	held.Close()
 	eventually(t, 5*time.Second, "the admin API served once its address is free", func() bool {
 		resp, err := http.Get("http://" + held.Addr().String() + "/healthz")
@@ -195,30 +206,12 @@ func TestSIGTERMWhileWaitingForAnAddressExitsZero(t *testing.T) {
 // does not stop the start either: the proxy serves without the admin API,
 // which is tried again every second.
 func TestUnbindableAdminAddressDoesNotStopTheProxy(t *testing.T) {
-	defer func(old time.Duration) { startBindWait = old }(startBindWait)
-	defer func(old time.Duration) { adminRetryEvery = old }(adminRetryEvery)
-	startBindWait, adminRetryEvery = 200*time.Millisecond, 50*time.Millisecond
-	users := startBackend(t, "users")
 	for _, admin := range []string{
 		"192.0.2.1:15000",      // TEST-NET-1: on no host
 		"nohost.invalid:15000", // .invalid never resolves
 	} {
 		t.Run(admin, func(t *testing.T) {
-			outbound := freeAddr(t)
-			cfg := mustParse(t, fmt.Sprintf(`
-admin: {address: %q, token: t0ken}
-listeners: [{name: outbound, address: %q}]
-registries: [{name: s, type: static, static: {services: {users: [{address: %q}]}}}]
-upstreams: [{name: users}]
-`, admin, outbound, users.srv.Listener.Addr().String()))
-			a, err := startApp(context.Background(), cfg, testLogger())
-			if err != nil {
-				t.Fatalf("start with admin address %s: %v; want the proxy served", admin, err)
-			}
-			defer a.close()
-			if code, body := hostGet(t, outbound, "users"); code != 200 || body != "users" {
-				t.Fatalf("through the outbound listener: %d %q", code, body)
-			}
+			startWithAdminAt(t, fmt.Sprintf("{address: %q, token: t0ken}", admin))
 		})
 	}
 }
