@@ -504,9 +504,6 @@ func (a *app) serveAdminLater(addr string, srv serving, retryEvery time.Duration
 		}
 		ln, err := net.Listen("tcp", addr)
 		if err != nil && notYetBindable(err) {
-			if a.isStopping() {
-				return
-			}
 			continue
 		}
 		if err != nil {

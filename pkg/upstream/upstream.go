@@ -156,9 +156,7 @@ func New(cfg Config) *Upstream {
 	}
 	u := &Upstream{cfg: cfg, detector: health.NewDetector(cfg.Health), kick: make(chan struct{}, 1), started: cfg.Now(),
 		first: &firstSet{ch: make(chan struct{})}}
-	if rl := cfg.Policy.RateLimit; rl != nil {
-		u.limiter = NewLimiter(*rl)
-	}
+	u.limiter = limiterFor(cfg.Policy.RateLimit, cfg.Previous)
 	u.admission = new(admission)
 	b := cfg.Balancer
 	if b == nil {
@@ -170,9 +168,6 @@ func New(cfg Config) *Upstream {
 	var prevJudge *canary.Judge
 	if prev := cfg.Previous; prev != nil {
 		u.canaryStats, u.metrics, u.admission = prev.canaryStats, prev.metrics, prev.admission
-		if rl, was := cfg.Policy.RateLimit, prev.cfg.Policy.RateLimit; rl != nil && was != nil && *rl == *was {
-			u.limiter = prev.limiter // the same bucket: a reload is no fresh burst
-		}
 		u.rollback.Store(prev.rollback.Load())
 		u.started, u.first = prev.started, prev.first
 		prevJudge = prev.judge // its controller has stopped
@@ -187,6 +182,19 @@ func New(cfg Config) *Upstream {
 	}
 	u.judge = canary.NewJudge(cfg.Canary, u.canaryStats, prevJudge)
 	return u
+}
+
+// limiterFor returns the limiter of rl, nil without one: prev's when prev
+// (the upstream a reload replaces; may be nil) had the same rate_limit, so
+// that a reload is no fresh burst, else a new one.
+func limiterFor(rl *RateLimit, prev *Upstream) *Limiter {
+	switch {
+	case rl == nil:
+		return nil
+	case prev != nil && prev.cfg.Policy.RateLimit != nil && *prev.cfg.Policy.RateLimit == *rl:
+		return prev.limiter
+	}
+	return NewLimiter(*rl)
 }
 
 // Name returns the upstream's name.
